@@ -1,0 +1,64 @@
+/*
+ * internal.h - what the rules library's modules share and nobody else sees:
+ * the arena that owns a ruleset's memory, the ruleset itself, and the key
+ * builder used by the decision engine.
+ *
+ * Ownership: everything reachable from a struct rl_ruleset (rules, limits,
+ * patterns, strings) lives in its arena and is freed by rl_ruleset_free in
+ * one call.
+ */
+#ifndef RULES_INTERNAL_H
+#define RULES_INTERNAL_H
+
+#include "rules.h"
+
+struct rl_arena_block;
+
+struct rl_arena {
+	struct rl_arena_block *head;
+	size_t bytes;           /* total allocated, for statistics */
+};
+
+/* Zeroed, 16-byte aligned memory owned by the arena; NULL when out of
+ * memory. */
+void *rl_arena_alloc(struct rl_arena *a, size_t n);
+char *rl_arena_strndup(struct rl_arena *a, const char *s, size_t n);
+void rl_arena_free(struct rl_arena *a);
+
+struct rl_ruleset {
+	struct rl_arena arena;
+	struct rl_settings settings;
+	struct rl_rule **rules;         /* file order */
+	size_t nrules;
+	struct rl_rule **exact;         /* exact rules sorted by path, then
+					   file order */
+	size_t nexact;
+	struct rl_rule **globs;         /* wildcard rules in precedence order */
+	size_t nglobs;
+	size_t nfiles;
+	uint64_t max_moving;
+};
+
+/* The rule for a normalised path and method, or NULL (defaults apply). */
+const struct rl_rule *rl_ruleset_match(const struct rl_ruleset *rs,
+				       const char *path, size_t len,
+				       unsigned method_bit);
+
+/* Compile a key spec ("header:X-Api-Key|addr") into arena memory.  Returns
+ * NULL with d set (col into s) on a bad spec, or when out of memory. */
+struct rl_key *rl_key_compile(struct rl_arena *a, const char *s, size_t len,
+			      struct rl_diag *d);
+
+/* Append text to buf[*pos..cap) escaping every byte outside
+ * [A-Za-z0-9 . _ ~ / * -] (no spaces) as %XX, so client-supplied values can never forge the
+ * ':', '=' and '+' separators of a store key.  Returns 0, or -1 when it
+ * does not fit. */
+int rl_key_escape(char *buf, size_t cap, size_t *pos, const char *s,
+		  size_t len);
+
+/* Render the client key of req under k into buf (NUL-terminated).  Returns
+ * 0, or -1 when no alternative has every part present and valid. */
+int rl_key_render(const struct rl_key *k, const struct rl_request *req,
+		  const char *addr_text, char *buf, size_t cap, size_t *len);
+
+#endif

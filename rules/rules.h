@@ -1,0 +1,514 @@
+/*
+ * rules.h - the rategate rules library: the one public header.
+ *
+ * The library parses rule files, normalises and matches request paths,
+ * resolves the client address, and decides whether a request is within its
+ * limits.  It is pure: it never opens files, reads the clock, prints or
+ * exits.  File access comes in through an rl_io callback table, time comes in
+ * as milliseconds since the Unix epoch, and counters live behind an rl_store
+ * function table, so the same engine runs on the process-local store here,
+ * on shared memory and on Redis (gateway/).
+ *
+ * Conventions: functions return 0 / -1 (or a pointer / NULL); a named enum
+ * only where there are more outcomes.  Error detail goes into an rl_diag or
+ * an rl_report, never to stderr.  Times are int64_t milliseconds; counts are
+ * uint64_t hits.
+ */
+#ifndef RULES_RULES_H
+#define RULES_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------ */
+/* Bounds (validated at load; the request path trusts them)            */
+
+#define RL_MAX_COUNT        1000000000ULL  /* hits per period */
+#define RL_MAX_PERIOD_MS    (100ULL * 12 * 30 * 86400 * 1000) /* 100 "years" */
+#define RL_MAX_LIMITS       8      /* limits in one limit string */
+#define RL_LIMIT_TEXT_MAX   64     /* one limit item as written, incl. NUL */
+#define RL_MOVING_MAX       100000 /* largest moving-window count (O(count) memory) */
+#define RL_INFLIGHT_MAX     10000  /* largest in-flight maximum */
+#define RL_PATH_MAX         8192   /* longest request path accepted, bytes */
+#define RL_KEYPART_MAX      128    /* longer client key parts count as missing */
+#define RL_STORE_KEY_MAX    2048   /* longest store key, bytes */
+#define RL_MSG_MAX          256    /* diagnostic message buffer */
+
+/* ------------------------------------------------------------------ */
+/* Diagnostics                                                          */
+
+/* One positioned problem found by a parser.  col is a 0-based byte offset
+ * into the text that was parsed; rendering adds 1. */
+struct rl_diag {
+	size_t col;
+	char msg[RL_MSG_MAX];
+};
+
+/* Every error and warning of one rule-file load, each already rendered as
+ * "FILE:LINE:COL: message" (warnings as "FILE:LINE:COL: warning: message").
+ * Owned by the caller; rl_report_free releases the lines, not the struct. */
+struct rl_report {
+	char **errors;
+	size_t nerrors;
+	char **warnings;
+	size_t nwarnings;
+	int truncated;          /* more errors than RL_REPORT_MAX_ERRORS */
+};
+#define RL_REPORT_MAX_ERRORS 100
+
+void rl_report_free(struct rl_report *r);
+
+/* ------------------------------------------------------------------ */
+/* Limits: "100/day; 10 per hour; 5 per 10 seconds"                     */
+
+enum rl_strategy {
+	RL_FIXED_WINDOW = 0,
+	RL_FIXED_WINDOW_ELASTIC,
+	RL_MOVING_WINDOW,
+	RL_SLIDING_WINDOW,      /* sliding-window-counter */
+	RL_GCRA,
+	RL_STRATEGY_COUNT
+};
+
+struct rl_limit {
+	uint64_t count;         /* hits allowed per period, 1..RL_MAX_COUNT */
+	uint64_t period_ms;     /* 1000..RL_MAX_PERIOD_MS */
+	char text[RL_LIMIT_TEXT_MAX]; /* the item as written, trimmed: "10/minute" */
+};
+
+/* Parse a limit string of up to RL_MAX_LIMITS items joined by ';', ',' or
+ * '|'.  Returns 0 and *n items, or -1 with d->col at the fault and d->msg
+ * quoting the bad text and saying what was expected. */
+int rl_limits_parse(const char *s, size_t len, struct rl_limit *out,
+		    size_t *n, struct rl_diag *d);
+
+const char *rl_strategy_name(enum rl_strategy s);
+/* Returns 0 and sets *s, or -1 for an unknown name. */
+int rl_strategy_from_name(const char *name, size_t len, enum rl_strategy *s);
+
+/* ------------------------------------------------------------------ */
+/* Strategies: pure steps over small integer state                     */
+
+/* What a store applies to one key.  burst is the GCRA bucket size in hits
+ * (0 means count); other strategies ignore it. */
+struct rl_step {
+	enum rl_strategy strategy;
+	uint64_t count;
+	uint64_t period_ms;
+	uint64_t burst;
+	uint64_t cost;          /* hits this request weighs, >= 1 */
+};
+
+/* The outcome of one step.  remaining: hits of cost 1 still allowed now
+ * (after this hit when it was consumed).  reset_ms: absolute time at which
+ * the key is back to its full count if nothing else hits it.  retry_ms:
+ * when denied, milliseconds from now until this same hit would be allowed
+ * (>= 1); 0 when allowed.  never: denied because cost exceeds the limit. */
+struct rl_verdict {
+	int allowed;
+	int never;
+	uint64_t remaining;
+	int64_t reset_ms;
+	int64_t retry_ms;
+};
+
+/* Number of uint64_t words of state a key of this strategy needs.  An
+ * all-zero state is a fresh key. */
+size_t rl_strategy_state_words(enum rl_strategy s, uint64_t count);
+
+/* Verdict of a hit at now_ms, state unchanged.  remaining is the value
+ * before the hit. */
+void rl_strategy_check(const struct rl_step *p, const uint64_t *state,
+		       int64_t now_ms, struct rl_verdict *v);
+
+/* Consume the hit.  Precondition: rl_strategy_check said allowed at now_ms
+ * on this state.  Fills v as after the hit. */
+void rl_strategy_consume(const struct rl_step *p, uint64_t *state,
+			 int64_t now_ms, struct rl_verdict *v);
+
+/* Side effects of a denied hit: consumes nothing; the elastic fixed window
+ * moves its end to now + period (and v's reset and retry with it).  No-op
+ * for the other strategies. */
+void rl_strategy_penalize(const struct rl_step *p, uint64_t *state,
+			  int64_t now_ms, struct rl_verdict *v);
+
+/* Absolute time from which this state is equivalent to a fresh one; a store
+ * may drop the key then (TTL, eviction).  Returns 0 for a fresh state. */
+int64_t rl_strategy_expiry(const struct rl_step *p, const uint64_t *state);
+
+/* In-flight counters: state is 1 + 2 * max words (n, then lease expiry and
+ * lease id pairs).  acquire returns 1 and records a lease expiring at
+ * now + lease_ms, or 0 when max unexpired leases are held.  release returns
+ * 1 if the lease was found.  Leases of dead holders simply expire. */
+size_t rl_inflight_state_words(uint64_t max);
+int rl_inflight_acquire(uint64_t *state, uint64_t max, int64_t now_ms,
+			int64_t lease_ms, uint64_t lease_id, uint64_t *held);
+int rl_inflight_release(uint64_t *state, uint64_t max, int64_t now_ms,
+			uint64_t lease_id, uint64_t *held);
+
+/* ------------------------------------------------------------------ */
+/* Stores                                                              */
+
+enum rl_mode {
+	RL_TEST = 0,    /* decide, change nothing (headers without a hit) */
+	RL_HIT          /* decide and, when every op allows, consume all */
+};
+
+/* One key's step inside a batch.  key is not NUL-terminated necessarily. */
+struct rl_store_op {
+	const char *key;
+	size_t key_len;
+	struct rl_step step;
+	struct rl_verdict v;    /* out */
+};
+
+/* A store applies strategy steps to keys atomically.  Implementations:
+ * memstore (rules/memstore.c, process-local), shared memory and Redis
+ * (gateway/).
+ *
+ * apply: ops[0..n) as one atomic unit.  RL_HIT: when every op allows, every
+ *   op is consumed; otherwise none is, and rl_strategy_penalize runs on each
+ *   op.  RL_TEST: nothing changes.  Fills every op's verdict.  Returns 0, or
+ *   -1 on a store failure with err->msg set (err->col unused).
+ * acquire: one in-flight lease on key; returns 1 (acquired, *lease_id set),
+ *   0 (max reached) or -1 (store failure).  *held is the count after.
+ * release: returns 0 (released or already expired) or -1 (store failure).
+ * destroy: frees the store; NULL-safe. */
+struct rl_store_ops {
+	const char *name;
+	int (*apply)(void *impl, struct rl_store_op *ops, size_t n,
+		     enum rl_mode mode, int64_t now_ms, struct rl_diag *err);
+	int (*acquire)(void *impl, const char *key, size_t key_len,
+		       uint64_t max, int64_t lease_ms, int64_t now_ms,
+		       uint64_t *lease_id, uint64_t *held, struct rl_diag *err);
+	int (*release)(void *impl, const char *key, size_t key_len,
+		       uint64_t lease_id, int64_t now_ms, struct rl_diag *err);
+	void (*destroy)(void *impl);
+};
+
+struct rl_store {
+	const struct rl_store_ops *ops;
+	void *impl;
+};
+
+/* The process-local store: a hash table in this process's heap.  max_keys
+ * bounds memory: when full, expired keys are swept; if none is expired,
+ * apply fails (-1, "store full") rather than forget a live counter.
+ * Returns 0 and fills *st, or -1 (out of memory). */
+int memstore_new(size_t max_keys, struct rl_store *st);
+/* Keys currently held (for tests and statistics). */
+size_t memstore_count(const struct rl_store *st);
+/* Approximate heap bytes held (for the bench). */
+size_t memstore_bytes(const struct rl_store *st);
+
+/* ------------------------------------------------------------------ */
+/* Paths                                                               */
+
+/* Normalise a raw request path (no query string): percent-decode once,
+ * drop ';' path parameters from every segment, collapse repeated '/',
+ * remove '.' and '..' segments (never above the root), drop a trailing
+ * '/' (except for "/" itself), and fold ASCII case when fold_case.
+ * out must hold len + 1 bytes; the result is NUL-terminated.  Returns 0, or
+ * -1 with d set when the path is not one: empty, not starting with '/',
+ * longer than RL_PATH_MAX, a bad %-escape, or a decoded NUL. */
+int rl_path_normalize(const char *in, size_t len, int fold_case,
+		      char *out, size_t *out_len, struct rl_diag *d);
+
+/* A compiled path pattern: exact ("/login"), or glob where '*' matches
+ * within one segment and a "**" segment matches zero or more segments
+ * (the pattern /api followed by a "**" segment is the subtree /api and
+ * everything below it). */
+struct rl_pattern {
+	char *text;             /* normalised pattern, NUL-terminated; owned by
+				   whoever allocated it (the ruleset arena) */
+	size_t len;
+	int exact;              /* no wildcard */
+	size_t literal_prefix;  /* bytes before the first wildcard */
+	size_t literal_chars;   /* non-wildcard bytes in total */
+	unsigned wildcards;     /* number of '*' and '**' */
+};
+
+/* Compile s into p, writing the normalised text into buf (len + 1 bytes).
+ * Returns 0, or -1 with d (col into s) for something that is not a path
+ * pattern.  Sets *never (when never is not NULL) to 1 for a valid pattern
+ * that no normalised path can match (e.g. "/a//b", "/a/../b", "/a?x"); the
+ * caller warns about it. */
+int rl_pattern_compile(const char *s, size_t len, int fold_case,
+		       struct rl_pattern *p, char *buf, int *never,
+		       struct rl_diag *d);
+/* Does the normalised path match?  1 or 0. */
+int rl_pattern_match(const struct rl_pattern *p, const char *path,
+		     size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Client addresses                                                    */
+
+struct rl_addr {
+	int family;             /* 4 or 6 */
+	uint8_t b[16];          /* network order; IPv4 in b[0..3] */
+};
+
+struct rl_cidr {
+	struct rl_addr net;     /* host bits cleared */
+	unsigned bits;
+};
+
+/* Parse one address as found in REMOTE_ADDR or a proxy header: "1.2.3.4",
+ * "1.2.3.4:8080", "2001:db8::1", "[2001:db8::1]:443"; "::ffff:1.2.3.4" is
+ * mapped to IPv4.  Surrounding spaces are ignored.  Returns 0 or -1. */
+int rl_addr_parse(const char *s, size_t len, struct rl_addr *a);
+/* "10.0.0.0/8", "2001:db8::/32", or a bare address (a /32 or /128). */
+int rl_cidr_parse(const char *s, size_t len, struct rl_cidr *c);
+int rl_cidr_contains(const struct rl_cidr *c, const struct rl_addr *a);
+/* Canonical text of a with its host bits beyond v4bits / v6bits cleared,
+ * followed by "/N" when bits were cleared ("2001:db8:1:2::/64").  out needs
+ * 64 bytes. */
+void rl_addr_format(const struct rl_addr *a, unsigned v4bits,
+		    unsigned v6bits, char *out, size_t cap);
+
+/* How the client address was found (logged by the gateway). */
+enum rl_addr_source {
+	RL_ADDR_REMOTE = 0,     /* REMOTE_ADDR: no proxies trusted, or none
+				   of the proxy header present */
+	RL_ADDR_HEADER,         /* from X-Forwarded-For / Forwarded as configured */
+	RL_ADDR_SHORT,          /* fewer entries than trusted hops: leftmost */
+	RL_ADDR_INVALID,        /* a hop we trust wrote garbage: the nearest
+				   valid trusted hop is used */
+	RL_ADDR_NONE            /* REMOTE_ADDR itself missing or invalid */
+};
+
+struct rl_proxy_conf {
+	unsigned hops;          /* trusted-proxies N; 0 with nnets == 0: none */
+	const struct rl_cidr *nets;  /* trusted proxy networks, or NULL */
+	size_t nnets;
+	int forwarded;          /* read RFC 7239 Forwarded instead of XFF */
+};
+
+/* Resolve the client.  values are the proxy header's values in arrival
+ * order (one per header line; each may hold a comma-separated list).  With
+ * hops = N the client is the N-th entry from the right; with nets, entries
+ * are walked from the right while they (and REMOTE_ADDR first) lie in a
+ * trusted network, and the first untrusted one is the client.  Returns the
+ * source; *out is valid unless RL_ADDR_NONE. */
+enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
+				   const char *remote, size_t remote_len,
+				   const char *const *values,
+				   const size_t *value_lens, size_t nvalues,
+				   struct rl_addr *out);
+
+/* ------------------------------------------------------------------ */
+/* Rule sets                                                           */
+
+/* File access for includes, supplied by the caller (the gateway does real
+ * I/O; tests use in-memory files).  Both callbacks return 0, or -1 with a
+ * short reason in msg ("No such file or directory").
+ * read_file: *data is malloc'd by the callback and freed by the library.
+ * glob: expands a pattern to a sorted, malloc'd array of malloc'd paths,
+ *   all freed by the library; a pattern that matches nothing yields n = 0.
+ * identity: writes a stable identity of the file (e.g. dev:inode) used to
+ *   detect include cycles; may be NULL (the path text is used). */
+struct rl_io {
+	void *ctx;
+	int (*read_file)(void *ctx, const char *path, char **data, size_t *len,
+			 char *msg, size_t msgcap);
+	int (*glob)(void *ctx, const char *pattern, char ***paths, size_t *n,
+		    char *msg, size_t msgcap);
+	int (*identity)(void *ctx, const char *path, char *out, size_t cap);
+};
+
+#define RL_INCLUDE_DEPTH_MAX 16
+#define RL_FILE_SIZE_MAX     (4u << 20)  /* one rule file, bytes */
+#define RL_LINE_MAX          4096        /* one rule line, bytes */
+
+enum rl_storage_kind { RL_STORAGE_SHM = 0, RL_STORAGE_MEMORY, RL_STORAGE_REDIS };
+
+/* storage URI, validated at load. */
+struct rl_storage {
+	enum rl_storage_kind kind;
+	const char *uri;        /* as written */
+	const char *path;       /* shm: file path (default /dev/shm/<name>);
+				   redis+unix: socket path */
+	uint64_t size;          /* shm: bytes */
+	const char *host;       /* redis */
+	unsigned port;
+	unsigned db;
+	const char *password;   /* NULL when none */
+	unsigned connect_timeout_ms, timeout_ms;
+};
+
+enum rl_retry_format { RL_RETRY_SECONDS = 0, RL_RETRY_HTTP_DATE };
+enum rl_missing_key { RL_MISSING_ADDR = 0, RL_MISSING_DENY };
+enum rl_key_source { RL_KEY_ADDR = 0, RL_KEY_HEADER, RL_KEY_COOKIE,
+		     RL_KEY_QUERY, RL_KEY_VAR };
+
+struct rl_key_part {
+	enum rl_key_source src;
+	const char *name;       /* header "X-Api-Key", cookie, query or CGI
+				   variable name; NULL for addr */
+	const char *var;        /* CGI parameter looked up: "HTTP_X_API_KEY" */
+};
+
+/* One alternative of a key: parts joined with '+'. */
+struct rl_key_alt {
+	struct rl_key_part *parts;
+	size_t nparts;
+};
+
+/* key=header:X-Api-Key|addr : alternatives tried in order. */
+struct rl_key {
+	struct rl_key_alt *alts;
+	size_t nalts;
+	const char *text;       /* as written */
+};
+
+struct rl_rule {
+	struct rl_pattern pattern;
+	const char *file;       /* where it was written, for messages */
+	unsigned line;
+	unsigned index;         /* position in the ruleset, file order */
+	int exempt;
+	int defaults_add;       /* defaults=add: defaults still apply */
+	unsigned methods;       /* bit set of RL_METHOD_*; 0 = any method */
+	int per_method;
+	const char *scope;      /* budget name; the pattern text by default */
+	const struct rl_key *key;  /* NULL: the ruleset's key */
+	enum rl_strategy strategy;
+	uint64_t burst;
+	uint64_t cost;
+	const char *message;    /* NULL: the ruleset's */
+	int dry_run;
+	enum rl_missing_key missing;
+	struct rl_limit *limits;
+	size_t nlimits;
+};
+
+/* Methods known to the methods= filter. */
+enum {
+	RL_METHOD_GET = 1 << 0, RL_METHOD_HEAD = 1 << 1, RL_METHOD_POST = 1 << 2,
+	RL_METHOD_PUT = 1 << 3, RL_METHOD_DELETE = 1 << 4,
+	RL_METHOD_PATCH = 1 << 5, RL_METHOD_OPTIONS = 1 << 6,
+	RL_METHOD_CONNECT = 1 << 7, RL_METHOD_TRACE = 1 << 8,
+	RL_METHOD_OTHER = 1 << 9
+};
+unsigned rl_method_bit(const char *m, size_t len);
+
+/* Globals of a rule set.  Everything is validated; strings live in the
+ * ruleset. */
+struct rl_settings {
+	int enabled;
+	int dry_run;
+	int headers;
+	enum rl_retry_format retry_after;
+	enum rl_strategy strategy;
+	uint64_t burst;
+	const char *key_prefix;
+	struct rl_storage storage;
+	struct rl_proxy_conf proxies;
+	unsigned ipv4_prefix, ipv6_prefix;
+	int case_insensitive;
+	const struct rl_key *key;   /* default key: addr */
+	const char *message;        /* default deny message */
+	struct rl_limit *defaults;
+	size_t ndefaults;
+	struct rl_limit *application;
+	size_t napplication;
+	const char *listen;         /* gateway: as written, validated later */
+	const char *upstream;
+};
+
+struct rl_ruleset;
+
+/* Load path and everything it includes.  Returns a ruleset or NULL; rep is
+ * always filled (errors when NULL is returned, warnings either way) and the
+ * caller frees it with rl_report_free.  Nothing is half-loaded: any error
+ * gives NULL.  The ruleset owns all its memory (one arena). */
+struct rl_ruleset *rl_ruleset_load(const char *path, const struct rl_io *io,
+				   struct rl_report *rep);
+/* The same from text in memory, named name in messages; io (for includes)
+ * may be NULL, and then include is an error. */
+struct rl_ruleset *rl_ruleset_parse(const char *name, const char *text,
+				    size_t len, const struct rl_io *io,
+				    struct rl_report *rep);
+void rl_ruleset_free(struct rl_ruleset *rs);
+
+const struct rl_settings *rl_ruleset_settings(const struct rl_ruleset *rs);
+size_t rl_ruleset_nrules(const struct rl_ruleset *rs);
+const struct rl_rule *rl_ruleset_rule(const struct rl_ruleset *rs, size_t i);
+size_t rl_ruleset_nfiles(const struct rl_ruleset *rs);
+/* Largest moving-window count and in-flight maximum in the rules (a store
+ * sizes its slots from them). */
+uint64_t rl_ruleset_max_moving(const struct rl_ruleset *rs);
+
+/* ------------------------------------------------------------------ */
+/* Deciding                                                            */
+
+/* A CGI-style variable of the request: "REMOTE_ADDR", "HTTP_X_API_KEY",
+ * "HTTP_COOKIE", "REMOTE_USER"...  A name may appear more than once
+ * (several X-Forwarded-For lines); values are used in order. */
+struct rl_param {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+};
+
+/* What the engine needs to know about a request.  Nothing is copied; the
+ * view must outlive the rl_decide call only. */
+struct rl_request {
+	const char *method;     /* "GET" */
+	const char *path;       /* raw, undecoded, without the query string */
+	size_t path_len;
+	const char *query;      /* raw query string without '?', or NULL */
+	size_t query_len;
+	const char *remote_addr;
+	size_t remote_addr_len;
+	const struct rl_param *params;
+	size_t nparams;
+	uint64_t cost;          /* 0: the rule's cost */
+};
+
+enum rl_outcome {
+	RL_ALLOW = 0,
+	RL_DENY,                /* over a limit (Retry-After applies) */
+	RL_DENY_KEY,            /* key missing and missing-key=deny */
+	RL_BAD_REQUEST,         /* path cannot be normalised */
+	RL_STORE_ERROR          /* the store failed; policy is the caller's */
+};
+
+/* Why a counter applies to the request. */
+enum rl_origin { RL_FROM_RULE = 0, RL_FROM_DEFAULT, RL_FROM_APPLICATION };
+
+#define RL_DECISION_KEY_MAX 192
+
+struct rl_decision {
+	enum rl_outcome outcome;
+	int would_deny;         /* dry-run: a limit would have denied */
+	int exempt;
+	const struct rl_rule *rule;  /* matched rule, or NULL (defaults) */
+	/* The deciding limit: for a denial the one with the longest wait; when
+	 * allowed, the one with the fewest hits remaining.  NULL if none. */
+	const struct rl_limit *limit;
+	enum rl_origin origin;
+	uint64_t remaining;
+	int64_t reset_ms;       /* absolute */
+	int64_t retry_ms;       /* denied: >= 1 */
+	uint64_t cost;
+	enum rl_addr_source addr_source;
+	char client[64];        /* resolved client address text */
+	char key[RL_DECISION_KEY_MAX]; /* client key used, truncated for logs */
+	const char *message;    /* deny message */
+	char error[RL_MSG_MAX]; /* RL_BAD_REQUEST / RL_STORE_ERROR detail */
+};
+
+/* Decide on req at now_ms.  mode RL_HIT counts the request (all limits or
+ * none); RL_TEST only looks.  Counting a hit after the response (deduct)
+ * is a second call with RL_HIT whose outcome is ignored.  Returns the
+ * outcome, also in d->outcome. */
+enum rl_outcome rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
+			  const struct rl_request *req, int64_t now_ms,
+			  enum rl_mode mode, struct rl_decision *d);
+
+/* Seconds for Retry-After: retry_ms rounded up, never 0. */
+int64_t rl_retry_seconds(int64_t retry_ms);
+
+#endif
