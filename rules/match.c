@@ -1,0 +1,403 @@
+/*
+ * match.c - request paths and path patterns: normalise a raw request path
+ * so that every spelling of one resource ("//login", "/x/../login",
+ * "/%6cogin", "/login;x=1", "/login/") reaches the same rule, compile a rule
+ * pattern, and match a normalised path against it.
+ *
+ * Normalisation order matters for bypasses: the path is percent-decoded
+ * once first, so an encoded '/', '.' or ';' acts like the plain byte
+ * ("/a/%2e%2e/b" is "/b", "/a%2Fb" is "/a/b", "/login%3Bx" is "/login");
+ * a second layer of encoding stays literal ("%252e" is "%2e").  A NUL byte,
+ * raw or decoded, is an error: the result is a C string.  Other bytes
+ * (controls, UTF-8) are kept as they are.  Then each segment loses its
+ * ";params", empty segments vanish, "." and ".." are resolved as in RFC 3986
+ * 5.2.4 (never above the root), and case is folded when asked.
+ *
+ * Patterns: '*' matches any run of bytes inside one segment, a whole "**"
+ * segment matches zero or more segments.  Matching goes segment by segment:
+ * "**" is the star of the classic two-pointer wildcard algorithm over
+ * segments, and '*' the star of the same algorithm over the bytes of one
+ * segment, so the cost is at most proportional to pattern size times path
+ * size, never exponential.
+ *
+ * A pattern that is not itself in normalised form ("/a//b", "/a/./b",
+ * "/a/", "/a;x", "/a%20b") or that holds '?' or '#' (a query or fragment is
+ * never part of the path) is accepted with *never set so the caller can
+ * warn.  It is matched literally: a path with an encoded '?', '#' or '%'
+ * could still reach it, the others never.
+ */
+#include "rules.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Wildcard tokens ('*' or a "**" segment) allowed in one pattern; bounds
+ * the matcher's backtracking. */
+#define MATCH_MAX_WILDCARDS 16
+
+static char lower(char c)
+{
+	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Render s[0..n) double-quoted for a message: bytes outside printable ASCII
+ * and the quote and backslash as escapes, long text cut to 40 bytes and
+ * "..." so the message fits RL_MSG_MAX. */
+static const char *quote(char *buf, size_t cap, const char *s, size_t n)
+{
+	size_t i, o = 0;
+
+	buf[o++] = '"';
+	for (i = 0; i < n && i < 40 && o + 8 < cap; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '"' || c == '\\') {
+			buf[o++] = '\\';
+			buf[o++] = (char)c;
+		} else if (c < 0x20 || c > 0x7e) {
+			o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
+		} else {
+			buf[o++] = (char)c;
+		}
+	}
+	if (i < n) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int fail(struct rl_diag *d, size_t col, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (d == NULL)
+		return -1;
+	d->col = col;
+	va_start(ap, fmt);
+	vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int is_globstar(const char *s, size_t a, size_t e)
+{
+	return e - a == 2 && s[a] == '*' && s[a + 1] == '*';
+}
+
+/* Is the path already in normal form?  Then normalising is a copy, which is
+ * the common case on the request path.  Anything unusual (a '%', ';', NUL,
+ * "//", a dot segment, a trailing '/') takes the full route below. */
+static int already_normal(const char *s, size_t len)
+{
+	if (len > 1 && s[len - 1] == '/')
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (c == '%' || c == ';' || c == '\0')
+			return 0;
+		if (c == '/' && i + 1 < len) {
+			char n = s[i + 1];
+
+			if (n == '/')
+				return 0;
+			if (n == '.' && (i + 2 == len || s[i + 2] == '/' ||
+					 (s[i + 2] == '.' &&
+					  (i + 3 == len || s[i + 3] == '/'))))
+				return 0;
+		}
+	}
+	return 1;
+}
+
+int rl_path_normalize(const char *in, size_t len, int fold_case,
+		      char *out, size_t *out_len, struct rl_diag *d)
+{
+	char q[200];
+	size_t i, o = 0, r, w;
+
+	if (len == 0)
+		return fail(d, 0, "empty path: expected a path starting "
+			    "with '/'");
+	if (len > RL_PATH_MAX)
+		return fail(d, RL_PATH_MAX, "path is too long: %zu bytes, at "
+			    "most %d", len, RL_PATH_MAX);
+	if (in[0] != '/')
+		return fail(d, 0, "bad path %s: a path starts with '/'",
+			    quote(q, sizeof q, in, len));
+
+	if (!fold_case && already_normal(in, len)) {
+		memcpy(out, in, len);
+		out[len] = '\0';
+		*out_len = len;
+		return 0;
+	}
+
+	/* Decode once into out; o never passes i, so out needs len + 1. */
+	for (i = 0; i < len; i++) {
+		char c = in[i];
+
+		if (c == '%') {
+			int hi = i + 2 < len ? hex_value(in[i + 1]) : -1;
+			int lo = hi >= 0 ? hex_value(in[i + 2]) : -1;
+
+			if (lo < 0)
+				return fail(d, i, "bad path escape %s: "
+					    "expected '%%' and two hex digits",
+					    quote(q, sizeof q, in + i,
+						  len - i < 3 ? len - i : 3));
+			c = (char)(hi * 16 + lo);
+			if (c == '\0')
+				return fail(d, i, "bad path escape %s: it "
+					    "decodes to a NUL byte",
+					    quote(q, sizeof q, in + i, 3));
+			i += 2;
+		} else if (c == '\0') {
+			return fail(d, i, "bad path %s: a path cannot contain "
+				    "a NUL byte", quote(q, sizeof q, in, len));
+		}
+		out[o++] = fold_case ? lower(c) : c;
+	}
+
+	/* Resolve segments in place: w (write) never passes r (read), since
+	 * each kept segment is written with at most the '/' it was read
+	 * with. */
+	r = 0;
+	w = 0;
+	while (r < o) {
+		size_t s, e, k;
+
+		while (r < o && out[r] == '/')
+			r++;
+		s = r;
+		while (r < o && out[r] != '/')
+			r++;
+		e = s;
+		while (e < r && out[e] != ';')
+			e++;
+		if (e == s || (e - s == 1 && out[s] == '.'))
+			continue;
+		if (e - s == 2 && out[s] == '.' && out[s + 1] == '.') {
+			while (w > 0 && out[--w] != '/')
+				;
+			continue;
+		}
+		out[w++] = '/';
+		for (k = s; k < e; k++)
+			out[w++] = out[k];
+	}
+	if (w == 0)
+		out[w++] = '/';
+	out[w] = '\0';
+	*out_len = w;
+	return 0;
+}
+
+int rl_pattern_compile(const char *s, size_t len, int fold_case,
+		       struct rl_pattern *p, char *buf, int *never,
+		       struct rl_diag *d)
+{
+	char q[200];
+	size_t i, first_star = len, stars = 0;
+	unsigned wildcards = 0;
+	int nev = 0;
+
+	if (never != NULL)
+		*never = 0;
+	if (len == 0)
+		return fail(d, 0, "empty path pattern: expected a path such "
+			    "as \"/login\"");
+	if (len > RL_PATH_MAX)
+		return fail(d, RL_PATH_MAX, "path pattern is too long: %zu "
+			    "bytes, at most %d", len, RL_PATH_MAX);
+	if (s[0] != '/')
+		return fail(d, 0, "bad path pattern %s: a pattern starts "
+			    "with '/'", quote(q, sizeof q, s, len));
+
+	for (i = 1;; i++) {
+		size_t a = i, e = i, k;
+
+		while (e < len && s[e] != '/')
+			e++;
+		if (is_globstar(s, a, e)) {
+			if (++wildcards > MATCH_MAX_WILDCARDS)
+				return fail(d, a, "bad path pattern %s: more "
+					    "than %d wildcards",
+					    quote(q, sizeof q, s, len),
+					    MATCH_MAX_WILDCARDS);
+			if (first_star == len)
+				first_star = a;
+			stars += 2;
+			k = e;
+		} else {
+			k = a;
+		}
+		for (; k < e; k++) {
+			char c = s[k];
+
+			if (c == '\0')
+				return fail(d, k, "bad path pattern %s: a "
+					    "pattern cannot contain a NUL "
+					    "byte", quote(q, sizeof q, s, len));
+			if (c == '?' || c == '#' || c == '%' || c == ';')
+				nev = 1;
+			if (c != '*')
+				continue;
+			if (k + 1 < e && s[k + 1] == '*')
+				return fail(d, k, "bad path pattern %s: \"**\" "
+					    "must be a whole segment, as in "
+					    "\"/api/**\"",
+					    quote(q, sizeof q, s, len));
+			if (++wildcards > MATCH_MAX_WILDCARDS)
+				return fail(d, k, "bad path pattern %s: more "
+					    "than %d wildcards",
+					    quote(q, sizeof q, s, len),
+					    MATCH_MAX_WILDCARDS);
+			if (first_star == len)
+				first_star = k;
+			stars++;
+		}
+		/* Normalised paths have no empty, "." or ".." segment; the
+		 * root "/" alone is the one empty path. */
+		if (len > 1 && (e == a || (e - a == 1 && s[a] == '.')
+				|| (e - a == 2 && s[a] == '.'
+				    && s[a + 1] == '.')))
+			nev = 1;
+		if (e == len)
+			break;
+		i = e;
+	}
+
+	for (i = 0; i < len; i++)
+		buf[i] = fold_case ? lower(s[i]) : s[i];
+	buf[len] = '\0';
+	p->text = buf;
+	p->len = len;
+	p->exact = wildcards == 0;
+	p->literal_prefix = first_star;
+	p->literal_chars = len - stars;
+	p->wildcards = wildcards;
+	if (never != NULL)
+		*never = nev;
+	return 0;
+}
+
+/* First segment of a path or pattern s[0..len) starting with '/': its start
+ * offset, or len + 1 (past the end) when there is none ("/" has none). */
+static size_t seg_first(size_t len)
+{
+	return len <= 1 ? len + 1 : 1;
+}
+
+static size_t seg_end(const char *s, size_t len, size_t start)
+{
+	const char *slash = memchr(s + start, '/', len - start);
+
+	return slash != NULL ? (size_t)(slash - s) : len;
+}
+
+/* Does the pattern segment p[0..pn) ('*' = any run of bytes) match the
+ * segment t[0..tn)?  Two pointers with one backtrack point: when a later
+ * '*' is reached the earlier one never needs to absorb more. */
+static int seg_glob(const char *p, size_t pn, const char *t, size_t tn)
+{
+	size_t pi = 0, ti = 0, star_p = 0, star_t = 0;
+	int star = 0;
+
+	while (ti < tn) {
+		if (pi < pn && p[pi] == '*') {
+			star = 1;
+			star_p = ++pi;
+			star_t = ti;
+		} else if (pi < pn && p[pi] == t[ti]) {
+			pi++;
+			ti++;
+		} else if (star) {
+			pi = star_p;
+			ti = ++star_t;
+		} else {
+			return 0;
+		}
+	}
+	while (pi < pn && p[pi] == '*')
+		pi++;
+	return pi == pn;
+}
+
+int rl_pattern_match(const struct rl_pattern *p, const char *path,
+		     size_t len)
+{
+	const char *pat;
+	size_t plen, pi, ti, star_p = 0, star_t = 0;
+	int star = 0;
+
+	if (p == NULL || p->text == NULL || len == 0 || path[0] != '/')
+		return 0;
+	pat = p->text;
+	plen = p->len;
+	if (p->exact)
+		return len == plen && memcmp(pat, path, len) == 0;
+	/* A plain subtree ("/api" + a final "**" segment), the most common
+	 * wildcard rule: a prefix test. */
+	if (p->wildcards == 1 && plen >= 3 && p->literal_prefix == plen - 2 &&
+	    memcmp(pat + plen - 3, "/**", 3) == 0) {
+		size_t pre = plen - 3;
+		return (len == pre && memcmp(path, pat, pre) == 0) ||
+		       (len > pre && path[pre] == '/' &&
+			memcmp(path, pat, pre) == 0);
+	}
+
+	/* Two pointers over segments: "**" is the star, any other pattern
+	 * segment matches exactly one path segment through seg_glob. */
+	pi = seg_first(plen);
+	ti = seg_first(len);
+	while (ti <= len) {
+		if (pi <= plen) {
+			size_t pe = seg_end(pat, plen, pi), te;
+
+			if (is_globstar(pat, pi, pe)) {
+				star = 1;
+				pi = star_p = pe + 1;
+				star_t = ti;
+				continue;
+			}
+			te = seg_end(path, len, ti);
+			if (seg_glob(pat + pi, pe - pi, path + ti, te - ti)) {
+				pi = pe + 1;
+				ti = te + 1;
+				continue;
+			}
+		}
+		if (!star)
+			return 0;
+		star_t = seg_end(path, len, star_t) + 1;
+		ti = star_t;
+		pi = star_p;
+	}
+	while (pi <= plen) {
+		size_t pe = seg_end(pat, plen, pi);
+
+		if (!is_globstar(pat, pi, pe))
+			return 0;
+		pi = pe + 1;
+	}
+	return 1;
+}
