@@ -1,0 +1,809 @@
+/*
+ * memstore.c - the process-local store ("memory"): strategy state per key in
+ * a hash table on this process's heap.
+ *
+ * The table is open addressing with linear probing over 128-byte slots, and
+ * a slot is the whole entry: the key's 64-bit hash, its expiry, its state
+ * and the key bytes themselves.  With 1,000,000 keys the table is far
+ * larger than the caches, so a decision's cost is its cache misses; here a
+ * decision that finds its key touches one slot, two adjacent cache lines
+ * that the CPU fetches together, and allocates nothing.  What does not fit
+ * a slot lives on the heap: the state of moving-window (count + 2 words)
+ * and in-flight counters (1 + 2 * max words), and the tail of a key longer
+ * than MEM_KEY_INLINE bytes.  Deletion shifts the following slots back, so
+ * there are no tombstones.
+ *
+ * A key's state layout depends on its strategy and count, so a slot
+ * remembers both and starts over from a fresh state when an op disagrees
+ * (the engine puts the strategy and limit into the key, so this is only a
+ * defence).
+ *
+ * Memory is bounded by max_keys: the table grows by doubling up to the size
+ * that holds max_keys at a load of 3/4 (128 * 4/3 = 171 bytes per key when
+ * full).  When a new key does not fit, expired slots (state equivalent to
+ * fresh: rl_strategy_expiry <= now, or every lease expired) are swept; if
+ * none is, the op fails with "store full" rather than forget a live
+ * counter.  The store keeps a lower bound of all expiries, so a full table
+ * of live keys answers "full" without rescanning itself for every new key.
+ *
+ * The hash is not keyed with a secret: the seed comes from the store's own
+ * address, which varies with ASLR but is not secret.  Keys carry client
+ * data, so a gateway exposed to hostile clients should keep max_keys
+ * modest; a keyed hash would need a random source, which this pure library
+ * does not read.
+ *
+ * Not thread-safe: one store per thread, or a lock around every call.
+ */
+#include "rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Kind of a slot that holds an in-flight counter, after the strategies. */
+#define MEM_INFLIGHT RL_STRATEGY_COUNT
+
+#define MEM_MIN_CAP 64          /* slots in a new table */
+#define MEM_BATCH_STACK 16      /* ops per batch handled without malloc */
+#define MEM_INLINE_WORDS 3      /* state words kept in the slot */
+#define MEM_KEY_INLINE 80       /* key bytes kept in the slot */
+/* A longer key keeps its first MEM_KEY_HEAD bytes in the slot and the
+ * rest on the heap, pointed to from the last 8 bytes of the key area. */
+#define MEM_KEY_HEAD (MEM_KEY_INLINE - sizeof(char *))
+
+struct mem_slot {
+	uint64_t hash;
+	int64_t expiry;         /* ms: state is fresh again from then */
+	uint64_t w[MEM_INLINE_WORDS]; /* state, or w[0] = heap state */
+	uint32_t count;         /* limit count or in-flight max (layout) */
+	uint16_t key_len;
+	uint8_t kind;           /* enum rl_strategy or MEM_INFLIGHT */
+	uint8_t used;           /* 0: empty slot */
+	char key[MEM_KEY_INLINE];
+};
+
+_Static_assert(sizeof(struct mem_slot) == 128, "a slot is two cache lines");
+
+struct memstore {
+	struct mem_slot *slots;
+	size_t cap;             /* slots */
+	size_t max_cap;         /* slots at which the table stops growing */
+	size_t count;           /* keys held */
+	size_t max_keys;
+	size_t heap_bytes;      /* heap states and key tails, approximately */
+	uint64_t seed;
+	uint64_t last_lease;    /* lease ids are 1, 2, 3... */
+	/* No slot expires before this (ms); INT64_MAX when empty.  Lowered on
+	 * every write, recomputed by a sweep. */
+	int64_t min_expiry;
+};
+
+static const struct rl_store_ops memstore_ops;
+
+/* ------------------------------------------------------------------ */
+/* Slots                                                               */
+
+/* malloc's real footprint, glibc-style: a size word, 16-byte rounding,
+ * 32 bytes at least.  Only for memstore_bytes. */
+static size_t heap_size(size_t n)
+{
+	size_t c = (n + 8 + 15) & ~(size_t)15;
+
+	return c < 32 ? 32 : c;
+}
+
+static size_t layout_words(unsigned kind, uint64_t count)
+{
+	if (kind == MEM_INFLIGHT)
+		return rl_inflight_state_words(count);
+	return rl_strategy_state_words((enum rl_strategy)kind, count);
+}
+
+static int layout_inline(unsigned kind)
+{
+	return kind != MEM_INFLIGHT && kind != RL_MOVING_WINDOW;
+}
+
+static uint64_t *heap_state(const struct mem_slot *s)
+{
+	uint64_t *p;
+
+	memcpy(&p, &s->w[0], sizeof(p));
+	return p;
+}
+
+static uint64_t *slot_state(struct mem_slot *s)
+{
+	return layout_inline(s->kind) ? s->w : heap_state(s);
+}
+
+static char *key_tail(const struct mem_slot *s)
+{
+	char *p;
+
+	memcpy(&p, s->key + MEM_KEY_HEAD, sizeof(p));
+	return p;
+}
+
+static int slot_key_eq(const struct mem_slot *s, const char *key, size_t len)
+{
+	if (s->key_len != len)
+		return 0;
+	if (len <= MEM_KEY_INLINE)
+		return len == 0 || memcmp(s->key, key, len) == 0;
+	return memcmp(s->key, key, MEM_KEY_HEAD) == 0 &&
+	       memcmp(key_tail(s), key + MEM_KEY_HEAD,
+		      len - MEM_KEY_HEAD) == 0;
+}
+
+/* Gives s a fresh state of layout (kind, count), allocating a heap state
+ * when the layout needs one.  Returns 0, or -1 out of memory (s is then
+ * left without heap state and with an inline layout). */
+static int slot_set_layout(struct memstore *m, struct mem_slot *s,
+			   unsigned kind, uint64_t count)
+{
+	if (!layout_inline(s->kind)) {
+		m->heap_bytes -= heap_size(layout_words(s->kind, s->count) *
+					   sizeof(uint64_t));
+		free(heap_state(s));
+	}
+	memset(s->w, 0, sizeof(s->w));
+	s->kind = RL_FIXED_WINDOW;
+	s->count = 0;
+	s->expiry = 0;
+	if (!layout_inline(kind)) {
+		size_t words = layout_words(kind, count);
+		uint64_t *p = calloc(words, sizeof(uint64_t));
+		if (!p)
+			return -1;
+		memcpy(&s->w[0], &p, sizeof(p));
+		m->heap_bytes += heap_size(words * sizeof(uint64_t));
+	}
+	s->kind = (uint8_t)kind;
+	s->count = (uint32_t)count;
+	return 0;
+}
+
+static void slot_free_heap(struct memstore *m, struct mem_slot *s)
+{
+	if (!layout_inline(s->kind)) {
+		m->heap_bytes -= heap_size(layout_words(s->kind, s->count) *
+					   sizeof(uint64_t));
+		free(heap_state(s));
+	}
+	if (s->key_len > MEM_KEY_INLINE) {
+		m->heap_bytes -= heap_size(s->key_len - MEM_KEY_HEAD);
+		free(key_tail(s));
+	}
+}
+
+static void set_expiry(struct memstore *m, struct mem_slot *s, int64_t exp)
+{
+	s->expiry = exp;
+	if (exp < m->min_expiry)
+		m->min_expiry = exp;
+}
+
+/* The latest lease expiry: the counter is fresh again from then. */
+static int64_t inflight_expiry(const uint64_t *st, uint64_t max)
+{
+	uint64_t last = 0;
+
+	for (uint64_t i = 0; i < st[0] && i < max; i++)
+		if (st[1 + 2 * i] > last)
+			last = st[1 + 2 * i];
+	return last > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)last;
+}
+
+/* ------------------------------------------------------------------ */
+/* Hash table                                                          */
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* Eight bytes at a time, then the splitmix finaliser.  Fast for the
+ * 30-100 byte keys the engine builds; not a defence against chosen keys
+ * (see the top of the file). */
+static uint64_t key_hash(const struct memstore *m, const char *key, size_t len)
+{
+	uint64_t h = m->seed ^ (len * 0x9e3779b97f4a7c15ULL);
+	uint64_t w;
+
+	while (len >= 8) {
+		memcpy(&w, key, 8);
+		h = (h ^ (w * 0xff51afd7ed558ccdULL)) * 0xc4ceb9fe1a85ec53ULL;
+		h ^= h >> 29;
+		key += 8;
+		len -= 8;
+	}
+	w = 0;
+	if (len)
+		memcpy(&w, key, len);
+	h = (h ^ (w * 0xff51afd7ed558ccdULL)) * 0xc4ceb9fe1a85ec53ULL;
+	return mix64(h);
+}
+
+/* The slot a hash probes first: the high bits scaled to the capacity, so
+ * the capacity need not be a power of two. */
+static size_t home_of(uint64_t h, size_t cap)
+{
+	return (size_t)(((unsigned __int128)h * cap) >> 64);
+}
+
+static size_t next_of(size_t i, size_t cap)
+{
+	return i + 1 == cap ? 0 : i + 1;
+}
+
+static struct mem_slot *table_find(const struct memstore *m, const char *key,
+				   size_t len, uint64_t h)
+{
+	for (size_t i = home_of(h, m->cap);; i = next_of(i, m->cap)) {
+		struct mem_slot *s = &m->slots[i];
+		if (!s->used)
+			return NULL;
+		if (s->hash == h && slot_key_eq(s, key, len))
+			return s;
+	}
+}
+
+/* The first free slot of h's probe sequence; the load is at most 3/4. */
+static struct mem_slot *table_free_slot(struct mem_slot *slots, size_t cap,
+					uint64_t h)
+{
+	size_t i = home_of(h, cap);
+
+	while (slots[i].used)
+		i = next_of(i, cap);
+	return &slots[i];
+}
+
+static struct mem_slot *slots_alloc(size_t cap)
+{
+	struct mem_slot *s = aligned_alloc(128, cap * sizeof(*s));
+
+	if (s)
+		memset(s, 0, cap * sizeof(*s));
+	return s;
+}
+
+/* Grows the table until need more keys fit at a load of 3/4 (or it is at
+ * max_cap).  Moves slots: slot pointers taken before are invalid. */
+static int table_fit(struct memstore *m, size_t need)
+{
+	size_t cap = m->cap;
+	struct mem_slot *slots;
+
+	while (m->count + need > cap / 4 * 3 && cap < m->max_cap)
+		cap = cap * 2 > m->max_cap ? m->max_cap : cap * 2;
+	if (cap == m->cap)
+		return 0;
+	slots = slots_alloc(cap);
+	if (!slots)
+		return -1;
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slots[i].used)
+			*table_free_slot(slots, cap, m->slots[i].hash) =
+				m->slots[i];
+	free(m->slots);
+	m->slots = slots;
+	m->cap = cap;
+	return 0;
+}
+
+/* Empties slot i by shifting back the slots after it that probed past it,
+ * so that every probe sequence stays unbroken. */
+static void table_remove_at(struct memstore *m, size_t i)
+{
+	size_t j = i;
+
+	for (;;) {
+		size_t home;
+
+		j = next_of(j, m->cap);
+		if (!m->slots[j].used)
+			break;
+		home = home_of(m->slots[j].hash, m->cap);
+		/* The slot at j may move to i unless its home lies
+		 * cyclically in (i, j]. */
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			m->slots[i] = m->slots[j];
+			i = j;
+		}
+	}
+	memset(&m->slots[i], 0, sizeof(m->slots[i]));
+	m->count--;
+}
+
+static void table_drop(struct memstore *m, struct mem_slot *s)
+{
+	slot_free_heap(m, s);
+	table_remove_at(m, (size_t)(s - m->slots));
+}
+
+/* Frees every slot whose state is equivalent to a fresh one at now and
+ * recomputes min_expiry.  Deleting at i may pull a later slot into i, so
+ * i advances only past a kept slot; a slot pulled from the start of the
+ * array (a wrapped cluster) was already kept once. */
+static void table_sweep(struct memstore *m, int64_t now_ms)
+{
+	int64_t min = INT64_MAX;
+
+	for (size_t i = 0; i < m->cap;) {
+		struct mem_slot *s = &m->slots[i];
+		if (s->used && s->expiry <= now_ms) {
+			table_drop(m, s);
+			continue;
+		}
+		if (s->used && s->expiry < min)
+			min = s->expiry;
+		i++;
+	}
+	m->min_expiry = min;
+}
+
+/* Makes room for need more keys: sweeps when they do not fit and some
+ * slot may have expired, then grows the table.  Slot pointers taken
+ * before are invalid.  Returns 0, or -1 with err set. */
+static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
+			 struct rl_diag *err)
+{
+	if (m->count + need > m->max_keys && m->min_expiry <= now_ms)
+		table_sweep(m, now_ms);
+	if (m->count + need > m->max_keys) {
+		if (err) {
+			err->col = 0;
+			snprintf(err->msg, sizeof(err->msg),
+				 "store full: %zu keys, none expired",
+				 m->max_keys);
+		}
+		return -1;
+	}
+	if (table_fit(m, need) < 0) {
+		if (err) {
+			err->col = 0;
+			snprintf(err->msg, sizeof(err->msg), "out of memory");
+		}
+		return -1;
+	}
+	return 0;
+}
+
+/* Finds key or adds it with a fresh state of layout (kind, count); room
+ * was reserved, so adding moves no other slot.  NULL when out of memory.
+ * A new slot's expiry (0) is not folded into min_expiry: every caller
+ * sets the real expiry once its op ran, or lowers min_expiry to 0 when it
+ * fails before that. */
+static struct mem_slot *table_get(struct memstore *m, const char *key,
+				  size_t len, uint64_t h, unsigned kind,
+				  uint64_t count)
+{
+	struct mem_slot *s = table_find(m, key, len, h);
+	char *tail = NULL;
+
+	if (s)
+		return s;
+	s = table_free_slot(m->slots, m->cap, h);
+	if (len > MEM_KEY_INLINE) {
+		tail = malloc(len - MEM_KEY_HEAD);
+		if (!tail)
+			return NULL;
+		memcpy(tail, key + MEM_KEY_HEAD, len - MEM_KEY_HEAD);
+		m->heap_bytes += heap_size(len - MEM_KEY_HEAD);
+	}
+	memset(s, 0, sizeof(*s));
+	if (slot_set_layout(m, s, kind, count) < 0) {
+		if (tail) {
+			m->heap_bytes -= heap_size(len - MEM_KEY_HEAD);
+			free(tail);
+		}
+		memset(s, 0, sizeof(*s));
+		return NULL;
+	}
+	s->hash = h;
+	s->key_len = (uint16_t)len;
+	if (tail) {
+		memcpy(s->key, key, MEM_KEY_HEAD);
+		memcpy(s->key + MEM_KEY_HEAD, &tail, sizeof(tail));
+	} else if (len) {
+		memcpy(s->key, key, len);
+	}
+	s->used = 1;
+	m->count++;
+	return s;
+}
+
+static void set_err(struct rl_diag *err, const char *msg)
+{
+	if (err) {
+		err->col = 0;
+		snprintf(err->msg, sizeof(err->msg), "%s", msg);
+	}
+}
+
+/* Out of memory in the middle of an op: slots added or reset by it may
+ * keep expiry 0, so min_expiry must let the next sweep find them. */
+static int fail_oom(struct memstore *m, struct rl_diag *err)
+{
+	m->min_expiry = 0;
+	set_err(err, "out of memory");
+	return -1;
+}
+
+/* A slot with another layout than (kind, count) starts over.  Returns 0 or
+ * -1 out of memory (the slot is then dropped). */
+static int slot_fit(struct memstore *m, struct mem_slot *s, unsigned kind,
+		    uint64_t count)
+{
+	if (s->kind == kind && s->count == count)
+		return 0;
+	if (slot_set_layout(m, s, kind, count) == 0)
+		return 0;
+	table_drop(m, s);
+	return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* apply                                                               */
+
+static int same_key(const struct rl_store_op *a, const struct rl_store_op *b)
+{
+	return a->key_len == b->key_len &&
+	       (a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0);
+}
+
+static int op_valid(const struct rl_store_op *op, struct rl_diag *err)
+{
+	const struct rl_step *p = &op->step;
+
+	if (op->key_len > RL_STORE_KEY_MAX) {
+		set_err(err, "store key longer than RL_STORE_KEY_MAX");
+		return 0;
+	}
+	if ((unsigned)p->strategy >= RL_STRATEGY_COUNT || p->count < 1 ||
+	    p->count > RL_MAX_COUNT || p->period_ms < 1 || p->cost < 1) {
+		set_err(err, "invalid step (strategy, count, period or cost)");
+		return 0;
+	}
+	if (p->strategy == RL_MOVING_WINDOW && p->count > RL_MOVING_MAX) {
+		set_err(err, "moving-window count above RL_MOVING_MAX");
+		return 0;
+	}
+	return 1;
+}
+
+static int slot_fits(const struct mem_slot *s, const struct rl_step *p)
+{
+	return s->kind == (unsigned)p->strategy && s->count == p->count;
+}
+
+/* A fresh state for checks on keys that have no slot (RL_TEST creates
+ * none).  Three words are enough: the O(1) layouts have at most three, and
+ * a moving-window check of an empty ring reads only n and head. */
+static const uint64_t zero_state[3];
+
+static const uint64_t *state_for_check(struct mem_slot *s,
+				       const struct rl_step *p)
+{
+	return s && slot_fits(s, p) ? slot_state(s) : zero_state;
+}
+
+/* The verdicts when two ops of one batch name the same key: each op sees
+ * the state as the earlier ops would leave it, on scratch copies, so that
+ * the batch never consumes more than the limit allows.  Returns 0 or -1
+ * (out of memory). */
+static int check_with_duplicates(struct rl_store_op *ops, size_t n,
+				 struct mem_slot **slots, int64_t now_ms)
+{
+	uint64_t **scratch = calloc(n, sizeof(*scratch));
+	int rc = 0;
+
+	if (!scratch)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		const struct rl_step *p = &ops[i].step;
+		struct rl_verdict dummy;
+		size_t f = 0;
+
+		while (!same_key(&ops[f], &ops[i]))
+			f++;
+		if (!scratch[f]) {
+			size_t words = rl_strategy_state_words(p->strategy,
+							       p->count);
+			scratch[f] = calloc(words, sizeof(uint64_t));
+			if (!scratch[f]) {
+				rc = -1;
+				break;
+			}
+			if (slots[f] && slot_fits(slots[f], p))
+				memcpy(scratch[f], slot_state(slots[f]),
+				       words * sizeof(uint64_t));
+		}
+		rl_strategy_check(p, scratch[f], now_ms, &ops[i].v);
+		if (ops[i].v.allowed)
+			rl_strategy_consume(p, scratch[f], now_ms, &dummy);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(scratch[i]);
+	free(scratch);
+	return rc;
+}
+
+/* Runs after every op's verdict is known, on slots that exist and fit. */
+static void apply_outcome(struct memstore *m, struct rl_store_op *ops,
+			  size_t n, struct mem_slot **slots, int64_t now_ms)
+{
+	int all = 1;
+
+	for (size_t i = 0; i < n; i++)
+		all &= ops[i].v.allowed;
+	for (size_t i = 0; i < n; i++) {
+		const struct rl_step *p = &ops[i].step;
+		uint64_t *st = slot_state(slots[i]);
+		if (all)
+			rl_strategy_consume(p, st, now_ms, &ops[i].v);
+		else
+			rl_strategy_penalize(p, st, now_ms, &ops[i].v);
+		set_expiry(m, slots[i], rl_strategy_expiry(p, st));
+	}
+}
+
+/* The common case, one op: no arrays, no duplicate search. */
+static int apply_one(struct memstore *m, struct rl_store_op *op,
+		     enum rl_mode mode, int64_t now_ms, struct rl_diag *err)
+{
+	const struct rl_step *p = &op->step;
+	uint64_t h = key_hash(m, op->key, op->key_len);
+	struct mem_slot *s = table_find(m, op->key, op->key_len, h);
+
+	if (mode != RL_HIT) {
+		rl_strategy_check(p, state_for_check(s, p), now_ms, &op->v);
+		return 0;
+	}
+	if (!s) {
+		if (table_reserve(m, 1, now_ms, err) < 0)
+			return -1;
+		s = table_get(m, op->key, op->key_len, h, p->strategy,
+			      p->count);
+		if (!s)
+			return fail_oom(m, err);
+	} else if (slot_fit(m, s, p->strategy, p->count) < 0) {
+		return fail_oom(m, err);
+	}
+	rl_strategy_check(p, slot_state(s), now_ms, &op->v);
+	apply_outcome(m, op, 1, &s, now_ms);
+	return 0;
+}
+
+static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
+		      enum rl_mode mode, int64_t now_ms, struct rl_diag *err,
+		      struct mem_slot **slots, uint64_t *hashes)
+{
+	size_t missing = 0;
+	int dup = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < i; j++) {
+			if (!same_key(&ops[j], &ops[i]))
+				continue;
+			if (ops[j].step.strategy != ops[i].step.strategy ||
+			    ops[j].step.count != ops[i].step.count) {
+				set_err(err, "one key with two strategies or counts in one batch");
+				return -1;
+			}
+			dup = 1;
+		}
+		hashes[i] = key_hash(m, ops[i].key, ops[i].key_len);
+		slots[i] = table_find(m, ops[i].key, ops[i].key_len,
+				      hashes[i]);
+		missing += !slots[i];
+	}
+
+	if (mode == RL_HIT) {
+		/* Every structural change first (sweep, growth, new keys,
+		 * layout resets); none of them moves a slot found after. */
+		if (missing && table_reserve(m, missing, now_ms, err) < 0)
+			return -1;
+		for (size_t i = 0; i < n; i++) {
+			const struct rl_step *p = &ops[i].step;
+			slots[i] = table_get(m, ops[i].key, ops[i].key_len,
+					     hashes[i], p->strategy, p->count);
+			if (!slots[i])
+				return fail_oom(m, err);
+		}
+		for (size_t i = 0; i < n; i++) {
+			const struct rl_step *p = &ops[i].step;
+			if (slot_fits(slots[i], p))
+				continue;
+			/* a failed reset drops a slot, which may move others:
+			 * give up on the batch */
+			if (slot_fit(m, slots[i], p->strategy, p->count) < 0)
+				return fail_oom(m, err);
+		}
+	}
+
+	if (dup) {
+		if (check_with_duplicates(ops, n, slots, now_ms) < 0)
+			return fail_oom(m, err);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			rl_strategy_check(&ops[i].step,
+					  state_for_check(slots[i],
+							  &ops[i].step),
+					  now_ms, &ops[i].v);
+	}
+	if (mode == RL_HIT)
+		apply_outcome(m, ops, n, slots, now_ms);
+	return 0;
+}
+
+static int mem_apply(void *impl, struct rl_store_op *ops, size_t n,
+		     enum rl_mode mode, int64_t now_ms, struct rl_diag *err)
+{
+	struct mem_slot *slots_stack[MEM_BATCH_STACK], **slots = slots_stack;
+	uint64_t hashes_stack[MEM_BATCH_STACK], *hashes = hashes_stack;
+	int rc;
+
+	for (size_t i = 0; i < n; i++)
+		if (!op_valid(&ops[i], err))
+			return -1;
+	if (n == 1)
+		return apply_one(impl, ops, mode, now_ms, err);
+	if (n > MEM_BATCH_STACK) {
+		slots = malloc(n * sizeof(*slots));
+		hashes = malloc(n * sizeof(*hashes));
+		if (!slots || !hashes) {
+			free(slots);
+			free(hashes);
+			set_err(err, "out of memory");
+			return -1;
+		}
+	}
+	rc = apply_many(impl, ops, n, mode, now_ms, err, slots, hashes);
+	if (slots != slots_stack) {
+		free(slots);
+		free(hashes);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* In-flight                                                           */
+
+static int mem_acquire(void *impl, const char *key, size_t key_len,
+		       uint64_t max, int64_t lease_ms, int64_t now_ms,
+		       uint64_t *lease_id, uint64_t *held, struct rl_diag *err)
+{
+	struct memstore *m = impl;
+	uint64_t h, n, *st;
+	struct mem_slot *s;
+	int got;
+
+	if (key_len > RL_STORE_KEY_MAX) {
+		set_err(err, "store key longer than RL_STORE_KEY_MAX");
+		return -1;
+	}
+	if (max > RL_INFLIGHT_MAX) {
+		set_err(err, "in-flight maximum above RL_INFLIGHT_MAX");
+		return -1;
+	}
+	h = key_hash(m, key, key_len);
+	s = table_find(m, key, key_len, h);
+	if (!s) {
+		if (table_reserve(m, 1, now_ms, err) < 0)
+			return -1;
+		s = table_get(m, key, key_len, h, MEM_INFLIGHT, max);
+		if (!s)
+			return fail_oom(m, err);
+	} else if (slot_fit(m, s, MEM_INFLIGHT, max) < 0) {
+		return fail_oom(m, err);
+	}
+	st = slot_state(s);
+	got = rl_inflight_acquire(st, max, now_ms, lease_ms,
+				  m->last_lease + 1, &n);
+	if (got && lease_id)
+		*lease_id = ++m->last_lease;
+	if (held)
+		*held = n;
+	set_expiry(m, s, inflight_expiry(st, max));
+	return got;
+}
+
+/* A counter left with no lease is dropped at once. */
+static int mem_release(void *impl, const char *key, size_t key_len,
+		       uint64_t lease_id, int64_t now_ms, struct rl_diag *err)
+{
+	struct memstore *m = impl;
+	uint64_t h, n, *st;
+	struct mem_slot *s;
+
+	(void)err;
+	h = key_hash(m, key, key_len);
+	s = table_find(m, key, key_len, h);
+	if (!s || s->kind != MEM_INFLIGHT)
+		return 0;
+	st = slot_state(s);
+	rl_inflight_release(st, s->count, now_ms, lease_id, &n);
+	if (n == 0)
+		table_drop(m, s);
+	else
+		set_expiry(m, s, inflight_expiry(st, s->count));
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle                                                          */
+
+static void mem_destroy(void *impl)
+{
+	struct memstore *m = impl;
+
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slots[i].used)
+			slot_free_heap(m, &m->slots[i]);
+	free(m->slots);
+	free(m);
+}
+
+int memstore_new(size_t max_keys, struct rl_store *st)
+{
+	struct memstore *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		goto fail;
+	if (max_keys < 1)
+		max_keys = 1;
+	if (max_keys > SIZE_MAX / 1024)
+		max_keys = SIZE_MAX / 1024;
+	m->max_keys = max_keys;
+	/* max_keys at a load of 3/4 */
+	m->max_cap = max_keys + (max_keys + 2) / 3;
+	m->max_cap += 4 - m->max_cap % 4;
+	if (m->max_cap < MEM_MIN_CAP)
+		m->max_cap = MEM_MIN_CAP;
+	m->cap = MEM_MIN_CAP;
+	m->slots = slots_alloc(m->cap);
+	if (!m->slots)
+		goto fail;
+	m->min_expiry = INT64_MAX;
+	m->seed = mix64((uint64_t)(uintptr_t)m ^
+			((uint64_t)(uintptr_t)&memstore_ops << 17));
+	st->ops = &memstore_ops;
+	st->impl = m;
+	return 0;
+fail:
+	free(m);
+	return -1;
+}
+
+size_t memstore_count(const struct rl_store *st)
+{
+	const struct memstore *m = st->impl;
+
+	return m->count;
+}
+
+size_t memstore_bytes(const struct rl_store *st)
+{
+	const struct memstore *m = st->impl;
+
+	return heap_size(sizeof(*m)) + m->cap * sizeof(struct mem_slot) +
+	       m->heap_bytes;
+}
+
+static const struct rl_store_ops memstore_ops = {
+	.name = "memory",
+	.apply = mem_apply,
+	.acquire = mem_acquire,
+	.release = mem_release,
+	.destroy = mem_destroy,
+};
