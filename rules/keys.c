@@ -1,0 +1,449 @@
+/*
+ * keys.c - who the client is, as a counter key.
+ *
+ * A key spec names where the key comes from: "addr" (the resolved client
+ * address, grouped by ipv4-prefix / ipv6-prefix), "header:X-Api-Key",
+ * "cookie:session", "query:api_key", "var:REMOTE_USER".  Parts joined by '+'
+ * must all be present ("header:X-Api-Key+addr"); alternatives joined by '|'
+ * are tried in order ("header:X-Api-Key|addr").
+ *
+ * A part is missing when absent, empty after trimming spaces, longer than
+ * RL_KEYPART_MAX bytes, containing control bytes, or ambiguous (a cookie or
+ * query parameter given twice with different values, a header sent twice
+ * with different values): then the next alternative is tried, and when none
+ * is left the rule's missing-key policy applies (decide.c).  So a client
+ * can neither skip a limit by omitting a header nor pick someone else's
+ * bucket, and "everyone without the header" never share one bucket.
+ *
+ * Rendered keys label every part ("h.x-api-key=abc+addr=192.0.2.1") and
+ * escape values, so no value can imitate another part.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_ALTS 4
+#define MAX_PARTS 4
+#define NAME_MAX_LEN 64
+
+int
+rl_key_escape(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	static unsigned char safe[256];
+	size_t p = *pos;
+
+	if (!safe['a']) {
+		/* idempotent: racing threads write the same bytes */
+		const char *ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~/-*";
+		for (const char *c = ok; *c; c++)
+			safe[(unsigned char)*c] = 1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (safe[c]) {
+			if (p + 1 >= cap)
+				return -1;
+			buf[p++] = (char)c;
+		} else {
+			if (p + 3 >= cap)
+				return -1;
+			buf[p++] = '%';
+			buf[p++] = hex[c >> 4];
+			buf[p++] = hex[c & 15];
+		}
+	}
+	buf[p] = '\0';
+	*pos = p;
+	return 0;
+}
+
+static int
+append(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
+{
+	if (*pos + len + 1 > cap)
+		return -1;
+	memcpy(buf + *pos, s, len);
+	*pos += len;
+	buf[*pos] = '\0';
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Compiling                                                           */
+
+static const struct {
+	const char *word;
+	enum rl_key_source src;
+} sources[] = {
+	{ "header", RL_KEY_HEADER }, { "cookie", RL_KEY_COOKIE },
+	{ "query", RL_KEY_QUERY }, { "var", RL_KEY_VAR },
+};
+
+static int
+part_compile(struct rl_arena *a, const char *s, size_t len, size_t col,
+	     struct rl_key_part *p, struct rl_diag *d)
+{
+	if (len == 4 && memcmp(s, "addr", 4) == 0) {
+		p->src = RL_KEY_ADDR;
+		return 0;
+	}
+	const char *colon = memchr(s, ':', len);
+	size_t wlen = colon ? (size_t)(colon - s) : len;
+	size_t i;
+
+	for (i = 0; i < sizeof(sources) / sizeof(sources[0]); i++)
+		if (strlen(sources[i].word) == wlen &&
+		    memcmp(sources[i].word, s, wlen) == 0)
+			break;
+	if (i == sizeof(sources) / sizeof(sources[0]) || colon == NULL) {
+		d->col = col;
+		snprintf(d->msg, sizeof(d->msg),
+			 "bad key part \"%.*s\": expected addr, header:NAME, cookie:NAME, query:NAME or var:NAME",
+			 (int)(len > 40 ? 40 : len), s);
+		return -1;
+	}
+	p->src = sources[i].src;
+	const char *name = colon + 1;
+	size_t nlen = len - wlen - 1;
+	int ok = nlen > 0 && nlen <= NAME_MAX_LEN;
+	for (size_t j = 0; ok && j < nlen; j++) {
+		unsigned char c = (unsigned char)name[j];
+		ok = isalnum(c) || c == '_' || c == '-' ||
+		     (p->src != RL_KEY_HEADER && p->src != RL_KEY_VAR && c == '.');
+	}
+	if (!ok) {
+		d->col = col + wlen + 1;
+		snprintf(d->msg, sizeof(d->msg),
+			 "bad %s name \"%.*s\": expected 1 to %d letters, digits, '_' or '-'",
+			 sources[i].word, (int)(nlen > 40 ? 40 : nlen), name,
+			 NAME_MAX_LEN);
+		return -1;
+	}
+	p->name = rl_arena_strndup(a, name, nlen);
+	if (p->name == NULL)
+		goto oom;
+	if (p->src == RL_KEY_HEADER) {
+		/* The CGI variable a web server puts a header in. */
+		char *v = rl_arena_alloc(a, nlen + 6);
+		if (v == NULL)
+			goto oom;
+		memcpy(v, "HTTP_", 5);
+		for (size_t j = 0; j < nlen; j++)
+			v[5 + j] = name[j] == '-' ? '_' :
+				   (char)toupper((unsigned char)name[j]);
+		p->var = v;
+	} else if (p->src == RL_KEY_VAR) {
+		p->var = p->name;
+	} else if (p->src == RL_KEY_COOKIE) {
+		p->var = "HTTP_COOKIE";
+	}
+	return 0;
+oom:
+	d->col = col;
+	snprintf(d->msg, sizeof(d->msg), "out of memory");
+	return -1;
+}
+
+struct rl_key *
+rl_key_compile(struct rl_arena *a, const char *s, size_t len,
+	       struct rl_diag *d)
+{
+	struct rl_key *k = rl_arena_alloc(a, sizeof(*k));
+	size_t pos = 0;
+
+	if (k == NULL)
+		return NULL;
+	k->text = rl_arena_strndup(a, s, len);
+	k->alts = rl_arena_alloc(a, MAX_ALTS * sizeof(*k->alts));
+	if (k->text == NULL || k->alts == NULL)
+		return NULL;
+	if (len == 0) {
+		d->col = 0;
+		snprintf(d->msg, sizeof(d->msg),
+			 "empty key: expected addr, header:NAME, cookie:NAME, query:NAME or var:NAME");
+		return NULL;
+	}
+	while (pos <= len) {
+		const char *bar = memchr(s + pos, '|', len - pos);
+		size_t end = bar ? (size_t)(bar - s) : len;
+
+		if (k->nalts == MAX_ALTS) {
+			d->col = pos;
+			snprintf(d->msg, sizeof(d->msg),
+				 "too many key alternatives (more than %d)", MAX_ALTS);
+			return NULL;
+		}
+		struct rl_key_alt *alt = &k->alts[k->nalts++];
+		alt->parts = rl_arena_alloc(a, MAX_PARTS * sizeof(*alt->parts));
+		if (alt->parts == NULL)
+			return NULL;
+		size_t p = pos;
+		while (p <= end) {
+			const char *plus = memchr(s + p, '+', end - p);
+			size_t pend = plus ? (size_t)(plus - s) : end;
+
+			if (pend == p) {
+				d->col = p;
+				snprintf(d->msg, sizeof(d->msg),
+					 "empty key part in \"%.*s\": expected a part between separators",
+					 (int)(len > 60 ? 60 : len), s);
+				return NULL;
+			}
+			if (alt->nparts == MAX_PARTS) {
+				d->col = p;
+				snprintf(d->msg, sizeof(d->msg),
+					 "too many key parts joined by '+' (more than %d)",
+					 MAX_PARTS);
+				return NULL;
+			}
+			if (part_compile(a, s + p, pend - p, p,
+					 &alt->parts[alt->nparts++], d))
+				return NULL;
+			p = pend + 1;
+		}
+		pos = end + 1;
+	}
+	return k;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rendering                                                           */
+
+static void
+trim(const char **s, size_t *len)
+{
+	while (*len > 0 && (**s == ' ' || **s == '\t')) {
+		(*s)++;
+		(*len)--;
+	}
+	while (*len > 0 && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+		(*len)--;
+}
+
+static int
+usable(const char *s, size_t len)
+{
+	if (len == 0 || len > RL_KEYPART_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* One value seen for a name.  A second, different value makes it
+ * ambiguous. */
+struct found {
+	const char *v;
+	size_t len;
+	int n;
+	int ambiguous;
+};
+
+static void
+found_add(struct found *f, const char *v, size_t len)
+{
+	if (f->n > 0 && (f->len != len || memcmp(f->v, v, len) != 0))
+		f->ambiguous = 1;
+	f->v = v;
+	f->len = len;
+	f->n++;
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Percent-decode (and '+' as space) a query component into out.  Returns the
+ * decoded length, or -1 when it does not fit. */
+static long
+qdecode(const char *s, size_t len, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == '+')
+			c = ' ';
+		else if (c == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 &&
+			 hexval(s[i + 2]) >= 0) {
+			c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+			i += 2;
+		}
+		if (o >= cap)
+			return -1;
+		out[o++] = c;
+	}
+	return (long)o;
+}
+
+/* Query parameter name: decoded values compared, so "a%62" and "ab" are
+ * one key. */
+static int
+query_lookup(const struct rl_request *req, const char *name, char *vbuf,
+	     size_t vcap, size_t *vlen)
+{
+	char nbuf[NAME_MAX_LEN + 1], first[RL_KEYPART_MAX + 1];
+	size_t pos = 0, qlen = req->query ? req->query_len : 0;
+	long firstlen = -1;
+
+	while (pos < qlen) {
+		const char *q = req->query + pos;
+		const char *amp = memchr(q, '&', qlen - pos);
+		size_t plen = amp ? (size_t)(amp - q) : qlen - pos;
+		const char *eq = memchr(q, '=', plen);
+		size_t nl = eq ? (size_t)(eq - q) : plen;
+		long dn = qdecode(q, nl, nbuf, sizeof(nbuf) - 1);
+
+		pos += plen + 1;
+		if (dn < 0 || (size_t)dn != strlen(name) ||
+		    memcmp(nbuf, name, (size_t)dn) != 0)
+			continue;
+		long dv = eq ? qdecode(eq + 1, plen - nl - 1, vbuf, vcap) : 0;
+		if (dv < 0 || (size_t)dv > sizeof(first))
+			return -1;      /* too long: unusable */
+		if (firstlen >= 0 &&
+		    (firstlen != dv || memcmp(first, vbuf, (size_t)dv) != 0))
+			return -1;      /* ambiguous */
+		memcpy(first, vbuf, (size_t)dv);
+		firstlen = dv;
+	}
+	if (firstlen < 0)
+		return -1;
+	memcpy(vbuf, first, (size_t)firstlen);
+	*vlen = (size_t)firstlen;
+	return 0;
+}
+
+static void
+cookie_scan(const char *s, size_t len, const char *name, struct found *f)
+{
+	size_t nlen = strlen(name), pos = 0;
+
+	while (pos < len) {
+		const char *semi = memchr(s + pos, ';', len - pos);
+		size_t end = semi ? (size_t)(semi - s) : len;
+		const char *c = s + pos;
+		size_t clen = end - pos;
+
+		trim(&c, &clen);
+		if (clen > nlen && c[nlen] == '=' && memcmp(c, name, nlen) == 0) {
+			const char *v = c + nlen + 1;
+			size_t vl = clen - nlen - 1;
+			if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+				v++;
+				vl -= 2;
+			}
+			found_add(f, v, vl);
+		}
+		pos = end + 1;
+	}
+}
+
+int
+rl_key_render(const struct rl_key *k, const struct rl_request *req,
+	      const char *addr_text, char *buf, size_t cap, size_t *len)
+{
+	char qv[RL_KEYPART_MAX + 1];
+
+	for (size_t ai = 0; ai < k->nalts; ai++) {
+		const struct rl_key_alt *alt = &k->alts[ai];
+		size_t pos = 0;
+		int ok = 1;
+
+		buf[0] = '\0';
+		for (size_t pi = 0; ok && pi < alt->nparts; pi++) {
+			const struct rl_key_part *p = &alt->parts[pi];
+			struct found f = { NULL, 0, 0, 0 };
+			const char *label = "";
+
+			if (pi > 0 && append(buf, cap, &pos, "+", 1))
+				return -1;
+			switch (p->src) {
+			case RL_KEY_ADDR:
+				if (addr_text == NULL || addr_text[0] == '\0') {
+					ok = 0;
+					break;
+				}
+				f.v = addr_text;
+				f.len = strlen(addr_text);
+				f.n = 1;
+				label = "addr";
+				break;
+			case RL_KEY_HEADER:
+			case RL_KEY_VAR:
+			case RL_KEY_COOKIE: {
+				size_t vl = strlen(p->var);
+				for (size_t i = 0; i < req->nparams; i++) {
+					const struct rl_param *pm = &req->params[i];
+					if (pm->name_len != vl ||
+					    memcmp(pm->name, p->var, vl) != 0)
+						continue;
+					if (p->src == RL_KEY_COOKIE) {
+						cookie_scan(pm->value, pm->value_len,
+							    p->name, &f);
+					} else {
+						const char *v = pm->value;
+						size_t l = pm->value_len;
+						trim(&v, &l);
+						found_add(&f, v, l);
+					}
+				}
+				label = p->src == RL_KEY_HEADER ? "h." :
+					p->src == RL_KEY_VAR ? "v." : "c.";
+				if (f.n > 0 && !f.ambiguous)
+					trim(&f.v, &f.len);
+				break;
+			}
+			case RL_KEY_QUERY: {
+				size_t vl;
+				if (query_lookup(req, p->name, qv, sizeof(qv), &vl) == 0) {
+					f.v = qv;
+					f.len = vl;
+					f.n = 1;
+				}
+				label = "q.";
+				break;
+			}
+			}
+			if (!ok || f.n == 0 || f.ambiguous || !usable(f.v, f.len)) {
+				ok = 0;
+				break;
+			}
+			if (append(buf, cap, &pos, label, strlen(label)))
+				return -1;
+			if (p->name != NULL) {
+				char lname[NAME_MAX_LEN + 1];
+				size_t nl = strlen(p->name);
+				for (size_t i = 0; i < nl; i++)
+					lname[i] = p->src == RL_KEY_HEADER ?
+						   (char)tolower((unsigned char)p->name[i]) :
+						   p->name[i];
+				if (append(buf, cap, &pos, lname, nl))
+					return -1;
+			}
+			if (append(buf, cap, &pos, "=", 1) ||
+			    rl_key_escape(buf, cap, &pos, f.v, f.len))
+				return -1;
+		}
+		if (ok) {
+			*len = pos;
+			return 0;
+		}
+	}
+	return -1;
+}

@@ -1,0 +1,1545 @@
+/*
+ * parse.c - rule-file text -> struct rl_ruleset.
+ *
+ * A rule file is line oriented.  Each line is empty, a comment ('#' at the
+ * start of a word), a global directive from the table below ("strategy
+ * gcra", "default 200/day; 50/hour", "include sites/NAME.rules"), or a path
+ * rule: a pattern starting with '/', its limits, then options
+ * ("/login 5/minute methods=POST scope=auth message=\"...\"").
+ *
+ * Every problem is reported as "FILE:LINE:COL: message", all of them, not
+ * just the first; any error means no ruleset is returned (nothing is
+ * half-loaded).  Globals may appear anywhere (order does not matter; each
+ * may be set once), so patterns, keys and strategies are resolved in a
+ * final pass once all globals are known.
+ *
+ * The library does no I/O: includes go through the caller's rl_io.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_TOKENS 64
+#define MAX_NETS 64
+#define MAX_MESSAGE 1024
+#define MAX_NAME 64
+
+/* A place in a rule file; col is 0-based. */
+struct loc {
+	const char *file;
+	unsigned line;
+	size_t col;
+};
+
+/* A word of a line.  s/len/col: the raw text as written; v/vlen: its value
+ * with quotes removed and escapes applied (in arena memory when quoted). */
+struct tok {
+	const char *s;
+	size_t len;
+	size_t col;
+	const char *v;
+	size_t vlen;
+	int quoted;
+};
+
+/* A rule while loading: the public rule plus what the final pass needs. */
+struct prule {
+	struct rl_rule r;
+	struct loc where;       /* the pattern */
+	const char *pat;
+	size_t pat_len;
+	int has_strategy;
+	struct loc strategy_at;
+	int has_burst;
+	struct loc burst_at, cost_at, limits_at;
+	int has_cost;
+};
+
+struct pstate {
+	struct rl_ruleset *rs;
+	struct rl_arena *a;
+	const struct rl_io *io;
+	struct rl_report *rep;
+	int oom;
+	/* include stack: identities of the files being parsed */
+	char *stack[RL_INCLUDE_DEPTH_MAX + 1];
+	int depth;
+	/* where each global was set (line 0: not set) */
+	struct loc seen[32];
+	struct prule **rules;
+	size_t nrules, caprules;
+	struct loc defaults_at, application_at;
+	int has_strategy;
+};
+
+/* ------------------------------------------------------------------ */
+/* Reporting                                                           */
+
+static int
+report_add(char ***list, size_t *n, const char *line)
+{
+	char **nl = realloc(*list, (*n + 1) * sizeof(**list));
+
+	if (nl == NULL)
+		return -1;
+	*list = nl;
+	nl[*n] = strdup(line);
+	if (nl[*n] == NULL)
+		return -1;
+	(*n)++;
+	return 0;
+}
+
+static void __attribute__((format(printf, 4, 5)))
+diag(struct pstate *ps, int warning, const struct loc *at, const char *fmt, ...)
+{
+	char msg[RL_MSG_MAX + 64], line[RL_MSG_MAX + 4200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(line, sizeof(line), "%s:%u:%zu: %s%s", at->file, at->line,
+		 at->col + 1, warning ? "warning: " : "", msg);
+	if (warning) {
+		if (report_add(&ps->rep->warnings, &ps->rep->nwarnings, line))
+			ps->oom = 1;
+		return;
+	}
+	if (ps->rep->nerrors >= RL_REPORT_MAX_ERRORS) {
+		ps->rep->truncated = 1;
+		return;
+	}
+	if (report_add(&ps->rep->errors, &ps->rep->nerrors, line))
+		ps->oom = 1;
+}
+
+#define error_at(ps, at, ...) diag(ps, 0, at, __VA_ARGS__)
+#define warn_at(ps, at, ...) diag(ps, 1, at, __VA_ARGS__)
+
+void
+rl_report_free(struct rl_report *r)
+{
+	if (r == NULL)
+		return;
+	for (size_t i = 0; i < r->nerrors; i++)
+		free(r->errors[i]);
+	for (size_t i = 0; i < r->nwarnings; i++)
+		free(r->warnings[i]);
+	free(r->errors);
+	free(r->warnings);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Quote text for a message: at most 40 bytes, non-printable bytes as \xNN. */
+static const char *
+quote(const char *s, size_t len, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 8 < cap; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (i == 40) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+#define Q(tk, buf) quote((tk)->s, (tk)->len, buf, sizeof(buf))
+
+static struct loc
+loc_of(const struct loc *line, size_t col)
+{
+	struct loc l = *line;
+
+	l.col = col;
+	return l;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small value parsers                                                 */
+
+static int
+tok_is(const struct tok *t, const char *word)
+{
+	return !t->quoted && t->len == strlen(word) &&
+	       memcmp(t->s, word, t->len) == 0;
+}
+
+/* Decimal without sign; -1 on junk or overflow past max. */
+static int
+parse_uint(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (len == 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		unsigned d = (unsigned)(s[i] - '0');
+		if (v > (max - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
+static int
+name_ok(const char *s, size_t len, const char *extra)
+{
+	if (len == 0 || len > MAX_NAME)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr(extra, s[i]) == NULL)
+			return 0;
+	return 1;
+}
+
+static const struct {
+	const char *name;
+	unsigned bit;
+} methods[] = {
+	{ "GET", RL_METHOD_GET }, { "HEAD", RL_METHOD_HEAD },
+	{ "POST", RL_METHOD_POST }, { "PUT", RL_METHOD_PUT },
+	{ "DELETE", RL_METHOD_DELETE }, { "PATCH", RL_METHOD_PATCH },
+	{ "OPTIONS", RL_METHOD_OPTIONS }, { "CONNECT", RL_METHOD_CONNECT },
+	{ "TRACE", RL_METHOD_TRACE },
+};
+
+unsigned
+rl_method_bit(const char *m, size_t len)
+{
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (strlen(methods[i].name) == len &&
+		    memcmp(methods[i].name, m, len) == 0)
+			return methods[i].bit;
+	return RL_METHOD_OTHER;
+}
+
+/* ------------------------------------------------------------------ */
+/* Tokenizer                                                           */
+
+/* Split one line into words.  Returns the count, or -1 after reporting. */
+static int
+tokenize(struct pstate *ps, const struct loc *ln, const char *s, size_t len,
+	 struct tok *toks)
+{
+	int n = 0;
+	size_t i = 0;
+	char qb[200];
+
+	while (i < len) {
+		while (i < len && (s[i] == ' ' || s[i] == '\t'))
+			i++;
+		if (i >= len || s[i] == '#')
+			break;
+		if (n == MAX_TOKENS) {
+			struct loc at = loc_of(ln, i);
+			error_at(ps, &at, "too many words on one line (more than %d)",
+				 MAX_TOKENS);
+			return -1;
+		}
+		struct tok *t = &toks[n];
+		size_t start = i;
+		int quoted = 0;
+		size_t vlen = 0;
+
+		/* First pass: find the end, check quotes. */
+		while (i < len && s[i] != ' ' && s[i] != '\t') {
+			if (s[i] == '"') {
+				size_t q = i++;
+				quoted = 1;
+				while (i < len && s[i] != '"') {
+					if (s[i] == '\\' && i + 1 < len)
+						i++;
+					i++;
+					vlen++;
+				}
+				if (i >= len) {
+					struct loc at = loc_of(ln, q);
+					error_at(ps, &at,
+						 "unterminated quoted string \"%s\": expected a closing '\"'",
+						 quote(s + q, len - q, qb, sizeof(qb)));
+					return -1;
+				}
+				i++;
+			} else {
+				i++;
+				vlen++;
+			}
+		}
+		t->s = s + start;
+		t->len = i - start;
+		t->col = start;
+		t->quoted = quoted;
+		if (!quoted) {
+			t->v = t->s;
+			t->vlen = t->len;
+		} else {
+			char *v = rl_arena_alloc(ps->a, vlen + 1);
+			size_t o = 0;
+
+			if (v == NULL) {
+				ps->oom = 1;
+				return -1;
+			}
+			for (size_t j = start; j < i; j++) {
+				if (s[j] == '"')
+					continue;
+				if (s[j] == '\\' && j + 1 < i) {
+					j++;
+					if (s[j] != '"' && s[j] != '\\') {
+						struct loc at = loc_of(ln, j - 1);
+						error_at(ps, &at,
+							 "unknown escape \"\\%c\" in a quoted string: expected \\\" or \\\\",
+							 isprint((unsigned char)s[j]) ? s[j] : '?');
+						return -1;
+					}
+				}
+				v[o++] = s[j];
+			}
+			t->v = v;
+			t->vlen = o;
+		}
+		n++;
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Settings                                                            */
+
+static struct rl_limit *
+limits_at(struct pstate *ps, const struct loc *ln, const char *s, size_t len,
+	  size_t col, size_t *n)
+{
+	struct rl_limit tmp[RL_MAX_LIMITS];
+	struct rl_diag d;
+
+	if (rl_limits_parse(s, len, tmp, n, &d) != 0) {
+		struct loc at = loc_of(ln, col + d.col);
+		error_at(ps, &at, "%s", d.msg);
+		return NULL;
+	}
+	struct rl_limit *l = rl_arena_alloc(ps->a, *n * sizeof(*l));
+	if (l == NULL) {
+		ps->oom = 1;
+		return NULL;
+	}
+	memcpy(l, tmp, *n * sizeof(*l));
+	return l;
+}
+
+/* Raw text from the first to the last of toks[0..n). */
+static void
+span(const struct tok *toks, size_t n, const char **s, size_t *len)
+{
+	*s = toks[0].s;
+	*len = (size_t)(toks[n - 1].s + toks[n - 1].len - toks[0].s);
+}
+
+static int
+parse_size(const char *s, size_t len, uint64_t *out)
+{
+	uint64_t mult = 1;
+
+	if (len > 0) {
+		switch (s[len - 1]) {
+		case 'k': case 'K': mult = 1ULL << 10; len--; break;
+		case 'm': case 'M': mult = 1ULL << 20; len--; break;
+		case 'g': case 'G': mult = 1ULL << 30; len--; break;
+		}
+	}
+	uint64_t v;
+	if (parse_uint(s, len, (64ULL << 30) / mult, &v))
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+/* Query parameters of a storage URI: "a=1&b=2".  Calls back per pair. */
+static int
+storage_query(struct pstate *ps, const struct loc *at, const char *q,
+	      size_t len, struct rl_storage *st)
+{
+	char qb[200];
+
+	while (len > 0) {
+		const char *amp = memchr(q, '&', len);
+		size_t plen = amp ? (size_t)(amp - q) : len;
+		const char *eq = memchr(q, '=', plen);
+		size_t nlen = eq ? (size_t)(eq - q) : plen;
+		const char *v = eq ? eq + 1 : q + plen;
+		size_t vlen = eq ? plen - nlen - 1 : 0;
+		uint64_t n;
+
+#define KEY(k) (nlen == strlen(k) && memcmp(q, k, nlen) == 0)
+		if (KEY("size") && st->kind == RL_STORAGE_SHM) {
+			if (parse_size(v, vlen, &n) || n < (1u << 20)) {
+				error_at(ps, at, "bad storage size \"%s\": expected bytes with an optional K, M or G suffix, at least 1M and at most 64G",
+					 quote(v, vlen, qb, sizeof(qb)));
+				return -1;
+			}
+			st->size = n;
+		} else if (KEY("db") && st->kind == RL_STORAGE_REDIS) {
+			if (parse_uint(v, vlen, 65535, &n)) {
+				error_at(ps, at, "bad redis db \"%s\": expected a number",
+					 quote(v, vlen, qb, sizeof(qb)));
+				return -1;
+			}
+			st->db = (unsigned)n;
+		} else if ((KEY("timeout") || KEY("connect-timeout")) &&
+			   st->kind == RL_STORAGE_REDIS) {
+			if (parse_uint(v, vlen, 60000, &n) || n == 0) {
+				error_at(ps, at, "bad redis %.*s \"%s\": expected milliseconds from 1 to 60000",
+					 (int)nlen, q, quote(v, vlen, qb, sizeof(qb)));
+				return -1;
+			}
+			if (KEY("timeout"))
+				st->timeout_ms = (unsigned)n;
+			else
+				st->connect_timeout_ms = (unsigned)n;
+		} else if (KEY("password") && st->kind == RL_STORAGE_REDIS) {
+			st->password = rl_arena_strndup(ps->a, v, vlen);
+		} else {
+			error_at(ps, at, "unknown storage parameter \"%s\" for %s storage",
+				 quote(q, nlen, qb, sizeof(qb)),
+				 st->kind == RL_STORAGE_SHM ? "shm" : "redis");
+			return -1;
+		}
+#undef KEY
+		if (amp == NULL)
+			break;
+		len -= plen + 1;
+		q = amp + 1;
+	}
+	return 0;
+}
+
+/* storage memory | shm:NAME[?size=64M] | shm:/path[?size=..] |
+ * redis://[:password@]host[:port][/db][?timeout=MS&connect-timeout=MS] |
+ * redis+unix:///path[?db=N&password=P&timeout=MS] */
+static int
+parse_storage(struct pstate *ps, const struct loc *at, const char *s,
+	      size_t len, struct rl_storage *st)
+{
+	char qb[200];
+	const char *q = memchr(s, '?', len);
+	size_t blen = q ? (size_t)(q - s) : len;
+
+	memset(st, 0, sizeof(*st));
+	st->uri = rl_arena_strndup(ps->a, s, len);
+	st->connect_timeout_ms = 200;
+	st->timeout_ms = 100;
+	if ((blen == 6 && memcmp(s, "memory", 6) == 0) ||
+	    (blen == 7 && memcmp(s, "memory:", 7) == 0)) {
+		st->kind = RL_STORAGE_MEMORY;
+		if (q) {
+			error_at(ps, at, "memory storage takes no parameters");
+			return -1;
+		}
+		return 0;
+	}
+	if (blen > 4 && memcmp(s, "shm:", 4) == 0) {
+		const char *p = s + 4;
+		size_t plen = blen - 4;
+
+		st->kind = RL_STORAGE_SHM;
+		st->size = 64u << 20;
+		if (p[0] == '/') {
+			if (plen < 2 || p[plen - 1] == '/') {
+				error_at(ps, at, "bad shm path \"%s\": expected a file path",
+					 quote(p, plen, qb, sizeof(qb)));
+				return -1;
+			}
+			st->path = rl_arena_strndup(ps->a, p, plen);
+		} else {
+			if (!name_ok(p, plen, "_.-")) {
+				error_at(ps, at, "bad shm name \"%s\": expected letters, digits, '_', '.' or '-' (or an absolute path)",
+					 quote(p, plen, qb, sizeof(qb)));
+				return -1;
+			}
+			char buf[MAX_NAME + 16];
+			snprintf(buf, sizeof(buf), "/dev/shm/%.*s", (int)plen, p);
+			st->path = rl_arena_strndup(ps->a, buf, strlen(buf));
+		}
+		return q ? storage_query(ps, at, q + 1, len - blen - 1, st) : 0;
+	}
+	if (blen > 13 && memcmp(s, "redis+unix://", 13) == 0) {
+		st->kind = RL_STORAGE_REDIS;
+		if (s[13] != '/') {
+			error_at(ps, at, "bad redis socket in \"%s\": expected redis+unix:///absolute/path",
+				 quote(s, len, qb, sizeof(qb)));
+			return -1;
+		}
+		st->path = rl_arena_strndup(ps->a, s + 13, blen - 13);
+		return q ? storage_query(ps, at, q + 1, len - blen - 1, st) : 0;
+	}
+	if (blen > 8 && memcmp(s, "redis://", 8) == 0) {
+		const char *p = s + 8, *end = s + blen;
+		const char *atsign = memchr(p, '@', (size_t)(end - p));
+		uint64_t n;
+
+		st->kind = RL_STORAGE_REDIS;
+		st->port = 6379;
+		if (atsign) {
+			const char *colon = memchr(p, ':', (size_t)(atsign - p));
+			const char *pw = colon ? colon + 1 : p;
+			st->password = rl_arena_strndup(ps->a, pw,
+							(size_t)(atsign - pw));
+			p = atsign + 1;
+		}
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		const char *hend = slash ? slash : end;
+		const char *colon = NULL;
+		if (p < hend && p[0] == '[') {
+			const char *rb = memchr(p, ']', (size_t)(hend - p));
+			if (rb == NULL) {
+				error_at(ps, at, "bad redis host in \"%s\": unclosed '['",
+					 quote(s, len, qb, sizeof(qb)));
+				return -1;
+			}
+			st->host = rl_arena_strndup(ps->a, p + 1, (size_t)(rb - p - 1));
+			if (rb + 1 < hend && rb[1] == ':')
+				colon = rb + 1;
+		} else {
+			colon = memchr(p, ':', (size_t)(hend - p));
+			st->host = rl_arena_strndup(ps->a, p,
+				(size_t)((colon ? colon : hend) - p));
+		}
+		if (st->host == NULL || st->host[0] == '\0') {
+			error_at(ps, at, "bad redis URI \"%s\": expected redis://[:password@]host[:port][/db]",
+				 quote(s, len, qb, sizeof(qb)));
+			return -1;
+		}
+		if (colon) {
+			if (parse_uint(colon + 1, (size_t)(hend - colon - 1), 65535, &n) || n == 0) {
+				error_at(ps, at, "bad redis port in \"%s\": expected 1 to 65535",
+					 quote(s, len, qb, sizeof(qb)));
+				return -1;
+			}
+			st->port = (unsigned)n;
+		}
+		if (slash && slash + 1 < end) {
+			if (parse_uint(slash + 1, (size_t)(end - slash - 1), 65535, &n)) {
+				error_at(ps, at, "bad redis db in \"%s\": expected a number after '/'",
+					 quote(s, len, qb, sizeof(qb)));
+				return -1;
+			}
+			st->db = (unsigned)n;
+		}
+		return q ? storage_query(ps, at, q + 1, len - blen - 1, st) : 0;
+	}
+	error_at(ps, at, "unknown storage \"%s\": expected shm:NAME, shm:/path, memory, redis://host:port/db or redis+unix:///path",
+		 quote(s, len, qb, sizeof(qb)));
+	return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Global directives: one table row per setting                        */
+
+enum dtype {
+	D_ONOFF, D_UINT, D_STRATEGY, D_RETRY, D_NAME, D_MESSAGE, D_LIMITS,
+	D_KEY, D_STORAGE, D_PROXIES, D_PROXY_HEADER, D_TEXT, D_INCLUDE
+};
+
+struct directive {
+	const char *name;
+	enum dtype type;
+	size_t off;             /* into struct rl_settings */
+	size_t off2;            /* D_LIMITS: the count */
+	uint64_t min, max;      /* D_UINT */
+};
+
+#define S(f) offsetof(struct rl_settings, f)
+static const struct directive directives[] = {
+	{ "enabled",          D_ONOFF,        S(enabled), 0, 0, 0 },
+	{ "dry-run",          D_ONOFF,        S(dry_run), 0, 0, 0 },
+	{ "headers",          D_ONOFF,        S(headers), 0, 0, 0 },
+	{ "case-insensitive", D_ONOFF,        S(case_insensitive), 0, 0, 0 },
+	{ "retry-after",      D_RETRY,        S(retry_after), 0, 0, 0 },
+	{ "strategy",         D_STRATEGY,     S(strategy), 0, 0, 0 },
+	{ "burst",            D_UINT,         S(burst), 0, 1, RL_MAX_COUNT },
+	{ "ipv4-prefix",      D_UINT,         S(ipv4_prefix), 0, 1, 32 },
+	{ "ipv6-prefix",      D_UINT,         S(ipv6_prefix), 0, 1, 128 },
+	{ "key-prefix",       D_NAME,         S(key_prefix), 0, 0, 0 },
+	{ "key",              D_KEY,          S(key), 0, 0, 0 },
+	{ "message",          D_MESSAGE,      S(message), 0, 0, 0 },
+	{ "default",          D_LIMITS,       S(defaults), S(ndefaults), 0, 0 },
+	{ "application",      D_LIMITS,       S(application), S(napplication), 0, 0 },
+	{ "storage",          D_STORAGE,      S(storage), 0, 0, 0 },
+	{ "trusted-proxies",  D_PROXIES,      S(proxies), 0, 0, 0 },
+	{ "proxy-header",     D_PROXY_HEADER, S(proxies), 0, 0, 0 },
+	{ "listen",           D_TEXT,         S(listen), 0, 0, 0 },
+	{ "upstream",         D_TEXT,         S(upstream), 0, 0, 0 },
+	{ "include",          D_INCLUDE,      0, 0, 0, 0 },
+};
+#undef S
+#define NDIRECTIVES (sizeof(directives) / sizeof(directives[0]))
+
+static void parse_text(struct pstate *ps, const char *file, const char *text,
+		       size_t len);
+
+static void include_files(struct pstate *ps, const struct loc *at,
+			  const struct tok *arg);
+
+static int
+one_arg(struct pstate *ps, const struct loc *ln, const struct directive *d,
+	const struct tok *args, size_t nargs)
+{
+	char qb[200];
+
+	if (nargs == 1)
+		return 0;
+	if (nargs == 0) {
+		struct loc at = *ln;
+		error_at(ps, &at, "\"%s\" needs a value", d->name);
+	} else {
+		struct loc at = loc_of(ln, args[1].col);
+		error_at(ps, &at, "unexpected \"%s\" after the value of \"%s\"%s",
+			 Q(&args[1], qb), d->name,
+			 d->type == D_MESSAGE ? ": quote a message with spaces" : "");
+	}
+	return -1;
+}
+
+static void
+directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
+	  const struct tok *args, size_t nargs)
+{
+	struct rl_settings *st = &ps->rs->settings;
+	char *field = (char *)st + d->off;
+	char qb[200];
+	size_t di = (size_t)(d - directives);
+
+	if (d->type != D_INCLUDE) {
+		if (ps->seen[di].line != 0) {
+			error_at(ps, ln, "\"%s\" is set twice (first at %s:%u)",
+				 d->name, ps->seen[di].file, ps->seen[di].line);
+			return;
+		}
+		ps->seen[di] = *ln;
+	}
+	if (d->type != D_LIMITS && d->type != D_PROXIES &&
+	    one_arg(ps, ln, d, args, nargs))
+		return;
+	const struct tok *a = &args[0];
+	struct loc at = nargs ? loc_of(ln, a->col) : *ln;
+
+	switch (d->type) {
+	case D_ONOFF:
+		if (tok_is(a, "on"))
+			*(int *)field = 1;
+		else if (tok_is(a, "off"))
+			*(int *)field = 0;
+		else
+			error_at(ps, &at, "bad value \"%s\" for \"%s\": expected on or off",
+				 Q(a, qb), d->name);
+		break;
+	case D_UINT: {
+		uint64_t v;
+		if (parse_uint(a->v, a->vlen, d->max, &v) || v < d->min)
+			error_at(ps, &at, "bad value \"%s\" for \"%s\": expected a number from %llu to %llu",
+				 Q(a, qb), d->name, (unsigned long long)d->min,
+				 (unsigned long long)d->max);
+		else if (d->max <= 128)
+			*(unsigned *)field = (unsigned)v;
+		else
+			*(uint64_t *)field = v;
+		break;
+	}
+	case D_STRATEGY:
+		if (rl_strategy_from_name(a->v, a->vlen, (enum rl_strategy *)field))
+			error_at(ps, &at, "unknown strategy \"%s\": expected fixed-window, fixed-window-elastic-expiry, moving-window, sliding-window-counter or gcra",
+				 Q(a, qb));
+		else
+			ps->has_strategy = 1;
+		break;
+	case D_RETRY:
+		if (tok_is(a, "seconds"))
+			*(enum rl_retry_format *)field = RL_RETRY_SECONDS;
+		else if (tok_is(a, "http-date"))
+			*(enum rl_retry_format *)field = RL_RETRY_HTTP_DATE;
+		else
+			error_at(ps, &at, "bad value \"%s\" for \"retry-after\": expected seconds or http-date",
+				 Q(a, qb));
+		break;
+	case D_NAME:
+		if (!name_ok(a->v, a->vlen, "_.-"))
+			error_at(ps, &at, "bad value \"%s\" for \"%s\": expected up to %d letters, digits, '_', '.' or '-'",
+				 Q(a, qb), d->name, MAX_NAME);
+		else
+			*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
+		break;
+	case D_TEXT:
+		*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
+		break;
+	case D_MESSAGE: {
+		size_t bad = a->vlen;
+		for (size_t i = 0; i < a->vlen; i++)
+			if ((unsigned char)a->v[i] < 0x20 || a->v[i] == 0x7f) {
+				bad = i;
+				break;
+			}
+		if (a->vlen == 0 || a->vlen > MAX_MESSAGE || bad < a->vlen)
+			error_at(ps, &at, "bad message: expected 1 to %d bytes of printable text",
+				 MAX_MESSAGE);
+		else
+			*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
+		break;
+	}
+	case D_LIMITS: {
+		const char *s;
+		size_t len, n = 0;
+		if (nargs == 0) {
+			error_at(ps, ln, "\"%s\" needs limits, e.g. \"%s 100/hour\"",
+				 d->name, d->name);
+			break;
+		}
+		span(args, nargs, &s, &len);
+		struct rl_limit *l = limits_at(ps, ln, s, len, a->col, &n);
+		if (l) {
+			*(struct rl_limit **)field = l;
+			*(size_t *)((char *)st + d->off2) = n;
+			if (field == (char *)&st->defaults)
+				ps->defaults_at = at;
+			else
+				ps->application_at = at;
+		}
+		break;
+	}
+	case D_KEY: {
+		struct rl_diag dg;
+		struct rl_key *k = rl_key_compile(ps->a, a->v, a->vlen, &dg);
+		if (k == NULL) {
+			at.col += a->quoted ? 0 : dg.col;
+			error_at(ps, &at, "%s", dg.msg);
+		} else {
+			*(const struct rl_key **)field = k;
+		}
+		break;
+	}
+	case D_STORAGE:
+		parse_storage(ps, &at, a->v, a->vlen, &st->storage);
+		break;
+	case D_PROXIES: {
+		uint64_t n;
+		if (nargs == 0) {
+			error_at(ps, ln, "\"trusted-proxies\" needs a hop count or proxy networks, e.g. \"trusted-proxies 1\" or \"trusted-proxies 10.0.0.0/8\"");
+			break;
+		}
+		if (nargs == 1 && isdigit((unsigned char)a->s[0]) &&
+		    memchr(a->s, '.', a->len) == NULL &&
+		    memchr(a->s, ':', a->len) == NULL) {
+			if (parse_uint(a->v, a->vlen, 16, &n))
+				error_at(ps, &at, "bad hop count \"%s\": expected 0 to 16",
+					 Q(a, qb));
+			else
+				st->proxies.hops = (unsigned)n;
+			break;
+		}
+		if (nargs > MAX_NETS) {
+			struct loc at2 = loc_of(ln, args[MAX_NETS].col);
+			error_at(ps, &at2, "too many proxy networks (more than %d)",
+				 MAX_NETS);
+			break;
+		}
+		struct rl_cidr *nets = rl_arena_alloc(ps->a, nargs * sizeof(*nets));
+		if (nets == NULL) {
+			ps->oom = 1;
+			break;
+		}
+		for (size_t i = 0; i < nargs; i++) {
+			if (rl_cidr_parse(args[i].v, args[i].vlen, &nets[i])) {
+				struct loc at2 = loc_of(ln, args[i].col);
+				error_at(ps, &at2, "bad proxy network \"%s\": expected an address or CIDR such as 10.0.0.0/8 or 2001:db8::/32 (or one hop count)",
+					 Q(&args[i], qb));
+				return;
+			}
+		}
+		st->proxies.nets = nets;
+		st->proxies.nnets = nargs;
+		break;
+	}
+	case D_PROXY_HEADER:
+		if (a->vlen == 15 && strncasecmp(a->v, "x-forwarded-for", 15) == 0)
+			st->proxies.forwarded = 0;
+		else if (a->vlen == 9 && strncasecmp(a->v, "forwarded", 9) == 0)
+			st->proxies.forwarded = 1;
+		else
+			error_at(ps, &at, "bad value \"%s\" for \"proxy-header\": expected X-Forwarded-For or Forwarded",
+				 Q(a, qb));
+		break;
+	case D_INCLUDE:
+		include_files(ps, &at, a);
+		break;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Path rules                                                          */
+
+enum otype { O_FLAG, O_DEFAULTS, O_METHODS, O_SCOPE, O_KEY, O_STRATEGY,
+	     O_BURST, O_COST, O_MESSAGE, O_MISSING };
+
+struct option {
+	const char *name;
+	enum otype type;
+	size_t off;             /* into struct rl_rule (O_FLAG: the int) */
+};
+
+#define R(f) offsetof(struct rl_rule, f)
+static const struct option options[] = {
+	{ "exempt",      O_FLAG,     R(exempt) },
+	{ "dry-run",     O_FLAG,     R(dry_run) },
+	{ "per-method",  O_FLAG,     R(per_method) },
+	{ "defaults",    O_DEFAULTS, R(defaults_add) },
+	{ "methods",     O_METHODS,  R(methods) },
+	{ "scope",       O_SCOPE,    R(scope) },
+	{ "key",         O_KEY,      R(key) },
+	{ "strategy",    O_STRATEGY, R(strategy) },
+	{ "burst",       O_BURST,    R(burst) },
+	{ "cost",        O_COST,     R(cost) },
+	{ "message",     O_MESSAGE,  R(message) },
+	{ "missing-key", O_MISSING,  R(missing) },
+};
+#undef R
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const struct option *
+find_option(const struct tok *t, size_t *namelen)
+{
+	const char *eq = memchr(t->s, '=', t->len);
+	size_t n = t->len;
+
+	/* name=value, where the name part is never quoted */
+	if (eq != NULL && memchr(t->s, '"', (size_t)(eq - t->s)) == NULL)
+		n = (size_t)(eq - t->s);
+	*namelen = n;
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (strlen(options[i].name) == n &&
+		    memcmp(options[i].name, t->s, n) == 0)
+			return &options[i];
+	return NULL;
+}
+
+/* Is this word an option (name=value or a flag word)?  Limits never contain
+ * '=' and never spell a flag. */
+static int
+is_option(const struct tok *t)
+{
+	size_t n;
+	const struct option *o = find_option(t, &n);
+
+	if (memchr(t->s, '=', t->len) != NULL)
+		return 1;
+	return o != NULL && o->type == O_FLAG;
+}
+
+static void
+rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
+	    const struct tok *t, uint64_t *seen)
+{
+	char qb[200];
+	size_t nlen;
+	const struct option *o = find_option(t, &nlen);
+	struct loc at = loc_of(ln, t->col);
+	struct rl_rule *r = &pr->r;
+
+	if (o == NULL) {
+		error_at(ps, &at, "unknown rule option \"%s\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message= or missing-key=",
+			 quote(t->s, nlen, qb, sizeof(qb)));
+		return;
+	}
+	uint64_t bit = 1ULL << (o - options);
+	if (*seen & bit) {
+		error_at(ps, &at, "option \"%s\" given twice", o->name);
+		return;
+	}
+	*seen |= bit;
+	if (o->type == O_FLAG) {
+		if (nlen != t->len) {
+			error_at(ps, &at, "option \"%s\" takes no value", o->name);
+			return;
+		}
+		*(int *)((char *)r + o->off) = 1;
+		return;
+	}
+	if (nlen == t->len) {
+		error_at(ps, &at, "option \"%s\" needs a value: %s=...", o->name,
+			 o->name);
+		return;
+	}
+	/* The value: raw after '=', or the unquoted value for quoted words. */
+	const char *v = t->s + nlen + 1;
+	size_t vlen = t->len - nlen - 1;
+	size_t vcol = t->col + nlen + 1;
+	if (t->quoted) {
+		v = t->v + nlen + 1;
+		vlen = t->vlen - nlen - 1;
+	}
+	struct loc vat = loc_of(ln, vcol);
+	uint64_t n;
+
+	switch (o->type) {
+	case O_FLAG:
+		break;
+	case O_DEFAULTS:
+		if (vlen == 3 && memcmp(v, "add", 3) == 0)
+			r->defaults_add = 1;
+		else if (vlen == 7 && memcmp(v, "replace", 7) == 0)
+			r->defaults_add = 0;
+		else
+			error_at(ps, &vat, "bad value \"%s\" for defaults=: expected add or replace",
+				 quote(v, vlen, qb, sizeof(qb)));
+		break;
+	case O_METHODS: {
+		size_t i = 0;
+		while (i <= vlen) {
+			size_t j = i;
+			while (j < vlen && v[j] != ',')
+				j++;
+			unsigned b = rl_method_bit(v + i, j - i);
+			if (b == RL_METHOD_OTHER) {
+				struct loc mat = loc_of(ln, vcol + i);
+				error_at(ps, &mat, "unknown method \"%s\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','",
+					 quote(v + i, j - i, qb, sizeof(qb)));
+				return;
+			}
+			r->methods |= b;
+			i = j + 1;
+		}
+		break;
+	}
+	case O_SCOPE:
+		if (!name_ok(v, vlen, "_.-"))
+			error_at(ps, &vat, "bad scope \"%s\": expected up to %d letters, digits, '_', '.' or '-'",
+				 quote(v, vlen, qb, sizeof(qb)), MAX_NAME);
+		else
+			r->scope = rl_arena_strndup(ps->a, v, vlen);
+		break;
+	case O_KEY: {
+		struct rl_diag dg;
+		r->key = rl_key_compile(ps->a, v, vlen, &dg);
+		if (r->key == NULL) {
+			vat.col += t->quoted ? 0 : dg.col;
+			error_at(ps, &vat, "%s", dg.msg);
+		}
+		break;
+	}
+	case O_STRATEGY:
+		if (rl_strategy_from_name(v, vlen, &r->strategy))
+			error_at(ps, &vat, "unknown strategy \"%s\": expected fixed-window, fixed-window-elastic-expiry, moving-window, sliding-window-counter or gcra",
+				 quote(v, vlen, qb, sizeof(qb)));
+		pr->has_strategy = 1;
+		pr->strategy_at = vat;
+		break;
+	case O_BURST:
+	case O_COST:
+		if (parse_uint(v, vlen, RL_MAX_COUNT, &n) || n == 0) {
+			error_at(ps, &vat, "bad value \"%s\" for %s=: expected a number from 1 to %llu",
+				 quote(v, vlen, qb, sizeof(qb)), o->name,
+				 (unsigned long long)RL_MAX_COUNT);
+		} else if (o->type == O_BURST) {
+			r->burst = n;
+			pr->has_burst = 1;
+			pr->burst_at = vat;
+		} else {
+			r->cost = n;
+			pr->has_cost = 1;
+			pr->cost_at = vat;
+		}
+		break;
+	case O_MESSAGE: {
+		int bad = vlen == 0 || vlen > MAX_MESSAGE;
+		for (size_t i = 0; i < vlen; i++)
+			if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+				bad = 1;
+		if (bad)
+			error_at(ps, &vat, "bad message: expected 1 to %d bytes of printable text (quote it: message=\"...\")",
+				 MAX_MESSAGE);
+		else
+			r->message = rl_arena_strndup(ps->a, v, vlen);
+		break;
+	}
+	case O_MISSING:
+		if (vlen == 4 && memcmp(v, "addr", 4) == 0)
+			r->missing = RL_MISSING_ADDR;
+		else if (vlen == 4 && memcmp(v, "deny", 4) == 0)
+			r->missing = RL_MISSING_DENY;
+		else
+			error_at(ps, &vat, "bad value \"%s\" for missing-key=: expected addr or deny",
+				 quote(v, vlen, qb, sizeof(qb)));
+		break;
+	}
+}
+
+static void
+path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
+	  size_t n)
+{
+	char qb[200];
+	struct prule *pr = rl_arena_alloc(ps->a, sizeof(*pr));
+	size_t i = 1, nerr = ps->rep->nerrors;
+	uint64_t seen = 0;
+
+	if (pr == NULL) {
+		ps->oom = 1;
+		return;
+	}
+	pr->where = loc_of(ln, toks[0].col);
+	/* the line goes away with the file buffer: keep a copy */
+	pr->pat = rl_arena_strndup(ps->a, toks[0].v, toks[0].vlen);
+	pr->pat_len = toks[0].vlen;
+	if (pr->pat == NULL) {
+		ps->oom = 1;
+		return;
+	}
+	pr->r.file = ln->file;
+	pr->r.line = ln->line;
+	pr->r.cost = 1;
+
+	/* Limits: the words up to the first option. */
+	while (i < n && !is_option(&toks[i]))
+		i++;
+	size_t nlimitwords = i - 1;
+	if (i > 1) {
+		const char *s;
+		size_t len;
+		span(toks + 1, i - 1, &s, &len);
+		pr->limits_at = loc_of(ln, toks[1].col);
+		pr->r.limits = limits_at(ps, ln, s, len, toks[1].col,
+					 &pr->r.nlimits);
+	}
+	for (; i < n; i++) {
+		if (!is_option(&toks[i])) {
+			struct loc at = loc_of(ln, toks[i].col);
+			error_at(ps, &at, "unexpected \"%s\" among the options: limits come right after the path, options (name=value or a flag) after them",
+				 Q(&toks[i], qb));
+			return;
+		}
+		rule_option(ps, ln, pr, &toks[i], &seen);
+	}
+	if (ps->rep->nerrors != nerr)
+		return;
+	if (pr->r.exempt && pr->r.nlimits > 0) {
+		error_at(ps, &pr->limits_at, "an exempt rule has no limits: remove the limits or \"exempt\"");
+		return;
+	}
+	if (!pr->r.exempt && pr->r.nlimits == 0 && n == 1) {
+		struct loc at = loc_of(ln, toks[0].col + toks[0].len);
+		error_at(ps, &at, "rule for \"%s\" needs limits (e.g. 10/minute) or \"exempt\"",
+			 Q(&toks[0], qb));
+		return;
+	}
+	if (!pr->r.exempt && nlimitwords == 0) {
+		error_at(ps, &pr->where, "rule for \"%s\" has options but no limits: limits come right after the path",
+			 Q(&toks[0], qb));
+		return;
+	}
+	if (pr->r.exempt && (seen & ~((1ULL << 0) | (1ULL << 4))) != 0)
+		warn_at(ps, &pr->where, "options other than methods= have no effect on an exempt rule");
+	if (ps->nrules == ps->caprules) {
+		size_t cap = ps->caprules ? ps->caprules * 2 : 32;
+		struct prule **nr = realloc(ps->rules, cap * sizeof(*nr));
+		if (nr == NULL) {
+			ps->oom = 1;
+			return;
+		}
+		ps->rules = nr;
+		ps->caprules = cap;
+	}
+	pr->r.index = (unsigned)ps->nrules;
+	ps->rules[ps->nrules++] = pr;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lines and files                                                     */
+
+static void
+parse_line(struct pstate *ps, const struct loc *ln, const char *s, size_t len)
+{
+	struct tok toks[MAX_TOKENS];
+	char qb[200];
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			struct loc at = loc_of(ln, i);
+			if (c == 0)
+				error_at(ps, &at, "NUL byte in a rule file");
+			else
+				error_at(ps, &at, "control byte 0x%02x in a rule file: expected text", c);
+			return;
+		}
+	}
+	int n = tokenize(ps, ln, s, len, toks);
+	if (n <= 0)
+		return;
+	if (toks[0].s[0] == '/' && !toks[0].quoted) {
+		path_rule(ps, ln, toks, (size_t)n);
+		return;
+	}
+	for (size_t i = 0; i < NDIRECTIVES; i++) {
+		if (tok_is(&toks[0], directives[i].name)) {
+			struct loc at = loc_of(ln, toks[0].col);
+			directive(ps, &at, &directives[i], toks + 1, (size_t)n - 1);
+			return;
+		}
+	}
+	struct loc at = loc_of(ln, toks[0].col);
+	error_at(ps, &at, "unknown directive \"%s\": expected a path rule starting with '/' or one of strategy, default, application, trusted-proxies, headers, include, ... (see rategate(5) / README)",
+		 Q(&toks[0], qb));
+}
+
+static void
+parse_text(struct pstate *ps, const char *file, const char *text, size_t len)
+{
+	struct loc ln = { file, 0, 0 };
+	size_t pos = 0;
+
+	if (len > RL_FILE_SIZE_MAX) {
+		ln.line = 1;
+		error_at(ps, &ln, "file too large (%zu bytes, at most %u)", len,
+			 RL_FILE_SIZE_MAX);
+		return;
+	}
+	while (pos < len && !ps->oom) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t end = nl ? (size_t)(nl - text) : len;
+		size_t l = end - pos;
+
+		ln.line++;
+		if (l > 0 && text[pos + l - 1] == '\r')
+			l--;
+		if (l > RL_LINE_MAX) {
+			struct loc at = loc_of(&ln, RL_LINE_MAX);
+			error_at(ps, &at, "line too long (%zu bytes, at most %d)",
+				 l, RL_LINE_MAX);
+		} else {
+			parse_line(ps, &ln, text + pos, l);
+		}
+		pos = end + 1;
+	}
+}
+
+static int
+cmp_path(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int
+has_glob_chars(const char *s)
+{
+	return strpbrk(s, "*?[") != NULL;
+}
+
+static void
+parse_file(struct pstate *ps, const struct loc *from, const char *path)
+{
+	char msg[200], id[512];
+	char *data = NULL;
+	size_t len = 0;
+
+	if (ps->depth >= RL_INCLUDE_DEPTH_MAX) {
+		error_at(ps, from, "includes nested deeper than %d: \"%s\" not read",
+			 RL_INCLUDE_DEPTH_MAX, path);
+		return;
+	}
+	if (ps->io->identity == NULL ||
+	    ps->io->identity(ps->io->ctx, path, id, sizeof(id)) != 0)
+		snprintf(id, sizeof(id), "%s", path);
+	for (int i = 0; i < ps->depth; i++) {
+		if (strcmp(ps->stack[i], id) == 0) {
+			error_at(ps, from, "include cycle: \"%s\" is already being read",
+				 path);
+			return;
+		}
+	}
+	msg[0] = '\0';
+	if (ps->io->read_file(ps->io->ctx, path, &data, &len, msg, sizeof(msg))) {
+		if (from->line == 0) {
+			struct loc at = { path, 1, 0 };
+			error_at(ps, &at, "cannot read rule file: %s", msg);
+		} else {
+			error_at(ps, from, "cannot read included file \"%s\": %s",
+				 path, msg);
+		}
+		return;
+	}
+	const char *file = rl_arena_strndup(ps->a, path, strlen(path));
+	ps->stack[ps->depth] = strdup(id);
+	if (file == NULL || ps->stack[ps->depth] == NULL) {
+		ps->oom = 1;
+		free(ps->stack[ps->depth]);
+		free(data);
+		return;
+	}
+	ps->depth++;
+	ps->rs->nfiles++;
+	parse_text(ps, file, data, len);
+	ps->depth--;
+	free(ps->stack[ps->depth]);
+	free(data);
+}
+
+static void
+include_files(struct pstate *ps, const struct loc *at, const struct tok *arg)
+{
+	char msg[200], qb[200];
+	char **paths = NULL;
+	size_t n = 0;
+
+	if (ps->io == NULL) {
+		error_at(ps, at, "include is not available here (rules given as text)");
+		return;
+	}
+	if (arg->vlen == 0 || memchr(arg->v, '\0', arg->vlen) != NULL) {
+		error_at(ps, at, "bad include \"%s\": expected a file name or glob",
+			 Q(arg, qb));
+		return;
+	}
+	/* Relative to the directory of the including file. */
+	const char *cur = at->file;
+	const char *slash = strrchr(cur, '/');
+	size_t dlen = (arg->v[0] != '/' && slash) ? (size_t)(slash - cur) + 1 : 0;
+	char *pat = malloc(dlen + arg->vlen + 1);
+	if (pat == NULL) {
+		ps->oom = 1;
+		return;
+	}
+	memcpy(pat, cur, dlen);
+	memcpy(pat + dlen, arg->v, arg->vlen);
+	pat[dlen + arg->vlen] = '\0';
+
+	msg[0] = '\0';
+	if (ps->io->glob(ps->io->ctx, pat, &paths, &n, msg, sizeof(msg))) {
+		error_at(ps, at, "cannot expand include \"%s\": %s", pat, msg);
+	} else {
+		/* file order decides rule precedence ties: never trust the
+		 * callback's order */
+		qsort(paths, n, sizeof(*paths), cmp_path);
+		if (n == 0 && has_glob_chars(pat))
+			warn_at(ps, at, "include \"%s\" matches no file", pat);
+		for (size_t i = 0; i < n; i++)
+			parse_file(ps, at, paths[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	free(pat);
+}
+
+/* ------------------------------------------------------------------ */
+/* Final pass                                                          */
+
+static int
+cmp_exact(const void *x, const void *y)
+{
+	const struct rl_rule *a = *(const struct rl_rule *const *)x;
+	const struct rl_rule *b = *(const struct rl_rule *const *)y;
+	int c = strcmp(a->pattern.text, b->pattern.text);
+
+	if (c != 0)
+		return c;
+	return a->index < b->index ? -1 : a->index > b->index;
+}
+
+/* Wildcard precedence: the longest literal prefix, then the most literal
+ * bytes, then the fewest wildcards, then file order. */
+static int
+cmp_glob(const void *x, const void *y)
+{
+	const struct rl_rule *a = *(const struct rl_rule *const *)x;
+	const struct rl_rule *b = *(const struct rl_rule *const *)y;
+	const struct rl_pattern *pa = &a->pattern, *pb = &b->pattern;
+
+	if (pa->literal_prefix != pb->literal_prefix)
+		return pa->literal_prefix > pb->literal_prefix ? -1 : 1;
+	if (pa->literal_chars != pb->literal_chars)
+		return pa->literal_chars > pb->literal_chars ? -1 : 1;
+	if (pa->wildcards != pb->wildcards)
+		return pa->wildcards < pb->wildcards ? -1 : 1;
+	return a->index < b->index ? -1 : a->index > b->index;
+}
+
+static void
+check_limits(struct pstate *ps, const struct loc *at, const struct rl_limit *l,
+	     size_t n, enum rl_strategy strategy, uint64_t cost, uint64_t burst)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strategy == RL_MOVING_WINDOW && l[i].count > RL_MOVING_MAX)
+			error_at(ps, at, "moving-window limit \"%s\" counts more than %d hits (it keeps one timestamp per hit): use sliding-window-counter or gcra",
+				 l[i].text, RL_MOVING_MAX);
+		uint64_t cap = (strategy == RL_GCRA && burst) ? burst : l[i].count;
+		if (cost > cap)
+			warn_at(ps, at, "cost %llu exceeds limit \"%s\"%s: every request will be denied",
+				(unsigned long long)cost, l[i].text,
+				cap != l[i].count ? " (its burst)" : "");
+	}
+}
+
+static void
+finish(struct pstate *ps)
+{
+	struct rl_ruleset *rs = ps->rs;
+	struct rl_settings *st = &rs->settings;
+	char *buf;
+
+	rs->nrules = ps->nrules;
+	rs->rules = rl_arena_alloc(ps->a, (ps->nrules + 1) * sizeof(*rs->rules));
+	rs->exact = rl_arena_alloc(ps->a, (ps->nrules + 1) * sizeof(*rs->exact));
+	rs->globs = rl_arena_alloc(ps->a, (ps->nrules + 1) * sizeof(*rs->globs));
+	if (rs->rules == NULL || rs->exact == NULL || rs->globs == NULL) {
+		ps->oom = 1;
+		return;
+	}
+	if (st->strategy == RL_MOVING_WINDOW || st->strategy == RL_GCRA ||
+	    ps->has_strategy) {
+		check_limits(ps, &ps->defaults_at, st->defaults, st->ndefaults,
+			     st->strategy, 1, st->burst);
+		check_limits(ps, &ps->application_at, st->application,
+			     st->napplication, st->strategy, 1, st->burst);
+	}
+	for (size_t i = 0; i < ps->nrules; i++) {
+		struct prule *pr = ps->rules[i];
+		struct rl_rule *r = &pr->r;
+		struct rl_diag d;
+		int never = 0;
+
+		rs->rules[i] = r;
+		buf = rl_arena_alloc(ps->a, pr->pat_len + 1);
+		if (buf == NULL) {
+			ps->oom = 1;
+			return;
+		}
+		if (rl_pattern_compile(pr->pat, pr->pat_len, st->case_insensitive,
+				       &r->pattern, buf, &never, &d) != 0) {
+			struct loc at = pr->where;
+			at.col += d.col;
+			error_at(ps, &at, "%s", d.msg);
+			continue;
+		}
+		if (never)
+			warn_at(ps, &pr->where, "rule \"%.*s\" can never match: request paths are matched after normalisation (no '//', '.', '..', '%%', ';', '?', '#' or trailing '/'); write it as a normalised path",
+				(int)pr->pat_len, pr->pat);
+		if (!pr->has_strategy)
+			r->strategy = st->strategy;
+		if (!pr->has_burst)
+			r->burst = st->burst;
+		if (r->scope == NULL)
+			r->scope = r->pattern.text;
+		if (pr->has_burst && r->strategy != RL_GCRA)
+			warn_at(ps, &pr->burst_at, "burst= only applies to the gcra strategy; this rule uses %s",
+				rl_strategy_name(r->strategy));
+		check_limits(ps, &pr->limits_at, r->limits, r->nlimits,
+			     r->strategy, r->cost, r->burst);
+		if (r->strategy == RL_MOVING_WINDOW)
+			for (size_t j = 0; j < r->nlimits; j++)
+				if (r->limits[j].count > rs->max_moving)
+					rs->max_moving = r->limits[j].count;
+		if (r->pattern.exact)
+			rs->exact[rs->nexact++] = r;
+		else
+			rs->globs[rs->nglobs++] = r;
+	}
+	if (st->strategy == RL_MOVING_WINDOW) {
+		for (size_t j = 0; j < st->ndefaults; j++)
+			if (st->defaults[j].count > rs->max_moving)
+				rs->max_moving = st->defaults[j].count;
+		for (size_t j = 0; j < st->napplication; j++)
+			if (st->application[j].count > rs->max_moving)
+				rs->max_moving = st->application[j].count;
+	}
+	if (ps->rep->nerrors > 0)
+		return;
+	qsort(rs->exact, rs->nexact, sizeof(*rs->exact), cmp_exact);
+	qsort(rs->globs, rs->nglobs, sizeof(*rs->globs), cmp_glob);
+
+	/* Shadowed rules: same pattern, and every method it covers is taken by
+	 * an earlier rule. */
+	for (size_t i = 0; i < ps->nrules; i++) {
+		struct rl_rule *r = rs->rules[i];
+		unsigned covered = 0;
+		const struct rl_rule *by = NULL;
+
+		for (size_t j = 0; j < i; j++) {
+			const struct rl_rule *e = rs->rules[j];
+			if (strcmp(e->pattern.text, r->pattern.text) != 0)
+				continue;
+			covered |= e->methods ? e->methods : ~0u;
+			by = e;
+		}
+		unsigned want = r->methods ? r->methods : ~0u;
+		if (by != NULL && (want & ~covered) == 0)
+			warn_at(ps, &ps->rules[i]->where, "rule \"%s\" can never match: %s:%u has the same pattern%s",
+				r->pattern.text, by->file, by->line,
+				r->methods ? " for these methods" : "");
+	}
+}
+
+static struct rl_ruleset *
+load(const char *path, const char *name, const char *text, size_t len,
+     const struct rl_io *io, struct rl_report *rep)
+{
+	struct pstate ps;
+	struct rl_ruleset *rs = calloc(1, sizeof(*rs));
+
+	memset(rep, 0, sizeof(*rep));
+	memset(&ps, 0, sizeof(ps));
+	if (rs == NULL)
+		return NULL;
+	ps.rs = rs;
+	ps.a = &rs->arena;
+	ps.io = io;
+	ps.rep = rep;
+
+	struct rl_settings *st = &rs->settings;
+	st->enabled = 1;
+	st->headers = 1;
+	st->strategy = RL_FIXED_WINDOW;
+	st->key_prefix = "rg";
+	st->ipv4_prefix = 32;
+	st->ipv6_prefix = 64;
+	st->message = "Too Many Requests: rate limit exceeded";
+	st->storage.kind = RL_STORAGE_SHM;
+	st->storage.uri = "shm:rategate?size=64M";
+	st->storage.path = "/dev/shm/rategate";
+	st->storage.size = 64u << 20;
+
+	st->key = rl_key_compile(ps.a, "addr", 4, &(struct rl_diag){ 0 });
+	if (st->key == NULL)
+		ps.oom = 1;
+	else if (path != NULL) {
+		struct loc none = { path, 0, 0 };
+		parse_file(&ps, &none, path);
+	} else {
+		const char *file = rl_arena_strndup(ps.a, name, strlen(name));
+		rs->nfiles = 1;
+		if (file == NULL)
+			ps.oom = 1;
+		else
+			parse_text(&ps, file, text, len);
+	}
+	if (!ps.oom)
+		finish(&ps);
+	free(ps.rules);
+	if (ps.oom && rep->nerrors == 0) {
+		struct loc at = { path ? path : name, 1, 0 };
+		error_at(&ps, &at, "out of memory while loading rules");
+	}
+	if (ps.oom || rep->nerrors > 0) {
+		rl_ruleset_free(rs);
+		return NULL;
+	}
+	return rs;
+}
+
+struct rl_ruleset *
+rl_ruleset_load(const char *path, const struct rl_io *io,
+		struct rl_report *rep)
+{
+	return load(path, NULL, NULL, 0, io, rep);
+}
+
+struct rl_ruleset *
+rl_ruleset_parse(const char *name, const char *text, size_t len,
+		 const struct rl_io *io, struct rl_report *rep)
+{
+	return load(NULL, name, text, len, io, rep);
+}
+
+void
+rl_ruleset_free(struct rl_ruleset *rs)
+{
+	if (rs == NULL)
+		return;
+	rl_arena_free(&rs->arena);
+	free(rs);
+}
+
+const struct rl_settings *
+rl_ruleset_settings(const struct rl_ruleset *rs)
+{
+	return &rs->settings;
+}
+
+size_t
+rl_ruleset_nrules(const struct rl_ruleset *rs)
+{
+	return rs->nrules;
+}
+
+const struct rl_rule *
+rl_ruleset_rule(const struct rl_ruleset *rs, size_t i)
+{
+	return i < rs->nrules ? rs->rules[i] : NULL;
+}
+
+size_t
+rl_ruleset_nfiles(const struct rl_ruleset *rs)
+{
+	return rs->nfiles;
+}
+
+uint64_t
+rl_ruleset_max_moving(const struct rl_ruleset *rs)
+{
+	return rs->max_moving;
+}
+
+/* Exact rules first (the earliest whose methods fit), then wildcard rules
+ * in precedence order; NULL when none applies. */
+const struct rl_rule *
+rl_ruleset_match(const struct rl_ruleset *rs, const char *path, size_t len,
+		 unsigned method_bit)
+{
+	size_t lo = 0, hi = rs->nexact;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct rl_rule *r = rs->exact[mid];
+		int c = strncmp(r->pattern.text, path, len);
+		if (c == 0 && r->pattern.len > len)
+			c = 1;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < rs->nexact; i++) {
+		const struct rl_rule *r = rs->exact[i];
+		if (r->pattern.len != len || memcmp(r->pattern.text, path, len) != 0)
+			break;
+		if (r->methods == 0 || (r->methods & method_bit))
+			return r;
+	}
+	for (size_t i = 0; i < rs->nglobs; i++) {
+		const struct rl_rule *r = rs->globs[i];
+		if ((r->methods == 0 || (r->methods & method_bit)) &&
+		    rl_pattern_match(&r->pattern, path, len))
+			return r;
+	}
+	return NULL;
+}

@@ -1,0 +1,619 @@
+/*
+ * test_parse.c - the rule-file parser: every directive, option and
+ * diagnostic (exact text), includes through an in-memory file system.
+ */
+#include <criterion/criterion.h>
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules.h"
+
+/* ---- an in-memory file system for includes ---- */
+
+struct memfile {
+	const char *path;
+	const char *text;
+	size_t len;             /* 0: strlen(text) */
+};
+
+static struct memfile *files;
+static size_t nfiles;
+
+static int
+mem_read(void *ctx, const char *path, char **data, size_t *len, char *msg,
+	 size_t cap)
+{
+	(void)ctx;
+	for (size_t i = 0; i < nfiles; i++) {
+		if (strcmp(files[i].path, path) == 0) {
+			size_t n = files[i].len ? files[i].len : strlen(files[i].text);
+			*data = malloc(n + 1);
+			memcpy(*data, files[i].text, n);
+			(*data)[n] = '\0';
+			*len = n;
+			return 0;
+		}
+	}
+	snprintf(msg, cap, "No such file or directory");
+	return -1;
+}
+
+static int
+mem_glob(void *ctx, const char *pattern, char ***paths, size_t *n, char *msg,
+	 size_t cap)
+{
+	(void)ctx;
+	(void)msg;
+	(void)cap;
+	*paths = calloc(nfiles + 1, sizeof(**paths));
+	*n = 0;
+	if (strpbrk(pattern, "*?[") == NULL) {
+		(*paths)[(*n)++] = strdup(pattern);
+		return 0;
+	}
+	for (size_t i = 0; i < nfiles; i++)
+		if (fnmatch(pattern, files[i].path, FNM_PATHNAME) == 0)
+			(*paths)[(*n)++] = strdup(files[i].path);
+	return 0;
+}
+
+static const struct rl_io memio = { NULL, mem_read, mem_glob, NULL };
+
+/* ---- helpers ---- */
+
+static struct rl_report rep;
+
+static struct rl_ruleset *
+parse(const char *text)
+{
+	rl_report_free(&rep);
+	return rl_ruleset_parse("t.rules", text, strlen(text), &memio, &rep);
+}
+
+static struct rl_ruleset *
+load(const char *path)
+{
+	rl_report_free(&rep);
+	return rl_ruleset_load(path, &memio, &rep);
+}
+
+/* The single error of text, exactly. */
+static void
+expect_error(const char *text, const char *want)
+{
+	struct rl_ruleset *rs = parse(text);
+
+	cr_assert_null(rs, "loaded: %s", text);
+	cr_assert_eq(rep.nerrors, 1, "%zu errors for %s (first: %s)", rep.nerrors,
+		     text, rep.nerrors ? rep.errors[0] : "");
+	cr_assert_str_eq(rep.errors[0], want);
+}
+
+static void
+expect_warning(const char *text, const char *want)
+{
+	struct rl_ruleset *rs = parse(text);
+
+	cr_assert_not_null(rs, "not loaded: %s: %s", text,
+			   rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rep.nwarnings, 1, "%zu warnings for %s", rep.nwarnings, text);
+	cr_assert_str_eq(rep.warnings[0], want);
+	rl_ruleset_free(rs);
+}
+
+static void
+teardown(void)
+{
+	rl_report_free(&rep);
+	files = NULL;
+	nfiles = 0;
+}
+
+TestSuite(parse, .fini = teardown);
+
+/* ---- a whole file ---- */
+
+Test(parse, example_file)
+{
+	struct rl_ruleset *rs = parse(
+		"# site.rules\n"
+		"strategy         fixed-window\n"
+		"trusted-proxies  1\n"
+		"headers          on\n"
+		"default          200/day; 50/hour\n"
+		"application      10000/hour\n"
+		"\n"
+		"/slow            1/day\n"
+		"/medium          1/second   defaults=add   # adds\n"
+		"/ping            exempt\n"
+		"/pay             1 per 10 seconds\n"
+		"/api/**          1000/hour  key=header:X-Api-Key|addr\n"
+		"/login           5/minute   methods=POST  scope=auth  message=\"Too many login attempts\"\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rep.nwarnings, 0);
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	cr_assert_eq(s->strategy, RL_FIXED_WINDOW);
+	cr_assert_eq(s->proxies.hops, 1);
+	cr_assert_eq(s->headers, 1);
+	cr_assert_eq(s->ndefaults, 2);
+	cr_assert_eq(s->defaults[0].count, 200);
+	cr_assert_eq(s->defaults[0].period_ms, 86400000);
+	cr_assert_str_eq(s->defaults[1].text, "50/hour");
+	cr_assert_eq(s->napplication, 1);
+	cr_assert_eq(s->application[0].count, 10000);
+	cr_assert_eq(rl_ruleset_nrules(rs), 6);
+
+	const struct rl_rule *r = rl_ruleset_rule(rs, 1);
+	cr_assert_str_eq(r->pattern.text, "/medium");
+	cr_assert_eq(r->defaults_add, 1);
+	cr_assert_eq(r->line, 9);
+	r = rl_ruleset_rule(rs, 2);
+	cr_assert_eq(r->exempt, 1);
+	cr_assert_eq(r->nlimits, 0);
+	r = rl_ruleset_rule(rs, 3);
+	cr_assert_eq(r->limits[0].count, 1);
+	cr_assert_eq(r->limits[0].period_ms, 10000);
+	cr_assert_str_eq(r->limits[0].text, "1 per 10 seconds");
+	r = rl_ruleset_rule(rs, 4);
+	cr_assert_eq(r->pattern.exact, 0);
+	cr_assert_str_eq(r->key->text, "header:X-Api-Key|addr");
+	cr_assert_eq(r->key->nalts, 2);
+	cr_assert_eq(r->key->alts[0].parts[0].src, RL_KEY_HEADER);
+	cr_assert_str_eq(r->key->alts[0].parts[0].var, "HTTP_X_API_KEY");
+	cr_assert_eq(r->key->alts[1].parts[0].src, RL_KEY_ADDR);
+	r = rl_ruleset_rule(rs, 5);
+	cr_assert_eq(r->methods, RL_METHOD_POST);
+	cr_assert_str_eq(r->scope, "auth");
+	cr_assert_str_eq(r->message, "Too many login attempts");
+	cr_assert_eq(r->strategy, RL_FIXED_WINDOW);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, defaults_of_settings)
+{
+	struct rl_ruleset *rs = parse("");
+
+	cr_assert_not_null(rs);
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	cr_assert_eq(s->enabled, 1);
+	cr_assert_eq(s->dry_run, 0);
+	cr_assert_eq(s->headers, 1);
+	cr_assert_eq(s->retry_after, RL_RETRY_SECONDS);
+	cr_assert_eq(s->strategy, RL_FIXED_WINDOW);
+	cr_assert_str_eq(s->key_prefix, "rg");
+	cr_assert_eq(s->storage.kind, RL_STORAGE_SHM);
+	cr_assert_str_eq(s->storage.path, "/dev/shm/rategate");
+	cr_assert_eq(s->storage.size, 64u << 20);
+	cr_assert_eq(s->ipv4_prefix, 32);
+	cr_assert_eq(s->ipv6_prefix, 64);
+	cr_assert_eq(s->ndefaults, 0);
+	cr_assert_eq(rl_ruleset_nrules(rs), 0);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, globals_all_set)
+{
+	struct rl_ruleset *rs = parse(
+		"enabled off\n"
+		"dry-run on\n"
+		"headers off\n"
+		"case-insensitive on\n"
+		"retry-after http-date\n"
+		"strategy gcra\n"
+		"burst 7\n"
+		"ipv4-prefix 24\n"
+		"ipv6-prefix 56\n"
+		"key-prefix site1\n"
+		"key var:REMOTE_USER|addr\n"
+		"message \"Slow down\"\n"
+		"storage redis://:s3cret@10.0.0.5:6380/2?timeout=50\n"
+		"trusted-proxies 10.0.0.0/8 2001:db8::/32\n"
+		"proxy-header Forwarded\n"
+		"listen 127.0.0.1:9000\n"
+		"upstream unix:/run/app.sock\n"
+		"/Login 5/minute\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	cr_assert_eq(s->enabled, 0);
+	cr_assert_eq(s->dry_run, 1);
+	cr_assert_eq(s->headers, 0);
+	cr_assert_eq(s->case_insensitive, 1);
+	cr_assert_eq(s->retry_after, RL_RETRY_HTTP_DATE);
+	cr_assert_eq(s->strategy, RL_GCRA);
+	cr_assert_eq(s->burst, 7);
+	cr_assert_eq(s->ipv4_prefix, 24);
+	cr_assert_eq(s->ipv6_prefix, 56);
+	cr_assert_str_eq(s->key_prefix, "site1");
+	cr_assert_eq(s->key->alts[0].parts[0].src, RL_KEY_VAR);
+	cr_assert_str_eq(s->message, "Slow down");
+	cr_assert_eq(s->storage.kind, RL_STORAGE_REDIS);
+	cr_assert_str_eq(s->storage.host, "10.0.0.5");
+	cr_assert_eq(s->storage.port, 6380);
+	cr_assert_eq(s->storage.db, 2);
+	cr_assert_str_eq(s->storage.password, "s3cret");
+	cr_assert_eq(s->storage.timeout_ms, 50);
+	cr_assert_eq(s->proxies.nnets, 2);
+	cr_assert_eq(s->proxies.nets[0].bits, 8);
+	cr_assert_eq(s->proxies.forwarded, 1);
+	cr_assert_str_eq(s->listen, "127.0.0.1:9000");
+	cr_assert_str_eq(s->upstream, "unix:/run/app.sock");
+	/* case-insensitive applies to patterns written before or after it */
+	cr_assert_str_eq(rl_ruleset_rule(rs, 0)->pattern.text, "/login");
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->strategy, RL_GCRA);
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->burst, 7);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, storage_forms)
+{
+	struct rl_ruleset *rs = parse("storage shm:/var/lib/rategate/counters?size=128M\n");
+	cr_assert_not_null(rs);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.path,
+			 "/var/lib/rategate/counters");
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.size, 128u << 20);
+	rl_ruleset_free(rs);
+
+	rs = parse("storage redis+unix:///run/redis.sock?db=3&password=pw\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.kind, RL_STORAGE_REDIS);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.path, "/run/redis.sock");
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.db, 3);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.password, "pw");
+	rl_ruleset_free(rs);
+
+	rs = parse("storage memory\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.kind, RL_STORAGE_MEMORY);
+	rl_ruleset_free(rs);
+
+	rs = parse("storage redis://localhost\n");
+	cr_assert_not_null(rs);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.host, "localhost");
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.port, 6379);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.db, 0);
+	cr_assert_null(rl_ruleset_settings(rs)->storage.password);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, rule_options)
+{
+	struct rl_ruleset *rs = parse(
+		"/a 10/minute dry-run per-method cost=3 strategy=moving-window missing-key=deny key=cookie:sid+addr\n"
+		"/b 1/second burst=4 strategy=gcra methods=GET,HEAD\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	const struct rl_rule *r = rl_ruleset_rule(rs, 0);
+	cr_assert_eq(r->dry_run, 1);
+	cr_assert_eq(r->per_method, 1);
+	cr_assert_eq(r->cost, 3);
+	cr_assert_eq(r->strategy, RL_MOVING_WINDOW);
+	cr_assert_eq(r->missing, RL_MISSING_DENY);
+	cr_assert_eq(r->key->alts[0].nparts, 2);
+	cr_assert_eq(r->key->alts[0].parts[0].src, RL_KEY_COOKIE);
+	cr_assert_str_eq(r->scope, "/a");
+	cr_assert_eq(rl_ruleset_max_moving(rs), 10);
+	r = rl_ruleset_rule(rs, 1);
+	cr_assert_eq(r->burst, 4);
+	cr_assert_eq(r->methods, RL_METHOD_GET | RL_METHOD_HEAD);
+	rl_ruleset_free(rs);
+}
+
+/* ---- diagnostics, exact text ---- */
+
+Test(parse, unknown_directive)
+{
+	expect_error("stratgy gcra\n",
+		     "t.rules:1:1: unknown directive \"stratgy\": expected a path rule starting with '/' or one of strategy, default, application, trusted-proxies, headers, include, ... (see rategate(5) / README)");
+}
+
+Test(parse, bad_values)
+{
+	expect_error("headers maybe\n",
+		     "t.rules:1:9: bad value \"maybe\" for \"headers\": expected on or off");
+	expect_error("strategy leaky\n",
+		     "t.rules:1:10: unknown strategy \"leaky\": expected fixed-window, fixed-window-elastic-expiry, moving-window, sliding-window-counter or gcra");
+	expect_error("retry-after soon\n",
+		     "t.rules:1:13: bad value \"soon\" for \"retry-after\": expected seconds or http-date");
+	expect_error("ipv6-prefix 129\n",
+		     "t.rules:1:13: bad value \"129\" for \"ipv6-prefix\": expected a number from 1 to 128");
+	expect_error("ipv4-prefix 99999999999999999999999\n",
+		     "t.rules:1:13: bad value \"99999999999999999999999\" for \"ipv4-prefix\": expected a number from 1 to 32");
+	expect_error("key-prefix a:b\n",
+		     "t.rules:1:12: bad value \"a:b\" for \"key-prefix\": expected up to 64 letters, digits, '_', '.' or '-'");
+	expect_error("trusted-proxies 17\n",
+		     "t.rules:1:17: bad hop count \"17\": expected 0 to 16");
+	expect_error("trusted-proxies 10.0.0.0/33\n",
+		     "t.rules:1:17: bad proxy network \"10.0.0.0/33\": expected an address or CIDR such as 10.0.0.0/8 or 2001:db8::/32 (or one hop count)");
+	expect_error("proxy-header X-Real-IP\n",
+		     "t.rules:1:14: bad value \"X-Real-IP\" for \"proxy-header\": expected X-Forwarded-For or Forwarded");
+	expect_error("headers\n", "t.rules:1:1: \"headers\" needs a value");
+	expect_error("headers on off\n",
+		     "t.rules:1:12: unexpected \"off\" after the value of \"headers\"");
+	expect_error("message Too many\n",
+		     "t.rules:1:13: unexpected \"many\" after the value of \"message\": quote a message with spaces");
+	expect_error("default\n",
+		     "t.rules:1:1: \"default\" needs limits, e.g. \"default 100/hour\"");
+	expect_error("key header:\n",
+		     "t.rules:1:12: bad header name \"\": expected 1 to 64 letters, digits, '_' or '-'");
+	expect_error("key ip\n",
+		     "t.rules:1:5: bad key part \"ip\": expected addr, header:NAME, cookie:NAME, query:NAME or var:NAME");
+	expect_error("key addr||addr\n",
+		     "t.rules:1:10: empty key part in \"addr||addr\": expected a part between separators");
+}
+
+Test(parse, storage_errors)
+{
+	expect_error("storage mysql://x\n",
+		     "t.rules:1:9: unknown storage \"mysql://x\": expected shm:NAME, shm:/path, memory, redis://host:port/db or redis+unix:///path");
+	expect_error("storage shm:rg?size=10\n",
+		     "t.rules:1:9: bad storage size \"10\": expected bytes with an optional K, M or G suffix, at least 1M and at most 64G");
+	expect_error("storage shm:a/b\n",
+		     "t.rules:1:9: bad shm name \"a/b\": expected letters, digits, '_', '.' or '-' (or an absolute path)");
+	expect_error("storage redis://host:99999\n",
+		     "t.rules:1:9: bad redis port in \"redis://host:99999\": expected 1 to 65535");
+	expect_error("storage redis://host/x\n",
+		     "t.rules:1:9: bad redis db in \"redis://host/x\": expected a number after '/'");
+	expect_error("storage shm:rg?colour=blue\n",
+		     "t.rules:1:9: unknown storage parameter \"colour\" for shm storage");
+	expect_error("storage redis://h?timeout=0\n",
+		     "t.rules:1:9: bad redis timeout \"0\": expected milliseconds from 1 to 60000");
+}
+
+Test(parse, duplicate_directive)
+{
+	expect_error("strategy gcra\n\nstrategy moving-window\n",
+		     "t.rules:3:1: \"strategy\" is set twice (first at t.rules:1)");
+}
+
+Test(parse, limit_errors_point_into_the_line)
+{
+	struct rl_ruleset *rs = parse("/x   10/hour;;5/minute\n");
+	cr_assert_null(rs);
+	cr_assert_eq(rep.nerrors, 1);
+	/* the doubled separator is at byte 13 of the line (column 14) */
+	cr_assert(strncmp(rep.errors[0], "t.rules:1:14: ", 14) == 0, "%s", rep.errors[0]);
+
+	rs = parse("default 10/fortnight\n");
+	cr_assert_null(rs);
+	cr_assert(strncmp(rep.errors[0], "t.rules:1:12: ", 14) == 0, "%s", rep.errors[0]);
+	cr_assert(strstr(rep.errors[0], "\"fortnight\"") != NULL, "%s", rep.errors[0]);
+
+	rs = parse("application 0/hour\n");
+	cr_assert_null(rs);
+	cr_assert(strncmp(rep.errors[0], "t.rules:1:13: ", 14) == 0, "%s", rep.errors[0]);
+}
+
+Test(parse, rule_errors)
+{
+	expect_error("/x\n",
+		     "t.rules:1:3: rule for \"/x\" needs limits (e.g. 10/minute) or \"exempt\"");
+	expect_error("/x methods=GET\n",
+		     "t.rules:1:1: rule for \"/x\" has options but no limits: limits come right after the path");
+	expect_error("/x exempt 10/minute\n",
+		     "t.rules:1:11: unexpected \"10/minute\" among the options: limits come right after the path, options (name=value or a flag) after them");
+	expect_error("/x 10/minute colour=red\n",
+		     "t.rules:1:14: unknown rule option \"colour\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message= or missing-key=");
+	expect_error("/x 10/minute methods=GET,FETCH\n",
+		     "t.rules:1:26: unknown method \"FETCH\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','");
+	expect_error("/x 10/minute defaults=merge\n",
+		     "t.rules:1:23: bad value \"merge\" for defaults=: expected add or replace");
+	expect_error("/x 10/minute cost=0\n",
+		     "t.rules:1:19: bad value \"0\" for cost=: expected a number from 1 to 1000000000");
+	expect_error("/x 10/minute cost=2 cost=3\n",
+		     "t.rules:1:21: option \"cost\" given twice");
+	expect_error("/x 10/minute exempt=yes\n",
+		     "t.rules:1:14: option \"exempt\" takes no value");
+	expect_error("/x 10/minute scope=\n",
+		     "t.rules:1:20: bad scope \"\": expected up to 64 letters, digits, '_', '.' or '-'");
+	expect_error("/x 10/minute strategy=bucket\n",
+		     "t.rules:1:23: unknown strategy \"bucket\": expected fixed-window, fixed-window-elastic-expiry, moving-window, sliding-window-counter or gcra");
+	expect_error("/x 10/minute missing-key=skip\n",
+		     "t.rules:1:26: bad value \"skip\" for missing-key=: expected addr or deny");
+	expect_error("/x exempt 10/minute\n",
+		     "t.rules:1:11: unexpected \"10/minute\" among the options: limits come right after the path, options (name=value or a flag) after them");
+	expect_error("/x 10/minute message=\"a\n",
+		     "t.rules:1:22: unterminated quoted string \"\\x22a\": expected a closing '\"'");
+	expect_error("/x 10/minute message=\"a\\tb\"\n",
+		     "t.rules:1:24: unknown escape \"\\t\" in a quoted string: expected \\\" or \\\\");
+	expect_error("/x 1000001/minute strategy=moving-window\n",
+		     "t.rules:1:4: moving-window limit \"1000001/minute\" counts more than 100000 hits (it keeps one timestamp per hit): use sliding-window-counter or gcra");
+}
+
+Test(parse, pattern_errors)
+{
+	struct rl_ruleset *rs = parse("/a** 1/second\n");
+	cr_assert_null(rs);
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert(strncmp(rep.errors[0], "t.rules:1:", 10) == 0, "%s", rep.errors[0]);
+	cr_assert(strstr(rep.errors[0], "\"/a**\"") != NULL, "%s", rep.errors[0]);
+}
+
+Test(parse, warnings)
+{
+	expect_warning("/a//b 1/second\n",
+		       "t.rules:1:1: warning: rule \"/a//b\" can never match: request paths are matched after normalisation (no '//', '.', '..', '%', ';', '?', '#' or trailing '/'); write it as a normalised path");
+	expect_warning("/a 1/second\n/a 2/second\n",
+		       "t.rules:2:1: warning: rule \"/a\" can never match: t.rules:1 has the same pattern");
+	expect_warning("/a 1/second methods=GET,POST\n/a 2/second methods=POST\n",
+		       "t.rules:2:1: warning: rule \"/a\" can never match: t.rules:1 has the same pattern for these methods");
+	expect_warning("/a 1/second burst=3\n",
+		       "t.rules:1:19: warning: burst= only applies to the gcra strategy; this rule uses fixed-window");
+	expect_warning("/a 5/second cost=6\n",
+		       "t.rules:1:4: warning: cost 6 exceeds limit \"5/second\": every request will be denied");
+	expect_warning("/a exempt cost=2\n",
+		       "t.rules:1:1: warning: options other than methods= have no effect on an exempt rule");
+
+	/* different methods on one pattern are fine */
+	struct rl_ruleset *rs = parse("/a 1/second methods=GET\n/a 2/second methods=POST\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rep.nwarnings, 0);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, every_error_reported_nothing_loaded)
+{
+	struct rl_ruleset *rs = parse("strategy x\n/ok 1/second\nheaders 2\n/y 1/eon\n");
+
+	cr_assert_null(rs);
+	cr_assert_eq(rep.nerrors, 3);
+	cr_assert(strncmp(rep.errors[0], "t.rules:1:10: ", 14) == 0);
+	cr_assert(strncmp(rep.errors[1], "t.rules:3:9: ", 13) == 0);
+	cr_assert(strncmp(rep.errors[2], "t.rules:4:", 10) == 0);
+}
+
+/* ---- bad bytes ---- */
+
+Test(parse, nul_and_control_bytes)
+{
+	static const char text[] = "/a 1/second\n/b\0 1/second\n";
+	struct rl_ruleset *rs;
+
+	rl_report_free(&rep);
+	rs = rl_ruleset_parse("t.rules", text, sizeof(text) - 1, NULL, &rep);
+	cr_assert_null(rs);
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert_str_eq(rep.errors[0], "t.rules:2:3: NUL byte in a rule file");
+
+	expect_error("/a 1/second\x01\n",
+		     "t.rules:1:12: control byte 0x01 in a rule file: expected text");
+}
+
+Test(parse, long_line)
+{
+	size_t n = 1u << 20;
+	char *text = malloc(n + 2);
+	memset(text, 'a', n);
+	text[0] = '/';
+	text[n] = '\n';
+	text[n + 1] = '\0';
+	expect_error(text, "t.rules:1:4097: line too long (1048576 bytes, at most 4096)");
+	free(text);
+}
+
+Test(parse, binary_junk_is_bounded)
+{
+	size_t n = 200000;
+	unsigned char *junk = malloc(n);
+	unsigned x = 12345;
+	for (size_t i = 0; i < n; i++) {
+		x = x * 1103515245u + 12345u;
+		junk[i] = (unsigned char)(x >> 16);
+	}
+	rl_report_free(&rep);
+	struct rl_ruleset *rs = rl_ruleset_parse("junk", (char *)junk, n, NULL, &rep);
+	cr_assert_null(rs);
+	cr_assert_eq(rep.nerrors, RL_REPORT_MAX_ERRORS);
+	cr_assert_eq(rep.truncated, 1);
+	free(junk);
+}
+
+Test(parse, crlf_lines)
+{
+	struct rl_ruleset *rs = parse("strategy gcra\r\n/a 1/second\r\n");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->limits[0].period_ms, 1000);
+	rl_ruleset_free(rs);
+}
+
+/* ---- includes ---- */
+
+Test(parse, include_glob_relative_sorted)
+{
+	struct memfile fs[] = {
+		{ "/etc/rg/main.rules", "default 10/minute\ninclude sites/*.rules\n/main 1/second\n", 0 },
+		{ "/etc/rg/sites/b.rules", "/b 2/second\n", 0 },
+		{ "/etc/rg/sites/a.rules", "/a 1/second\ninclude ../extra.rules\n", 0 },
+		{ "/etc/rg/sites/../extra.rules", "application 100/hour\n", 0 },
+	};
+	files = fs;
+	nfiles = 4;
+	struct rl_ruleset *rs = load("/etc/rg/main.rules");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rl_ruleset_nfiles(rs), 4);
+	cr_assert_eq(rl_ruleset_nrules(rs), 3);
+	cr_assert_str_eq(rl_ruleset_rule(rs, 0)->pattern.text, "/a");
+	cr_assert_str_eq(rl_ruleset_rule(rs, 0)->file, "/etc/rg/sites/a.rules");
+	cr_assert_str_eq(rl_ruleset_rule(rs, 1)->pattern.text, "/b");
+	cr_assert_str_eq(rl_ruleset_rule(rs, 2)->pattern.text, "/main");
+	cr_assert_eq(rl_ruleset_settings(rs)->napplication, 1);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, include_errors)
+{
+	struct memfile fs[] = {
+		{ "/r/main.rules", "include missing.rules\n", 0 },
+		{ "/r/cyc.rules", "/x 1/second\ninclude cyc2.rules\n", 0 },
+		{ "/r/cyc2.rules", "include cyc.rules\n", 0 },
+		{ "/r/dup.rules", "strategy gcra\ninclude dup2.rules\n", 0 },
+		{ "/r/dup2.rules", "\nstrategy gcra\n", 0 },
+		{ "/r/bad.rules", "include sub/bad2.rules\n", 0 },
+		{ "/r/sub/bad2.rules", "/x 1/second\n/y 1/lightyear\n", 0 },
+		{ "/r/none.rules", "include nothing/*.rules\n/x 1/second\n", 0 },
+	};
+	files = fs;
+	nfiles = sizeof(fs) / sizeof(fs[0]);
+
+	cr_assert_null(load("/r/main.rules"));
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert_str_eq(rep.errors[0],
+			 "/r/main.rules:1:9: cannot read included file \"/r/missing.rules\": No such file or directory");
+
+	cr_assert_null(load("/r/cyc.rules"));
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert_str_eq(rep.errors[0],
+			 "/r/cyc2.rules:1:9: include cycle: \"/r/cyc.rules\" is already being read");
+
+	cr_assert_null(load("/r/dup.rules"));
+	cr_assert_str_eq(rep.errors[0],
+			 "/r/dup2.rules:2:1: \"strategy\" is set twice (first at /r/dup.rules:1)");
+
+	cr_assert_null(load("/r/bad.rules"));
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert(strncmp(rep.errors[0], "/r/sub/bad2.rules:2:", 20) == 0, "%s", rep.errors[0]);
+
+	cr_assert_null(load("/r/nope.rules"));
+	cr_assert_str_eq(rep.errors[0],
+			 "/r/nope.rules:1:1: cannot read rule file: No such file or directory");
+
+	struct rl_ruleset *rs = load("/r/none.rules");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rep.nwarnings, 1);
+	cr_assert_str_eq(rep.warnings[0],
+			 "/r/none.rules:1:9: warning: include \"/r/nothing/*.rules\" matches no file");
+	rl_ruleset_free(rs);
+
+	cr_assert_null(parse("include x.rules\n"));
+}
+
+Test(parse, include_depth)
+{
+	/* a chain of 100 files: depth is capped, with one clear error */
+	static char names[100][32], texts[100][48];
+	struct memfile fs[100];
+	for (int i = 0; i < 100; i++) {
+		snprintf(names[i], sizeof(names[i]), "/d/f%d.rules", i);
+		snprintf(texts[i], sizeof(texts[i]), "include f%d.rules\n", i + 1);
+		fs[i].path = names[i];
+		fs[i].text = texts[i];
+		fs[i].len = 0;
+	}
+	files = fs;
+	nfiles = 100;
+	cr_assert_null(load("/d/f0.rules"));
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert_str_eq(rep.errors[0],
+			 "/d/f15.rules:1:9: includes nested deeper than 16: \"/d/f16.rules\" not read");
+}
+
+Test(parse, include_null_io)
+{
+	rl_report_free(&rep);
+	cr_assert_null(rl_ruleset_parse("t.rules", "include a\n", 10, NULL, &rep));
+	cr_assert_str_eq(rep.errors[0],
+			 "t.rules:1:9: include is not available here (rules given as text)");
+}
