@@ -1,0 +1,450 @@
+/*
+ * decide.c - one request in, one all-or-nothing decision out.
+ *
+ * rl_decide normalises the path, finds the rule, resolves the client and its
+ * key, gathers the counters that apply (the rule's limits; the default
+ * limits, per path, when no rule matched or the rule says defaults=add; the
+ * application limits, one budget per client across all paths), and asks the
+ * store to apply them as one atomic batch: either every counter takes the
+ * hit or none does.
+ *
+ * Store keys read "PREFIX:SCOPE:CLIENT:LIMIT", e.g.
+ *   rg:r/login:addr=192.0.2.7:5/60000/fw        (a rule, scope = pattern)
+ *   rg:r/auth@POST:h.x-api-key=k1:10/3600000/gcra (scope=auth, per-method)
+ *   rg:d/about:addr=192.0.2.7:50/3600000/fw      (defaults: per path)
+ *   rg:a:addr=192.0.2.7:10000/3600000/fw         (application)
+ * The limit part holds count, period in ms and the strategy, so editing a
+ * limit starts a fresh counter instead of misreading the old state.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_OPS (3 * RL_MAX_LIMITS)
+#define SCOPE_MAX 256           /* longer scopes (default-limit paths) are
+				   hashed */
+#define PROXY_VALUES_MAX 16     /* proxy header lines looked at (the last) */
+
+struct opmeta {
+	const struct rl_limit *limit;
+	enum rl_origin origin;
+	int dry;
+};
+
+struct batch {
+	struct rl_store_op ops[MAX_OPS];
+	struct opmeta meta[MAX_OPS];
+	size_t n;
+	char keys[MAX_OPS][RL_STORE_KEY_MAX];
+};
+
+static const char *const strategy_code[RL_STRATEGY_COUNT] = {
+	"fw", "fwe", "mw", "swc", "gcra"
+};
+
+int64_t
+rl_retry_seconds(int64_t retry_ms)
+{
+	int64_t s = (retry_ms + 999) / 1000;
+
+	return s < 1 ? 1 : s;
+}
+
+static uint64_t
+fnv1a(const char *s, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* The hot path builds keys by hand: snprintf costs more than the rest of a
+ * decision.  Each helper appends to buf[*pos..cap), keeps it NUL-terminated
+ * and returns -1 when the text does not fit. */
+static int
+put(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
+{
+	if (*pos + len + 1 > cap)
+		return -1;
+	memcpy(buf + *pos, s, len);
+	*pos += len;
+	buf[*pos] = '\0';
+	return 0;
+}
+
+static int
+put_u64(char *buf, size_t cap, size_t *pos, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[sizeof(tmp) - ++n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return put(buf, cap, pos, tmp + sizeof(tmp) - n, n);
+}
+
+/* Copy for a log field, truncating. */
+static void
+set_field(char *dst, size_t cap, const char *s, size_t len)
+{
+	if (len >= cap)
+		len = cap - 1;
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+}
+
+/* "PREFIX:KIND SCOPE[@METHOD]:CLIENT:" into base.  Returns its length, or 0
+ * when too long. */
+static size_t
+key_base(char *base, const char *prefix, char kind, const char *scope,
+	 size_t scope_len, const char *method, const char *client,
+	 size_t client_len)
+{
+	size_t pos = 0;
+	size_t cap = RL_STORE_KEY_MAX - 48;     /* room for the limit part */
+	char k[2] = { ':', kind };
+
+	if (put(base, cap, &pos, prefix, strlen(prefix)) ||
+	    put(base, cap, &pos, k, 2))
+		return 0;
+	if (scope_len > SCOPE_MAX) {
+		static const char hex[] = "0123456789abcdef";
+		uint64_t h = fnv1a(scope, scope_len);
+		char hb[17];
+		hb[0] = '#';
+		for (int i = 0; i < 16; i++)
+			hb[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
+		if (put(base, cap, &pos, hb, 17))
+			return 0;
+	} else if (rl_key_escape(base, cap, &pos, scope, scope_len)) {
+		return 0;
+	}
+	if (method != NULL &&
+	    (put(base, cap, &pos, "@", 1) ||
+	     rl_key_escape(base, cap, &pos, method, strlen(method))))
+		return 0;
+	if (put(base, cap, &pos, ":", 1) ||
+	    put(base, cap, &pos, client, client_len) ||
+	    put(base, cap, &pos, ":", 1))
+		return 0;
+	return pos;
+}
+
+static int
+add_group(struct batch *b, const char *base, size_t base_len,
+	  const struct rl_limit *limits, size_t n, enum rl_strategy strategy,
+	  uint64_t burst, uint64_t cost, enum rl_origin origin, int dry)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct rl_store_op *op = &b->ops[b->n];
+		char *k = b->keys[b->n];
+		size_t pos = base_len;
+		const char *code = strategy_code[strategy];
+
+		memcpy(k, base, base_len);
+		if (put_u64(k, RL_STORE_KEY_MAX, &pos, limits[i].count) ||
+		    put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
+		    put_u64(k, RL_STORE_KEY_MAX, &pos, limits[i].period_ms) ||
+		    put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
+		    put(k, RL_STORE_KEY_MAX, &pos, code, strlen(code)))
+			return -1;
+		op->key = k;
+		op->key_len = pos;
+		op->step.strategy = strategy;
+		op->step.count = limits[i].count;
+		op->step.period_ms = limits[i].period_ms;
+		op->step.burst = burst;
+		op->step.cost = cost;
+		memset(&op->v, 0, sizeof(op->v));
+		b->meta[b->n].limit = &limits[i];
+		b->meta[b->n].origin = origin;
+		b->meta[b->n].dry = dry;
+		b->n++;
+	}
+	return 0;
+}
+
+static void
+fill(struct rl_decision *d, const struct batch *b, size_t i)
+{
+	d->limit = b->meta[i].limit;
+	d->origin = b->meta[i].origin;
+	d->remaining = b->ops[i].v.remaining;
+	d->reset_ms = b->ops[i].v.reset_ms;
+	d->retry_ms = b->ops[i].v.allowed ? 0 : b->ops[i].v.retry_ms;
+	if (!b->ops[i].v.allowed && d->retry_ms < 1)
+		d->retry_ms = 1;
+}
+
+/* The op deciding a denial: the longest wait among denied ops whose dry
+ * flag is dry.  -1 when none. */
+static long
+longest_wait(const struct batch *b, int dry)
+{
+	long best = -1;
+
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->ops[i].v.allowed || b->meta[i].dry != dry)
+			continue;
+		if (best < 0 || b->ops[i].v.retry_ms > b->ops[best].v.retry_ms)
+			best = (long)i;
+	}
+	return best;
+}
+
+/* For an allowed request: the fewest hits remaining, then the latest
+ * reset. */
+static long
+tightest(const struct batch *b)
+{
+	long best = -1;
+
+	for (size_t i = 0; i < b->n; i++) {
+		const struct rl_verdict *v = &b->ops[i].v;
+		if (best < 0 || v->remaining < b->ops[best].v.remaining ||
+		    (v->remaining == b->ops[best].v.remaining &&
+		     v->reset_ms > b->ops[best].v.reset_ms))
+			best = (long)i;
+	}
+	return best;
+}
+
+static enum rl_outcome
+store_fail(struct rl_decision *d, const struct rl_store *st,
+	   const struct rl_diag *err)
+{
+	snprintf(d->error, sizeof(d->error), "store %s: %s", st->ops->name,
+		 err->msg);
+	d->outcome = RL_STORE_ERROR;
+	return d->outcome;
+}
+
+static enum rl_outcome
+finish(struct rl_decision *d, enum rl_outcome o)
+{
+	d->outcome = o;
+	return o;
+}
+
+enum rl_outcome
+rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
+	  const struct rl_request *req, int64_t now_ms, enum rl_mode mode,
+	  struct rl_decision *d)
+{
+	const struct rl_settings *s = &rs->settings;
+	struct batch b;
+	char path[RL_PATH_MAX + 1];
+	size_t path_len;
+	struct rl_diag err;
+
+	memset(d, 0, sizeof(*d));
+	d->message = s->message;
+	d->cost = 1;
+	set_field(d->client, sizeof(d->client), "-", 1);
+	if (!s->enabled)
+		return finish(d, RL_ALLOW);
+	if (req->path == NULL || req->path_len > RL_PATH_MAX) {
+		snprintf(d->error, sizeof(d->error), "request path missing or longer than %d bytes",
+			 RL_PATH_MAX);
+		return finish(d, RL_BAD_REQUEST);
+	}
+	if (rl_path_normalize(req->path, req->path_len, s->case_insensitive,
+			      path, &path_len, &err)) {
+		snprintf(d->error, sizeof(d->error), "bad request path: %s",
+			 err.msg);
+		return finish(d, RL_BAD_REQUEST);
+	}
+	const char *method = req->method ? req->method : "GET";
+	const struct rl_rule *rule = rl_ruleset_match(
+		rs, path, path_len, rl_method_bit(method, strlen(method)));
+
+	d->rule = rule;
+	if (rule && rule->message)
+		d->message = rule->message;
+	if (rule && rule->exempt) {
+		d->exempt = 1;
+		return finish(d, RL_ALLOW);
+	}
+
+	/* The client address. */
+	const char *vals[PROXY_VALUES_MAX];
+	size_t lens[PROXY_VALUES_MAX], nv = 0, seen = 0;
+	const char *hname = s->proxies.forwarded ? "HTTP_FORWARDED" :
+						   "HTTP_X_FORWARDED_FOR";
+	size_t hlen = strlen(hname);
+	struct rl_addr addr;
+	char addr_text[64] = "";
+
+	if (s->proxies.hops > 0 || s->proxies.nnets > 0) {
+		for (size_t i = 0; i < req->nparams; i++) {
+			const struct rl_param *p = &req->params[i];
+			if (p->name_len != hlen || memcmp(p->name, hname, hlen) != 0)
+				continue;
+			/* keep the last PROXY_VALUES_MAX: the right end matters */
+			vals[seen % PROXY_VALUES_MAX] = p->value;
+			lens[seen % PROXY_VALUES_MAX] = p->value_len;
+			seen++;
+		}
+		if (seen > PROXY_VALUES_MAX) {
+			const char *tv[PROXY_VALUES_MAX];
+			size_t tl[PROXY_VALUES_MAX];
+			for (size_t i = 0; i < PROXY_VALUES_MAX; i++) {
+				tv[i] = vals[(seen + i) % PROXY_VALUES_MAX];
+				tl[i] = lens[(seen + i) % PROXY_VALUES_MAX];
+			}
+			memcpy(vals, tv, sizeof(tv));
+			memcpy(lens, tl, sizeof(tl));
+		}
+		nv = seen > PROXY_VALUES_MAX ? PROXY_VALUES_MAX : seen;
+	}
+	d->addr_source = rl_client_addr(&s->proxies, req->remote_addr,
+					req->remote_addr ? req->remote_addr_len : 0,
+					vals, lens, nv, &addr);
+	size_t addr_len = 0;
+	if (d->addr_source != RL_ADDR_NONE) {
+		rl_addr_format(&addr, s->ipv4_prefix, s->ipv6_prefix, addr_text,
+			       sizeof(addr_text));
+		addr_len = strlen(addr_text);
+		set_field(d->client, sizeof(d->client), addr_text, addr_len);
+	}
+
+	/* Client keys: the rule's (its missing-key policy applies) and the
+	 * global one for defaults and application limits. */
+	char rkey[RL_STORE_KEY_MAX / 2], gkey[RL_STORE_KEY_MAX / 2];
+	size_t rkey_len = 0, gkey_len = 0;
+	int have_g = 0;
+	const struct rl_key *gk = s->key;
+
+	if (rl_key_render(gk, req, addr_text, gkey, sizeof(gkey), &gkey_len) == 0)
+		have_g = 1;
+	else if (addr_len > 0) {
+		put(gkey, sizeof(gkey), &gkey_len, "addr=", 5);
+		put(gkey, sizeof(gkey), &gkey_len, addr_text, addr_len);
+		have_g = 1;
+	}
+	if (rule != NULL) {
+		const struct rl_key *rk = rule->key ? rule->key : gk;
+		if (rk == gk && have_g) {
+			memcpy(rkey, gkey, gkey_len + 1);
+			rkey_len = gkey_len;
+		} else if (rl_key_render(rk, req, addr_text, rkey, sizeof(rkey),
+					 &rkey_len) != 0) {
+			if (rule->missing == RL_MISSING_DENY || addr_text[0] == '\0') {
+				snprintf(d->error, sizeof(d->error),
+					 "no usable key for \"%s\" (key=%s)",
+					 rule->pattern.text, rk->text);
+				return finish(d, RL_DENY_KEY);
+			}
+			rkey_len = 0;
+			put(rkey, sizeof(rkey), &rkey_len, "addr=", 5);
+			put(rkey, sizeof(rkey), &rkey_len, addr_text, addr_len);
+		}
+		set_field(d->key, sizeof(d->key), rkey, rkey_len);
+	} else if (have_g) {
+		set_field(d->key, sizeof(d->key), gkey, gkey_len);
+	} else {
+		set_field(d->key, sizeof(d->key), "-", 1);
+	}
+
+	/* The counters. */
+	char base[RL_STORE_KEY_MAX];
+	size_t blen;
+	uint64_t cost = req->cost ? req->cost : rule ? rule->cost : 1;
+	int need_g = (rule == NULL && s->ndefaults > 0) ||
+		     (rule != NULL && rule->defaults_add && s->ndefaults > 0) ||
+		     s->napplication > 0;
+
+	d->cost = cost;
+	if (need_g && !have_g) {
+		snprintf(d->error, sizeof(d->error), "no client address (REMOTE_ADDR missing or invalid)");
+		return finish(d, RL_DENY_KEY);
+	}
+	b.n = 0;
+	if (rule != NULL) {
+		blen = key_base(base, s->key_prefix, 'r', rule->scope,
+				strlen(rule->scope),
+				rule->per_method ? method : NULL, rkey, rkey_len);
+		if (blen == 0 ||
+		    add_group(&b, base, blen, rule->limits, rule->nlimits,
+			      rule->strategy, rule->burst, cost, RL_FROM_RULE,
+			      rule->dry_run || s->dry_run))
+			goto too_long;
+	}
+	if ((rule == NULL || rule->defaults_add) && s->ndefaults > 0) {
+		blen = key_base(base, s->key_prefix, 'd', path, path_len, NULL,
+				gkey, gkey_len);
+		if (blen == 0 ||
+		    add_group(&b, base, blen, s->defaults, s->ndefaults,
+			      s->strategy, s->burst, cost, RL_FROM_DEFAULT,
+			      s->dry_run))
+			goto too_long;
+	}
+	if (s->napplication > 0) {
+		blen = key_base(base, s->key_prefix, 'a', "", 0, NULL, gkey,
+				gkey_len);
+		if (blen == 0 ||
+		    add_group(&b, base, blen, s->application, s->napplication,
+			      s->strategy, s->burst, cost, RL_FROM_APPLICATION,
+			      s->dry_run))
+			goto too_long;
+	}
+	if (b.n == 0)
+		return finish(d, RL_ALLOW);
+
+	if (st->ops->apply(st->impl, b.ops, b.n, mode, now_ms, &err))
+		return store_fail(d, st, &err);
+
+	long deny = longest_wait(&b, 0);
+	if (deny >= 0) {
+		fill(d, &b, (size_t)deny);
+		return finish(d, RL_DENY);
+	}
+	long dry = longest_wait(&b, 1);
+	if (dry < 0) {
+		fill(d, &b, (size_t)tightest(&b));
+		return finish(d, RL_ALLOW);
+	}
+	/* Only dry-run limits denied: report what they would have said, and
+	 * count the request on the limits that are enforced. */
+	d->would_deny = 1;
+	fill(d, &b, (size_t)dry);
+	if (mode == RL_HIT) {
+		struct batch *e = &b;
+		size_t k = 0;
+		for (size_t i = 0; i < e->n; i++) {
+			if (e->meta[i].dry)
+				continue;
+			e->ops[k] = e->ops[i];
+			e->meta[k] = e->meta[i];
+			k++;
+		}
+		e->n = k;
+		if (k > 0) {
+			if (st->ops->apply(st->impl, e->ops, k, RL_HIT, now_ms, &err))
+				return store_fail(d, st, &err);
+			deny = longest_wait(e, 0);
+			if (deny >= 0) {
+				d->would_deny = 0;
+				fill(d, e, (size_t)deny);
+				return finish(d, RL_DENY);
+			}
+		}
+	}
+	return finish(d, RL_ALLOW);
+
+too_long:
+	snprintf(d->error, sizeof(d->error), "counter key longer than %d bytes",
+		 RL_STORE_KEY_MAX);
+	return finish(d, RL_BAD_REQUEST);
+}

@@ -1,0 +1,109 @@
+/*
+ * bench_decide.c - ns per decision through the whole engine (path
+ * normalisation, rule lookup, client address, key building, store) on the
+ * process-local store, for each strategy, with 1 key and with 1,000,000
+ * keys (distinct client addresses), and the store's bytes per key.
+ *
+ * Prints figures; asserts nothing.  Usage: bench_decide [KEYS]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rules.h"
+
+#define BATCH 10000
+
+static double
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Runs passes * nkeys decisions; prints median and mean ns per decision. */
+static void
+run(const char *strategy, size_t nkeys, int passes, char (*addrs)[16])
+{
+	char text[256];
+	struct rl_report rep;
+	struct rl_store st;
+
+	snprintf(text, sizeof(text), "strategy %s\n/api/** 10/minute\n", strategy);
+	struct rl_ruleset *rs = rl_ruleset_parse("bench", text, strlen(text), NULL, &rep);
+	if (rs == NULL) {
+		fprintf(stderr, "%s\n", rep.nerrors ? rep.errors[0] : "?");
+		exit(1);
+	}
+	rl_report_free(&rep);
+	if (memstore_new(nkeys * 2 + 16, &st) != 0)
+		exit(1);
+
+	size_t total = nkeys * (size_t)passes;
+	if (total < 20 * BATCH)
+		total = 20 * BATCH;
+	size_t nb = total / BATCH;
+	double *per = malloc(nb * sizeof(*per));
+	int64_t t = 1700000000000LL;
+	size_t k = 0, denied = 0;
+	struct rl_decision d;
+	double start = now_ns();
+
+	for (size_t b = 0; b < nb; b++) {
+		double t0 = now_ns();
+		for (size_t i = 0; i < BATCH; i++) {
+			struct rl_request req = {
+				.method = "GET", .path = "/api/items/42", .path_len = 13,
+				.remote_addr = addrs[k], .remote_addr_len = strlen(addrs[k]),
+			};
+			denied += rl_decide(rs, &st, &req, t, RL_HIT, &d) == RL_DENY;
+			if (++k == nkeys)
+				k = 0;
+			t += 1;
+		}
+		per[b] = (now_ns() - t0) / BATCH;
+	}
+	double mean = (now_ns() - start) / (double)(nb * BATCH);
+	qsort(per, nb, sizeof(*per), cmp_double);
+	printf("%-28s %9zu keys  median %7.1f ns  mean %7.1f ns  p90 %7.1f ns  %5.1f%% denied  %6.1f bytes/key\n",
+	       strategy, nkeys, per[nb / 2], mean, per[nb * 9 / 10],
+	       100.0 * (double)denied / (double)(nb * BATCH),
+	       (double)memstore_bytes(&st) / (double)memstore_count(&st));
+	free(per);
+	st.ops->destroy(st.impl);
+	rl_ruleset_free(rs);
+}
+
+int
+main(int argc, char **argv)
+{
+	size_t many = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
+	static const char *const strategies[] = {
+		"fixed-window", "fixed-window-elastic-expiry", "moving-window",
+		"sliding-window-counter", "gcra",
+	};
+	char (*addrs)[16] = malloc(many * sizeof(*addrs));
+
+	for (size_t i = 0; i < many; i++)
+		snprintf(addrs[i], sizeof(addrs[i]), "10.%u.%u.%u",
+			 (unsigned)(i >> 16) & 255, (unsigned)(i >> 8) & 255,
+			 (unsigned)i & 255);
+	printf("rategate bench_decide: rl_decide() on the process-local store, rule \"/api/** 10/minute\"\n");
+	for (size_t s = 0; s < sizeof(strategies) / sizeof(strategies[0]); s++) {
+		run(strategies[s], 1, 1, addrs);
+		run(strategies[s], many, 3, addrs);
+	}
+	free(addrs);
+	return 0;
+}

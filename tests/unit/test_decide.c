@@ -1,0 +1,559 @@
+/*
+ * test_decide.c - the decision engine on the process-local store: which
+ * counters apply (rules, defaults, application, exempt, scope, methods),
+ * all-or-nothing, keys, proxies, path spellings, dry-run, store keys.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules.h"
+
+#define T0 1700000000000LL      /* a virtual clock, ms */
+
+static struct rl_ruleset *rs;
+static struct rl_store st;
+
+/* A spy around memstore: records the keys of the last apply, and can be
+ * told to fail. */
+static char last_keys[32][RL_STORE_KEY_MAX];
+static size_t nlast;
+static int fail_next;
+static const struct rl_store_ops *inner_ops;
+
+static int
+spy_apply(void *impl, struct rl_store_op *ops, size_t n, enum rl_mode mode,
+	  int64_t now, struct rl_diag *err)
+{
+	if (fail_next) {
+		snprintf(err->msg, sizeof(err->msg), "connection refused");
+		return -1;
+	}
+	nlast = n;
+	for (size_t i = 0; i < n && i < 32; i++)
+		snprintf(last_keys[i], sizeof(last_keys[i]), "%.*s",
+			 (int)ops[i].key_len, ops[i].key);
+	return inner_ops->apply(impl, ops, n, mode, now, err);
+}
+
+static struct rl_store_ops spy_ops;
+
+static void
+setup_rules(const char *text)
+{
+	struct rl_report rep;
+
+	rs = rl_ruleset_parse("t.rules", text, strlen(text), NULL, &rep);
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	rl_report_free(&rep);
+	cr_assert_eq(memstore_new(100000, &st), 0);
+	inner_ops = st.ops;
+	spy_ops = *st.ops;
+	spy_ops.apply = spy_apply;
+	st.ops = &spy_ops;
+	fail_next = 0;
+}
+
+static void
+teardown(void)
+{
+	rl_ruleset_free(rs);
+	rs = NULL;
+	if (st.ops)
+		st.ops->destroy(st.impl);
+	memset(&st, 0, sizeof(st));
+}
+
+TestSuite(decide, .fini = teardown);
+
+/* A request; params as "NAME=value" strings, NULL-terminated. */
+static enum rl_outcome
+req_full(const char *method, const char *target, const char *addr,
+	 const char *const *params, int64_t now, enum rl_mode mode,
+	 uint64_t cost, struct rl_decision *d)
+{
+	struct rl_param p[16];
+	size_t np = 0;
+	const char *q = strchr(target, '?');
+
+	for (; params && params[np]; np++) {
+		const char *eq = strchr(params[np], '=');
+		p[np].name = params[np];
+		p[np].name_len = (size_t)(eq - params[np]);
+		p[np].value = eq + 1;
+		p[np].value_len = strlen(eq + 1);
+	}
+	struct rl_request r = {
+		.method = method,
+		.path = target,
+		.path_len = q ? (size_t)(q - target) : strlen(target),
+		.query = q ? q + 1 : NULL,
+		.query_len = q ? strlen(q + 1) : 0,
+		.remote_addr = addr,
+		.remote_addr_len = addr ? strlen(addr) : 0,
+		.params = p,
+		.nparams = np,
+		.cost = cost,
+	};
+	return rl_decide(rs, &st, &r, now, mode, d);
+}
+
+static enum rl_outcome
+hit(const char *method, const char *target, const char *addr, int64_t now,
+    struct rl_decision *d)
+{
+	return req_full(method, target, addr, NULL, now, RL_HIT, 0, d);
+}
+
+/* How many of n hits at now are allowed. */
+static int
+allowed_of(int n, const char *method, const char *target, const char *addr,
+	   int64_t now)
+{
+	struct rl_decision d;
+	int ok = 0;
+
+	for (int i = 0; i < n; i++)
+		ok += hit(method, target, addr, now, &d) == RL_ALLOW;
+	return ok;
+}
+
+Test(decide, retry_seconds_round_up_never_zero)
+{
+	cr_assert_eq(rl_retry_seconds(0), 1);
+	cr_assert_eq(rl_retry_seconds(1), 1);
+	cr_assert_eq(rl_retry_seconds(1000), 1);
+	cr_assert_eq(rl_retry_seconds(1001), 2);
+	cr_assert_eq(rl_retry_seconds(59999), 60);
+}
+
+Test(decide, rule_replaces_defaults)
+{
+	struct rl_decision d;
+
+	setup_rules("default 3/minute\n/slow 1/day\n");
+	cr_assert_eq(hit("GET", "/slow", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.limit->text, "1/day");
+	cr_assert_eq(d.remaining, 0);
+	cr_assert_eq(d.reset_ms, T0 + 86400000);
+	cr_assert_eq(d.origin, RL_FROM_RULE);
+	cr_assert_eq(nlast, 1);
+	cr_assert_str_eq(last_keys[0], "rg:r/slow:addr=192.0.2.1:1/86400000/fw");
+
+	cr_assert_eq(hit("GET", "/slow", "192.0.2.1", T0 + 5000, &d), RL_DENY);
+	cr_assert_str_eq(d.limit->text, "1/day");
+	cr_assert_eq(d.remaining, 0);
+	cr_assert_eq(d.retry_ms, 86400000 - 5000);
+	cr_assert_str_eq(d.message, "Too Many Requests: rate limit exceeded");
+	/* another client has its own budget */
+	cr_assert_eq(hit("GET", "/slow", "192.0.2.2", T0 + 5000, &d), RL_ALLOW);
+}
+
+Test(decide, defaults_per_path_and_client)
+{
+	struct rl_decision d;
+
+	setup_rules("default 2/minute\n");
+	cr_assert_eq(allowed_of(5, "GET", "/a", "192.0.2.1", T0), 2);
+	cr_assert_eq(allowed_of(5, "GET", "/b", "192.0.2.1", T0), 2);
+	cr_assert_eq(allowed_of(5, "GET", "/a", "192.0.2.9", T0), 2);
+	hit("GET", "/a?x=1", "192.0.2.1", T0, &d);
+	cr_assert_eq(d.outcome, RL_DENY);
+	cr_assert_eq(d.origin, RL_FROM_DEFAULT);
+	cr_assert_str_eq(last_keys[0], "rg:d/a:addr=192.0.2.1:2/60000/fw");
+	/* a new window */
+	cr_assert_eq(allowed_of(5, "GET", "/a", "192.0.2.1", T0 + 60000), 2);
+}
+
+Test(decide, defaults_add)
+{
+	setup_rules("default 2/minute\n/medium 5/minute defaults=add\n/other 5/minute\n");
+	cr_assert_eq(allowed_of(6, "GET", "/medium", "192.0.2.1", T0), 2);
+	cr_assert_eq(allowed_of(6, "GET", "/other", "192.0.2.1", T0), 5);
+}
+
+Test(decide, application_one_budget_across_paths)
+{
+	struct rl_decision d;
+
+	setup_rules("application 3/minute\n/a 10/minute\n");
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(nlast, 2);
+	cr_assert_str_eq(last_keys[1], "rg:a:addr=192.0.2.1:3/60000/fw");
+	cr_assert_eq(hit("GET", "/b", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(hit("POST", "/c/d", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_DENY);
+	cr_assert_eq(d.origin, RL_FROM_APPLICATION);
+	cr_assert_str_eq(d.limit->text, "3/minute");
+}
+
+Test(decide, exempt_skips_everything)
+{
+	struct rl_decision d;
+
+	setup_rules("default 1/minute\napplication 1/minute\n/ping exempt\n");
+	for (int i = 0; i < 10; i++) {
+		cr_assert_eq(hit("GET", "/ping", "192.0.2.1", T0, &d), RL_ALLOW);
+		cr_assert_eq(d.exempt, 1);
+		cr_assert_null(d.limit);
+	}
+	/* the application budget is untouched by /ping */
+	cr_assert_eq(hit("GET", "/x", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(hit("GET", "/y", "192.0.2.1", T0, &d), RL_DENY);
+}
+
+Test(decide, exempt_for_some_methods_only)
+{
+	setup_rules("default 1/minute\n/ping exempt methods=GET,HEAD\n");
+	cr_assert_eq(allowed_of(5, "GET", "/ping", "192.0.2.1", T0), 5);
+	cr_assert_eq(allowed_of(5, "POST", "/ping", "192.0.2.1", T0), 1);
+}
+
+Test(decide, all_or_nothing)
+{
+	struct rl_decision d;
+
+	/* the rule's 5/minute and the default 2/10 seconds both apply */
+	setup_rules("default 2 per 10 seconds\n/x 5/minute defaults=add\n");
+	cr_assert_eq(allowed_of(5, "GET", "/x", "192.0.2.1", T0), 2);
+	cr_assert_eq(hit("GET", "/x", "192.0.2.1", T0, &d), RL_DENY);
+	cr_assert_str_eq(d.limit->text, "2 per 10 seconds");
+	cr_assert_eq(d.retry_ms, 10000);
+	/* denied hits consumed nothing of 5/minute: 3 are left */
+	cr_assert_eq(allowed_of(5, "GET", "/x", "192.0.2.1", T0 + 10000), 2);
+	cr_assert_eq(allowed_of(5, "GET", "/x", "192.0.2.1", T0 + 20000), 1);
+	cr_assert_eq(hit("GET", "/x", "192.0.2.1", T0 + 20000, &d), RL_DENY);
+	cr_assert_str_eq(d.limit->text, "5/minute");
+	cr_assert_eq(d.retry_ms, 40000);
+}
+
+Test(decide, denial_reports_longest_wait)
+{
+	struct rl_decision d;
+
+	setup_rules("/x 1/minute; 1/hour\n");
+	cr_assert_eq(hit("GET", "/x", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(hit("GET", "/x", "192.0.2.1", T0 + 1000, &d), RL_DENY);
+	cr_assert_str_eq(d.limit->text, "1/hour");
+	cr_assert_eq(d.retry_ms, 3600000 - 1000);
+}
+
+Test(decide, allowed_reports_fewest_remaining)
+{
+	struct rl_decision d;
+
+	setup_rules("/x 100/hour; 3/minute\n");
+	cr_assert_eq(hit("GET", "/x", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.limit->text, "3/minute");
+	cr_assert_eq(d.remaining, 2);
+	cr_assert_eq(d.reset_ms, T0 + 60000);
+}
+
+Test(decide, shared_scope)
+{
+	setup_rules("/login 3/minute methods=POST scope=auth\n/reset 3/minute methods=POST scope=auth\n");
+	cr_assert_eq(allowed_of(2, "POST", "/login", "192.0.2.1", T0), 2);
+	cr_assert_eq(allowed_of(2, "POST", "/reset", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:rauth:addr=192.0.2.1:3/60000/fw");
+}
+
+Test(decide, methods_filter_and_per_method)
+{
+	setup_rules("default 100/minute\n/login 2/minute methods=POST\n/item 1/minute per-method\n");
+	cr_assert_eq(allowed_of(5, "POST", "/login", "192.0.2.1", T0), 2);
+	/* GET /login is not covered by the rule: defaults apply */
+	cr_assert_eq(allowed_of(5, "GET", "/login", "192.0.2.1", T0), 5);
+	cr_assert_eq(allowed_of(3, "GET", "/item", "192.0.2.1", T0), 1);
+	cr_assert_eq(allowed_of(3, "DELETE", "/item", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:r/item@DELETE:addr=192.0.2.1:1/60000/fw");
+}
+
+Test(decide, path_spellings_share_one_budget)
+{
+	struct rl_decision d;
+	static const char *const spellings[] = {
+		"/login", "//login", "/./login", "/x/../login", "/%6cogin",
+		"/login;jsessionid=1", "/login/", "/%2e%2e/login", "/login?a=b",
+	};
+
+	setup_rules("/login 9/minute\n");
+	for (size_t i = 0; i < 9; i++) {
+		cr_assert_eq(hit("GET", spellings[i], "192.0.2.1", T0, &d), RL_ALLOW,
+			     "%s", spellings[i]);
+		cr_assert_not_null(d.rule, "%s", spellings[i]);
+		cr_assert_eq(d.remaining, 8 - i, "%s", spellings[i]);
+	}
+	cr_assert_eq(hit("GET", "/LOGIN", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_null(d.rule);
+}
+
+Test(decide, case_insensitive)
+{
+	setup_rules("case-insensitive on\n/Login 2/minute\n");
+	cr_assert_eq(allowed_of(1, "GET", "/LOGIN", "192.0.2.1", T0), 1);
+	cr_assert_eq(allowed_of(3, "GET", "/login", "192.0.2.1", T0), 1);
+}
+
+Test(decide, bad_path)
+{
+	struct rl_decision d;
+
+	setup_rules("default 1/minute\n");
+	cr_assert_eq(hit("GET", "/a%zz", "192.0.2.1", T0, &d), RL_BAD_REQUEST);
+	cr_assert(strncmp(d.error, "bad request path: ", 18) == 0, "%s", d.error);
+	cr_assert_eq(hit("GET", "/a%00b", "192.0.2.1", T0, &d), RL_BAD_REQUEST);
+	cr_assert_eq(hit("GET", "relative", "192.0.2.1", T0, &d), RL_BAD_REQUEST);
+}
+
+Test(decide, glob_precedence)
+{
+	struct rl_decision d;
+
+	setup_rules("/api/** 100/minute\n/api/*/admin 1/minute\n/api/v1/** 50/minute\n/api/v1/login 2/minute\n");
+	hit("GET", "/api/v2/admin", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/api/*/admin");
+	hit("GET", "/api/v1/admin", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/api/v1/**");
+	hit("GET", "/api/v1/login", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/api/v1/login");
+	hit("GET", "/api", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/api/**");
+	hit("GET", "/apis", "192.0.2.1", T0, &d);
+	cr_assert_null(d.rule);
+}
+
+Test(decide, subtree_is_one_budget)
+{
+	setup_rules("/api/** 3/minute\n");
+	cr_assert_eq(allowed_of(2, "GET", "/api/a", "192.0.2.1", T0), 2);
+	cr_assert_eq(allowed_of(2, "GET", "/api/b/c", "192.0.2.1", T0), 1);
+}
+
+Test(decide, header_key_with_address_fallback)
+{
+	struct rl_decision d;
+	const char *k1[] = { "HTTP_X_API_KEY=k1", NULL };
+	const char *k2[] = { "HTTP_X_API_KEY=k2", NULL };
+	const char *empty[] = { "HTTP_X_API_KEY=  ", NULL };
+	const char *forged[] = { "HTTP_X_API_KEY=addr=192.0.2.1", NULL };
+
+	setup_rules("/api/** 2/minute key=header:X-Api-Key|addr\n");
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.1", k1, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "h.x-api-key=k1");
+	cr_assert_str_eq(last_keys[0], "rg:r/api/**:h.x-api-key=k1:2/60000/fw");
+	/* the same key from another address shares the budget */
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.2", k1, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.3", k1, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.3", k2, T0, RL_HIT, 0, &d), RL_ALLOW);
+	/* no header or an empty one: the address */
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.1");
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.1", empty, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_DENY);
+	/* a header value cannot impersonate the address key */
+	cr_assert_eq(req_full("GET", "/api/x", "192.0.2.9", forged, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "h.x-api-key=addr%3D192.0.2.1");
+}
+
+Test(decide, missing_key_policies)
+{
+	struct rl_decision d;
+	const char *user[] = { "REMOTE_USER=alice", NULL };
+
+	setup_rules("/a 1/minute key=var:REMOTE_USER\n/b 1/minute key=var:REMOTE_USER missing-key=deny\n");
+	/* default policy: without the variable, the address is the key */
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.1");
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", user, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "v.REMOTE_USER=alice");
+	/* deny policy */
+	cr_assert_eq(req_full("GET", "/b", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_DENY_KEY);
+	cr_assert_str_eq(d.error, "no usable key for \"/b\" (key=var:REMOTE_USER)");
+	cr_assert_eq(req_full("GET", "/b", "192.0.2.1", user, T0, RL_HIT, 0, &d), RL_ALLOW);
+}
+
+Test(decide, cookie_and_query_keys)
+{
+	struct rl_decision d;
+	const char *c1[] = { "HTTP_COOKIE=theme=dark; sid=abc; x=1", NULL };
+	const char *c2[] = { "HTTP_COOKIE=sid=abc; sid=def", NULL };
+
+	setup_rules("/c 1/minute key=cookie:sid\n/q 1/minute key=query:api_key\n");
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.1", c1, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "c.sid=abc");
+	/* two different values: ambiguous, so the address decides */
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.1", c2, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.1");
+
+	cr_assert_eq(req_full("GET", "/q?api_key=a%62", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "q.api_key=ab");
+	/* another spelling of the same value is the same key */
+	cr_assert_eq(req_full("GET", "/q?x=1&api_key=ab", "192.0.2.2", NULL, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_eq(req_full("GET", "/q?api_key=ab&api_key=zz", "192.0.2.3", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.3");
+}
+
+Test(decide, oversized_key_part_falls_back)
+{
+	struct rl_decision d;
+	char big[300] = "HTTP_X_API_KEY=";
+	memset(big + 15, 'k', 200);
+	big[215] = '\0';
+	const char *p[] = { big, NULL };
+
+	setup_rules("/a 1/minute key=header:X-Api-Key\n");
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", p, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.1");
+}
+
+Test(decide, trusted_proxy_hops)
+{
+	struct rl_decision d;
+	const char *x1[] = { "HTTP_X_FORWARDED_FOR=6.6.6.6, 203.0.113.5", NULL };
+	const char *x2[] = { "HTTP_X_FORWARDED_FOR=1.1.1.1", "HTTP_X_FORWARDED_FOR=7.7.7.7, 203.0.113.5", NULL };
+	const char *none[] = { NULL };
+
+	setup_rules("trusted-proxies 1\n/a 1/minute\n");
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", x1, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "203.0.113.5");
+	cr_assert_eq(d.addr_source, RL_ADDR_HEADER);
+	/* a client prepending addresses does not change its key */
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", x2, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_str_eq(d.client, "203.0.113.5");
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", none, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "10.0.0.1");
+	cr_assert_eq(d.addr_source, RL_ADDR_REMOTE);
+}
+
+Test(decide, no_proxies_ignores_header)
+{
+	struct rl_decision d;
+	const char *x[] = { "HTTP_X_FORWARDED_FOR=6.6.6.6", NULL };
+
+	setup_rules("/a 1/minute\n");
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", x, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "192.0.2.1");
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_DENY);
+}
+
+Test(decide, ipv6_grouped_by_prefix)
+{
+	struct rl_decision d;
+
+	setup_rules("/a 2/minute\n");
+	cr_assert_eq(hit("GET", "/a", "2001:db8:1:2::1", T0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "2001:db8:1:2::/64");
+	cr_assert_eq(hit("GET", "/a", "2001:db8:1:2:ffff::9", T0, &d), RL_ALLOW);
+	cr_assert_eq(hit("GET", "/a", "2001:db8:1:2::77", T0, &d), RL_DENY);
+	cr_assert_eq(hit("GET", "/a", "2001:db8:1:3::1", T0, &d), RL_ALLOW);
+}
+
+Test(decide, missing_remote_addr)
+{
+	struct rl_decision d;
+
+	setup_rules("/a 2/minute\n");
+	cr_assert_eq(hit("GET", "/a", NULL, T0, &d), RL_DENY_KEY);
+	cr_assert_eq(hit("GET", "/a", "garbage", T0, &d), RL_DENY_KEY);
+	cr_assert_eq(d.addr_source, RL_ADDR_NONE);
+}
+
+Test(decide, cost)
+{
+	struct rl_decision d;
+
+	setup_rules("/export 10/minute cost=3\n");
+	cr_assert_eq(allowed_of(5, "GET", "/export", "192.0.2.1", T0), 3);
+	hit("GET", "/export", "192.0.2.1", T0, &d);
+	cr_assert_eq(d.cost, 3);
+	cr_assert_eq(d.remaining, 1);
+	/* the request's own cost overrides the rule's */
+	cr_assert_eq(req_full("GET", "/export", "192.0.2.1", NULL, T0, RL_HIT, 1, &d), RL_ALLOW);
+	cr_assert_eq(d.remaining, 0);
+}
+
+Test(decide, test_mode_counts_nothing)
+{
+	struct rl_decision d;
+
+	setup_rules("/a 1/minute\n");
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(req_full("GET", "/a", "192.0.2.1", NULL, T0, RL_TEST, 0, &d), RL_ALLOW);
+		cr_assert_eq(d.remaining, 1);
+	}
+	cr_assert_eq(memstore_count(&st), 0);
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", NULL, T0, RL_TEST, 0, &d), RL_DENY);
+	cr_assert_eq(d.remaining, 0);
+}
+
+Test(decide, dry_run_rule)
+{
+	struct rl_decision d;
+
+	setup_rules("application 3/minute\n/a 1/minute dry-run\n");
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(d.would_deny, 0);
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(d.would_deny, 1);
+	cr_assert_str_eq(d.limit->text, "1/minute");
+	cr_assert_eq(d.retry_ms, 60000);
+	/* the enforced application limit still counted both */
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_DENY);
+	cr_assert_str_eq(d.limit->text, "3/minute");
+}
+
+Test(decide, dry_run_global_and_disabled)
+{
+	struct rl_decision d;
+
+	setup_rules("dry-run on\ndefault 1/minute\n");
+	cr_assert_eq(allowed_of(5, "GET", "/a", "192.0.2.1", T0), 5);
+	hit("GET", "/a", "192.0.2.1", T0, &d);
+	cr_assert_eq(d.would_deny, 1);
+	teardown();
+
+	setup_rules("enabled off\ndefault 1/minute\n");
+	cr_assert_eq(allowed_of(5, "GET", "/a", "192.0.2.1", T0), 5);
+	cr_assert_eq(memstore_count(&st), 0);
+}
+
+Test(decide, rule_message_and_strategy)
+{
+	struct rl_decision d;
+
+	setup_rules("/login 1/minute message=\"Too many login attempts\" strategy=gcra\n");
+	hit("POST", "/login", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(last_keys[0], "rg:r/login:addr=192.0.2.1:1/60000/gcra");
+	cr_assert_eq(hit("POST", "/login", "192.0.2.1", T0 + 1000, &d), RL_DENY);
+	cr_assert_str_eq(d.message, "Too many login attempts");
+	cr_assert_eq(d.retry_ms, 59000);
+}
+
+Test(decide, store_failure)
+{
+	struct rl_decision d;
+
+	setup_rules("/a 1/minute\n");
+	fail_next = 1;
+	cr_assert_eq(hit("GET", "/a", "192.0.2.1", T0, &d), RL_STORE_ERROR);
+	cr_assert_str_eq(d.error, "store memory: connection refused");
+}
+
+Test(decide, long_paths_hash_into_bounded_keys)
+{
+	struct rl_decision d;
+	char path[6000];
+
+	setup_rules("default 1/minute\n");
+	path[0] = '/';
+	memset(path + 1, 'p', sizeof(path) - 2);
+	path[sizeof(path) - 1] = '\0';
+	cr_assert_eq(hit("GET", path, "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert(strlen(last_keys[0]) < 100, "%s", last_keys[0]);
+	cr_assert(strncmp(last_keys[0], "rg:d#", 5) == 0, "%s", last_keys[0]);
+	cr_assert_eq(hit("GET", path, "192.0.2.1", T0, &d), RL_DENY);
+}
