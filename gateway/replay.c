@@ -1,0 +1,437 @@
+/*
+ * replay.c - `rategate replay`: parse traces and access logs, decide each
+ * request on a virtual clock, print the decisions or a summary.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replay.h"
+
+#define MAX_LINE 65536
+
+static size_t
+word(const char *s, size_t len, size_t *pos, const char **w)
+{
+	while (*pos < len && (s[*pos] == ' ' || s[*pos] == '\t'))
+		(*pos)++;
+	*w = s + *pos;
+	size_t start = *pos;
+	while (*pos < len && s[*pos] != ' ' && s[*pos] != '\t')
+		(*pos)++;
+	return *pos - start;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t
+days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int
+num(const char *s, size_t n, unsigned *out)
+{
+	unsigned v = 0;
+
+	if (n == 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -1;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* "10/Oct/2000:13:55:36 -0700" -> ms since the epoch. */
+static int
+clf_time(const char *s, size_t len, int64_t *ms)
+{
+	static const char mons[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	unsigned d, y, hh, mm, ss, zh, zm;
+
+	if (len != 26 || s[2] != '/' || s[6] != '/' || s[11] != ':' ||
+	    s[14] != ':' || s[17] != ':' || s[20] != ' ' ||
+	    (s[21] != '+' && s[21] != '-'))
+		return -1;
+	if (num(s, 2, &d) || num(s + 7, 4, &y) || num(s + 12, 2, &hh) ||
+	    num(s + 15, 2, &mm) || num(s + 18, 2, &ss) ||
+	    num(s + 22, 2, &zh) || num(s + 24, 2, &zm))
+		return -1;
+	const char *mp = NULL;
+	for (int i = 0; i < 12; i++)
+		if (memcmp(mons + 3 * i, s + 3, 3) == 0)
+			mp = mons + 3 * i;
+	if (mp == NULL || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60 ||
+	    zh > 23 || zm > 59)
+		return -1;
+	unsigned m = (unsigned)((mp - mons) / 3) + 1;
+	int64_t t = days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss;
+	int64_t off = (int64_t)zh * 3600 + zm * 60;
+	t += s[21] == '+' ? -off : off;
+	*ms = t * 1000;
+	return 0;
+}
+
+/* Split a request target into path and query; absolute-form targets
+ * ("http://host/p") lose their scheme and authority. */
+static int
+target(const char *s, size_t len, struct replay_line *out)
+{
+	const char *p = s;
+	size_t n = len;
+
+	if (n > 7 && (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0)) {
+		const char *h = memchr(p, ':', n) + 3;
+		const char *sl = memchr(h, '/', (size_t)(p + n - h));
+		if (sl == NULL) {
+			p = "/";
+			n = 1;
+		} else {
+			n -= (size_t)(sl - p);
+			p = sl;
+		}
+	}
+	const char *q = memchr(p, '?', n);
+	size_t plen = q ? (size_t)(q - p) : n;
+	if (plen == 0 || plen > RL_PATH_MAX || (q && n - plen - 1 > RL_PATH_MAX))
+		return -1;
+	memcpy(out->path, p, plen);
+	out->path[plen] = '\0';
+	out->has_query = q != NULL;
+	if (q) {
+		memcpy(out->query, q + 1, n - plen - 1);
+		out->query[n - plen - 1] = '\0';
+	}
+	return 0;
+}
+
+static int
+copy(char *dst, size_t cap, const char *s, size_t n)
+{
+	if (n == 0 || n >= cap)
+		return -1;
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+int
+replay_parse_line(const char *s, size_t len, struct replay_line *out,
+		  char *err, size_t errcap)
+{
+	size_t pos = 0, n;
+	const char *w;
+
+	out->t_ms = 0;
+	out->addr[0] = out->method[0] = out->path[0] = out->query[0] = '\0';
+	out->has_query = 0;
+	out->cost = 0;
+	while (pos < len && (s[pos] == ' ' || s[pos] == '\t'))
+		pos++;
+	if (pos == len || s[pos] == '#')
+		return 0;
+	if (memchr(s, '\0', len) != NULL) {
+		snprintf(err, errcap, "NUL byte in the line");
+		return -1;
+	}
+	n = word(s, len, &pos, &w);
+	const char *first = w;
+	size_t firstlen = n;
+
+	/* A trace starts with a number. */
+	char *end;
+	char tbuf[40];
+	if (n < sizeof(tbuf) && (isdigit((unsigned char)w[0])) &&
+	    memchr(w, ':', n) == NULL) {
+		memcpy(tbuf, w, n);
+		tbuf[n] = '\0';
+		double t = strtod(tbuf, &end);
+		if (*end == '\0') {
+			if (!(t >= 0 && t < 1e11)) {
+				snprintf(err, errcap, "bad time \"%s\": expected seconds since the epoch", tbuf);
+				return -1;
+			}
+			out->t_ms = (int64_t)(t * 1000.0 + 0.5);
+			if ((n = word(s, len, &pos, &w)) == 0 ||
+			    copy(out->addr, sizeof(out->addr), w, n)) {
+				snprintf(err, errcap, "expected a client address after the time");
+				return -1;
+			}
+			if ((n = word(s, len, &pos, &w)) == 0 ||
+			    copy(out->method, sizeof(out->method), w, n)) {
+				snprintf(err, errcap, "expected a method after the address");
+				return -1;
+			}
+			if ((n = word(s, len, &pos, &w)) == 0 || target(w, n, out)) {
+				snprintf(err, errcap, "expected a path after the method");
+				return -1;
+			}
+			if ((n = word(s, len, &pos, &w)) > 0) {
+				unsigned long long c;
+				char cb[24];
+				if (n >= sizeof(cb)) {
+					snprintf(err, errcap, "bad cost: expected a number from 1 to %llu",
+						 (unsigned long long)RL_MAX_COUNT);
+					return -1;
+				}
+				memcpy(cb, w, n);
+				cb[n] = '\0';
+				c = strtoull(cb, &end, 10);
+				if (*end != '\0' || c == 0 || c > RL_MAX_COUNT ||
+				    !isdigit((unsigned char)cb[0])) {
+					snprintf(err, errcap, "bad cost \"%s\": expected a number from 1 to %llu",
+						 cb, (unsigned long long)RL_MAX_COUNT);
+					return -1;
+				}
+				out->cost = c;
+			}
+			if (word(s, len, &pos, &w) > 0) {
+				snprintf(err, errcap, "unexpected text after the cost");
+				return -1;
+			}
+			return 1;
+		}
+	}
+	/* Combined/common log: host ident user [time] "request" ... */
+	if (copy(out->addr, sizeof(out->addr), first, firstlen)) {
+		snprintf(err, errcap, "expected a trace line or a combined log line");
+		return -1;
+	}
+	const char *lb = memchr(s + pos, '[', len - pos);
+	const char *rb = lb ? memchr(lb, ']', (size_t)(s + len - lb)) : NULL;
+	if (lb == NULL || rb == NULL ||
+	    clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms)) {
+		snprintf(err, errcap, "expected a trace line (<time> <addr> <method> <path> [cost]) or a combined log line with [dd/Mon/yyyy:HH:MM:SS +zzzz]");
+		return -1;
+	}
+	const char *q1 = memchr(rb, '"', (size_t)(s + len - rb));
+	const char *q2 = q1 ? memchr(q1 + 1, '"', (size_t)(s + len - q1 - 1)) : NULL;
+	if (q2 == NULL) {
+		snprintf(err, errcap, "expected a quoted request line \"METHOD /path HTTP/1.1\"");
+		return -1;
+	}
+	size_t rp = 0, rlen = (size_t)(q2 - q1 - 1);
+	const char *r = q1 + 1;
+	if ((n = word(r, rlen, &rp, &w)) == 0 ||
+	    copy(out->method, sizeof(out->method), w, n) ||
+	    (n = word(r, rlen, &rp, &w)) == 0 || target(w, n, out)) {
+		snprintf(err, errcap, "bad request line \"%.*s\": expected METHOD /path HTTP/x",
+			 (int)(rlen > 60 ? 60 : rlen), r);
+		return -1;
+	}
+	return 1;
+}
+
+/* A small counting map for --summary. */
+struct tally {
+	char **keys;
+	uint64_t *counts;
+	size_t n, cap;
+};
+
+static void
+tally_add(struct tally *t, const char *key)
+{
+	size_t mask, i;
+
+	if (t->n * 2 >= t->cap) {
+		struct tally nt = { NULL, NULL, 0, t->cap ? t->cap * 2 : 64 };
+		nt.keys = calloc(nt.cap, sizeof(*nt.keys));
+		nt.counts = calloc(nt.cap, sizeof(*nt.counts));
+		if (nt.keys == NULL || nt.counts == NULL) {
+			free(nt.keys);
+			free(nt.counts);
+			return;
+		}
+		for (size_t j = 0; j < t->cap; j++) {
+			if (t->keys[j] == NULL)
+				continue;
+			uint64_t h = 1469598103934665603ULL;
+			for (const char *p = t->keys[j]; *p; p++)
+				h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+			for (i = h & (nt.cap - 1); nt.keys[i]; i = (i + 1) & (nt.cap - 1))
+				;
+			nt.keys[i] = t->keys[j];
+			nt.counts[i] = t->counts[j];
+		}
+		nt.n = t->n;
+		free(t->keys);
+		free(t->counts);
+		*t = nt;
+	}
+	mask = t->cap - 1;
+	uint64_t h = 1469598103934665603ULL;
+	for (const char *p = key; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	for (i = h & mask; t->keys[i]; i = (i + 1) & mask) {
+		if (strcmp(t->keys[i], key) == 0) {
+			t->counts[i]++;
+			return;
+		}
+	}
+	t->keys[i] = strdup(key);
+	if (t->keys[i] != NULL) {
+		t->counts[i] = 1;
+		t->n++;
+	}
+}
+
+static const struct tally *sort_tally;
+
+static int
+cmp_tally(const void *a, const void *b)
+{
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	uint64_t ci = sort_tally->counts[i], cj = sort_tally->counts[j];
+
+	if (ci != cj)
+		return ci > cj ? -1 : 1;
+	return strcmp(sort_tally->keys[i], sort_tally->keys[j]);
+}
+
+static void
+tally_print(struct tally *t, const char *title, FILE *out)
+{
+	size_t *idx = malloc((t->n + 1) * sizeof(*idx)), k = 0;
+
+	fprintf(out, "%s\n", title);
+	if (idx == NULL)
+		return;
+	for (size_t i = 0; i < t->cap; i++)
+		if (t->keys[i])
+			idx[k++] = i;
+	sort_tally = t;
+	qsort(idx, k, sizeof(*idx), cmp_tally);
+	for (size_t i = 0; i < k; i++)
+		fprintf(out, "%10llu\t%s\n", (unsigned long long)t->counts[idx[i]],
+			t->keys[idx[i]]);
+	if (k == 0)
+		fprintf(out, "%10s\t(none)\n", "");
+	free(idx);
+	for (size_t i = 0; i < t->cap; i++)
+		free(t->keys[i]);
+	free(t->keys);
+	free(t->counts);
+}
+
+int
+replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
+	   int summary, FILE *out, FILE *errs)
+{
+	struct rl_store st;
+	char *line = malloc(MAX_LINE + 2);
+	struct replay_line *rl = malloc(sizeof(*rl));
+	struct tally clients = { 0 }, paths = { 0 };
+	uint64_t index = 0, denied = 0, lineno = 0;
+	int bad = 0;
+
+	if (line == NULL || rl == NULL || memstore_new(1u << 22, &st) != 0) {
+		fprintf(errs, "rategate: out of memory\n");
+		free(line);
+		free(rl);
+		return 1;
+	}
+	while (fgets(line, MAX_LINE + 2, in) != NULL) {
+		size_t len = strlen(line);
+		char err[300];
+
+		lineno++;
+		if (len > 0 && line[len - 1] == '\n')
+			len--;
+		else if (len == MAX_LINE + 1) {
+			fprintf(errs, "%s:%llu: line longer than %d bytes, skipped\n",
+				name, (unsigned long long)lineno, MAX_LINE);
+			bad = 1;
+			int c;
+			while ((c = fgetc(in)) != EOF && c != '\n')
+				;
+			continue;
+		}
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		int r = replay_parse_line(line, len, rl, err, sizeof(err));
+		if (r == 0)
+			continue;
+		if (r < 0) {
+			fprintf(errs, "%s:%llu: %s\n", name,
+				(unsigned long long)lineno, err);
+			bad = 1;
+			continue;
+		}
+		struct rl_request req = {
+			.method = rl->method,
+			.path = rl->path, .path_len = strlen(rl->path),
+			.query = rl->has_query ? rl->query : NULL,
+			.query_len = rl->has_query ? strlen(rl->query) : 0,
+			.remote_addr = rl->addr,
+			.remote_addr_len = strlen(rl->addr),
+			.cost = rl->cost,
+		};
+		struct rl_decision d;
+		enum rl_outcome o = rl_decide(rs, &st, &req, rl->t_ms, RL_HIT, &d);
+		if (summary) {
+			if (o == RL_DENY) {
+				denied++;
+				tally_add(&clients, d.client);
+				tally_add(&paths, rl->path);
+			}
+			index++;
+			continue;
+		}
+		switch (o) {
+		case RL_ALLOW:
+			if (d.limit == NULL)
+				fprintf(out, "%llu\tallow\t-\t-\t-",
+					(unsigned long long)index);
+			else
+				fprintf(out, "%llu\tallow\t%s\t%llu\t-",
+					(unsigned long long)index, d.limit->text,
+					(unsigned long long)d.remaining);
+			fputs(d.would_deny ? "\tdry-run-deny\n" : "\n", out);
+			break;
+		case RL_DENY:
+			fprintf(out, "%llu\tdeny\t%s\t%llu\t%lld\n",
+				(unsigned long long)index, d.limit->text,
+				(unsigned long long)d.remaining,
+				(long long)rl_retry_seconds(d.retry_ms));
+			break;
+		case RL_DENY_KEY:
+			fprintf(out, "%llu\tdeny\tmissing-key\t-\t-\n",
+				(unsigned long long)index);
+			break;
+		case RL_BAD_REQUEST:
+		case RL_STORE_ERROR:
+			fprintf(out, "%llu\terror\t-\t-\t-\n",
+				(unsigned long long)index);
+			fprintf(errs, "%s:%llu: %s\n", name,
+				(unsigned long long)lineno, d.error);
+			break;
+		}
+		index++;
+	}
+	if (summary) {
+		fprintf(out, "%llu requests, %llu denied\n",
+			(unsigned long long)index, (unsigned long long)denied);
+		tally_print(&clients, "denied requests by client:", out);
+		tally_print(&paths, "denied requests by path:", out);
+	}
+	if (ferror(in)) {
+		fprintf(errs, "%s: read error\n", name);
+		bad = 1;
+	}
+	st.ops->destroy(st.impl);
+	free(line);
+	free(rl);
+	return bad;
+}

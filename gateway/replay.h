@@ -1,0 +1,39 @@
+/*
+ * replay.h - `rategate replay`: yesterday's traffic through today's rules on
+ * a virtual clock, using a fresh process-local store (live counters are
+ * never touched).
+ *
+ * Input lines are either a plain trace,
+ *     <unix-time-float> <client-address> <method> <path>[?query] [cost]
+ * or the Apache/nginx combined (or common) access log format.  Blank lines
+ * and lines starting with '#' are skipped.
+ */
+#ifndef GATEWAY_REPLAY_H
+#define GATEWAY_REPLAY_H
+
+#include <stdio.h>
+
+#include "rules.h"
+
+struct replay_line {
+	int64_t t_ms;
+	char addr[64];
+	char method[16];
+	char path[RL_PATH_MAX + 1];     /* raw target path, no query */
+	char query[RL_PATH_MAX + 1];
+	int has_query;
+	uint64_t cost;                  /* 0: the rule's */
+};
+
+/* Parse one line (no newline).  Returns 1 and fills *out, 0 for a line to
+ * skip, or -1 with a message in err. */
+int replay_parse_line(const char *s, size_t len, struct replay_line *out,
+		      char *err, size_t errcap);
+
+/* Replay every line of in through rs, printing one line per request to out
+ * (or, with summary, the most-limited clients and paths) and problems as
+ * "NAME:LINE: message" to errs.  Returns 0, or 1 when a line was bad. */
+int replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
+	       int summary, FILE *out, FILE *errs);
+
+#endif

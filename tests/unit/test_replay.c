@@ -1,0 +1,151 @@
+/*
+ * test_replay.c - `rategate replay`: trace and access-log lines, and the
+ * printed decisions on a virtual clock.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replay.h"
+
+static struct replay_line L;
+static char err[300];
+
+static int
+parse(const char *s)
+{
+	err[0] = '\0';
+	return replay_parse_line(s, strlen(s), &L, err, sizeof(err));
+}
+
+Test(replay, trace_lines)
+{
+	cr_assert_eq(parse("1700000000.250 192.0.2.7 POST /login"), 1);
+	cr_assert_eq(L.t_ms, 1700000000250LL);
+	cr_assert_str_eq(L.addr, "192.0.2.7");
+	cr_assert_str_eq(L.method, "POST");
+	cr_assert_str_eq(L.path, "/login");
+	cr_assert_eq(L.has_query, 0);
+	cr_assert_eq(L.cost, 0);
+
+	cr_assert_eq(parse("  1700000001 2001:db8::1 GET /a?b=c 5"), 1);
+	cr_assert_eq(L.t_ms, 1700000001000LL);
+	cr_assert_str_eq(L.addr, "2001:db8::1");
+	cr_assert_str_eq(L.path, "/a");
+	cr_assert_str_eq(L.query, "b=c");
+	cr_assert_eq(L.cost, 5);
+
+	cr_assert_eq(parse(""), 0);
+	cr_assert_eq(parse("# a comment"), 0);
+}
+
+Test(replay, combined_log_lines)
+{
+	cr_assert_eq(parse("192.0.2.7 - frank [10/Oct/2000:13:55:36 -0700] \"GET /apache_pb.gif?x=1 HTTP/1.0\" 200 2326 \"http://www.example.com/start.html\" \"Mozilla/4.08\""), 1);
+	/* 2000-10-10 20:55:36 UTC */
+	cr_assert_eq(L.t_ms, 971211336000LL);
+	cr_assert_str_eq(L.addr, "192.0.2.7");
+	cr_assert_str_eq(L.method, "GET");
+	cr_assert_str_eq(L.path, "/apache_pb.gif");
+	cr_assert_str_eq(L.query, "x=1");
+
+	cr_assert_eq(parse("::1 - - [23/Nov/2026:09:00:00 +0000] \"POST http://example.com/login HTTP/1.1\" 401 5"), 1);
+	cr_assert_eq(L.t_ms, 1795424400000LL);
+	cr_assert_str_eq(L.path, "/login");
+}
+
+Test(replay, bad_lines)
+{
+	cr_assert_eq(parse("1700000000 192.0.2.7"), -1);
+	cr_assert_str_eq(err, "expected a method after the address");
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET"), -1);
+	cr_assert_str_eq(err, "expected a path after the method");
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET /a 0"), -1);
+	cr_assert_str_eq(err, "bad cost \"0\": expected a number from 1 to 1000000000");
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET /a 1 extra"), -1);
+	cr_assert_str_eq(err, "unexpected text after the cost");
+	cr_assert_eq(parse("hello world"), -1);
+	cr_assert_str_eq(err, "expected a trace line (<time> <addr> <method> <path> [cost]) or a combined log line with [dd/Mon/yyyy:HH:MM:SS +zzzz]");
+	cr_assert_eq(parse("1.2.3.4 - - [10/Foo/2000:13:55:36 -0700] \"GET / HTTP/1.0\" 200 1"), -1);
+	cr_assert_eq(parse("1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] \"GET\" 200 1"), -1);
+	cr_assert_str_eq(err, "bad request line \"GET\": expected METHOD /path HTTP/x");
+}
+
+static char *
+run(const char *rules, const char *log, int summary, int *status, char **errs)
+{
+	struct rl_report rep;
+	struct rl_ruleset *rs = rl_ruleset_parse("t.rules", rules, strlen(rules),
+						 NULL, &rep);
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	rl_report_free(&rep);
+	FILE *in = fmemopen((void *)log, strlen(log), "r");
+	char *out = NULL, *e = NULL;
+	size_t outlen = 0, elen = 0;
+	FILE *o = open_memstream(&out, &outlen);
+	FILE *ef = open_memstream(&e, &elen);
+	*status = replay_run(rs, in, "log", summary, o, ef);
+	fclose(in);
+	fclose(o);
+	fclose(ef);
+	rl_ruleset_free(rs);
+	*errs = e;
+	return out;
+}
+
+Test(replay, decisions_printed)
+{
+	int status;
+	char *errs;
+	char *out = run("default 2/minute\n/pay 1 per 10 seconds\n/ping exempt\n",
+			"1700000000.000 192.0.2.7 GET /pay\n"
+			"1700000003.500 192.0.2.7 GET /pay\n"
+			"1700000010.000 192.0.2.7 GET /pay\n"
+			"1700000011.000 192.0.2.7 GET /ping\n"
+			"garbage line here\n"
+			"1700000012.000 192.0.2.7 GET /a\n"
+			"1700000012.000 192.0.2.7 GET /a\n"
+			"1700000012.000 192.0.2.7 GET /a\n"
+			"1700000012.000 192.0.2.7 GET /a%zz\n",
+			0, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\tallow\t1 per 10 seconds\t0\t-\n"
+			 "1\tdeny\t1 per 10 seconds\t0\t7\n"
+			 "2\tallow\t1 per 10 seconds\t0\t-\n"
+			 "3\tallow\t-\t-\t-\n"
+			 "4\tallow\t2/minute\t1\t-\n"
+			 "5\tallow\t2/minute\t0\t-\n"
+			 "6\tdeny\t2/minute\t0\t60\n"
+			 "7\terror\t-\t-\t-\n");
+	cr_assert_eq(status, 1);
+	cr_assert(strstr(errs, "log:5: expected a trace line") == errs, "%s", errs);
+	cr_assert(strstr(errs, "log:9: bad request path: ") != NULL, "%s", errs);
+	free(out);
+	free(errs);
+}
+
+Test(replay, summary)
+{
+	int status;
+	char *errs;
+	char *out = run("default 1/minute\n",
+			"1700000000 192.0.2.7 GET /a\n"
+			"1700000000 192.0.2.7 GET /a\n"
+			"1700000000 192.0.2.7 GET /a\n"
+			"1700000000 192.0.2.8 GET /b\n"
+			"1700000000 192.0.2.8 GET /b\n",
+			1, &status, &errs);
+	cr_assert_str_eq(out,
+			 "5 requests, 3 denied\n"
+			 "denied requests by client:\n"
+			 "         2\t192.0.2.7\n"
+			 "         1\t192.0.2.8\n"
+			 "denied requests by path:\n"
+			 "         2\t/a\n"
+			 "         1\t/b\n");
+	cr_assert_eq(status, 0);
+	cr_assert_str_eq(errs, "");
+	free(out);
+	free(errs);
+}
