@@ -1,0 +1,43 @@
+#!/bin/sh
+# The whole test suite, as README.md tells a new user to run it:
+#  1. gcc build, -Werror, `make check` (unit and integration tests);
+#  2. clang build with ASan+UBSan (--enable-sanitizers), `make check`;
+#  3. the unit tests under valgrind (gcc build);
+#  4. every libFuzzer target for FUZZ_SECONDS (default 30) each.
+# Each build lives in its own directory under build/.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+jobs=$(nproc 2>/dev/null || echo 2)
+fuzz_seconds=${FUZZ_SECONDS:-30}
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "autogen"
+./autogen.sh >/dev/null 2>&1 || ./autogen.sh
+
+step "gcc build and make check"
+mkdir -p build/gcc
+(cd build/gcc && "$top/configure" CC=gcc --quiet && make -s -j"$jobs" && make -s -j"$jobs" check) ||
+	{ cat build/gcc/test-suite.log 2>/dev/null; exit 1; }
+
+step "clang build with sanitizers and make check"
+mkdir -p build/asan
+(cd build/asan && "$top/configure" CC=clang --enable-sanitizers --quiet &&
+	make -s -j"$jobs" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 make -s -j"$jobs" check) ||
+	{ cat build/asan/test-suite.log 2>/dev/null; exit 1; }
+
+step "unit tests under valgrind"
+for t in build/gcc/tests/unit/test_*; do
+	case "$t" in *.log|*.trs|*.o) continue ;; esac
+	[ -x "$t" ] || continue
+	top_srcdir="$top" valgrind -q --error-exitcode=99 --leak-check=full \
+		--errors-for-leak-kinds=definite "$t" --jobs 1 >/dev/null 2>build/valgrind.out ||
+		{ echo "valgrind: $t"; cat build/valgrind.out; exit 1; }
+	echo "valgrind clean: $(basename "$t")"
+done
+
+step "fuzzing, ${fuzz_seconds}s per target"
+"$top/tests/fuzz/run.sh" "$fuzz_seconds"
+
+step "all passed"
