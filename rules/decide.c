@@ -230,22 +230,34 @@ store_fail(struct rl_decision *d, const struct rl_store *st,
 	return d->outcome;
 }
 
-static enum rl_outcome
+static int
 finish(struct rl_decision *d, enum rl_outcome o)
 {
 	d->outcome = o;
-	return o;
+	return (int)o;
 }
 
-enum rl_outcome
-rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
-	  const struct rl_request *req, int64_t now_ms, enum rl_mode mode,
-	  struct rl_decision *d)
-{
-	const struct rl_settings *s = &rs->settings;
-	struct batch b;
+/* Who is asking, and under which rule: everything a decision needs before
+ * it touches the store. */
+struct who {
 	char path[RL_PATH_MAX + 1];
 	size_t path_len;
+	const char *method;
+	const struct rl_rule *rule;
+	char addr_text[64];
+	size_t addr_len;
+	char rkey[RL_STORE_KEY_MAX / 2], gkey[RL_STORE_KEY_MAX / 2];
+	size_t rkey_len, gkey_len;
+	int have_g;
+};
+
+/* Fill w and the identity fields of d.  Returns -1 to go on deciding, or
+ * the final outcome (disabled, exempt, bad request, no usable key). */
+static int
+identify(const struct rl_ruleset *rs, const struct rl_request *req,
+	 struct rl_decision *d, struct who *w)
+{
+	const struct rl_settings *s = &rs->settings;
 	struct rl_diag err;
 
 	memset(d, 0, sizeof(*d));
@@ -260,14 +272,15 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 		return finish(d, RL_BAD_REQUEST);
 	}
 	if (rl_path_normalize(req->path, req->path_len, s->case_insensitive,
-			      path, &path_len, &err)) {
+			      w->path, &w->path_len, &err)) {
 		snprintf(d->error, sizeof(d->error), "bad request path: %s",
 			 err.msg);
 		return finish(d, RL_BAD_REQUEST);
 	}
-	const char *method = req->method ? req->method : "GET";
-	const struct rl_rule *rule = rl_ruleset_match(
-		rs, path, path_len, rl_method_bit(method, strlen(method)));
+	w->method = req->method ? req->method : "GET";
+	w->rule = rl_ruleset_match(rs, w->path, w->path_len,
+				   rl_method_bit(w->method, strlen(w->method)));
+	const struct rl_rule *rule = w->rule;
 
 	d->rule = rule;
 	if (rule && rule->message)
@@ -284,7 +297,6 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 						   "HTTP_X_FORWARDED_FOR";
 	size_t hlen = strlen(hname);
 	struct rl_addr addr;
-	char addr_text[64] = "";
 
 	if (s->proxies.hops > 0 || s->proxies.nnets > 0) {
 		for (size_t i = 0; i < req->nparams; i++) {
@@ -311,51 +323,76 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 	d->addr_source = rl_client_addr(&s->proxies, req->remote_addr,
 					req->remote_addr ? req->remote_addr_len : 0,
 					vals, lens, nv, &addr);
-	size_t addr_len = 0;
+	w->addr_text[0] = '\0';
+	w->addr_len = 0;
 	if (d->addr_source != RL_ADDR_NONE) {
-		rl_addr_format(&addr, s->ipv4_prefix, s->ipv6_prefix, addr_text,
-			       sizeof(addr_text));
-		addr_len = strlen(addr_text);
-		set_field(d->client, sizeof(d->client), addr_text, addr_len);
+		rl_addr_format(&addr, s->ipv4_prefix, s->ipv6_prefix,
+			       w->addr_text, sizeof(w->addr_text));
+		w->addr_len = strlen(w->addr_text);
+		set_field(d->client, sizeof(d->client), w->addr_text, w->addr_len);
 	}
 
 	/* Client keys: the rule's (its missing-key policy applies) and the
 	 * global one for defaults and application limits. */
-	char rkey[RL_STORE_KEY_MAX / 2], gkey[RL_STORE_KEY_MAX / 2];
-	size_t rkey_len = 0, gkey_len = 0;
-	int have_g = 0;
 	const struct rl_key *gk = s->key;
 
-	if (rl_key_render(gk, req, addr_text, gkey, sizeof(gkey), &gkey_len) == 0)
-		have_g = 1;
-	else if (addr_len > 0) {
-		put(gkey, sizeof(gkey), &gkey_len, "addr=", 5);
-		put(gkey, sizeof(gkey), &gkey_len, addr_text, addr_len);
-		have_g = 1;
+	w->rkey_len = w->gkey_len = 0;
+	w->have_g = 0;
+	if (rl_key_render(gk, req, w->addr_text, w->gkey, sizeof(w->gkey),
+			  &w->gkey_len) == 0) {
+		w->have_g = 1;
+	} else if (w->addr_len > 0) {
+		w->gkey_len = 0;
+		put(w->gkey, sizeof(w->gkey), &w->gkey_len, "addr=", 5);
+		put(w->gkey, sizeof(w->gkey), &w->gkey_len, w->addr_text, w->addr_len);
+		w->have_g = 1;
 	}
 	if (rule != NULL) {
 		const struct rl_key *rk = rule->key ? rule->key : gk;
-		if (rk == gk && have_g) {
-			memcpy(rkey, gkey, gkey_len + 1);
-			rkey_len = gkey_len;
-		} else if (rl_key_render(rk, req, addr_text, rkey, sizeof(rkey),
-					 &rkey_len) != 0) {
-			if (rule->missing == RL_MISSING_DENY || addr_text[0] == '\0') {
+		if (rk == gk && w->have_g) {
+			memcpy(w->rkey, w->gkey, w->gkey_len + 1);
+			w->rkey_len = w->gkey_len;
+		} else if (rl_key_render(rk, req, w->addr_text, w->rkey,
+					 sizeof(w->rkey), &w->rkey_len) != 0) {
+			if (rule->missing == RL_MISSING_DENY || w->addr_len == 0) {
 				snprintf(d->error, sizeof(d->error),
 					 "no usable key for \"%s\" (key=%s)",
 					 rule->pattern.text, rk->text);
 				return finish(d, RL_DENY_KEY);
 			}
-			rkey_len = 0;
-			put(rkey, sizeof(rkey), &rkey_len, "addr=", 5);
-			put(rkey, sizeof(rkey), &rkey_len, addr_text, addr_len);
+			w->rkey_len = 0;
+			put(w->rkey, sizeof(w->rkey), &w->rkey_len, "addr=", 5);
+			put(w->rkey, sizeof(w->rkey), &w->rkey_len, w->addr_text,
+			    w->addr_len);
 		}
-		set_field(d->key, sizeof(d->key), rkey, rkey_len);
-	} else if (have_g) {
-		set_field(d->key, sizeof(d->key), gkey, gkey_len);
+		set_field(d->key, sizeof(d->key), w->rkey, w->rkey_len);
+	} else if (w->have_g) {
+		set_field(d->key, sizeof(d->key), w->gkey, w->gkey_len);
 	} else {
 		set_field(d->key, sizeof(d->key), "-", 1);
 	}
+	return -1;
+}
+
+enum rl_outcome
+rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
+	  const struct rl_request *req, int64_t now_ms, enum rl_mode mode,
+	  struct rl_decision *d)
+{
+	const struct rl_settings *s = &rs->settings;
+	struct batch b;
+	struct who w;
+	struct rl_diag err;
+	int o = identify(rs, req, d, &w);
+
+	if (o >= 0)
+		return (enum rl_outcome)o;
+	const struct rl_rule *rule = w.rule;
+	const char *path = w.path, *method = w.method;
+	size_t path_len = w.path_len;
+	const char *rkey = w.rkey, *gkey = w.gkey;
+	size_t rkey_len = w.rkey_len, gkey_len = w.gkey_len;
+	int have_g = w.have_g;
 
 	/* The counters. */
 	char base[RL_STORE_KEY_MAX];
@@ -447,4 +484,59 @@ too_long:
 	snprintf(d->error, sizeof(d->error), "counter key longer than %d bytes",
 		 RL_STORE_KEY_MAX);
 	return finish(d, RL_BAD_REQUEST);
+}
+
+enum rl_outcome
+rl_inflight_begin(const struct rl_ruleset *rs, struct rl_store *st,
+		  const struct rl_request *req, int64_t now_ms,
+		  int64_t lease_ms, struct rl_lease *lease,
+		  struct rl_decision *d)
+{
+	const struct rl_settings *s = &rs->settings;
+	struct who w;
+	struct rl_diag err;
+	uint64_t held = 0;
+	int o = identify(rs, req, d, &w);
+
+	lease->held = 0;
+	lease->key_len = 0;
+	if (o >= 0)
+		return (enum rl_outcome)o;
+	if (w.rule == NULL || w.rule->concurrency == 0)
+		return (enum rl_outcome)finish(d, RL_ALLOW);
+	size_t pos = key_base(lease->key, s->key_prefix, 'r', w.rule->scope,
+			      strlen(w.rule->scope), NULL, w.rkey, w.rkey_len);
+	if (pos == 0 ||
+	    put(lease->key, sizeof(lease->key), &pos, "inflight/", 9) ||
+	    put_u64(lease->key, sizeof(lease->key), &pos, w.rule->concurrency)) {
+		snprintf(d->error, sizeof(d->error), "counter key longer than %d bytes",
+			 RL_STORE_KEY_MAX);
+		return (enum rl_outcome)finish(d, RL_BAD_REQUEST);
+	}
+	lease->key_len = pos;
+	int r = st->ops->acquire(st->impl, lease->key, pos, w.rule->concurrency,
+				 lease_ms, now_ms, &lease->id, &held, &err);
+	if (r < 0)
+		return store_fail(d, st, &err);
+	d->remaining = held >= w.rule->concurrency ? 0 :
+		       w.rule->concurrency - held;
+	if (r == 0) {
+		d->retry_ms = RL_INFLIGHT_RETRY_MS;
+		snprintf(d->error, sizeof(d->error), "%llu requests already in flight",
+			 (unsigned long long)w.rule->concurrency);
+		return (enum rl_outcome)finish(d, RL_DENY);
+	}
+	lease->held = 1;
+	return (enum rl_outcome)finish(d, RL_ALLOW);
+}
+
+int
+rl_inflight_end(struct rl_store *st, struct rl_lease *lease, int64_t now_ms,
+		struct rl_diag *err)
+{
+	if (!lease->held)
+		return 0;
+	lease->held = 0;
+	return st->ops->release(st->impl, lease->key, lease->key_len, lease->id,
+				now_ms, err);
 }

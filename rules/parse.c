@@ -800,7 +800,7 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 /* Path rules                                                          */
 
 enum otype { O_FLAG, O_DEFAULTS, O_METHODS, O_SCOPE, O_KEY, O_STRATEGY,
-	     O_BURST, O_COST, O_MESSAGE, O_MISSING };
+	     O_BURST, O_COST, O_MESSAGE, O_MISSING, O_CONCURRENCY };
 
 struct option {
 	const char *name;
@@ -822,6 +822,7 @@ static const struct option options[] = {
 	{ "cost",        O_COST,     R(cost) },
 	{ "message",     O_MESSAGE,  R(message) },
 	{ "missing-key", O_MISSING,  R(missing) },
+	{ "concurrency", O_CONCURRENCY, R(concurrency) },
 };
 #undef R
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -867,7 +868,7 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 	struct rl_rule *r = &pr->r;
 
 	if (o == NULL) {
-		error_at(ps, &at, "unknown rule option \"%s\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message= or missing-key=",
+		error_at(ps, &at, "unknown rule option \"%s\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message=, missing-key= or concurrency=",
 			 quote(t->s, nlen, qb, sizeof(qb)));
 		return;
 	}
@@ -982,6 +983,13 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 			r->message = rl_arena_strndup(ps->a, v, vlen);
 		break;
 	}
+	case O_CONCURRENCY:
+		if (parse_uint(v, vlen, RL_INFLIGHT_MAX, &n) || n == 0)
+			error_at(ps, &vat, "bad value \"%s\" for concurrency=: expected a number from 1 to %d",
+				 quote(v, vlen, qb, sizeof(qb)), RL_INFLIGHT_MAX);
+		else
+			r->concurrency = n;
+		break;
 	case O_MISSING:
 		if (vlen == 4 && memcmp(v, "addr", 4) == 0)
 			r->missing = RL_MISSING_ADDR;
@@ -1048,11 +1056,11 @@ path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
 	}
 	if (!pr->r.exempt && pr->r.nlimits == 0 && n == 1) {
 		struct loc at = loc_of(ln, toks[0].col + toks[0].len);
-		error_at(ps, &at, "rule for \"%s\" needs limits (e.g. 10/minute) or \"exempt\"",
+		error_at(ps, &at, "rule for \"%s\" needs limits (e.g. 10/minute), concurrency= or \"exempt\"",
 			 Q(&toks[0], qb));
 		return;
 	}
-	if (!pr->r.exempt && nlimitwords == 0) {
+	if (!pr->r.exempt && nlimitwords == 0 && pr->r.concurrency == 0) {
 		error_at(ps, &pr->where, "rule for \"%s\" has options but no limits: limits come right after the path",
 			 Q(&toks[0], qb));
 		return;
@@ -1239,7 +1247,8 @@ include_files(struct pstate *ps, const struct loc *at, const struct tok *arg)
 	} else {
 		/* file order decides rule precedence ties: never trust the
 		 * callback's order */
-		qsort(paths, n, sizeof(*paths), cmp_path);
+		if (n > 1)
+			qsort(paths, n, sizeof(*paths), cmp_path);
 		if (n == 0 && has_glob_chars(pat))
 			warn_at(ps, at, "include \"%s\" matches no file", pat);
 		for (size_t i = 0; i < n; i++)

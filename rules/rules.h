@@ -378,6 +378,7 @@ struct rl_rule {
 	const char *message;    /* NULL: the ruleset's */
 	int dry_run;
 	enum rl_missing_key missing;
+	uint64_t concurrency;   /* in-flight requests per client; 0: none */
 	struct rl_limit *limits;
 	size_t nlimits;
 };
@@ -507,6 +508,34 @@ struct rl_decision {
 enum rl_outcome rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 			  const struct rl_request *req, int64_t now_ms,
 			  enum rl_mode mode, struct rl_decision *d);
+
+/* In-flight requests.  A lease on one slot; it holds the store key by
+ * value, so the caller may keep it anywhere until rl_inflight_end. */
+struct rl_lease {
+	char key[RL_STORE_KEY_MAX];
+	size_t key_len;
+	uint64_t id;
+	int held;               /* 0: nothing to release */
+};
+
+#define RL_INFLIGHT_RETRY_MS 1000
+
+/* For a request whose rule has concurrency=N, take one of its client's N
+ * in-flight slots as a lease that expires at now_ms + lease_ms unless
+ * ended first (so a holder that dies frees its slot).  Returns RL_ALLOW
+ * (lease->held tells whether a slot was taken: not when the rule has no
+ * concurrency limit), RL_DENY when N leases are held (d->retry_ms is
+ * RL_INFLIGHT_RETRY_MS: slots free up as requests end, not on a clock),
+ * or, as rl_decide, RL_DENY_KEY, RL_BAD_REQUEST or RL_STORE_ERROR. */
+enum rl_outcome rl_inflight_begin(const struct rl_ruleset *rs,
+				  struct rl_store *st,
+				  const struct rl_request *req, int64_t now_ms,
+				  int64_t lease_ms, struct rl_lease *lease,
+				  struct rl_decision *d);
+/* Give the slot back; a no-op for a lease not held.  Returns 0 or -1 (store
+ * failure, err set; the lease then expires by itself). */
+int rl_inflight_end(struct rl_store *st, struct rl_lease *lease,
+		    int64_t now_ms, struct rl_diag *err);
 
 /* Seconds for Retry-After: retry_ms rounded up, never 0. */
 int64_t rl_retry_seconds(int64_t retry_ms);

@@ -557,3 +557,62 @@ Test(decide, long_paths_hash_into_bounded_keys)
 	cr_assert(strncmp(last_keys[0], "rg:d#", 5) == 0, "%s", last_keys[0]);
 	cr_assert_eq(hit("GET", path, "192.0.2.1", T0, &d), RL_DENY);
 }
+
+Test(decide, inflight_leases)
+{
+	struct rl_decision d;
+	struct rl_lease l1, l2, l3, l4;
+	struct rl_diag err;
+	struct rl_request r = {
+		.method = "GET", .path = "/chat", .path_len = 5,
+		.remote_addr = "192.0.2.1", .remote_addr_len = 9,
+	};
+
+	setup_rules("/chat concurrency=2\n/plain 1/second\n");
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0, 30000, &l1, &d), RL_ALLOW);
+	cr_assert_eq(l1.held, 1);
+	cr_assert_str_eq(l1.key, "rg:r/chat:addr=192.0.2.1:inflight/2");
+	cr_assert_eq(d.remaining, 1);
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0, 30000, &l2, &d), RL_ALLOW);
+	cr_assert_eq(d.remaining, 0);
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0, 30000, &l3, &d), RL_DENY);
+	cr_assert_eq(l3.held, 0);
+	cr_assert_eq(d.retry_ms, RL_INFLIGHT_RETRY_MS);
+	cr_assert_str_eq(d.error, "2 requests already in flight");
+	/* another client has its own slots */
+	r.remote_addr = "192.0.2.2";
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0, 30000, &l4, &d), RL_ALLOW);
+	r.remote_addr = "192.0.2.1";
+	/* ending one frees one */
+	cr_assert_eq(rl_inflight_end(&st, &l1, T0 + 10, &err), 0);
+	cr_assert_eq(l1.held, 0);
+	cr_assert_eq(rl_inflight_end(&st, &l1, T0 + 10, &err), 0);
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0 + 10, 30000, &l1, &d), RL_ALLOW);
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0 + 10, 30000, &l3, &d), RL_DENY);
+	/* a holder that never ends: its lease expires (l2 at T0 + 30000) */
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0 + 29999, 30000, &l3, &d), RL_DENY);
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0 + 30000, 30000, &l3, &d), RL_ALLOW);
+	/* rules without concurrency take no slot */
+	r.path = "/plain";
+	r.path_len = 6;
+	cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0, 30000, &l4, &d), RL_ALLOW);
+	cr_assert_eq(l4.held, 0);
+}
+
+Test(decide, deduct_after_response)
+{
+	struct rl_decision d;
+
+	/* "count only failed logins": look first, count later */
+	setup_rules("/login 2/minute\n");
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(req_full("POST", "/login", "192.0.2.1", NULL, T0, RL_TEST, 0, &d), RL_ALLOW);
+		/* a successful login: no hit */
+	}
+	req_full("POST", "/login", "192.0.2.1", NULL, T0, RL_HIT, 0, &d);   /* failed */
+	cr_assert_eq(req_full("POST", "/login", "192.0.2.1", NULL, T0, RL_TEST, 0, &d), RL_ALLOW);
+	cr_assert_eq(d.remaining, 1);
+	req_full("POST", "/login", "192.0.2.1", NULL, T0, RL_HIT, 0, &d);   /* failed */
+	cr_assert_eq(req_full("POST", "/login", "192.0.2.1", NULL, T0 + 1, RL_TEST, 0, &d), RL_DENY);
+	cr_assert_eq(d.retry_ms, 59999);
+}

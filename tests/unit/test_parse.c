@@ -390,13 +390,13 @@ Test(parse, limit_errors_point_into_the_line)
 Test(parse, rule_errors)
 {
 	expect_error("/x\n",
-		     "t.rules:1:3: rule for \"/x\" needs limits (e.g. 10/minute) or \"exempt\"");
+		     "t.rules:1:3: rule for \"/x\" needs limits (e.g. 10/minute), concurrency= or \"exempt\"");
 	expect_error("/x methods=GET\n",
 		     "t.rules:1:1: rule for \"/x\" has options but no limits: limits come right after the path");
 	expect_error("/x exempt 10/minute\n",
 		     "t.rules:1:11: unexpected \"10/minute\" among the options: limits come right after the path, options (name=value or a flag) after them");
 	expect_error("/x 10/minute colour=red\n",
-		     "t.rules:1:14: unknown rule option \"colour\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message= or missing-key=");
+		     "t.rules:1:14: unknown rule option \"colour\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message=, missing-key= or concurrency=");
 	expect_error("/x 10/minute methods=GET,FETCH\n",
 		     "t.rules:1:26: unknown method \"FETCH\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','");
 	expect_error("/x 10/minute defaults=merge\n",
