@@ -358,7 +358,8 @@ int rl_pattern_match(const struct rl_pattern *p, const char *path,
 	/* A plain subtree ("/api" + a final "**" segment), the most common
 	 * wildcard rule: a prefix test. */
 	if (p->wildcards == 1 && plen >= 3 && p->literal_prefix == plen - 2 &&
-	    memcmp(pat + plen - 3, "/**", 3) == 0) {
+	    memcmp(pat + plen - 3, "/**", 3) == 0 &&
+	    (plen == 3 || pat[plen - 4] != '/')) {
 		size_t pre = plen - 3;
 		return (len == pre && memcmp(path, pat, pre) == 0) ||
 		       (len > pre && path[pre] == '/' &&

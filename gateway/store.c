@@ -1,0 +1,36 @@
+/*
+ * store.c - the storage URI to an rl_store.
+ */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "store.h"
+
+/* Keys the process-local store holds at most (about 170 bytes each). */
+#define MEMORY_MAX_KEYS (1u << 20)
+
+int
+store_open(const struct rl_settings *s, uint64_t max_moving,
+	   struct rl_store *st, char *err, size_t errcap)
+{
+	(void)max_moving;
+	switch (s->storage.kind) {
+	case RL_STORAGE_MEMORY:
+		if (memstore_new(MEMORY_MAX_KEYS, st) != 0) {
+			snprintf(err, errcap, "out of memory for the process-local store");
+			return -1;
+		}
+		return 0;
+	case RL_STORAGE_SHM:
+		snprintf(err, errcap, "storage %s: the shared-memory store is not built yet; use \"storage memory\"",
+			 s->storage.uri);
+		return -1;
+	case RL_STORAGE_REDIS:
+		snprintf(err, errcap, "storage %s: the Redis store is not built yet",
+			 s->storage.uri);
+		return -1;
+	}
+	snprintf(err, errcap, "unknown storage kind");
+	return -1;
+}

@@ -1,0 +1,19 @@
+/*
+ * store.h - open the counter store a rule set names (`storage`): the
+ * process-local store, shared memory (gateway/store_shm.c) or, later,
+ * Redis.  Every gateway mode gets its rl_store from here.
+ */
+#ifndef GATEWAY_STORE_H
+#define GATEWAY_STORE_H
+
+#include <stddef.h>
+
+#include "rules.h"
+
+/* Open the store of s, sized for rules whose largest moving-window count
+ * is max_moving.  Returns 0 and fills *st (close it with
+ * st->ops->destroy(st->impl)), or -1 with a message in err. */
+int store_open(const struct rl_settings *s, uint64_t max_moving,
+	       struct rl_store *st, char *err, size_t errcap);
+
+#endif
