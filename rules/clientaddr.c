@@ -27,6 +27,10 @@
  *     quoted-strings honoured, so a broken quote in the client's part cannot
  *     swallow what a trusted proxy appended.
  */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include "rules.h"
 
 #include <arpa/inet.h>

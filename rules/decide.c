@@ -67,19 +67,9 @@ fnv1a(const char *s, size_t len)
 	return h;
 }
 
-/* The hot path builds keys by hand: snprintf costs more than the rest of a
- * decision.  Each helper appends to buf[*pos..cap), keeps it NUL-terminated
- * and returns -1 when the text does not fit. */
-static int
-put(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
-{
-	if (*pos + len + 1 > cap)
-		return -1;
-	memcpy(buf + *pos, s, len);
-	*pos += len;
-	buf[*pos] = '\0';
-	return 0;
-}
+/* The hot path builds keys by hand (rl_put): snprintf costs more than the
+ * rest of a decision. */
+
 
 static int
 put_u64(char *buf, size_t cap, size_t *pos, uint64_t v)
@@ -91,7 +81,7 @@ put_u64(char *buf, size_t cap, size_t *pos, uint64_t v)
 		tmp[sizeof(tmp) - ++n] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v != 0);
-	return put(buf, cap, pos, tmp + sizeof(tmp) - n, n);
+	return rl_put(buf, cap, pos, tmp + sizeof(tmp) - n, n);
 }
 
 /* Copy for a log field, truncating. */
@@ -115,8 +105,8 @@ key_base(char *base, const char *prefix, char kind, const char *scope,
 	size_t cap = RL_STORE_KEY_MAX - 48;     /* room for the limit part */
 	char k[2] = { ':', kind };
 
-	if (put(base, cap, &pos, prefix, strlen(prefix)) ||
-	    put(base, cap, &pos, k, 2))
+	if (rl_put(base, cap, &pos, prefix, strlen(prefix)) ||
+	    rl_put(base, cap, &pos, k, 2))
 		return 0;
 	if (scope_len > SCOPE_MAX) {
 		static const char hex[] = "0123456789abcdef";
@@ -125,18 +115,18 @@ key_base(char *base, const char *prefix, char kind, const char *scope,
 		hb[0] = '#';
 		for (int i = 0; i < 16; i++)
 			hb[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
-		if (put(base, cap, &pos, hb, 17))
+		if (rl_put(base, cap, &pos, hb, 17))
 			return 0;
 	} else if (rl_key_escape(base, cap, &pos, scope, scope_len)) {
 		return 0;
 	}
 	if (method != NULL &&
-	    (put(base, cap, &pos, "@", 1) ||
+	    (rl_put(base, cap, &pos, "@", 1) ||
 	     rl_key_escape(base, cap, &pos, method, strlen(method))))
 		return 0;
-	if (put(base, cap, &pos, ":", 1) ||
-	    put(base, cap, &pos, client, client_len) ||
-	    put(base, cap, &pos, ":", 1))
+	if (rl_put(base, cap, &pos, ":", 1) ||
+	    rl_put(base, cap, &pos, client, client_len) ||
+	    rl_put(base, cap, &pos, ":", 1))
 		return 0;
 	return pos;
 }
@@ -154,10 +144,10 @@ add_group(struct batch *b, const char *base, size_t base_len,
 
 		memcpy(k, base, base_len);
 		if (put_u64(k, RL_STORE_KEY_MAX, &pos, limits[i].count) ||
-		    put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
+		    rl_put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
 		    put_u64(k, RL_STORE_KEY_MAX, &pos, limits[i].period_ms) ||
-		    put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
-		    put(k, RL_STORE_KEY_MAX, &pos, code, strlen(code)))
+		    rl_put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
+		    rl_put(k, RL_STORE_KEY_MAX, &pos, code, strlen(code)))
 			return -1;
 		op->key = k;
 		op->key_len = pos;
@@ -343,8 +333,8 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 		w->have_g = 1;
 	} else if (w->addr_len > 0) {
 		w->gkey_len = 0;
-		put(w->gkey, sizeof(w->gkey), &w->gkey_len, "addr=", 5);
-		put(w->gkey, sizeof(w->gkey), &w->gkey_len, w->addr_text, w->addr_len);
+		rl_put(w->gkey, sizeof(w->gkey), &w->gkey_len, "addr=", 5);
+		rl_put(w->gkey, sizeof(w->gkey), &w->gkey_len, w->addr_text, w->addr_len);
 		w->have_g = 1;
 	}
 	if (rule != NULL) {
@@ -361,8 +351,8 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 				return finish(d, RL_DENY_KEY);
 			}
 			w->rkey_len = 0;
-			put(w->rkey, sizeof(w->rkey), &w->rkey_len, "addr=", 5);
-			put(w->rkey, sizeof(w->rkey), &w->rkey_len, w->addr_text,
+			rl_put(w->rkey, sizeof(w->rkey), &w->rkey_len, "addr=", 5);
+			rl_put(w->rkey, sizeof(w->rkey), &w->rkey_len, w->addr_text,
 			    w->addr_len);
 		}
 		set_field(d->key, sizeof(d->key), w->rkey, w->rkey_len);
@@ -507,7 +497,7 @@ rl_inflight_begin(const struct rl_ruleset *rs, struct rl_store *st,
 	size_t pos = key_base(lease->key, s->key_prefix, 'r', w.rule->scope,
 			      strlen(w.rule->scope), NULL, w.rkey, w.rkey_len);
 	if (pos == 0 ||
-	    put(lease->key, sizeof(lease->key), &pos, "inflight/", 9) ||
+	    rl_put(lease->key, sizeof(lease->key), &pos, "inflight/", 9) ||
 	    put_u64(lease->key, sizeof(lease->key), &pos, w.rule->concurrency)) {
 		snprintf(d->error, sizeof(d->error), "counter key longer than %d bytes",
 			 RL_STORE_KEY_MAX);

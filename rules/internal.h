@@ -44,6 +44,21 @@ const struct rl_rule *rl_ruleset_match(const struct rl_ruleset *rs,
 				       const char *path, size_t len,
 				       unsigned method_bit);
 
+/* s[0..n) double-quoted for a message: bytes outside printable ASCII and
+ * the quote and backslash escaped, cut to 40 bytes plus "...".  buf needs
+ * 200 bytes; returns buf. */
+const char *rl_quote(char *buf, size_t cap, const char *s, size_t n);
+
+/* Fill d (when not NULL) with col and the formatted message; returns -1 so
+ * parsers can "return rl_fail(...)". */
+int rl_fail(struct rl_diag *d, size_t col, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Append s[0..len) to buf[*pos..cap), keeping it NUL-terminated; -1 when it
+ * does not fit.  Key building uses it instead of snprintf, which costs
+ * more than the rest of a decision. */
+int rl_put(char *buf, size_t cap, size_t *pos, const char *s, size_t len);
+
 /* Compile a key spec ("header:X-Api-Key|addr") into arena memory.  Returns
  * NULL with d set (col into s) on a bad spec, or when out of memory. */
 struct rl_key *rl_key_compile(struct rl_arena *a, const char *s, size_t len,

@@ -64,8 +64,8 @@ rl_key_escape(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
 	return 0;
 }
 
-static int
-append(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
+int
+rl_put(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
 {
 	if (*pos + len + 1 > cap)
 		return -1;
@@ -371,7 +371,7 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 			struct found f = { NULL, 0, 0, 0 };
 			const char *label = "";
 
-			if (pi > 0 && append(buf, cap, &pos, "+", 1))
+			if (pi > 0 && rl_put(buf, cap, &pos, "+", 1))
 				return -1;
 			switch (p->src) {
 			case RL_KEY_ADDR:
@@ -424,7 +424,7 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 				ok = 0;
 				break;
 			}
-			if (append(buf, cap, &pos, label, strlen(label)))
+			if (rl_put(buf, cap, &pos, label, strlen(label)))
 				return -1;
 			if (p->name != NULL) {
 				char lname[NAME_MAX_LEN + 1];
@@ -433,10 +433,10 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 					lname[i] = p->src == RL_KEY_HEADER ?
 						   (char)tolower((unsigned char)p->name[i]) :
 						   p->name[i];
-				if (append(buf, cap, &pos, lname, nl))
+				if (rl_put(buf, cap, &pos, lname, nl))
 					return -1;
 			}
-			if (append(buf, cap, &pos, "=", 1) ||
+			if (rl_put(buf, cap, &pos, "=", 1) ||
 			    rl_key_escape(buf, cap, &pos, f.v, f.len))
 				return -1;
 		}

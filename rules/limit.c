@@ -29,11 +29,15 @@
  *     would count the same hits, so one of them is certainly a mistake.
  * A period below one second cannot be written, so none is checked.
  */
-#include "rules.h"
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "internal.h"
 
 #define EXAMPLE "\"10/minute\""
 #define UNITS "second, minute, hour, day, month or year"
@@ -76,32 +80,6 @@ static char lower(char c)
 	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 }
 
-/* Render s[0..n) as a double-quoted string for a message; long text is cut
- * to 40 bytes and "..." so the message always fits RL_MSG_MAX.  The caller
- * has already rejected bytes outside printable ASCII. */
-static const char *quote(char *buf, size_t cap, const char *s, size_t n)
-{
-	size_t shown = n > 40 ? 40 : n;
-
-	snprintf(buf, cap, "\"%.*s%s\"", (int)shown, s, n > shown ? "..." : "");
-	return buf;
-}
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int fail(struct rl_diag *d, size_t col, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (d == NULL)
-		return -1;
-	d->col = col;
-	va_start(ap, fmt);
-	vsnprintf(d->msg, sizeof d->msg, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 /* Read the digit run at t[*i..n) saturating at SATURATED. */
 static uint64_t read_number(const char *t, size_t n, size_t *i)
@@ -162,24 +140,24 @@ static int parse_item(const char *t, size_t n, size_t base,
 	const struct unit *u;
 
 	if (!is_digit(t[0]))
-		return fail(d, base, "bad limit %s: expected a count first, "
-			    "as in " EXAMPLE, quote(q1, sizeof q1, t, n));
+		return rl_fail(d, base, "bad limit %s: expected a count first, "
+			    "as in " EXAMPLE, rl_quote(q1, sizeof q1, t, n));
 	count = read_number(t, n, &i);
 	cend = i;
 	if (count == 0)
-		return fail(d, base, "bad limit count %s: count must be at "
+		return rl_fail(d, base, "bad limit count %s: count must be at "
 			    "least 1; use `exempt` to lift limits",
-			    quote(q1, sizeof q1, t, cend));
+			    rl_quote(q1, sizeof q1, t, cend));
 	if (count > RL_MAX_COUNT)
-		return fail(d, base, "bad limit count %s: at most %llu hits "
-			    "per period", quote(q1, sizeof q1, t, cend),
+		return rl_fail(d, base, "bad limit count %s: at most %llu hits "
+			    "per period", rl_quote(q1, sizeof q1, t, cend),
 			    (unsigned long long)RL_MAX_COUNT);
 
 	i = skip_ws(t, n, i);
 	if (i == n)
-		return fail(d, base + n, "incomplete limit %s: expected \"/\" "
+		return rl_fail(d, base + n, "incomplete limit %s: expected \"/\" "
 			    "or \"per\" and a unit, as in " EXAMPLE,
-			    quote(q1, sizeof q1, t, n));
+			    rl_quote(q1, sizeof q1, t, n));
 	if (t[i] == '/') {
 		i++;
 	} else if (n - i >= 3 && lower(t[i]) == 'p' && lower(t[i + 1]) == 'e'
@@ -189,10 +167,10 @@ static int parse_item(const char *t, size_t n, size_t base,
 	} else {
 		size_t e = word_end(t, n, i);
 
-		return fail(d, base + i, "bad limit %s: expected \"/\" or "
+		return rl_fail(d, base + i, "bad limit %s: expected \"/\" or "
 			    "\"per\" after the count, found %s",
-			    quote(q1, sizeof q1, t, n),
-			    quote(q2, sizeof q2, t + i, e - i));
+			    rl_quote(q1, sizeof q1, t, n),
+			    rl_quote(q2, sizeof q2, t + i, e - i));
 	}
 
 	i = skip_ws(t, n, i);
@@ -200,9 +178,9 @@ static int parse_item(const char *t, size_t n, size_t base,
 	if (i < n && is_digit(t[i])) {
 		mult = read_number(t, n, &i);
 		if (mult == 0)
-			return fail(d, base + nstart, "bad limit period %s: "
+			return rl_fail(d, base + nstart, "bad limit period %s: "
 				    "the number of units must be at least 1",
-				    quote(q1, sizeof q1, t + nstart,
+				    rl_quote(q1, sizeof q1, t + nstart,
 					  i - nstart));
 	}
 	nend = i;
@@ -211,25 +189,25 @@ static int parse_item(const char *t, size_t n, size_t base,
 	ustart = i;
 	uend = word_end(t, n, i);
 	if (ustart == uend)
-		return fail(d, base + n, "incomplete limit %s: expected a "
-			    "unit (" UNITS ")", quote(q1, sizeof q1, t, n));
+		return rl_fail(d, base + n, "incomplete limit %s: expected a "
+			    "unit (" UNITS ")", rl_quote(q1, sizeof q1, t, n));
 	u = find_unit(t + ustart, uend - ustart);
 	if (u == NULL)
-		return fail(d, base + ustart, "bad limit unit %s: expected "
-			    UNITS, quote(q1, sizeof q1, t + ustart,
+		return rl_fail(d, base + ustart, "bad limit unit %s: expected "
+			    UNITS, rl_quote(q1, sizeof q1, t + ustart,
 					 uend - ustart));
 	if (mult > RL_MAX_PERIOD_MS / u->ms)
-		return fail(d, base + (nend > nstart ? nstart : ustart),
+		return rl_fail(d, base + (nend > nstart ? nstart : ustart),
 			    "bad limit period %s: at most 100 years "
-			    "(36000 days)", quote(q1, sizeof q1, t + nstart,
+			    "(36000 days)", rl_quote(q1, sizeof q1, t + nstart,
 						  uend - nstart));
 
 	i = skip_ws(t, n, uend);
 	if (i < n)
-		return fail(d, base + i, "unexpected %s after limit %s: "
+		return rl_fail(d, base + i, "unexpected %s after limit %s: "
 			    "expected \";\", \",\" or \"|\" between limits",
-			    quote(q1, sizeof q1, t + i, word_end(t, n, i) - i),
-			    quote(q2, sizeof q2, t, uend));
+			    rl_quote(q1, sizeof q1, t + i, word_end(t, n, i) - i),
+			    rl_quote(q2, sizeof q2, t, uend));
 
 	l->count = count;
 	l->period_ms = mult * u->ms;
@@ -250,11 +228,11 @@ int rl_limits_parse(const char *s, size_t len, struct rl_limit *out,
 		unsigned char c = (unsigned char)s[i];
 
 		if ((c < 0x20 && c != '\t') || c > 0x7e)
-			return fail(d, i, "bad byte \"\\x%02x\" in limit "
+			return rl_fail(d, i, "bad byte \"\\x%02x\" in limit "
 				    "string: expected printable ASCII", c);
 	}
 	if (skip_ws(s, len, 0) == len)
-		return fail(d, 0, "empty limit string: expected a limit such "
+		return rl_fail(d, 0, "empty limit string: expected a limit such "
 			    "as " EXAMPLE);
 
 	for (;;) {
@@ -268,31 +246,31 @@ int rl_limits_parse(const char *s, size_t len, struct rl_limit *out,
 			b--;
 		if (a == b) {
 			if (sep < len)
-				return fail(d, sep, "empty limit before "
+				return rl_fail(d, sep, "empty limit before "
 					    "\"%c\": expected a limit such as "
 					    EXAMPLE, s[sep]);
-			return fail(d, pos - 1, "empty limit after \"%c\": "
+			return rl_fail(d, pos - 1, "empty limit after \"%c\": "
 				    "expected a limit such as " EXAMPLE,
 				    s[pos - 1]);
 		}
 		if (nitems == RL_MAX_LIMITS)
-			return fail(d, a, "too many limits at %s: at most %d "
+			return rl_fail(d, a, "too many limits at %s: at most %d "
 				    "in one limit string",
-				    quote(q1, sizeof q1, s + a, b - a),
+				    rl_quote(q1, sizeof q1, s + a, b - a),
 				    RL_MAX_LIMITS);
 		if (b - a > RL_LIMIT_TEXT_MAX - 1)
-			return fail(d, a, "limit %s is too long: at most %d "
-				    "bytes", quote(q1, sizeof q1, s + a, b - a),
+			return rl_fail(d, a, "limit %s is too long: at most %d "
+				    "bytes", rl_quote(q1, sizeof q1, s + a, b - a),
 				    RL_LIMIT_TEXT_MAX - 1);
 		if (parse_item(s + a, b - a, a, &out[nitems], d) < 0)
 			return -1;
 		for (k = 0; k < nitems; k++)
 			if (out[k].period_ms == out[nitems].period_ms)
-				return fail(d, a, "duplicate limit %s: same "
+				return rl_fail(d, a, "duplicate limit %s: same "
 					    "period as %s; both would count "
 					    "the same hits",
-					    quote(q1, sizeof q1, s + a, b - a),
-					    quote(q2, sizeof q2, out[k].text,
+					    rl_quote(q1, sizeof q1, s + a, b - a),
+					    rl_quote(q2, sizeof q2, out[k].text,
 						  strlen(out[k].text)));
 		nitems++;
 		if (sep == len)

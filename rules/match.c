@@ -26,11 +26,15 @@
  * warn.  It is matched literally: a path with an encoded '?', '#' or '%'
  * could still reach it, the others never.
  */
-#include "rules.h"
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "internal.h"
 
 /* Wildcard tokens ('*' or a "**" segment) allowed in one pattern; bounds
  * the matcher's backtracking. */
@@ -49,51 +53,6 @@ static int hex_value(char c)
 		return c - 'a' + 10;
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
-	return -1;
-}
-
-/* Render s[0..n) double-quoted for a message: bytes outside printable ASCII
- * and the quote and backslash as escapes, long text cut to 40 bytes and
- * "..." so the message fits RL_MSG_MAX. */
-static const char *quote(char *buf, size_t cap, const char *s, size_t n)
-{
-	size_t i, o = 0;
-
-	buf[o++] = '"';
-	for (i = 0; i < n && i < 40 && o + 8 < cap; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '"' || c == '\\') {
-			buf[o++] = '\\';
-			buf[o++] = (char)c;
-		} else if (c < 0x20 || c > 0x7e) {
-			o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-		} else {
-			buf[o++] = (char)c;
-		}
-	}
-	if (i < n) {
-		memcpy(buf + o, "...", 3);
-		o += 3;
-	}
-	buf[o++] = '"';
-	buf[o] = '\0';
-	return buf;
-}
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int fail(struct rl_diag *d, size_t col, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (d == NULL)
-		return -1;
-	d->col = col;
-	va_start(ap, fmt);
-	vsnprintf(d->msg, sizeof d->msg, fmt, ap);
-	va_end(ap);
 	return -1;
 }
 
@@ -135,14 +94,14 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 	size_t i, o = 0, r, w;
 
 	if (len == 0)
-		return fail(d, 0, "empty path: expected a path starting "
+		return rl_fail(d, 0, "empty path: expected a path starting "
 			    "with '/'");
 	if (len > RL_PATH_MAX)
-		return fail(d, RL_PATH_MAX, "path is too long: %zu bytes, at "
+		return rl_fail(d, RL_PATH_MAX, "path is too long: %zu bytes, at "
 			    "most %d", len, RL_PATH_MAX);
 	if (in[0] != '/')
-		return fail(d, 0, "bad path %s: a path starts with '/'",
-			    quote(q, sizeof q, in, len));
+		return rl_fail(d, 0, "bad path %s: a path starts with '/'",
+			    rl_quote(q, sizeof q, in, len));
 
 	if (!fold_case && already_normal(in, len)) {
 		memcpy(out, in, len);
@@ -160,19 +119,19 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 			int lo = hi >= 0 ? hex_value(in[i + 2]) : -1;
 
 			if (lo < 0)
-				return fail(d, i, "bad path escape %s: "
+				return rl_fail(d, i, "bad path escape %s: "
 					    "expected '%%' and two hex digits",
-					    quote(q, sizeof q, in + i,
+					    rl_quote(q, sizeof q, in + i,
 						  len - i < 3 ? len - i : 3));
 			c = (char)(hi * 16 + lo);
 			if (c == '\0')
-				return fail(d, i, "bad path escape %s: it "
+				return rl_fail(d, i, "bad path escape %s: it "
 					    "decodes to a NUL byte",
-					    quote(q, sizeof q, in + i, 3));
+					    rl_quote(q, sizeof q, in + i, 3));
 			i += 2;
 		} else if (c == '\0') {
-			return fail(d, i, "bad path %s: a path cannot contain "
-				    "a NUL byte", quote(q, sizeof q, in, len));
+			return rl_fail(d, i, "bad path %s: a path cannot contain "
+				    "a NUL byte", rl_quote(q, sizeof q, in, len));
 		}
 		out[o++] = fold_case ? lower(c) : c;
 	}
@@ -223,14 +182,14 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 	if (never != NULL)
 		*never = 0;
 	if (len == 0)
-		return fail(d, 0, "empty path pattern: expected a path such "
+		return rl_fail(d, 0, "empty path pattern: expected a path such "
 			    "as \"/login\"");
 	if (len > RL_PATH_MAX)
-		return fail(d, RL_PATH_MAX, "path pattern is too long: %zu "
+		return rl_fail(d, RL_PATH_MAX, "path pattern is too long: %zu "
 			    "bytes, at most %d", len, RL_PATH_MAX);
 	if (s[0] != '/')
-		return fail(d, 0, "bad path pattern %s: a pattern starts "
-			    "with '/'", quote(q, sizeof q, s, len));
+		return rl_fail(d, 0, "bad path pattern %s: a pattern starts "
+			    "with '/'", rl_quote(q, sizeof q, s, len));
 
 	for (i = 1;; i++) {
 		size_t a = i, e = i, k;
@@ -239,9 +198,9 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 			e++;
 		if (is_globstar(s, a, e)) {
 			if (++wildcards > MATCH_MAX_WILDCARDS)
-				return fail(d, a, "bad path pattern %s: more "
+				return rl_fail(d, a, "bad path pattern %s: more "
 					    "than %d wildcards",
-					    quote(q, sizeof q, s, len),
+					    rl_quote(q, sizeof q, s, len),
 					    MATCH_MAX_WILDCARDS);
 			if (first_star == len)
 				first_star = a;
@@ -254,22 +213,22 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 			char c = s[k];
 
 			if (c == '\0')
-				return fail(d, k, "bad path pattern %s: a "
+				return rl_fail(d, k, "bad path pattern %s: a "
 					    "pattern cannot contain a NUL "
-					    "byte", quote(q, sizeof q, s, len));
+					    "byte", rl_quote(q, sizeof q, s, len));
 			if (c == '?' || c == '#' || c == '%' || c == ';')
 				nev = 1;
 			if (c != '*')
 				continue;
 			if (k + 1 < e && s[k + 1] == '*')
-				return fail(d, k, "bad path pattern %s: \"**\" "
+				return rl_fail(d, k, "bad path pattern %s: \"**\" "
 					    "must be a whole segment, as in "
 					    "\"/api/**\"",
-					    quote(q, sizeof q, s, len));
+					    rl_quote(q, sizeof q, s, len));
 			if (++wildcards > MATCH_MAX_WILDCARDS)
-				return fail(d, k, "bad path pattern %s: more "
+				return rl_fail(d, k, "bad path pattern %s: more "
 					    "than %d wildcards",
-					    quote(q, sizeof q, s, len),
+					    rl_quote(q, sizeof q, s, len),
 					    MATCH_MAX_WILDCARDS);
 			if (first_star == len)
 				first_star = k;

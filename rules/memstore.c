@@ -34,6 +34,10 @@
  *
  * Not thread-safe: one store per thread, or a lock around every call.
  */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include "rules.h"
 
 #include <stdio.h>

@@ -36,6 +36,10 @@
  * holds burst * period_ms units, which exceeds 64 bits for the largest
  * limits the parser accepts (1e9 hits per 100 years).
  */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include "rules.h"
 
 #include <string.h>
