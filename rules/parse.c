@@ -140,26 +140,17 @@ rl_report_free(struct rl_report *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* Quote text for a message: at most 40 bytes, non-printable bytes as \xNN. */
+/* Offending text for a message inside the format's own quotes: rl_quote's
+ * escaping without its surrounding '"'. */
 static const char *
 quote(const char *s, size_t len, char *out, size_t cap)
 {
-	size_t o = 0;
+	char tmp[200];
+	size_t n;
 
-	for (size_t i = 0; i < len && o + 8 < cap; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (i == 40) {
-			memcpy(out + o, "...", 3);
-			o += 3;
-			break;
-		}
-		if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
-			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
-		else
-			out[o++] = (char)c;
-	}
-	out[o] = '\0';
+	rl_quote(tmp, sizeof(tmp), s, len);
+	n = strlen(tmp);
+	snprintf(out, cap, "%.*s", (int)(n - 2), tmp + 1);
 	return out;
 }
 

@@ -416,7 +416,7 @@ Test(parse, rule_errors)
 	expect_error("/x exempt 10/minute\n",
 		     "t.rules:1:11: unexpected \"10/minute\" among the options: limits come right after the path, options (name=value or a flag) after them");
 	expect_error("/x 10/minute message=\"a\n",
-		     "t.rules:1:22: unterminated quoted string \"\\x22a\": expected a closing '\"'");
+		     "t.rules:1:22: unterminated quoted string \"\\\"a\": expected a closing '\"'");
 	expect_error("/x 10/minute message=\"a\\tb\"\n",
 		     "t.rules:1:24: unknown escape \"\\t\" in a quoted string: expected \\\" or \\\\");
 	expect_error("/x 1000001/minute strategy=moving-window\n",
