@@ -11,7 +11,8 @@ cd "$top"
 jobs=$(nproc 2>/dev/null || echo 2)
 fuzz_seconds=${FUZZ_SECONDS:-30}
 
-step() { printf '\n=== %s\n' "$*"; }
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "autogen"
 ./autogen.sh >/dev/null 2>&1 || ./autogen.sh
@@ -40,4 +41,9 @@ done
 step "fuzzing, ${fuzz_seconds}s per target"
 "$top/tests/fuzz/run.sh" "$fuzz_seconds"
 
+# One closing line for whoever reads the run: every Criterion test of both
+# builds (each binary's "Synthesis" line), summed.
+cat build/gcc/tests/*/*.log build/asan/tests/*/*.log 2>/dev/null |
+	sed -n 's/.*Synthesis: Tested: \([0-9]*\) | Passing: \([0-9]*\) | Failing: \([0-9]*\) | Crashing: \([0-9]*\).*/\2 \3 \4/p' |
+	awk '{ p += $1; f += $2 + $3 } END { printf "tests: %d passed, %d failed\n", p, f }'
 step "all passed"
