@@ -43,10 +43,6 @@ struct batch {
 	char keys[MAX_OPS][RL_STORE_KEY_MAX];
 };
 
-static const char *const strategy_code[RL_STRATEGY_COUNT] = {
-	"fw", "fwe", "mw", "swc", "gcra"
-};
-
 int64_t
 rl_retry_seconds(int64_t retry_ms)
 {
@@ -70,19 +66,6 @@ fnv1a(const char *s, size_t len)
 /* The hot path builds keys by hand (rl_put): snprintf costs more than the
  * rest of a decision. */
 
-
-static int
-put_u64(char *buf, size_t cap, size_t *pos, uint64_t v)
-{
-	char tmp[20];
-	size_t n = 0;
-
-	do {
-		tmp[sizeof(tmp) - ++n] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	return rl_put(buf, cap, pos, tmp + sizeof(tmp) - n, n);
-}
 
 /* Copy for a log field, truncating. */
 static void
@@ -140,14 +123,10 @@ add_group(struct batch *b, const char *base, size_t base_len,
 		struct rl_store_op *op = &b->ops[b->n];
 		char *k = b->keys[b->n];
 		size_t pos = base_len;
-		const char *code = strategy_code[strategy];
 
 		memcpy(k, base, base_len);
-		if (put_u64(k, RL_STORE_KEY_MAX, &pos, limits[i].count) ||
-		    rl_put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
-		    put_u64(k, RL_STORE_KEY_MAX, &pos, limits[i].period_ms) ||
-		    rl_put(k, RL_STORE_KEY_MAX, &pos, "/", 1) ||
-		    rl_put(k, RL_STORE_KEY_MAX, &pos, code, strlen(code)))
+		if (rl_put(k, RL_STORE_KEY_MAX, &pos, limits[i].id,
+			   strlen(limits[i].id)))
 			return -1;
 		op->key = k;
 		op->key_len = pos;
@@ -496,9 +475,11 @@ rl_inflight_begin(const struct rl_ruleset *rs, struct rl_store *st,
 		return (enum rl_outcome)finish(d, RL_ALLOW);
 	size_t pos = key_base(lease->key, s->key_prefix, 'r', w.rule->scope,
 			      strlen(w.rule->scope), NULL, w.rkey, w.rkey_len);
+	char id[32];
+	int idn = snprintf(id, sizeof(id), "inflight/%llu",
+			   (unsigned long long)w.rule->concurrency);
 	if (pos == 0 ||
-	    rl_put(lease->key, sizeof(lease->key), &pos, "inflight/", 9) ||
-	    put_u64(lease->key, sizeof(lease->key), &pos, w.rule->concurrency)) {
+	    rl_put(lease->key, sizeof(lease->key), &pos, id, (size_t)idn)) {
 		snprintf(d->error, sizeof(d->error), "counter key longer than %d bytes",
 			 RL_STORE_KEY_MAX);
 		return (enum rl_outcome)finish(d, RL_BAD_REQUEST);

@@ -1284,11 +1284,21 @@ cmp_glob(const void *x, const void *y)
 	return a->index < b->index ? -1 : a->index > b->index;
 }
 
+/* Short strategy names inside counter keys. */
+static const char *const strategy_code[RL_STRATEGY_COUNT] = {
+	"fw", "fwe", "mw", "swc", "gcra"
+};
+
+/* Validate limits under their strategy and set their counter-key ids. */
 static void
-check_limits(struct pstate *ps, const struct loc *at, const struct rl_limit *l,
+check_limits(struct pstate *ps, const struct loc *at, struct rl_limit *l,
 	     size_t n, enum rl_strategy strategy, uint64_t cost, uint64_t burst)
 {
 	for (size_t i = 0; i < n; i++) {
+		snprintf(l[i].id, sizeof(l[i].id), "%llu/%llu/%s",
+			 (unsigned long long)l[i].count,
+			 (unsigned long long)l[i].period_ms,
+			 strategy_code[strategy]);
 		if (strategy == RL_MOVING_WINDOW && l[i].count > RL_MOVING_MAX)
 			error_at(ps, at, "moving-window limit \"%s\" counts more than %d hits (it keeps one timestamp per hit): use sliding-window-counter or gcra",
 				 l[i].text, RL_MOVING_MAX);
@@ -1315,13 +1325,10 @@ finish(struct pstate *ps)
 		ps->oom = 1;
 		return;
 	}
-	if (st->strategy == RL_MOVING_WINDOW || st->strategy == RL_GCRA ||
-	    ps->has_strategy) {
-		check_limits(ps, &ps->defaults_at, st->defaults, st->ndefaults,
-			     st->strategy, 1, st->burst);
-		check_limits(ps, &ps->application_at, st->application,
-			     st->napplication, st->strategy, 1, st->burst);
-	}
+	check_limits(ps, &ps->defaults_at, st->defaults, st->ndefaults,
+		     st->strategy, 1, st->burst);
+	check_limits(ps, &ps->application_at, st->application,
+		     st->napplication, st->strategy, 1, st->burst);
 	for (size_t i = 0; i < ps->nrules; i++) {
 		struct prule *pr = ps->rules[i];
 		struct rl_rule *r = &pr->r;

@@ -27,6 +27,7 @@
 #define RL_MAX_PERIOD_MS    (100ULL * 12 * 30 * 86400 * 1000) /* 100 "years" */
 #define RL_MAX_LIMITS       8      /* limits in one limit string */
 #define RL_LIMIT_TEXT_MAX   64     /* one limit item as written, incl. NUL */
+#define RL_LIMIT_ID_MAX     40     /* "1000000000/3110400000000/fwe" + NUL */
 #define RL_MOVING_MAX       100000 /* largest moving-window count (O(count) memory) */
 #define RL_INFLIGHT_MAX     10000  /* largest in-flight maximum */
 #define RL_PATH_MAX         8192   /* longest request path accepted, bytes */
@@ -74,6 +75,10 @@ struct rl_limit {
 	uint64_t count;         /* hits allowed per period, 1..RL_MAX_COUNT */
 	uint64_t period_ms;     /* 1000..RL_MAX_PERIOD_MS */
 	char text[RL_LIMIT_TEXT_MAX]; /* the item as written, trimmed: "10/minute" */
+	/* The limit's part of a counter key, "COUNT/PERIOD_MS/STRATEGY", set
+	 * by the rule loader once the strategy is known (not by
+	 * rl_limits_parse), so no request formats numbers. */
+	char id[RL_LIMIT_ID_MAX];
 };
 
 /* Parse a limit string of up to RL_MAX_LIMITS items joined by ';', ',' or
