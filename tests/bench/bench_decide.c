@@ -85,6 +85,42 @@ run(const char *strategy, size_t nkeys, int passes, char (*addrs)[16])
 	rl_ruleset_free(rs);
 }
 
+/* The machine's floor: ns per dependent random read over a table as large
+ * as the 1M-key store (a pointer chase), measured in the same run so the
+ * figures above can be read against it. */
+static void
+memory_floor(size_t bytes)
+{
+	size_t n = bytes / sizeof(size_t);
+	size_t *next = malloc(n * sizeof(*next));
+	size_t *perm = malloc(n * sizeof(*perm));
+	uint64_t x = 88172645463325252ULL;
+
+	if (next == NULL || perm == NULL)
+		exit(1);
+	for (size_t i = 0; i < n; i++)
+		perm[i] = i;
+	for (size_t i = n - 1; i > 0; i--) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		size_t j = (size_t)(x % (i + 1)), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	for (size_t i = 0; i < n; i++)
+		next[perm[i]] = perm[(i + 1) % n];
+	size_t p = perm[0], steps = 2000000;
+	double t0 = now_ns();
+	for (size_t i = 0; i < steps; i++)
+		p = next[p];
+	double ns = (now_ns() - t0) / (double)steps;
+	printf("memory floor: %.1f ns per dependent random read over %zu MB (pointer chase; end %zu)\n",
+	       ns, bytes >> 20, p % 2);
+	free(next);
+	free(perm);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -105,5 +141,6 @@ main(int argc, char **argv)
 		run(strategies[s], many, 3, addrs);
 	}
 	free(addrs);
+	memory_floor((size_t)256 << 20);
 	return 0;
 }
