@@ -6,8 +6,10 @@
  *                                       decide a trace or access log
  *   rategate -V                         version
  *
- * The gateway modes (FastCGI authorizer, responder, CGI wrapper) arrive with
- * the gateway itself; until then running without a sub-command says so.
+ *   rategate -c FILE [-l LISTEN] [-j N] [-L LOGFILE]
+ *                                       serve as a FastCGI authorizer (fcgi.c)
+ *
+ * The responder and CGI wrapper modes are still to come.
  */
 #include "config.h"
 
@@ -16,19 +18,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fcgi.h"
 #include "fileio.h"
+#include "inspect.h"
 #include "replay.h"
 
 static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: rategate -t -c FILE\n"
+		"usage: rategate -c FILE [-l LISTEN] [-j N] [-L LOGFILE]\n"
+		"       rategate -t -c FILE\n"
 		"       rategate replay -c FILE [--summary] [LOG]\n"
 		"       rategate -V\n"
 		"\n"
 		"  -t            check FILE and everything it includes, print a summary\n"
 		"  -c FILE       the rule file\n"
+		"  (no -t)       serve as a FastCGI authorizer: on LISTEN, else on the\n"
+		"                socket inherited on fd 0 (lighttpd bin-path, spawn-fcgi),\n"
+		"                else on the rules' \"listen\"\n"
+		"  -l LISTEN     /path/to.sock, unix:/path/to.sock (mode 0660),\n"
+		"                127.0.0.1:PORT or [::1]:PORT\n"
+		"  -j N          worker threads (default 4)\n"
+		"  -L LOGFILE    append log lines to LOGFILE instead of standard error\n"
 		"  replay        decide each request of LOG (a trace or a combined\n"
 		"                access log; standard input when absent or \"-\") on\n"
 		"                a virtual clock and print: index, allow|deny, limit,\n"
@@ -127,14 +139,23 @@ main(int argc, char **argv)
 {
 	const char *conf = NULL;
 	int test = 0;
+	struct fcgi_options fo = { NULL, NULL, NULL, NULL };
 
 	if (argc > 1 && strcmp(argv[1], "replay") == 0)
 		return replay(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "inspect") == 0)
+		return inspect_main(argc - 1, argv + 1);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-t") == 0)
 			test = 1;
 		else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
 			conf = argv[++i];
+		else if (strcmp(argv[i], "-j") == 0 && i + 1 < argc)
+			fo.workers = argv[++i];
+		else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
+			fo.listen = argv[++i];
+		else if (strcmp(argv[i], "-L") == 0 && i + 1 < argc)
+			fo.log = argv[++i];
 		else if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
 			printf("rategate %s\n", PACKAGE_VERSION);
 			return 0;
@@ -153,6 +174,6 @@ main(int argc, char **argv)
 	}
 	if (test)
 		return check(conf);
-	fprintf(stderr, "rategate: the gateway modes are not built yet; use -t or replay\n");
-	return 2;
+	fo.rules = conf;
+	return fcgi_main(&fo);
 }

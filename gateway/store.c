@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "store.h"
+#include "store_shm.h"
 
 /* Keys the process-local store holds at most (about 170 bytes each). */
 #define MEMORY_MAX_KEYS (1u << 20)
@@ -14,7 +15,6 @@ int
 store_open(const struct rl_settings *s, uint64_t max_moving,
 	   struct rl_store *st, char *err, size_t errcap)
 {
-	(void)max_moving;
 	switch (s->storage.kind) {
 	case RL_STORAGE_MEMORY:
 		if (memstore_new(MEMORY_MAX_KEYS, st) != 0) {
@@ -23,9 +23,7 @@ store_open(const struct rl_settings *s, uint64_t max_moving,
 		}
 		return 0;
 	case RL_STORAGE_SHM:
-		snprintf(err, errcap, "storage %s: the shared-memory store is not built yet; use \"storage memory\"",
-			 s->storage.uri);
-		return -1;
+		return store_shm_open(s, max_moving, st, err, errcap);
 	case RL_STORAGE_REDIS:
 		snprintf(err, errcap, "storage %s: the Redis store is not built yet",
 			 s->storage.uri);

@@ -1,0 +1,69 @@
+/*
+ * fcgi.h - rategate as a FastCGI server (libfcgi, thread-safe API): the
+ * authorizer role now; the responder role answers 502 until the responder
+ * proxy is built.
+ *
+ * The socket, first match wins:
+ *   1. -l LISTEN on the command line;
+ *   2. an inherited listening socket on fd 0 (FCGI_LISTENSOCK_FILENO): how
+ *      lighttpd `bin-path`, mod_fcgid and spawn-fcgi start a FastCGI app;
+ *   3. the rule set's `listen` directive.
+ * LISTEN is a unix socket path ("/run/rategate.sock" or
+ * "unix:/run/rategate.sock"; created with mode 0660 so that only the owner
+ * and group -- the web server's -- can connect; a stale socket file left by
+ * a dead process is replaced, a live one is an error) or a numeric address
+ * and port ("127.0.0.1:9000", "[::1]:9000").  A TCP socket is reachable by
+ * every local user: prefer a unix socket, and set FCGI_WEB_SERVER_ADDRS
+ * (libfcgi) to restrict which peers may connect over IPv4.
+ *
+ * Requests are served by N threads (-j N, default FCGI_WORKERS_DEFAULT),
+ * each with its own FCGX_Request; they share the rule set (read-only) and
+ * the store (the process-local store behind a mutex).
+ *
+ * Signals: SIGTERM, SIGINT or SIGUSR1 stop accepting, let every request in
+ * flight finish (for at most FCGI_DRAIN_S seconds) and exit 0; SIGHUP is
+ * logged and ignored until reloading is built.
+ */
+#ifndef GATEWAY_FCGI_H
+#define GATEWAY_FCGI_H
+
+#include <stddef.h>
+
+#include "rules.h"
+
+#define FCGI_WORKERS_DEFAULT 4
+#define FCGI_WORKERS_MAX 256
+#define FCGI_DRAIN_S 10          /* wait for requests in flight at exit */
+#define FCGI_PARAMS_MAX (1u << 20) /* bytes of params copied per request */
+#define FCGI_BACKLOG 128
+
+struct fcgi_options {
+	const char *rules;      /* -c FILE */
+	const char *listen;     /* -l LISTEN, or NULL */
+	const char *workers;    /* -j N as typed, or NULL */
+	const char *log;        /* -L FILE, or NULL: standard error */
+};
+
+/* Load the rules, open the store and the socket, serve until a stop
+ * signal.  Returns the process exit status: 0 after a clean stop, 1 when
+ * something could not be set up (said on standard error), 2 for bad
+ * options. */
+int fcgi_main(const struct fcgi_options *o);
+
+/* The pieces of a request fcgi.c reads from the FastCGI params, exposed for
+ * tests.  path: REQUEST_URI up to '?' (an absolute-form URI loses its
+ * scheme and authority), or SCRIPT_NAME + PATH_INFO without REQUEST_URI;
+ * query: REQUEST_URI's query, else QUERY_STRING.  buf holds the
+ * concatenation when one is needed.  Returns 0, or -1 when there is no
+ * path at all. */
+struct fcgi_target {
+	const char *path;
+	size_t path_len;
+	const char *query;      /* NULL when none */
+	size_t query_len;
+};
+int fcgi_target(const char *request_uri, const char *script_name,
+		const char *path_info, const char *query_string,
+		char *buf, size_t cap, struct fcgi_target *t);
+
+#endif

@@ -1,0 +1,342 @@
+/*
+ * log.c - logfmt lines for denials and errors, written whole with one
+ * write(2) each so concurrent workers never interleave; client-supplied
+ * key values hashed, request text escaped and cut.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct log {
+	int fd;
+	int own;                /* close fd in log_free */
+	pthread_mutex_t mu;
+};
+
+void *
+log_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (q == NULL) {
+		static const char msg[] = "rategate: out of memory\n";
+		ssize_t w = write(2, msg, sizeof(msg) - 1);
+		(void)w;
+		abort();
+	}
+	return q;
+}
+
+struct log *
+log_new(const char *path, char *err, size_t errcap)
+{
+	struct log *l = log_xrealloc(NULL, sizeof(*l));
+
+	l->fd = 2;
+	l->own = 0;
+	if (path != NULL && strcmp(path, "-") != 0) {
+		l->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (l->fd < 0) {
+			snprintf(err, errcap, "log file %s: %s", path, strerror(errno));
+			free(l);
+			return NULL;
+		}
+		l->own = 1;
+	}
+	pthread_mutex_init(&l->mu, NULL);
+	return l;
+}
+
+void
+log_free(struct log *l)
+{
+	if (l == NULL)
+		return;
+	if (l->own)
+		close(l->fd);
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+}
+
+/* A line under construction; appends past the end are dropped (the line
+ * is cut, never overrun). */
+struct line {
+	char buf[LOG_LINE_MAX];
+	size_t len;
+};
+
+static void
+put(struct line *ln, const char *s, size_t n)
+{
+	size_t room = sizeof(ln->buf) - 1 - ln->len;   /* keep one for '\n' */
+
+	if (n > room)
+		n = room;
+	memcpy(ln->buf + ln->len, s, n);
+	ln->len += n;
+}
+
+static void
+puts_(struct line *ln, const char *s)
+{
+	put(ln, s, strlen(s));
+}
+
+static int
+needs_quotes(const char *s, size_t n)
+{
+	if (n == 0)
+		return 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c >= 0x7f)
+			return 1;
+	}
+	return 0;
+}
+
+/* " name=value", quoting and escaping value when needed; value cut at max
+ * bytes with "..." appended. */
+static void
+field(struct line *ln, const char *name, const char *v, size_t n, size_t max)
+{
+	static const char hex[] = "0123456789abcdef";
+	int cut = n > max;
+
+	if (cut)
+		n = max;
+	put(ln, " ", 1);
+	puts_(ln, name);
+	put(ln, "=", 1);
+	if (!cut && !needs_quotes(v, n)) {
+		put(ln, v, n);
+		return;
+	}
+	put(ln, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c == '"' || c == '\\') {
+			char e[2] = { '\\', (char)c };
+			put(ln, e, 2);
+		} else if (c == '\n') {
+			put(ln, "\\n", 2);
+		} else if (c == '\t') {
+			put(ln, "\\t", 2);
+		} else if (c < 0x20 || c == 0x7f) {
+			char e[4] = { '\\', 'x', hex[c >> 4], hex[c & 15] };
+			put(ln, e, 4);
+		} else {
+			/* bytes >= 0x80 pass: UTF-8 paths stay readable, and
+			 * they cannot end a line or a field */
+			put(ln, (const char *)&v[i], 1);
+		}
+	}
+	if (cut)
+		put(ln, "...", 3);
+	put(ln, "\"", 1);
+}
+
+static void
+field_s(struct line *ln, const char *name, const char *v)
+{
+	if (v == NULL)
+		v = "-";
+	field(ln, name, v, strlen(v), LOG_FIELD_MAX);
+}
+
+static void
+field_i64(struct line *ln, const char *name, int64_t v)
+{
+	char tmp[24];
+	int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+
+	field(ln, name, tmp, (size_t)n, sizeof(tmp));
+}
+
+static void
+start(struct line *ln, int64_t now_ms, enum log_level level, const char *event)
+{
+	static const char *const names[] = { "info", "warn", "error" };
+	time_t t = (time_t)(now_ms / 1000);
+	struct tm tm;
+	char ts[40];
+
+	if (gmtime_r(&t, &tm) == NULL)
+		memset(&tm, 0, sizeof(tm));
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
+	ln->len = 0;
+	puts_(ln, "time=");
+	puts_(ln, ts);
+	field_s(ln, "level", names[level]);
+	field_s(ln, "event", event);
+}
+
+static void
+emit(struct log *l, struct line *ln)
+{
+	size_t off = 0;
+
+	ln->buf[ln->len++] = '\n';
+	pthread_mutex_lock(&l->mu);
+	while (off < ln->len) {
+		ssize_t w = write(l->fd, ln->buf + off, ln->len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;          /* nowhere to report it: drop the line */
+		off += (size_t)w;
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+log_printf(struct log *l, enum log_level level, const char *event,
+	   const char *fmt, ...)
+{
+	struct line ln;
+	char msg[LOG_LINE_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	start(&ln, now_ms(), level, event);
+	field(&ln, "msg", msg, strlen(msg), sizeof(msg));
+	emit(l, &ln);
+}
+
+static uint64_t
+fnv1a(const char *s, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+void
+log_key(const char *key, char *out, size_t cap)
+{
+	size_t o = 0, max = cap - 4 < LOG_KEY_MAX ? cap - 4 : LOG_KEY_MAX;
+	const char *p = key;
+
+	/* Parts are joined by '+', and a value never holds '+' or '=':
+	 * rl_key_escape writes them as %2B and %3D. */
+	while (*p != '\0' && o < max) {
+		const char *end = strchr(p, '+');
+		size_t plen = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', plen);
+		int secret = plen >= 2 && p[1] == '.' &&
+			     (p[0] == 'h' || p[0] == 'c' || p[0] == 'q');
+		char part[64];
+		size_t n;
+
+		if (secret && eq != NULL) {
+			size_t nl = (size_t)(eq - p) + 1;
+			if (nl > 40)
+				nl = 40;
+			snprintf(part, sizeof(part), "%.*s#%016llx", (int)nl, p,
+				 (unsigned long long)fnv1a(eq + 1,
+							   plen - (size_t)(eq + 1 - p)));
+			n = strlen(part);
+			if (o + n > max)
+				n = max - o;
+			memcpy(out + o, part, n);
+		} else {
+			n = plen;
+			if (o + n > max)
+				n = max - o;
+			memcpy(out + o, p, n);
+		}
+		o += n;
+		if (end == NULL || o >= max)
+			break;
+		out[o++] = '+';
+		p = end + 1;
+	}
+	if (*p != '\0' && o >= max) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+}
+
+void
+log_decision(struct log *l, const struct log_request *r,
+	     const struct rl_decision *d, int status)
+{
+	const char *event;
+	enum log_level level = LOG_LEVEL_INFO;
+	struct line ln;
+	char key[LOG_KEY_MAX + 4];
+
+	switch (d->outcome) {
+	case RL_ALLOW:
+		if (!d->would_deny)
+			return;
+		event = "dry-run-deny";
+		break;
+	case RL_DENY:
+		event = "deny";
+		break;
+	case RL_DENY_KEY:
+		event = "deny-key";
+		break;
+	case RL_BAD_REQUEST:
+		event = "bad-request";
+		level = LOG_LEVEL_WARN;
+		break;
+	case RL_STORE_ERROR:
+	default:
+		event = "store-error";
+		level = LOG_LEVEL_ERROR;
+		break;
+	}
+	start(&ln, r->now_ms, level, event);
+	field_i64(&ln, "status", status);
+	field_s(&ln, "client", d->client);
+	log_key(d->key[0] ? d->key : "-", key, sizeof(key));
+	field(&ln, "key", key, strlen(key), sizeof(key));
+	field_s(&ln, "rule", d->rule ? d->rule->pattern.text : "-");
+	if (d->limit != NULL) {
+		static const char *const origins[] = { "rule", "default", "application" };
+		field_s(&ln, "origin", origins[d->origin]);
+		field_s(&ln, "limit", d->limit->text);
+		field_i64(&ln, "remaining", (int64_t)d->remaining);
+	}
+	if (r->path != NULL)
+		field(&ln, "path", r->path, r->path_len, LOG_FIELD_MAX);
+	else
+		field_s(&ln, "path", "-");
+	field(&ln, "method", r->method ? r->method : "-",
+	      r->method ? strlen(r->method) : 1, 16);
+	if (d->outcome == RL_DENY || d->would_deny)
+		field_i64(&ln, "retry_after", rl_retry_seconds(d->retry_ms));
+	if (d->error[0] != '\0')
+		field(&ln, "error", d->error, strlen(d->error), LOG_FIELD_MAX);
+	emit(l, &ln);
+}

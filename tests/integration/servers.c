@@ -1,0 +1,541 @@
+/*
+ * servers.c - start, probe and stop real servers for the integration
+ * tests; HTTP through libcurl.  See servers.h.
+ */
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "servers.h"
+
+char srv_dir[SRV_PATH_MAX];
+
+#define MAX_PROCS 16
+static pid_t procs[MAX_PROCS];
+static int nprocs;
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+void
+srv_setup(void)
+{
+	snprintf(srv_dir, sizeof(srv_dir), "/tmp/rategate-itest.XXXXXX");
+	cr_assert_not_null(mkdtemp(srv_dir), "mkdtemp: %s", strerror(errno));
+	cr_assert_eq(chmod(srv_dir, 0755), 0);
+	/* FastCGI apps spawned by a web server come back to us when the
+	 * server exits, so they are reaped (and checked) here. */
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	nprocs = 0;
+}
+
+static int
+rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* SIGKILL every process whose parent is this one (servers' orphans that
+ * did not stop, reparented to us as subreaper). */
+static void
+kill_children(void)
+{
+	char path[300], buf[512];
+	pid_t me = getpid();
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		int pid = atoi(e->d_name);
+		if (pid <= 1)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		const char *rp = strrchr(buf, ')');
+		int ppid = 0;
+		if (rp != NULL && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == me)
+			kill(pid, SIGKILL);
+	}
+	closedir(d);
+}
+
+void
+srv_cleanup(void)
+{
+	for (int i = nprocs - 1; i >= 0; i--)
+		if (procs[i] > 0)
+			srv_stop(procs[i], 5);
+	nprocs = 0;
+	/* Anything left in our process groups or reparented to us. */
+	int st[8];
+	srv_reap_orphans(st, 8, 0.5);
+	kill_children();
+	srv_reap_orphans(st, 8, 0.5);
+	if (srv_dir[0] != '\0' && getenv("RATEGATE_KEEP_TESTDIR") == NULL)
+		nftw(srv_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *
+srv_path(const char *rel)
+{
+	static char bufs[8][SRV_PATH_MAX];
+	static int next;
+	char *b = bufs[next++ % 8];
+
+	snprintf(b, SRV_PATH_MAX, "%s/%s", srv_dir, rel);
+	return b;
+}
+
+const char *
+srv_srcdir(void)
+{
+	const char *s = getenv("top_srcdir");
+	return s ? s : ".";
+}
+
+const char *
+srv_builddir(void)
+{
+	const char *s = getenv("top_builddir");
+	return s ? s : ".";
+}
+
+const char *
+srv_rategate(void)
+{
+	static char path[SRV_PATH_MAX];
+	char rel[SRV_PATH_MAX];
+
+	snprintf(rel, sizeof(rel), "%s/rategate", srv_builddir());
+	cr_assert_not_null(realpath(rel, path),
+			   "the built rategate is not at %s (run the tests with make check, which sets top_builddir)",
+			   rel);
+	cr_assert_eq(access(path, X_OK), 0, "%s is not executable", path);
+	return path;
+}
+
+const char *
+srv_need(const char *binary, const char *package)
+{
+	static char found[4][SRV_PATH_MAX];
+	static int next;
+	static const char *const dirs[] = { "/usr/sbin", "/usr/bin", "/sbin",
+					    "/bin", "/usr/local/sbin",
+					    "/usr/local/bin" };
+	char *b = found[next++ % 4];
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		snprintf(b, SRV_PATH_MAX, "%s/%s", dirs[i], binary);
+		if (access(b, X_OK) == 0)
+			return b;
+	}
+	cr_assert_fail("%s not found: install the Debian package %s (apt-get install %s; it is listed in tests/debian-packages)",
+		       binary, package, package);
+	return NULL;
+}
+
+int
+srv_free_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+		  getsockname(fd, (struct sockaddr *)&sa, &len) == 0,
+		  "cannot find a free port: %s", strerror(errno));
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+void
+srv_write(const char *rel, const char *text, int mode)
+{
+	const char *p = srv_path(rel);
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, mode);
+	size_t len = strlen(text);
+
+	cr_assert(fd >= 0, "cannot create %s: %s", p, strerror(errno));
+	cr_assert_eq(write(fd, text, len), (ssize_t)len, "write %s", p);
+	close(fd);
+	cr_assert_eq(chmod(p, (mode_t)mode), 0);
+}
+
+char *
+srv_read(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0;
+
+	if (f == NULL)
+		return NULL;
+	FILE *m = open_memstream(&buf, &len);
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		fwrite(chunk, 1, n, m);
+	fclose(f);
+	fclose(m);
+	return buf;
+}
+
+int
+srv_count_lines(const char *path)
+{
+	char *s = srv_read(path);
+	int n = 0;
+
+	if (s == NULL)
+		return 0;
+	for (char *p = s; *p; p++)
+		n += *p == '\n';
+	free(s);
+	return n;
+}
+
+char *
+srv_subst(const char *text, const char *const *pairs)
+{
+	char *cur = strdup(text);
+
+	for (size_t i = 0; pairs[i] != NULL; i += 2) {
+		const char *k = pairs[i], *v = pairs[i + 1];
+		cr_assert_not_null(strstr(cur, k), "template has no %s", k);
+		char *out = NULL;
+		size_t olen = 0;
+		FILE *m = open_memstream(&out, &olen);
+		const char *p = cur, *hit;
+		while ((hit = strstr(p, k)) != NULL) {
+			fwrite(p, 1, (size_t)(hit - p), m);
+			fputs(v, m);
+			p = hit + strlen(k);
+		}
+		fputs(p, m);
+		fclose(m);
+		free(cur);
+		cur = out;
+	}
+	return cur;
+}
+
+char *
+srv_set_line(const char *text, const char *prefix, const char *line)
+{
+	char *out = NULL;
+	size_t olen = 0;
+	FILE *m = open_memstream(&out, &olen);
+	const char *p = text;
+	int found = 0;
+
+	while (*p != '\0') {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		if (strncmp(p, prefix, strlen(prefix)) == 0) {
+			fputs(line, m);
+			found = 1;
+		} else {
+			fwrite(p, 1, len, m);
+		}
+		fputc('\n', m);
+		p += len + (nl ? 1 : 0);
+	}
+	fclose(m);
+	cr_assert(found, "no line starts with \"%s\"", prefix);
+	return out;
+}
+
+pid_t
+srv_spawn(char *const argv[], const char *out_path)
+{
+	cr_assert_lt(nprocs, MAX_PROCS);
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY);
+		int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		setpgid(0, 0);
+		if (in < 0 || out < 0)
+			_exit(126);
+		dup2(in, 0);
+		dup2(out, 1);
+		dup2(out, 2);
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
+		execv(argv[0], argv);
+		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	setpgid(pid, pid);
+	procs[nprocs++] = pid;
+	return pid;
+}
+
+static int
+can_connect(int port, const char *unix_path)
+{
+	int fd, ok;
+
+	if (port > 0) {
+		struct sockaddr_in sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sin_family = AF_INET;
+		sa.sin_port = htons((uint16_t)port);
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	} else {
+		struct sockaddr_un su;
+		memset(&su, 0, sizeof(su));
+		su.sun_family = AF_UNIX;
+		snprintf(su.sun_path, sizeof(su.sun_path), "%s", unix_path);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		ok = connect(fd, (struct sockaddr *)&su, sizeof(su)) == 0;
+	}
+	close(fd);
+	return ok;
+}
+
+void
+srv_wait_ready(pid_t pid, int port, const char *unix_path,
+	       const char *log_path, double timeout_s)
+{
+	double end = now_s() + timeout_s;
+
+	for (;;) {
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			for (int i = 0; i < nprocs; i++)
+				if (procs[i] == pid)
+					procs[i] = 0;
+			char *log = srv_read(log_path);
+			cr_assert_fail("server %d exited (status %d) before it was ready; %s:\n%s",
+				       (int)pid, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+				       log_path, log ? log : "(empty)");
+		}
+		if (can_connect(port, unix_path))
+			return;
+		if (now_s() > end) {
+			char *log = srv_read(log_path);
+			cr_assert_fail("server %d not ready on %s%d after %.0f s; %s:\n%s",
+				       (int)pid, port ? "port " : unix_path, port,
+				       timeout_s, log_path, log ? log : "(empty)");
+		}
+		sleep_ms(20);
+	}
+}
+
+static int
+decode(int st)
+{
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int
+srv_stop(pid_t pid, double timeout_s)
+{
+	int st = 0;
+	double end = now_s() + timeout_s;
+
+	for (int i = 0; i < nprocs; i++)
+		if (procs[i] == pid)
+			procs[i] = 0;
+	if (kill(pid, SIGTERM) != 0)
+		return waitpid(pid, &st, WNOHANG) == pid ? decode(st) : -1;
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			break;
+		if (r < 0)
+			return -1;
+		if (now_s() > end) {
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			break;
+		}
+		sleep_ms(10);
+	}
+	/* Whatever it left in its process group (it should have stopped its
+	 * own children) is not ours to keep. */
+	return decode(st);
+}
+
+int
+srv_reap_orphans(int *statuses, int max, double timeout_s)
+{
+	double end = now_s() + timeout_s;
+	int n = 0;
+
+	while (n < max) {
+		int st;
+		pid_t r = waitpid(-1, &st, WNOHANG);
+		if (r > 0) {
+			statuses[n++] = decode(st);
+			continue;
+		}
+		if (r < 0 || now_s() > end)
+			break;  /* no children left, or time is up */
+		sleep_ms(10);
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* HTTP                                                                */
+
+struct sink {
+	char *buf;
+	size_t len;
+};
+
+static size_t
+collect(char *p, size_t size, size_t n, void *arg)
+{
+	struct sink *s = arg;
+	size_t len = size * n;
+
+	s->buf = realloc(s->buf, s->len + len + 1);
+	memcpy(s->buf + s->len, p, len);
+	s->len += len;
+	s->buf[s->len] = '\0';
+	return len;
+}
+
+void
+srv_http(const char *method, const char *url, const char *const *hdrs,
+	 struct srv_resp *r)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *list = NULL;
+	struct sink h = { NULL, 0 }, b = { NULL, 0 };
+	char errbuf[CURL_ERROR_SIZE] = "";
+
+	memset(r, 0, sizeof(*r));
+	cr_assert_not_null(c);
+	for (size_t i = 0; hdrs != NULL && hdrs[i] != NULL; i++)
+		list = curl_slist_append(list, hdrs[i]);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");         /* never a proxy from the environment */
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	if (method != NULL && strcmp(method, "POST") == 0) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "a=1&b=2");
+	} else if (method != NULL && strcmp(method, "GET") != 0) {
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	}
+	CURLcode rc = curl_easy_perform(c);
+	curl_slist_free_all(list);
+	cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method ? method : "GET", url,
+		     errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_easy_cleanup(c);
+	r->headers = h.buf ? h.buf : strdup("");
+	r->body = b.buf ? b.buf : strdup("");
+	r->body_len = b.len;
+	size_t sl = strcspn(r->headers, "\r\n");
+	if (sl >= sizeof(r->status_line))
+		sl = sizeof(r->status_line) - 1;
+	memcpy(r->status_line, r->headers, sl);
+	r->status_line[sl] = '\0';
+}
+
+const char *
+srv_header(const struct srv_resp *r, const char *name, char *buf, size_t cap)
+{
+	size_t nl = strlen(name);
+	const char *p = r->headers;
+
+	while (p != NULL && *p != '\0') {
+		if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+			const char *v = p + nl + 1;
+			while (*v == ' ' || *v == '\t')
+				v++;
+			size_t len = strcspn(v, "\r\n");
+			while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+				len--;
+			snprintf(buf, cap, "%.*s", (int)len, v);
+			return buf;
+		}
+		p = strchr(p, '\n');
+		if (p != NULL)
+			p++;
+	}
+	return NULL;
+}
+
+int
+srv_header_count(const struct srv_resp *r, const char *name)
+{
+	size_t nl = strlen(name);
+	const char *p = r->headers;
+	int n = 0;
+
+	while (p != NULL && *p != '\0') {
+		if (strncasecmp(p, name, nl) == 0 && p[nl] == ':')
+			n++;
+		p = strchr(p, '\n');
+		if (p != NULL)
+			p++;
+	}
+	return n;
+}
+
+void
+srv_resp_free(struct srv_resp *r)
+{
+	free(r->headers);
+	free(r->body);
+	r->headers = r->body = NULL;
+}

@@ -1,0 +1,377 @@
+/*
+ * test_lighttpd_authz.c - rategate as a FastCGI authorizer behind a real
+ * lighttpd (mod_fastcgi "mode" => "authorizer"), both spawned by lighttpd
+ * through bin-path (examples/lighttpd-authorizer.conf, run with its var.*
+ * values replaced) and started on its own unix socket by the test.
+ *
+ * Allowed requests reach a static file and a CGI script that sees the
+ * authorizer's Variable-* as environment variables; denied ones get exactly
+ * rategate's 429 (Retry-After, X-RateLimit-*, Cache-Control, the rule's
+ * message, or JSON when asked for), and the protected script, which counts
+ * its runs in a file, is not run.  X-Forwarded-For cannot pick the key
+ * with trusted-proxies 0, nor with 1 by writing anything left of the hop
+ * the proxy added.  Stopping lighttpd stops rategate with exit status 0.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "servers.h"
+
+/* A CGI script that counts its runs and prints what the authorizer told
+ * it.  @COUNT@ is the counter file. */
+static const char count_cgi[] =
+	"#!/bin/sh\n"
+	"echo run >> '@COUNT@'\n"
+	"printf 'Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n'\n"
+	"echo \"RL_CLIENT=${RL_CLIENT-unset}\"\n"
+	"echo \"RL_KEY=${RL_KEY-unset}\"\n"
+	"echo \"RL_RULE=${RL_RULE-unset}\"\n"
+	"echo \"RL_LIMIT=${RL_LIMIT-unset}\"\n"
+	"echo \"RL_REMAINING=${RL_REMAINING-unset}\"\n";
+
+static const char rules_a[] =
+	"# lighttpd integration test, trusted-proxies 0\n"
+	"storage      memory\n"
+	"headers      on\n"
+	"message      \"Too many requests (site)\"\n"
+	"/static.txt      3/minute  message=\"static: slow down\"\n"
+	"/cgi/count.cgi   2/minute  message=\"count.cgi: slow down\"\n"
+	"/json.txt        1/minute  message=\"json: \\\"slow\\\" down\"\n"
+	"/xff/**          1/minute  message=\"xff: slow down\"\n";
+
+static const char rules_b[] =
+	"# lighttpd integration test, one trusted proxy\n"
+	"storage          memory\n"
+	"headers          on\n"
+	"trusted-proxies  1\n"
+	"/xff/**          1/minute  message=\"xff: slow down\"\n";
+
+/* The own-socket set-up: lighttpd connects to a rategate it did not
+ * start. */
+static const char lighttpd_socket_conf[] =
+	"server.document-root = \"@DIR@/docroot\"\n"
+	"server.bind          = \"127.0.0.1\"\n"
+	"server.port          = @PORT@\n"
+	"server.pid-file      = \"@DIR@/lighttpd.pid\"\n"
+	"server.errorlog      = \"@DIR@/lighttpd-error.log\"\n"
+	"server.modules       = ( \"mod_fastcgi\", \"mod_cgi\" )\n"
+	"mimetype.assign      = ( \".txt\" => \"text/plain\" )\n"
+	"cgi.assign           = ( \".cgi\" => \"\" )\n"
+	"fastcgi.server = ( \"/\" => ( ( \"mode\" => \"authorizer\",\n"
+	"    \"socket\" => \"@DIR@/rg.sock\", \"check-local\" => \"disable\" ) ) )\n";
+
+static int port;
+static pid_t lighttpd;
+static char base[64];
+
+static void
+setup(void)
+{
+	srv_setup();
+	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
+	cr_assert_eq(mkdir(srv_path("docroot/cgi"), 0755), 0);
+	cr_assert_eq(mkdir(srv_path("docroot/xff"), 0755), 0);
+	srv_write("docroot/static.txt", "static file content\n", 0644);
+	srv_write("docroot/json.txt", "{\"ok\":true}\n", 0644);
+	const char *cnt[] = { "@COUNT@", srv_path("count"), NULL };
+	char *cgi = srv_subst(count_cgi, cnt);
+	srv_write("docroot/cgi/count.cgi", cgi, 0755);
+	srv_write("docroot/xff/env.cgi", cgi, 0755);
+	free(cgi);
+}
+
+static void
+teardown(void)
+{
+	srv_cleanup();
+}
+
+/* lighttpd from examples/lighttpd-authorizer.conf, spawning rategate with
+ * rules. */
+static void
+start_example(const char *rules)
+{
+	char path[SRV_PATH_MAX], line[SRV_PATH_MAX + 64];
+	const char *lighttpd_bin = srv_need("lighttpd", "lighttpd");
+
+	srv_write("site.rules", rules, 0644);
+	snprintf(path, sizeof(path), "%s/examples/lighttpd-authorizer.conf", srv_srcdir());
+	char *conf = srv_read(path);
+	cr_assert_not_null(conf, "cannot read %s", path);
+	port = srv_free_port();
+	struct { const char *key; char val[SRV_PATH_MAX + 32]; } set[5] = {
+		{ "var.rategate ", "" }, { "var.rategate_rules ", "" },
+		{ "var.state_dir ", "" }, { "var.docroot ", "" }, { "var.port ", "" },
+	};
+	snprintf(set[0].val, sizeof(set[0].val), "\"%s\"", srv_rategate());
+	snprintf(set[1].val, sizeof(set[1].val), "\"%s\"", srv_path("site.rules"));
+	snprintf(set[2].val, sizeof(set[2].val), "\"%s\"", srv_dir);
+	snprintf(set[3].val, sizeof(set[3].val), "\"%s\"", srv_path("docroot"));
+	snprintf(set[4].val, sizeof(set[4].val), "%d", port);
+	for (int i = 0; i < 5; i++) {
+		snprintf(line, sizeof(line), "%s= %s", set[i].key, set[i].val);
+		char *next = srv_set_line(conf, set[i].key, line);
+		free(conf);
+		conf = next;
+	}
+	srv_write("lighttpd.conf", conf, 0644);
+	free(conf);
+
+	char *argv[] = { (char *)lighttpd_bin, "-D", "-f",
+			 (char *)srv_path("lighttpd.conf"), NULL };
+	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
+	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+}
+
+static struct srv_resp
+get(const char *path, const char *h1, const char *h2)
+{
+	char url[SRV_PATH_MAX];
+	const char *hdrs[] = { h1, h2, NULL };
+	struct srv_resp r;
+
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	srv_http("GET", url, hdrs, &r);
+	return r;
+}
+
+/* lighttpd's error log, then rategate's (server.breakagelog in the
+ * example, -L in the own-socket set-up) and lighttpd's stderr. */
+static const char *
+errlog(void)
+{
+	static char *s;
+	char *a = srv_read(srv_path("lighttpd-error.log"));
+	char *b = srv_read(srv_path("rategate.log"));
+	char *c = srv_read(srv_path("lighttpd.out"));
+
+	free(s);
+	if (asprintf(&s, "--- lighttpd error log:\n%s--- rategate log:\n%s--- lighttpd stderr:\n%s",
+		     a ? a : "", b ? b : "", c ? c : "") < 0)
+		s = NULL;
+	free(a);
+	free(b);
+	free(c);
+	return s ? s : "";
+}
+
+/* Exactly rategate's 429 for limit "N/minute" and message. */
+static void
+expect_429(const struct srv_resp *r, const char *limit_count, const char *body)
+{
+	char v[256];
+
+	cr_assert_str_eq(r->status_line, "HTTP/1.1 429 Too Many Requests",
+			 "status line; lighttpd error log:\n%s", errlog());
+	cr_assert_not_null(srv_header(r, "Retry-After", v, sizeof(v)));
+	int ra = atoi(v);
+	cr_expect(ra >= 1 && ra <= 60, "Retry-After %s", v);
+	cr_expect_str_eq(srv_header(r, "X-RateLimit-Limit", v, sizeof(v)), limit_count);
+	cr_expect_str_eq(srv_header(r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
+	cr_assert_not_null(srv_header(r, "X-RateLimit-Reset", v, sizeof(v)));
+	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
+	cr_expect_str_eq(srv_header(r, "Cache-Control", v, sizeof(v)), "no-store");
+	cr_expect_str_eq(srv_header(r, "Content-Type", v, sizeof(v)),
+			 "text/plain; charset=utf-8");
+	cr_expect_str_eq(r->body, body);
+}
+
+Test(lighttpd_authz, example_allows_static_and_cgi_with_variables,
+     .init = setup, .fini = teardown, .timeout = 20)
+{
+	start_example(rules_a);
+
+	struct srv_resp r = get("/static.txt", NULL, NULL);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	cr_expect_str_eq(r.body, "static file content\n");
+	/* lighttpd drops an allowing authorizer's headers */
+	cr_expect_eq(srv_header_count(&r, "X-RateLimit-Limit"), 0);
+	srv_resp_free(&r);
+
+	r = get("/cgi/count.cgi", NULL, NULL);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	cr_expect_str_eq(r.body,
+			 "RL_CLIENT=127.0.0.1\n"
+			 "RL_KEY=addr=127.0.0.1\n"
+			 "RL_RULE=/cgi/count.cgi\n"
+			 "RL_LIMIT=2/minute\n"
+			 "RL_REMAINING=1\n");
+	srv_resp_free(&r);
+	cr_expect_eq(srv_count_lines(srv_path("count")), 1);
+}
+
+Test(lighttpd_authz, denied_request_gets_429_and_never_runs_the_script,
+     .init = setup, .fini = teardown, .timeout = 20)
+{
+	start_example(rules_a);
+
+	for (int i = 0; i < 2; i++) {
+		struct srv_resp r = get("/cgi/count.cgi", NULL, NULL);
+		cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+		srv_resp_free(&r);
+	}
+	cr_assert_eq(srv_count_lines(srv_path("count")), 2);
+
+	struct srv_resp r = get("/cgi/count.cgi", NULL, NULL);
+	expect_429(&r, "2", "count.cgi: slow down\n");
+	srv_resp_free(&r);
+
+	/* Other spellings of the path are the same budget. */
+	r = get("/cgi//./count.cgi", NULL, NULL);
+	expect_429(&r, "2", "count.cgi: slow down\n");
+	srv_resp_free(&r);
+
+	char url[SRV_PATH_MAX];
+	snprintf(url, sizeof(url), "%s/cgi/count.cgi", base);
+	srv_http("POST", url, NULL, &r);
+	expect_429(&r, "2", "count.cgi: slow down\n");
+	srv_resp_free(&r);
+	cr_expect_eq(srv_count_lines(srv_path("count")), 2,
+		     "the protected script ran after a denial");
+
+	/* The static file has its own budget: 3 allowed, then 429. */
+	for (int i = 0; i < 3; i++) {
+		r = get("/static.txt", NULL, NULL);
+		cr_expect_eq(r.status, 200);
+		srv_resp_free(&r);
+	}
+	r = get("/static.txt", NULL, NULL);
+	expect_429(&r, "3", "static: slow down\n");
+	srv_resp_free(&r);
+
+	/* The denials are in server.breakagelog (rategate's stderr). */
+	cr_expect_not_null(strstr(errlog(), "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/cgi/count.cgi origin=rule limit=2/minute remaining=0 path=/cgi/count.cgi method=GET retry_after="),
+			   "log:\n%s", errlog());
+	cr_expect_not_null(strstr(errlog(), "path=/cgi/count.cgi method=POST"),
+			   "log:\n%s", errlog());
+
+	/* Stopping lighttpd stops rategate, cleanly. */
+	/* (lighttpd's own exit status after SIGTERM varies, 0 or 1: not
+	 * ours to check.) */
+	srv_stop(lighttpd, 10);
+	int st[4];
+	int n = srv_reap_orphans(st, 4, 10);
+	cr_assert_eq(n, 1, "rategate did not exit with lighttpd");
+	cr_expect_eq(st[0], 0, "rategate exit status %d; log:\n%s", st[0], errlog());
+	cr_expect_null(strstr(errlog(), "Sanitizer"), "log:\n%s", errlog());
+}
+
+Test(lighttpd_authz, json_body_when_the_client_prefers_json,
+     .init = setup, .fini = teardown, .timeout = 20)
+{
+	char v[64], want[256];
+
+	start_example(rules_a);
+	struct srv_resp r = get("/json.txt", "Accept: application/json", NULL);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	srv_resp_free(&r);
+
+	r = get("/json.txt", "Accept: text/html, application/json;q=0.9, */*;q=0.1", NULL);
+	cr_assert_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests");
+	cr_expect_str_eq(srv_header(&r, "Content-Type", v, sizeof(v)), "application/json");
+	cr_assert_not_null(srv_header(&r, "Retry-After", v, sizeof(v)));
+	snprintf(want, sizeof(want),
+		 "{\"error\":\"rate_limited\",\"message\":\"json: \\\"slow\\\" down\",\"retry_after\":%s,\"limit\":\"1/minute\"}\n",
+		 v);
+	cr_expect_str_eq(r.body, want);
+	srv_resp_free(&r);
+
+	/* q-values count, not order: JSON at q=0.1 loses to text/plain. */
+	r = get("/json.txt", "Accept: application/json;q=0.1, text/plain", NULL);
+	cr_expect_str_eq(srv_header(&r, "Content-Type", v, sizeof(v)),
+			 "text/plain; charset=utf-8");
+	cr_expect_str_eq(r.body, "json: \"slow\" down\n");
+	srv_resp_free(&r);
+}
+
+Test(lighttpd_authz, forwarded_for_cannot_pick_the_key_without_trusted_proxies,
+     .init = setup, .fini = teardown, .timeout = 20)
+{
+	start_example(rules_a);
+
+	struct srv_resp r = get("/xff/env.cgi", "X-Forwarded-For: 203.0.113.9", NULL);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	cr_expect_not_null(strstr(r.body, "RL_CLIENT=127.0.0.1\n"), "%s", r.body);
+	srv_resp_free(&r);
+
+	/* A new X-Forwarded-For value is no new budget. */
+	r = get("/xff/env.cgi", "X-Forwarded-For: 198.51.100.1", NULL);
+	expect_429(&r, "1", "xff: slow down\n");
+	srv_resp_free(&r);
+	r = get("/xff/env.cgi", "X-Forwarded-For: 198.51.100.2, 198.51.100.3", NULL);
+	expect_429(&r, "1", "xff: slow down\n");
+	srv_resp_free(&r);
+	cr_expect_eq(srv_count_lines(srv_path("count")), 1);
+}
+
+Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
+     .init = setup, .fini = teardown, .timeout = 20)
+{
+	const char *lighttpd_bin = srv_need("lighttpd", "lighttpd");
+	char portbuf[16];
+	struct stat sb;
+
+	srv_write("site.rules", rules_b, 0644);
+	port = srv_free_port();
+	snprintf(portbuf, sizeof(portbuf), "%d", port);
+	const char *pairs[] = { "@DIR@", srv_dir, "@PORT@", portbuf, NULL };
+	char *conf = srv_subst(lighttpd_socket_conf, pairs);
+	srv_write("lighttpd.conf", conf, 0644);
+	free(conf);
+
+	char sock[SRV_PATH_MAX];
+	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
+	char *rg_argv[] = { (char *)srv_rategate(), "-c", (char *)srv_path("site.rules"),
+			    "-l", sock, "-j", "2", "-L", (char *)srv_path("rategate.log"),
+			    NULL };
+	pid_t rg = srv_spawn(rg_argv, srv_path("rategate.out"));
+	srv_wait_ready(rg, 0, srv_path("rg.sock"), srv_path("rategate.out"), 10);
+	cr_assert_eq(stat(srv_path("rg.sock"), &sb), 0);
+	cr_expect_eq(sb.st_mode & 0777, 0660, "socket mode %o", sb.st_mode & 0777);
+
+	char *argv[] = { (char *)lighttpd_bin, "-D", "-f",
+			 (char *)srv_path("lighttpd.conf"), NULL };
+	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
+	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+
+	/* The client is the hop our one trusted proxy appended. */
+	struct srv_resp r = get("/xff/env.cgi", "X-Forwarded-For: 203.0.113.9, 10.0.0.1", NULL);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	cr_expect_not_null(strstr(r.body, "RL_CLIENT=10.0.0.1\n"), "%s", r.body);
+	srv_resp_free(&r);
+
+	/* Whatever the client writes left of it changes nothing. */
+	r = get("/xff/env.cgi", "X-Forwarded-For: 192.0.2.77, 10.0.0.1", NULL);
+	expect_429(&r, "1", "xff: slow down\n");
+	srv_resp_free(&r);
+	r = get("/xff/env.cgi", "X-Forwarded-For: 192.0.2.78", "X-Forwarded-For: 10.0.0.1");
+	expect_429(&r, "1", "xff: slow down\n");
+	srv_resp_free(&r);
+
+	/* Another client behind the proxy has its own budget. */
+	r = get("/xff/env.cgi", "X-Forwarded-For: 10.0.0.2", NULL);
+	cr_expect_eq(r.status, 200);
+	cr_expect_not_null(strstr(r.body, "RL_CLIENT=10.0.0.2\n"), "%s", r.body);
+	srv_resp_free(&r);
+	cr_expect_eq(srv_count_lines(srv_path("count")), 2);
+
+	srv_stop(lighttpd, 10);
+	/* SIGTERM: rategate finishes and exits 0, removing its socket. */
+	cr_expect_eq(srv_stop(rg, 10), 0);
+	cr_expect_neq(stat(srv_path("rg.sock"), &sb), 0, "socket file left behind");
+
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_assert_not_null(log);
+	cr_expect_not_null(strstr(log, "event=deny status=429 client=10.0.0.1 key=\"addr=10.0.0.1\" rule=/xff/** origin=rule limit=1/minute remaining=0 path=/xff/env.cgi method=GET retry_after="),
+			   "log:\n%s", log);
+	cr_expect_not_null(strstr(log, "event=stop"), "log:\n%s", log);
+	free(log);
+	char *out = srv_read(srv_path("rategate.out"));
+	cr_expect(out == NULL || strstr(out, "Sanitizer") == NULL, "stderr:\n%s", out);
+	free(out);
+}

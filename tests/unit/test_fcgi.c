@@ -1,0 +1,61 @@
+/*
+ * test_fcgi.c - gateway/fcgi.c: the request path and query read from the
+ * FastCGI params (REQUEST_URI, or SCRIPT_NAME + PATH_INFO and QUERY_STRING
+ * without it).  The server itself is exercised by the integration tests.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "fcgi.h"
+
+struct tcase {
+	const char *uri, *script, *info, *qs;
+	int ret;
+	const char *path, *query;       /* query NULL: none */
+	int line;
+};
+
+Test(fcgi, target)
+{
+	static const struct tcase cases[] = {
+		{ "/a/b?x=1", NULL, NULL, "y=2", 0, "/a/b", "x=1", __LINE__ },
+		{ "/a/b", NULL, NULL, "y=2", 0, "/a/b", NULL, __LINE__ },
+		{ "/a/b?", NULL, NULL, NULL, 0, "/a/b", "", __LINE__ },
+		{ "/a?b?c", NULL, NULL, NULL, 0, "/a", "b?c", __LINE__ },
+		/* nginx auth_request: QUERY_STRING empty, REQUEST_URI original */
+		{ "/na/static.txt?a=1", "/_rl", NULL, "", 0, "/na/static.txt", "a=1", __LINE__ },
+		{ "http://example.com/x/y?q", NULL, NULL, NULL, 0, "/x/y", "q", __LINE__ },
+		{ "HTTPS://example.com", NULL, NULL, NULL, 0, "/", NULL, __LINE__ },
+		{ "http://example.com?z", NULL, NULL, NULL, 0, "/", "z", __LINE__ },
+		{ NULL, "/app/p", "/extra", "k=v", 0, "/app/p/extra", "k=v", __LINE__ },
+		{ "", "/app/p", NULL, "", 0, "/app/p", NULL, __LINE__ },
+		{ NULL, NULL, "/only-info", NULL, 0, "/only-info", NULL, __LINE__ },
+		{ NULL, NULL, NULL, "k=v", -1, NULL, NULL, __LINE__ },
+	};
+	char buf[64];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct tcase *c = &cases[i];
+		struct fcgi_target t;
+		int r = fcgi_target(c->uri, c->script, c->info, c->qs, buf,
+				    sizeof(buf), &t);
+		cr_expect_eq(r, c->ret, "line %d", c->line);
+		if (r != 0)
+			continue;
+		cr_expect_eq(t.path_len, strlen(c->path), "line %d", c->line);
+		cr_expect_eq(strncmp(t.path, c->path, t.path_len), 0, "line %d: %.*s",
+			     c->line, (int)t.path_len, t.path);
+		if (c->query == NULL) {
+			cr_expect_null(t.query, "line %d", c->line);
+		} else {
+			cr_expect_not_null(t.query, "line %d", c->line);
+			if (t.query)
+				cr_expect_eq(strncmp(t.query, c->query, t.query_len), 0,
+					     "line %d", c->line);
+			cr_expect_eq(t.query_len, strlen(c->query), "line %d", c->line);
+		}
+	}
+	/* SCRIPT_NAME + PATH_INFO longer than the buffer: no path. */
+	struct fcgi_target t;
+	cr_expect_eq(fcgi_target(NULL, "/aaaaaaaa", "/bbbbbbbb", NULL, buf, 10, &t), -1);
+}

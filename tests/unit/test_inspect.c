@@ -1,0 +1,250 @@
+/*
+ * test_inspect.c - `rategate inspect` (gateway/inspect.c) on a store filled
+ * through the real engine: the ranking tables, a client's counters, reset
+ * of a ban, the statistics, and the usage and store errors, each with its
+ * exact output.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "inspect.h"
+#include "rules.h"
+#include "store.h"
+#include "store_shm.h"
+
+#define T0 1700000000000LL
+
+static char dir[64], store_path[128], rules_path[128];
+static char *out_text, *err_text;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/rg-inspect-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(store_path, sizeof(store_path), "%s/store", dir);
+	snprintf(rules_path, sizeof(rules_path), "%s/site.rules", dir);
+}
+
+static void teardown(void)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[512];
+
+	free(out_text);
+	free(err_text);
+	out_text = err_text = NULL;
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+TestSuite(inspect, .init = setup, .fini = teardown);
+
+/* Runs inspect with the arguments (NULL-terminated); its output and
+ * errors land in out_text and err_text. */
+static int run(const char *a0, ...)
+{
+	char *argv[16];
+	int argc = 0, rc;
+	size_t ol, el;
+	FILE *out, *err;
+	va_list ap;
+
+	argv[argc++] = (char *)"inspect";
+	va_start(ap, a0);
+	for (const char *a = a0; a && argc < 15; a = va_arg(ap, const char *))
+		argv[argc++] = (char *)a;
+	va_end(ap);
+	argv[argc] = NULL;
+	free(out_text);
+	free(err_text);
+	out = open_memstream(&out_text, &ol);
+	err = open_memstream(&err_text, &el);
+	rc = inspect_run(argc, argv, out, err);
+	fclose(out);
+	fclose(err);
+	return rc;
+}
+
+/* The site's rules, and traffic through rl_decide on its shm store:
+ * 192.0.2.7 posts /login 7 times (5 allowed), 192.0.2.8 twice. */
+static void fill(void)
+{
+	char text[512];
+	struct rl_report rep;
+	struct rl_ruleset *rs;
+	struct rl_store st;
+	struct rl_decision d;
+	char err[512];
+	FILE *f;
+
+	snprintf(text, sizeof(text),
+		 "storage shm:%s?size=1M\n"
+		 "application 100/hour\n"
+		 "/login 5/minute\n", store_path);
+	f = fopen(rules_path, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+	rs = rl_ruleset_parse("site.rules", text, strlen(text), NULL, &rep);
+	cr_assert_not_null(rs);
+	rl_report_free(&rep);
+	cr_assert_eq(store_open(rl_ruleset_settings(rs),
+				rl_ruleset_max_moving(rs), &st, err,
+				sizeof(err)), 0, "%s", err);
+	for (int i = 0; i < 9; i++) {
+		const char *addr = i < 7 ? "192.0.2.7" : "192.0.2.8";
+		struct rl_request req = {
+			.method = "POST", .path = "/login", .path_len = 6,
+			.remote_addr = addr, .remote_addr_len = strlen(addr),
+		};
+		enum rl_outcome o = rl_decide(rs, &st, &req, T0, RL_HIT, &d);
+		cr_assert_eq(o, i == 5 || i == 6 ? RL_DENY : RL_ALLOW,
+			     "request %d", i);
+	}
+	st.ops->destroy(st.impl);
+	rl_ruleset_free(rs);
+}
+
+Test(inspect, top_keys)
+{
+	fill();
+	cr_assert_eq(run("-c", rules_path, "--top", "3", "--now", "1700000001000",
+			 NULL), 0, "%s", err_text);
+	cr_expect_str_eq(out_text,
+		"# most hits (hits, denied, remaining/limit, expires in, key)\n"
+		"5\t0\t95/100\t3599s\trg:a:addr=192.0.2.7:100/3600000/fw\n"
+		"5\t2\t0/5\t59s\trg:r/login:addr=192.0.2.7:5/60000/fw\n"
+		"2\t0\t98/100\t3599s\trg:a:addr=192.0.2.8:100/3600000/fw\n"
+		"# most denials (hits, denied, remaining/limit, expires in, key)\n"
+		"5\t2\t0/5\t59s\trg:r/login:addr=192.0.2.7:5/60000/fw\n"
+		"# nearest their limit (hits, denied, remaining/limit, expires in, key)\n"
+		"5\t2\t0/5\t59s\trg:r/login:addr=192.0.2.7:5/60000/fw\n"
+		"2\t0\t3/5\t59s\trg:r/login:addr=192.0.2.8:5/60000/fw\n"
+		"5\t0\t95/100\t3599s\trg:a:addr=192.0.2.7:100/3600000/fw\n");
+	cr_expect_str_eq(err_text, "");
+	/* a minute later the login windows have expired */
+	cr_assert_eq(run("--store", store_path, "--top", "1", "--now",
+			 "1700000060000", NULL), 0);
+	cr_expect_str_eq(out_text,
+		"# most hits (hits, denied, remaining/limit, expires in, key)\n"
+		"5\t0\t95/100\t3540s\trg:a:addr=192.0.2.7:100/3600000/fw\n"
+		"# most denials (hits, denied, remaining/limit, expires in, key)\n"
+		"5\t2\t0/5\texpired\trg:r/login:addr=192.0.2.7:5/60000/fw\n"
+		"# nearest their limit (hits, denied, remaining/limit, expires in, key)\n"
+		"5\t0\t95/100\t3540s\trg:a:addr=192.0.2.7:100/3600000/fw\n");
+}
+
+Test(inspect, client_and_reset)
+{
+	struct rl_store st;
+	struct shm_config c = { .path = store_path, .size = 1 << 20,
+				.names = 1 };
+	struct rl_store_op op = { "rg:r/login:addr=192.0.2.7:5/60000/fw", 36,
+				  { RL_FIXED_WINDOW, 5, 60000, 0, 1 },
+				  { 0, 0, 0, 0, 0 } };
+	struct rl_diag e;
+	char err[512];
+
+	fill();
+	cr_assert_eq(run("--store", store_path, "--client", "login:addr=192.0.2.7",
+			 "--now", "1700000001000", NULL), 0);
+	cr_expect_str_eq(out_text,
+		"key: rg:r/login:addr=192.0.2.7:5/60000/fw\n"
+		"  fixed-window, count 5, remaining 0, limiting (denied at its last hit)\n"
+		"  hits 5, denied 2, expires in 59s\n"
+		"  state: 1700000000000 5 0\n");
+	cr_assert_eq(run("--store", store_path, "--reset", "192.0.2.7", NULL), 0);
+	cr_expect_str_eq(out_text,
+		"reset: rg:a:addr=192.0.2.7:100/3600000/fw\n"
+		"reset: rg:r/login:addr=192.0.2.7:5/60000/fw\n"
+		"reset 2 keys containing \"192.0.2.7\"\n");
+	/* the ban is lifted; the other client is untouched */
+	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(st.ops->apply(st.impl, &op, 1, RL_TEST, T0 + 1000, &e), 0);
+	cr_expect_eq(op.v.remaining, 5);
+	st.ops->destroy(st.impl);
+	cr_assert_eq(run("--store", store_path, "--reset", "192.0.2.7", NULL), 1);
+	cr_expect_str_eq(out_text, "reset 0 keys containing \"192.0.2.7\"\n");
+	cr_expect_str_eq(err_text, "rategate inspect: no key contains \"192.0.2.7\"\n");
+	cr_assert_eq(run("--store", store_path, "--stats", NULL), 0);
+	cr_expect(strstr(out_text, "\nkeys: 2 of ") != NULL, "%s", out_text);
+	cr_expect(strstr(out_text, "\nkeys reset: 2\n") != NULL, "%s", out_text);
+}
+
+Test(inspect, stats)
+{
+	char want[2048];
+	const char *body;
+
+	fill();
+	cr_assert_eq(run("--store", store_path, "--stats", NULL), 0);
+	body = strstr(out_text, "\nsize:");
+	cr_assert_not_null(body, "%s", out_text);
+	snprintf(want, sizeof(want), "file: %s\ncreated: ", store_path);
+	cr_expect_eq(strncmp(out_text, want, strlen(want)), 0, "%s", out_text);
+	cr_expect_str_eq(body + 1,
+		"size: 1048576 bytes, layout version 1, 2 stripes\n"
+		"keys: 4 of 5136 slots; 64 bytes per key, +128 for its name\n"
+		"moving-window slots: 0 of 2 (64 bytes, counts up to 6)\n"
+		"in-flight slots: 0 of 18 (1088 bytes, up to 67 leases)\n"
+		"hits: 14 allowed, 2 denied\n"
+		"keys created: 4\n"
+		"evicted: 0 expired, 0 least recently used\n"
+		"store full: 0\n"
+		"lock recoveries: 0\n"
+		"keys reset: 0\n");
+}
+
+Test(inspect, errors)
+{
+	struct rl_store st;
+	struct shm_config c = { .path = store_path, .size = 1 << 20 };
+	char err[512], want[512];
+	FILE *f;
+
+	cr_expect_eq(run("--top", "3", NULL), 2);
+	cr_expect_str_eq(err_text,
+		"rategate inspect: give -c RULES or --store FILE\n"
+		"usage: rategate inspect (-c RULES | --store FILE) [--stats] [--top N]\n"
+		"                        [--client TEXT] [--reset TEXT] [--now MS]\n");
+	cr_expect_eq(run("--store", store_path, "--top", "0", NULL), 2);
+	cr_expect_str_eq(err_text, "rategate inspect: bad --top \"0\": expected 1 to 1000\n");
+	cr_expect_eq(run("--store", store_path, "--reset", "", NULL), 2);
+	cr_expect_str_eq(err_text, "rategate inspect: --client and --reset need a non-empty TEXT\n");
+	cr_expect_eq(run("--store", store_path, "--bogus", NULL), 2);
+	cr_expect_eq(run("--store", store_path, NULL), 1);
+	snprintf(want, sizeof(want), "rategate inspect: shm store \"%s\": no such file (no gateway has created it yet)\n",
+		 store_path);
+	cr_expect_str_eq(err_text, want);
+	cr_expect_eq(access(store_path, F_OK), -1, "inspect created the store");
+	/* a store without names cannot match text */
+	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	st.ops->destroy(st.impl);
+	cr_expect_eq(run("--store", store_path, "--client", "x", NULL), 1);
+	snprintf(want, sizeof(want), "rategate inspect: %s keeps no key names: --client and --reset cannot match\n",
+		 store_path);
+	cr_expect_str_eq(err_text, want);
+	/* rules whose storage is not shared memory */
+	f = fopen(rules_path, "w");
+	cr_assert_not_null(f);
+	fputs("storage memory\n/a 1/second\n", f);
+	fclose(f);
+	cr_expect_eq(run("-c", rules_path, NULL), 1);
+	snprintf(want, sizeof(want), "rategate inspect: %s: storage memory is not shared memory: nothing to inspect\n",
+		 rules_path);
+	cr_expect_str_eq(err_text, want);
+}

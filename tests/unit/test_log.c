@@ -1,0 +1,169 @@
+/*
+ * test_log.c - gateway/log.c: the exact logfmt lines of denials and errors
+ * (quoting, escaping, cutting), and keys whose client-supplied values are
+ * hashed so secrets never reach the log.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define NOW 1795424400123LL     /* 2026-11-23 09:00:00.123 UTC */
+
+static char path[] = "/tmp/test_log.XXXXXX";
+static struct log *lg;
+
+static void
+setup(void)
+{
+	char err[200];
+	int fd = mkstemp(path);
+
+	cr_assert(fd >= 0);
+	close(fd);
+	lg = log_new(path, err, sizeof(err));
+	cr_assert_not_null(lg, "%s", err);
+}
+
+static void
+teardown(void)
+{
+	log_free(lg);
+	unlink(path);
+}
+
+static char *
+contents(void)
+{
+	FILE *f = fopen(path, "r");
+	static char buf[8192];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
+TestSuite(log, .init = setup, .fini = teardown);
+
+Test(log, deny_line)
+{
+	static struct rl_limit lim = { .count = 5, .period_ms = 60000, .text = "5 per minute" };
+	struct rl_rule rule;
+	struct rl_decision d;
+	struct log_request r = { "POST", "/login?secret=1", 6, NOW };
+
+	memset(&rule, 0, sizeof(rule));
+	rule.pattern.text = "/login";
+	memset(&d, 0, sizeof(d));
+	d.outcome = RL_DENY;
+	d.rule = &rule;
+	d.limit = &lim;
+	d.retry_ms = 41001;
+	strcpy(d.client, "192.0.2.7");
+	strcpy(d.key, "addr=192.0.2.7");
+	log_decision(lg, &r, &d, 429);
+	cr_assert_str_eq(contents(),
+		"time=2026-11-23T09:00:00.123Z level=info event=deny status=429 client=192.0.2.7 "
+		"key=\"addr=192.0.2.7\" rule=/login origin=rule limit=\"5 per minute\" remaining=0 "
+		"path=/login method=POST retry_after=42\n");
+}
+
+Test(log, allow_is_silent_dry_run_is_not)
+{
+	struct rl_decision d;
+	struct log_request r = { "GET", "/a", 2, NOW };
+
+	memset(&d, 0, sizeof(d));
+	d.outcome = RL_ALLOW;
+	strcpy(d.client, "-");
+	log_decision(lg, &r, &d, 200);
+	cr_assert_str_eq(contents(), "");
+	d.would_deny = 1;
+	d.retry_ms = 1;
+	log_decision(lg, &r, &d, 200);
+	cr_assert_str_eq(contents(),
+		"time=2026-11-23T09:00:00.123Z level=info event=dry-run-deny status=200 client=- "
+		"key=- rule=- path=/a method=GET retry_after=1\n");
+}
+
+Test(log, hostile_request_text_is_escaped_and_cut)
+{
+	struct rl_decision d;
+	char longpath[600];
+	struct log_request r = { "G\"E T\n", "/a b\"c\\\x01\xc3\xa9", 10, NOW };
+
+	memset(&d, 0, sizeof(d));
+	d.outcome = RL_BAD_REQUEST;
+	strcpy(d.client, "-");
+	strcpy(d.error, "bad request path: bad %-escape");
+	log_decision(lg, &r, &d, 400);
+	cr_assert_str_eq(contents(),
+		"time=2026-11-23T09:00:00.123Z level=warn event=bad-request status=400 client=- "
+		"key=- rule=- path=\"/a b\\\"c\\\\\\x01\xc3\xa9\" method=\"G\\\"E T\\n\" "
+		"error=\"bad request path: bad %-escape\"\n");
+
+	memset(longpath, 'a', sizeof(longpath));
+	longpath[0] = '/';
+	r.path = longpath;
+	r.path_len = sizeof(longpath);
+	r.method = "GET";
+	truncate(path, 0);
+	log_decision(lg, &r, &d, 400);
+	char want[400];
+	snprintf(want, sizeof(want), " path=\"/%.*s...\" method=GET ", LOG_FIELD_MAX - 1,
+		 longpath + 1);
+	cr_assert_not_null(strstr(contents(), want), "%s", contents());
+}
+
+Test(log, printf_lines)
+{
+	log_printf(lg, LOG_LEVEL_ERROR, "unsupported-role", "FastCGI role %s: %d", "RESPONDER", 7);
+	char *s = contents();
+	cr_assert_eq(strncmp(s, "time=", 5), 0);
+	cr_assert_not_null(strstr(s, "Z level=error event=unsupported-role msg=\"FastCGI role RESPONDER: 7\"\n"), "%s", s);
+}
+
+Test(log, keys_hash_client_supplied_values)
+{
+	char out[LOG_KEY_MAX + 4];
+
+	log_key("addr=192.0.2.7", out, sizeof(out));
+	cr_assert_str_eq(out, "addr=192.0.2.7");
+	log_key("v.REMOTE_USER=alice+addr=2001:db8::/64", out, sizeof(out));
+	cr_assert_str_eq(out, "v.REMOTE_USER=alice+addr=2001:db8::/64");
+	log_key("h.x-api-key=s3cr3t", out, sizeof(out));
+	cr_assert_eq(strncmp(out, "h.x-api-key=#", 13), 0, "%s", out);
+	cr_assert_eq(strlen(out), 13 + 16);
+	cr_assert_null(strstr(out, "s3cr3t"));
+	char again[LOG_KEY_MAX + 4];
+	log_key("h.x-api-key=s3cr3t", again, sizeof(again));
+	cr_assert_str_eq(out, again, "the hash is stable");
+	log_key("h.x-api-key=s3cr3u", again, sizeof(again));
+	cr_assert_str_neq(out, again);
+	log_key("c.session=abc+q.token=xyz+addr=10.0.0.1", out, sizeof(out));
+	cr_assert_null(strstr(out, "abc"));
+	cr_assert_null(strstr(out, "xyz"));
+	cr_assert_eq(strncmp(out, "c.session=#", 11), 0, "%s", out);
+	cr_assert_not_null(strstr(out, "+q.token=#"), "%s", out);
+	cr_assert_not_null(strstr(out, "+addr=10.0.0.1"), "%s", out);
+
+	char longkey[400];
+	memset(longkey, 'x', sizeof(longkey));
+	memcpy(longkey, "v.X=", 4);
+	longkey[sizeof(longkey) - 1] = '\0';
+	log_key(longkey, out, sizeof(out));
+	cr_assert_eq(strlen(out), LOG_KEY_MAX + 3);
+	cr_assert_str_eq(out + LOG_KEY_MAX, "...");
+}
+
+Test(log, cannot_open)
+{
+	char err[200];
+
+	cr_assert_null(log_new("/nonexistent-dir/x.log", err, sizeof(err)));
+	cr_assert_str_eq(err, "log file /nonexistent-dir/x.log: No such file or directory");
+}

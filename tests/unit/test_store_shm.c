@@ -1,0 +1,920 @@
+/*
+ * test_store_shm.c - unit tests of gateway/store_shm.c: SipHash vectors,
+ * the shared strategy vectors on the shared-memory store, persistence
+ * across close and reopen (a gateway restart), the mismatch messages,
+ * exactness with 4 processes x 8 threads on one key, all-or-nothing
+ * batches across stripes under concurrency, kill -9 inside the critical
+ * section (rolled back before the commit point, kept after it), eviction
+ * under a random-key flood with one client staying limited, a full store,
+ * the moving-window and in-flight pools, and leases of a dead holder.
+ *
+ * Every store lives in a fresh mkdtemp() directory under /tmp.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rules.h"
+#include "store_shm.h"
+#include "strategy_vectors.h"
+
+#define T0 1700000000000LL      /* a virtual now, ms */
+
+static char dir[64];
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/rg-shm-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[512];
+
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+TestSuite(shm, .init = setup, .fini = teardown);
+
+static const char *path_of(const char *name)
+{
+	static char p[512];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	return p;
+}
+
+static struct shm_config config(const char *name, uint64_t size,
+				uint64_t max_moving)
+{
+	struct shm_config c = {
+		.path = path_of(name),
+		.size = size,
+		.max_moving = max_moving,
+		.names = 1,
+		.stripes = 2,
+	};
+	return c;
+}
+
+static void open_ok(const struct shm_config *c, struct rl_store *st)
+{
+	char err[512] = "";
+
+	cr_assert_eq(shm_store_open(c, st, err, sizeof(err)), 0, "open: %s",
+		     err);
+}
+
+static struct rl_step step(enum rl_strategy s, uint64_t count,
+			   uint64_t period)
+{
+	struct rl_step p = { s, count, period, 0, 1 };
+	return p;
+}
+
+static int one(struct rl_store *st, const char *key, struct rl_step p,
+	       enum rl_mode mode, int64_t now, struct rl_verdict *v,
+	       struct rl_diag *err)
+{
+	struct rl_store_op o = { key, strlen(key), p, { 0, 0, 0, 0, 0 } };
+	int r = st->ops->apply(st->impl, &o, 1, mode, now, err);
+
+	if (v)
+		*v = o.v;
+	return r;
+}
+
+static uint64_t remaining(struct rl_store *st, const char *key,
+			  struct rl_step p, int64_t now)
+{
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(one(st, key, p, RL_TEST, now, &v, &err), 0, "%s",
+		     err.msg);
+	return v.remaining;
+}
+
+static struct shm_stats stats(struct rl_store *st)
+{
+	struct shm_stats s;
+
+	shm_stats(shm_of(st), &s);
+	return s;
+}
+
+/* ------------------------------------------------------------------ */
+
+Test(shm, siphash_reference_vectors)
+{
+	/* Aumasson and Bernstein's vectors: key 00..0f, message 00..n-1. */
+	static const struct {
+		size_t n;
+		uint64_t h;
+	} v[] = {
+		{ 0, 0x726fdb47dd0e0e31ULL }, { 1, 0x74f839c593dc67fdULL },
+		{ 7, 0xab0200f58b01d137ULL }, { 8, 0x93f5f5799a932462ULL },
+		{ 15, 0xa129ca6149be45e5ULL }, { 63, 0x958a324ceb064572ULL },
+	};
+	uint8_t key[16], msg[64];
+
+	for (int i = 0; i < 16; i++)
+		key[i] = (uint8_t)i;
+	for (int i = 0; i < 64; i++)
+		msg[i] = (uint8_t)i;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		cr_expect_eq(shm_siphash24(key, msg, v[i].n), v[i].h,
+			     "length %zu", v[i].n);
+}
+
+static int vec_n;
+
+static int make_shm(struct rl_store *st, void *ctx)
+{
+	char name[32];
+	struct shm_config c;
+	char err[512];
+
+	(void)ctx;
+	snprintf(name, sizeof(name), "vec%d", vec_n++);
+	c = config(name, 1 << 20, 8);
+	return shm_store_open(&c, st, err, sizeof(err));
+}
+
+Test(shm, strategy_vectors)
+{
+	run_vectors_on_store(make_shm, NULL, "vec:");
+}
+
+Test(shm, key_isolation_and_test_mode)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_verdict v;
+	static const char *keys[] = { "", "a", "ab", "abc", "12345678",
+				      "12345679", "123456789" };
+	char long_key[300];
+
+	open_ok(&c, &st);
+	/* RL_TEST creates nothing */
+	for (int s = 0; s < RL_STRATEGY_COUNT; s++)
+		cr_expect_eq(remaining(&st, "t", step((enum rl_strategy)s, 5,
+							1000), T0), 5);
+	cr_expect_eq(stats(&st).keys, 0);
+	for (size_t i = 0; i < 7; i++)
+		for (size_t h = 0; h <= i; h++)
+			cr_assert_eq(one(&st, keys[i], step(RL_FIXED_WINDOW, 20,
+							    1000),
+					 RL_HIT, T0, &v, NULL), 0);
+	for (size_t i = 0; i < 7; i++)
+		cr_expect_eq(remaining(&st, keys[i],
+				       step(RL_FIXED_WINDOW, 20, 1000), T0),
+			     20 - (i + 1), "key %zu", i);
+	/* a key longer than a name record still counts on its own */
+	memset(long_key, 'k', sizeof(long_key) - 1);
+	long_key[sizeof(long_key) - 1] = '\0';
+	cr_assert_eq(one(&st, long_key, step(RL_FIXED_WINDOW, 2, 1000),
+			 RL_HIT, T0, &v, NULL), 0);
+	long_key[298] = 'x';
+	cr_expect_eq(remaining(&st, long_key, step(RL_FIXED_WINDOW, 2, 1000),
+			       T0), 2);
+	cr_expect_eq(stats(&st).keys, 8);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, batch_all_or_nothing_and_duplicates)
+{
+	struct shm_config c = config("s", 1 << 20, 10);
+	struct rl_store st;
+	struct rl_store_op ops[3] = {
+		{ "a", 1, step(RL_FIXED_WINDOW, 5, 60000), { 0 } },
+		{ "b", 1, step(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 } },
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 } },
+	};
+	struct rl_diag err = { 0, "" };
+
+	open_ok(&c, &st);
+	cr_assert_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, T0, &err), 0);
+	cr_expect(ops[0].v.allowed && ops[1].v.allowed && ops[2].v.allowed);
+	/* b denies: nothing is consumed, and b's elastic window moves */
+	cr_assert_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, T0 + 1000, &err),
+		     0);
+	cr_expect_eq(ops[0].v.allowed, 1);
+	cr_expect_eq(ops[1].v.allowed, 0);
+	cr_expect_eq(ops[1].v.reset_ms, T0 + 61000);
+	cr_expect_eq(remaining(&st, "a", ops[0].step, T0 + 1000), 4);
+	cr_expect_eq(remaining(&st, "m", ops[2].step, T0 + 1000), 9);
+	/* the same key twice counts twice, checked as the batch goes */
+	struct rl_store_op dup[2] = {
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 } },
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 } },
+	};
+	dup[1].step.cost = 8;
+	cr_assert_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0 + 2000, &err),
+		     0);
+	cr_expect_eq(dup[0].v.allowed, 1);
+	cr_expect_eq(dup[1].v.allowed, 1);
+	cr_expect_eq(dup[1].v.remaining, 0);
+	cr_expect_eq(remaining(&st, "m", dup[0].step, T0 + 2000), 0);
+	dup[1].step.count = 11;
+	cr_expect_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0, &err), -1);
+	cr_expect_str_eq(err.msg, "one key with two strategies or counts in one batch");
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, persists_across_close_and_reopen)
+{
+	struct shm_config c = config("s", 1 << 20, 10);
+	struct rl_store st;
+	struct rl_verdict v;
+
+	open_ok(&c, &st);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(one(&st, "client", step(RL_FIXED_WINDOW, 5,
+						     3600000),
+				 RL_HIT, T0 + i, &v, NULL), 0);
+	cr_assert_eq(one(&st, "ring", step(RL_MOVING_WINDOW, 10, 3600000),
+			 RL_HIT, T0, &v, NULL), 0);
+	st.ops->destroy(st.impl);       /* the gateway stops */
+	open_ok(&c, &st);               /* and starts again */
+	cr_expect_eq(remaining(&st, "client", step(RL_FIXED_WINDOW, 5,
+						   3600000), T0 + 10), 2);
+	cr_expect_eq(remaining(&st, "ring", step(RL_MOVING_WINDOW, 10,
+						 3600000), T0 + 10), 9);
+	cr_expect_eq(stats(&st).keys, 2);
+	st.ops->destroy(st.impl);
+	/* a process that needs less of the file attaches too */
+	c.max_moving = 0;
+	open_ok(&c, &st);
+	cr_expect_eq(remaining(&st, "client", step(RL_FIXED_WINDOW, 5,
+						   3600000), T0 + 10), 2);
+	st.ops->destroy(st.impl);
+}
+
+static void expect_open_error(const struct shm_config *c, const char *want)
+{
+	struct rl_store st;
+	char err[512] = "";
+
+	cr_assert_eq(shm_store_open(c, &st, err, sizeof(err)), -1);
+	cr_expect_str_eq(err, want);
+}
+
+static void poke_u32(const char *path, off_t off, uint32_t v)
+{
+	int fd = open(path, O_RDWR);
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, &v, 4, off), 4);
+	close(fd);
+}
+
+Test(shm, mismatch_messages)
+{
+	struct shm_config c = config("s", 1 << 20, 10);
+	struct rl_store st;
+	char want[1024];
+	int fd;
+
+	open_ok(&c, &st);
+	st.ops->destroy(st.impl);
+
+	c.size = 2 << 20;
+	snprintf(want, sizeof(want), "shm store \"%s/s\": the file holds size=1M but storage asks for size=2M: stop the gateways and delete the file (its counters are lost), or set size=1M", dir);
+	expect_open_error(&c, want);
+
+	c.size = 1 << 20;
+	c.max_moving = 100;
+	snprintf(want, sizeof(want), "shm store \"%s/s\": the rules use moving-window counts up to 100 but the file's slots hold counts up to 14: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots", dir);
+	expect_open_error(&c, want);
+
+	c.max_moving = 10;
+	poke_u32(c.path, 8, 9);         /* the layout version */
+	snprintf(want, sizeof(want), "shm store \"%s/s\": layout version 9, this rategate reads version 1: stop the gateways and delete the file (its counters are lost), or run the rategate that created it", dir);
+	expect_open_error(&c, want);
+
+	poke_u32(c.path, 8, SHM_LAYOUT_VERSION);
+	poke_u32(c.path, 12, 4);        /* entries per bucket */
+	snprintf(want, sizeof(want), "shm store \"%s/s\": slot geometry differs from this build (4 entries of 64 bytes per bucket, %zu-byte locks; this build: 8 of 64, %zu): stop the gateways and delete the file (its counters are lost)",
+		 dir, sizeof(pthread_mutex_t), sizeof(pthread_mutex_t));
+	expect_open_error(&c, want);
+
+	/* someone else's file */
+	fd = open(path_of("other"), O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	for (int i = 0; i < 500; i++)
+		cr_assert_eq(write(fd, "not a store\n", 12), 12);
+	close(fd);
+	c.path = path_of("other");
+	snprintf(want, sizeof(want), "shm store \"%s/other\": not a rategate store (bad magic): move it away or choose another path", dir);
+	expect_open_error(&c, want);
+
+	/* inspect never creates */
+	c.path = path_of("none");
+	c.attach_only = 1;
+	snprintf(want, sizeof(want), "shm store \"%s/none\": no such file (no gateway has created it yet)", dir);
+	expect_open_error(&c, want);
+
+	/* a file left blank by a creator that died is initialised */
+	fd = open(path_of("blank"), O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(ftruncate(fd, 8192), 0);
+	close(fd);
+	c = config("blank", 1 << 20, 0);
+	open_ok(&c, &st);
+	cr_expect_eq(stats(&st).file_bytes, 1 << 20);
+	st.ops->destroy(st.impl);
+
+	/* too small for the moving-window slots the rules need */
+	c = config("small", 1 << 20, 100000);
+	snprintf(want, sizeof(want), "shm store \"%s/small\": size=1M is too small for moving-window counts up to 100000 (each of its 2 stripes needs a slot of 800064 bytes): raise size= to at least 4M", dir);
+	expect_open_error(&c, want);
+}
+
+/* ------------------------------------------------------------------ */
+/* Processes and threads                                               */
+
+struct worker {
+	struct rl_store *st;
+	const char *key;
+	struct rl_step p;
+	int hits;
+	uint64_t *allowed;      /* shared between processes */
+	uint64_t *errors;
+};
+
+static void *hammer(void *arg)
+{
+	struct worker *w = arg;
+
+	for (int i = 0; i < w->hits; i++) {
+		struct rl_verdict v;
+		struct rl_diag err;
+		if (one(w->st, w->key, w->p, RL_HIT, T0 + i, &v, &err) < 0)
+			__atomic_add_fetch(w->errors, 1, __ATOMIC_RELAXED);
+		else if (v.allowed)
+			__atomic_add_fetch(w->allowed, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void run_threads(struct worker *w, int nthreads)
+{
+	pthread_t t[16];
+
+	for (int i = 0; i < nthreads; i++)
+		pthread_create(&t[i], NULL, hammer, w);
+	for (int i = 0; i < nthreads; i++)
+		pthread_join(t[i], NULL);
+}
+
+static uint64_t *shared_words(size_t n)
+{
+	void *p = mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	memset(p, 0, n * sizeof(uint64_t));
+	return p;
+}
+
+static void wait_children(pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int status;
+		cr_assert_eq(waitpid(pids[i], &status, 0), pids[i]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "child %d: status %d", i, status);
+	}
+}
+
+Test(shm, exact_with_4_processes_of_8_threads)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	uint64_t *shared = shared_words(2);
+	pid_t pids[4];
+
+	open_ok(&c, &st);
+	for (int i = 0; i < 4; i++) {
+		pids[i] = fork();
+		cr_assert(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct rl_store own;
+			struct worker w = { &st, "one-key",
+					    step(RL_FIXED_WINDOW, 1000, 60000),
+					    40, &shared[0], &shared[1] };
+			/* half the processes inherit the mapping, half open
+			 * the file themselves */
+			if (i % 2) {
+				char err[512];
+				if (shm_store_open(&c, &own, err, sizeof(err)))
+					_exit(1);
+				w.st = &own;
+			}
+			run_threads(&w, 8);
+			_exit(0);
+		}
+	}
+	wait_children(pids, 4);
+	cr_expect_eq(shared[1], 0, "store errors");
+	cr_expect_eq(shared[0], 1000, "allowed %llu of 1280",
+		     (unsigned long long)shared[0]);
+	cr_expect_eq(remaining(&st, "one-key", step(RL_FIXED_WINDOW, 1000,
+						    60000), T0), 0);
+	cr_expect_eq(stats(&st).allowed, 1000);
+	cr_expect_eq(stats(&st).denied, 280);
+	st.ops->destroy(st.impl);
+}
+
+/* Two keys in different stripes (the store has 2). */
+static void two_stripes(struct rl_store *st, char *a, char *b)
+{
+	struct shm *m = shm_of(st);
+	unsigned sa;
+
+	strcpy(a, "k0");
+	sa = shm_key_stripe(m, a, 2);
+	for (int i = 1; i < 100; i++) {
+		snprintf(b, 8, "k%d", i);
+		if (shm_key_stripe(m, b, strlen(b)) != sa)
+			break;
+	}
+	cr_assert_neq(shm_key_stripe(m, b, strlen(b)), sa);
+	if (sa > shm_key_stripe(m, b, strlen(b))) {
+		char t[8];
+		strcpy(t, a);
+		strcpy(a, b);
+		strcpy(b, t);
+	}
+}
+
+struct batcher {
+	struct rl_store *st;
+	const char *ka, *kb;
+	int batches;
+	uint64_t *allowed;
+};
+
+static void *batch_hammer(void *arg)
+{
+	struct batcher *w = arg;
+
+	for (int i = 0; i < w->batches; i++) {
+		struct rl_store_op ops[2] = {
+			{ w->ka, strlen(w->ka), step(RL_GCRA, 100, 60000), { 0 } },
+			{ w->kb, strlen(w->kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 } },
+		};
+		struct rl_diag err;
+		if (w->st->ops->apply(w->st->impl, ops, 2, RL_HIT, T0, &err) == 0 &&
+		    ops[0].v.allowed && ops[1].v.allowed)
+			__atomic_add_fetch(w->allowed, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+Test(shm, batches_over_two_stripes_stay_all_or_nothing)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	uint64_t *allowed = shared_words(1);
+	char ka[8], kb[8];
+	pid_t pids[2];
+
+	open_ok(&c, &st);
+	two_stripes(&st, ka, kb);
+	for (int i = 0; i < 2; i++) {
+		pids[i] = fork();
+		cr_assert(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct batcher w = { &st, ka, kb, 40, allowed };
+			pthread_t t[4];
+			for (int k = 0; k < 4; k++)
+				pthread_create(&t[k], NULL, batch_hammer, &w);
+			for (int k = 0; k < 4; k++)
+				pthread_join(t[k], NULL);
+			_exit(0);
+		}
+	}
+	wait_children(pids, 2);
+	/* a (GCRA 100) limits; b took exactly the batches a allowed */
+	cr_expect_eq(*allowed, 100);
+	cr_expect_eq(remaining(&st, ka, step(RL_GCRA, 100, 60000), T0), 0);
+	cr_expect_eq(remaining(&st, kb, step(RL_SLIDING_WINDOW, 1000, 60000),
+			       T0), 900);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* kill -9 inside the critical section                                 */
+
+static int hook_fd = -1;
+static enum shm_hook hook_at;
+
+static void stop_here(enum shm_hook where)
+{
+	char c = 'x';
+
+	if (where != hook_at)
+		return;
+	if (write(hook_fd, &c, 1) != 1)
+		_exit(3);
+	for (;;)
+		pause();
+}
+
+/* Forks a child that applies ops (n of them) with RL_HIT, or takes a
+ * lease when n is 0, and stops at the hook; kills it there with SIGKILL. */
+static void die_inside(struct rl_store *st, enum shm_hook at,
+		       struct rl_store_op *ops, size_t n, const char *lease_key)
+{
+	int fds[2];
+	pid_t pid;
+	char c;
+	int status;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct rl_diag err;
+		uint64_t id, held;
+		close(fds[0]);
+		hook_fd = fds[1];
+		hook_at = at;
+		shm_test_hook = stop_here;
+		if (n)
+			st->ops->apply(st->impl, ops, n, RL_HIT, T0, &err);
+		else
+			st->ops->acquire(st->impl, lease_key, strlen(lease_key),
+					 3, 10000, T0, &id, &held, &err);
+		_exit(4);       /* the hook never returns */
+	}
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &c, 1), 1, "the child reached the hook");
+	close(fds[0]);
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+/* Children that carry on after the death: n hits each on (a, b). */
+static void carry_on(struct rl_store *st, const char *a, const char *b,
+		     uint64_t *allowed)
+{
+	pid_t pids[2];
+
+	for (int i = 0; i < 2; i++) {
+		pids[i] = fork();
+		cr_assert(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct batcher w = { st, a, b, 60, allowed };
+			batch_hammer(&w);
+			_exit(0);
+		}
+	}
+	wait_children(pids, 2);
+}
+
+Test(shm, kill9_before_commit_rolls_back)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	char ka[8], kb[8];
+	uint64_t *allowed = shared_words(1);
+
+	open_ok(&c, &st);
+	two_stripes(&st, ka, kb);
+	/* a few hits first, so there is a state to damage */
+	struct rl_store_op ops[2] = {
+		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 } },
+		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 } },
+	};
+	struct rl_diag err;
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(st.ops->apply(st.impl, ops, 2, RL_HIT, T0, &err), 0);
+	/* killed with a's state written and b's not */
+	die_inside(&st, SHM_HOOK_WRITING, ops, 2, NULL);
+	/* b's stripe (a follower) first: its leader had not committed */
+	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 997);
+	cr_expect_eq(remaining(&st, ka, ops[0].step, T0), 97);
+	cr_expect_eq(stats(&st).recoveries, 2);
+	/* the others carry on, exactly */
+	carry_on(&st, ka, kb, allowed);
+	cr_expect_eq(*allowed, 97);
+	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 900);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, kill9_after_commit_keeps_the_batch)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	char ka[8], kb[8];
+	uint64_t *allowed = shared_words(1);
+
+	open_ok(&c, &st);
+	two_stripes(&st, ka, kb);
+	struct rl_store_op ops[2] = {
+		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 } },
+		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 } },
+	};
+	die_inside(&st, SHM_HOOK_COMMITTING, ops, 2, NULL);
+	/* the follower asks its leader: committed, so kept on both */
+	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 999);
+	cr_expect_eq(remaining(&st, ka, ops[0].step, T0), 99);
+	carry_on(&st, ka, kb, allowed);
+	cr_expect_eq(*allowed, 99);
+	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 900);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, kill9_leader_recovery_settles_followers)
+{
+	struct shm_config c = config("s", 1 << 20, 20);
+	struct rl_store st;
+	char ka[8], kb[8];
+
+	open_ok(&c, &st);
+	two_stripes(&st, ka, kb);
+	/* a new moving-window key (ring slot, name, insert) half-written */
+	struct rl_store_op ops[2] = {
+		{ ka, strlen(ka), step(RL_MOVING_WINDOW, 20, 60000), { 0 } },
+		{ kb, strlen(kb), step(RL_FIXED_WINDOW, 5, 60000), { 0 } },
+	};
+	die_inside(&st, SHM_HOOK_WRITING, ops, 2, NULL);
+	/* both stripes at once: the leader settles the follower */
+	struct rl_store_op test[2] = { ops[0], ops[1] };
+	struct rl_diag err;
+	cr_assert_eq(st.ops->apply(st.impl, test, 2, RL_TEST, T0, &err), 0);
+	cr_expect_eq(test[0].v.remaining, 20);
+	cr_expect_eq(test[1].v.remaining, 5);
+	cr_expect_eq(stats(&st).keys, 0);
+	cr_expect_eq(stats(&st).ring_used, 0);
+	cr_expect_eq(stats(&st).recoveries, 2);
+	cr_assert_eq(st.ops->apply(st.impl, ops, 2, RL_HIT, T0, &err), 0);
+	cr_expect_eq(ops[0].v.remaining, 19);
+	cr_expect_eq(stats(&st).keys, 2);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, kill9_in_acquire_takes_no_lease)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_diag err;
+	uint64_t id, held;
+
+	open_ok(&c, &st);
+	cr_assert_eq(st.ops->acquire(st.impl, "in", 2, 3, 10000, T0, &id,
+				     &held, &err), 1);
+	die_inside(&st, SHM_HOOK_WRITING, NULL, 0, "in");
+	cr_assert_eq(st.ops->acquire(st.impl, "in", 2, 3, 10000, T0, &id,
+				     &held, &err), 1);
+	cr_expect_eq(held, 2);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bounded memory                                                      */
+
+static uint64_t rng = 88172645463325252ULL;
+
+static uint64_t xorshift(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+Test(shm, random_key_flood_never_resets_a_limited_client, .timeout = 60)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	struct stat sb;
+	struct shm_stats s;
+	uint64_t heavy_allowed = 0, errors = 0;
+	int64_t now = T0;
+	char key[64];
+
+	open_ok(&c, &st);
+	for (int i = 0; i < 200000; i++) {
+		snprintf(key, sizeof(key), "rg:a:h.x-api-key=%016llx:10/60000/fw",
+			 (unsigned long long)xorshift());
+		errors += one(&st, key, step(RL_FIXED_WINDOW, 10, 60000), RL_HIT,
+			      now, &v, &err) != 0;
+		if (i % 50 == 0) {
+			cr_assert_eq(one(&st, "rg:a:addr=192.0.2.7:5/60000/fw",
+					 step(RL_FIXED_WINDOW, 5, 60000), RL_HIT,
+					 now, &v, &err), 0, "%s", err.msg);
+			heavy_allowed += v.allowed;
+		}
+		if (i % 1000 == 0)
+			now++;
+	}
+	s = stats(&st);
+	cr_expect_eq(errors, 0, "flood keys refused: %s", err.msg);
+	cr_expect_eq(heavy_allowed, 5);
+	cr_expect(s.evict_lru > 150000, "evictions %llu",
+		  (unsigned long long)s.evict_lru);
+	cr_expect(s.keys <= s.slots);
+	cr_expect(s.keys > s.slots * 9 / 10, "keys %llu of %llu slots",
+		  (unsigned long long)s.keys, (unsigned long long)s.slots);
+	cr_assert_eq(stat(c.path, &sb), 0);
+	cr_expect_eq(sb.st_size, 1 << 20);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, full_of_limited_clients_fails_then_expired_go_first)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	struct rl_step p = step(RL_FIXED_WINDOW, 1, 3600000);
+	char key[32];
+	int i, r = 0;
+
+	open_ok(&c, &st);
+	/* every client is denied once: all of them are being limited */
+	for (i = 0; i < 100000; i++) {
+		snprintf(key, sizeof(key), "ban-%d", i);
+		r = one(&st, key, p, RL_HIT, T0, &v, &err);
+		if (r)
+			break;
+		cr_assert_eq(one(&st, key, p, RL_HIT, T0, &v, &err), 0);
+		cr_assert_eq(v.allowed, 0);
+	}
+	cr_assert_eq(r, -1);
+	cr_expect_str_eq(err.msg, "store full: both buckets of the key (16 entries) belong to clients being limited");
+	cr_expect_eq(stats(&st).full, 1);
+	cr_expect_eq(stats(&st).evict_lru, 0);
+	/* the limited clients stay limited, a look at a new key works */
+	cr_expect_eq(one(&st, "ban-0", p, RL_HIT, T0 + 1, &v, &err), 0);
+	cr_expect_eq(v.allowed, 0);
+	cr_expect_eq(remaining(&st, key, p, T0 + 1), 1);
+	/* an hour later they have expired: they go first */
+	cr_expect_eq(one(&st, key, p, RL_HIT, T0 + 3600000, &v, &err), 0);
+	cr_expect_eq(v.allowed, 1);
+	cr_expect_eq(stats(&st).evict_expired, 1);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, moving_window_pool_evicts_idle_keeps_limited)
+{
+	struct shm_config c = config("s", 1 << 20, 20);
+	struct rl_store st;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	struct rl_step p = step(RL_MOVING_WINDOW, 20, 60000);
+	struct shm_stats s;
+	char key[32], want[256];
+	int i, r = 0;
+
+	c.ring_percent = 1;     /* 10485 bytes: 27 slots of 192 per stripe */
+	open_ok(&c, &st);
+	s = stats(&st);
+	cr_assert_eq(s.ring_slots, 54, "%llu", (unsigned long long)s.ring_slots);
+	/* idle keys recycle each other's slots */
+	for (i = 0; i < 500; i++) {
+		snprintf(key, sizeof(key), "idle-%d", i);
+		cr_assert_eq(one(&st, key, p, RL_HIT, T0, &v, &err), 0, "%s",
+			     err.msg);
+	}
+	s = stats(&st);
+	cr_expect_eq(s.ring_used, 54);
+	cr_expect_eq(s.evict_lru, 500 - 54);
+	/* limited keys keep theirs until there is none left */
+	p.count = 1 + 1;
+	for (i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "lim-%d", i);
+		p.cost = 2;
+		r = one(&st, key, p, RL_HIT, T0, &v, &err);
+		if (r)
+			break;
+		p.cost = 1;
+		cr_assert_eq(one(&st, key, p, RL_HIT, T0, &v, &err), 0);
+		cr_assert_eq(v.allowed, 0);
+	}
+	cr_assert_eq(r, -1);
+	snprintf(want, sizeof(want), "store full: all 27 moving-window slots of stripe %u belong to clients being limited",
+		 shm_key_stripe(shm_of(&st), key, strlen(key)));
+	cr_expect_str_eq(err.msg, want);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, slot_capacity_errors)
+{
+	struct shm_config c = config("s", 1 << 20, 10);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	char want[512];
+	uint64_t id, held;
+
+	open_ok(&c, &st);
+	cr_expect_eq(one(&st, "m", step(RL_MOVING_WINDOW, 100, 1000), RL_HIT,
+			 T0, NULL, &err), -1);
+	snprintf(want, sizeof(want), "shm store \"%s/s\": moving-window count 100 is above the 14 its slots hold: stop the gateways and delete the file so that it is recreated for these rules", dir);
+	cr_expect_str_eq(err.msg, want);
+	cr_expect_eq(st.ops->acquire(st.impl, "in", 2, 67, 1000, T0, &id,
+				     &held, &err), 1);
+	cr_expect_eq(st.ops->acquire(st.impl, "in", 2, 68, 1000, T0, &id,
+				     &held, &err), -1);
+	snprintf(want, sizeof(want), "shm store \"%s/s\": concurrency=68 is above the 67 in-flight requests per key its slots hold: stop the gateways and delete the file so that it is recreated for these rules", dir);
+	cr_expect_str_eq(err.msg, want);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* In-flight leases                                                    */
+
+Test(shm, leases_acquire_release_and_expire)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	uint64_t id[4], held;
+
+	open_ok(&c, &st);
+	for (int max = 1; max <= 3; max += 2) {     /* in the entry; pooled */
+		const char *k = max == 1 ? "one" : "three";
+		for (int i = 0; i < max; i++)
+			cr_assert_eq(st.ops->acquire(st.impl, k, strlen(k), max,
+						     1000, T0, &id[i], &held,
+						     &err), 1, "%s", err.msg);
+		cr_expect_eq(held, (uint64_t)max);
+		cr_expect_eq(st.ops->acquire(st.impl, k, strlen(k), max, 1000,
+					     T0, &id[3], &held, &err), 0);
+		cr_expect_eq(st.ops->release(st.impl, k, strlen(k), id[0], T0,
+					     &err), 0);
+		cr_expect_eq(st.ops->acquire(st.impl, k, strlen(k), max, 1000,
+					     T0, &id[0], &held, &err), 1);
+		/* expired leases free their slots */
+		cr_expect_eq(st.ops->acquire(st.impl, k, strlen(k), max, 1000,
+					     T0 + 1000, &id[3], &held, &err), 1);
+		cr_expect_eq(held, 1);
+		cr_expect_eq(st.ops->release(st.impl, k, strlen(k), id[3],
+					     T0 + 1000, &err), 0);
+	}
+	/* released to zero: dropped */
+	cr_expect_eq(stats(&st).keys, 0);
+	cr_expect_eq(stats(&st).lease_used, 0);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, leases_of_a_dead_holder_expire)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	uint64_t id, held;
+	pid_t pid;
+
+	open_ok(&c, &st);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct rl_store own;
+		char e[512];
+		if (shm_store_open(&c, &own, e, sizeof(e)) ||
+		    own.ops->acquire(own.impl, "slow", 4, 2, 2000, T0, &id,
+				     &held, &err) != 1 ||
+		    own.ops->acquire(own.impl, "slow", 4, 2, 2000, T0, &id,
+				     &held, &err) != 1)
+			_exit(1);
+		_exit(0);       /* dies holding both leases */
+	}
+	wait_children(&pid, 1);
+	cr_expect_eq(st.ops->acquire(st.impl, "slow", 4, 2, 2000, T0 + 1999,
+				     &id, &held, &err), 0);
+	cr_expect_eq(held, 2);
+	cr_expect_eq(st.ops->acquire(st.impl, "slow", 4, 2, 2000, T0 + 2000,
+				     &id, &held, &err), 1);
+	cr_expect_eq(held, 1);
+	st.ops->destroy(st.impl);
+}
