@@ -178,7 +178,7 @@ void
 respond_opts_from_settings(struct respond_opts *o, const struct rl_settings *s)
 {
 	o->headers = s->headers;
-	o->ietf_headers = 0;
+	o->ietf_headers = s->ietf_headers;
 	o->retry_after = s->retry_after;
 	o->apache = 0;
 }

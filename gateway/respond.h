@@ -69,7 +69,7 @@ struct respond_opts {
 	 *   RateLimit-Policy: "NAME";q=COUNT;w=PERIOD_S
 	 *   RateLimit: "NAME";r=REMAINING;t=SECONDS
 	 * NAME is the rule's scope, "default" or "application".  Off until the
-	 * rule parser has a directive for it (asked for: `ietf-headers on`). */
+	 * rule set's `ietf-headers on` (default off). */
 	int ietf_headers;
 	enum rl_retry_format retry_after;
 	/* The request came from Apache (it sends FCGI_APACHE_ROLE).

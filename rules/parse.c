@@ -567,6 +567,7 @@ static const struct directive directives[] = {
 	{ "enabled",          D_ONOFF,        S(enabled), 0, 0, 0 },
 	{ "dry-run",          D_ONOFF,        S(dry_run), 0, 0, 0 },
 	{ "headers",          D_ONOFF,        S(headers), 0, 0, 0 },
+	{ "ietf-headers",     D_ONOFF,        S(ietf_headers), 0, 0, 0 },
 	{ "case-insensitive", D_ONOFF,        S(case_insensitive), 0, 0, 0 },
 	{ "retry-after",      D_RETRY,        S(retry_after), 0, 0, 0 },
 	{ "strategy",         D_STRATEGY,     S(strategy), 0, 0, 0 },

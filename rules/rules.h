@@ -404,6 +404,7 @@ struct rl_settings {
 	int enabled;
 	int dry_run;
 	int headers;
+	int ietf_headers;       /* RateLimit-Policy / RateLimit (IETF draft) */
 	enum rl_retry_format retry_after;
 	enum rl_strategy strategy;
 	uint64_t burst;

@@ -200,6 +200,7 @@ Test(parse, globals_all_set)
 		"enabled off\n"
 		"dry-run on\n"
 		"headers off\n"
+		"ietf-headers on\n"
 		"case-insensitive on\n"
 		"retry-after http-date\n"
 		"strategy gcra\n"
@@ -221,6 +222,7 @@ Test(parse, globals_all_set)
 	cr_assert_eq(s->enabled, 0);
 	cr_assert_eq(s->dry_run, 1);
 	cr_assert_eq(s->headers, 0);
+	cr_assert_eq(s->ietf_headers, 1);
 	cr_assert_eq(s->case_insensitive, 1);
 	cr_assert_eq(s->retry_after, RL_RETRY_HTTP_DATE);
 	cr_assert_eq(s->strategy, RL_GCRA);
