@@ -30,6 +30,7 @@ usage(FILE *f)
 		"usage: rategate -c FILE [-l LISTEN] [-j N] [-L LOGFILE]\n"
 		"       rategate -t -c FILE\n"
 		"       rategate replay -c FILE [--summary] [LOG]\n"
+		"       rategate inspect -c FILE [--stats] [--top N] [--client TEXT] [--reset TEXT]\n"
 		"       rategate -V\n"
 		"\n"
 		"  -t            check FILE and everything it includes, print a summary\n"

@@ -32,7 +32,7 @@ step "unit tests under valgrind"
 for t in build/gcc/tests/unit/test_*; do
 	case "$t" in *.log|*.trs|*.o) continue ;; esac
 	[ -x "$t" ] || continue
-	top_srcdir="$top" valgrind -q --error-exitcode=99 --leak-check=full \
+	top_srcdir="$top" valgrind -q --trace-children=yes --error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite "$t" --jobs 1 >/dev/null 2>build/valgrind.out ||
 		{ echo "valgrind: $t"; cat build/valgrind.out; exit 1; }
 	echo "valgrind clean: $(basename "$t")"
