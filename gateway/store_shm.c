@@ -2050,7 +2050,7 @@ int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
 		.path = s->storage.path ? s->storage.path : SHM_DEFAULT_PATH,
 		.size = s->storage.size ? s->storage.size : SHM_DEFAULT_SIZE,
 		.max_moving = max_moving,
-		.names = 1,
+		.names = s->storage.names,
 	};
 
 	return shm_store_open(&c, st, err, errcap);

@@ -59,7 +59,8 @@ struct shm_config {
 };
 
 /* The store of a rule set's `storage shm:...`: path and size from s,
- * moving-window slots sized for max_moving, key names kept.  Returns 0 and
+ * moving-window slots sized for max_moving, key names kept unless the URI
+ * says names=off.  Returns 0 and
  * fills *st, or -1 with a message in err. */
 int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
 		   struct rl_store *st, char *err, size_t errcap);

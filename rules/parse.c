@@ -392,6 +392,16 @@ storage_query(struct pstate *ps, const struct loc *at, const char *q,
 				return -1;
 			}
 			st->size = n;
+		} else if (KEY("names") && st->kind == RL_STORAGE_SHM) {
+			if (vlen == 2 && memcmp(v, "on", 2) == 0)
+				st->names = 1;
+			else if (vlen == 3 && memcmp(v, "off", 3) == 0)
+				st->names = 0;
+			else {
+				error_at(ps, at, "bad value \"%s\" for names: expected on or off",
+					 quote(v, vlen, qb, sizeof(qb)));
+				return -1;
+			}
 		} else if (KEY("db") && st->kind == RL_STORAGE_REDIS) {
 			if (parse_uint(v, vlen, 65535, &n)) {
 				error_at(ps, at, "bad redis db \"%s\": expected a number",
@@ -457,6 +467,7 @@ parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 
 		st->kind = RL_STORAGE_SHM;
 		st->size = 64u << 20;
+		st->names = 1;
 		if (p[0] == '/') {
 			if (plen < 2 || p[plen - 1] == '/') {
 				error_at(ps, at, "bad shm path \"%s\": expected a file path",
@@ -1435,6 +1446,7 @@ load(const char *path, const char *name, const char *text, size_t len,
 	st->storage.uri = "shm:rategate?size=64M";
 	st->storage.path = "/dev/shm/rategate";
 	st->storage.size = 64u << 20;
+	st->storage.names = 1;
 
 	st->key = rl_key_compile(ps.a, "addr", 4, &(struct rl_diag){ 0 });
 	if (st->key == NULL)

@@ -334,6 +334,7 @@ struct rl_storage {
 	const char *path;       /* shm: file path (default /dev/shm/<name>);
 				   redis+unix: socket path */
 	uint64_t size;          /* shm: bytes */
+	int names;              /* shm: keep key text for inspect (names=on) */
 	const char *host;       /* redis */
 	unsigned port;
 	unsigned db;

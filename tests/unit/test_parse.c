@@ -267,6 +267,16 @@ Test(parse, storage_forms)
 	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.password, "pw");
 	rl_ruleset_free(rs);
 
+	rs = parse("storage shm:rg?names=off&size=8M\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.names, 0);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.size, 8u << 20);
+	rl_ruleset_free(rs);
+	cr_assert_eq(rl_ruleset_settings(rs = parse("storage shm:rg\n"))->storage.names, 1);
+	rl_ruleset_free(rs);
+	expect_error("storage shm:rg?names=maybe\n",
+		     "t.rules:1:9: bad value \"maybe\" for names: expected on or off");
+
 	rs = parse("storage memory\n");
 	cr_assert_not_null(rs);
 	cr_assert_eq(rl_ruleset_settings(rs)->storage.kind, RL_STORAGE_MEMORY);

@@ -918,3 +918,39 @@ Test(shm, leases_of_a_dead_holder_expire)
 	cr_expect_eq(held, 1);
 	st.ops->destroy(st.impl);
 }
+
+/* names=off in the storage URI: no key text, three times the keys. */
+Test(shm, names_off_from_the_rules)
+{
+	char tdir[] = "/tmp/rg-names-XXXXXX", text[256];
+	struct rl_report rep;
+	struct rl_store on, off;
+	struct shm_stats son, soff;
+	char err[512] = "";
+
+	cr_assert_not_null(mkdtemp(tdir));
+	snprintf(text, sizeof(text), "storage shm:%s/on?size=4M\n", tdir);
+	struct rl_ruleset *a = rl_ruleset_parse("t", text, strlen(text), NULL, &rep);
+	cr_assert_not_null(a);
+	rl_report_free(&rep);
+	snprintf(text, sizeof(text), "storage shm:%s/off?size=4M&names=off\n", tdir);
+	struct rl_ruleset *b = rl_ruleset_parse("t", text, strlen(text), NULL, &rep);
+	cr_assert_not_null(b);
+	rl_report_free(&rep);
+	cr_assert_eq(store_shm_open(rl_ruleset_settings(a), 0, &on, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_shm_open(rl_ruleset_settings(b), 0, &off, err, sizeof(err)), 0, "%s", err);
+	shm_stats(shm_of(&on), &son);
+	shm_stats(shm_of(&off), &soff);
+	cr_expect_gt(son.name_bytes, 0);
+	cr_expect_eq(soff.name_bytes, 0);
+	cr_expect_gt(soff.slots, 2 * son.slots);
+	on.ops->destroy(on.impl);
+	off.ops->destroy(off.impl);
+	snprintf(text, sizeof(text), "%s/on", tdir);
+	unlink(text);
+	snprintf(text, sizeof(text), "%s/off", tdir);
+	unlink(text);
+	rmdir(tdir);
+	rl_ruleset_free(a);
+	rl_ruleset_free(b);
+}
