@@ -18,6 +18,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <curl/curl.h>
+#include <sys/wait.h>
+
 #include "servers.h"
 
 /* A CGI script that counts its runs and prints what the authorizer told
@@ -65,6 +68,7 @@ static const char lighttpd_socket_conf[] =
 
 static int port;
 static pid_t lighttpd;
+static int max_procs = 1;       /* lighttpd "max-procs" for start_example */
 static char base[64];
 
 static void
@@ -117,6 +121,10 @@ start_example(const char *rules)
 		free(conf);
 		conf = next;
 	}
+	snprintf(line, sizeof(line), "      \"max-procs\"   => %d,", max_procs);
+	char *next = srv_set_line(conf, "      \"max-procs\"", line);
+	free(conf);
+	conf = next;
 	srv_write("lighttpd.conf", conf, 0644);
 	free(conf);
 
@@ -374,4 +382,77 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	char *out = srv_read(srv_path("rategate.out"));
 	cr_expect(out == NULL || strstr(out, "Sanitizer") == NULL, "stderr:\n%s", out);
 	free(out);
+}
+
+/* HTTP status of GET url, or -1; no assertions (runs in forked children). */
+static long
+status_of(const char *url)
+{
+	CURL *c = curl_easy_init();
+	long status = -1;
+
+	if (c == NULL)
+		return -1;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fwrite);
+	FILE *devnull = fopen("/dev/null", "w");
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (devnull)
+		fclose(devnull);
+	return status;
+}
+
+/* Four rategate processes spawned by lighttpd share one budget through
+ * the shared-memory store: 4 clients x 10 concurrent requests against a
+ * 10/minute limit get exactly 10 answers 200, the rest 429. */
+Test(lighttpd_authz, four_processes_share_one_budget_exactly,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char rules[SRV_PATH_MAX + 256], url[SRV_PATH_MAX];
+	enum { CHILDREN = 4, EACH = 10 };
+
+	snprintf(rules, sizeof(rules),
+		 "storage shm:%s?size=4M\n"
+		 "/static.txt 10/minute\n", srv_path("counters"));
+	max_procs = 4;
+	start_example(rules);
+	max_procs = 1;
+	snprintf(url, sizeof(url), "%s/static.txt", base);
+
+	pid_t kids[CHILDREN];
+	for (int k = 0; k < CHILDREN; k++) {
+		kids[k] = fork();
+		cr_assert(kids[k] >= 0);
+		if (kids[k] == 0) {
+			int ok = 0, denied = 0;
+			for (int i = 0; i < EACH; i++) {
+				long st = status_of(url);
+				ok += st == 200;
+				denied += st == 429;
+			}
+			/* exit status: allowed count, or 99 on any other answer */
+			_exit(ok + denied == EACH ? ok : 99);
+		}
+	}
+	int allowed = 0;
+	for (int k = 0; k < CHILDREN; k++) {
+		int wst;
+		cr_assert_eq(waitpid(kids[k], &wst, 0), kids[k]);
+		cr_assert(WIFEXITED(wst));
+		cr_assert_neq(WEXITSTATUS(wst), 99, "an answer other than 200/429\n%s", errlog());
+		allowed += WEXITSTATUS(wst);
+	}
+	cr_expect_eq(allowed, 10, "%d of %d allowed\n%s", allowed, CHILDREN * EACH, errlog());
+
+	/* and the budget really lives in the file: one more is denied */
+	struct srv_resp r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 429);
+	srv_resp_free(&r);
 }
