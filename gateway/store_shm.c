@@ -1308,19 +1308,8 @@ static int op_valid(const struct shm *m, const struct rl_store_op *op,
 {
 	const struct rl_step *p = &op->step;
 
-	if (op->key_len > RL_STORE_KEY_MAX) {
-		diag(err, "store key longer than RL_STORE_KEY_MAX");
+	if (!rl_store_op_valid(op, err))
 		return 0;
-	}
-	if ((unsigned)p->strategy >= RL_STRATEGY_COUNT || p->count < 1 ||
-	    p->count > RL_MAX_COUNT || p->period_ms < 1 || p->cost < 1) {
-		diag(err, "invalid step (strategy, count, period or cost)");
-		return 0;
-	}
-	if (p->strategy == RL_MOVING_WINDOW && p->count > RL_MOVING_MAX) {
-		diag(err, "moving-window count above RL_MOVING_MAX");
-		return 0;
-	}
 	if (layout_big(p->strategy, p->count) &&
 	    layout_words(p->strategy, p->count) > m->g.ring_words) {
 		diag(err, "shm store \"%s\": moving-window count %llu is above the %llu its slots hold: stop the gateways and delete the file so that it is recreated for these rules",

@@ -463,7 +463,7 @@ static int same_key(const struct rl_store_op *a, const struct rl_store_op *b)
 	       (a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0);
 }
 
-static int op_valid(const struct rl_store_op *op, struct rl_diag *err)
+int rl_store_op_valid(const struct rl_store_op *op, struct rl_diag *err)
 {
 	const struct rl_step *p = &op->step;
 
@@ -656,7 +656,7 @@ static int mem_apply(void *impl, struct rl_store_op *ops, size_t n,
 	int rc;
 
 	for (size_t i = 0; i < n; i++)
-		if (!op_valid(&ops[i], err))
+		if (!rl_store_op_valid(&ops[i], err))
 			return -1;
 	if (n == 1)
 		return apply_one(impl, ops, mode, now_ms, err);

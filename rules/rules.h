@@ -196,6 +196,12 @@ struct rl_store {
 	void *impl;
 };
 
+/* Every store checks each op before applying a batch: returns 1, or 0 with
+ * err set for a key longer than RL_STORE_KEY_MAX or a step outside the
+ * loader's bounds (never produced by rl_decide; a guard for other
+ * callers). */
+int rl_store_op_valid(const struct rl_store_op *op, struct rl_diag *err);
+
 /* The process-local store: a hash table in this process's heap.  max_keys
  * bounds memory: when full, expired keys are swept; if none is expired,
  * apply fails (-1, "store full") rather than forget a live counter.
