@@ -25,7 +25,8 @@ mkdir -p build/gcc
 step "clang build with sanitizers and make check"
 mkdir -p build/asan
 (cd build/asan && "$top/configure" CC=clang --enable-sanitizers --quiet &&
-	make -s -j"$jobs" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 make -s -j"$jobs" check) ||
+	make -s -j"$jobs" && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions="$top/tests/lsan.supp" \
+	UBSAN_OPTIONS=print_stacktrace=1 make -s -j"$jobs" check) ||
 	{ cat build/asan/test-suite.log 2>/dev/null; exit 1; }
 
 step "unit tests under valgrind"

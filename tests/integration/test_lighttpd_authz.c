@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 
 #include <curl/curl.h>
-#include <sys/wait.h>
+#include <pthread.h>
 
 #include "servers.h"
 
@@ -384,7 +384,7 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	free(out);
 }
 
-/* HTTP status of GET url, or -1; no assertions (runs in forked children). */
+/* HTTP status of GET url, or -1; no assertions (runs in threads). */
 static long
 status_of(const char *url)
 {
@@ -409,6 +409,25 @@ status_of(const char *url)
 	return status;
 }
 
+/* One concurrent client: n requests, counting 200s and 429s. */
+struct client {
+	const char *url;
+	int n, ok, denied;
+};
+
+static void *
+client_run(void *arg)
+{
+	struct client *c = arg;
+
+	for (int i = 0; i < c->n; i++) {
+		long st = status_of(c->url);
+		c->ok += st == 200;
+		c->denied += st == 429;
+	}
+	return NULL;
+}
+
 /* Four rategate processes spawned by lighttpd share one budget through
  * the shared-memory store: 4 clients x 10 concurrent requests against a
  * 10/minute limit get exactly 10 answers 200, the rest 429. */
@@ -426,29 +445,20 @@ Test(lighttpd_authz, four_processes_share_one_budget_exactly,
 	max_procs = 1;
 	snprintf(url, sizeof(url), "%s/static.txt", base);
 
-	pid_t kids[CHILDREN];
+	pthread_t th[CHILDREN];
+	struct client cl[CHILDREN];
 	for (int k = 0; k < CHILDREN; k++) {
-		kids[k] = fork();
-		cr_assert(kids[k] >= 0);
-		if (kids[k] == 0) {
-			int ok = 0, denied = 0;
-			for (int i = 0; i < EACH; i++) {
-				long st = status_of(url);
-				ok += st == 200;
-				denied += st == 429;
-			}
-			/* exit status: allowed count, or 99 on any other answer */
-			_exit(ok + denied == EACH ? ok : 99);
-		}
+		cl[k] = (struct client){ url, EACH, 0, 0 };
+		cr_assert_eq(pthread_create(&th[k], NULL, client_run, &cl[k]), 0);
 	}
-	int allowed = 0;
+	int allowed = 0, denied = 0;
 	for (int k = 0; k < CHILDREN; k++) {
-		int wst;
-		cr_assert_eq(waitpid(kids[k], &wst, 0), kids[k]);
-		cr_assert(WIFEXITED(wst));
-		cr_assert_neq(WEXITSTATUS(wst), 99, "an answer other than 200/429\n%s", errlog());
-		allowed += WEXITSTATUS(wst);
+		pthread_join(th[k], NULL);
+		allowed += cl[k].ok;
+		denied += cl[k].denied;
 	}
+	cr_assert_eq(allowed + denied, CHILDREN * EACH,
+		     "answers other than 200/429\n%s", errlog());
 	cr_expect_eq(allowed, 10, "%d of %d allowed\n%s", allowed, CHILDREN * EACH, errlog());
 
 	/* and the budget really lives in the file: one more is denied */
