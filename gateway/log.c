@@ -226,18 +226,6 @@ log_printf(struct log *l, enum log_level level, const char *event,
 	emit(l, &ln);
 }
 
-static uint64_t
-fnv1a(const char *s, size_t len)
-{
-	uint64_t h = 14695981039346656037ULL;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
 void
 log_key(const char *key, char *out, size_t cap)
 {
@@ -260,7 +248,7 @@ log_key(const char *key, char *out, size_t cap)
 			if (nl > 40)
 				nl = 40;
 			snprintf(part, sizeof(part), "%.*s#%016llx", (int)nl, p,
-				 (unsigned long long)fnv1a(eq + 1,
+				 (unsigned long long)rl_fnv1a(eq + 1,
 							   plen - (size_t)(eq + 1 - p)));
 			n = strlen(part);
 			if (o + n > max)

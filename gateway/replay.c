@@ -257,9 +257,7 @@ tally_add(struct tally *t, const char *key)
 		for (size_t j = 0; j < t->cap; j++) {
 			if (t->keys[j] == NULL)
 				continue;
-			uint64_t h = 1469598103934665603ULL;
-			for (const char *p = t->keys[j]; *p; p++)
-				h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+			uint64_t h = rl_fnv1a(t->keys[j], strlen(t->keys[j]));
 			for (i = h & (nt.cap - 1); nt.keys[i]; i = (i + 1) & (nt.cap - 1))
 				;
 			nt.keys[i] = t->keys[j];
@@ -271,9 +269,7 @@ tally_add(struct tally *t, const char *key)
 		*t = nt;
 	}
 	mask = t->cap - 1;
-	uint64_t h = 1469598103934665603ULL;
-	for (const char *p = key; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	uint64_t h = rl_fnv1a(key, strlen(key));
 	for (i = h & mask; t->keys[i]; i = (i + 1) & mask) {
 		if (strcmp(t->keys[i], key) == 0) {
 			t->counts[i]++;

@@ -192,17 +192,6 @@ ieq(const char *a, size_t alen, const char *b)
 	return alen == strlen(b) && strncasecmp(a, b, alen) == 0;
 }
 
-static void
-trim(const char **s, size_t *len)
-{
-	while (*len > 0 && (**s == ' ' || **s == '\t')) {
-		(*s)++;
-		(*len)--;
-	}
-	while (*len > 0 && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
-		(*len)--;
-}
-
 /* RFC 9110 qvalue to thousandths: "0", "0.5", "1", "1.000"; -1 when
  * malformed. */
 static int
@@ -260,15 +249,15 @@ respond_negotiate(const char *accept, size_t len)
 		const char *semi = memchr(el, ';', elen);
 		const char *mr = el;
 		size_t mlen = semi ? (size_t)(semi - el) : elen;
-		trim(&mr, &mlen);
+		rl_trim(&mr, &mlen);
 		const char *slash = memchr(mr, '/', mlen);
 		if (slash == NULL)
 			continue;
 		const char *type = mr, *sub = slash + 1;
 		size_t tlen = (size_t)(slash - mr);
 		size_t slen = mlen - tlen - 1;
-		trim(&type, &tlen);
-		trim(&sub, &slen);
+		rl_trim(&type, &tlen);
+		rl_trim(&sub, &slen);
 		if (tlen == 0 || slen == 0)
 			continue;
 
@@ -279,11 +268,11 @@ respond_negotiate(const char *accept, size_t len)
 			size_t rest = elen - (size_t)(p - el);
 			semi = memchr(p, ';', rest);
 			size_t plen = semi ? (size_t)(semi - p) : rest;
-			trim(&p, &plen);
+			rl_trim(&p, &plen);
 			if (plen >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
 				const char *v = p + 2;
 				size_t vlen = plen - 2;
-				trim(&v, &vlen);
+				rl_trim(&v, &vlen);
 				w = qvalue(v, vlen);
 				break;
 			}

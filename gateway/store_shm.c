@@ -325,16 +325,6 @@ uint64_t shm_siphash24(const uint8_t key[16], const void *data, size_t len)
 	return siphash(le64(key), le64(key + 8), data, len);
 }
 
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ULL;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebULL;
-	x ^= x >> 31;
-	return x;
-}
-
 /* ------------------------------------------------------------------ */
 /* Geometry                                                            */
 
@@ -559,7 +549,7 @@ static uint64_t key_hash(const struct shm *m, const char *key, size_t len)
 
 static void locate(const struct shm *m, uint64_t h, struct shm_loc *l)
 {
-	uint64_t h2 = mix64(h);
+	uint64_t h2 = rl_mix64(h);
 
 	l->h = h;
 	l->s = (uint32_t)(((h >> 32) * m->g.stripes) >> 32);

@@ -46,16 +46,6 @@ static int is_ws(char c)
 	return c == ' ' || c == '\t';
 }
 
-static void trim(const char **s, size_t *len)
-{
-	while (*len > 0 && is_ws((*s)[0])) {
-		(*s)++;
-		(*len)--;
-	}
-	while (*len > 0 && is_ws((*s)[*len - 1]))
-		(*len)--;
-}
-
 /* Parse a ":port" suffix p[0..n): 1 to 5 digits, at most 65535. */
 static int port_ok(const char *p, size_t n)
 {
@@ -130,7 +120,7 @@ static int parse_addr(const char *s, size_t len, int with_port,
 	const char *colon;
 	size_t n;
 
-	trim(&s, &len);
+	rl_trim(&s, &len);
 	if (len == 0 || len > ADDR_ENTRY_MAX || memchr(s, '\0', len) != NULL)
 		return -1;
 	if (s[0] == '[') {
@@ -195,7 +185,7 @@ int rl_cidr_parse(const char *s, size_t len, struct rl_cidr *c)
 
 	if (s == NULL)
 		return -1;
-	trim(&s, &len);
+	rl_trim(&s, &len);
 	slash = memchr(s, '/', len);
 	alen = slash != NULL ? (size_t)(slash - s) : len;
 	/* No spaces inside: "10.0.0.0 /8" is a typo, not a network. */
@@ -360,7 +350,7 @@ static int walk_next(struct walk *w, const char **e, size_t *elen)
 		*e = v + start;
 		*elen = w->pos - start;
 		w->pos = comma;
-		trim(e, elen);
+		rl_trim(e, elen);
 		if (*elen > 0)
 			return 1;
 	}
@@ -437,7 +427,7 @@ static int forwarded_for(const char *e, size_t n, struct rl_addr *a)
 		p = e + ps;
 		plen = i - ps;
 		i++;
-		trim(&p, &plen);
+		rl_trim(&p, &plen);
 		if (plen == 0)
 			continue;
 		for (eq = 0; eq < plen && is_tchar(p[eq]); eq++)

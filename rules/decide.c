@@ -51,18 +51,6 @@ rl_retry_seconds(int64_t retry_ms)
 	return s < 1 ? 1 : s;
 }
 
-static uint64_t
-fnv1a(const char *s, size_t len)
-{
-	uint64_t h = 14695981039346656037ULL;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
 /* The hot path builds keys by hand (rl_put): snprintf costs more than the
  * rest of a decision. */
 
@@ -93,7 +81,7 @@ key_base(char *base, const char *prefix, char kind, const char *scope,
 		return 0;
 	if (scope_len > SCOPE_MAX) {
 		static const char hex[] = "0123456789abcdef";
-		uint64_t h = fnv1a(scope, scope_len);
+		uint64_t h = rl_fnv1a(scope, scope_len);
 		char hb[17];
 		hb[0] = '#';
 		for (int i = 0; i < 16; i++)

@@ -216,17 +216,6 @@ rl_key_compile(struct rl_arena *a, const char *s, size_t len,
 /* ------------------------------------------------------------------ */
 /* Rendering                                                           */
 
-static void
-trim(const char **s, size_t *len)
-{
-	while (*len > 0 && (**s == ' ' || **s == '\t')) {
-		(*s)++;
-		(*len)--;
-	}
-	while (*len > 0 && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
-		(*len)--;
-}
-
 static int
 usable(const char *s, size_t len)
 {
@@ -340,7 +329,7 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f)
 		const char *c = s + pos;
 		size_t clen = end - pos;
 
-		trim(&c, &clen);
+		rl_trim(&c, &clen);
 		if (clen > nlen && c[nlen] == '=' && memcmp(c, name, nlen) == 0) {
 			const char *v = c + nlen + 1;
 			size_t vl = clen - nlen - 1;
@@ -399,14 +388,14 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 					} else {
 						const char *v = pm->value;
 						size_t l = pm->value_len;
-						trim(&v, &l);
+						rl_trim(&v, &l);
 						found_add(&f, v, l);
 					}
 				}
 				label = p->src == RL_KEY_HEADER ? "h." :
 					p->src == RL_KEY_VAR ? "v." : "c.";
 				if (f.n > 0 && !f.ambiguous)
-					trim(&f.v, &f.len);
+					rl_trim(&f.v, &f.len);
 				break;
 			}
 			case RL_KEY_QUERY: {

@@ -202,16 +202,6 @@ static int64_t inflight_expiry(const uint64_t *st, uint64_t max)
 /* ------------------------------------------------------------------ */
 /* Hash table                                                          */
 
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ULL;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebULL;
-	x ^= x >> 31;
-	return x;
-}
-
 /* Eight bytes at a time, then the splitmix finaliser.  Fast for the
  * 30-100 byte keys the engine builds; not a defence against chosen keys
  * (see the top of the file). */
@@ -231,7 +221,7 @@ static uint64_t key_hash(const struct memstore *m, const char *key, size_t len)
 	if (len)
 		memcpy(&w, key, len);
 	h = (h ^ (w * 0xff51afd7ed558ccdULL)) * 0xc4ceb9fe1a85ec53ULL;
-	return mix64(h);
+	return rl_mix64(h);
 }
 
 /* The slot a hash probes first: the high bits scaled to the capacity, so
@@ -779,7 +769,7 @@ int memstore_new(size_t max_keys, struct rl_store *st)
 	if (!m->slots)
 		goto fail;
 	m->min_expiry = INT64_MAX;
-	m->seed = mix64((uint64_t)(uintptr_t)m ^
+	m->seed = rl_mix64((uint64_t)(uintptr_t)m ^
 			((uint64_t)(uintptr_t)&memstore_ops << 17));
 	st->ops = &memstore_ops;
 	st->impl = m;

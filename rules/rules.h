@@ -550,6 +550,18 @@ enum rl_outcome rl_inflight_begin(const struct rl_ruleset *rs,
 int rl_inflight_end(struct rl_store *st, struct rl_lease *lease,
 		    int64_t now_ms, struct rl_diag *err);
 
+/* ------------------------------------------------------------------ */
+/* Small helpers shared with the gateway (rules/util.c)                */
+
+/* Drop spaces and tabs at both ends of s[0..*len). */
+void rl_trim(const char **s, size_t *len);
+/* FNV-1a, 64 bits, unkeyed: for hashing long names into keys and log
+ * digests, never where clients could aim collisions (stores key their
+ * hashes). */
+uint64_t rl_fnv1a(const char *s, size_t len);
+/* splitmix64's finaliser: spreads the bits of x. */
+uint64_t rl_mix64(uint64_t x);
+
 /* Seconds for Retry-After: retry_ms rounded up, never 0. */
 int64_t rl_retry_seconds(int64_t retry_ms);
 

@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-30}
 out=${FUZZ_OUT:-$top/build/fuzz}
 mkdir -p "$out"
-lib="rules/arena.c rules/diag.c rules/limit.c rules/match.c rules/clientaddr.c rules/strategy.c rules/memstore.c rules/parse.c rules/keys.c rules/decide.c"
+lib="rules/arena.c rules/diag.c rules/util.c rules/limit.c rules/match.c rules/clientaddr.c rules/strategy.c rules/memstore.c rules/parse.c rules/keys.c rules/decide.c"
 for target in limits path xff rules; do
 	src="$top/tests/fuzz/fuzz_$target.c"
 	[ -f "$src" ] || { echo "missing $src"; exit 1; }
