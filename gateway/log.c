@@ -20,6 +20,7 @@
 struct log {
 	int fd;
 	int own;                /* close fd in log_free */
+	int json;               /* log-format json */
 	pthread_mutex_t mu;
 };
 
@@ -44,6 +45,7 @@ log_new(const char *path, char *err, size_t errcap)
 
 	l->fd = 2;
 	l->own = 0;
+	l->json = 0;
 	if (path != NULL && strcmp(path, "-") != 0) {
 		l->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 		if (l->fd < 0) {
@@ -68,17 +70,25 @@ log_free(struct log *l)
 	free(l);
 }
 
+void
+log_set_json(struct log *l, int json)
+{
+	l->json = json;
+}
+
 /* A line under construction; appends past the end are dropped (the line
- * is cut, never overrun). */
+ * is cut, never overrun; a JSON line keeps room for its closing brace). */
 struct line {
 	char buf[LOG_LINE_MAX];
 	size_t len;
+	int json;
 };
 
 static void
 put(struct line *ln, const char *s, size_t n)
 {
-	size_t room = sizeof(ln->buf) - 1 - ln->len;   /* keep one for '\n' */
+	/* keep one byte for '\n', and for a JSON line three for '"}' */
+	size_t room = sizeof(ln->buf) - 4 - ln->len;
 
 	if (n > room)
 		n = room;
@@ -105,8 +115,87 @@ needs_quotes(const char *s, size_t n)
 	return 0;
 }
 
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when s does not
+ * start with one (overlongs, surrogates and values past U+10FFFF are not
+ * valid). */
+static size_t
+utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned min, cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2; cp = c & 0x1f; min = 0x80;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3; cp = c & 0x0f; min = 0x800;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4; cp = c & 0x07; min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* ,"name":"value" with JSON escapes; invalid UTF-8 becomes U+FFFD so the
+ * line stays valid JSON whatever the client sent. */
+static void
+field_json(struct line *ln, const char *name, const char *v, size_t n,
+	   int cut)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	put(ln, ",\"", 2);
+	puts_(ln, name);
+	put(ln, "\":\"", 3);
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)v[i];
+		if (c == '"' || c == '\\') {
+			char e[2] = { '\\', (char)c };
+			put(ln, e, 2);
+			i++;
+		} else if (c == '\n') {
+			put(ln, "\\n", 2);
+			i++;
+		} else if (c == '\t') {
+			put(ln, "\\t", 2);
+			i++;
+		} else if (c < 0x20 || c == 0x7f) {
+			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+			put(ln, e, 6);
+			i++;
+		} else if (c < 0x80) {
+			put(ln, (const char *)&v[i], 1);
+			i++;
+		} else {
+			size_t l = utf8_len((const unsigned char *)v + i, n - i);
+			if (l == 0) {
+				put(ln, "\\ufffd", 6);
+				i++;
+			} else {
+				put(ln, v + i, l);
+				i += l;
+			}
+		}
+	}
+	if (cut)
+		put(ln, "...", 3);
+	put(ln, "\"", 1);
+}
+
 /* " name=value", quoting and escaping value when needed; value cut at max
- * bytes with "..." appended. */
+ * bytes with "..." appended.  In a JSON line: ,"name":"value". */
 static void
 field(struct line *ln, const char *name, const char *v, size_t n, size_t max)
 {
@@ -115,6 +204,10 @@ field(struct line *ln, const char *name, const char *v, size_t n, size_t max)
 
 	if (cut)
 		n = max;
+	if (ln->json) {
+		field_json(ln, name, v, n, cut);
+		return;
+	}
 	put(ln, " ", 1);
 	puts_(ln, name);
 	put(ln, "=", 1);
@@ -160,11 +253,20 @@ field_i64(struct line *ln, const char *name, int64_t v)
 	char tmp[24];
 	int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
 
+	if (ln->json) {
+		/* a number, not a string */
+		put(ln, ",\"", 2);
+		puts_(ln, name);
+		put(ln, "\":", 2);
+		put(ln, tmp, (size_t)n);
+		return;
+	}
 	field(ln, name, tmp, (size_t)n, sizeof(tmp));
 }
 
 static void
-start(struct line *ln, int64_t now_ms, enum log_level level, const char *event)
+start(const struct log *l, struct line *ln, int64_t now_ms,
+      enum log_level level, const char *event)
 {
 	static const char *const names[] = { "info", "warn", "error" };
 	time_t t = (time_t)(now_ms / 1000);
@@ -177,8 +279,15 @@ start(struct line *ln, int64_t now_ms, enum log_level level, const char *event)
 		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 		 tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
 	ln->len = 0;
-	puts_(ln, "time=");
-	puts_(ln, ts);
+	ln->json = l->json;
+	if (ln->json) {
+		puts_(ln, "{\"time\":\"");
+		puts_(ln, ts);
+		puts_(ln, "\"");
+	} else {
+		puts_(ln, "time=");
+		puts_(ln, ts);
+	}
 	field_s(ln, "level", names[level]);
 	field_s(ln, "event", event);
 }
@@ -188,6 +297,8 @@ emit(struct log *l, struct line *ln)
 {
 	size_t off = 0;
 
+	if (ln->json)
+		ln->buf[ln->len++] = '}';
 	ln->buf[ln->len++] = '\n';
 	pthread_mutex_lock(&l->mu);
 	while (off < ln->len) {
@@ -221,7 +332,7 @@ log_printf(struct log *l, enum log_level level, const char *event,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	start(&ln, now_ms(), level, event);
+	start(l, &ln, now_ms(), level, event);
 	field(&ln, "msg", msg, strlen(msg), sizeof(msg));
 	emit(l, &ln);
 }
@@ -304,7 +415,7 @@ log_decision(struct log *l, const struct log_request *r,
 		level = LOG_LEVEL_ERROR;
 		break;
 	}
-	start(&ln, r->now_ms, level, event);
+	start(l, &ln, r->now_ms, level, event);
 	field_i64(&ln, "status", status);
 	field_s(&ln, "client", d->client);
 	log_key(d->key[0] ? d->key : "-", key, sizeof(key));

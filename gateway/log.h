@@ -40,6 +40,13 @@ struct log;
 struct log *log_new(const char *path, char *err, size_t errcap);
 void log_free(struct log *l);   /* NULL-safe; never closes stderr */
 
+/* `log-format json`: each line one JSON object with the same fields, in
+ * the same order, as the logfmt line ({"time":"...","level":"info",
+ * "event":"deny","status":429,...}); numbers as JSON numbers, strings
+ * escaped, invalid UTF-8 replaced by U+FFFD.  Set before the workers
+ * start, or on reload (a line in progress keeps its format). */
+void log_set_json(struct log *l, int json);
+
 /* time=... level=... event=EVENT msg="formatted text" */
 void log_printf(struct log *l, enum log_level level, const char *event,
 		const char *fmt, ...) __attribute__((format(printf, 4, 5)));

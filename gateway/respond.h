@@ -117,6 +117,10 @@ int respond_authorizer(struct respond_buf *b, const struct respond_opts *o,
 		       const struct rl_decision *d, int64_t now_ms,
 		       enum respond_format f);
 
+/* The RFC 9110 reason phrase of a status code ("Not Found"), or "" for a
+ * code without one here. */
+const char *respond_reason(int status);
+
 /* A plain error answer: status 400, 413, 500, 502 or 503 with its reason
  * phrase, Retry-After when retry_s > 0, Cache-Control: no-store, and a
  * body made of message (text) or {"error":code,"message":message} (JSON).

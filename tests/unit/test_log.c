@@ -167,3 +167,36 @@ Test(log, cannot_open)
 	cr_assert_null(log_new("/nonexistent-dir/x.log", err, sizeof(err)));
 	cr_assert_str_eq(err, "log file /nonexistent-dir/x.log: No such file or directory");
 }
+
+Test(log, json_lines_are_json)
+{
+	static struct rl_limit lim = { .count = 5, .period_ms = 60000, .text = "5 per minute" };
+	struct rl_rule rule;
+	struct rl_decision d;
+	/* a quote, a backslash, a control byte, valid UTF-8 (é) and an
+	 * invalid byte (0xff) in the path */
+	struct log_request r = { "POST", "/a\"\\\x01\xc3\xa9\xff", 8, NOW };
+
+	log_set_json(lg, 1);
+	memset(&rule, 0, sizeof(rule));
+	rule.pattern.text = "/login";
+	memset(&d, 0, sizeof(d));
+	d.outcome = RL_DENY;
+	d.rule = &rule;
+	d.limit = &lim;
+	d.retry_ms = 41001;
+	strcpy(d.client, "192.0.2.7");
+	strcpy(d.key, "h.x-api-key=s3cret");
+	log_decision(lg, &r, &d, 429);
+	char *s = contents();
+	cr_assert_str_eq(s,
+		"{\"time\":\"2026-11-23T09:00:00.123Z\",\"level\":\"info\",\"event\":\"deny\",\"status\":429,"
+		"\"client\":\"192.0.2.7\",\"key\":\"h.x-api-key=#36fc55b03b7a4e67\",\"rule\":\"/login\","
+		"\"origin\":\"rule\",\"limit\":\"5 per minute\",\"remaining\":0,"
+		"\"path\":\"/a\\\"\\\\\\u0001\xc3\xa9\\ufffd\",\"method\":\"POST\",\"retry_after\":42}\n");
+	truncate(path, 0);
+	log_printf(lg, LOG_LEVEL_WARN, "reload", "line \"%d\"", 3);
+	s = contents();
+	cr_assert_eq(strncmp(s, "{\"time\":\"", 9), 0, "%s", s);
+	cr_assert_not_null(strstr(s, "Z\",\"level\":\"warn\",\"event\":\"reload\",\"msg\":\"line \\\"3\\\"\"}\n"), "%s", s);
+}
