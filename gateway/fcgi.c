@@ -1,7 +1,17 @@
 /*
  * fcgi.c - the FastCGI server: the listening socket (own or inherited),
  * worker threads around FCGX_Accept_r / FCGX_Finish_r, one decision per
- * request answered in the authorizer role, and a clean stop on SIGTERM.
+ * request, answered in the authorizer role or, in the responder role, by
+ * passing allowed requests on to a CGI program (cgi.c) or a FastCGI
+ * application (upstream.c); the statistics endpoint; SIGHUP reloads and
+ * a clean stop on SIGTERM.
+ *
+ * Reloading: the rules and everything derived from them (answer options,
+ * per-rule backends and counters) form a generation.  Each request holds a
+ * reference to the generation it started with; SIGHUP loads the file again
+ * in the main thread and, only when it loads without an error, swaps the
+ * current generation; the last request of the old one frees it.  The store
+ * is never reopened, so counters survive.
  *
  * Each worker copies the request's params into its own buffer before
  * deciding, so nothing points into libfcgi's memory past FCGX_Finish_r.  An
@@ -17,6 +27,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcgiapp.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -32,11 +43,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgi.h"
 #include "fcgi.h"
 #include "fileio.h"
 #include "log.h"
 #include "respond.h"
+#include "proxy.h"
+#include "stats.h"
 #include "store.h"
+#include "store_shm.h"
+#include "upstream.h"
 
 /* ------------------------------------------------------------------ */
 /* The process-local store is not thread-safe: a mutex around each call. */
@@ -155,19 +171,296 @@ fcgi_target(const char *request_uri, const char *script_name,
 	return 0;
 }
 
+static const char *
+storage_kind_name(enum rl_storage_kind k)
+{
+	switch (k) {
+	case RL_STORAGE_SHM:
+		return "shm";
+	case RL_STORAGE_MEMORY:
+		return "memory";
+	case RL_STORAGE_REDIS:
+		break;
+	}
+	return "redis";
+}
+
+const char *
+fcgi_param(const struct rl_param *params, size_t n, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < n; i++)
+		if (params[i].name_len == len &&
+		    memcmp(params[i].name, name, len) == 0)
+			return params[i].value;
+	return NULL;
+}
+
+int
+fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
+	     struct rl_request *rq)
+{
+	struct fcgi_target t;
+
+	memset(rq, 0, sizeof(*rq));
+	rq->method = fcgi_param(params, np, "REQUEST_METHOD");
+	if (fcgi_target(fcgi_param(params, np, "REQUEST_URI"),
+			fcgi_param(params, np, "SCRIPT_NAME"),
+			fcgi_param(params, np, "PATH_INFO"),
+			fcgi_param(params, np, "QUERY_STRING"), buf, cap, &t) == 0) {
+		rq->path = t.path;
+		rq->path_len = t.path_len;
+		rq->query = t.query;
+		rq->query_len = t.query_len;
+	}
+	rq->remote_addr = fcgi_param(params, np, "REMOTE_ADDR");
+	rq->remote_addr_len = rq->remote_addr ? strlen(rq->remote_addr) : 0;
+	rq->params = params;
+	rq->nparams = np;
+	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
+	if (cl != NULL && cl[0] != '\0') {
+		uint64_t v = 0;
+		for (const char *p = cl; *p != '\0'; p++) {
+			if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+				return -1;
+			v = v * 10 + (uint64_t)(*p - '0');
+		}
+		rq->body_bytes = v;
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
-/* Server                                                              */
+/* Rule generations: what SIGHUP swaps                                 */
+
+/* Where allowed requests go in responder mode. */
+struct backend {
+	char *uri;              /* as written: the registry's key */
+	int cgi;                /* 1: a CGI program (path), 0: FastCGI (up) */
+	char *path;
+	struct upstream *up;
+	struct backend *next;
+};
+
+/* One loaded rule set with everything derived from it.  Workers hold a
+ * reference for the length of a request; the main thread swaps `current`
+ * on SIGHUP and the last reference frees the old one. */
+struct gen {
+	struct rl_ruleset *rs;
+	const struct rl_settings *s;
+	struct respond_opts ropts;
+	struct stats_rules *stats;
+	struct backend **backends;      /* [nrules + 1]: per rule, then the global */
+	char stats_path[RL_PATH_MAX + 1]; /* normalised; "" when off */
+	atomic_int refs;
+};
 
 struct server {
-	const struct rl_ruleset *rs;
+	const char *rules_path;
 	struct rl_store store;
+	enum rl_storage_kind store_kind;
+	const char *store_uri;  /* of the store opened at start (owned copy) */
+	uint64_t store_max_moving;
 	struct log *log;
-	struct respond_opts ropts;
+	struct stats stats;
+	struct backend *backends;       /* every backend ever configured */
+	pthread_mutex_t gen_mu;
+	struct gen *current;
 	int listen_fd;
 	atomic_int stopping;
 	atomic_int failed;      /* a worker could not accept any more */
 	atomic_int running;     /* workers still in their loop */
+	atomic_int_fast64_t store_err_logged_ms; /* last store-error line */
 };
+
+static struct gen *
+gen_acquire(struct server *srv)
+{
+	pthread_mutex_lock(&srv->gen_mu);
+	struct gen *g = srv->current;
+	atomic_fetch_add(&g->refs, 1);
+	pthread_mutex_unlock(&srv->gen_mu);
+	return g;
+}
+
+static void
+gen_release(struct gen *g)
+{
+	if (g == NULL || atomic_fetch_sub(&g->refs, 1) != 1)
+		return;
+	stats_rules_free(g->stats);
+	free(g->backends);
+	rl_ruleset_free(g->rs);
+	free(g);
+}
+
+/* The backend for uri, made once and kept until exit (so idle upstream
+ * connections survive reloads). */
+static struct backend *
+backend_for(struct server *srv, const struct rl_upstream *u, char *err,
+	    size_t errcap)
+{
+	for (struct backend *b = srv->backends; b != NULL; b = b->next)
+		if (strcmp(b->uri, u->uri) == 0)
+			return b;
+	struct backend *b = log_xrealloc(NULL, sizeof(*b));
+	memset(b, 0, sizeof(*b));
+	b->uri = strdup(u->uri);
+	if (b->uri == NULL)
+		log_xrealloc(NULL, SIZE_MAX);   /* out of memory: abort */
+	if (u->kind == RL_UPSTREAM_CGI) {
+		b->cgi = 1;
+		b->path = strdup(u->path);
+		if (b->path == NULL)
+			log_xrealloc(NULL, SIZE_MAX);
+	} else {
+		b->up = upstream_new(u->uri, err, errcap);
+		if (b->up == NULL) {
+			free(b->uri);
+			free(b);
+			return NULL;
+		}
+		upstream_set_log(b->up, srv->log);
+	}
+	b->next = srv->backends;
+	srv->backends = b;
+	return b;
+}
+
+static void
+backends_free(struct server *srv)
+{
+	struct backend *b = srv->backends;
+
+	while (b != NULL) {
+		struct backend *next = b->next;
+		upstream_free(b->up);
+		free(b->path);
+		free(b->uri);
+		free(b);
+		b = next;
+	}
+	srv->backends = NULL;
+}
+
+/* Wrap rs into a generation.  Returns NULL with err set when a backend
+ * cannot be made or the rules need more than the open store holds. */
+static struct gen *
+gen_new(struct server *srv, struct rl_ruleset *rs, const struct stats_rules *old,
+	char *err, size_t errcap)
+{
+	struct gen *g = log_xrealloc(NULL, sizeof(*g));
+	size_t n = rl_ruleset_nrules(rs);
+
+	memset(g, 0, sizeof(*g));
+	g->rs = rs;
+	g->s = rl_ruleset_settings(rs);
+	respond_opts_from_settings(&g->ropts, g->s);
+	g->backends = log_xrealloc(NULL, (n + 1) * sizeof(*g->backends));
+	for (size_t i = 0; i <= n; i++) {
+		const struct rl_upstream *u = i < n ? rl_ruleset_rule(rs, i)->upstream : NULL;
+		if (u == NULL)
+			u = g->s->upstream;
+		g->backends[i] = NULL;
+		if (u != NULL && (g->backends[i] = backend_for(srv, u, err, errcap)) == NULL)
+			goto fail;
+	}
+	g->stats_path[0] = '\0';
+	if (g->s->stats != NULL) {
+		struct rl_diag d;
+		size_t len;
+		if (rl_path_normalize(g->s->stats, strlen(g->s->stats),
+				      g->s->case_insensitive, g->stats_path, &len, &d) != 0) {
+			snprintf(err, errcap, "stats %s: %s", g->s->stats, d.msg);
+			goto fail;
+		}
+	}
+	if (rl_ruleset_max_moving(rs) > srv->store_max_moving) {
+		snprintf(err, errcap,
+			 "the rules need moving-window slots for %llu hits; the store was opened for %llu: restart rategate to resize it",
+			 (unsigned long long)rl_ruleset_max_moving(rs),
+			 (unsigned long long)srv->store_max_moving);
+		goto fail;
+	}
+	g->stats = stats_rules_new(rs, old);
+	atomic_init(&g->refs, 1);
+	return g;
+fail:
+	free(g->backends);
+	free(g);
+	return NULL;
+}
+
+/* Load the rule file, logging every diagnostic.  NULL on errors. */
+static struct rl_ruleset *
+load_logged(struct server *srv, const char *event)
+{
+	struct rl_report rep;
+	struct rl_ruleset *rs = rl_ruleset_load(srv->rules_path, &fileio, &rep);
+
+	for (size_t i = 0; i < rep.nerrors; i++)
+		log_printf(srv->log, LOG_LEVEL_ERROR, event, "%s", rep.errors[i]);
+	if (rep.truncated)
+		log_printf(srv->log, LOG_LEVEL_ERROR, event,
+			   "%s: too many errors, stopped after %d",
+			   srv->rules_path, RL_REPORT_MAX_ERRORS);
+	for (size_t i = 0; i < rep.nwarnings; i++)
+		log_printf(srv->log, LOG_LEVEL_WARN, event, "%s", rep.warnings[i]);
+	rl_report_free(&rep);
+	return rs;
+}
+
+/* SIGHUP: load the file again and swap it in whole, or keep the old
+ * rules.  The store stays: counters survive; a changed `storage` needs a
+ * restart (said in the log), since the new rules would otherwise count
+ * in another place than the processes that have not reloaded yet. */
+static void
+reload(struct server *srv)
+{
+	char err[512];
+	struct rl_ruleset *rs = load_logged(srv, "reload-error");
+
+	if (rs == NULL) {
+		atomic_fetch_add(&srv->stats.reloads_failed, 1);
+		log_printf(srv->log, LOG_LEVEL_ERROR, "reload",
+			   "%s has errors: still running the rules loaded before",
+			   srv->rules_path);
+		return;
+	}
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	if (strcmp(s->storage.uri, srv->store_uri) != 0)
+		log_printf(srv->log, LOG_LEVEL_WARN, "reload",
+			   "storage changed to %s: restart rategate to use it; counting on in %s",
+			   s->storage.uri, srv->store_uri);
+	pthread_mutex_lock(&srv->gen_mu);
+	struct gen *old = srv->current;
+	pthread_mutex_unlock(&srv->gen_mu);
+	struct gen *g = gen_new(srv, rs, old->stats, err, sizeof(err));
+	if (g == NULL) {
+		rl_ruleset_free(rs);
+		atomic_fetch_add(&srv->stats.reloads_failed, 1);
+		log_printf(srv->log, LOG_LEVEL_ERROR, "reload",
+			   "%s: %s: still running the rules loaded before",
+			   srv->rules_path, err);
+		return;
+	}
+	log_set_json(srv->log, s->log_format == RL_LOG_JSON);
+	pthread_mutex_lock(&srv->gen_mu);
+	srv->current = g;
+	pthread_mutex_unlock(&srv->gen_mu);
+	/* Totals were copied before the swap; a request counted in between
+	 * on the old generation is lost to the statistics (not to the
+	 * limits). */
+	gen_release(old);
+	atomic_fetch_add(&srv->stats.reloads_ok, 1);
+	log_printf(srv->log, LOG_LEVEL_INFO, "reload",
+		   "%s: %zu rule%s loaded", srv->rules_path, rl_ruleset_nrules(rs),
+		   rl_ruleset_nrules(rs) == 1 ? "" : "s");
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                            */
 
 /* One worker's reusable memory: copies of the params, the response. */
 struct worker {
@@ -179,7 +472,9 @@ struct worker {
 	struct rl_param *params;
 	size_t nparams_cap;
 	char target[RL_PATH_MAX + 2];
+	char norm[RL_PATH_MAX + 1];
 	struct respond_buf out;
+	struct respond_buf hdr;
 };
 
 static int64_t
@@ -236,13 +531,7 @@ copy_params(struct worker *w, char **envp)
 static const char *
 param(const struct worker *w, size_t n, const char *name)
 {
-	size_t len = strlen(name);
-
-	for (size_t i = 0; i < n; i++)
-		if (w->params[i].name_len == len &&
-		    memcmp(w->params[i].name, name, len) == 0)
-			return w->params[i].value;
-	return NULL;
+	return fcgi_param(w->params, n, name);
 }
 
 static void
@@ -252,39 +541,323 @@ send_out(struct worker *w)
 	(void)FCGX_PutStr(w->out.data, (int)w->out.len, w->req.out);
 }
 
+static int
+fill_request(struct worker *w, size_t np, struct rl_request *rq)
+{
+	return fcgi_request(w->params, np, w->target, sizeof(w->target), rq);
+}
+
+static enum stats_reason
+reason_of(const struct rl_decision *d, int concurrency)
+{
+	switch (d->outcome) {
+	case RL_DENY:
+		return concurrency ? STATS_CONCURRENCY : STATS_RATE;
+	case RL_DENY_KEY:
+		return STATS_MISSING_KEY;
+	case RL_TOO_LARGE:
+		return STATS_TOO_LARGE;
+	case RL_BAD_REQUEST:
+		return STATS_BAD_REQUEST;
+	case RL_STORE_ERROR:
+	case RL_ALLOW:
+		break;
+	}
+	return STATS_STORE_ERROR;
+}
+
+/* A store failure: counted always, logged at most once a second per
+ * process (a dead store would otherwise write a line per request).  With
+ * `store-failure allow` the request goes on as allowed.  Returns 1 when it
+ * should be let through. */
+static int
+store_failed(struct server *srv, const struct gen *g, struct rl_decision *d,
+	     int64_t now)
+{
+	atomic_fetch_add(&srv->stats.store_errors, 1);
+	int64_t last = atomic_load(&srv->store_err_logged_ms);
+	int allow = g->s->store_failure == RL_STORE_FAIL_ALLOW;
+	if (now - last >= 1000 &&
+	    atomic_compare_exchange_strong(&srv->store_err_logged_ms, &last, now))
+		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
+			   "%s (store-failure %s: requests are %s)", d->error,
+			   allow ? "allow" : "deny", allow ? "let through" : "answered 503");
+	if (!allow)
+		return 0;
+	d->outcome = RL_ALLOW;
+	d->limit = NULL;
+	return 1;
+}
+
+/* The statistics endpoint, when path is its path.  Only REMOTE_ADDR --
+ * the peer of the web server, never a forwarded header -- is checked
+ * against stats-allow.  Returns 1 when the request was answered. */
+static int
+maybe_stats(struct worker *w, struct gen *g, size_t np,
+	    const struct rl_request *rq, int authorizer, int64_t now)
+{
+	struct rl_diag dg;
+	size_t len;
+
+	if (g->stats_path[0] == '\0' || rq->path == NULL ||
+	    rl_path_normalize(rq->path, rq->path_len, g->s->case_insensitive,
+			      w->norm, &len, &dg) != 0 ||
+	    strcmp(w->norm, g->stats_path) != 0)
+		return 0;
+	struct rl_addr a;
+	int ok = 0;
+	if (rq->remote_addr != NULL &&
+	    rl_addr_parse(rq->remote_addr, rq->remote_addr_len, &a) == 0)
+		for (size_t i = 0; i < g->s->nstats_allow && !ok; i++)
+			ok = rl_cidr_contains(&g->s->stats_allow[i], &a);
+	const char *accept = param(w, np, "HTTP_ACCEPT");
+	if (!ok) {
+		log_printf(w->srv->log, LOG_LEVEL_WARN, "stats-refused",
+			   "statistics asked for by %.64s, not in stats-allow",
+			   rq->remote_addr ? rq->remote_addr : "(no REMOTE_ADDR)");
+		respond_error(&w->out, 403, 0, "forbidden",
+			      "Forbidden: statistics are not available to this address",
+			      respond_negotiate(accept, accept ? strlen(accept) : 0));
+	} else if (authorizer) {
+		/* An authorizer cannot send a body with a 200: let the web
+		 * server pass the request on to rategate as a responder. */
+		respond_buf_reset(&w->out);
+		respond_buf_add(&w->out, "Status: 200 OK\r\n\r\n", 18);
+	} else {
+		struct stats_store st = { storage_kind_name(w->srv->store_kind), -1, -1, -1, -1 };
+		struct shm *m = shm_of(&w->srv->store);
+		if (m != NULL) {
+			struct shm_stats ss;
+			shm_stats(m, &ss);
+			st.keys = (int64_t)ss.keys;
+			st.slots = (int64_t)ss.slots;
+			st.evictions = (int64_t)ss.evict_lru;
+			st.full = (int64_t)ss.full;
+		}
+		char q[64] = "";
+		if (rq->query != NULL)
+			snprintf(q, sizeof(q), "%.*s", (int)rq->query_len, rq->query);
+		stats_render(&w->out, stats_negotiate(q, accept), &w->srv->stats,
+			     g->stats, &st, now, (long)getpid());
+	}
+	send_out(w);
+	return 1;
+}
+
+/* nginx auth_request passes on 2xx, 401 and 403 only (a 429 becomes a
+ * 500), so behind it a denial goes out as 403 with every header of the
+ * 429, for nginx's error_page 403 to turn back into a 429. */
 static void
-authorize(struct worker *w, size_t np, int64_t now)
+status_to_403(struct respond_buf *b)
+{
+	static const char s403[] = "Status: 403 Forbidden\r\n";
+	const char *eol = strstr(b->data, "\r\n");
+
+	if (eol == NULL || strncmp(b->data, "Status: 429 ", 12) != 0)
+		return;
+	size_t old = (size_t)(eol + 2 - b->data);
+	size_t rest = b->len - old;
+	char *tail = log_xrealloc(NULL, rest + 1);
+	memcpy(tail, eol + 2, rest);
+	respond_buf_reset(b);
+	respond_buf_add(b, s403, sizeof(s403) - 1);
+	respond_buf_add(b, tail, rest);
+	free(tail);
+}
+
+static void
+authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
+	  int auth_request)
 {
 	struct server *srv = w->srv;
 	struct rl_request rq;
 	struct rl_decision d;
-	struct fcgi_target t;
 	const char *accept = param(w, np, "HTTP_ACCEPT");
 	enum respond_format f = respond_negotiate(accept, accept ? strlen(accept) : 0);
 
-	memset(&rq, 0, sizeof(rq));
-	rq.method = param(w, np, "REQUEST_METHOD");
-	if (fcgi_target(param(w, np, "REQUEST_URI"), param(w, np, "SCRIPT_NAME"),
-			param(w, np, "PATH_INFO"), param(w, np, "QUERY_STRING"),
-			w->target, sizeof(w->target), &t) == 0) {
-		rq.path = t.path;
-		rq.path_len = t.path_len;
-		rq.query = t.query;
-		rq.query_len = t.query_len;
+	if (fill_request(w, np, &rq) != 0) {
+		respond_error(&w->out, 400, 0, "bad_request",
+			      "Bad Request: Content-Length is not a number", f);
+		send_out(w);
+		return;
 	}
-	rq.remote_addr = param(w, np, "REMOTE_ADDR");
-	rq.remote_addr_len = rq.remote_addr ? strlen(rq.remote_addr) : 0;
-	rq.params = w->params;
-	rq.nparams = np;
-
-	rl_decide(srv->rs, &srv->store, &rq, now, RL_HIT, &d);
-	struct respond_opts ro = srv->ropts;
+	if (maybe_stats(w, g, np, &rq, 1, now))
+		return;
+	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+	if (d.outcome == RL_STORE_ERROR)
+		store_failed(srv, g, &d, now);
+	struct respond_opts ro = g->ropts;
 	ro.apache = param(w, np, "FCGI_APACHE_ROLE") != NULL;
-	int status = respond_authorizer(&w->out, &ro, &d, now, f);
+	int status;
+	status = respond_authorizer(&w->out, &ro, &d, now, f);
+	if (auth_request)
+		status_to_403(&w->out);
 	send_out(w);
-
+	stats_count(&srv->stats, g->stats, &d, d.outcome != RL_ALLOW,
+		    reason_of(&d, 0));
 	struct log_request lr = { rq.method, rq.path, rq.path_len, now };
 	log_decision(srv->log, &lr, &d, status);
+}
+
+/* The web server's side of a proxied request: libfcgi's streams. */
+static long
+client_read(void *ctx, char *buf, size_t cap)
+{
+	struct worker *w = ctx;
+	int n = FCGX_GetStr(buf, cap > INT_MAX ? INT_MAX : (int)cap, w->req.in);
+
+	if (n > 0)
+		return n;
+	/* 0: the end of FCGI_STDIN, or an error on the connection */
+	return FCGX_GetError(w->req.in) != 0 ? -1 : 0;
+}
+
+static int
+client_write(void *ctx, const char *buf, size_t len)
+{
+	struct worker *w = ctx;
+
+	while (len > 0) {
+		int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
+		if (FCGX_PutStr(buf, chunk, w->req.out) != chunk)
+			return -1;
+		buf += chunk;
+		len -= (size_t)chunk;
+	}
+	return 0;
+}
+
+#define ENV_MAX 8
+
+/* "RL_CLIENT=..." and friends for the application: the facts an
+ * authorizer passes as Variable-RL_*. */
+static size_t
+make_env(const struct rl_decision *d, int64_t now, char bufs[ENV_MAX][RL_DECISION_KEY_MAX + 32],
+	 const char *env[ENV_MAX])
+{
+	size_t n = 0;
+
+#define ENV(...) do { snprintf(bufs[n], sizeof(bufs[n]), __VA_ARGS__); env[n] = bufs[n]; n++; } while (0)
+	if (d->client[0] != '\0')
+		ENV("RL_CLIENT=%s", d->client);
+	if (d->key[0] != '\0')
+		ENV("RL_KEY=%s", d->key);
+	if (d->exempt)
+		ENV("RL_EXEMPT=1");
+	if (d->rule != NULL)
+		ENV("RL_RULE=%.200s", d->rule->pattern.text);
+	if (d->limit != NULL) {
+		ENV("RL_LIMIT=%s", d->limit->text);
+		ENV("RL_REMAINING=%llu", (unsigned long long)d->remaining);
+		ENV("RL_RESET=%lld", (long long)respond_seconds_until(d->reset_ms, now));
+	}
+	if (d->would_deny)
+		ENV("RL_DRY_RUN_DENY=1");
+#undef ENV
+	return n;
+}
+
+static void
+proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
+{
+	struct server *srv = w->srv;
+	struct rl_request rq;
+	struct rl_decision d;
+	struct rl_lease lease;
+	const char *accept = param(w, np, "HTTP_ACCEPT");
+	enum respond_format f = respond_negotiate(accept, accept ? strlen(accept) : 0);
+	struct log_request lr;
+	int status, concurrency = 0;
+
+	lease.held = 0;
+	if (fill_request(w, np, &rq) != 0) {
+		respond_error(&w->out, 400, 0, "bad_request",
+			      "Bad Request: Content-Length is not a number", f);
+		send_out(w);
+		return;
+	}
+	lr = (struct log_request){ rq.method, rq.path, rq.path_len, now };
+	if (maybe_stats(w, g, np, &rq, 0, now))
+		return;
+	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+	if (d.outcome == RL_STORE_ERROR)
+		store_failed(srv, g, &d, now);
+	if (d.outcome == RL_ALLOW && d.rule != NULL && d.rule->concurrency > 0) {
+		struct rl_decision d2;
+		enum rl_outcome o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
+						      g->s->lease_ms, &lease, &d2);
+		if (o == RL_STORE_ERROR && store_failed(srv, g, &d2, now))
+			o = RL_ALLOW;
+		if (o != RL_ALLOW) {
+			d = d2;
+			concurrency = o == RL_DENY;
+		}
+	}
+	struct respond_opts ro = g->ropts;
+	ro.apache = param(w, np, "FCGI_APACHE_ROLE") != NULL;
+	if (d.outcome != RL_ALLOW) {
+		status = respond_authorizer(&w->out, &ro, &d, now, f);
+		send_out(w);
+		stats_count(&srv->stats, g->stats, &d, 1, reason_of(&d, concurrency));
+		log_decision(srv->log, &lr, &d, status);
+		return;
+	}
+	stats_count(&srv->stats, g->stats, &d, 0, STATS_RATE);
+	log_decision(srv->log, &lr, &d, 200);   /* dry-run denials */
+
+	struct backend *b = g->backends[d.rule != NULL ? d.rule->index : rl_ruleset_nrules(g->rs)];
+	if (b == NULL) {
+		respond_bad_gateway(&w->out, f);
+		send_out(w);
+		atomic_fetch_add(&srv->stats.upstream_errors, 1);
+		log_printf(srv->log, LOG_LEVEL_ERROR, "no-upstream",
+			   "no upstream for %.200s: set \"upstream\" in %s or upstream= on its rule",
+			   rq.path ? rq.path : "-", srv->rules_path);
+		goto end;
+	}
+
+	char envbuf[ENV_MAX][RL_DECISION_KEY_MAX + 32];
+	const char *env[ENV_MAX];
+	respond_buf_reset(&w->hdr);
+	respond_ratelimit_headers(&w->hdr, &ro, &d, now);
+	struct proxy_spec spec;
+	memset(&spec, 0, sizeof(spec));
+	spec.timeout_ms = g->s->upstream_timeout_ms;
+	spec.max_body = d.max_body;
+	spec.content_length = rq.body_bytes;
+	spec.extra_headers = w->hdr.len ? w->hdr.data : NULL;
+	spec.extra_len = w->hdr.len;
+	spec.nextra_env = make_env(&d, now, envbuf, env);
+	spec.extra_env = env;
+	spec.error_format = f;
+	struct proxy_client pc = { w, client_read, client_write };
+	struct proxy_result res;
+	atomic_fetch_add(&srv->stats.inflight, 1);
+	if (b->cgi)
+		cgi_run(b->path, w->params, np, &spec, &pc, &res);
+	else
+		upstream_run(b->up, w->params, np, &spec, &pc, &res);
+	atomic_fetch_sub(&srv->stats.inflight, 1);
+	int64_t later = clock_ms();
+	if (res.error[0] != '\0') {
+		if (!res.client_gone)
+			atomic_fetch_add(&srv->stats.upstream_errors, 1);
+		log_printf(srv->log, res.client_gone ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
+			   res.client_gone ? "client-gone" : "upstream-error",
+			   "%s %.200s -> %s: status %d: %s", rq.method ? rq.method : "-",
+			   rq.path ? rq.path : "-", b->uri, res.status, res.error);
+	}
+	struct rl_diag err;
+	if (rl_after_response(g->rs, &srv->store, &rq, res.status,
+			      rq.body_bytes == 0 ? res.body_in : 0, later, &err) != 0) {
+		atomic_fetch_add(&srv->stats.store_errors, 1);
+		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
+			   "counting after the response: %s", err.msg);
+	}
+end:
+	if (lease.held && rl_inflight_end(&srv->store, &lease, clock_ms(), &err) != 0)
+		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
+			   "releasing an in-flight slot: %s (it expires by itself)", err.msg);
 }
 
 static void
@@ -302,18 +875,31 @@ serve_one(struct worker *w)
 		respond_error(&w->out, 400, 0, "bad_request",
 			      "Bad Request: request headers too large", RESPOND_TEXT);
 		send_out(w);
+		atomic_fetch_add(&srv->stats.denied[STATS_BAD_REQUEST], 1);
 		return;
 	}
-	if (role != NULL && strcmp(role, "AUTHORIZER") == 0) {
-		authorize(w, (size_t)np, now);
-		return;
+	struct gen *g = gen_acquire(srv);
+	/* A web server without the authorizer role names the one it wants:
+	 * nginx `fastcgi_param RATEGATE_ROLE auth-request;` in the location
+	 * its auth_request calls (answers 200 or 403), or "authorizer"
+	 * (answers 200 or 429, for servers that pass the 429 on). */
+	const char *want = param(w, (size_t)np, "RATEGATE_ROLE");
+	if (want != NULL && strcmp(want, "auth-request") == 0) {
+		authorize(w, g, (size_t)np, now, 1);
+	} else if ((want != NULL && strcmp(want, "authorizer") == 0) ||
+		   (role != NULL && strcmp(role, "AUTHORIZER") == 0)) {
+		authorize(w, g, (size_t)np, now, 0);
+	} else if (role != NULL && strcmp(role, "RESPONDER") == 0) {
+		proxy(w, g, (size_t)np, now);
+	} else {
+		log_printf(srv->log, LOG_LEVEL_ERROR, "unsupported-role",
+			   "FastCGI role %s: rategate serves the AUTHORIZER and RESPONDER roles",
+			   role ? role : "(none)");
+		respond_error(&w->out, 502, 0, "bad_gateway",
+			      "Bad Gateway: unsupported FastCGI role", RESPOND_TEXT);
+		send_out(w);
 	}
-	log_printf(srv->log, LOG_LEVEL_ERROR, "unsupported-role",
-		   "FastCGI role %s: responder mode not built yet; configure rategate as an authorizer",
-		   role ? role : "(none)");
-	respond_error(&w->out, 502, 0, "bad_gateway",
-		      "Bad Gateway: rategate responder mode not built yet", RESPOND_TEXT);
-	send_out(w);
+	gen_release(g);
 }
 
 static void *
@@ -511,6 +1097,7 @@ fcgi_main(const struct fcgi_options *o)
 	const char *unix_path = NULL;
 	int status = 1;
 	sigset_t set;
+	struct rl_ruleset *rs = NULL;
 
 	if (parse_workers(o->workers, &nw) != 0) {
 		fprintf(stderr, "rategate: -j \"%s\": expected a number of worker threads from 1 to %d\n",
@@ -519,23 +1106,35 @@ fcgi_main(const struct fcgi_options *o)
 	}
 	memset(&srv, 0, sizeof(srv));
 	srv.listen_fd = -1;
-	struct rl_ruleset *rs = fileio_load_rules(o->rules, 1);
-	if (rs == NULL) {
-		fprintf(stderr, "rategate: %s: rules not loaded\n", o->rules);
-		return 1;
-	}
-	srv.rs = rs;
-	const struct rl_settings *s = rl_ruleset_settings(rs);
-	respond_opts_from_settings(&srv.ropts, s);
-
+	srv.rules_path = o->rules;
+	pthread_mutex_init(&srv.gen_mu, NULL);
+	srv.stats.started_ms = clock_ms();
 	srv.log = log_new(o->log, err, sizeof(err));
 	if (srv.log == NULL) {
 		fprintf(stderr, "rategate: %s\n", err);
+		return 1;
+	}
+	rs = fileio_load_rules(o->rules, 1);
+	if (rs == NULL) {
+		fprintf(stderr, "rategate: %s: rules not loaded\n", o->rules);
 		goto out;
 	}
-	if (store_open(s, rl_ruleset_max_moving(rs), &srv.store, err, sizeof(err)) != 0) {
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	log_set_json(srv.log, s->log_format == RL_LOG_JSON);
+	if (store_open(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &srv.store, err, sizeof(err)) != 0) {
 		fprintf(stderr, "rategate: %s: %s\n", o->rules, err);
 		goto out;
+	}
+	srv.store_kind = s->storage.kind;
+	srv.store_uri = strdup(s->storage.uri);
+	if (srv.store_uri == NULL)
+		log_xrealloc(NULL, SIZE_MAX);
+	srv.store_max_moving = rl_ruleset_max_moving(rs);
+	struct shm *shm = shm_of(&srv.store);
+	if (shm != NULL) {
+		struct shm_stats ss;
+		shm_stats(shm, &ss);
+		srv.store_max_moving = ss.max_moving;
 	}
 	if (s->storage.kind == RL_STORAGE_MEMORY) {
 		struct locked_store *ls = log_xrealloc(NULL, sizeof(*ls));
@@ -544,6 +1143,12 @@ fcgi_main(const struct fcgi_options *o)
 		srv.store.ops = &locked_ops;
 		srv.store.impl = ls;
 	}
+	srv.current = gen_new(&srv, rs, NULL, err, sizeof(err));
+	if (srv.current == NULL) {
+		fprintf(stderr, "rategate: %s: %s\n", o->rules, err);
+		goto out;
+	}
+	rs = NULL;      /* the generation owns it */
 
 	const char *where;
 	if (o->listen != NULL) {
@@ -569,6 +1174,9 @@ fcgi_main(const struct fcgi_options *o)
 	 * write, not a death); take the stop and reload signals synchronously
 	 * in this thread, blocked everywhere else. */
 	signal(SIGPIPE, SIG_IGN);
+	/* cgi.c reaps its scripts by pid; an inherited "ignore" would lose
+	 * their exit statuses. */
+	signal(SIGCHLD, SIG_DFL);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
@@ -588,6 +1196,7 @@ fcgi_main(const struct fcgi_options *o)
 		struct worker *w = &ws[started];
 		w->srv = &srv;
 		respond_buf_init(&w->out);
+		respond_buf_init(&w->hdr);
 		FCGX_InitRequest(&w->req, srv.listen_fd, 0);
 		int e = pthread_create(&w->tid, NULL, worker_main, w);
 		if (e != 0) {
@@ -602,17 +1211,17 @@ fcgi_main(const struct fcgi_options *o)
 		log_printf(srv.log, LOG_LEVEL_INFO, "start",
 			   "storage memory: counters are private to this process; run one rategate process per site (lighttpd \"max-procs\" => 1)");
 	log_printf(srv.log, LOG_LEVEL_INFO, "start",
-		   "rategate %s: FastCGI authorizer on %s, %u worker%s, rules %s, storage %s",
+		   "rategate %s: FastCGI authorizer and responder on %s, %u worker%s, rules %s, storage %s",
 		   PACKAGE_VERSION, where, started, started == 1 ? "" : "s",
-		   o->rules, s->storage.uri);
+		   o->rules, srv.store_uri);
+	s = NULL;       /* may be freed by a reload from here on */
 
 	while (started == nw) {
 		int sig = 0;
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			log_printf(srv.log, LOG_LEVEL_WARN, "reload",
-				   "SIGHUP: reloading rules is not built yet; still running the rules loaded at start");
+			reload(&srv);
 			continue;
 		}
 		break;
@@ -647,6 +1256,7 @@ fcgi_main(const struct fcgi_options *o)
 		free(ws[i].pbuf);
 		free(ws[i].params);
 		respond_buf_free(&ws[i].out);
+		respond_buf_free(&ws[i].hdr);
 	}
 	free(ws);
 out:
@@ -654,9 +1264,13 @@ out:
 		close(srv.listen_fd);
 	if (unix_path != NULL)
 		unlink(unix_path);
+	gen_release(srv.current);
+	backends_free(&srv);
 	if (srv.store.ops != NULL)
 		srv.store.ops->destroy(srv.store.impl);
+	free((char *)srv.store_uri);
 	log_free(srv.log);
 	rl_ruleset_free(rs);
+	pthread_mutex_destroy(&srv.gen_mu);
 	return status;
 }

@@ -1,7 +1,8 @@
 /*
  * fcgi.h - rategate as a FastCGI server (libfcgi, thread-safe API): the
- * authorizer role now; the responder role answers 502 until the responder
- * proxy is built.
+ * authorizer role (answer allow or deny) and the responder role (pass
+ * allowed requests on to a CGI program or a FastCGI application), chosen by
+ * the FCGI_ROLE the web server sends, on the same socket.
  *
  * The socket, first match wins:
  *   1. -l LISTEN on the command line;
@@ -21,8 +22,9 @@
  * the store (the process-local store behind a mutex).
  *
  * Signals: SIGTERM, SIGINT or SIGUSR1 stop accepting, let every request in
- * flight finish (for at most FCGI_DRAIN_S seconds) and exit 0; SIGHUP is
- * logged and ignored until reloading is built.
+ * flight finish (for at most FCGI_DRAIN_S seconds) and exit 0; SIGHUP
+ * reloads the rules (a file with errors keeps the old rules; every error
+ * is logged with its position).
  */
 #ifndef GATEWAY_FCGI_H
 #define GATEWAY_FCGI_H
@@ -65,5 +67,16 @@ struct fcgi_target {
 int fcgi_target(const char *request_uri, const char *script_name,
 		const char *path_info, const char *query_string,
 		char *buf, size_t cap, struct fcgi_target *t);
+
+/* The first value of the param name, or NULL. */
+const char *fcgi_param(const struct rl_param *params, size_t n,
+		       const char *name);
+
+/* The engine's view of a request from its CGI/FastCGI params (method,
+ * target via fcgi_target into buf, REMOTE_ADDR, CONTENT_LENGTH as
+ * body_bytes).  rq points into params and buf.  Returns 0, or -1 when
+ * CONTENT_LENGTH is not a decimal number (the caller answers 400). */
+int fcgi_request(const struct rl_param *params, size_t np, char *buf,
+		 size_t cap, struct rl_request *rq);
 
 #endif

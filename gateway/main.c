@@ -7,9 +7,12 @@
  *   rategate -V                         version
  *
  *   rategate -c FILE [-l LISTEN] [-j N] [-L LOGFILE]
- *                                       serve as a FastCGI authorizer (fcgi.c)
- *
- * The responder and CGI wrapper modes are still to come.
+ *                                       serve FastCGI: authorizer and
+ *                                       responder (fcgi.c)
+ *   rategate cgi -c FILE [SCRIPT]       CGI wrapper (wrapper.c); also when
+ *                                       started with no arguments by a web
+ *                                       server as a CGI program with
+ *                                       RATEGATE_CONFIG in the environment
  */
 #include "config.h"
 
@@ -17,11 +20,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fcgi.h"
 #include "fileio.h"
 #include "inspect.h"
 #include "replay.h"
+#include "store_shm.h"
+#include "wrapper.h"
 
 static void
 usage(FILE *f)
@@ -31,11 +38,12 @@ usage(FILE *f)
 		"       rategate -t -c FILE\n"
 		"       rategate replay -c FILE [--summary] [LOG]\n"
 		"       rategate inspect -c FILE [--stats] [--top N] [--client TEXT] [--reset TEXT]\n"
+		"       rategate cgi -c FILE [SCRIPT]\n"
 		"       rategate -V\n"
 		"\n"
 		"  -t            check FILE and everything it includes, print a summary\n"
 		"  -c FILE       the rule file\n"
-		"  (no -t)       serve as a FastCGI authorizer: on LISTEN, else on the\n"
+		"  (no -t)       serve FastCGI (authorizer and responder): on LISTEN, else on the\n"
 		"                socket inherited on fd 0 (lighttpd bin-path, spawn-fcgi),\n"
 		"                else on the rules' \"listen\"\n"
 		"  -l LISTEN     /path/to.sock, unix:/path/to.sock (mode 0660),\n"
@@ -47,7 +55,13 @@ usage(FILE *f)
 		"                a virtual clock and print: index, allow|deny, limit,\n"
 		"                remaining, retry-after seconds\n"
 		"  --summary     with replay: the clients and paths that would have\n"
-		"                been limited, most-limited first\n");
+		"                been limited, most-limited first\n"
+		"  cgi           run as a CGI program: decide on the request in the\n"
+		"                environment, print the denial or exec SCRIPT (else\n"
+		"                the rules' upstream cgi:/path); with no arguments and\n"
+		"                RATEGATE_CONFIG=FILE in the environment the same\n"
+		"\n"
+		"See rategate(8) and rategate.rules(5).\n");
 }
 
 static void
@@ -63,17 +77,78 @@ limits_text(char *buf, size_t cap, const struct rl_limit *l, size_t n)
 					i ? "; " : "", l[i].text);
 }
 
+/* The gateway's part of -t: the upstreams a rule set names (a CGI program
+ * must be an executable file; a unix socket that does not exist yet is
+ * only a warning, the application may start later) and the store's
+ * geometry.  Returns the number of errors. */
+static int
+check_upstream(const char *file, const struct rl_upstream *u, const char *where)
+{
+	struct stat sb;
+
+	if (u == NULL)
+		return 0;
+	if (u->kind == RL_UPSTREAM_CGI) {
+		if (stat(u->path, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+		    access(u->path, X_OK) != 0) {
+			fprintf(stderr, "rategate: %s: %s: upstream %s: %s\n", file, where, u->uri,
+				stat(u->path, &sb) != 0 ? strerror(errno)
+				: !S_ISREG(sb.st_mode) ? "not a regular file"
+				: "not executable");
+			return 1;
+		}
+	} else if (u->kind == RL_UPSTREAM_FCGI_UNIX) {
+		if (stat(u->path, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+			fprintf(stderr, "rategate: %s: %s: warning: upstream %s: %s (the application is not running yet?)\n",
+				file, where, u->uri,
+				stat(u->path, &sb) != 0 ? strerror(errno) : "not a socket");
+	}
+	return 0;
+}
+
 static int
 check(const char *file)
 {
 	struct rl_ruleset *rs = fileio_load_rules(file, 1);
-	char d[600], a[600];
+	char d[600], a[600], err[512];
+	int errors = 0;
 
 	if (rs == NULL) {
 		fprintf(stderr, "rategate: %s: rules not loaded\n", file);
 		return 1;
 	}
 	const struct rl_settings *s = rl_ruleset_settings(rs);
+	errors += check_upstream(file, s->upstream, "upstream");
+	for (size_t i = 0; i < rl_ruleset_nrules(rs); i++) {
+		const struct rl_rule *r = rl_ruleset_rule(rs, i);
+		char where[300];
+		snprintf(where, sizeof(where), "rule %s (%s:%u)", r->pattern.text, r->file, r->line);
+		errors += check_upstream(file, r->upstream, where);
+	}
+	if (s->storage.kind == RL_STORAGE_SHM) {
+		struct shm_config c;
+		struct shm_plan p;
+		store_shm_config(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &c);
+		if (shm_plan(&c, &p, err, sizeof(err)) != 0) {
+			fprintf(stderr, "rategate: %s: %s\n", file, err);
+			errors++;
+		} else {
+			printf("rategate: storage %s: file %s, %llu bytes: %llu counter slots (%.0f bytes each, names %s), moving windows up to %llu hits in %llu slots, concurrency up to %llu in %llu slots, %u stripes\n",
+			       s->storage.uri, c.path, (unsigned long long)c.size,
+			       (unsigned long long)p.slots, p.bytes_per_key,
+			       c.names ? "on" : "off", (unsigned long long)p.max_moving,
+			       (unsigned long long)p.ring_slots, (unsigned long long)p.max_leases,
+			       (unsigned long long)p.lease_slots, p.stripes);
+		}
+	} else if (s->storage.kind == RL_STORAGE_MEMORY) {
+		printf("rategate: storage memory: counters are private to each rategate process (one process per site; refused in CGI wrapper mode)\n");
+	}
+	if (errors) {
+		fprintf(stderr, "rategate: %s: %d error%s in the gateway settings\n", file,
+			errors, errors == 1 ? "" : "s");
+		rl_ruleset_free(rs);
+		return 1;
+	}
 	limits_text(d, sizeof(d), s->defaults, s->ndefaults);
 	limits_text(a, sizeof(a), s->application, s->napplication);
 	printf("rategate: %s: ok: %zu rule%s in %zu file%s; default \"%s\"; application \"%s\"; strategy %s; storage %s%s\n",
@@ -135,6 +210,32 @@ replay(int argc, char **argv)
 	return r;
 }
 
+static int
+cgi(int argc, char **argv)
+{
+	const char *conf = NULL, *script = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+			conf = argv[++i];
+		else if (argv[i][0] == '-') {
+			fprintf(stderr, "rategate cgi: unknown option \"%s\"\n", argv[i]);
+			usage(stderr);
+			return 2;
+		} else if (script == NULL)
+			script = argv[i];
+		else {
+			fprintf(stderr, "rategate cgi: one script (\"%s\")\n", argv[i]);
+			return 2;
+		}
+	}
+	if (conf == NULL) {
+		fprintf(stderr, "rategate cgi: -c FILE is required\n");
+		return 2;
+	}
+	return wrapper_main(conf, script);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -146,6 +247,13 @@ main(int argc, char **argv)
 		return replay(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "inspect") == 0)
 		return inspect_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "cgi") == 0)
+		return cgi(argc - 1, argv + 1);
+	/* Started by a web server as a CGI program (ScriptAlias, cgi.assign)
+	 * with the rules named in the environment. */
+	if (argc == 1 && getenv("GATEWAY_INTERFACE") != NULL &&
+	    getenv("RATEGATE_CONFIG") != NULL)
+		return wrapper_main(getenv("RATEGATE_CONFIG"), NULL);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-t") == 0)
 			test = 1;
@@ -169,6 +277,11 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* A process manager that passes no arguments (mod_fcgid's
+	 * FcgidInitialEnv, spawn-fcgi -e) can name the rules in the
+	 * environment. */
+	if (conf == NULL)
+		conf = getenv("RATEGATE_CONFIG");
 	if (conf == NULL) {
 		usage(stderr);
 		return 2;

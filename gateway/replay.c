@@ -407,6 +407,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 				(unsigned long long)index);
 			break;
 		case RL_BAD_REQUEST:
+		case RL_TOO_LARGE:
 		case RL_STORE_ERROR:
 			fprintf(out, "%llu\terror\t-\t-\t-\n",
 				(unsigned long long)index);

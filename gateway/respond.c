@@ -507,6 +507,20 @@ body(struct respond_buf *b, const struct respond_opts *o, enum respond_format f,
 }
 
 int
+respond_too_large(struct respond_buf *b, enum respond_format f)
+{
+	return respond_error(b, 413, 0, "content_too_large",
+			     "Content Too Large: the request body exceeds this path's max-body", f);
+}
+
+int
+respond_bad_gateway(struct respond_buf *b, enum respond_format f)
+{
+	return respond_error(b, 502, 0, "bad_gateway",
+			     "Bad Gateway: the application failed to answer", f);
+}
+
+int
 respond_error(struct respond_buf *b, int status, int64_t retry_s,
 	      const char *code, const char *message, enum respond_format f)
 {
@@ -590,6 +604,8 @@ respond_authorizer(struct respond_buf *b, const struct respond_opts *o,
 	case RL_BAD_REQUEST:
 		return respond_error(b, 400, 0, "bad_request",
 				     "Bad Request: the request path is not valid", f);
+	case RL_TOO_LARGE:
+		return respond_too_large(b, f);
 	case RL_STORE_ERROR:
 		break;
 	}

@@ -117,6 +117,14 @@ int respond_authorizer(struct respond_buf *b, const struct respond_opts *o,
 		       const struct rl_decision *d, int64_t now_ms,
 		       enum respond_format f);
 
+/* The one 413 (max-body, whether known from Content-Length or found while
+ * streaming) and the one 502 (the application failed before its head) of
+ * every mode, so clients see the same bytes whichever back end ran.  The
+ * reason for a 502 goes to the log, never to the client.  Return the
+ * status. */
+int respond_too_large(struct respond_buf *b, enum respond_format f);
+int respond_bad_gateway(struct respond_buf *b, enum respond_format f);
+
 /* The RFC 9110 reason phrase of a status code ("Not Found"), or "" for a
  * code without one here. */
 const char *respond_reason(int status);

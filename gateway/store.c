@@ -13,7 +13,7 @@
 
 int
 store_open(const struct rl_settings *s, uint64_t max_moving,
-	   struct rl_store *st, char *err, size_t errcap)
+	   uint64_t max_leases, struct rl_store *st, char *err, size_t errcap)
 {
 	switch (s->storage.kind) {
 	case RL_STORAGE_MEMORY:
@@ -23,7 +23,7 @@ store_open(const struct rl_settings *s, uint64_t max_moving,
 		}
 		return 0;
 	case RL_STORAGE_SHM:
-		return store_shm_open(s, max_moving, st, err, errcap);
+		return store_shm_open(s, max_moving, max_leases, st, err, errcap);
 	case RL_STORAGE_REDIS:
 		snprintf(err, errcap, "storage %s: the Redis store is not built yet",
 			 s->storage.uri);

@@ -1346,7 +1346,7 @@ static int check_with_duplicates(const struct shm *m, struct rl_store_op *ops,
 				memcpy(scratch[f], cur, words * sizeof(uint64_t));
 		}
 		rl_strategy_check(p, scratch[f], now, &ops[i].v);
-		if (ops[i].v.allowed)
+		if (ops[i].v.allowed && !ops[i].probe)
 			rl_strategy_consume(p, scratch[f], now, &dummy);
 	}
 	for (size_t i = 0; i < n; i++)
@@ -1355,16 +1355,20 @@ static int check_with_duplicates(const struct shm *m, struct rl_store_op *ops,
 }
 
 /* Every op's verdict is known and every entry exists with its layout:
- * consume all or penalize all, journaling before each write. */
+ * consume all or penalize all, journaling before each write.  Probe ops
+ * are never written, not even their statistics (their key may have no
+ * entry); the batch's other ops record a denial. */
 static int apply_outcome(struct shm_batch *b, struct rl_store_op *ops,
 			 struct shm_opx *x, size_t n)
 {
-	int all = 1;
+	int all = 1, hooked = 0;
 
 	for (size_t i = 0; i < n; i++)
 		all &= ops[i].v.allowed;
 	for (size_t i = 0; i < n; i++) {
 		const struct rl_step *p = &ops[i].step;
+		if (ops[i].probe)
+			continue;
 		struct shm_entry *e = x[x[i].first].e;
 		uint32_t s = x[i].loc.s;
 		struct shm_stripe *st = stripe_at(b->m, s);
@@ -1380,8 +1384,10 @@ static int apply_outcome(struct shm_batch *b, struct rl_store_op *ops,
 		} else {
 			rl_strategy_penalize(p, state, b->now, &ops[i].v);
 		}
-		if (i == 0 && shm_test_hook)
+		if (!hooked && shm_test_hook) {
+			hooked = 1;
 			shm_test_hook(SHM_HOOK_WRITING);
+		}
 		e->expiry = rl_strategy_expiry(p, state);
 		e->stamp = ++st->clock;
 		e->remaining = sat32(ops[i].v.remaining);
@@ -1447,7 +1453,13 @@ static int shm_apply(void *impl, struct rl_store_op *ops, size_t n,
 				claim(&b, x[i].e);
 		for (size_t i = 0; i < n; i++) {
 			const struct rl_step *p = &ops[i].step;
+			int written = 0;
 			if (x[i].first != i)
+				continue;
+			/* no entry for a key that only probe ops name */
+			for (size_t j = i; j < n; j++)
+				written |= x[j].first == i && !ops[j].probe;
+			if (!written)
 				continue;
 			x[i].e = entry_get(&b, &x[i].loc, x[i].e, p->strategy,
 					   p->count, ops[i].key, ops[i].key_len);
@@ -2022,17 +2034,42 @@ done:
 	return rc;
 }
 
-int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
-		   struct rl_store *st, char *err, size_t errcap)
+void store_shm_config(const struct rl_settings *s, uint64_t max_moving,
+		      uint64_t max_leases, struct shm_config *c)
 {
-	struct shm_config c = {
-		.path = s->storage.path ? s->storage.path : SHM_DEFAULT_PATH,
-		.size = s->storage.size ? s->storage.size : SHM_DEFAULT_SIZE,
-		.max_moving = max_moving,
-		.names = s->storage.names,
-	};
+	memset(c, 0, sizeof(*c));
+	c->path = s->storage.path ? s->storage.path : SHM_DEFAULT_PATH;
+	c->size = s->storage.size ? s->storage.size : SHM_DEFAULT_SIZE;
+	c->max_moving = max_moving;
+	c->max_leases = max_leases > SHM_LEASES_DEFAULT ? max_leases : 0;
+	c->names = s->storage.names;
+}
 
+int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
+		   uint64_t max_leases, struct rl_store *st, char *err,
+		   size_t errcap)
+{
+	struct shm_config c;
+
+	store_shm_config(s, max_moving, max_leases, &c);
 	return shm_store_open(&c, st, err, errcap);
+}
+
+int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
+	     size_t errcap)
+{
+	struct shm_geom g;
+
+	if (geom_plan(c, &g, err, errcap) != 0)
+		return -1;
+	p->stripes = g.stripes;
+	p->slots = (uint64_t)g.stripes * g.bps * SHM_WAYS;
+	p->ring_slots = c->max_moving > 1 ? (uint64_t)g.stripes * g.ring_n : 0;
+	p->max_moving = c->max_moving > 1 ? g.ring_words - 2 : 0;
+	p->lease_slots = (uint64_t)g.stripes * g.lease_n;
+	p->max_leases = (g.lease_words - 1) / 2;
+	p->bytes_per_key = (double)c->size / (double)p->slots;
+	return 0;
 }
 
 static const struct rl_store_ops shm_ops = {

@@ -59,11 +59,31 @@ struct shm_config {
 };
 
 /* The store of a rule set's `storage shm:...`: path and size from s,
- * moving-window slots sized for max_moving, key names kept unless the URI
- * says names=off.  Returns 0 and
- * fills *st, or -1 with a message in err. */
+ * moving-window slots sized for max_moving, in-flight slots for max_leases
+ * (the largest concurrency=; at least SHM_LEASES_DEFAULT), key names kept
+ * unless the URI says names=off.  Returns 0 and fills *st, or -1 with a
+ * message in err. */
 int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
-		   struct rl_store *st, char *err, size_t errcap);
+		   uint64_t max_leases, struct rl_store *st, char *err,
+		   size_t errcap);
+/* The configuration store_shm_open uses. */
+void store_shm_config(const struct rl_settings *s, uint64_t max_moving,
+		      uint64_t max_leases, struct shm_config *c);
+
+/* The geometry a configuration gives, without touching any file (for
+ * `rategate -t`).  Returns 0, or -1 with err set when the size is too
+ * small. */
+struct shm_plan {
+	unsigned stripes;
+	uint64_t slots;         /* counter entries (keys x limits) */
+	uint64_t ring_slots;    /* moving-window keys at once */
+	uint64_t max_moving;    /* largest moving-window count a slot holds */
+	uint64_t lease_slots;   /* in-flight keys at once */
+	uint64_t max_leases;    /* largest concurrency= a slot holds */
+	double bytes_per_key;   /* file bytes per counter entry */
+};
+int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
+	     size_t errcap);
 
 /* The same from a full configuration. */
 int shm_store_open(const struct shm_config *c, struct rl_store *st,

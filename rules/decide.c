@@ -13,8 +13,15 @@
  *   rg:r/auth@POST:h.x-api-key=k1:10/3600000/gcra (scope=auth, per-method)
  *   rg:d/about:addr=192.0.2.7:50/3600000/fw      (defaults: per path)
  *   rg:a:addr=192.0.2.7:10000/3600000/fw         (application)
+ *   rg:r/upload:addr=192.0.2.7:bw/10485760/60000/fw (bandwidth: body bytes)
  * The limit part holds count, period in ms and the strategy, so editing a
- * limit starts a fresh counter instead of misreading the old state.
+ * limit starts a fresh counter instead of misreading the old state; the
+ * "bw/" of bandwidth limits keeps body bytes and request counts apart.
+ *
+ * Before anything is counted, a body above max-body ends the decision
+ * (RL_TOO_LARGE: a 413 costs no budget).  A deduct-when= rule's request
+ * limits go into the batch as probes (checked, never consumed) and are
+ * counted by rl_after_response once the response status is known.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -25,7 +32,8 @@
 
 #include "internal.h"
 
-#define MAX_OPS (3 * RL_MAX_LIMITS)
+#define MAX_OPS (4 * RL_MAX_LIMITS)   /* rule, bandwidth, defaults,
+					 application */
 #define SCOPE_MAX 256           /* longer scopes (default-limit paths) are
 				   hashed */
 #define PROXY_VALUES_MAX 16     /* proxy header lines looked at (the last) */
@@ -34,6 +42,19 @@ struct opmeta {
 	const struct rl_limit *limit;
 	enum rl_origin origin;
 	int dry;
+	int bw;                 /* a bandwidth limit */
+};
+
+/* How a group of limits is added to a batch. */
+struct group {
+	enum rl_strategy strategy;
+	uint64_t burst;
+	uint64_t cost;          /* request limits: hits per request */
+	uint64_t body;          /* bandwidth limits: body bytes (cost is
+				   ceil(body / unit) per limit); 0 otherwise */
+	enum rl_origin origin;
+	int dry;
+	int probe;
 };
 
 struct batch {
@@ -104,8 +125,7 @@ key_base(char *base, const char *prefix, char kind, const char *scope,
 
 static int
 add_group(struct batch *b, const char *base, size_t base_len,
-	  const struct rl_limit *limits, size_t n, enum rl_strategy strategy,
-	  uint64_t burst, uint64_t cost, enum rl_origin origin, int dry)
+	  const struct rl_limit *limits, size_t n, const struct group *g)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct rl_store_op *op = &b->ops[b->n];
@@ -118,15 +138,25 @@ add_group(struct batch *b, const char *base, size_t base_len,
 			return -1;
 		op->key = k;
 		op->key_len = pos;
-		op->step.strategy = strategy;
+		op->step.strategy = g->strategy;
 		op->step.count = limits[i].count;
 		op->step.period_ms = limits[i].period_ms;
-		op->step.burst = burst;
-		op->step.cost = cost;
+		if (limits[i].unit) {
+			/* the bucket of a gcra bandwidth limit is the limit:
+			 * burst= counts requests */
+			op->step.burst = 0;
+			op->step.cost = g->body / limits[i].unit +
+					(g->body % limits[i].unit != 0);
+		} else {
+			op->step.burst = g->burst;
+			op->step.cost = g->cost;
+		}
+		op->probe = g->probe;
 		memset(&op->v, 0, sizeof(op->v));
 		b->meta[b->n].limit = &limits[i];
-		b->meta[b->n].origin = origin;
-		b->meta[b->n].dry = dry;
+		b->meta[b->n].origin = g->origin;
+		b->meta[b->n].dry = g->dry;
+		b->meta[b->n].bw = limits[i].unit != 0;
 		b->n++;
 	}
 	return 0;
@@ -137,6 +167,8 @@ fill(struct rl_decision *d, const struct batch *b, size_t i)
 {
 	d->limit = b->meta[i].limit;
 	d->origin = b->meta[i].origin;
+	d->bandwidth = b->meta[i].bw;
+	d->cost = b->ops[i].step.cost;
 	d->remaining = b->ops[i].v.remaining;
 	d->reset_ms = b->ops[i].v.reset_ms;
 	d->retry_ms = b->ops[i].v.allowed ? 0 : b->ops[i].v.retry_ms;
@@ -161,14 +193,20 @@ longest_wait(const struct batch *b, int dry)
 }
 
 /* For an allowed request: the fewest hits remaining, then the latest
- * reset. */
+ * reset.  Bytes and requests do not compare: bandwidth limits are only
+ * reported when the batch has nothing else. */
 static long
 tightest(const struct batch *b)
 {
 	long best = -1;
+	int only_bw = 1;
 
+	for (size_t i = 0; i < b->n; i++)
+		only_bw &= b->meta[i].bw;
 	for (size_t i = 0; i < b->n; i++) {
 		const struct rl_verdict *v = &b->ops[i].v;
+		if (b->meta[i].bw && !only_bw)
+			continue;
 		if (best < 0 || v->remaining < b->ops[best].v.remaining ||
 		    (v->remaining == b->ops[best].v.remaining &&
 		     v->reset_ms > b->ops[best].v.reset_ms))
@@ -242,6 +280,23 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	d->rule = rule;
 	if (rule && rule->message)
 		d->message = rule->message;
+
+	/* The body: a 413 before anything is counted, exempt or not. */
+	uint64_t max_body = rule ? rule->max_body : s->max_body;
+	int dry = s->dry_run || (rule && rule->dry_run);
+
+	if (max_body > 0 && req->body_bytes > max_body) {
+		snprintf(d->error, sizeof(d->error), "request body of %llu bytes is above max-body %llu",
+			 (unsigned long long)req->body_bytes,
+			 (unsigned long long)max_body);
+		if (!dry) {
+			d->max_body = max_body;
+			return finish(d, RL_TOO_LARGE);
+		}
+		d->would_deny = 1;
+	} else if (!dry) {
+		d->max_body = max_body;
+	}
 	if (rule && rule->exempt) {
 		d->exempt = 1;
 		return finish(d, RL_ALLOW);
@@ -366,31 +421,48 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 	}
 	b.n = 0;
 	if (rule != NULL) {
+		struct group g = {
+			.strategy = rule->strategy, .burst = rule->burst,
+			.cost = cost, .origin = RL_FROM_RULE,
+			.dry = rule->dry_run || s->dry_run,
+			.probe = rule->deduct,
+		};
 		blen = key_base(base, s->key_prefix, 'r', rule->scope,
 				strlen(rule->scope),
 				rule->per_method ? method : NULL, rkey, rkey_len);
 		if (blen == 0 ||
-		    add_group(&b, base, blen, rule->limits, rule->nlimits,
-			      rule->strategy, rule->burst, cost, RL_FROM_RULE,
-			      rule->dry_run || s->dry_run))
+		    add_group(&b, base, blen, rule->limits, rule->nlimits, &g))
+			goto too_long;
+		g.probe = 0;
+		g.body = req->body_bytes;
+		if (req->body_bytes > 0 &&
+		    add_group(&b, base, blen, rule->bandwidth, rule->nbandwidth,
+			      &g))
 			goto too_long;
 	}
 	if ((rule == NULL || rule->defaults_add) && s->ndefaults > 0) {
+		struct group g = {
+			.strategy = s->strategy, .burst = s->burst,
+			.cost = cost, .origin = RL_FROM_DEFAULT,
+			.dry = s->dry_run,
+		};
 		blen = key_base(base, s->key_prefix, 'd', path, path_len, NULL,
 				gkey, gkey_len);
 		if (blen == 0 ||
-		    add_group(&b, base, blen, s->defaults, s->ndefaults,
-			      s->strategy, s->burst, cost, RL_FROM_DEFAULT,
-			      s->dry_run))
+		    add_group(&b, base, blen, s->defaults, s->ndefaults, &g))
 			goto too_long;
 	}
 	if (s->napplication > 0) {
+		struct group g = {
+			.strategy = s->strategy, .burst = s->burst,
+			.cost = cost, .origin = RL_FROM_APPLICATION,
+			.dry = s->dry_run,
+		};
 		blen = key_base(base, s->key_prefix, 'a', "", 0, NULL, gkey,
 				gkey_len);
 		if (blen == 0 ||
 		    add_group(&b, base, blen, s->application, s->napplication,
-			      s->strategy, s->burst, cost, RL_FROM_APPLICATION,
-			      s->dry_run))
+			      &g))
 			goto too_long;
 	}
 	if (b.n == 0)
@@ -441,6 +513,81 @@ too_long:
 	snprintf(d->error, sizeof(d->error), "counter key longer than %d bytes",
 		 RL_STORE_KEY_MAX);
 	return finish(d, RL_BAD_REQUEST);
+}
+
+int
+rl_rule_deducts(const struct rl_rule *r, int status)
+{
+	if (r == NULL || !r->deduct || status < 100 || status > 599)
+		return 0;
+	unsigned bit = (unsigned)status - 100;
+	return (r->deduct_status[bit / 64] >> (bit % 64)) & 1;
+}
+
+/* A charge after the response: never refused.  When the counter cannot
+ * take it all, it takes what is left, so the client is out of budget
+ * until the counter recovers. */
+static int
+charge(struct rl_store *st, struct rl_store_op *op, int64_t now_ms,
+       struct rl_diag *err)
+{
+	op->probe = 0;
+	if (st->ops->apply(st->impl, op, 1, RL_HIT, now_ms, err))
+		return -1;
+	if (op->v.allowed || op->v.remaining == 0)
+		return 0;
+	op->step.cost = op->v.remaining;
+	return st->ops->apply(st->impl, op, 1, RL_HIT, now_ms, err);
+}
+
+int
+rl_after_response(const struct rl_ruleset *rs, struct rl_store *st,
+		  const struct rl_request *req, int status,
+		  uint64_t late_body_bytes, int64_t now_ms,
+		  struct rl_diag *err)
+{
+	const struct rl_settings *s = &rs->settings;
+	struct rl_decision d;
+	struct batch b;
+	struct who w;
+	char base[RL_STORE_KEY_MAX];
+	size_t blen;
+
+	if (identify(rs, req, &d, &w) >= 0)
+		return 0;       /* disabled, exempt, too large, no key... */
+	const struct rl_rule *rule = w.rule;
+	int deduct = rl_rule_deducts(rule, status);
+
+	if (rule == NULL || (!deduct && (late_body_bytes == 0 ||
+					 rule->nbandwidth == 0)))
+		return 0;
+	struct group g = {
+		.strategy = rule->strategy, .burst = rule->burst,
+		.cost = req->cost ? req->cost : rule->cost,
+		.origin = RL_FROM_RULE, .dry = rule->dry_run || s->dry_run,
+		.body = late_body_bytes,
+	};
+	blen = key_base(base, s->key_prefix, 'r', rule->scope,
+			strlen(rule->scope),
+			rule->per_method ? w.method : NULL, w.rkey, w.rkey_len);
+	b.n = 0;
+	if (blen == 0)
+		goto too_long;
+	if (deduct && add_group(&b, base, blen, rule->limits, rule->nlimits,
+				&g))
+		goto too_long;
+	if (late_body_bytes > 0 &&
+	    add_group(&b, base, blen, rule->bandwidth, rule->nbandwidth, &g))
+		goto too_long;
+	for (size_t i = 0; i < b.n; i++)
+		if (charge(st, &b.ops[i], now_ms, err))
+			return -1;
+	return 0;
+
+too_long:
+	snprintf(err->msg, sizeof(err->msg), "counter key longer than %d bytes",
+		 RL_STORE_KEY_MAX);
+	return -1;
 }
 
 enum rl_outcome

@@ -37,6 +37,7 @@ struct rl_ruleset {
 	size_t nglobs;
 	size_t nfiles;
 	uint64_t max_moving;
+	uint64_t max_inflight;          /* largest concurrency= */
 };
 
 /* The rule for a normalised path and method, or NULL (defaults apply). */

@@ -32,6 +32,10 @@
  * modest; a keyed hash would need a random source, which this pure library
  * does not read.
  *
+ * A probe op (rl_store_op.probe) is checked with its batch but never
+ * written: no slot is created for it, and RL_HIT neither consumes nor
+ * penalizes it.
+ *
  * Not thread-safe: one store per thread, or a lock around every call.
  */
 #ifdef HAVE_CONFIG_H
@@ -521,7 +525,7 @@ static int check_with_duplicates(struct rl_store_op *ops, size_t n,
 				       words * sizeof(uint64_t));
 		}
 		rl_strategy_check(p, scratch[f], now_ms, &ops[i].v);
-		if (ops[i].v.allowed)
+		if (ops[i].v.allowed && !ops[i].probe)
 			rl_strategy_consume(p, scratch[f], now_ms, &dummy);
 	}
 	for (size_t i = 0; i < n; i++)
@@ -530,7 +534,8 @@ static int check_with_duplicates(struct rl_store_op *ops, size_t n,
 	return rc;
 }
 
-/* Runs after every op's verdict is known, on slots that exist and fit. */
+/* Runs after every op's verdict is known, on slots that exist and fit
+ * (probe ops, which are never written, aside). */
 static void apply_outcome(struct memstore *m, struct rl_store_op *ops,
 			  size_t n, struct mem_slot **slots, int64_t now_ms)
 {
@@ -540,6 +545,8 @@ static void apply_outcome(struct memstore *m, struct rl_store_op *ops,
 		all &= ops[i].v.allowed;
 	for (size_t i = 0; i < n; i++) {
 		const struct rl_step *p = &ops[i].step;
+		if (ops[i].probe)
+			continue;
 		uint64_t *st = slot_state(slots[i]);
 		if (all)
 			rl_strategy_consume(p, st, now_ms, &ops[i].v);
@@ -557,7 +564,7 @@ static int apply_one(struct memstore *m, struct rl_store_op *op,
 	uint64_t h = key_hash(m, op->key, op->key_len);
 	struct mem_slot *s = table_find(m, op->key, op->key_len, h);
 
-	if (mode != RL_HIT) {
+	if (mode != RL_HIT || op->probe) {
 		rl_strategy_check(p, state_for_check(s, p), now_ms, &op->v);
 		return 0;
 	}
@@ -597,16 +604,19 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		hashes[i] = key_hash(m, ops[i].key, ops[i].key_len);
 		slots[i] = table_find(m, ops[i].key, ops[i].key_len,
 				      hashes[i]);
-		missing += !slots[i];
+		missing += !slots[i] && !ops[i].probe;
 	}
 
 	if (mode == RL_HIT) {
 		/* Every structural change first (sweep, growth, new keys,
-		 * layout resets); none of them moves a slot found after. */
+		 * layout resets); none of them moves a slot found after.
+		 * Probes get no slot: they are looked up again at the end. */
 		if (missing && table_reserve(m, missing, now_ms, err) < 0)
 			return -1;
 		for (size_t i = 0; i < n; i++) {
 			const struct rl_step *p = &ops[i].step;
+			if (ops[i].probe)
+				continue;
 			slots[i] = table_get(m, ops[i].key, ops[i].key_len,
 					     hashes[i], p->strategy, p->count);
 			if (!slots[i])
@@ -614,13 +624,17 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		}
 		for (size_t i = 0; i < n; i++) {
 			const struct rl_step *p = &ops[i].step;
-			if (slot_fits(slots[i], p))
+			if (ops[i].probe || slot_fits(slots[i], p))
 				continue;
 			/* a failed reset drops a slot, which may move others:
 			 * give up on the batch */
 			if (slot_fit(m, slots[i], p->strategy, p->count) < 0)
 				return fail_oom(m, err);
 		}
+		for (size_t i = 0; i < n; i++)
+			if (ops[i].probe)
+				slots[i] = table_find(m, ops[i].key,
+						      ops[i].key_len, hashes[i]);
 	}
 
 	if (dup) {

@@ -32,6 +32,10 @@
 #define MAX_NETS 64
 #define MAX_MESSAGE 1024
 #define MAX_NAME 64
+#define MAX_DIRECTIVES 48
+#define UNIX_PATH_MAX 107       /* sun_path holds 108 bytes with the NUL */
+#define DEFAULT_UPSTREAM_TIMEOUT_MS 30000
+#define LEASE_MARGIN_MS 10000   /* default lease: upstream-timeout + this */
 
 /* A place in a rule file; col is 0-based. */
 struct loc {
@@ -62,6 +66,8 @@ struct prule {
 	int has_burst;
 	struct loc burst_at, cost_at, limits_at;
 	int has_cost;
+	int has_max_body;
+	struct loc bandwidth_at, deduct_at;
 };
 
 struct pstate {
@@ -73,8 +79,10 @@ struct pstate {
 	/* include stack: identities of the files being parsed */
 	char *stack[RL_INCLUDE_DEPTH_MAX + 1];
 	int depth;
-	/* where each global was set (line 0: not set) */
-	struct loc seen[32];
+	/* where each global was set (line 0: not set); the value's place for
+	 * the checks of the final pass */
+	struct loc seen[MAX_DIRECTIVES];
+	struct loc value_at[MAX_DIRECTIVES];
 	struct prule **rules;
 	size_t nrules, caprules;
 	struct loc defaults_at, application_at;
@@ -557,48 +565,254 @@ parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 	return -1;
 }
 
+
+/* A value's column in the line: the offset off into a token's value is a
+ * column only when the token was not quoted (quotes and escapes shift the
+ * text); a quoted value's errors point at its opening quote. */
+static struct loc
+value_loc(const struct loc *at, int quoted, size_t off)
+{
+	struct loc l = *at;
+
+	if (!quoted)
+		l.col += off;
+	return l;
+}
+
+/* upstream cgi:/path | fcgi://HOST:PORT | fcgi+unix:///path, into arena
+ * memory.  at is the place of the value's first byte.  NULL after
+ * reporting. */
+static const struct rl_upstream *
+parse_upstream(struct pstate *ps, const struct loc *at, const char *s,
+	       size_t len, int quoted)
+{
+	char qb[200];
+	struct rl_upstream *u = rl_arena_alloc(ps->a, sizeof(*u));
+	struct loc e;
+
+	if (u == NULL) {
+		ps->oom = 1;
+		return NULL;
+	}
+	u->uri = rl_arena_strndup(ps->a, s, len);
+	if (len > 4 && memcmp(s, "cgi:", 4) == 0) {
+		const char *p = s + 4;
+		size_t plen = len - 4;
+
+		u->kind = RL_UPSTREAM_CGI;
+		if (p[0] != '/' || (plen > 1 && p[1] == '/') ||
+		    p[plen - 1] == '/' || memchr(p, '?', plen) != NULL) {
+			e = value_loc(at, quoted, 4);
+			error_at(ps, &e, "bad CGI script \"%s\" in upstream: expected cgi:/absolute/path/to/script",
+				 quote(p, plen, qb, sizeof(qb)));
+			return NULL;
+		}
+		u->path = rl_arena_strndup(ps->a, p, plen);
+		return u;
+	}
+	if (len >= 12 && memcmp(s, "fcgi+unix://", 12) == 0) {
+		const char *p = s + 12;
+		size_t plen = len - 12;
+
+		u->kind = RL_UPSTREAM_FCGI_UNIX;
+		e = value_loc(at, quoted, 12);
+		if (plen < 2 || p[0] != '/' || p[plen - 1] == '/' ||
+		    memchr(p, '?', plen) != NULL) {
+			error_at(ps, &e, "bad socket \"%s\" in upstream: expected fcgi+unix:///absolute/path/to.sock",
+				 quote(p, plen, qb, sizeof(qb)));
+			return NULL;
+		}
+		if (plen > UNIX_PATH_MAX) {
+			error_at(ps, &e, "socket path \"%s\" in upstream is longer than %d bytes (the most a unix socket address holds)",
+				 quote(p, plen, qb, sizeof(qb)), UNIX_PATH_MAX);
+			return NULL;
+		}
+		u->path = rl_arena_strndup(ps->a, p, plen);
+		return u;
+	}
+	if (len >= 7 && memcmp(s, "fcgi://", 7) == 0) {
+		const char *p = s + 7, *end = s + len, *hend, *colon;
+		struct rl_addr a;
+		uint64_t port;
+
+		u->kind = RL_UPSTREAM_FCGI;
+		if (p < end && p[0] == '[') {
+			const char *rb = memchr(p, ']', (size_t)(end - p));
+			if (rb == NULL || rl_addr_parse(p + 1, (size_t)(rb - p - 1), &a) ||
+			    memchr(p + 1, ':', (size_t)(rb - p - 1)) == NULL) {
+				e = value_loc(at, quoted, 7);
+				error_at(ps, &e, "bad host \"%s\" in upstream: expected a numeric IPv4 address, [IPv6] or localhost",
+					 quote(p, rb ? (size_t)(rb - p + 1) : (size_t)(end - p), qb, sizeof(qb)));
+				return NULL;
+			}
+			u->host = rl_arena_strndup(ps->a, p + 1, (size_t)(rb - p - 1));
+			hend = rb + 1;
+		} else {
+			colon = memchr(p, ':', (size_t)(end - p));
+			hend = colon ? colon : end;
+			size_t hlen = (size_t)(hend - p);
+			int ok = (hlen == 9 && memcmp(p, "localhost", 9) == 0) ||
+				 (hlen > 0 && rl_addr_parse(p, hlen, &a) == 0 &&
+				  a.family == 4 && memchr(p, ' ', hlen) == NULL);
+			if (!ok) {
+				e = value_loc(at, quoted, 7);
+				error_at(ps, &e, "bad host \"%s\" in upstream: expected a numeric IPv4 address, [IPv6] or localhost (names are not resolved)",
+					 quote(p, hlen, qb, sizeof(qb)));
+				return NULL;
+			}
+			u->host = rl_arena_strndup(ps->a, p, hlen);
+		}
+		if (hend >= end || hend[0] != ':') {
+			e = value_loc(at, quoted, (size_t)(hend - s));
+			error_at(ps, &e, "missing port in upstream \"%s\": expected fcgi://HOST:PORT",
+				 quote(s, len, qb, sizeof(qb)));
+			return NULL;
+		}
+		if (parse_uint(hend + 1, (size_t)(end - hend - 1), 65535, &port) ||
+		    port == 0) {
+			e = value_loc(at, quoted, (size_t)(hend + 1 - s));
+			error_at(ps, &e, "bad port \"%s\" in upstream: expected 1 to 65535",
+				 quote(hend + 1, (size_t)(end - hend - 1), qb, sizeof(qb)));
+			return NULL;
+		}
+		u->port = (unsigned)port;
+		return u;
+	}
+	error_at(ps, at, "unknown upstream \"%s\": expected cgi:/path/to/script, fcgi://HOST:PORT or fcgi+unix:///path/to.sock",
+		 quote(s, len, qb, sizeof(qb)));
+	return NULL;
+}
+
+/* "1500ms", "30s", "5m", "24h": the shortest exact spelling, for
+ * messages. */
+static void
+fmt_ms(char *out, size_t cap, uint64_t ms)
+{
+	if (ms >= 3600000 && ms % 3600000 == 0)
+		snprintf(out, cap, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms >= 60000 && ms % 60000 == 0)
+		snprintf(out, cap, "%llum", (unsigned long long)(ms / 60000));
+	else if (ms >= 1000 && ms % 1000 == 0)
+		snprintf(out, cap, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(out, cap, "%llums", (unsigned long long)ms);
+}
+
+/* Networks, one per word, into arena memory; NULL after reporting.  what
+ * completes "bad %s \"...\"". */
+static struct rl_cidr *
+parse_nets(struct pstate *ps, const struct loc *ln, const struct tok *args,
+	   size_t nargs, const char *what, const char *example)
+{
+	char qb[200];
+
+	if (nargs > MAX_NETS) {
+		struct loc at = loc_of(ln, args[MAX_NETS].col);
+		error_at(ps, &at, "too many %ss (more than %d)", what, MAX_NETS);
+		return NULL;
+	}
+	struct rl_cidr *nets = rl_arena_alloc(ps->a, nargs * sizeof(*nets));
+	if (nets == NULL) {
+		ps->oom = 1;
+		return NULL;
+	}
+	for (size_t i = 0; i < nargs; i++) {
+		if (rl_cidr_parse(args[i].v, args[i].vlen, &nets[i])) {
+			struct loc at = loc_of(ln, args[i].col);
+			error_at(ps, &at, "bad %s \"%s\": expected an address or CIDR such as %s",
+				 what, Q(&args[i], qb), example);
+			return NULL;
+		}
+	}
+	return nets;
+}
+
+/* A URL path the gateway answers itself (stats): absolute and already in
+ * normalised form, so that it is matched exactly as rules are. */
+static int
+urlpath_ok(const char *s, size_t len)
+{
+	char *buf;
+	size_t n = 0;
+	int ok;
+
+	if (len == 0 || s[0] != '/' || len > 256 ||
+	    memchr(s, '?', len) != NULL || memchr(s, '#', len) != NULL)
+		return 0;
+	buf = malloc(len + 1);
+	if (buf == NULL)
+		return 0;
+	ok = rl_path_normalize(s, len, 0, buf, &n, &(struct rl_diag){ 0 }) == 0 &&
+	     n == len && memcmp(buf, s, len) == 0;
+	free(buf);
+	return ok;
+}
+
 /* ------------------------------------------------------------------ */
 /* Global directives: one table row per setting                        */
 
 enum dtype {
 	D_ONOFF, D_UINT, D_STRATEGY, D_RETRY, D_NAME, D_MESSAGE, D_LIMITS,
-	D_KEY, D_STORAGE, D_PROXIES, D_PROXY_HEADER, D_TEXT, D_INCLUDE
+	D_KEY, D_STORAGE, D_PROXIES, D_PROXY_HEADER, D_TEXT, D_INCLUDE,
+	D_SIZE, D_DURATION, D_CHOICE, D_UPSTREAM, D_URLPATH, D_CIDRS
 };
 
 struct directive {
 	const char *name;
 	enum dtype type;
 	size_t off;             /* into struct rl_settings */
-	size_t off2;            /* D_LIMITS: the count */
-	uint64_t min, max;      /* D_UINT */
+	size_t off2;            /* D_LIMITS, D_CIDRS: the count */
+	uint64_t min, max;      /* D_UINT, D_SIZE (bytes), D_DURATION (ms) */
+	const char *const *words; /* D_CHOICE: the values, in enum order */
 };
+
+static const char *const store_failure_words[] = { "deny", "allow", "fallback", NULL };
+static const char *const log_format_words[] = { "logfmt", "json", NULL };
 
 #define S(f) offsetof(struct rl_settings, f)
 static const struct directive directives[] = {
-	{ "enabled",          D_ONOFF,        S(enabled), 0, 0, 0 },
-	{ "dry-run",          D_ONOFF,        S(dry_run), 0, 0, 0 },
-	{ "headers",          D_ONOFF,        S(headers), 0, 0, 0 },
-	{ "ietf-headers",     D_ONOFF,        S(ietf_headers), 0, 0, 0 },
-	{ "case-insensitive", D_ONOFF,        S(case_insensitive), 0, 0, 0 },
-	{ "retry-after",      D_RETRY,        S(retry_after), 0, 0, 0 },
-	{ "strategy",         D_STRATEGY,     S(strategy), 0, 0, 0 },
-	{ "burst",            D_UINT,         S(burst), 0, 1, RL_MAX_COUNT },
-	{ "ipv4-prefix",      D_UINT,         S(ipv4_prefix), 0, 1, 32 },
-	{ "ipv6-prefix",      D_UINT,         S(ipv6_prefix), 0, 1, 128 },
-	{ "key-prefix",       D_NAME,         S(key_prefix), 0, 0, 0 },
-	{ "key",              D_KEY,          S(key), 0, 0, 0 },
-	{ "message",          D_MESSAGE,      S(message), 0, 0, 0 },
-	{ "default",          D_LIMITS,       S(defaults), S(ndefaults), 0, 0 },
-	{ "application",      D_LIMITS,       S(application), S(napplication), 0, 0 },
-	{ "storage",          D_STORAGE,      S(storage), 0, 0, 0 },
-	{ "trusted-proxies",  D_PROXIES,      S(proxies), 0, 0, 0 },
-	{ "proxy-header",     D_PROXY_HEADER, S(proxies), 0, 0, 0 },
-	{ "listen",           D_TEXT,         S(listen), 0, 0, 0 },
-	{ "upstream",         D_TEXT,         S(upstream), 0, 0, 0 },
-	{ "include",          D_INCLUDE,      0, 0, 0, 0 },
+	{ "enabled",          D_ONOFF,        S(enabled), 0, 0, 0, NULL },
+	{ "dry-run",          D_ONOFF,        S(dry_run), 0, 0, 0, NULL },
+	{ "headers",          D_ONOFF,        S(headers), 0, 0, 0, NULL },
+	{ "ietf-headers",     D_ONOFF,        S(ietf_headers), 0, 0, 0, NULL },
+	{ "case-insensitive", D_ONOFF,        S(case_insensitive), 0, 0, 0, NULL },
+	{ "retry-after",      D_RETRY,        S(retry_after), 0, 0, 0, NULL },
+	{ "strategy",         D_STRATEGY,     S(strategy), 0, 0, 0, NULL },
+	{ "burst",            D_UINT,         S(burst), 0, 1, RL_MAX_COUNT, NULL },
+	{ "ipv4-prefix",      D_UINT,         S(ipv4_prefix), 0, 1, 32, NULL },
+	{ "ipv6-prefix",      D_UINT,         S(ipv6_prefix), 0, 1, 128, NULL },
+	{ "key-prefix",       D_NAME,         S(key_prefix), 0, 0, 0, NULL },
+	{ "key",              D_KEY,          S(key), 0, 0, 0, NULL },
+	{ "message",          D_MESSAGE,      S(message), 0, 0, 0, NULL },
+	{ "default",          D_LIMITS,       S(defaults), S(ndefaults), 0, 0, NULL },
+	{ "application",      D_LIMITS,       S(application), S(napplication), 0, 0, NULL },
+	{ "storage",          D_STORAGE,      S(storage), 0, 0, 0, NULL },
+	{ "store-failure",    D_CHOICE,       S(store_failure), 0, 0, 0, store_failure_words },
+	{ "trusted-proxies",  D_PROXIES,      S(proxies), 0, 0, 0, NULL },
+	{ "proxy-header",     D_PROXY_HEADER, S(proxies), 0, 0, 0, NULL },
+	{ "listen",           D_TEXT,         S(listen), 0, 0, 0, NULL },
+	{ "upstream",         D_UPSTREAM,     S(upstream), 0, 0, 0, NULL },
+	{ "upstream-timeout", D_DURATION,     S(upstream_timeout_ms), 0, 1, 86400000, NULL },
+	{ "concurrency-lease", D_DURATION,    S(lease_ms), 0, 1000, 2 * 86400000LL, NULL },
+	{ "max-body",         D_SIZE,         S(max_body), 0, 1, RL_SIZE_MAX, NULL },
+	{ "log-format",       D_CHOICE,       S(log_format), 0, 0, 0, log_format_words },
+	{ "stats",            D_URLPATH,      S(stats), 0, 0, 0, NULL },
+	{ "stats-allow",      D_CIDRS,        S(stats_allow), S(nstats_allow), 0, 0, NULL },
+	{ "include",          D_INCLUDE,      0, 0, 0, 0, NULL },
 };
 #undef S
 #define NDIRECTIVES (sizeof(directives) / sizeof(directives[0]))
+_Static_assert(NDIRECTIVES <= MAX_DIRECTIVES, "pstate.seen holds every directive");
+
+/* The table row of a directive, for the final pass's cross-checks. */
+static size_t
+directive_index(const char *name)
+{
+	for (size_t i = 0; i < NDIRECTIVES; i++)
+		if (strcmp(directives[i].name, name) == 0)
+			return i;
+	return 0;       /* not reached: every caller names a row */
+}
 
 static void parse_text(struct pstate *ps, const char *file, const char *text,
 		       size_t len);
@@ -643,11 +857,13 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 		}
 		ps->seen[di] = *ln;
 	}
-	if (d->type != D_LIMITS && d->type != D_PROXIES &&
+	if (d->type != D_LIMITS && d->type != D_PROXIES && d->type != D_CIDRS &&
 	    one_arg(ps, ln, d, args, nargs))
 		return;
 	const struct tok *a = &args[0];
 	struct loc at = nargs ? loc_of(ln, a->col) : *ln;
+
+	ps->value_at[di] = at;
 
 	switch (d->type) {
 	case D_ONOFF:
@@ -745,6 +961,87 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 	case D_STORAGE:
 		parse_storage(ps, &at, a->v, a->vlen, &st->storage);
 		break;
+	case D_SIZE: {
+		struct rl_diag dg;
+		uint64_t v;
+		if (tok_is(a, "none") || tok_is(a, "off")) {
+			*(uint64_t *)field = 0;
+		} else if (rl_size_parse(a->v, a->vlen, &v, &dg)) {
+			struct loc e = value_loc(&at, a->quoted, dg.col);
+			error_at(ps, &e, "%s", dg.msg);
+		} else if (v < d->min || v > d->max) {
+			error_at(ps, &at, "bad value \"%s\" for \"%s\": expected at least %llu byte%s (or none for no limit)",
+				 Q(a, qb), d->name, (unsigned long long)d->min,
+				 d->min == 1 ? "" : "s");
+		} else {
+			*(uint64_t *)field = v;
+		}
+		break;
+	}
+	case D_DURATION: {
+		struct rl_diag dg;
+		int64_t v;
+		if (rl_duration_parse(a->v, a->vlen, &v, &dg)) {
+			struct loc e = value_loc(&at, a->quoted, dg.col);
+			error_at(ps, &e, "%s", dg.msg);
+		} else if ((uint64_t)v < d->min || (uint64_t)v > d->max) {
+			char lo[32], hi[32];
+			fmt_ms(lo, sizeof(lo), d->min);
+			fmt_ms(hi, sizeof(hi), d->max);
+			error_at(ps, &at, "bad value \"%s\" for \"%s\": expected a duration from %s to %s",
+				 Q(a, qb), d->name, lo, hi);
+		} else {
+			*(int64_t *)field = v;
+		}
+		break;
+	}
+	case D_CHOICE: {
+		size_t i;
+		for (i = 0; d->words[i] != NULL; i++)
+			if (tok_is(a, d->words[i]))
+				break;
+		if (d->words[i] != NULL) {
+			*(int *)field = (int)i;
+			break;
+		}
+		char list[128];
+		size_t pos = 0;
+		for (i = 0; d->words[i] != NULL && pos < sizeof(list); i++)
+			pos += (size_t)snprintf(list + pos, sizeof(list) - pos, "%s%s",
+						i == 0 ? "" : d->words[i + 1] ? ", " : " or ",
+						d->words[i]);
+		error_at(ps, &at, "bad value \"%s\" for \"%s\": expected %s",
+			 Q(a, qb), d->name, list);
+		break;
+	}
+	case D_UPSTREAM:
+		*(const struct rl_upstream **)field =
+			parse_upstream(ps, &at, a->v, a->vlen, a->quoted);
+		break;
+	case D_URLPATH:
+		if (tok_is(a, "off"))
+			*(const char **)field = NULL;
+		else if (!urlpath_ok(a->v, a->vlen))
+			error_at(ps, &at, "bad value \"%s\" for \"%s\": expected a URL path in normalised form such as /rategate/stats (or off)",
+				 Q(a, qb), d->name);
+		else
+			*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
+		break;
+	case D_CIDRS: {
+		if (nargs == 0) {
+			error_at(ps, ln, "\"%s\" needs networks, e.g. \"%s 127.0.0.1 ::1 10.0.0.0/8\"",
+				 d->name, d->name);
+			break;
+		}
+		struct rl_cidr *nets = parse_nets(ps, ln, args, nargs,
+						  "stats-allow network",
+						  "127.0.0.1, 10.0.0.0/8 or ::1");
+		if (nets) {
+			*(const struct rl_cidr **)field = nets;
+			*(size_t *)((char *)st + d->off2) = nargs;
+		}
+		break;
+	}
 	case D_PROXIES: {
 		uint64_t n;
 		if (nargs == 0) {
@@ -761,27 +1058,13 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 				st->proxies.hops = (unsigned)n;
 			break;
 		}
-		if (nargs > MAX_NETS) {
-			struct loc at2 = loc_of(ln, args[MAX_NETS].col);
-			error_at(ps, &at2, "too many proxy networks (more than %d)",
-				 MAX_NETS);
-			break;
+		struct rl_cidr *nets = parse_nets(ps, ln, args, nargs,
+						  "proxy network",
+						  "10.0.0.0/8 or 2001:db8::/32 (or one hop count)");
+		if (nets) {
+			st->proxies.nets = nets;
+			st->proxies.nnets = nargs;
 		}
-		struct rl_cidr *nets = rl_arena_alloc(ps->a, nargs * sizeof(*nets));
-		if (nets == NULL) {
-			ps->oom = 1;
-			break;
-		}
-		for (size_t i = 0; i < nargs; i++) {
-			if (rl_cidr_parse(args[i].v, args[i].vlen, &nets[i])) {
-				struct loc at2 = loc_of(ln, args[i].col);
-				error_at(ps, &at2, "bad proxy network \"%s\": expected an address or CIDR such as 10.0.0.0/8 or 2001:db8::/32 (or one hop count)",
-					 Q(&args[i], qb));
-				return;
-			}
-		}
-		st->proxies.nets = nets;
-		st->proxies.nnets = nargs;
 		break;
 	}
 	case D_PROXY_HEADER:
@@ -803,7 +1086,8 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 /* Path rules                                                          */
 
 enum otype { O_FLAG, O_DEFAULTS, O_METHODS, O_SCOPE, O_KEY, O_STRATEGY,
-	     O_BURST, O_COST, O_MESSAGE, O_MISSING, O_CONCURRENCY };
+	     O_BURST, O_COST, O_MESSAGE, O_MISSING, O_CONCURRENCY, O_MAX_BODY,
+	     O_BANDWIDTH, O_DEDUCT, O_UPSTREAM };
 
 struct option {
 	const char *name;
@@ -826,9 +1110,79 @@ static const struct option options[] = {
 	{ "message",     O_MESSAGE,  R(message) },
 	{ "missing-key", O_MISSING,  R(missing) },
 	{ "concurrency", O_CONCURRENCY, R(concurrency) },
+	{ "max-body",    O_MAX_BODY, R(max_body) },
+	{ "bandwidth",   O_BANDWIDTH, R(bandwidth) },
+	{ "deduct-when", O_DEDUCT,   R(deduct) },
+	{ "upstream",    O_UPSTREAM, R(upstream) },
 };
 #undef R
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
+_Static_assert(NOPTIONS <= 64, "options seen are a 64-bit set");
+
+/* The bit of an option in the set of options a rule has seen. */
+static uint64_t
+option_bit(const char *name)
+{
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (strcmp(options[i].name, name) == 0)
+			return 1ULL << i;
+	return 0;
+}
+
+/* deduct-when=401,403 | 4xx | 401-403, joined by ',': statuses 100..599
+ * into the rule's bitmap.  Returns 0, or -1 after reporting. */
+static int
+parse_deduct(struct pstate *ps, const struct loc *ln, size_t vcol,
+	     int quoted, const char *v, size_t vlen, struct rl_rule *r)
+{
+	char qb[200];
+	size_t i = 0;
+	struct loc vat = loc_of(ln, vcol);
+
+	while (i <= vlen) {
+		size_t j = i, dash;
+		uint64_t lo, hi;
+
+		while (j < vlen && v[j] != ',')
+			j++;
+		const char *it = v + i;
+		size_t n = j - i;
+		struct loc at = value_loc(&vat, quoted, i);
+
+		dash = 0;
+		while (dash < n && it[dash] != '-')
+			dash++;
+		if (n == 3 && it[0] >= '1' && it[0] <= '5' &&
+		    (it[1] == 'x' || it[1] == 'X') && (it[2] == 'x' || it[2] == 'X')) {
+			lo = (uint64_t)(it[0] - '0') * 100;
+			hi = lo + 99;
+		} else if (dash < n) {
+			if (parse_uint(it, dash, 999, &lo) ||
+			    parse_uint(it + dash + 1, n - dash - 1, 999, &hi) ||
+			    lo < 100 || hi > 599) {
+				error_at(ps, &at, "bad status range \"%s\" in deduct-when=: expected two statuses from 100 to 599 such as 401-403",
+					 quote(it, n, qb, sizeof(qb)));
+				return -1;
+			}
+			if (lo > hi) {
+				error_at(ps, &at, "bad status range \"%s\" in deduct-when=: the first status is above the last",
+					 quote(it, n, qb, sizeof(qb)));
+				return -1;
+			}
+		} else if (parse_uint(it, n, 999, &lo) || lo < 100 || lo > 599) {
+			error_at(ps, &at, "bad status \"%s\" in deduct-when=: expected a status from 100 to 599, a class such as 4xx or a range such as 401-403, separated by ','",
+				 quote(it, n, qb, sizeof(qb)));
+			return -1;
+		} else {
+			hi = lo;
+		}
+		for (uint64_t st = lo; st <= hi; st++)
+			r->deduct_status[(st - 100) / 64] |= 1ULL << ((st - 100) % 64);
+		i = j + 1;
+	}
+	r->deduct = 1;
+	return 0;
+}
 
 static const struct option *
 find_option(const struct tok *t, size_t *namelen)
@@ -871,7 +1225,7 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 	struct rl_rule *r = &pr->r;
 
 	if (o == NULL) {
-		error_at(ps, &at, "unknown rule option \"%s\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message=, missing-key= or concurrency=",
+		error_at(ps, &at, "unknown rule option \"%s\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message=, missing-key=, concurrency=, max-body=, bandwidth=, deduct-when= or upstream=",
 			 quote(t->s, nlen, qb, sizeof(qb)));
 		return;
 	}
@@ -993,6 +1347,49 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 		else
 			r->concurrency = n;
 		break;
+	case O_MAX_BODY: {
+		struct rl_diag dg;
+		pr->has_max_body = 1;
+		if ((vlen == 4 && memcmp(v, "none", 4) == 0) ||
+		    (vlen == 3 && memcmp(v, "off", 3) == 0)) {
+			r->max_body = 0;
+		} else if (rl_size_parse(v, vlen, &n, &dg)) {
+			struct loc e = value_loc(&vat, t->quoted, dg.col);
+			error_at(ps, &e, "%s", dg.msg);
+		} else if (n == 0) {
+			error_at(ps, &vat, "bad value \"%s\" for max-body=: expected at least 1 byte (or none to lift the global max-body)",
+				 quote(v, vlen, qb, sizeof(qb)));
+		} else {
+			r->max_body = n;
+		}
+		break;
+	}
+	case O_BANDWIDTH: {
+		struct rl_limit tmp[RL_MAX_LIMITS];
+		struct rl_diag dg;
+		size_t nb = 0;
+		pr->bandwidth_at = vat;
+		if (rl_bandwidth_parse(v, vlen, tmp, &nb, &dg)) {
+			struct loc e = value_loc(&vat, t->quoted, dg.col);
+			error_at(ps, &e, "%s", dg.msg);
+			break;
+		}
+		r->bandwidth = rl_arena_alloc(ps->a, nb * sizeof(*r->bandwidth));
+		if (r->bandwidth == NULL) {
+			ps->oom = 1;
+			break;
+		}
+		memcpy(r->bandwidth, tmp, nb * sizeof(*r->bandwidth));
+		r->nbandwidth = nb;
+		break;
+	}
+	case O_DEDUCT:
+		pr->deduct_at = vat;
+		parse_deduct(ps, ln, vcol, t->quoted, v, vlen, r);
+		break;
+	case O_UPSTREAM:
+		r->upstream = parse_upstream(ps, &vat, v, vlen, t->quoted);
+		break;
 	case O_MISSING:
 		if (vlen == 4 && memcmp(v, "addr", 4) == 0)
 			r->missing = RL_MISSING_ADDR;
@@ -1059,17 +1456,39 @@ path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
 	}
 	if (!pr->r.exempt && pr->r.nlimits == 0 && n == 1) {
 		struct loc at = loc_of(ln, toks[0].col + toks[0].len);
-		error_at(ps, &at, "rule for \"%s\" needs limits (e.g. 10/minute), concurrency= or \"exempt\"",
+		error_at(ps, &at, "rule for \"%s\" needs limits (e.g. 10/minute), concurrency=, bandwidth= or \"exempt\"",
 			 Q(&toks[0], qb));
 		return;
 	}
-	if (!pr->r.exempt && nlimitwords == 0 && pr->r.concurrency == 0) {
+	/* A rule of only max-body= and upstream= sets those for its paths
+	 * and leaves the rate limits as if no rule matched: the defaults. */
+	uint64_t path_only = option_bit("max-body") | option_bit("upstream") |
+			     option_bit("methods") | option_bit("defaults");
+	int settings_only = !pr->r.exempt && nlimitwords == 0 &&
+			    pr->r.concurrency == 0 && pr->r.nbandwidth == 0 &&
+			    (seen & (option_bit("max-body") | option_bit("upstream"))) != 0 &&
+			    (seen & ~path_only) == 0;
+	if (settings_only) {
+		if ((seen & option_bit("defaults")) && !pr->r.defaults_add) {
+			error_at(ps, &pr->where, "rule for \"%s\" has no limits of its own, so the default limits apply: remove defaults=replace (or use exempt for no limits)",
+				 Q(&toks[0], qb));
+			return;
+		}
+		pr->r.defaults_add = 1;
+	} else if (!pr->r.exempt && nlimitwords == 0 && pr->r.concurrency == 0 &&
+		   pr->r.nbandwidth == 0) {
 		error_at(ps, &pr->where, "rule for \"%s\" has options but no limits: limits come right after the path",
 			 Q(&toks[0], qb));
 		return;
 	}
-	if (pr->r.exempt && (seen & ~((1ULL << 0) | (1ULL << 4))) != 0)
-		warn_at(ps, &pr->where, "options other than methods= have no effect on an exempt rule");
+	if (!pr->r.exempt && pr->r.deduct && pr->r.nlimits == 0) {
+		error_at(ps, &pr->deduct_at, "deduct-when= needs request limits on the rule (it says when they are counted)");
+		return;
+	}
+	uint64_t exempt_ok = option_bit("exempt") | option_bit("methods") |
+			     option_bit("max-body") | option_bit("upstream");
+	if (pr->r.exempt && (seen & ~exempt_ok) != 0)
+		warn_at(ps, &pr->where, "options other than methods=, max-body= and upstream= have no effect on an exempt rule");
 	if (ps->nrules == ps->caprules) {
 		size_t cap = ps->caprules ? ps->caprules * 2 : 32;
 		struct prule **nr = realloc(ps->rules, cap * sizeof(*nr));
@@ -1301,6 +1720,50 @@ static const char *const strategy_code[RL_STRATEGY_COUNT] = {
 	"fw", "fwe", "mw", "swc", "gcra"
 };
 
+/* Bandwidth limits under the rule's strategy: their counter-key ids, and
+ * no moving-window (one timestamp per counted byte). */
+static void
+check_bandwidth(struct pstate *ps, const struct loc *at, struct rl_limit *l,
+		size_t n, enum rl_strategy strategy)
+{
+	if (n > 0 && strategy == RL_MOVING_WINDOW) {
+		error_at(ps, at, "bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter");
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		snprintf(l[i].id, sizeof(l[i].id), "bw/%llu%s/%llu/%s",
+			 (unsigned long long)l[i].count,
+			 l[i].unit == 1 ? "" : l[i].unit == 1024 ? "k" : "m",
+			 (unsigned long long)l[i].period_ms,
+			 strategy_code[strategy]);
+}
+
+/* Globals that depend on each other, once all are known. */
+static void
+finish_settings(struct pstate *ps)
+{
+	struct rl_settings *st = &ps->rs->settings;
+	size_t sf = directive_index("store-failure");
+	size_t lease = directive_index("concurrency-lease");
+	size_t sa = directive_index("stats-allow");
+
+	if (st->store_failure == RL_STORE_FAIL_FALLBACK &&
+	    st->storage.kind != RL_STORAGE_REDIS)
+		error_at(ps, &ps->value_at[sf], "store-failure fallback needs redis storage (it would fall back to process-local counters when redis is unreachable): use deny or allow");
+	if (ps->seen[lease].line == 0) {
+		st->lease_ms = st->upstream_timeout_ms + LEASE_MARGIN_MS;
+	} else if (st->lease_ms > 0 &&     /* 0: its line had an error */
+		   st->lease_ms < st->upstream_timeout_ms) {
+		char a[32], b[32];
+		fmt_ms(a, sizeof(a), (uint64_t)st->lease_ms);
+		fmt_ms(b, sizeof(b), (uint64_t)st->upstream_timeout_ms);
+		warn_at(ps, &ps->value_at[lease], "concurrency-lease %s is shorter than upstream-timeout %s: a slow request's in-flight slot may expire while it still runs",
+			a, b);
+	}
+	if (ps->seen[sa].line != 0 && st->stats == NULL)
+		warn_at(ps, &ps->seen[sa], "stats-allow has no effect without stats PATH");
+}
+
 /* Validate limits under their strategy and set their counter-key ids. */
 static void
 check_limits(struct pstate *ps, const struct loc *at, struct rl_limit *l,
@@ -1337,6 +1800,7 @@ finish(struct pstate *ps)
 		ps->oom = 1;
 		return;
 	}
+	finish_settings(ps);
 	check_limits(ps, &ps->defaults_at, st->defaults, st->ndefaults,
 		     st->strategy, 1, st->burst);
 	check_limits(ps, &ps->application_at, st->application,
@@ -1374,6 +1838,12 @@ finish(struct pstate *ps)
 				rl_strategy_name(r->strategy));
 		check_limits(ps, &pr->limits_at, r->limits, r->nlimits,
 			     r->strategy, r->cost, r->burst);
+		check_bandwidth(ps, &pr->bandwidth_at, r->bandwidth,
+				r->nbandwidth, r->strategy);
+		if (!pr->has_max_body)
+			r->max_body = st->max_body;
+		if (r->concurrency > rs->max_inflight)
+			rs->max_inflight = r->concurrency;
 		if (r->strategy == RL_MOVING_WINDOW)
 			for (size_t j = 0; j < r->nlimits; j++)
 				if (r->limits[j].count > rs->max_moving)
@@ -1418,6 +1888,13 @@ finish(struct pstate *ps)
 	}
 }
 
+/* stats-allow by default: this host only.  Static, shared by every
+ * ruleset. */
+static const struct rl_cidr default_stats_allow[] = {
+	{ { 4, { 127, 0, 0, 1 } }, 32 },
+	{ { 6, { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 } }, 128 },
+};
+
 static struct rl_ruleset *
 load(const char *path, const char *name, const char *text, size_t len,
      const struct rl_io *io, struct rl_report *rep)
@@ -1447,6 +1924,10 @@ load(const char *path, const char *name, const char *text, size_t len,
 	st->storage.path = "/dev/shm/rategate";
 	st->storage.size = 64u << 20;
 	st->storage.names = 1;
+	st->upstream_timeout_ms = DEFAULT_UPSTREAM_TIMEOUT_MS;
+	st->stats_allow = default_stats_allow;
+	st->nstats_allow = sizeof(default_stats_allow) /
+			   sizeof(default_stats_allow[0]);
 
 	st->key = rl_key_compile(ps.a, "addr", 4, &(struct rl_diag){ 0 });
 	if (st->key == NULL)
@@ -1527,6 +2008,12 @@ uint64_t
 rl_ruleset_max_moving(const struct rl_ruleset *rs)
 {
 	return rs->max_moving;
+}
+
+uint64_t
+rl_ruleset_max_inflight(const struct rl_ruleset *rs)
+{
+	return rs->max_inflight;
 }
 
 /* Exact rules first (the earliest whose methods fit), then wildcard rules

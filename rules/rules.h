@@ -34,6 +34,11 @@
 #define RL_KEYPART_MAX      128    /* longer client key parts count as missing */
 #define RL_STORE_KEY_MAX    2048   /* longest store key, bytes */
 #define RL_MSG_MAX          256    /* diagnostic message buffer */
+#define RL_SIZE_MAX         (1ULL << 50)   /* largest size, bytes (1 PiB) */
+#define RL_DURATION_MAX_MS  ((int64_t)RL_MAX_PERIOD_MS) /* longest duration */
+/* Largest bandwidth limit, bytes per period: counted in MiB at most (see
+ * struct rl_limit's unit), RL_MAX_COUNT of them. */
+#define RL_MAX_BANDWIDTH    (RL_MAX_COUNT << 20)
 
 /* ------------------------------------------------------------------ */
 /* Diagnostics                                                          */
@@ -77,8 +82,15 @@ struct rl_limit {
 	char text[RL_LIMIT_TEXT_MAX]; /* the item as written, trimmed: "10/minute" */
 	/* The limit's part of a counter key, "COUNT/PERIOD_MS/STRATEGY", set
 	 * by the rule loader once the strategy is known (not by
-	 * rl_limits_parse), so no request formats numbers. */
+	 * rl_limits_parse), so no request formats numbers.  Bandwidth limits
+	 * read "bw/COUNT[k|m]/PERIOD_MS/STRATEGY". */
 	char id[RL_LIMIT_ID_MAX];
+	/* 0 for a request limit.  A bandwidth limit counts body bytes in units
+	 * of this many bytes: 1 while the limit is at most RL_MAX_COUNT bytes,
+	 * else 1024, else 1048576 (count is then the limit in those units,
+	 * rounded down, and a body's cost is its size rounded up), so up to
+	 * RL_MAX_BANDWIDTH bytes per period fit the strategies' bounds. */
+	uint64_t unit;
 };
 
 /* Parse a limit string of up to RL_MAX_LIMITS items joined by ';', ',' or
@@ -86,6 +98,31 @@ struct rl_limit {
  * quoting the bad text and saying what was expected. */
 int rl_limits_parse(const char *s, size_t len, struct rl_limit *out,
 		    size_t *n, struct rl_diag *d);
+
+/* Bandwidth limits: the same notation with a size instead of a count,
+ * "10MB/minute; 100MB per day" (sizes as rl_size_parse, at least 1 byte and
+ * at most RL_MAX_BANDWIDTH).  Fills count, period_ms, text and unit as
+ * described in struct rl_limit; errors as rl_limits_parse. */
+int rl_bandwidth_parse(const char *s, size_t len, struct rl_limit *out,
+		       size_t *n, struct rl_diag *d);
+
+/* A size: decimal digits, optional spaces or tabs, an optional unit B, K,
+ * KB, KiB, M, MB, MiB, G, GB or GiB (ASCII case-insensitive).  Every unit
+ * is binary, as nginx's k and m: K = KB = KiB = 1024 bytes, so "10MB" is
+ * 10485760 bytes.  Spaces around the whole are ignored.  Returns 0 and
+ * *bytes, or -1 with d->col at the fault (nothing, no digits, an unknown
+ * unit, a size above RL_SIZE_MAX).  0 is a valid result here: each caller
+ * decides whether a zero size means something and reports it otherwise. */
+int rl_size_parse(const char *s, size_t len, uint64_t *bytes,
+		  struct rl_diag *d);
+
+/* A duration: digits, optional spaces or tabs, an optional unit ms, s, m
+ * or h (ASCII case-insensitive); a bare number is seconds ("30" = "30s").
+ * Returns 0 and *ms, or -1 with d->col at the fault (nothing, no digits, an
+ * unknown unit, a fraction, more than RL_DURATION_MAX_MS).  0 is a valid
+ * result here; callers bound the value. */
+int rl_duration_parse(const char *s, size_t len, int64_t *ms,
+		      struct rl_diag *d);
 
 const char *rl_strategy_name(enum rl_strategy s);
 /* Returns 0 and sets *s, or -1 for an unknown name. */
@@ -159,12 +196,17 @@ enum rl_mode {
 	RL_HIT          /* decide and, when every op allows, consume all */
 };
 
-/* One key's step inside a batch.  key is not NUL-terminated necessarily. */
+/* One key's step inside a batch.  key is not NUL-terminated necessarily.
+ * probe: the op is checked with the batch (its denial denies the batch)
+ * but never changes its key: RL_HIT neither consumes nor penalizes it, and
+ * a store creates no key for it.  Its verdict is the check's (remaining
+ * before the hit). */
 struct rl_store_op {
 	const char *key;
 	size_t key_len;
 	struct rl_step step;
 	struct rl_verdict v;    /* out */
+	int probe;
 };
 
 /* A store applies strategy steps to keys atomically.  Implementations:
@@ -173,7 +215,8 @@ struct rl_store_op {
  *
  * apply: ops[0..n) as one atomic unit.  RL_HIT: when every op allows, every
  *   op is consumed; otherwise none is, and rl_strategy_penalize runs on each
- *   op.  RL_TEST: nothing changes.  Fills every op's verdict.  Returns 0, or
+ *   op; probe ops are never consumed nor penalized.  RL_TEST: nothing
+ *   changes.  Fills every op's verdict.  Returns 0, or
  *   -1 on a store failure with err->msg set (err->col unused).
  * acquire: one in-flight lease on key; returns 1 (acquired, *lease_id set),
  *   0 (max reached) or -1 (store failure).  *held is the count after.
@@ -349,6 +392,34 @@ struct rl_storage {
 };
 
 enum rl_retry_format { RL_RETRY_SECONDS = 0, RL_RETRY_HTTP_DATE };
+/* What the gateway does when the store fails: deny (503 with Retry-After,
+ * the default), allow (let the request through uncounted, logged), or fall
+ * back to process-local counters (accepted with redis storage only; the
+ * gateway implements it later). */
+enum rl_store_failure { RL_STORE_FAIL_DENY = 0, RL_STORE_FAIL_ALLOW,
+			RL_STORE_FAIL_FALLBACK };
+enum rl_log_format { RL_LOG_LOGFMT = 0, RL_LOG_JSON };
+
+/* Where the responder sends a request, validated at load:
+ *   cgi:/absolute/path/to/script   a CGI program executed directly
+ *   fcgi://HOST:PORT               HOST a numeric IPv4 address, [IPv6] or
+ *                                  localhost; PORT 1..65535
+ *   fcgi+unix:///path/to.sock      a FastCGI application on a unix socket */
+enum rl_upstream_kind { RL_UPSTREAM_CGI = 0, RL_UPSTREAM_FCGI,
+			RL_UPSTREAM_FCGI_UNIX };
+
+struct rl_upstream {
+	enum rl_upstream_kind kind;
+	const char *uri;        /* as written */
+	const char *path;       /* cgi: the script; fcgi+unix: the socket;
+				   NULL for fcgi */
+	const char *host;       /* fcgi: "127.0.0.1", "::1" (no brackets) or
+				   "localhost"; NULL otherwise */
+	unsigned port;          /* fcgi */
+};
+
+/* deduct-when= statuses: bit (status - 100) of a bitmap for 100..599. */
+#define RL_DEDUCT_WORDS 8
 enum rl_missing_key { RL_MISSING_ADDR = 0, RL_MISSING_DENY };
 enum rl_key_source { RL_KEY_ADDR = 0, RL_KEY_HEADER, RL_KEY_COOKIE,
 		     RL_KEY_QUERY, RL_KEY_VAR };
@@ -393,7 +464,24 @@ struct rl_rule {
 	uint64_t concurrency;   /* in-flight requests per client; 0: none */
 	struct rl_limit *limits;
 	size_t nlimits;
+	/* Largest request body accepted, bytes (413 beyond): max-body=, or
+	 * the global max-body when the rule has none; 0 = no limit. */
+	uint64_t max_body;
+	/* bandwidth=: request body bytes per period, counted in their own
+	 * counters with the rule's strategy and key (never moving-window). */
+	struct rl_limit *bandwidth;
+	size_t nbandwidth;
+	/* deduct-when=: the rule's request limits are only checked at request
+	 * time and counted after the response when its status is in the set
+	 * (rl_rule_deducts, rl_after_response). */
+	int deduct;
+	uint64_t deduct_status[RL_DEDUCT_WORDS];
+	const struct rl_upstream *upstream; /* upstream=; NULL: the global */
 };
+
+/* Does r count its request limits after a response with this status
+ * (deduct-when=)?  1 or 0; 0 for NULL or a rule without deduct-when. */
+int rl_rule_deducts(const struct rl_rule *r, int status);
 
 /* Methods known to the methods= filter. */
 enum {
@@ -427,7 +515,19 @@ struct rl_settings {
 	struct rl_limit *application;
 	size_t napplication;
 	const char *listen;         /* gateway: as written, validated later */
-	const char *upstream;
+	/* Responder mode (the gateway). */
+	const struct rl_upstream *upstream; /* NULL: none (authorizer only) */
+	int64_t upstream_timeout_ms;        /* whole request; default 30 s */
+	int64_t lease_ms;   /* concurrency-lease: longest an in-flight slot is
+			       held unreleased; default upstream_timeout_ms +
+			       10 s */
+	uint64_t max_body;  /* bytes, for requests without a rule; 0: none */
+	enum rl_store_failure store_failure;
+	enum rl_log_format log_format;
+	const char *stats;  /* URL path of the statistics; NULL: off */
+	const struct rl_cidr *stats_allow;  /* who may read them; default
+					       127.0.0.1/32 and ::1/128 */
+	size_t nstats_allow;
 };
 
 struct rl_ruleset;
@@ -449,9 +549,10 @@ const struct rl_settings *rl_ruleset_settings(const struct rl_ruleset *rs);
 size_t rl_ruleset_nrules(const struct rl_ruleset *rs);
 const struct rl_rule *rl_ruleset_rule(const struct rl_ruleset *rs, size_t i);
 size_t rl_ruleset_nfiles(const struct rl_ruleset *rs);
-/* Largest moving-window count and in-flight maximum in the rules (a store
- * sizes its slots from them). */
+/* Largest moving-window count and in-flight maximum (concurrency=) in the
+ * rules (a store sizes its slots from them); 0 when there is none. */
 uint64_t rl_ruleset_max_moving(const struct rl_ruleset *rs);
+uint64_t rl_ruleset_max_inflight(const struct rl_ruleset *rs);
 
 /* ------------------------------------------------------------------ */
 /* Deciding                                                            */
@@ -479,6 +580,10 @@ struct rl_request {
 	const struct rl_param *params;
 	size_t nparams;
 	uint64_t cost;          /* 0: the rule's cost */
+	/* The request body's size when known up front (CONTENT_LENGTH); 0
+	 * when there is none or it is not known yet (a chunked body, counted
+	 * afterwards through rl_after_response). */
+	uint64_t body_bytes;
 };
 
 enum rl_outcome {
@@ -486,7 +591,9 @@ enum rl_outcome {
 	RL_DENY,                /* over a limit (Retry-After applies) */
 	RL_DENY_KEY,            /* key missing and missing-key=deny */
 	RL_BAD_REQUEST,         /* path cannot be normalised */
-	RL_STORE_ERROR          /* the store failed; policy is the caller's */
+	RL_STORE_ERROR,         /* the store failed; policy is the caller's */
+	RL_TOO_LARGE            /* body_bytes above max-body (413); nothing
+				   was counted */
 };
 
 /* Why a counter applies to the request. */
@@ -507,20 +614,48 @@ struct rl_decision {
 	int64_t reset_ms;       /* absolute */
 	int64_t retry_ms;       /* denied: >= 1 */
 	uint64_t cost;
+	/* The deciding limit is a bandwidth limit: limit->unit bytes per hit,
+	 * remaining in those units, cost the body's size in them. */
+	int bandwidth;
+	/* The effective max-body in bytes (0: none), for the gateway to
+	 * enforce on a body whose length was not known up front; set for
+	 * every outcome once the rule is known (0 when disabled or under
+	 * dry-run, where an oversized body is only reported). */
+	uint64_t max_body;
 	enum rl_addr_source addr_source;
 	char client[64];        /* resolved client address text */
 	char key[RL_DECISION_KEY_MAX]; /* client key used, truncated for logs */
 	const char *message;    /* deny message */
-	char error[RL_MSG_MAX]; /* RL_BAD_REQUEST / RL_STORE_ERROR detail */
+	char error[RL_MSG_MAX]; /* RL_BAD_REQUEST / RL_STORE_ERROR /
+				   RL_TOO_LARGE detail */
 };
 
 /* Decide on req at now_ms.  mode RL_HIT counts the request (all limits or
- * none); RL_TEST only looks.  Counting a hit after the response (deduct)
- * is a second call with RL_HIT whose outcome is ignored.  Returns the
- * outcome, also in d->outcome. */
+ * none); RL_TEST only looks.  A body above the effective max-body is
+ * RL_TOO_LARGE before anything is counted.  The batch holds the rule's
+ * request limits, its bandwidth limits (cost: req->body_bytes, skipped when
+ * 0), the default and the application limits; the request limits of a
+ * deduct-when= rule are only checked (a client already over them is
+ * denied) and counted later by rl_after_response.  Returns the outcome,
+ * also in d->outcome. */
 enum rl_outcome rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 			  const struct rl_request *req, int64_t now_ms,
 			  enum rl_mode mode, struct rl_decision *d);
+
+/* What can only be counted after the response, for the request req that
+ * rl_decide allowed earlier (same req, same ruleset): when its rule deducts
+ * on status (deduct-when=), its request limits take the hit, at the cost
+ * rl_decide used; when late_body_bytes > 0 (a body whose length was not
+ * known up front, counted while streaming), they are charged to the rule's
+ * bandwidth limits.  Each counter is charged on its own, not all or
+ * nothing, and never refused: a charge above what is left fills the
+ * counter instead (the client is then out of budget until it recovers).
+ * Returns 0 (also when there is nothing to count), or -1 on a store
+ * failure with err->msg set. */
+int rl_after_response(const struct rl_ruleset *rs, struct rl_store *st,
+		      const struct rl_request *req, int status,
+		      uint64_t late_body_bytes, int64_t now_ms,
+		      struct rl_diag *err);
 
 /* In-flight requests.  A lease on one slot; it holds the store key by
  * value, so the caller may keep it anywhere until rl_inflight_end. */

@@ -15,6 +15,11 @@ start=$(date +%s)
 step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "autogen"
+# README's first command builds in the source tree; builds under build/
+# need it clean (configure refuses a tree that is already configured).
+if [ -f config.status ]; then
+	make distclean >/dev/null 2>&1 || rm -f config.status config.h
+fi
 ./autogen.sh >/dev/null 2>&1 || ./autogen.sh
 
 step "gcc build and make check"

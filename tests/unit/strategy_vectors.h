@@ -11,6 +11,8 @@
  * penalize on a bare state array, and run_vectors_on_store() drives
  * st->ops->apply of any store (memstore here; shared memory and Redis in
  * gateway/ tests), one fresh store per vector, one key per vector.
+ * run_probe_on_store() checks that a store honours rl_store_op.probe (checked
+ * with the batch, never written) for every strategy.
  * Include this from a Criterion test file.
  */
 #ifndef TESTS_UNIT_STRATEGY_VECTORS_H
@@ -330,6 +332,113 @@ static inline void run_vectors_on_store(int (*make)(struct rl_store *st,
 				     err.msg);
 			sv_expect(vec, i, &op.v);
 		}
+		st.ops->destroy(st.impl);
+	}
+}
+
+/* ---- probes ---- */
+
+static inline void sv_apply(struct rl_store *st, struct rl_store_op *ops,
+			    size_t n, enum rl_mode mode, int64_t now,
+			    const char *what)
+{
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(st->ops->apply(st->impl, ops, n, mode, now, &err), 0,
+		     "%s: apply: %s", what, err.msg);
+}
+
+static inline struct rl_verdict sv_look(struct rl_store *st, const char *key,
+					struct rl_step p, int64_t now)
+{
+	struct rl_store_op op = { key, strlen(key), p, { 0, 0, 0, 0, 0 }, 0 };
+
+	op.step.cost = 1;
+	sv_apply(st, &op, 1, RL_TEST, now, key);
+	return op.v;
+}
+
+/* For every strategy, with a limit of 2 per minute: a probe is checked
+ * with its batch (and can deny it) but never consumed, never penalized
+ * (elastic windows do not move) and creates no key.  nkeys (may be NULL)
+ * counts the keys a store holds. */
+static inline void run_probe_on_store(int (*make)(struct rl_store *st,
+						   void *ctx),
+				      void *ctx,
+				      size_t (*nkeys)(struct rl_store *st))
+{
+	const int64_t t = 1700000000000LL;
+
+	for (unsigned s = 0; s < RL_STRATEGY_COUNT; s++) {
+		struct rl_step p = { (enum rl_strategy)s, 2, 60000, 0, 1 };
+		const char *name = rl_strategy_name((enum rl_strategy)s);
+		struct rl_store st;
+		struct rl_verdict v;
+
+		cr_assert_eq(make(&st, ctx), 0, "%s: make store", name);
+
+		/* alone, on a fresh key: allowed, nothing written */
+		struct rl_store_op a = { "probe:b", 7, p, { 0, 0, 0, 0, 0 }, 1 };
+		for (int i = 0; i < 3; i++) {
+			sv_apply(&st, &a, 1, RL_HIT, t, name);
+			cr_expect(a.v.allowed, "%s: lone probe denied", name);
+			cr_expect_eq(a.v.remaining, 2, "%s: lone probe remaining %llu",
+				     name, (unsigned long long)a.v.remaining);
+		}
+		if (nkeys)
+			cr_expect_eq(nkeys(&st), 0, "%s: a probe created a key", name);
+
+		/* with a counted op: that one is consumed, the probe is not */
+		struct rl_store_op two[2] = {
+			{ "probe:a", 7, p, { 0, 0, 0, 0, 0 }, 0 },
+			{ "probe:b", 7, p, { 0, 0, 0, 0, 0 }, 1 },
+		};
+		sv_apply(&st, two, 2, RL_HIT, t, name);
+		cr_expect(two[0].v.allowed && two[1].v.allowed, "%s", name);
+		cr_expect_eq(sv_look(&st, "probe:a", p, t).remaining, 1, "%s", name);
+		cr_expect_eq(sv_look(&st, "probe:b", p, t).remaining, 2, "%s", name);
+		if (nkeys)
+			cr_expect_eq(nkeys(&st), 1, "%s: keys", name);
+
+		/* exhaust b; now the probe denies the batch: a is not
+		 * consumed, b is not penalized */
+		struct rl_store_op b = { "probe:b", 7, p, { 0, 0, 0, 0, 0 }, 0 };
+		b.step.cost = 2;
+		sv_apply(&st, &b, 1, RL_HIT, t, name);
+		cr_expect(b.v.allowed, "%s", name);
+		struct rl_verdict before = sv_look(&st, "probe:b", p, t + 1000);
+		cr_expect(!before.allowed, "%s", name);
+		sv_apply(&st, two, 2, RL_HIT, t + 1000, name);
+		cr_expect(two[0].v.allowed, "%s", name);
+		cr_expect(!two[1].v.allowed, "%s: the probe must deny", name);
+		cr_expect_eq(two[1].v.retry_ms, before.retry_ms, "%s", name);
+		v = sv_look(&st, "probe:a", p, t + 1000);
+		cr_expect_eq(v.remaining, 1, "%s: a consumed by a denied batch", name);
+		v = sv_look(&st, "probe:b", p, t + 1000);
+		cr_expect_eq(v.reset_ms, before.reset_ms,
+			     "%s: the probe moved b's reset %lld -> %lld", name,
+			     (long long)before.reset_ms, (long long)v.reset_ms);
+		cr_expect_eq(v.retry_ms, before.retry_ms, "%s", name);
+
+		/* a probe after a counted op on the same key sees that op's
+		 * hit, and adds none */
+		struct rl_store_op dup[3] = {
+			{ "probe:c", 7, p, { 0, 0, 0, 0, 0 }, 0 },
+			{ "probe:c", 7, p, { 0, 0, 0, 0, 0 }, 1 },
+			{ "probe:c", 7, p, { 0, 0, 0, 0, 0 }, 1 },
+		};
+		sv_apply(&st, dup, 3, RL_HIT, t, name);
+		cr_expect(dup[0].v.allowed && dup[1].v.allowed && dup[2].v.allowed,
+			  "%s", name);
+		cr_expect_eq(dup[1].v.remaining, 1, "%s", name);
+		cr_expect_eq(dup[2].v.remaining, 1, "%s", name);
+		cr_expect_eq(sv_look(&st, "probe:c", p, t).remaining, 1, "%s", name);
+		dup[0].step.cost = 1;
+		dup[1].step.cost = 2;   /* more than is left: denies */
+		sv_apply(&st, dup, 2, RL_HIT, t, name);
+		cr_expect(!dup[1].v.allowed, "%s", name);
+		cr_expect_eq(sv_look(&st, "probe:c", p, t).remaining, 1, "%s", name);
+
 		st.ops->destroy(st.impl);
 	}
 }

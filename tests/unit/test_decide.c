@@ -616,3 +616,219 @@ Test(decide, deduct_after_response)
 	cr_assert_eq(req_full("POST", "/login", "192.0.2.1", NULL, T0 + 1, RL_TEST, 0, &d), RL_DENY);
 	cr_assert_eq(d.retry_ms, 59999);
 }
+
+/* ---- bodies: max-body, bandwidth; deduct-when ---- */
+
+static struct rl_request
+body_req(const char *method, const char *path, const char *addr,
+	 uint64_t body)
+{
+	struct rl_request r = {
+		.method = method,
+		.path = path,
+		.path_len = strlen(path),
+		.remote_addr = addr,
+		.remote_addr_len = strlen(addr),
+		.body_bytes = body,
+	};
+	return r;
+}
+
+static enum rl_outcome
+with_body(const char *path, uint64_t body, int64_t now, struct rl_decision *d)
+{
+	struct rl_request r = body_req("POST", path, "192.0.2.1", body);
+
+	return rl_decide(rs, &st, &r, now, RL_HIT, d);
+}
+
+static int
+after(const char *path, int status, uint64_t late, int64_t now)
+{
+	struct rl_request r = body_req("POST", path, "192.0.2.1", 0);
+	struct rl_diag err = { 0, "" };
+
+	return rl_after_response(rs, &st, &r, status, late, now, &err);
+}
+
+Test(decide, too_large_before_counting)
+{
+	struct rl_decision d;
+
+	setup_rules("max-body 1K\n"
+		    "application 100/hour\n"
+		    "/up 2/minute max-body=2K\n"
+		    "/free 2/minute max-body=none\n"
+		    "/ex exempt max-body=10\n");
+	nlast = 99;
+	cr_assert_eq(with_body("/up", 2049, T0, &d), RL_TOO_LARGE);
+	cr_assert_eq(nlast, 99, "a 413 touches no counter");
+	cr_assert_eq(d.max_body, 2048);
+	cr_assert_str_eq(d.error, "request body of 2049 bytes is above max-body 2048");
+	cr_assert_eq(d.rule, rl_ruleset_rule(rs, 0));
+	cr_assert_eq(with_body("/up", 2048, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.max_body, 2048);
+	cr_assert_eq(d.remaining, 1, "the 413 cost no budget");
+	/* no rule: the global max-body */
+	cr_assert_eq(with_body("/other", 1025, T0, &d), RL_TOO_LARGE);
+	cr_assert_eq(d.max_body, 1024);
+	cr_assert_eq(with_body("/other", 1024, T0, &d), RL_ALLOW);
+	/* max-body=none lifts the global */
+	cr_assert_eq(with_body("/free", 1ULL << 40, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.max_body, 0);
+	/* exempt from limits, not from max-body */
+	cr_assert_eq(with_body("/ex", 11, T0, &d), RL_TOO_LARGE);
+	cr_assert_eq(with_body("/ex", 10, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.exempt, 1);
+	/* unknown length (0): decided later, by the gateway, with d.max_body */
+	cr_assert_eq(with_body("/up", 0, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.max_body, 2048);
+	teardown();
+
+	/* dry-run: reported, not enforced */
+	setup_rules("dry-run on\nmax-body 1K\n/up 5/minute\n");
+	cr_assert_eq(with_body("/up", 5000, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.would_deny, 1);
+	cr_assert_eq(d.max_body, 0);
+	cr_assert_eq(d.remaining, 4);
+	teardown();
+
+	/* enabled off lets everything through */
+	setup_rules("enabled off\nmax-body 1K\n");
+	cr_assert_eq(with_body("/up", 5000, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.max_body, 0);
+}
+
+Test(decide, bandwidth_charged_by_body_bytes)
+{
+	struct rl_decision d;
+
+	setup_rules("/up 100/minute bandwidth=1KB/minute\n");
+	cr_assert_eq(with_body("/up", 600, T0, &d), RL_ALLOW);
+	cr_assert_eq(nlast, 2);
+	cr_assert_str_eq(last_keys[0], "rg:r/up:addr=192.0.2.1:100/60000/fw");
+	cr_assert_str_eq(last_keys[1], "rg:r/up:addr=192.0.2.1:bw/1024/60000/fw");
+	/* an allowed request reports its request limits, not bytes */
+	cr_assert_eq(d.bandwidth, 0);
+	cr_assert_str_eq(d.limit->text, "100/minute");
+	cr_assert_eq(d.remaining, 99);
+
+	/* 600 + 600 > 1024: denied, by the bandwidth limit, until the window
+	 * opened at T0 ends */
+	cr_assert_eq(with_body("/up", 600, T0 + 10000, &d), RL_DENY);
+	cr_assert_eq(d.bandwidth, 1);
+	cr_assert_str_eq(d.limit->text, "1KB/minute");
+	cr_assert_eq(d.limit->unit, 1);
+	cr_assert_eq(d.cost, 600);
+	cr_assert_eq(d.remaining, 424);
+	cr_assert_eq(d.retry_ms, 50000);
+	cr_assert_eq(d.origin, RL_FROM_RULE);
+
+	/* the denial counted nothing; a request without a body counts no
+	 * bytes, and 424 bytes still fit */
+	cr_assert_eq(with_body("/up", 0, T0 + 10000, &d), RL_ALLOW);
+	cr_assert_eq(nlast, 1);
+	cr_assert_eq(d.remaining, 98);
+	cr_assert_eq(with_body("/up", 424, T0 + 10000, &d), RL_ALLOW);
+	cr_assert_eq(with_body("/up", 1, T0 + 10000, &d), RL_DENY);
+	cr_assert_eq(d.bandwidth, 1);
+	cr_assert_eq(with_body("/up", 1000, T0 + 60000, &d), RL_ALLOW);
+
+	/* a body larger than the limit itself can never pass: the period */
+	cr_assert_eq(with_body("/up", 1025, T0 + 200000, &d), RL_DENY);
+	cr_assert_eq(d.bandwidth, 1);
+	cr_assert_eq(d.retry_ms, 60000);
+	teardown();
+
+	/* only bandwidth: the decision reports it, in its units */
+	setup_rules("/s bandwidth=2GB/hour strategy=sliding-window-counter\n");
+	cr_assert_eq(with_body("/s", 1025, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.bandwidth, 1);
+	cr_assert_eq(d.limit->unit, 1024);
+	cr_assert_eq(d.cost, 2, "1025 bytes are two KiB");
+	cr_assert_eq(d.remaining, 2097152 - 2);
+	cr_assert_str_eq(last_keys[0], "rg:r/s:addr=192.0.2.1:bw/2097152k/3600000/swc");
+}
+
+Test(decide, bandwidth_all_or_nothing_with_requests)
+{
+	struct rl_decision d;
+
+	/* the request limit denies: no bytes are charged either */
+	setup_rules("/up 1/minute bandwidth=1KB/minute\n");
+	cr_assert_eq(with_body("/up", 100, T0, &d), RL_ALLOW);
+	cr_assert_eq(with_body("/up", 100, T0 + 1, &d), RL_DENY);
+	cr_assert_eq(d.bandwidth, 0);
+	cr_assert_eq(with_body("/up", 924, T0 + 60000, &d), RL_ALLOW);
+}
+
+Test(decide, deduct_when_probes_then_counts_after_response)
+{
+	struct rl_decision d;
+
+	setup_rules("application 100/hour\n/login 2/minute methods=POST deduct-when=401,403\n");
+	/* checked, not counted: any number of requests pass */
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(with_body("/login", 0, T0, &d), RL_ALLOW);
+		cr_assert_eq(nlast, 2);
+	}
+	/* the application limit counted each of them */
+	cr_assert_eq(d.remaining, 2);
+	cr_assert_str_eq(d.limit->text, "2/minute");
+	/* a success deducts nothing */
+	cr_assert_eq(after("/login", 200, 0, T0), 0);
+	cr_assert_eq(with_body("/login", 0, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.remaining, 2);
+	/* failures do */
+	nlast = 0;
+	cr_assert_eq(after("/login", 401, 0, T0 + 1), 0);
+	cr_assert_eq(nlast, 1);
+	cr_assert_str_eq(last_keys[0], "rg:r/login:addr=192.0.2.1:2/60000/fw");
+	cr_assert_eq(with_body("/login", 0, T0 + 1, &d), RL_ALLOW);
+	cr_assert_eq(d.remaining, 1);
+	cr_assert_eq(after("/login", 403, 0, T0 + 2), 0);
+	/* over the limit: denied at request time, with the window's retry */
+	cr_assert_eq(with_body("/login", 0, T0 + 1000, &d), RL_DENY);
+	cr_assert_eq(d.origin, RL_FROM_RULE);
+	cr_assert_eq(d.retry_ms, 59001);      /* the window opened at T0 + 1 */
+	/* a late failure beyond the limit is no error and changes nothing */
+	cr_assert_eq(after("/login", 401, 0, T0 + 1000), 0);
+	cr_assert_eq(with_body("/login", 0, T0 + 60001, &d), RL_ALLOW);
+	cr_assert_eq(d.remaining, 2);
+	/* statuses outside the set, other rules and no rule deduct nothing */
+	nlast = 0;
+	cr_assert_eq(after("/login", 500, 0, T0), 0);
+	cr_assert_eq(after("/elsewhere", 401, 0, T0), 0);
+	cr_assert_eq(nlast, 0);
+	cr_assert_eq(rl_rule_deducts(rl_ruleset_rule(rs, 0), 401), 1);
+}
+
+Test(decide, late_body_bytes_after_response)
+{
+	struct rl_decision d;
+
+	setup_rules("/up 100/minute bandwidth=1KB/minute\n/plain 10/minute\n");
+	/* a chunked body: length unknown at request time */
+	cr_assert_eq(with_body("/up", 0, T0, &d), RL_ALLOW);
+	cr_assert_eq(after("/up", 200, 600, T0 + 10), 0);
+	cr_assert_eq(with_body("/up", 600, T0 + 20, &d), RL_DENY);
+	cr_assert_eq(d.remaining, 424);
+	/* more than is left: it fills the counter rather than be dropped */
+	cr_assert_eq(after("/up", 200, 5000, T0 + 30), 0);
+	cr_assert_eq(with_body("/up", 1, T0 + 40, &d), RL_DENY);
+	cr_assert_eq(d.remaining, 0);
+	cr_assert_eq(d.retry_ms, 60010 - 40);  /* opened by the charge at T0 + 10 */
+	cr_assert_eq(with_body("/up", 1024, T0 + 60010, &d), RL_ALLOW);
+	/* no bandwidth limits: nothing to charge */
+	nlast = 0;
+	cr_assert_eq(after("/plain", 200, 600, T0), 0);
+	cr_assert_eq(nlast, 0);
+}
+
+Test(decide, after_response_store_failure)
+{
+	setup_rules("/login 2/minute deduct-when=401\n");
+	fail_next = 1;
+	cr_assert_eq(after("/login", 401, 0, T0), -1);
+	cr_assert_eq(after("/login", 200, 0, T0), 0);
+}

@@ -103,7 +103,7 @@ static void fill(void)
 	cr_assert_not_null(rs);
 	rl_report_free(&rep);
 	cr_assert_eq(store_open(rl_ruleset_settings(rs),
-				rl_ruleset_max_moving(rs), &st, err,
+				rl_ruleset_max_moving(rs), 0, &st, err,
 				sizeof(err)), 0, "%s", err);
 	for (int i = 0; i < 9; i++) {
 		const char *addr = i < 7 ? "192.0.2.7" : "192.0.2.8";
@@ -155,7 +155,7 @@ Test(inspect, client_and_reset)
 				.names = 1 };
 	struct rl_store_op op = { "rg:r/login:addr=192.0.2.7:5/60000/fw", 36,
 				  { RL_FIXED_WINDOW, 5, 60000, 0, 1 },
-				  { 0, 0, 0, 0, 0 } };
+				  { 0, 0, 0, 0, 0 }, 0 };
 	struct rl_diag e;
 	char err[512];
 

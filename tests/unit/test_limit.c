@@ -314,3 +314,205 @@ Test(limit, unit_spellings)
 		cr_assert_eq(out[0].period_ms, 3 * u[i].ms, "%s", s);
 	}
 }
+
+/* ---- sizes, durations and bandwidth limits ---- */
+
+#define KIB 1024ULL
+#define MIB (1024 * KIB)
+#define GIB (1024 * MIB)
+
+Test(limit, sizes)
+{
+	static const struct {
+		int line;
+		const char *s;
+		uint64_t bytes;
+	} ok[] = {
+		{ __LINE__, "1048576", 1048576 },
+		{ __LINE__, "0", 0 },
+		{ __LINE__, "512K", 512 * KIB },
+		{ __LINE__, "512k", 512 * KIB },
+		{ __LINE__, "10MB", 10 * MIB },
+		{ __LINE__, "10mb", 10 * MIB },
+		{ __LINE__, "10MiB", 10 * MIB },
+		{ __LINE__, "1 GiB", GIB },
+		{ __LINE__, " 2\tgb ", 2 * GIB },
+		{ __LINE__, "3KB", 3 * KIB },
+		{ __LINE__, "3kib", 3 * KIB },
+		{ __LINE__, "7B", 7 },
+		{ __LINE__, "7 b", 7 },
+		{ __LINE__, "1048576G", 1ULL << 50 },
+		{ __LINE__, "1125899906842624", 1ULL << 50 },
+	};
+	static const struct {
+		int line;
+		const char *s;
+		size_t col;
+		const char *msg;
+	} no[] = {
+		{ __LINE__, "", 0, "empty size: expected a number with an optional unit (B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based))" },
+		{ __LINE__, "  ", 0, "empty size: expected a number with an optional unit (B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based))" },
+		{ __LINE__, "MB", 0, "bad size \"MB\": expected a number with an optional unit (B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based))" },
+		{ __LINE__, "-1", 0, "bad size \"-1\": expected a number with an optional unit (B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based))" },
+		{ __LINE__, "10XB", 2, "bad size unit \"XB\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)" },
+		{ __LINE__, "10 T", 3, "bad size unit \"T\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)" },
+		{ __LINE__, "1.5M", 1, "bad size \"1.5M\": fractions are not supported (write 1536K rather than 1.5M)" },
+		{ __LINE__, "10 MB x", 6, "unexpected \"x\" after the size \"10 MB\"" },
+		{ __LINE__, "1048577G", 0, "size \"1048577G\" is too large: at most 1048576G (1 PiB)" },
+		{ __LINE__, "99999999999999999999999", 0, "size \"99999999999999999999999\" is too large: at most 1048576G (1 PiB)" },
+		{ __LINE__, "1\x01", 1, "bad byte \"\\x01\" in a size: expected printable ASCII" },
+	};
+
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		struct rl_diag d;
+		uint64_t b = 99;
+		cr_assert_eq(rl_size_parse(ok[i].s, strlen(ok[i].s), &b, &d), 0,
+			     "line %d: %s", ok[i].line, d.msg);
+		cr_assert_eq(b, ok[i].bytes, "line %d: %llu", ok[i].line,
+			     (unsigned long long)b);
+	}
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+		struct rl_diag d;
+		uint64_t b;
+		cr_assert_eq(rl_size_parse(no[i].s, strlen(no[i].s), &b, &d), -1,
+			     "line %d", no[i].line);
+		cr_assert_str_eq(d.msg, no[i].msg, "line %d", no[i].line);
+		cr_assert_eq(d.col, no[i].col, "line %d: col %zu", no[i].line,
+			     d.col);
+	}
+	/* len bounds the text */
+	uint64_t b;
+	cr_assert_eq(rl_size_parse("10MB", 2, &b, NULL), 0);
+	cr_assert_eq(b, 10);
+}
+
+Test(limit, durations)
+{
+	static const struct {
+		int line;
+		const char *s;
+		int64_t ms;
+	} ok[] = {
+		{ __LINE__, "500ms", 500 },
+		{ __LINE__, "30s", 30000 },
+		{ __LINE__, "30", 30000 },
+		{ __LINE__, "2m", 120000 },
+		{ __LINE__, "1h", 3600000 },
+		{ __LINE__, "1H", 3600000 },
+		{ __LINE__, " 45 S ", 45000 },
+		{ __LINE__, "0", 0 },
+		{ __LINE__, "3110400000s", (int64_t)RL_MAX_PERIOD_MS },
+	};
+	static const struct {
+		int line;
+		const char *s;
+		size_t col;
+		const char *msg;
+	} no[] = {
+		{ __LINE__, "", 0, "empty duration: expected a number with an optional unit (ms, s, m or h; a bare number is seconds)" },
+		{ __LINE__, "s", 0, "bad duration \"s\": expected a number with an optional unit (ms, s, m or h; a bare number is seconds)" },
+		{ __LINE__, "10d", 2, "bad duration unit \"d\": expected ms, s, m or h; a bare number is seconds" },
+		{ __LINE__, "1.5s", 1, "bad duration \"1.5s\": fractions are not supported (write 1500ms rather than 1.5s)" },
+		{ __LINE__, "5s later", 3, "unexpected \"later\" after the duration \"5s\"" },
+		{ __LINE__, "3110400001s", 0, "duration \"3110400001s\" is too large: at most 100 years" },
+	};
+
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		struct rl_diag d;
+		int64_t ms = -1;
+		cr_assert_eq(rl_duration_parse(ok[i].s, strlen(ok[i].s), &ms, &d),
+			     0, "line %d: %s", ok[i].line, d.msg);
+		cr_assert_eq(ms, ok[i].ms, "line %d: %lld", ok[i].line,
+			     (long long)ms);
+	}
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+		struct rl_diag d;
+		int64_t ms;
+		cr_assert_eq(rl_duration_parse(no[i].s, strlen(no[i].s), &ms,
+					       &d), -1, "line %d", no[i].line);
+		cr_assert_str_eq(d.msg, no[i].msg, "line %d", no[i].line);
+		cr_assert_eq(d.col, no[i].col, "line %d: col %zu", no[i].line,
+			     d.col);
+	}
+}
+
+Test(limit, bandwidth)
+{
+	static const struct {
+		int line;
+		const char *s;
+		size_t n;
+		struct {
+			uint64_t count, unit, period_ms;
+			const char *text;
+		} l[2];
+	} ok[] = {
+		{ __LINE__, "10MB/minute", 1,
+		  { { 10 * MIB, 1, MIN, "10MB/minute" } } },
+		{ __LINE__, "10MB per minute; 100MB/day", 2,
+		  { { 10 * MIB, 1, MIN, "10MB per minute" },
+		    { 100 * MIB, 1, DAY, "100MB/day" } } },
+		{ __LINE__, "1 GiB per hour", 1,
+		  { { GIB / KIB, KIB, HOUR, "1 GiB per hour" } } },
+		{ __LINE__, "1000000000/hour", 1,
+		  { { 1000000000, 1, HOUR, "1000000000/hour" } } },
+		/* a byte over RL_MAX_COUNT: KiB, the limit rounded down */
+		{ __LINE__, "1000000001/hour", 1,
+		  { { 1000000001 / KIB, KIB, HOUR, "1000000001/hour" } } },
+		{ __LINE__, "1000G/day", 1,
+		  { { 1000 * GIB / MIB, MIB, DAY, "1000G/day" } } },
+		{ __LINE__, "1Kper 10 seconds", 1,
+		  { { KIB, 1, 10 * SEC, "1Kper 10 seconds" } } },
+	};
+	static const struct {
+		int line;
+		const char *s;
+		size_t col;
+		const char *msg;
+	} no[] = {
+		{ __LINE__, "MB/minute", 0, "bad bandwidth limit \"MB/minute\": expected a size first, as in \"10MB/minute\"" },
+		{ __LINE__, "10XB/minute", 2, "bad size unit \"XB\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)" },
+		{ __LINE__, "1K/minute; 0MB/day", 11, "bad bandwidth size \"0MB\": at least 1 byte per period" },
+		{ __LINE__, "1048576G/day", 0, "bad bandwidth size \"1048576G\": at most 1000000000M per period" },
+		{ __LINE__, "10MB", 4, "incomplete limit \"10MB\": expected \"/\" or \"per\" and a unit, as in \"10MB/minute\"" },
+		{ __LINE__, "10MB/fortnight", 5, "bad limit unit \"fortnight\": expected second, minute, hour, day, month or year" },
+		{ __LINE__, "10MB pro minute", 5, "bad limit \"10MB pro minute\": expected \"/\" or \"per\" after the size, found \"pro\"" },
+		{ __LINE__, "1MB/hour;2MB/60 minutes", 9, "duplicate limit \"2MB/60 minutes\": same period as \"1MB/hour\"; both would count the same hits" },
+		{ __LINE__, "1MB/hour;", 8, "empty limit after \";\": expected a limit such as \"10MB/minute\"" },
+	};
+
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		struct rl_limit out[RL_MAX_LIMITS];
+		struct rl_diag d;
+		size_t n = 0;
+		cr_assert_eq(rl_bandwidth_parse(ok[i].s, strlen(ok[i].s), out, &n,
+						&d), 0, "line %d: %s", ok[i].line,
+			     d.msg);
+		cr_assert_eq(n, ok[i].n, "line %d", ok[i].line);
+		for (size_t k = 0; k < n; k++) {
+			cr_assert_eq(out[k].count, ok[i].l[k].count, "line %d: %llu",
+				     ok[i].line, (unsigned long long)out[k].count);
+			cr_assert_eq(out[k].unit, ok[i].l[k].unit, "line %d",
+				     ok[i].line);
+			cr_assert_eq(out[k].period_ms, ok[i].l[k].period_ms,
+				     "line %d", ok[i].line);
+			cr_assert_str_eq(out[k].text, ok[i].l[k].text, "line %d",
+					 ok[i].line);
+		}
+	}
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+		struct rl_limit out[RL_MAX_LIMITS];
+		struct rl_diag d;
+		size_t n;
+		cr_assert_eq(rl_bandwidth_parse(no[i].s, strlen(no[i].s), out,
+						&n, &d), -1, "line %d", no[i].line);
+		cr_assert_str_eq(d.msg, no[i].msg, "line %d", no[i].line);
+		cr_assert_eq(d.col, no[i].col, "line %d: col %zu", no[i].line,
+			     d.col);
+	}
+	/* request limits are not bandwidth limits */
+	struct rl_limit out[RL_MAX_LIMITS];
+	size_t n;
+	cr_assert_eq(rl_limits_parse("10/minute", 9, out, &n, NULL), 0);
+	cr_assert_eq(out[0].unit, 0);
+}

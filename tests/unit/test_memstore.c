@@ -22,6 +22,16 @@ Test(memstore, vectors)
 	run_vectors_on_store(make_memstore, NULL, "vec:");
 }
 
+static size_t mem_keys(struct rl_store *st)
+{
+	return memstore_count(st);
+}
+
+Test(memstore, probes_are_checked_never_written)
+{
+	run_probe_on_store(make_memstore, NULL, mem_keys);
+}
+
 static struct rl_step fixed(uint64_t count, uint64_t period, uint64_t cost)
 {
 	struct rl_step p = { RL_FIXED_WINDOW, count, period, 0, cost };
@@ -33,7 +43,7 @@ static int one(struct rl_store *st, const char *key, size_t key_len,
 	       struct rl_step p, enum rl_mode mode, int64_t now,
 	       struct rl_verdict *v, struct rl_diag *err)
 {
-	struct rl_store_op o = { key, key_len, p, { 0, 0, 0, 0, 0 } };
+	struct rl_store_op o = { key, key_len, p, { 0, 0, 0, 0, 0 }, 0 };
 	int r = st->ops->apply(st->impl, &o, 1, mode, now, err);
 
 	*v = o.v;

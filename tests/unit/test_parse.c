@@ -214,7 +214,7 @@ Test(parse, globals_all_set)
 		"trusted-proxies 10.0.0.0/8 2001:db8::/32\n"
 		"proxy-header Forwarded\n"
 		"listen 127.0.0.1:9000\n"
-		"upstream unix:/run/app.sock\n"
+		"upstream fcgi+unix:///run/app.sock\n"
 		"/Login 5/minute\n");
 
 	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
@@ -242,7 +242,9 @@ Test(parse, globals_all_set)
 	cr_assert_eq(s->proxies.nets[0].bits, 8);
 	cr_assert_eq(s->proxies.forwarded, 1);
 	cr_assert_str_eq(s->listen, "127.0.0.1:9000");
-	cr_assert_str_eq(s->upstream, "unix:/run/app.sock");
+	cr_assert_eq(s->upstream->kind, RL_UPSTREAM_FCGI_UNIX);
+	cr_assert_str_eq(s->upstream->uri, "fcgi+unix:///run/app.sock");
+	cr_assert_str_eq(s->upstream->path, "/run/app.sock");
 	/* case-insensitive applies to patterns written before or after it */
 	cr_assert_str_eq(rl_ruleset_rule(rs, 0)->pattern.text, "/login");
 	cr_assert_eq(rl_ruleset_rule(rs, 0)->strategy, RL_GCRA);
@@ -402,13 +404,13 @@ Test(parse, limit_errors_point_into_the_line)
 Test(parse, rule_errors)
 {
 	expect_error("/x\n",
-		     "t.rules:1:3: rule for \"/x\" needs limits (e.g. 10/minute), concurrency= or \"exempt\"");
+		     "t.rules:1:3: rule for \"/x\" needs limits (e.g. 10/minute), concurrency=, bandwidth= or \"exempt\"");
 	expect_error("/x methods=GET\n",
 		     "t.rules:1:1: rule for \"/x\" has options but no limits: limits come right after the path");
 	expect_error("/x exempt 10/minute\n",
 		     "t.rules:1:11: unexpected \"10/minute\" among the options: limits come right after the path, options (name=value or a flag) after them");
 	expect_error("/x 10/minute colour=red\n",
-		     "t.rules:1:14: unknown rule option \"colour\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message=, missing-key= or concurrency=");
+		     "t.rules:1:14: unknown rule option \"colour\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message=, missing-key=, concurrency=, max-body=, bandwidth=, deduct-when= or upstream=");
 	expect_error("/x 10/minute methods=GET,FETCH\n",
 		     "t.rules:1:26: unknown method \"FETCH\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','");
 	expect_error("/x 10/minute defaults=merge\n",
@@ -457,7 +459,7 @@ Test(parse, warnings)
 	expect_warning("/a 5/second cost=6\n",
 		       "t.rules:1:4: warning: cost 6 exceeds limit \"5/second\": every request will be denied");
 	expect_warning("/a exempt cost=2\n",
-		       "t.rules:1:1: warning: options other than methods= have no effect on an exempt rule");
+		       "t.rules:1:1: warning: options other than methods=, max-body= and upstream= have no effect on an exempt rule");
 
 	/* different methods on one pattern are fine */
 	struct rl_ruleset *rs = parse("/a 1/second methods=GET\n/a 2/second methods=POST\n");
@@ -628,4 +630,321 @@ Test(parse, include_null_io)
 	cr_assert_null(rl_ruleset_parse("t.rules", "include a\n", 10, NULL, &rep));
 	cr_assert_str_eq(rep.errors[0],
 			 "t.rules:1:9: include is not available here (rules given as text)");
+}
+
+/* ---- responder-mode settings and options ---- */
+
+Test(parse, responder_defaults)
+{
+	struct rl_ruleset *rs = parse("/a 1/second\n");
+
+	cr_assert_not_null(rs);
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	cr_assert_null(s->upstream);
+	cr_assert_eq(s->upstream_timeout_ms, 30000);
+	cr_assert_eq(s->lease_ms, 40000);
+	cr_assert_eq(s->max_body, 0);
+	cr_assert_eq(s->store_failure, RL_STORE_FAIL_DENY);
+	cr_assert_eq(s->log_format, RL_LOG_LOGFMT);
+	cr_assert_null(s->stats);
+	cr_assert_eq(s->nstats_allow, 2);
+	cr_assert_eq(s->stats_allow[0].net.family, 4);
+	cr_assert_eq(s->stats_allow[0].bits, 32);
+	cr_assert_eq(s->stats_allow[0].net.b[0], 127);
+	cr_assert_eq(s->stats_allow[1].net.family, 6);
+	cr_assert_eq(s->stats_allow[1].bits, 128);
+	cr_assert_eq(s->stats_allow[1].net.b[15], 1);
+	const struct rl_rule *r = rl_ruleset_rule(rs, 0);
+	cr_assert_eq(r->max_body, 0);
+	cr_assert_eq(r->nbandwidth, 0);
+	cr_assert_eq(r->deduct, 0);
+	cr_assert_null(r->upstream);
+	cr_assert_eq(rl_ruleset_max_inflight(rs), 0);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, responder_globals)
+{
+	struct rl_ruleset *rs = parse(
+		"upstream fcgi://127.0.0.1:9000\n"
+		"upstream-timeout 5s\n"
+		"concurrency-lease 2m\n"
+		"max-body 10MB\n"
+		"store-failure allow\n"
+		"log-format json\n"
+		"stats /rategate/stats\n"
+		"stats-allow 10.0.0.0/8 ::1 192.0.2.7\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rep.nwarnings, 0);
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	cr_assert_eq(s->upstream->kind, RL_UPSTREAM_FCGI);
+	cr_assert_str_eq(s->upstream->host, "127.0.0.1");
+	cr_assert_eq(s->upstream->port, 9000);
+	cr_assert_null(s->upstream->path);
+	cr_assert_eq(s->upstream_timeout_ms, 5000);
+	cr_assert_eq(s->lease_ms, 120000);
+	cr_assert_eq(s->max_body, 10u << 20);
+	cr_assert_eq(s->store_failure, RL_STORE_FAIL_ALLOW);
+	cr_assert_eq(s->log_format, RL_LOG_JSON);
+	cr_assert_str_eq(s->stats, "/rategate/stats");
+	cr_assert_eq(s->nstats_allow, 3);
+	cr_assert_eq(s->stats_allow[0].bits, 8);
+	cr_assert_eq(s->stats_allow[1].net.family, 6);
+	cr_assert_eq(s->stats_allow[2].bits, 32);
+	rl_ruleset_free(rs);
+
+	/* the lease follows upstream-timeout when not set */
+	rs = parse("upstream-timeout 90s\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_settings(rs)->lease_ms, 100000);
+	rl_ruleset_free(rs);
+
+	rs = parse("stats off\nmax-body none\nstore-failure deny\n");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_null(rl_ruleset_settings(rs)->stats);
+	cr_assert_eq(rl_ruleset_settings(rs)->max_body, 0);
+	rl_ruleset_free(rs);
+
+	/* fallback is for redis, whichever line comes first */
+	rs = parse("store-failure fallback\nstorage redis://127.0.0.1\n");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rl_ruleset_settings(rs)->store_failure, RL_STORE_FAIL_FALLBACK);
+	rl_ruleset_free(rs);
+}
+
+Test(parse, upstream_forms)
+{
+	static const struct {
+		const char *uri;
+		enum rl_upstream_kind kind;
+		const char *path, *host;
+		unsigned port;
+	} ok[] = {
+		{ "cgi:/usr/lib/cgi-bin/app.cgi", RL_UPSTREAM_CGI, "/usr/lib/cgi-bin/app.cgi", NULL, 0 },
+		{ "fcgi://127.0.0.1:9000", RL_UPSTREAM_FCGI, NULL, "127.0.0.1", 9000 },
+		{ "fcgi://[::1]:9001", RL_UPSTREAM_FCGI, NULL, "::1", 9001 },
+		{ "fcgi://[2001:db8::5]:1", RL_UPSTREAM_FCGI, NULL, "2001:db8::5", 1 },
+		{ "fcgi://localhost:65535", RL_UPSTREAM_FCGI, NULL, "localhost", 65535 },
+		{ "fcgi+unix:///run/php/fpm.sock", RL_UPSTREAM_FCGI_UNIX, "/run/php/fpm.sock", NULL, 0 },
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		char text[256];
+		snprintf(text, sizeof(text), "upstream %s\n/x 1/second upstream=%s\n",
+			 ok[i].uri, ok[i].uri);
+		struct rl_ruleset *rs = parse(text);
+		cr_assert_not_null(rs, "%s: %s", ok[i].uri, rep.nerrors ? rep.errors[0] : "");
+		const struct rl_upstream *us[2] = {
+			rl_ruleset_settings(rs)->upstream,
+			rl_ruleset_rule(rs, 0)->upstream,
+		};
+		for (int k = 0; k < 2; k++) {
+			const struct rl_upstream *u = us[k];
+			cr_assert_eq(u->kind, ok[i].kind, "%s", ok[i].uri);
+			cr_assert_str_eq(u->uri, ok[i].uri);
+			if (ok[i].path)
+				cr_assert_str_eq(u->path, ok[i].path);
+			else
+				cr_assert_null(u->path);
+			if (ok[i].host)
+				cr_assert_str_eq(u->host, ok[i].host);
+			else
+				cr_assert_null(u->host);
+			cr_assert_eq(u->port, ok[i].port, "%s", ok[i].uri);
+		}
+		rl_ruleset_free(rs);
+	}
+}
+
+Test(parse, upstream_errors)
+{
+	expect_error("upstream unix:/run/app.sock\n",
+		     "t.rules:1:10: unknown upstream \"unix:/run/app.sock\": expected cgi:/path/to/script, fcgi://HOST:PORT or fcgi+unix:///path/to.sock");
+	expect_error("upstream cgi:app.cgi\n",
+		     "t.rules:1:14: bad CGI script \"app.cgi\" in upstream: expected cgi:/absolute/path/to/script");
+	expect_error("upstream cgi:/cgi-bin/\n",
+		     "t.rules:1:14: bad CGI script \"/cgi-bin/\" in upstream: expected cgi:/absolute/path/to/script");
+	expect_error("upstream fcgi://app.internal:9000\n",
+		     "t.rules:1:17: bad host \"app.internal\" in upstream: expected a numeric IPv4 address, [IPv6] or localhost (names are not resolved)");
+	expect_error("upstream fcgi://[::1:9000\n",
+		     "t.rules:1:17: bad host \"[::1:9000\" in upstream: expected a numeric IPv4 address, [IPv6] or localhost");
+	expect_error("upstream fcgi://127.0.0.1\n",
+		     "t.rules:1:26: missing port in upstream \"fcgi://127.0.0.1\": expected fcgi://HOST:PORT");
+	expect_error("upstream fcgi://127.0.0.1:0\n",
+		     "t.rules:1:27: bad port \"0\" in upstream: expected 1 to 65535");
+	expect_error("upstream fcgi://[::1]:70000\n",
+		     "t.rules:1:23: bad port \"70000\" in upstream: expected 1 to 65535");
+	expect_error("upstream fcgi://127.0.0.1:9000/app\n",
+		     "t.rules:1:27: bad port \"9000/app\" in upstream: expected 1 to 65535");
+	expect_error("upstream fcgi+unix://run/app.sock\n",
+		     "t.rules:1:22: bad socket \"run/app.sock\" in upstream: expected fcgi+unix:///absolute/path/to.sock");
+	char longsock[200];
+	snprintf(longsock, sizeof(longsock), "upstream fcgi+unix:///%0120d\n", 0);
+	expect_error(longsock,
+		     "t.rules:1:22: socket path \"/000000000000000000000000000000000000000...\" in upstream is longer than 107 bytes (the most a unix socket address holds)");
+	/* in a rule option, the column is inside the option's value */
+	expect_error("/x 1/second upstream=fcgi://10.0.0.1:http\n",
+		     "t.rules:1:38: bad port \"http\" in upstream: expected 1 to 65535");
+	expect_error("upstream cgi:/a\nupstream cgi:/b\n",
+		     "t.rules:2:1: \"upstream\" is set twice (first at t.rules:1)");
+}
+
+Test(parse, responder_global_errors)
+{
+	expect_error("upstream-timeout 0\n",
+		     "t.rules:1:18: bad value \"0\" for \"upstream-timeout\": expected a duration from 1ms to 24h");
+	expect_error("upstream-timeout 25h\n",
+		     "t.rules:1:18: bad value \"25h\" for \"upstream-timeout\": expected a duration from 1ms to 24h");
+	expect_error("upstream-timeout 10x\n",
+		     "t.rules:1:20: bad duration unit \"x\": expected ms, s, m or h; a bare number is seconds");
+	expect_error("concurrency-lease 500ms\n",
+		     "t.rules:1:19: bad value \"500ms\" for \"concurrency-lease\": expected a duration from 1s to 48h");
+	expect_warning("upstream-timeout 60s\nconcurrency-lease 30s\n",
+		       "t.rules:2:19: warning: concurrency-lease 30s is shorter than upstream-timeout 1m: a slow request's in-flight slot may expire while it still runs");
+	expect_error("max-body 0\n",
+		     "t.rules:1:10: bad value \"0\" for \"max-body\": expected at least 1 byte (or none for no limit)");
+	expect_error("max-body 10 XB\n",
+		     "t.rules:1:13: unexpected \"XB\" after the value of \"max-body\"");
+	expect_error("max-body 10XB\n",
+		     "t.rules:1:12: bad size unit \"XB\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)");
+	expect_error("max-body \"10 XB\"\n",
+		     "t.rules:1:10: bad size unit \"XB\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)");
+	expect_error("store-failure open\n",
+		     "t.rules:1:15: bad value \"open\" for \"store-failure\": expected deny, allow or fallback");
+	expect_error("store-failure fallback\n",
+		     "t.rules:1:15: store-failure fallback needs redis storage (it would fall back to process-local counters when redis is unreachable): use deny or allow");
+	expect_error("log-format xml\n",
+		     "t.rules:1:12: bad value \"xml\" for \"log-format\": expected logfmt or json");
+	expect_error("stats rategate\n",
+		     "t.rules:1:7: bad value \"rategate\" for \"stats\": expected a URL path in normalised form such as /rategate/stats (or off)");
+	expect_error("stats /a//stats\n",
+		     "t.rules:1:7: bad value \"/a//stats\" for \"stats\": expected a URL path in normalised form such as /rategate/stats (or off)");
+	expect_error("stats /stats?x=1\n",
+		     "t.rules:1:7: bad value \"/stats?x=1\" for \"stats\": expected a URL path in normalised form such as /rategate/stats (or off)");
+	expect_error("stats /stats\nstats-allow 127.0.0.1 10.0.0.0/33\n",
+		     "t.rules:2:23: bad stats-allow network \"10.0.0.0/33\": expected an address or CIDR such as 127.0.0.1, 10.0.0.0/8 or ::1");
+	expect_error("stats-allow\n",
+		     "t.rules:1:1: \"stats-allow\" needs networks, e.g. \"stats-allow 127.0.0.1 ::1 10.0.0.0/8\"");
+	expect_warning("stats-allow 10.0.0.0/8\n",
+		       "t.rules:1:1: warning: stats-allow has no effect without stats PATH");
+}
+
+Test(parse, max_body_option)
+{
+	struct rl_ruleset *rs = parse(
+		"max-body 1M\n"
+		"/a 1/second\n"
+		"/b 1/second max-body=512K\n"
+		"/c 1/second max-body=none\n"
+		"/d 1/second max-body=off\n"
+		"/e exempt max-body=\"2 GiB\"\n"
+		"/f max-body=10M\n"
+		"/g max-body=10M upstream=cgi:/bin/g methods=POST defaults=add\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rep.nwarnings, 0, "%s", rep.nwarnings ? rep.warnings[0] : "");
+	cr_assert_eq(rl_ruleset_settings(rs)->max_body, 1u << 20);
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->max_body, 1u << 20);
+	cr_assert_eq(rl_ruleset_rule(rs, 1)->max_body, 512u << 10);
+	cr_assert_eq(rl_ruleset_rule(rs, 2)->max_body, 0);
+	cr_assert_eq(rl_ruleset_rule(rs, 3)->max_body, 0);
+	cr_assert_eq(rl_ruleset_rule(rs, 4)->max_body, 2ULL << 30);
+	/* a rule of only max-body= / upstream=: the defaults apply */
+	cr_assert_eq(rl_ruleset_rule(rs, 5)->max_body, 10u << 20);
+	cr_assert_eq(rl_ruleset_rule(rs, 5)->defaults_add, 1);
+	cr_assert_eq(rl_ruleset_rule(rs, 5)->nlimits, 0);
+	cr_assert_eq(rl_ruleset_rule(rs, 6)->defaults_add, 1);
+	cr_assert_str_eq(rl_ruleset_rule(rs, 6)->upstream->path, "/bin/g");
+	rl_ruleset_free(rs);
+
+	expect_error("/x 1/second max-body=0\n",
+		     "t.rules:1:22: bad value \"0\" for max-body=: expected at least 1 byte (or none to lift the global max-body)");
+	expect_error("/x 1/second max-body=5Q\n",
+		     "t.rules:1:23: bad size unit \"Q\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)");
+	expect_error("/x max-body=1M defaults=replace\n",
+		     "t.rules:1:1: rule for \"/x\" has no limits of its own, so the default limits apply: remove defaults=replace (or use exempt for no limits)");
+	expect_error("/x max-body=1M cost=2\n",
+		     "t.rules:1:1: rule for \"/x\" has options but no limits: limits come right after the path");
+}
+
+Test(parse, bandwidth_option)
+{
+	struct rl_ruleset *rs = parse(
+		"/up 10/minute bandwidth=10MB/minute\n"
+		"/big bandwidth=\"10MB per minute; 100MB/day\" strategy=sliding-window-counter\n"
+		"/huge 1/second bandwidth=2GB/hour strategy=gcra burst=5\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	const struct rl_rule *r = rl_ruleset_rule(rs, 0);
+	cr_assert_eq(r->nbandwidth, 1);
+	cr_assert_eq(r->bandwidth[0].count, 10u << 20);
+	cr_assert_eq(r->bandwidth[0].unit, 1);
+	cr_assert_str_eq(r->bandwidth[0].id, "bw/10485760/60000/fw");
+	r = rl_ruleset_rule(rs, 1);
+	cr_assert_eq(r->nlimits, 0);
+	cr_assert_eq(r->nbandwidth, 2);
+	cr_assert_str_eq(r->bandwidth[1].text, "100MB/day");
+	cr_assert_str_eq(r->bandwidth[1].id, "bw/104857600/86400000/swc");
+	r = rl_ruleset_rule(rs, 2);
+	cr_assert_eq(r->bandwidth[0].unit, 1024);
+	cr_assert_str_eq(r->bandwidth[0].id, "bw/2097152k/3600000/gcra");
+	rl_ruleset_free(rs);
+
+	expect_error("/x 1/second bandwidth=10MB/minute strategy=moving-window\n",
+		     "t.rules:1:23: bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter");
+	expect_error("strategy moving-window\n/x 1/second bandwidth=10MB/minute\n",
+		     "t.rules:2:23: bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter");
+	expect_error("/x 1/second bandwidth=10MB/minute;0K/hour\n",
+		     "t.rules:1:35: bad bandwidth size \"0K\": at least 1 byte per period");
+	expect_error("/x 1/second bandwidth=10/fortnight\n",
+		     "t.rules:1:26: bad limit unit \"fortnight\": expected second, minute, hour, day, month or year");
+	expect_error("/x 1/second bandwidth=\n",
+		     "t.rules:1:23: empty limit string: expected a limit such as \"10MB/minute\"");
+}
+
+Test(parse, deduct_when_option)
+{
+	struct rl_ruleset *rs = parse(
+		"/login 5/minute deduct-when=401,403\n"
+		"/api 100/hour deduct-when=4xx,500-502\n"
+		"/other 1/second\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	const struct rl_rule *r = rl_ruleset_rule(rs, 0);
+	cr_assert_eq(r->deduct, 1);
+	cr_assert(rl_rule_deducts(r, 401));
+	cr_assert(rl_rule_deducts(r, 403));
+	cr_assert(!rl_rule_deducts(r, 402));
+	cr_assert(!rl_rule_deducts(r, 200));
+	cr_assert(!rl_rule_deducts(r, 0));
+	cr_assert(!rl_rule_deducts(r, 1000));
+	r = rl_ruleset_rule(rs, 1);
+	for (int st = 100; st < 600; st++)
+		cr_assert_eq(rl_rule_deducts(r, st),
+			     (st >= 400 && st <= 502), "%d", st);
+	cr_assert(!rl_rule_deducts(rl_ruleset_rule(rs, 2), 401));
+	cr_assert(!rl_rule_deducts(NULL, 401));
+	rl_ruleset_free(rs);
+
+	expect_error("/x 1/second deduct-when=401,600\n",
+		     "t.rules:1:29: bad status \"600\" in deduct-when=: expected a status from 100 to 599, a class such as 4xx or a range such as 401-403, separated by ','");
+	expect_error("/x 1/second deduct-when=401,\n",
+		     "t.rules:1:29: bad status \"\" in deduct-when=: expected a status from 100 to 599, a class such as 4xx or a range such as 401-403, separated by ','");
+	expect_error("/x 1/second deduct-when=6xx\n",
+		     "t.rules:1:25: bad status \"6xx\" in deduct-when=: expected a status from 100 to 599, a class such as 4xx or a range such as 401-403, separated by ','");
+	expect_error("/x 1/second deduct-when=200,403-401\n",
+		     "t.rules:1:29: bad status range \"403-401\" in deduct-when=: the first status is above the last");
+	expect_error("/x 1/second deduct-when=400-\n",
+		     "t.rules:1:25: bad status range \"400-\" in deduct-when=: expected two statuses from 100 to 599 such as 401-403");
+	expect_error("/x concurrency=2 deduct-when=401\n",
+		     "t.rules:1:30: deduct-when= needs request limits on the rule (it says when they are counted)");
+}
+
+Test(parse, max_inflight)
+{
+	struct rl_ruleset *rs = parse("/a concurrency=3\n/b 1/second concurrency=7\n/c 1/second\n");
+
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_max_inflight(rs), 7);
+	rl_ruleset_free(rs);
 }

@@ -98,7 +98,7 @@ static int one(struct rl_store *st, const char *key, struct rl_step p,
 	       enum rl_mode mode, int64_t now, struct rl_verdict *v,
 	       struct rl_diag *err)
 {
-	struct rl_store_op o = { key, strlen(key), p, { 0, 0, 0, 0, 0 } };
+	struct rl_store_op o = { key, strlen(key), p, { 0, 0, 0, 0, 0 }, 0 };
 	int r = st->ops->apply(st->impl, &o, 1, mode, now, err);
 
 	if (v)
@@ -168,6 +168,16 @@ Test(shm, strategy_vectors)
 	run_vectors_on_store(make_shm, NULL, "vec:");
 }
 
+static size_t shm_keys(struct rl_store *st)
+{
+	return (size_t)stats(st).keys;
+}
+
+Test(shm, probes_are_checked_never_written)
+{
+	run_probe_on_store(make_shm, NULL, shm_keys);
+}
+
 Test(shm, key_isolation_and_test_mode)
 {
 	struct shm_config c = config("s", 1 << 20, 0);
@@ -209,9 +219,9 @@ Test(shm, batch_all_or_nothing_and_duplicates)
 	struct shm_config c = config("s", 1 << 20, 10);
 	struct rl_store st;
 	struct rl_store_op ops[3] = {
-		{ "a", 1, step(RL_FIXED_WINDOW, 5, 60000), { 0 } },
-		{ "b", 1, step(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 } },
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 } },
+		{ "a", 1, step(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
+		{ "b", 1, step(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
 	};
 	struct rl_diag err = { 0, "" };
 
@@ -228,8 +238,8 @@ Test(shm, batch_all_or_nothing_and_duplicates)
 	cr_expect_eq(remaining(&st, "m", ops[2].step, T0 + 1000), 9);
 	/* the same key twice counts twice, checked as the batch goes */
 	struct rl_store_op dup[2] = {
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 } },
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 } },
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
 	};
 	dup[1].step.cost = 8;
 	cr_assert_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0 + 2000, &err),
@@ -484,8 +494,8 @@ static void *batch_hammer(void *arg)
 
 	for (int i = 0; i < w->batches; i++) {
 		struct rl_store_op ops[2] = {
-			{ w->ka, strlen(w->ka), step(RL_GCRA, 100, 60000), { 0 } },
-			{ w->kb, strlen(w->kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 } },
+			{ w->ka, strlen(w->ka), step(RL_GCRA, 100, 60000), { 0 }, 0 },
+			{ w->kb, strlen(w->kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
 		};
 		struct rl_diag err;
 		if (w->st->ops->apply(w->st->impl, ops, 2, RL_HIT, T0, &err) == 0 &&
@@ -609,8 +619,8 @@ Test(shm, kill9_before_commit_rolls_back)
 	two_stripes(&st, ka, kb);
 	/* a few hits first, so there is a state to damage */
 	struct rl_store_op ops[2] = {
-		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 } },
-		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 } },
+		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 }, 0 },
+		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
 	};
 	struct rl_diag err;
 	for (int i = 0; i < 3; i++)
@@ -638,8 +648,8 @@ Test(shm, kill9_after_commit_keeps_the_batch)
 	open_ok(&c, &st);
 	two_stripes(&st, ka, kb);
 	struct rl_store_op ops[2] = {
-		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 } },
-		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 } },
+		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 }, 0 },
+		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
 	};
 	die_inside(&st, SHM_HOOK_COMMITTING, ops, 2, NULL);
 	/* the follower asks its leader: committed, so kept on both */
@@ -661,8 +671,8 @@ Test(shm, kill9_leader_recovery_settles_followers)
 	two_stripes(&st, ka, kb);
 	/* a new moving-window key (ring slot, name, insert) half-written */
 	struct rl_store_op ops[2] = {
-		{ ka, strlen(ka), step(RL_MOVING_WINDOW, 20, 60000), { 0 } },
-		{ kb, strlen(kb), step(RL_FIXED_WINDOW, 5, 60000), { 0 } },
+		{ ka, strlen(ka), step(RL_MOVING_WINDOW, 20, 60000), { 0 }, 0 },
+		{ kb, strlen(kb), step(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
 	};
 	die_inside(&st, SHM_HOOK_WRITING, ops, 2, NULL);
 	/* both stripes at once: the leader settles the follower */
@@ -937,8 +947,8 @@ Test(shm, names_off_from_the_rules)
 	struct rl_ruleset *b = rl_ruleset_parse("t", text, strlen(text), NULL, &rep);
 	cr_assert_not_null(b);
 	rl_report_free(&rep);
-	cr_assert_eq(store_shm_open(rl_ruleset_settings(a), 0, &on, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(store_shm_open(rl_ruleset_settings(b), 0, &off, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_shm_open(rl_ruleset_settings(a), 0, 0, &on, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_shm_open(rl_ruleset_settings(b), 0, 0, &off, err, sizeof(err)), 0, "%s", err);
 	shm_stats(shm_of(&on), &son);
 	shm_stats(shm_of(&off), &soff);
 	cr_expect_gt(son.name_bytes, 0);

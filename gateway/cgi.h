@@ -1,0 +1,51 @@
+/*
+ * cgi.h - the responder's CGI back end: run a legacy CGI/1.1 program
+ * (RFC 3875) for one allowed request and stream its answer to the web
+ * server.  The program is started directly (posix_spawn, no shell), in its
+ * own directory and its own process group, with an environment made from
+ * the request's FastCGI params; the request body streams to its standard
+ * input while its output streams back, its head re-rendered by
+ * proxy_head_render with the rate-limit headers added.  What the
+ * environment holds, what becomes a 502 or a 413, and how timeouts work
+ * are written at the top of cgi.c.
+ *
+ * Process requirements (the gateway's main sets them up):
+ *   - SIGCHLD must not be ignored (SIG_IGN makes the kernel reap children
+ *     itself, and the exit status is lost), and no other thread may call
+ *     waitpid(-1) or wait(): cgi_run reaps its own child by its pid;
+ *   - SIGPIPE need not be ignored: cgi_run blocks it in the calling thread
+ *     for the duration of the call and discards the ones it caused.
+ * Thread-safe: every call has its own pipes and child; nothing is shared.
+ */
+#ifndef GATEWAY_CGI_H
+#define GATEWAY_CGI_H
+
+#include <stddef.h>
+
+#include "proxy.h"
+
+#define CGI_BODY_CHUNK (16u * 1024)     /* request body bytes per client read */
+#define CGI_OUT_CHUNK (64u * 1024)      /* script output bytes per pipe read */
+/* PATH given to the script when the params carry none. */
+#define CGI_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+
+/* Run the CGI program script for one request and stream its answer to c.
+ * script: the program's path (a relative one is taken from the gateway's
+ * working directory and made absolute).  params: the FastCGI params of
+ * the request (the CGI/1.1 meta-variables the web server sent); nothing is
+ * kept past the call.  spec: timeout_ms (<= 0: none), max_body,
+ * content_length, the extra headers and variables, the error format.
+ *
+ * Returns 0 when a complete response was sent to the client (the
+ * script's, or our own 502 or 413; a script's body cut short by a crash or
+ * the timeout after its head also counts, since the client got all we
+ * will ever send), or -1 when the client went away (a failed read or
+ * write, or a body shorter than content_length).  res is always filled:
+ * status is what the client got (0 when it got nothing before going
+ * away), error is empty when all went well, else one line for the log.
+ * The child is always reaped before cgi_run returns. */
+int cgi_run(const char *script, const struct rl_param *params, size_t nparams,
+	    const struct proxy_spec *spec, struct proxy_client *c,
+	    struct proxy_result *res);
+
+#endif

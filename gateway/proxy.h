@@ -1,0 +1,115 @@
+/*
+ * proxy.h - what the responder's two back ends share: the CGI runner
+ * (cgi.c: fork/exec of a legacy CGI script) and the FastCGI upstream client
+ * (upstream.c: php-fpm or any libfcgi application).
+ *
+ *   struct proxy_client   the web server's side of one request: read the
+ *                         request body, write the response (both streamed);
+ *   struct proxy_head     the parser of the response head an application
+ *                         writes ("Status: 404 Not Found\r\nContent-Type:
+ *                         text/html\r\n\r\n"), fed incrementally;
+ *   struct proxy_result   what happened, for the log, deduct-when and the
+ *                         statistics.
+ *
+ * Both back ends send a complete response in every case: the application's
+ * (its head re-rendered by proxy_head_render, with the rate-limit headers
+ * added, then its body as it streams), or, when the application fails
+ * before its head is complete (crash, timeout, malformed head, connection
+ * refused), one of ours made by respond_error: 502 Bad Gateway (504 is not
+ * used: the brief asks for 502 on timeouts too, and web servers log both the
+ * same way), or 413 Content Too Large when the body exceeds max_body while
+ * streaming.  A failure after the head was sent can only cut the body
+ * short; it is reported in proxy_result.error.
+ *
+ * Ownership: nothing here keeps a pointer past the call that received it,
+ * except proxy_head, which owns its buffer until proxy_head_free.
+ */
+#ifndef GATEWAY_PROXY_H
+#define GATEWAY_PROXY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "respond.h"
+#include "rules.h"
+
+/* The web server's side of one proxied request. */
+struct proxy_client {
+	void *ctx;
+	/* Up to cap bytes of the request body: returns the number read (> 0),
+	 * 0 at its end, or -1 when the client went away. */
+	long (*read)(void *ctx, char *buf, size_t cap);
+	/* Response bytes in order (head, then body).  Returns 0, or -1 when
+	 * the client went away (the back end then stops the application). */
+	int (*write)(void *ctx, const char *buf, size_t len);
+};
+
+/* How one request is proxied; the same for both back ends. */
+struct proxy_spec {
+	int64_t timeout_ms;     /* whole request, from start to last byte */
+	uint64_t max_body;      /* request body bytes; 0: no limit */
+	uint64_t content_length; /* CONTENT_LENGTH as the web server gave it;
+				    0 when absent (a chunked body, or none) */
+	/* Extra header lines for the response head, each "Name: value\r\n"
+	 * (the rate-limit headers); may be NULL.  Already filtered: they go
+	 * out as they are. */
+	const char *extra_headers;
+	size_t extra_len;
+	/* Extra variables for the application, "NAME=value" each (the
+	 * resolved client and the decision, RL_CLIENT=...); may be NULL. */
+	const char *const *extra_env;
+	size_t nextra_env;
+	enum respond_format error_format; /* body of our own 502/413 */
+};
+
+/* What happened.  status is what the client got: the application's status,
+ * or ours (413, 502).  error is empty when all went well, else one line for
+ * the log ("script exited with signal 11 before its header was complete"). */
+struct proxy_result {
+	int status;
+	int head_sent;          /* a head reached the client */
+	int client_gone;        /* the client went away */
+	uint64_t body_in;       /* request body bytes passed to the application */
+	uint64_t body_out;      /* response body bytes passed to the client */
+	char error[256];
+};
+
+/* ------------------------------------------------------------------ */
+/* Response heads                                                      */
+
+#define PROXY_HEAD_MAX (64u * 1024)     /* longest response head, bytes */
+
+/* CGI/1.1 (RFC 3875, 6.2) response head parser.  Lines end in LF or CRLF;
+ * the head ends at the first empty line.  Each line is "Name: value" with a
+ * token name; obsolete line folding, a line without a colon, a NUL or a bare
+ * CR inside a line is malformed.  The status is the Status header's
+ * ("Status: 404" or "Status: 404 Not Found", 100..599), else 302 with a
+ * Location header, else 200.  A head with none of Status, Location and
+ * Content-Type is malformed (RFC 3875 requires one). */
+struct proxy_head {
+	char *buf;              /* the head's bytes so far (owned) */
+	size_t len, cap;
+	int done;
+	int status;
+	char reason[64];        /* the Status header's reason phrase, or "" */
+};
+
+void proxy_head_init(struct proxy_head *h);
+void proxy_head_free(struct proxy_head *h);     /* keeps h reusable */
+
+/* Feed len bytes of the application's output.  Returns 1 when the head is
+ * complete (then *used is the number of bytes of data that belonged to it;
+ * the rest is the start of the body), 0 when it needs more (all of data was
+ * taken), or -1 when it is malformed or longer than PROXY_HEAD_MAX (msg
+ * says why). */
+int proxy_head_feed(struct proxy_head *h, const char *data, size_t len,
+		    size_t *used, char *msg, size_t msgcap);
+
+/* The head as sent to the web server (a FastCGI responder's or CGI
+ * program's output): "Status: CODE REASON\r\n", the application's header
+ * lines except Status, in order, with CRLF endings, then extra (the
+ * rate-limit headers), then "\r\n".  Resets out. */
+void proxy_head_render(const struct proxy_head *h, const char *extra,
+		       size_t extra_len, struct respond_buf *out);
+
+#endif

@@ -1,0 +1,234 @@
+/*
+ * wrapper.c - the CGI wrapper mode: rategate runs as the CGI program the
+ * web server starts for each request, decides, and then either prints the
+ * denial (a CGI response on standard output) or replaces itself with the
+ * wrapped script (execve: one exec, nothing in between, the script
+ * inherits standard input with the request body untouched and writes its
+ * own response).
+ *
+ * Every invocation is a new process, so the counters must outlive it: the
+ * shared-memory store (the default) keeps them; `storage memory` would
+ * give every request a fresh budget and is refused.
+ *
+ * What the wrapper cannot do, since it is gone once the script runs:
+ * deduct-when (it never sees the response), concurrency= (nothing would
+ * release the slot), counting a chunked body, or adding X-RateLimit-*
+ * headers to an allowed response.  Rules with deduct-when or concurrency
+ * are counted as plain rules here, and the first is said in the log.
+ * max-body works from CONTENT_LENGTH.  The facts of the decision reach the
+ * script as RL_CLIENT, RL_RULE, RL_LIMIT, RL_REMAINING, RL_RESET.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fcgi.h"
+#include "fileio.h"
+#include "log.h"
+#include "respond.h"
+#include "store.h"
+#include "wrapper.h"
+
+extern char **environ;
+
+static int64_t
+clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Write all of b to standard output. */
+static void
+put_out(const struct respond_buf *b)
+{
+	size_t off = 0;
+
+	while (off < b->len) {
+		ssize_t w = write(1, b->data + off, b->len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		off += (size_t)w;
+	}
+}
+
+/* An answer of ours with status, printed; returns the exit status (0: the
+ * web server got a proper response). */
+static int
+fail(struct respond_buf *b, int status, const char *code, const char *msg,
+     enum respond_format f)
+{
+	respond_error(b, status, 0, code, msg, f);
+	put_out(b);
+	return 0;
+}
+
+static void
+set_env(const char *name, const char *value)
+{
+	if (value != NULL && value[0] != '\0')
+		setenv(name, value, 1);
+}
+
+int
+wrapper_main(const char *rules, const char *script)
+{
+	struct respond_buf out;
+	char err[512];
+	struct log *lg = log_new(NULL, err, sizeof(err));   /* stderr: the web server's error log */
+	struct rl_store st = { NULL, NULL };
+	const char *accept = getenv("HTTP_ACCEPT");
+	enum respond_format f = respond_negotiate(accept, accept ? strlen(accept) : 0);
+	int status = 0;
+
+	respond_buf_init(&out);
+	struct rl_ruleset *rs = fileio_load_rules(rules, 0);
+	if (rs == NULL) {
+		log_printf(lg, LOG_LEVEL_ERROR, "start", "%s: rules not loaded", rules);
+		status = fail(&out, 500, "internal_error",
+			      "Internal Server Error: the rate limiter's rules do not load", f);
+		goto out;
+	}
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	log_set_json(lg, s->log_format == RL_LOG_JSON);
+	if (s->storage.kind == RL_STORAGE_MEMORY) {
+		log_printf(lg, LOG_LEVEL_ERROR, "start",
+			   "%s: storage memory in CGI wrapper mode would give every request a fresh, private budget: use storage shm: (the default)",
+			   rules);
+		status = fail(&out, 500, "internal_error",
+			      "Internal Server Error: the rate limiter is misconfigured", f);
+		goto out;
+	}
+
+	/* The CGI environment as params. */
+	size_t n = 0, k = 0;
+	for (char **e = environ; *e != NULL; e++)
+		n++;
+	struct rl_param *params = log_xrealloc(NULL, (n ? n : 1) * sizeof(*params));
+	for (char **e = environ; *e != NULL; e++) {
+		const char *eq = strchr(*e, '=');
+		if (eq == NULL)
+			continue;
+		params[k].name = *e;
+		params[k].name_len = (size_t)(eq - *e);
+		params[k].value = eq + 1;
+		params[k].value_len = strlen(eq + 1);
+		k++;
+	}
+	char target[RL_PATH_MAX + 2];
+	struct rl_request rq;
+	struct rl_decision d;
+	if (fcgi_request(params, k, target, sizeof(target), &rq) != 0) {
+		free(params);
+		status = fail(&out, 400, "bad_request",
+			      "Bad Request: Content-Length is not a number", f);
+		goto out;
+	}
+	if (store_open(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &st, err, sizeof(err)) != 0) {
+		free(params);
+		log_printf(lg, LOG_LEVEL_ERROR, "store-error", "%s: %s", rules, err);
+		if (s->store_failure == RL_STORE_FAIL_ALLOW) {
+			if (script == NULL && s->upstream != NULL &&
+			    s->upstream->kind == RL_UPSTREAM_CGI)
+				script = s->upstream->path;
+			if (script != NULL)
+				goto run;
+		}
+		respond_error(&out, 503, RESPOND_STORE_RETRY_S, "unavailable",
+			      "Service Unavailable: the rate limiter cannot reach its counters", f);
+		put_out(&out);
+		goto out;
+	}
+	int64_t now = clock_ms();
+	rl_decide(rs, &st, &rq, now, RL_HIT, &d);
+	if (d.outcome == RL_STORE_ERROR && s->store_failure == RL_STORE_FAIL_ALLOW) {
+		log_printf(lg, LOG_LEVEL_ERROR, "store-error",
+			   "%s (store-failure allow: request let through)", d.error);
+		d.outcome = RL_ALLOW;
+		d.limit = NULL;
+	}
+	struct log_request lr = { rq.method, rq.path, rq.path_len, now };
+	if (d.outcome != RL_ALLOW) {
+		struct respond_opts ro;
+		respond_opts_from_settings(&ro, s);
+		int code = respond_authorizer(&out, &ro, &d, now, f);
+		put_out(&out);
+		log_decision(lg, &lr, &d, code);
+		free(params);
+		goto out;
+	}
+	log_decision(lg, &lr, &d, 200);
+	if (d.rule != NULL && (d.rule->deduct || d.rule->concurrency > 0))
+		log_printf(lg, LOG_LEVEL_WARN, "cgi-wrapper",
+			   "rule %s (%s:%u): deduct-when and concurrency need the responder mode; counted as a plain rule here",
+			   d.rule->pattern.text, d.rule->file, d.rule->line);
+	if (script == NULL) {
+		const struct rl_upstream *u = d.rule != NULL && d.rule->upstream != NULL
+			? d.rule->upstream : s->upstream;
+		if (u == NULL || u->kind != RL_UPSTREAM_CGI) {
+			log_printf(lg, LOG_LEVEL_ERROR, "no-upstream",
+				   "CGI wrapper: no script for %.200s: give it on the command line or set upstream cgi:/path in %s",
+				   rq.path ? rq.path : "-", rules);
+			free(params);
+			status = fail(&out, 502, "bad_gateway",
+				      "Bad Gateway: no script is configured for this path", f);
+			goto out;
+		}
+		script = u->path;
+	}
+	free(params);   /* environ itself is untouched until here */
+	char num[32];
+	set_env("RL_CLIENT", d.client);
+	set_env("RL_KEY", d.key);
+	if (d.rule != NULL)
+		set_env("RL_RULE", d.rule->pattern.text);
+	if (d.limit != NULL) {
+		set_env("RL_LIMIT", d.limit->text);
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)d.remaining);
+		set_env("RL_REMAINING", num);
+		snprintf(num, sizeof(num), "%lld",
+			 (long long)respond_seconds_until(d.reset_ms, now));
+		set_env("RL_RESET", num);
+	}
+	if (d.would_deny)
+		set_env("RL_DRY_RUN_DENY", "1");
+	unsetenv("HTTP_PROXY");         /* httpoxy */
+run:
+	{
+		/* The script path outlives the rule set only as a copy. */
+		char *path = strdup(script);
+		if (path == NULL)
+			log_xrealloc(NULL, SIZE_MAX);
+		if (st.ops != NULL)
+			st.ops->destroy(st.impl);
+		rl_ruleset_free(rs);
+		respond_buf_free(&out);
+		char *argv[2] = { path, NULL };
+		execve(path, argv, environ);
+		int e = errno;
+		log_printf(lg, LOG_LEVEL_ERROR, "exec", "CGI wrapper: cannot run %s: %s",
+			   path, strerror(e));
+		free(path);
+		respond_buf_init(&out);
+		fail(&out, 502, "bad_gateway", "Bad Gateway: the script cannot be run", f);
+		respond_buf_free(&out);
+		log_free(lg);
+		return 0;
+	}
+out:
+	if (st.ops != NULL)
+		st.ops->destroy(st.impl);
+	rl_ruleset_free(rs);
+	respond_buf_free(&out);
+	log_free(lg);
+	return status;
+}

@@ -1,0 +1,15 @@
+/*
+ * wrapper.h - rategate as a CGI program in front of another (see wrapper.c
+ * for what this mode can and cannot do).
+ */
+#ifndef GATEWAY_WRAPPER_H
+#define GATEWAY_WRAPPER_H
+
+/* Decide on the request described by the environment (CGI/1.1) under the
+ * rules file; deny by printing a CGI response, or execve script (NULL: the
+ * `upstream cgi:` of the matched rule or of the rule set).  Returns only
+ * when it did not exec: the process exit status (0 when a response was
+ * printed). */
+int wrapper_main(const char *rules, const char *script);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * test_stats.c - gateway/stats.c: counting per reason and per rule, totals
+ * carried over a reload, format negotiation, and the exact JSON and
+ * Prometheus answers.
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "stats.h"
+
+static const char rules[] =
+	"storage memory\n"
+	"default 10/minute\n"
+	"/login 5/minute\n"
+	"/api/** 100/minute\n";
+
+static struct rl_ruleset *
+load(const char *text)
+{
+	struct rl_report rep;
+	struct rl_ruleset *rs = rl_ruleset_parse("site.rules", text, strlen(text), NULL, &rep);
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	rl_report_free(&rep);
+	return rs;
+}
+
+Test(stats, counts_render_and_carry_over)
+{
+	struct rl_ruleset *rs = load(rules);
+	struct stats s;
+	struct rl_decision d;
+
+	memset(&s, 0, sizeof(s));
+	s.started_ms = 1000;
+	struct stats_rules *sr = stats_rules_new(rs, NULL);
+	cr_assert_eq(sr->n, 3);
+	memset(&d, 0, sizeof(d));
+	d.rule = rl_ruleset_rule(rs, 0);        /* /login */
+	stats_count(&s, sr, &d, 0, STATS_RATE);
+	stats_count(&s, sr, &d, 1, STATS_RATE);
+	stats_count(&s, sr, &d, 1, STATS_RATE);
+	d.rule = NULL;                          /* defaults */
+	d.would_deny = 1;
+	stats_count(&s, sr, &d, 0, STATS_RATE);
+	stats_count(&s, sr, NULL, 1, STATS_BAD_REQUEST);
+	atomic_store(&s.inflight, 2);
+	atomic_store(&s.reloads_ok, 1);
+
+	struct stats_store st = { "shm", 7, 1000, 3, 0 };
+	struct respond_buf b;
+	respond_buf_init(&b);
+	stats_render(&b, STATS_JSON, &s, sr, &st, 61500, 42);
+	const char *body = strstr(b.data, "\r\n\r\n");
+	cr_assert_not_null(body);
+	body += 4;
+	char want[2048];
+	snprintf(want, sizeof(want),
+		 "{\"version\":\"%s\",\"pid\":42,\"uptime_s\":60,"
+		 "\"requests\":{\"allowed\":2,\"denied\":3,\"dry_run_denied\":1},"
+		 "\"denials\":{\"rate\":2,\"concurrency\":0,\"missing_key\":0,\"too_large\":0,\"bad_request\":1,\"store_error\":0},"
+		 "\"inflight\":2,\"upstream_errors\":0,\"reloads\":{\"ok\":1,\"failed\":0},"
+		 "\"store\":{\"kind\":\"shm\",\"errors\":0,\"keys\":7,\"slots\":1000,\"evictions\":3,\"full\":0},"
+		 "\"rules\":[{\"rule\":\"/login\",\"file\":\"site.rules\",\"line\":3,\"allowed\":1,\"denied\":2},"
+		 "{\"rule\":\"/api/**\",\"file\":\"site.rules\",\"line\":4,\"allowed\":0,\"denied\":0},"
+		 "{\"rule\":\"(default)\",\"file\":\"\",\"line\":0,\"allowed\":1,\"denied\":1}]}\n",
+		 PACKAGE_VERSION);
+	cr_assert_str_eq(body, want);
+	char head[200];
+	snprintf(head, sizeof(head),
+		 "Status: 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: %zu\r\n\r\n",
+		 strlen(want));
+	cr_assert_eq(strncmp(b.data, head, strlen(head)), 0, "%s", b.data);
+
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, 61500, 42);
+	cr_assert_not_null(strstr(b.data, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+	cr_assert_not_null(strstr(b.data, "\n# TYPE rategate_requests_total counter\n"
+				  "rategate_requests_total{result=\"allowed\"} 2\n"
+				  "rategate_requests_total{result=\"denied\"} 3\n"));
+	cr_assert_not_null(strstr(b.data, "\nrategate_denials_total{reason=\"bad_request\"} 1\n"));
+	cr_assert_not_null(strstr(b.data,
+		"\nrategate_rule_requests_total{rule=\"/login\",file=\"site.rules\",line=\"3\",result=\"denied\"} 2\n"));
+	cr_assert_not_null(strstr(b.data, "\nrategate_store_keys 7\n"));
+	cr_assert_not_null(strstr(b.data, "\nrategate_inflight 2\n"));
+
+	/* A reload: /login moves to line 4 and keeps its totals; /api is
+	 * gone; /new starts at zero. */
+	struct rl_ruleset *rs2 = load("storage memory\ndefault 10/minute\n\n/login 5/minute\n/new 1/second\n");
+	struct stats_rules *sr2 = stats_rules_new(rs2, sr);
+	cr_assert_eq(sr2->n, 3);
+	cr_assert_str_eq(sr2->r[0].name, "/login");
+	cr_assert_eq(sr2->r[0].line, 4);
+	cr_assert_eq(atomic_load(&sr2->r[0].allowed), 1);
+	cr_assert_eq(atomic_load(&sr2->r[0].denied), 2);
+	cr_assert_eq(atomic_load(&sr2->r[1].allowed), 0);
+	cr_assert_eq(atomic_load(&sr2->r[2].denied), 1);      /* (default) */
+	stats_rules_free(sr);
+	stats_rules_free(sr2);
+	respond_buf_free(&b);
+	rl_ruleset_free(rs);
+	rl_ruleset_free(rs2);
+}
+
+Test(stats, negotiate)
+{
+	cr_expect_eq(stats_negotiate(NULL, NULL), STATS_JSON);
+	cr_expect_eq(stats_negotiate("format=prometheus", NULL), STATS_PROMETHEUS);
+	cr_expect_eq(stats_negotiate("a=1&format=json", "text/plain"), STATS_JSON);
+	cr_expect_eq(stats_negotiate(NULL, "*/*"), STATS_JSON);
+	cr_expect_eq(stats_negotiate(NULL, "application/json"), STATS_JSON);
+	/* what Prometheus 2.x sends */
+	cr_expect_eq(stats_negotiate(NULL,
+		"application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+		STATS_PROMETHEUS);
+	cr_expect_eq(stats_negotiate(NULL, "text/plain;q=0"), STATS_JSON);
+	cr_expect_eq(stats_negotiate("format=prometheusx", NULL), STATS_JSON);
+}
