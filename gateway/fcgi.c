@@ -298,8 +298,8 @@ gen_release(struct gen *g)
 /* The backend for uri, made once and kept until exit (so idle upstream
  * connections survive reloads). */
 static struct backend *
-backend_for(struct server *srv, const struct rl_upstream *u, char *err,
-	    size_t errcap)
+backend_for(struct server *srv, const struct rl_upstream *u, unsigned keepalive,
+	    char *err, size_t errcap)
 {
 	for (struct backend *b = srv->backends; b != NULL; b = b->next)
 		if (strcmp(b->uri, u->uri) == 0)
@@ -322,6 +322,7 @@ backend_for(struct server *srv, const struct rl_upstream *u, char *err,
 			return NULL;
 		}
 		upstream_set_log(b->up, srv->log);
+		upstream_set_idle_max(b->up, keepalive);
 	}
 	b->next = srv->backends;
 	srv->backends = b;
@@ -363,7 +364,8 @@ gen_new(struct server *srv, struct rl_ruleset *rs, const struct stats_rules *old
 		if (u == NULL)
 			u = g->s->upstream;
 		g->backends[i] = NULL;
-		if (u != NULL && (g->backends[i] = backend_for(srv, u, err, errcap)) == NULL)
+		if (u != NULL && (g->backends[i] = backend_for(srv, u, g->s->upstream_keepalive,
+							    err, errcap)) == NULL)
 			goto fail;
 	}
 	g->stats_path[0] = '\0';

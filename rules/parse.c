@@ -793,6 +793,7 @@ static const struct directive directives[] = {
 	{ "listen",           D_TEXT,         S(listen), 0, 0, 0, NULL },
 	{ "upstream",         D_UPSTREAM,     S(upstream), 0, 0, 0, NULL },
 	{ "upstream-timeout", D_DURATION,     S(upstream_timeout_ms), 0, 1, 86400000, NULL },
+	{ "upstream-keepalive", D_UINT,       S(upstream_keepalive), 0, 0, 64, NULL },
 	{ "concurrency-lease", D_DURATION,    S(lease_ms), 0, 1000, 2 * 86400000LL, NULL },
 	{ "max-body",         D_SIZE,         S(max_body), 0, 1, RL_SIZE_MAX, NULL },
 	{ "log-format",       D_CHOICE,       S(log_format), 0, 0, 0, log_format_words },
@@ -1538,7 +1539,7 @@ parse_line(struct pstate *ps, const struct loc *ln, const char *s, size_t len)
 		}
 	}
 	struct loc at = loc_of(ln, toks[0].col);
-	error_at(ps, &at, "unknown directive \"%s\": expected a path rule starting with '/' or one of strategy, default, application, trusted-proxies, headers, include, ... (see rategate(5) / README)",
+	error_at(ps, &at, "unknown directive \"%s\": expected a path rule starting with '/' or one of strategy, default, application, trusted-proxies, headers, include, ... (see rategate.rules(5))",
 		 Q(&toks[0], qb));
 }
 
@@ -1925,6 +1926,7 @@ load(const char *path, const char *name, const char *text, size_t len,
 	st->storage.size = 64u << 20;
 	st->storage.names = 1;
 	st->upstream_timeout_ms = DEFAULT_UPSTREAM_TIMEOUT_MS;
+	st->upstream_keepalive = RL_KEEPALIVE_DEFAULT;
 	st->stats_allow = default_stats_allow;
 	st->nstats_allow = sizeof(default_stats_allow) /
 			   sizeof(default_stats_allow[0]);

@@ -405,6 +405,7 @@ enum rl_log_format { RL_LOG_LOGFMT = 0, RL_LOG_JSON };
  *   fcgi://HOST:PORT               HOST a numeric IPv4 address, [IPv6] or
  *                                  localhost; PORT 1..65535
  *   fcgi+unix:///path/to.sock      a FastCGI application on a unix socket */
+#define RL_KEEPALIVE_DEFAULT 4
 enum rl_upstream_kind { RL_UPSTREAM_CGI = 0, RL_UPSTREAM_FCGI,
 			RL_UPSTREAM_FCGI_UNIX };
 
@@ -518,6 +519,11 @@ struct rl_settings {
 	/* Responder mode (the gateway). */
 	const struct rl_upstream *upstream; /* NULL: none (authorizer only) */
 	int64_t upstream_timeout_ms;        /* whole request; default 30 s */
+	/* Idle connections kept open to each FastCGI upstream (0..64, default
+	 * RL_KEEPALIVE_DEFAULT; 0: a new connection per request, no
+	 * FCGI_KEEP_CONN).  A libfcgi or php-fpm worker stays with a kept
+	 * connection, so keep this at most the application's workers. */
+	unsigned upstream_keepalive;
 	int64_t lease_ms;   /* concurrency-lease: longest an in-flight slot is
 			       held unreleased; default upstream_timeout_ms +
 			       10 s */
@@ -650,8 +656,9 @@ enum rl_outcome rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
  * bandwidth limits.  Each counter is charged on its own, not all or
  * nothing, and never refused: a charge above what is left fills the
  * counter instead (the client is then out of budget until it recovers).
- * Returns 0 (also when there is nothing to count), or -1 on a store
- * failure with err->msg set. */
+ * Returns 0 (also when there is nothing to count), or -1 with err->msg set
+ * on a store failure (or a counter key too long, which rl_decide would
+ * have refused as RL_BAD_REQUEST already). */
 int rl_after_response(const struct rl_ruleset *rs, struct rl_store *st,
 		      const struct rl_request *req, int status,
 		      uint64_t late_body_bytes, int64_t now_ms,
@@ -674,7 +681,8 @@ struct rl_lease {
  * (lease->held tells whether a slot was taken: not when the rule has no
  * concurrency limit), RL_DENY when N leases are held (d->retry_ms is
  * RL_INFLIGHT_RETRY_MS: slots free up as requests end, not on a clock),
- * or, as rl_decide, RL_DENY_KEY, RL_BAD_REQUEST or RL_STORE_ERROR. */
+ * or, as rl_decide, RL_DENY_KEY, RL_BAD_REQUEST, RL_TOO_LARGE or
+ * RL_STORE_ERROR. */
 enum rl_outcome rl_inflight_begin(const struct rl_ruleset *rs,
 				  struct rl_store *st,
 				  const struct rl_request *req, int64_t now_ms,

@@ -321,7 +321,7 @@ Test(parse, rule_options)
 Test(parse, unknown_directive)
 {
 	expect_error("stratgy gcra\n",
-		     "t.rules:1:1: unknown directive \"stratgy\": expected a path rule starting with '/' or one of strategy, default, application, trusted-proxies, headers, include, ... (see rategate(5) / README)");
+		     "t.rules:1:1: unknown directive \"stratgy\": expected a path rule starting with '/' or one of strategy, default, application, trusted-proxies, headers, include, ... (see rategate.rules(5))");
 }
 
 Test(parse, bad_values)
