@@ -642,6 +642,7 @@ Test(parse, responder_defaults)
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	cr_assert_null(s->upstream);
 	cr_assert_eq(s->upstream_timeout_ms, 30000);
+	cr_assert_eq(s->upstream_keepalive, RL_KEEPALIVE_DEFAULT);
 	cr_assert_eq(s->lease_ms, 40000);
 	cr_assert_eq(s->max_body, 0);
 	cr_assert_eq(s->store_failure, RL_STORE_FAIL_DENY);
@@ -668,6 +669,7 @@ Test(parse, responder_globals)
 	struct rl_ruleset *rs = parse(
 		"upstream fcgi://127.0.0.1:9000\n"
 		"upstream-timeout 5s\n"
+		"upstream-keepalive 0\n"
 		"concurrency-lease 2m\n"
 		"max-body 10MB\n"
 		"store-failure allow\n"
@@ -683,6 +685,7 @@ Test(parse, responder_globals)
 	cr_assert_eq(s->upstream->port, 9000);
 	cr_assert_null(s->upstream->path);
 	cr_assert_eq(s->upstream_timeout_ms, 5000);
+	cr_assert_eq(s->upstream_keepalive, 0);
 	cr_assert_eq(s->lease_ms, 120000);
 	cr_assert_eq(s->max_body, 10u << 20);
 	cr_assert_eq(s->store_failure, RL_STORE_FAIL_ALLOW);
