@@ -409,6 +409,9 @@ log_decision(struct log *l, const struct log_request *r,
 		event = "bad-request";
 		level = LOG_LEVEL_WARN;
 		break;
+	case RL_TOO_LARGE:
+		event = "too-large";
+		break;
 	case RL_STORE_ERROR:
 	default:
 		event = "store-error";

@@ -61,8 +61,8 @@ struct log_request {
 
 /* The line for a decision answered with HTTP status: event deny (429),
  * deny-key (429, no usable key), dry-run-deny (allowed, but a dry-run limit
- * would have denied), bad-request (400) or store-error (503, with the
- * store's message).  Writes nothing for a plain allow. */
+ * would have denied), bad-request (400), too-large (413, the body over
+ * max-body) or store-error (503, with the store's message).  Writes nothing for a plain allow. */
 void log_decision(struct log *l, const struct log_request *r,
 		  const struct rl_decision *d, int status);
 

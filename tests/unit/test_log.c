@@ -200,3 +200,20 @@ Test(log, json_lines_are_json)
 	cr_assert_eq(strncmp(s, "{\"time\":\"", 9), 0, "%s", s);
 	cr_assert_not_null(strstr(s, "Z\",\"level\":\"warn\",\"event\":\"reload\",\"msg\":\"line \\\"3\\\"\"}\n"), "%s", s);
 }
+
+Test(log, too_large_line)
+{
+	struct rl_decision d;
+	struct log_request r = { "PUT", "/upload", 7, NOW };
+
+	memset(&d, 0, sizeof(d));
+	d.outcome = RL_TOO_LARGE;
+	strcpy(d.client, "192.0.2.7");
+	strcpy(d.key, "addr=192.0.2.7");
+	strcpy(d.error, "body of 2048 bytes over max-body 1024");
+	log_decision(lg, &r, &d, 413);
+	cr_assert_str_eq(contents(),
+		"time=2026-11-23T09:00:00.123Z level=info event=too-large status=413 client=192.0.2.7 "
+		"key=\"addr=192.0.2.7\" rule=- path=/upload method=PUT "
+		"error=\"body of 2048 bytes over max-body 1024\"\n");
+}
