@@ -30,6 +30,7 @@
 #include <limits.h>
 #include <fcgiapp.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -253,6 +254,7 @@ struct gen {
 	struct stats_rules *stats;
 	struct backend **backends;      /* [nrules + 1]: per rule, then the global */
 	char stats_path[RL_PATH_MAX + 1]; /* normalised; "" when off */
+	atomic_uchar *warned;   /* [nrules]: said that a rule needs the responder */
 	atomic_int refs;
 };
 
@@ -291,6 +293,7 @@ gen_release(struct gen *g)
 		return;
 	stats_rules_free(g->stats);
 	free(g->backends);
+	free(g->warned);
 	rl_ruleset_free(g->rs);
 	free(g);
 }
@@ -386,6 +389,9 @@ gen_new(struct server *srv, struct rl_ruleset *rs, const struct stats_rules *old
 		goto fail;
 	}
 	g->stats = stats_rules_new(rs, old);
+	g->warned = log_xrealloc(NULL, (n + 1) * sizeof(*g->warned));
+	for (size_t i = 0; i <= n; i++)
+		atomic_init(&g->warned[i], 0);
 	atomic_init(&g->refs, 1);
 	return g;
 fail:
@@ -695,6 +701,19 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	if (auth_request)
 		status_to_403(&w->out);
 	send_out(w);
+	/* An authorizer sees neither the response nor its end: say once per
+	 * rule (and reload) that these options do nothing here. */
+	if (d.rule != NULL && (d.rule->deduct || d.rule->concurrency > 0) &&
+	    !atomic_exchange(&g->warned[d.rule->index], 1))
+		log_printf(srv->log, LOG_LEVEL_WARN, "authorizer-limits",
+			   "rule %s (%s:%u): %s%s%s need%s the responder role; as an authorizer rategate %s",
+			   d.rule->pattern.text, d.rule->file, d.rule->line,
+			   d.rule->deduct ? "deduct-when" : "",
+			   d.rule->deduct && d.rule->concurrency ? " and " : "",
+			   d.rule->concurrency ? "concurrency=" : "",
+			   d.rule->deduct && d.rule->concurrency ? "" : "s",
+			   d.rule->deduct ? "checks the rule's limits but never counts them"
+					  : "does not limit requests in flight");
 	stats_count(&srv->stats, g->stats, &d, d.outcome != RL_ALLOW,
 		    reason_of(&d, 0));
 	struct log_request lr = { rq.method, rq.path, rq.path_len, now };
@@ -842,10 +861,14 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	atomic_fetch_sub(&srv->stats.inflight, 1);
 	int64_t later = clock_ms();
 	if (res.error[0] != '\0') {
-		if (!res.client_gone)
+		/* our 413: a body (chunked, or longer than its Content-Length
+		 * said) found over max-body while streaming is the client's
+		 * doing, not the application's */
+		int too_large = res.status == 413 && !res.client_gone;
+		if (!res.client_gone && !too_large)
 			atomic_fetch_add(&srv->stats.upstream_errors, 1);
-		log_printf(srv->log, res.client_gone ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
-			   res.client_gone ? "client-gone" : "upstream-error",
+		log_printf(srv->log, res.client_gone || too_large ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
+			   res.client_gone ? "client-gone" : too_large ? "too-large" : "upstream-error",
 			   "%s %.200s -> %s: status %d: %s", rq.method ? rq.method : "-",
 			   rq.path ? rq.path : "-", b->uri, res.status, res.error);
 	}
@@ -904,6 +927,44 @@ serve_one(struct worker *w)
 	gen_release(g);
 }
 
+/* A connection the web server asked to keep (FCGI_KEEP_CONN: nginx
+ * fastcgi_keep_conn on, Apache enablereuse=on) pins this worker, since
+ * libfcgi waits on it for the next request.  A server that keeps more
+ * connections than there are workers would leave the rest unanswered in
+ * the accept queue, and SIGTERM would wait for the server to hang up.  So
+ * wait for either: the next request on the kept connection goes on as
+ * usual; a new connection that no free worker takes (still waiting 10 ms
+ * later), or stopping, closes the idle kept one (the server finds it
+ * closed when it wants to reuse it and opens a new one).  It is closed
+ * here, not by libfcgi, whose close waits up to 2 s for the server to
+ * hang up first: Apache does not, for a connection in its pool. */
+static void
+keep_or_release(struct worker *w)
+{
+	struct server *srv = w->srv;
+	int waiting = 0;
+
+	while (w->req.ipcFd >= 0) {
+		struct pollfd p[2] = { { w->req.ipcFd, POLLIN, 0 },
+				       { srv->listen_fd, POLLIN, 0 } };
+		int r = poll(p, 2, waiting ? 10 : 500);
+		if (r < 0 && errno != EINTR)
+			return;         /* let libfcgi find out */
+		if (p[0].revents != 0)
+			return;         /* the next request, or the server hung up */
+		if (p[1].revents != 0 && !waiting) {
+			waiting = 1;    /* give a free worker a chance first */
+			continue;
+		}
+		if ((r > 0 && p[1].revents != 0) || atomic_load(&srv->stopping)) {
+			close(w->req.ipcFd);
+			w->req.ipcFd = -1;      /* FCGX_Accept_r accepts anew */
+			return;
+		}
+		waiting = 0;
+	}
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -911,6 +972,9 @@ worker_main(void *arg)
 	struct server *srv = w->srv;
 
 	for (;;) {
+		if (atomic_load(&srv->stopping))
+			break;
+		keep_or_release(w);
 		if (atomic_load(&srv->stopping))
 			break;
 		int r = FCGX_Accept_r(&w->req);
@@ -1051,6 +1115,9 @@ bad:
 	return -1;
 }
 
+/* The socket file made by open_listener, to know it again at exit. */
+static struct stat listen_file;
+
 /* Open LISTEN; *unix_path is set to the socket file to remove at exit. */
 static int
 open_listener(const char *spec, const char **unix_path, char *err, size_t cap)
@@ -1060,11 +1127,24 @@ open_listener(const char *spec, const char **unix_path, char *err, size_t cap)
 		spec += 5;
 	if (spec[0] == '/') {
 		int fd = listen_unix(spec, err, cap);
-		if (fd >= 0)
+		if (fd >= 0 && lstat(spec, &listen_file) == 0)
 			*unix_path = spec;
 		return fd;
 	}
 	return listen_tcp(spec, err, cap);
+}
+
+/* Remove our socket file at exit, unless it is no longer ours: once this
+ * process stopped listening, a new rategate may have found the file stale
+ * and replaced it (a restart), and its socket must stay. */
+static void
+unlink_own_socket(const char *path)
+{
+	struct stat sb;
+
+	if (lstat(path, &sb) == 0 && sb.st_dev == listen_file.st_dev &&
+	    sb.st_ino == listen_file.st_ino)
+		unlink(path);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1248,7 +1328,7 @@ fcgi_main(const struct fcgi_options *o)
 			   "a request still in flight after %d s; exiting anyway",
 			   FCGI_DRAIN_S);
 		if (unix_path != NULL)
-			unlink(unix_path);
+			unlink_own_socket(unix_path);
 		_exit(atomic_load(&srv.failed) ? 1 : 0);
 	}
 	log_printf(srv.log, LOG_LEVEL_INFO, "stop", "stopped");
@@ -1265,7 +1345,7 @@ out:
 	if (srv.listen_fd > 0)
 		close(srv.listen_fd);
 	if (unix_path != NULL)
-		unlink(unix_path);
+		unlink_own_socket(unix_path);
 	gen_release(srv.current);
 	backends_free(&srv);
 	if (srv.store.ops != NULL)

@@ -254,6 +254,12 @@ main(int argc, char **argv)
 	if (argc == 1 && getenv("GATEWAY_INTERFACE") != NULL &&
 	    getenv("RATEGATE_CONFIG") != NULL)
 		return wrapper_main(getenv("RATEGATE_CONFIG"), NULL);
+	/* ... or as the interpreter of a script (lighttpd cgi.assign =
+	 * ( ".cgi" => "/usr/local/bin/rategate" ), a #! line): the one
+	 * argument is the script to run once allowed. */
+	if (argc == 2 && argv[1][0] != '-' && getenv("GATEWAY_INTERFACE") != NULL &&
+	    getenv("RATEGATE_CONFIG") != NULL)
+		return wrapper_main(getenv("RATEGATE_CONFIG"), argv[1]);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-t") == 0)
 			test = 1;

@@ -221,6 +221,28 @@ proxy_head_feed(struct proxy_head *h, const char *data, size_t len,
 	return 0;
 }
 
+/* Is the header of line s[0..len) ("Name: value") also one of the lines
+ * of extra?  Ours replace the application's of the same name: one
+ * X-RateLimit-Limit, not two that disagree. */
+static int
+named_in(const char *s, size_t len, const char *extra, size_t extra_len)
+{
+	const char *colon = memchr(s, ':', len);
+	size_t nl = colon ? (size_t)(colon - s) : len;
+	size_t pos = 0;
+
+	while (extra != NULL && pos < extra_len) {
+		const char *e = extra + pos;
+		const char *end = memchr(e, '\n', extra_len - pos);
+		size_t el = end ? (size_t)(end - e) : extra_len - pos;
+		const char *ec = memchr(e, ':', el);
+		if (ec != NULL && (size_t)(ec - e) == nl && strncasecmp(e, s, nl) == 0)
+			return 1;
+		pos += el + 1;
+	}
+	return 0;
+}
+
 void
 proxy_head_render(const struct proxy_head *h, const char *extra,
 		  size_t extra_len, struct respond_buf *out)
@@ -242,7 +264,7 @@ proxy_head_render(const struct proxy_head *h, const char *extra,
 			break;
 		const char *s = h->buf + pos;
 		if (!(len > 6 && strncasecmp(s, "Status", 6) == 0 &&
-		      (s[6] == ':'))) {
+		      (s[6] == ':')) && !named_in(s, len, extra, extra_len)) {
 			respond_buf_add(out, s, len);
 			respond_buf_add(out, "\r\n", 2);
 		}

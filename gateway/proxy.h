@@ -107,8 +107,9 @@ int proxy_head_feed(struct proxy_head *h, const char *data, size_t len,
 
 /* The head as sent to the web server (a FastCGI responder's or CGI
  * program's output): "Status: CODE REASON\r\n", the application's header
- * lines except Status, in order, with CRLF endings, then extra (the
- * rate-limit headers), then "\r\n".  Resets out. */
+ * lines except Status and except those extra also names, in order, with
+ * CRLF endings, then extra (the rate-limit headers: rategate's replace an
+ * application's own X-RateLimit-*), then "\r\n".  Resets out. */
 void proxy_head_render(const struct proxy_head *h, const char *extra,
 		       size_t extra_len, struct respond_buf *out);
 

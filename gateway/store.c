@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "store.h"
+#include "store_redis.h"
 #include "store_shm.h"
 
 /* Keys the process-local store holds at most (about 170 bytes each). */
@@ -25,9 +26,7 @@ store_open(const struct rl_settings *s, uint64_t max_moving,
 	case RL_STORAGE_SHM:
 		return store_shm_open(s, max_moving, max_leases, st, err, errcap);
 	case RL_STORAGE_REDIS:
-		snprintf(err, errcap, "storage %s: the Redis store is not built yet",
-			 s->storage.uri);
-		return -1;
+		return store_redis_open(s, max_moving, max_leases, st, err, errcap);
 	}
 	snprintf(err, errcap, "unknown storage kind");
 	return -1;

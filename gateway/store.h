@@ -1,7 +1,7 @@
 /*
  * store.h - open the counter store a rule set names (`storage`): the
- * process-local store, shared memory (gateway/store_shm.c) or, later,
- * Redis.  Every gateway mode gets its rl_store from here.
+ * process-local store, shared memory (gateway/store_shm.c) or Redis
+ * (gateway/store_redis.c).  Every gateway mode gets its rl_store from here.
  */
 #ifndef GATEWAY_STORE_H
 #define GATEWAY_STORE_H

@@ -16,7 +16,10 @@
  * headers to an allowed response.  Rules with deduct-when or concurrency
  * are counted as plain rules here, and the first is said in the log.
  * max-body works from CONTENT_LENGTH.  The facts of the decision reach the
- * script as RL_CLIENT, RL_RULE, RL_LIMIT, RL_REMAINING, RL_RESET.
+ * script as RL_CLIENT, RL_RULE, RL_LIMIT, RL_REMAINING, RL_RESET.  As in
+ * the responder's CGI back end, the script runs in its own directory with
+ * SCRIPT_FILENAME set to its absolute path (the web server's value names
+ * the program it started, which may be rategate itself).
  */
 #include "config.h"
 
@@ -77,6 +80,37 @@ set_env(const char *name, const char *value)
 {
 	if (value != NULL && value[0] != '\0')
 		setenv(name, value, 1);
+}
+
+/* Make *path absolute (against the working directory), set
+ * SCRIPT_FILENAME to it and change into its directory.  Returns 0 or an
+ * errno. */
+static int
+wrapper_script_env(char **path)
+{
+	if ((*path)[0] != '/') {
+		char *cwd = getcwd(NULL, 0);
+		if (cwd == NULL)
+			return errno;
+		size_t cl = strlen(cwd), pl = strlen(*path);
+		char *abs = log_xrealloc(NULL, cl + 1 + pl + 1);
+		memcpy(abs, cwd, cl);
+		abs[cl] = '/';
+		memcpy(abs + cl + 1, *path, pl + 1);
+		free(cwd);
+		free(*path);
+		*path = abs;
+	}
+	const char *slash = strrchr(*path, '/');
+	size_t dl = slash == *path ? 1 : (size_t)(slash - *path);
+	char *dir = log_xrealloc(NULL, dl + 1);
+	memcpy(dir, *path, dl);
+	dir[dl] = '\0';
+	int r = chdir(dir) == 0 ? 0 : errno;
+	free(dir);
+	if (r == 0 && setenv("SCRIPT_FILENAME", *path, 1) != 0)
+		r = errno;
+	return r;
 }
 
 int
@@ -167,6 +201,24 @@ wrapper_main(const char *rules, const char *script)
 		goto out;
 	}
 	log_decision(lg, &lr, &d, 200);
+	if (d.rule != NULL && d.rule->deduct) {
+		/* rl_decide only checked a deduct-when= rule's request limits:
+		 * they are counted after the response, which the wrapper never
+		 * sees.  Count this request now, as a plain rule would be (not
+		 * in the same batch as the check: CGI processes running at the
+		 * same moment may each pass the last hit). */
+		int code = 0;
+		for (int c = 100; c <= 599 && code == 0; c++)
+			if (rl_rule_deducts(d.rule, c))
+				code = c;
+		struct rl_diag e;
+		if (code != 0 && rl_after_response(rs, &st, &rq, code, 0, now, &e) != 0)
+			log_printf(lg, LOG_LEVEL_ERROR, "store-error", "counting a deduct-when= rule: %s",
+				   e.msg);
+		else if (d.limit != NULL && d.origin == RL_FROM_RULE && !d.bandwidth &&
+			 d.remaining >= d.cost)
+			d.remaining -= d.cost;
+	}
 	if (d.rule != NULL && (d.rule->deduct || d.rule->concurrency > 0))
 		log_printf(lg, LOG_LEVEL_WARN, "cgi-wrapper",
 			   "rule %s (%s:%u): deduct-when and concurrency need the responder mode; counted as a plain rule here",
@@ -212,9 +264,16 @@ run:
 			st.ops->destroy(st.impl);
 		rl_ruleset_free(rs);
 		respond_buf_free(&out);
-		char *argv[2] = { path, NULL };
-		execve(path, argv, environ);
-		int e = errno;
+		/* As the responder's CGI back end does (cgi.c) and RFC 3875
+		 * 7.2 suggests: the script runs in its own directory and
+		 * SCRIPT_FILENAME names it, not the program the web server
+		 * started (rategate itself, with cgi.assign or alias.url). */
+		int e = wrapper_script_env(&path);
+		if (e == 0) {
+			char *argv[2] = { path, NULL };
+			execve(path, argv, environ);
+			e = errno;
+		}
 		log_printf(lg, LOG_LEVEL_ERROR, "exec", "CGI wrapper: cannot run %s: %s",
 			   path, strerror(e));
 		free(path);

@@ -539,3 +539,405 @@ srv_resp_free(struct srv_resp *r)
 	free(r->body);
 	r->headers = r->body = NULL;
 }
+
+/* ------------------------------------------------------------------ */
+/* Added for the responder, CGI wrapper, WebSocket and bad-input tests. */
+
+#include <stdint.h>
+#include <sys/time.h>
+
+char *
+srv_source(const char *rel)
+{
+	char path[SRV_PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", srv_srcdir(), rel);
+	char *s = srv_read(path);
+	cr_assert_not_null(s, "cannot read %s", path);
+	return s;
+}
+
+char *
+srv_set_vars(const char *text, const char *const *pairs)
+{
+	char *cur = strdup(text);
+
+	for (size_t i = 0; pairs[i] != NULL; i += 2) {
+		char prefix[128], *line = NULL;
+		snprintf(prefix, sizeof(prefix), "var.%s ", pairs[i]);
+		cr_assert(asprintf(&line, "var.%s = %s", pairs[i], pairs[i + 1]) > 0);
+		char *next = srv_set_line(cur, prefix, line);
+		free(line);
+		free(cur);
+		cur = next;
+	}
+	return cur;
+}
+
+struct body_src {
+	const char *p;
+	size_t left;
+};
+
+static size_t
+feed(char *buf, size_t size, size_t n, void *arg)
+{
+	struct body_src *b = arg;
+	size_t k = size * n;
+
+	if (k > b->left)
+		k = b->left;
+	memcpy(buf, b->p, k);
+	b->p += k;
+	b->left -= k;
+	return k;
+}
+
+void
+srv_http_body(const char *method, const char *url, const char *const *hdrs,
+	      const void *body, size_t len, int chunked, struct srv_resp *r)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *list = NULL;
+	struct sink h = { NULL, 0 }, b = { NULL, 0 };
+	struct body_src src = { body, len };
+	char errbuf[CURL_ERROR_SIZE] = "";
+
+	memset(r, 0, sizeof(*r));
+	cr_assert_not_null(c);
+	for (size_t i = 0; hdrs != NULL && hdrs[i] != NULL; i++)
+		list = curl_slist_append(list, hdrs[i]);
+	list = curl_slist_append(list, "Expect:");      /* no 100-continue round trip */
+	if (chunked)
+		list = curl_slist_append(list, "Transfer-Encoding: chunked");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_POST, 1L);
+	curl_easy_setopt(c, CURLOPT_READFUNCTION, feed);
+	curl_easy_setopt(c, CURLOPT_READDATA, &src);
+	if (!chunked)
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	if (method != NULL && strcmp(method, "POST") != 0)
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	CURLcode rc = curl_easy_perform(c);
+	curl_slist_free_all(list);
+	cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method ? method : "POST", url,
+		     errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_easy_cleanup(c);
+	r->headers = h.buf ? h.buf : strdup("");
+	r->body = b.buf ? b.buf : strdup("");
+	r->body_len = b.len;
+	/* the last head: skip "HTTP/1.1 100 Continue" */
+	const char *last = r->headers, *p = r->headers;
+	while ((p = strstr(p, "\r\n\r\nHTTP/")) != NULL) {
+		last = p + 4;
+		p += 4;
+	}
+	size_t sl = strcspn(last, "\r\n");
+	if (sl >= sizeof(r->status_line))
+		sl = sizeof(r->status_line) - 1;
+	memcpy(r->status_line, last, sl);
+	r->status_line[sl] = '\0';
+}
+
+char *
+srv_raw(int port, const void *req, size_t len, double timeout_s, size_t *outlen)
+{
+	struct sockaddr_in sa;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	*outlen = 0;
+	if (fd < 0)
+		return NULL;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		return NULL;
+	}
+	const char *p = req;
+	size_t left = len;
+	while (left > 0) {
+		ssize_t w = send(fd, p, left, MSG_NOSIGNAL);
+		if (w <= 0)
+			break;  /* the server may answer and close early */
+		p += w;
+		left -= (size_t)w;
+	}
+	/* wake up at least every 100 ms to look at the deadline */
+	double step = timeout_s < 0.1 ? timeout_s : 0.1;
+	struct timeval tv = { 0, (suseconds_t)(step * 1e6) + 1 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char *buf = NULL;
+	size_t blen = 0;
+	FILE *m = open_memstream(&buf, &blen);
+	double end = now_s() + timeout_s;
+	char chunk[65536];
+	while (now_s() < end) {
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n > 0) {
+			fwrite(chunk, 1, (size_t)n, m);
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			break;
+	}
+	fclose(m);
+	close(fd);
+	*outlen = blen;
+	return buf;
+}
+
+/* ppid, state and comm of /proc/PID/stat; -1 when gone. */
+static int
+proc_stat(pid_t pid, int *ppid, char *state, char *comm, size_t cap)
+{
+	char path[64], buf[1024];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	const char *lp = strchr(buf, '('), *rp = strrchr(buf, ')');
+	if (lp == NULL || rp == NULL || rp < lp)
+		return -1;
+	snprintf(comm, cap, "%.*s", (int)(rp - lp - 1), lp + 1);
+	if (sscanf(rp + 2, "%c %d", state, ppid) != 2)
+		return -1;
+	return 0;
+}
+
+int
+srv_children_named(pid_t parent, const char *name, pid_t *pids, int max)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		int pid = atoi(e->d_name), ppid;
+		char st, comm[64];
+		if (pid <= 1 || proc_stat(pid, &ppid, &st, comm, sizeof(comm)) != 0)
+			continue;
+		if (ppid != parent || st == 'Z' ||
+		    (name != NULL && strcmp(comm, name) != 0))
+			continue;
+		if (pids != NULL && n < max)
+			pids[n] = pid;
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+pid_t
+srv_child(pid_t parent, const char *name, double timeout_s)
+{
+	double end = now_s() + timeout_s;
+	pid_t pid = 0;
+
+	for (;;) {
+		if (srv_children_named(parent, name, &pid, 1) > 0)
+			return pid;
+		if (now_s() > end)
+			return 0;
+		sleep_ms(20);
+	}
+}
+
+int
+srv_children(pid_t parent, int *zombies)
+{
+	DIR *d;
+	struct dirent *e;
+	int n = 0, z = 0, ppid;
+	char st, comm[64];
+
+	if (proc_stat(parent, &ppid, &st, comm, sizeof(comm)) != 0)
+		return -1;
+	if ((d = opendir("/proc")) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		int pid = atoi(e->d_name);
+		if (pid <= 1 || proc_stat(pid, &ppid, &st, comm, sizeof(comm)) != 0 ||
+		    ppid != parent)
+			continue;
+		n++;
+		z += st == 'Z';
+	}
+	closedir(d);
+	if (zombies != NULL)
+		*zombies = z;
+	return n;
+}
+
+int
+srv_count_fds(pid_t pid)
+{
+	char path[64];
+	DIR *d;
+	struct dirent *e;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+int
+srv_alive(pid_t pid)
+{
+	int ppid;
+	char st, comm[64];
+
+	return proc_stat(pid, &ppid, &st, comm, sizeof(comm)) == 0 && st != 'Z';
+}
+
+int
+srv_wait_file(const char *path, const char *needle, double timeout_s)
+{
+	double end = now_s() + timeout_s;
+
+	for (;;) {
+		char *s = srv_read(path);
+		int found = s != NULL && strstr(s, needle) != NULL;
+		free(s);
+		if (found)
+			return 1;
+		if (now_s() > end)
+			return 0;
+		sleep_ms(20);
+	}
+}
+
+void
+srv_fnv(const void *p, size_t len, char out[17])
+{
+	const unsigned char *b = p;
+	uint64_t h = 14695981039346656037ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= b[i];
+		h *= 1099511628211ULL;
+	}
+	snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* ------------------------------------------------------------------ */
+/* Added for the nginx and Apache responder tests.                     */
+
+#include <grp.h>
+#include <pwd.h>
+
+int
+srv_http_parallel(const char *const *urls, int n, long *statuses)
+{
+	CURLM *m = curl_multi_init();
+	CURL *easy[64];
+	struct sink bodies[64];
+	int running = 0, answered = 0;
+
+	cr_assert(n > 0 && n <= 64, "srv_http_parallel: %d urls", n);
+	cr_assert_not_null(m);
+	for (int i = 0; i < n; i++) {
+		bodies[i].buf = NULL;
+		bodies[i].len = 0;
+		statuses[i] = 0;
+		easy[i] = curl_easy_init();
+		cr_assert_not_null(easy[i]);
+		curl_easy_setopt(easy[i], CURLOPT_URL, urls[i]);
+		curl_easy_setopt(easy[i], CURLOPT_PROXY, "");
+		curl_easy_setopt(easy[i], CURLOPT_NOPROXY, "*");
+		curl_easy_setopt(easy[i], CURLOPT_TIMEOUT, 20L);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, collect);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bodies[i]);
+		curl_multi_add_handle(m, easy[i]);
+	}
+	do {
+		if (curl_multi_perform(m, &running) != CURLM_OK)
+			break;
+		if (running > 0)
+			curl_multi_poll(m, NULL, 0, 1000, NULL);
+	} while (running > 0);
+	for (int i = 0; i < n; i++) {
+		curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &statuses[i]);
+		answered += statuses[i] != 0;
+		curl_multi_remove_handle(m, easy[i]);
+		curl_easy_cleanup(easy[i]);
+		free(bodies[i].buf);
+	}
+	curl_multi_cleanup(m);
+	return answered;
+}
+
+void
+srv_www_data(uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = getpwnam("www-data");
+
+	cr_assert_not_null(pw, "no user www-data (the web servers' workers run as www-data)");
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+}
+
+void
+srv_chown_www(const char *path)
+{
+	uid_t uid;
+	gid_t gid;
+
+	srv_www_data(&uid, &gid);
+	cr_assert_eq(chown(path, uid, gid), 0, "chown www-data %s: %s", path,
+		     strerror(errno));
+}
+
+int
+srv_stop_tree(pid_t server, double timeout_s)
+{
+	pid_t kids[64];
+	int n = srv_children_named(server, NULL, kids, 64), killed = 0;
+
+	if (n > 64)
+		n = 64;
+	srv_stop(server, timeout_s);
+	double end = now_s() + timeout_s;
+	for (int i = 0; i < n; i++) {
+		int st;
+		for (;;) {
+			waitpid(kids[i], &st, WNOHANG);    /* ours once reparented */
+			if (!srv_alive(kids[i]))
+				break;
+			if (now_s() > end) {
+				kill(kids[i], SIGKILL);
+				waitpid(kids[i], &st, 0);
+				killed++;
+				break;
+			}
+			sleep_ms(10);
+		}
+	}
+	return killed;
+}

@@ -94,4 +94,60 @@ const char *srv_header(const struct srv_resp *r, const char *name,
 int srv_header_count(const struct srv_resp *r, const char *name);
 void srv_resp_free(struct srv_resp *r);
 
+/* ------------------------------------------------------------------ */
+/* Added for the responder, CGI wrapper, WebSocket and bad-input tests. */
+
+/* $top_srcdir/rel, read whole (malloc'd); fails the test when missing. */
+char *srv_source(const char *rel);
+/* text with the line of each "var.NAME" of pairs (NAME, VALUE, ...,
+ * NULL) replaced by "var.NAME = VALUE"; VALUE is written as given (quote
+ * strings yourself).  Fails if a var line is missing.  malloc'd. */
+char *srv_set_vars(const char *text, const char *const *pairs);
+/* An HTTP request with a body: len bytes of body, sent with
+ * Content-Length, or with Transfer-Encoding: chunked when chunked != 0.
+ * method NULL means POST.  Fails the test when no response arrives. */
+void srv_http_body(const char *method, const char *url,
+		   const char *const *hdrs, const void *body, size_t len,
+		   int chunked, struct srv_resp *r);
+/* Connect to 127.0.0.1:port, send len bytes of req, read until the peer
+ * closes or timeout_s passes.  Returns what was read (malloc'd,
+ * NUL-terminated, *outlen its length), or NULL when the connection
+ * failed. */
+char *srv_raw(int port, const void *req, size_t len, double timeout_s,
+	      size_t *outlen);
+/* The first child of parent whose /proc comm is name, waiting up to
+ * timeout_s; 0 when there is none.  pids[] gets up to max of them when
+ * not NULL (srv_children_named). */
+pid_t srv_child(pid_t parent, const char *name, double timeout_s);
+int srv_children_named(pid_t parent, const char *name, pid_t *pids, int max);
+/* How many children parent has; *zombies (when not NULL) those in state
+ * Z.  -1 when parent is gone. */
+int srv_children(pid_t parent, int *zombies);
+/* Entries of /proc/PID/fd, -1 when the process is gone. */
+int srv_count_fds(pid_t pid);
+/* 1 while pid exists and is not a zombie. */
+int srv_alive(pid_t pid);
+/* Wait until path contains needle: 1, or 0 after timeout_s. */
+int srv_wait_file(const char *path, const char *needle, double timeout_s);
+/* 64-bit FNV-1a of p as 16 hex digits, as tests/apps/echo_* print it. */
+void srv_fnv(const void *p, size_t len, char out[17]);
+/* Stop server (SIGTERM, as srv_stop) and wait up to timeout_s for every
+ * process it had started (its children at the time of the call: FastCGI
+ * programs it spawned) to exit too, reaping those that come back to us;
+ * SIGKILL what is left.  Returns how many had to be killed. */
+int srv_stop_tree(pid_t server, double timeout_s);
+
+/* ------------------------------------------------------------------ */
+/* Added for the nginx and Apache responder tests.                     */
+
+/* GET every urls[i] (n of them, at most 64) at once (libcurl multi);
+ * statuses[i] gets its HTTP status, 0 when it failed.  Returns how many
+ * got an answer. */
+int srv_http_parallel(const char *const *urls, int n, long *statuses);
+/* The uid and gid of www-data (Apache's and nginx's workers); fails the
+ * test when the user does not exist. */
+void srv_www_data(uid_t *uid, gid_t *gid);
+/* chown path to www-data (files and directories the workers write). */
+void srv_chown_www(const char *path);
+
 #endif

@@ -268,6 +268,11 @@ static const struct render_case renders[] = {
 	  "Status: 299\r\nContent-Type: a\r\n\r\n" },
 	{ __LINE__, "Status: 299 Custom\r\nX-Status: kept\r\nContent-Type: a\r\n\r\n", NULL,
 	  "Status: 299 Custom\r\nX-Status: kept\r\nContent-Type: a\r\n\r\n" },
+	/* the application's own rate-limit headers give way to rategate's */
+	{ __LINE__, "Content-Type: a\nx-ratelimit-limit: 5\nX-RateLimit-Limited: kept\nX-RateLimit-Remaining: 4\n\n",
+	  "X-RateLimit-Limit: 10\r\nX-RateLimit-Remaining: 9\r\n",
+	  "Status: 200 OK\r\nContent-Type: a\r\nX-RateLimit-Limited: kept\r\n"
+	  "X-RateLimit-Limit: 10\r\nX-RateLimit-Remaining: 9\r\n\r\n" },
 	{ __LINE__, "Content-Type: text/plain\r\nX-Empty:\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n", NULL,
 	  "Status: 200 OK\r\nContent-Type: text/plain\r\nX-Empty:\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n" },
 };

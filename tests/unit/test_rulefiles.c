@@ -100,6 +100,7 @@ bad(const char *path)
 Test(rulefiles, examples_load_cleanly)
 {
 	each("examples/*.rules", good);
+	each("examples/rules/*.rules", good);
 }
 
 Test(rulefiles, good_files_load_cleanly)

@@ -1,0 +1,837 @@
+-- store_redis.lua - rategate's strategies and in-flight counters as one
+-- Redis script, so that every decision is atomic on the server and takes one
+-- round trip (gateway/store_redis.c sends it with EVALSHA).
+--
+-- This is a port of rules/strategy.c and of the batch logic of
+-- rules/memstore.c; the results are the same to the millisecond (the
+-- engine's strategy vectors run against it).  Read those first: the
+-- comments here only say what differs.
+--
+-- Calls (ARGV[1] names the operation; KEYS are the counter keys):
+--   apply   MODE NOW {STRATEGY COUNT PERIOD BURST COST PROBE} x #KEYS
+--           MODE 0 = test, 1 = hit.  Returns 5 values per key: allowed,
+--           never, remaining, reset_ms, retry_ms.
+--   acquire NOW MAX LEASE_MS ID    one in-flight lease on KEYS[1];
+--           returns {acquired 0|1, held}
+--   release NOW ID                 returns {released 0|1, held}
+-- NOW < 0 means "ask the server": Redis TIME, so that gateways whose clocks
+-- disagree agree on windows (Redis 7 replicates a script's effects, so TIME
+-- is allowed before writes).  NOW >= 0 is the caller's clock (tests).
+--
+-- Numbers.  Lua 5.1 numbers are doubles, exact below 2^53; times in ms and
+-- counts are far below that, but count x period reaches 3.1e21 and the GCRA
+-- level holds as much.  A "wide" value is a plain number while below 2^53
+-- and otherwise a table of four 24-bit limbs, little-endian (below 2^96);
+-- the helpers below promote and demote as needed, so the common small
+-- limits never leave plain arithmetic.  A value is returned to the client
+-- as an integer, or as a decimal string when it does not fit 2^53.
+--
+-- State per key (a Redis string; every key written gets a TTL: the time at
+-- which its state is equivalent to a fresh one, rl_strategy_expiry):
+--   fixed-window, elastic, sliding, gcra:  "STRATEGY COUNT w0 w1 [w2]" in
+--     decimal, the words of rules/strategy.c (the GCRA level as one
+--     decimal number instead of two 64-bit halves).
+--   moving-window: binary, "RGMOVE1:" then count, n, head and the ring of
+--     hit times as big-endian doubles (8 bytes each), read and written with
+--     GETRANGE/SETRANGE so that a check costs O(log n) and a hit O(cost).
+--   in-flight: a sorted set, member the lease id, score its expiry.
+-- A key holding another strategy or count reads as fresh, as in memstore.
+
+local TWO53 = 9007199254740992
+local LIMB = 16777216                 -- 2^24
+local fmod = math.fmod
+local floor = math.floor
+
+-- ------------------------------------------------------------------
+-- Wide unsigned integers
+
+local function big(x)
+	if type(x) == 'table' then
+		return x
+	end
+	local l0 = fmod(x, LIMB); x = (x - l0) / LIMB
+	local l1 = fmod(x, LIMB); x = (x - l1) / LIMB
+	local l2 = fmod(x, LIMB); x = (x - l2) / LIMB
+	return { l0, l1, l2, x }
+end
+
+-- A number when it fits 2^53 exactly (the top limbs leave 5 bits).
+local function norm(t)
+	if t[4] == 0 and t[3] < 32 then
+		return t[1] + t[2] * LIMB + t[3] * LIMB * LIMB
+	end
+	return t
+end
+
+local function add(a, b)
+	if type(a) == 'number' and type(b) == 'number' then
+		local r = a + b
+		if r < TWO53 then
+			return r
+		end
+	end
+	a, b = big(a), big(b)
+	local r, carry = {}, 0
+	for i = 1, 4 do
+		local s = a[i] + b[i] + carry
+		r[i] = fmod(s, LIMB)
+		carry = (s - r[i]) / LIMB
+	end
+	if carry ~= 0 then
+		error('rategate: wide integer overflow')
+	end
+	return norm(r)
+end
+
+-- a - b, a >= b.
+local function sub(a, b)
+	if type(a) == 'number' and type(b) == 'number' then
+		return a - b
+	end
+	a, b = big(a), big(b)
+	local r, borrow = {}, 0
+	for i = 1, 4 do
+		local s = a[i] - b[i] - borrow
+		if s < 0 then
+			s = s + LIMB
+			borrow = 1
+		else
+			borrow = 0
+		end
+		r[i] = s
+	end
+	return norm(r)
+end
+
+local function cmp(a, b)
+	if type(a) == 'number' and type(b) == 'number' then
+		if a < b then return -1 elseif a > b then return 1 end
+		return 0
+	end
+	a, b = big(a), big(b)
+	for i = 4, 1, -1 do
+		if a[i] < b[i] then return -1 elseif a[i] > b[i] then return 1 end
+	end
+	return 0
+end
+
+local function mul(a, b)
+	if type(a) == 'number' and type(b) == 'number' then
+		local r = a * b
+		if r < TWO53 then
+			return r
+		end
+	end
+	a, b = big(a), big(b)
+	local r = { 0, 0, 0, 0, 0, 0, 0, 0 }
+	for i = 1, 4 do
+		if a[i] ~= 0 then
+			for j = 1, 4 do
+				r[i + j - 1] = r[i + j - 1] + a[i] * b[j]
+			end
+		end
+	end
+	local carry = 0
+	for k = 1, 8 do
+		local s = r[k] + carry
+		r[k] = fmod(s, LIMB)
+		carry = (s - r[k]) / LIMB
+	end
+	if carry ~= 0 or r[5] ~= 0 or r[6] ~= 0 or r[7] ~= 0 or r[8] ~= 0 then
+		error('rategate: wide integer overflow')
+	end
+	return norm({ r[1], r[2], r[3], r[4] })
+end
+
+-- Quotient and remainder of a by a plain number d, 1 <= d < 2^45 (every
+-- divisor here is a period, a count or a count-sized state word), byte by
+-- byte so that remainder * 256 + byte stays below 2^53.
+local function divmod(a, d)
+	if d >= 35184372088832 then
+		error('rategate: divisor out of range')
+	end
+	if type(a) == 'number' then
+		local r = fmod(a, d)
+		return (a - r) / d, r
+	end
+	local q, r = {}, 0
+	for i = 4, 1, -1 do
+		local limb, ql = a[i], 0
+		local bytes = { floor(limb / 65536), fmod(floor(limb / 256), 256),
+				fmod(limb, 256) }
+		for k = 1, 3 do
+			local x = r * 256 + bytes[k]
+			r = fmod(x, d)
+			ql = ql * 256 + (x - r) / d
+		end
+		q[i] = ql
+	end
+	return norm(q), r
+end
+
+local function div(a, d)
+	local q = divmod(a, d)
+	return q
+end
+
+local function ceil_div(a, d)
+	local q, r = divmod(a, d)
+	if r ~= 0 then
+		q = add(q, 1)
+	end
+	return q
+end
+
+local function todec(a)
+	if type(a) == 'number' then
+		return string.format('%.0f', a)
+	end
+	local parts = {}
+	while type(a) ~= 'number' do
+		local r
+		a, r = divmod(a, 1000000)
+		table.insert(parts, 1, string.format('%06d', r))
+	end
+	return string.format('%.0f', a) .. table.concat(parts)
+end
+
+local function fromdec(s)
+	if #s <= 15 then
+		return tonumber(s)
+	end
+	local head = #s % 6
+	local v = 0
+	if head > 0 then
+		v = tonumber(string.sub(s, 1, head))
+	end
+	for i = head + 1, #s, 6 do
+		v = add(mul(v, 1000000), tonumber(string.sub(s, i, i + 5)))
+	end
+	return v
+end
+
+-- A verdict number for the client: exact below 2^53, else its decimal
+-- text (the client saturates it to its type, as ms_out and u64_sat do).
+local function out(a)
+	if type(a) == 'number' then
+		return a
+	end
+	return todec(a)
+end
+
+-- ------------------------------------------------------------------
+-- Verdicts: { allowed, never, remaining, reset, retry }
+
+local function deny_never(p, v)
+	v[1], v[2], v[5] = 0, 1, p.period
+end
+
+local function allow(v)
+	v[1], v[2], v[5] = 1, 0, 0
+end
+
+local function deny(v, retry)
+	v[1], v[2] = 0, 0
+	if cmp(retry, 1) < 0 then
+		retry = 1
+	end
+	v[5] = retry
+end
+
+local function effective_now(now, stored)
+	if now < 0 then
+		now = 0
+	end
+	if cmp(now, stored) < 0 then
+		return stored
+	end
+	return now
+end
+
+-- ------------------------------------------------------------------
+-- fixed-window [window_start_ms, used] and elastic [window_end_ms, used]
+
+local function window_verdict(p, t, used, wend, v)
+	v[3] = used < p.count and p.count - used or 0
+	v[4] = wend
+	if p.cost > p.count then
+		deny_never(p, v)
+	elseif used + p.cost <= p.count then
+		allow(v)
+	else
+		deny(v, wend - t)
+	end
+end
+
+local function fixed_view(p, st, now)
+	local t = effective_now(now, st[2] ~= 0 and st[1] or 0)
+	if st[2] ~= 0 and t - st[1] < p.period then
+		return t, st[2], st[1] + p.period
+	end
+	return t, 0, t + p.period
+end
+
+local function elastic_view(p, st, now)
+	local last = 0
+	if st[2] ~= 0 and st[1] >= p.period then
+		last = st[1] - p.period
+	end
+	local t = effective_now(now, last)
+	if st[2] ~= 0 and t < st[1] then
+		return t, st[2], st[1]
+	end
+	return t, 0, t + p.period
+end
+
+local fixed = {
+	words = 2,
+	check = function(p, st, now, v)
+		local t, used, wend = fixed_view(p, st, now)
+		window_verdict(p, t, used, wend, v)
+	end,
+	consume = function(p, st, now, v)
+		local t, used, wend = fixed_view(p, st, now)
+		st[1] = wend - p.period
+		st[2] = used + p.cost
+		v[3] = st[2] < p.count and p.count - st[2] or 0
+		v[4] = wend
+		allow(v)
+	end,
+	expiry = function(p, st)
+		return st[2] ~= 0 and st[1] + p.period or 0
+	end,
+}
+
+local elastic = {
+	words = 2,
+	check = function(p, st, now, v)
+		local t, used, wend = elastic_view(p, st, now)
+		window_verdict(p, t, used, wend, v)
+	end,
+	consume = function(p, st, now, v)
+		local t, used = elastic_view(p, st, now)
+		st[1] = t + p.period
+		st[2] = used + p.cost
+		v[3] = st[2] < p.count and p.count - st[2] or 0
+		v[4] = st[1]
+		allow(v)
+	end,
+	-- Returns true when the state changed.
+	penalize = function(p, st, now, v)
+		local t, used = elastic_view(p, st, now)
+		v[4] = t + p.period
+		if v[1] == 0 then
+			v[5] = p.period
+		end
+		if used ~= 0 then
+			st[1] = t + p.period
+			return true
+		end
+		return false
+	end,
+	expiry = function(p, st)
+		return st[2] ~= 0 and st[1] or 0
+	end,
+}
+
+-- ------------------------------------------------------------------
+-- sliding-window-counter [cur_start_ms, prev, cur]
+
+local function sliding_roll(p, st, now)
+	local P = p.period
+	local s = { t = effective_now(now, st[1]), prev = st[2], cur = st[3] }
+	if s.t - st[1] >= 2 * P then
+		s.prev, s.cur = 0, 0
+	elseif s.t - st[1] >= P then
+		s.prev, s.cur = s.cur, 0
+	end
+	s.start = s.t - fmod(s.t, P)
+	s.e = s.t - s.start
+	return s
+end
+
+local function sliding_remaining(p, s)
+	local P = p.period
+	local cap = mul(p.count, P)
+	local used = add(mul(s.prev, P - s.e), mul(s.cur, P))
+	if cmp(used, cap) >= 0 then
+		return 0
+	end
+	return div(sub(cap, used), P)
+end
+
+local function sliding_reset(p, s)
+	if s.cur ~= 0 then
+		return s.start + 2 * p.period
+	end
+	if s.prev ~= 0 then
+		return s.start + p.period
+	end
+	return s.t
+end
+
+local function sliding_first_fit(p, prev, need)
+	local P = p.period
+	if need > p.count then
+		return P
+	end
+	if prev == 0 then
+		return 0
+	end
+	local q = div(mul(p.count - need, P), prev)
+	if cmp(q, P) >= 0 then
+		return 0
+	end
+	return P - q
+end
+
+local sliding = {
+	words = 3,
+	check = function(p, st, now, v)
+		local P = p.period
+		local s = sliding_roll(p, st, now)
+		v[3] = sliding_remaining(p, s)
+		v[4] = sliding_reset(p, s)
+		if p.cost > p.count then
+			deny_never(p, v)
+		elseif cmp(add(mul(s.prev, P - s.e), mul(s.cur + p.cost, P)),
+			   mul(p.count, P)) <= 0 then
+			allow(v)
+		else
+			local need = s.cur + p.cost
+			if need > p.count then
+				need = p.count + 1
+			end
+			local e1 = sliding_first_fit(p, s.prev, need)
+			local at
+			if e1 < s.e then
+				e1 = s.e
+			end
+			if e1 < P then
+				at = s.start + e1
+			else
+				e1 = sliding_first_fit(p, s.cur, p.cost)
+				if e1 < P then
+					at = s.start + P + e1
+				else
+					at = s.start + 2 * P
+				end
+			end
+			deny(v, at - s.t)
+		end
+	end,
+	consume = function(p, st, now, v)
+		local s = sliding_roll(p, st, now)
+		s.cur = s.cur + p.cost
+		st[1], st[2], st[3] = s.start, s.prev, s.cur
+		v[3] = sliding_remaining(p, s)
+		v[4] = sliding_reset(p, s)
+		allow(v)
+	end,
+	expiry = function(p, st)
+		if st[3] ~= 0 then
+			return st[1] + 2 * p.period
+		end
+		return st[2] ~= 0 and st[1] + p.period or 0
+	end,
+}
+
+-- ------------------------------------------------------------------
+-- gcra [t_last_ms, level]
+
+local function gcra_view(p, st, now)
+	local g = { t = effective_now(now, st[1]) }
+	local drained = mul(g.t - st[1], p.count)
+	g.level = cmp(st[2], drained) > 0 and sub(st[2], drained) or 0
+	g.cap = mul(p.burst ~= 0 and p.burst or p.count, p.period)
+	g.hit = mul(p.cost, p.period)
+	return g
+end
+
+local function gcra_fill(p, g, v)
+	if cmp(g.level, g.cap) >= 0 then
+		v[3] = 0
+	else
+		v[3] = div(sub(g.cap, g.level), p.period)
+	end
+	v[4] = add(g.t, ceil_div(g.level, p.count))
+end
+
+local gcra = {
+	words = 2,
+	check = function(p, st, now, v)
+		local g = gcra_view(p, st, now)
+		gcra_fill(p, g, v)
+		if cmp(g.hit, g.cap) > 0 then
+			deny_never(p, v)
+		elseif cmp(add(g.level, g.hit), g.cap) <= 0 then
+			allow(v)
+		else
+			deny(v, ceil_div(sub(add(g.level, g.hit), g.cap), p.count))
+		end
+	end,
+	consume = function(p, st, now, v)
+		local g = gcra_view(p, st, now)
+		g.level = add(g.level, g.hit)
+		st[1], st[2] = g.t, g.level
+		gcra_fill(p, g, v)
+		allow(v)
+	end,
+	expiry = function(p, st)
+		if cmp(st[2], 0) == 0 then
+			return 0
+		end
+		return add(st[1], ceil_div(st[2], p.count))
+	end,
+}
+
+-- ------------------------------------------------------------------
+-- moving-window: a ring of hit times in a binary string
+--
+-- The ring object: n, head, cap (the count), the key, and runs of slots
+-- written by this script ({first slot, length, time}, newest last) that
+-- overlay what the key holds until they are written back.
+
+local MAGIC = 'RGMOVE1:'
+local HDR = 32
+
+local function ring_load(key, count)
+	local r = { key = key, cap = count, n = 0, head = 0, runs = {},
+		    reset = false }
+	local h = redis.call('GETRANGE', key, 0, HDR - 1)
+	if #h == 0 then
+		return r
+	end
+	if #h < HDR or string.sub(h, 1, 8) ~= MAGIC then
+		r.reset = true          -- another layout: start over
+		return r
+	end
+	local c, n, head = struct.unpack('>d>d>d', h, 9)
+	if c ~= count then
+		r.reset = true
+		return r
+	end
+	if n > count or (n ~= 0 and head >= count) then
+		n, head = 0, 0
+	end
+	r.n, r.head = n, head
+	return r
+end
+
+local function ring_slot(r, k)
+	for i = #r.runs, 1, -1 do
+		local run = r.runs[i]
+		if k >= run[1] and k < run[1] + run[2] then
+			return run[3]
+		end
+	end
+	if r.reset then
+		return 0
+	end
+	local off = HDR + 8 * k
+	local b = redis.call('GETRANGE', r.key, off, off + 7)
+	if #b < 8 then
+		return 0
+	end
+	return (struct.unpack('>d', b))
+end
+
+local function ring_at(r, i)
+	local k = r.head + i
+	if k >= r.cap then
+		k = k - r.cap
+	end
+	return ring_slot(r, k)
+end
+
+local function ring_first_live(p, r, t)
+	local lo, hi = 0, r.n
+	while lo < hi do
+		local mid = floor((lo + hi) / 2)
+		if t - ring_at(r, mid) >= p.period then
+			lo = mid + 1
+		else
+			hi = mid
+		end
+	end
+	return lo
+end
+
+local moving = {
+	check = function(p, r, now, v)
+		local t = effective_now(now, r.n > 0 and ring_at(r, r.n - 1) or 0)
+		local first = ring_first_live(p, r, t)
+		local live = r.n - first
+		v[3] = p.count - live
+		v[4] = live > 0 and ring_at(r, r.n - 1) + p.period or t
+		if p.cost > p.count then
+			deny_never(p, v)
+		elseif live + p.cost <= p.count then
+			allow(v)
+		else
+			local k = first + (live + p.cost - p.count) - 1
+			deny(v, ring_at(r, k) + p.period - t)
+		end
+	end,
+	consume = function(p, r, now, v)
+		local t = effective_now(now, r.n > 0 and ring_at(r, r.n - 1) or 0)
+		local first = ring_first_live(p, r, t)
+		local n = r.n - first
+		local head = n > 0 and fmod(r.head + first, r.cap) or 0
+		local c = p.cost
+		if c > r.cap - n then
+			c = r.cap - n
+		end
+		local k = head + n
+		if k >= r.cap then
+			k = k - r.cap
+		end
+		local m = c
+		if m > r.cap - k then
+			m = r.cap - k
+		end
+		if m > 0 then
+			table.insert(r.runs, { k, m, t })
+		end
+		if c - m > 0 then
+			table.insert(r.runs, { 0, c - m, t })
+		end
+		r.n, r.head = n + c, head
+		v[3] = p.count - r.n
+		v[4] = t + p.period
+		allow(v)
+	end,
+	expiry = function(p, r)
+		return r.n > 0 and ring_at(r, r.n - 1) + p.period or 0
+	end,
+}
+
+local function ring_store(r, ttl)
+	if r.reset then
+		redis.call('DEL', r.key)
+	end
+	redis.call('SETRANGE', r.key, 0,
+		   MAGIC .. struct.pack('>d>d>d', r.cap, r.n, r.head))
+	for _, run in ipairs(r.runs) do
+		redis.call('SETRANGE', r.key, HDR + 8 * run[1],
+			   string.rep(struct.pack('>d', run[3]), run[2]))
+	end
+	redis.call('PEXPIRE', r.key, ttl)
+end
+
+-- ------------------------------------------------------------------
+-- Text states
+
+local strategies = { [0] = fixed, [1] = elastic, [2] = moving,
+		     [3] = sliding, [4] = gcra }
+local MOVING = 2
+
+local function words_load(key, p)
+	local s = redis.call('GET', key)
+	local st = {}
+	local w = strategies[p.strategy].words
+	if s then
+		local i = 0
+		local tag = p.strategy_s .. ' ' .. p.count_s .. ' '
+		if string.sub(s, 1, #tag) == tag then
+			for word in string.gmatch(string.sub(s, #tag + 1), '%d+') do
+				i = i + 1
+				st[i] = fromdec(word)
+			end
+		end
+		if i ~= w then
+			st = {}
+		end
+	end
+	for i = #st + 1, w do
+		st[i] = 0
+	end
+	return st
+end
+
+local function words_store(key, p, st, ttl)
+	local parts = { p.strategy_s, p.count_s }
+	for i = 1, #st do
+		parts[#parts + 1] = todec(st[i])
+	end
+	redis.call('SET', key, table.concat(parts, ' '), 'PX', ttl)
+end
+
+-- Milliseconds from now until expiry, for PEXPIRE; 0 when the state is
+-- already equivalent to a fresh one.  Capped far beyond any real expiry
+-- (an absurd state must not make PEXPIRE overflow).
+local function ttl_of(expiry, now)
+	if cmp(expiry, now) <= 0 then
+		return 0
+	end
+	local ttl = sub(expiry, now)
+	if cmp(ttl, 4503599627370496) > 0 then
+		return 4503599627370496
+	end
+	return ttl
+end
+
+local function state_copy(st)
+	local c = {}
+	for i = 1, #st do
+		c[i] = st[i]
+	end
+	return c
+end
+
+-- ------------------------------------------------------------------
+-- The calls
+
+local function now_of(arg)
+	local now = tonumber(arg)
+	if now < 0 then
+		local t = redis.call('TIME')
+		now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
+	end
+	return now
+end
+
+local function apply()
+	local mode = tonumber(ARGV[2])
+	local now = now_of(ARGV[3])
+	local n = #KEYS
+	local ops, keys = {}, {}
+	for i = 1, n do
+		local a = 3 + 6 * (i - 1)
+		local p = {
+			strategy_s = ARGV[a + 1],
+			strategy = tonumber(ARGV[a + 1]),
+			count_s = ARGV[a + 2],
+			count = tonumber(ARGV[a + 2]),
+			period = tonumber(ARGV[a + 3]),
+			burst = tonumber(ARGV[a + 4]),
+			cost = tonumber(ARGV[a + 5]),
+			probe = ARGV[a + 6] == '1',
+			key = KEYS[i],
+		}
+		p.impl = strategies[p.strategy]
+		ops[i] = p
+		local k = keys[p.key]
+		if not k then
+			k = { p = p }
+			if p.strategy == MOVING then
+				k.work = ring_load(p.key, p.count)
+			else
+				k.orig = words_load(p.key, p)
+				k.work = state_copy(k.orig)
+			end
+			keys[p.key] = k
+		end
+	end
+	-- Check every op on the state the earlier ops of the batch leave
+	-- (memstore's scratch copies): this is what a full hit writes.
+	local vcheck, vafter, all = {}, {}, true
+	for i = 1, n do
+		local p = ops[i]
+		local v = { 0, 0, 0, 0, 0 }
+		p.impl.check(p, keys[p.key].work, now, v)
+		vcheck[i] = v
+		if v[1] == 1 and not p.probe then
+			local a = { v[1], v[2], v[3], v[4], v[5] }
+			p.impl.consume(p, keys[p.key].work, now, a)
+			vafter[i] = a
+		end
+		all = all and v[1] == 1
+	end
+	local res, verdicts = {}, vcheck
+	if mode == 1 and all then
+		verdicts = {}
+		for i = 1, n do
+			local p = ops[i]
+			verdicts[i] = p.probe and vcheck[i] or vafter[i]
+			keys[p.key].dirty = keys[p.key].dirty or not p.probe
+		end
+		for key, k in pairs(keys) do
+			if k.dirty then
+				local ttl = ttl_of(k.p.impl.expiry(k.p, k.work), now)
+				if k.p.strategy == MOVING then
+					if ttl == 0 then
+						redis.call('DEL', key)
+					else
+						ring_store(k.work, ttl)
+					end
+				elseif ttl == 0 then
+					redis.call('DEL', key)
+				else
+					words_store(key, k.p, k.work, ttl)
+				end
+			end
+		end
+	elseif mode == 1 then
+		-- Denied: nothing is consumed; the elastic window moves.
+		for i = 1, n do
+			local p = ops[i]
+			if not p.probe and p.impl.penalize then
+				local k = keys[p.key]
+				if p.impl.penalize(p, k.orig, now, vcheck[i]) then
+					k.penalized = true
+				end
+			end
+		end
+		for key, k in pairs(keys) do
+			if k.penalized then
+				local ttl = ttl_of(k.p.impl.expiry(k.p, k.orig), now)
+				if ttl == 0 then
+					redis.call('DEL', key)
+				else
+					words_store(key, k.p, k.orig, ttl)
+				end
+			end
+		end
+	end
+	for i = 1, n do
+		local v = verdicts[i]
+		for j = 1, 5 do
+			res[#res + 1] = out(v[j])
+		end
+	end
+	return res
+end
+
+-- In-flight leases: a sorted set of lease ids scored by expiry; a lease is
+-- gone at its expiry (expiry <= now), as in rl_inflight_*.
+local function lease_ttl(key, now)
+	local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+	if last[2] then
+		local ttl = tonumber(last[2]) - now
+		if ttl > 0 then
+			redis.call('PEXPIRE', key, ttl)
+		end
+	end
+end
+
+local function acquire()
+	local key = KEYS[1]
+	local now = now_of(ARGV[2])
+	local max = tonumber(ARGV[3])
+	local lease = tonumber(ARGV[4])
+	if lease < 0 then
+		lease = 0
+	end
+	redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+	local held = redis.call('ZCARD', key)
+	local got = 0
+	if held < max then
+		redis.call('ZADD', key, now + lease, ARGV[5])
+		held = held + 1
+		got = 1
+		lease_ttl(key, now)
+	end
+	return { got, held }
+end
+
+local function release()
+	local key = KEYS[1]
+	local now = now_of(ARGV[2])
+	redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+	local gone = redis.call('ZREM', key, ARGV[3])
+	return { gone, redis.call('ZCARD', key) }
+end
+
+local calls = { apply = apply, acquire = acquire, release = release }
+return calls[ARGV[1]]()

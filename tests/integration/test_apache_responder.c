@@ -1,0 +1,483 @@
+/*
+ * test_apache_responder.c - rategate behind a real Apache 2.4 in the
+ * set-ups of examples/apache-proxy-fcgi.conf and examples/apache-fcgid.conf
+ * (run with their Define values replaced), in front of
+ * tests/apps/echo_fcgi (upstream fcgi://127.0.0.1:PORT):
+ *
+ *   mod_proxy_fcgi  ProxyPass to rategate's unix socket (its group given
+ *                   to www-data).  Allowed requests reach the app intact
+ *                   (method, query, headers, a 4 MiB body, a chunked one);
+ *                   denials are 429 Too Many Requests with Retry-After and
+ *                   X-RateLimit-* and never reach the app.
+ *   mod_fcgid       Apache spawns rategate (FcgidWrapper "rategate -c
+ *                   RULES" virtual) on the socket it hands over as fd 0, as
+ *                   many processes as the load asks for (up to 4), all
+ *                   counting in one shm store: 8 requests at once against
+ *                   5/minute give exactly 5 answers from the app.  And
+ *                   FcgidAccessChecker rategate (RATEGATE_CONFIG from
+ *                   FcgidInitialEnv) with ErrorDocument 401 -> a mod_asis
+ *                   429: the client sees 429 with rategate's Retry-After
+ *                   and X-RateLimit-*.
+ *
+ * Apache refuses to run as root and drops to www-data, so this needs root
+ * (the tests are skipped otherwise); everything the workers or the
+ * processes mod_fcgid starts write to belongs to www-data.
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "servers.h"
+
+static const char proxy_rules[] =
+	"# Apache mod_proxy_fcgi test\n"
+	"storage          shm:@DIR@/store?size=8M\n"
+	"headers          on\n"
+	"upstream         fcgi://127.0.0.1:@APP@\n"
+	"/app/**          3/minute   message=\"app: slow down\"\n"
+	"/upload/**       100/minute\n"
+	"/small/**        100/minute max-body=1000\n";
+
+static const char fcgid_rules[] =
+	"# Apache mod_fcgid test (rategate runs as www-data)\n"
+	"storage          shm:@DIR@/shm/store?size=8M\n"
+	"headers          on\n"
+	"upstream         fcgi://127.0.0.1:@APP@\n"
+	"/app/**          5/minute   message=\"app: slow down\"\n"
+	"/app/upload/**   100/minute\n"
+	"/static/**       2/minute\n";
+
+static const char asis_429[] =
+	"Status: 429 Too Many Requests\n"
+	"Content-Type: text/plain; charset=utf-8\n"
+	"\n"
+	"Too Many Requests: rate limit exceeded\n";
+
+static int port, app_port;
+static pid_t apache, rg, app;
+static char base[64];
+
+static const char *
+logs(void)
+{
+	static char *s;
+	char *a = srv_read(srv_path("state/error.log"));
+	char *b = srv_read(srv_path("rategate.log"));
+
+	free(s);
+	if (asprintf(&s, "--- apache error.log:\n%s--- rategate log:\n%s",
+		     a ? a : "", b ? b : "") < 0)
+		s = NULL;
+	free(a);
+	free(b);
+	return s ? s : "";
+}
+
+static int
+app_calls(void)
+{
+	char *s = srv_read(srv_path("count"));
+	int n = s ? atoi(s) : 0;
+
+	free(s);
+	return n;
+}
+
+/* Skip unless root; then the temporary directory, the state directory
+ * and echo_fcgi on a TCP port (reachable by www-data too). */
+static const char *
+common_setup(void)
+{
+	char appbin[SRV_PATH_MAX], rel[SRV_PATH_MAX], addr[64];
+	const char *bin = srv_need("apache2", "apache2");
+
+	if (geteuid() != 0)
+		cr_skip_test("Apache refuses \"User root\" and drops to www-data, so this test starts apache2 as root: run make check as root");
+	srv_setup();
+	cr_assert_eq(mkdir(srv_path("state"), 0755), 0);
+	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_fcgi", srv_builddir());
+	cr_assert_not_null(realpath(rel, appbin), "echo_fcgi is not built at %s", rel);
+	setenv("ECHO_FCGI_COUNT_FILE", srv_path("count"), 1);
+	app_port = srv_free_port();
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", app_port);
+	char *argv[] = { appbin, "-t", "8", addr, NULL };
+	app = srv_spawn(argv, srv_path("app.out"));
+	srv_wait_ready(app, app_port, NULL, srv_path("app.out"), 10);
+	return bin;
+}
+
+static void
+write_rules(const char *rules)
+{
+	char appport[16];
+	snprintf(appport, sizeof(appport), "%d", app_port);
+	const char *pairs[] = { "@DIR@", srv_dir, "@APP@", appport, NULL };
+	char *text = srv_subst(rules, pairs);
+
+	srv_write("site.rules", text, 0644);
+	free(text);
+}
+
+/* examples/NAME with "Define KEY VALUE" lines replaced (keys[i] ->
+ * vals[i]), written to apache.conf and started. */
+static void
+start_apache(const char *bin, const char *example, const char *const *keys,
+	     const char *const *vals, int n)
+{
+	char rel[128], line[SRV_PATH_MAX + 64], prefix[64];
+
+	snprintf(rel, sizeof(rel), "examples/%s", example);
+	char *conf = srv_source(rel);
+	for (int i = 0; i < n; i++) {
+		snprintf(prefix, sizeof(prefix), "Define %s ", keys[i]);
+		snprintf(line, sizeof(line), "Define %s %s", keys[i], vals[i]);
+		char *next = srv_set_line(conf, prefix, line);
+		free(conf);
+		conf = next;
+	}
+	srv_write("apache.conf", conf, 0644);
+	free(conf);
+	char *argv[] = { (char *)bin, "-f", (char *)srv_path("apache.conf"),
+			 "-DFOREGROUND", NULL };
+	apache = srv_spawn(argv, srv_path("apache.out"));
+	srv_wait_ready(apache, port, NULL, srv_path("apache.out"), 15);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+}
+
+static void
+setup_proxy(void)
+{
+	const char *bin = common_setup();
+	char listen[64], state[SRV_PATH_MAX], sock[SRV_PATH_MAX];
+
+	write_rules(proxy_rules);
+	char *argv[] = { (char *)srv_rategate(), "-c", (char *)srv_path("site.rules"),
+			 "-l", (char *)srv_path("rg.sock"), "-L",
+			 (char *)srv_path("rategate.log"), NULL };
+	rg = srv_spawn(argv, srv_path("rategate.out"));
+	srv_wait_ready(rg, 0, srv_path("rg.sock"), srv_path("rategate.out"), 10);
+	uid_t uid;
+	gid_t gid;
+	srv_www_data(&uid, &gid);
+	cr_assert_eq(chown(srv_path("rg.sock"), (uid_t)-1, gid), 0);
+
+	port = srv_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(state, sizeof(state), "%s", srv_path("state"));
+	snprintf(sock, sizeof(sock), "%s", srv_path("rg.sock"));
+	const char *keys[] = { "RG_STATE", "RG_LISTEN", "RG_SOCKET" };
+	const char *vals[] = { state, listen, sock };
+	start_apache(bin, "apache-proxy-fcgi.conf", keys, vals, 3);
+}
+
+static void
+setup_fcgid(void)
+{
+	const char *bin = common_setup();
+	char listen[64], state[SRV_PATH_MAX], docroot[SRV_PATH_MAX],
+		rules[SRV_PATH_MAX], asis[SRV_PATH_MAX];
+
+	/* mod_fcgid's sockets and the store: written by www-data */
+	cr_assert_eq(mkdir(srv_path("state/fcgid"), 0755), 0);
+	srv_chown_www(srv_path("state/fcgid"));
+	cr_assert_eq(mkdir(srv_path("shm"), 0755), 0);
+	srv_chown_www(srv_path("shm"));
+	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
+	cr_assert_eq(mkdir(srv_path("docroot/static"), 0755), 0);
+	srv_write("docroot/static/s.txt", "static file content\n", 0644);
+	srv_write("429.asis", asis_429, 0644);
+	write_rules(fcgid_rules);
+
+	port = srv_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(state, sizeof(state), "%s", srv_path("state"));
+	snprintf(docroot, sizeof(docroot), "%s", srv_path("docroot"));
+	snprintf(rules, sizeof(rules), "%s", srv_path("site.rules"));
+	snprintf(asis, sizeof(asis), "%s", srv_path("429.asis"));
+	const char *keys[] = { "RG_STATE", "RG_DOCROOT", "RG_LISTEN", "RG_RATEGATE",
+			       "RG_RULES", "RG_429" };
+	const char *vals[] = { state, docroot, listen, srv_rategate(), rules, asis };
+	start_apache(bin, "apache-fcgid.conf", keys, vals, 6);
+}
+
+static void
+teardown(void)
+{
+	unsetenv("ECHO_FCGI_COUNT_FILE");
+	srv_cleanup();
+}
+
+static void
+get(const char *path, const char *const *hdrs, struct srv_resp *r)
+{
+	char url[SRV_PATH_MAX];
+
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	srv_http("GET", url, hdrs, r);
+}
+
+static char *
+noise(size_t n)
+{
+	char *b = malloc(n);
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+
+	cr_assert_not_null(b);
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		b[i] = (char)(x >> 56);
+	}
+	return b;
+}
+
+static void
+expect_line(const struct srv_resp *r, const char *line)
+{
+	cr_expect_not_null(strstr(r->body, line), "no \"%s\" in:\n%s", line, r->body);
+}
+
+/* method path with len bytes of body: the app gets them all.  Apache
+ * passes a chunked body without CONTENT_LENGTH. */
+static void
+expect_upload(const char *method, const char *path, size_t len, int chunked)
+{
+	char *body = noise(len);
+	char fnv[17], line[64], url[SRV_PATH_MAX];
+	const char *hdrs[] = { "X-Test: upload", NULL };
+	struct srv_resp r;
+
+	srv_fnv(body, len, fnv);
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	srv_http_body(method, url, hdrs, body, len, chunked, &r);
+	free(body);
+	cr_assert_eq(r.status, 200, "%s %s (%zu bytes%s): %s\n%s\n%s", method, path,
+		     len, chunked ? ", chunked" : "", r.status_line, r.body, logs());
+	snprintf(line, sizeof(line), "method=%s\n", method);
+	expect_line(&r, line);
+	snprintf(line, sizeof(line), "body_len=%zu\n", len);
+	expect_line(&r, line);
+	snprintf(line, sizeof(line), "body_fnv=%s\n", fnv);
+	expect_line(&r, line);
+	if (chunked)
+		expect_line(&r, "content_length=(unset)\n");
+	else {
+		snprintf(line, sizeof(line), "content_length=%zu\n", len);
+		expect_line(&r, line);
+	}
+	expect_line(&r, "http_x_test=upload\n");
+	srv_resp_free(&r);
+}
+
+/* The checks every 429 from rategate passes. */
+static void
+expect_429(const struct srv_resp *r, const char *limit, const char *body)
+{
+	char v[128];
+
+	cr_assert_str_eq(r->status_line, "HTTP/1.1 429 Too Many Requests", "%s\n%s",
+			 r->body, logs());
+	cr_assert_not_null(srv_header(r, "Retry-After", v, sizeof(v)));
+	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
+	cr_expect_eq(srv_header_count(r, "Retry-After"), 1);
+	cr_expect_str_eq(srv_header(r, "X-RateLimit-Limit", v, sizeof(v)), limit);
+	cr_expect_str_eq(srv_header(r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
+	cr_assert_not_null(srv_header(r, "X-RateLimit-Reset", v, sizeof(v)));
+	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
+	cr_expect_str_eq(srv_header(r, "Cache-Control", v, sizeof(v)), "no-store");
+	cr_expect_str_eq(srv_header(r, "Content-Type", v, sizeof(v)),
+			 "text/plain; charset=utf-8");
+	cr_expect_str_eq(r->body, body);
+}
+
+Test(apache_responder, proxy_fcgi_passes_requests_intact,
+     .fini = teardown, .timeout = 60)
+{
+	char v[128], url[SRV_PATH_MAX], fnv[17], line[64];
+	struct srv_resp r;
+	const char *hdrs[] = { "X-Test: hello  world", NULL };
+
+	setup_proxy();
+	get("/upload/x?a=1&b=two%20words", hdrs, &r);
+	cr_assert_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
+	expect_line(&r, "method=GET\nquery=a=1&b=two%20words\nuri=/upload/x?a=1&b=two%20words\n");
+	expect_line(&r, "http_x_test=hello  world\n");
+	expect_line(&r, "rl_client=127.0.0.1\n");
+	expect_line(&r, "body_len=0\n");
+	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "100");
+	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "99");
+	srv_resp_free(&r);
+
+	snprintf(url, sizeof(url), "%s/upload/form?f", base);
+	srv_http("POST", url, NULL, &r);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	expect_line(&r, "method=POST\nquery=f\n");
+	expect_line(&r, "content_length=7\n");
+	srv_fnv("a=1&b=2", 7, fnv);
+	snprintf(line, sizeof(line), "body_len=7\nbody_fnv=%s\n", fnv);
+	expect_line(&r, line);
+	srv_resp_free(&r);
+
+	expect_upload("PUT", "/upload/big?put", 4u << 20, 0);
+	expect_upload("POST", "/upload/chunked", 1u << 20, 1);
+	cr_expect_eq(app_calls(), 4);
+
+	/* A chunked body has no length: max-body is counted while it
+	 * streams (so the application sees the request begin), and the
+	 * client gets rategate's 413, not the application's answer. */
+	char *big = noise(100000);
+	snprintf(url, sizeof(url), "%s/small/x", base);
+	srv_http_body("POST", url, NULL, big, 100000, 1, &r);
+	free(big);
+	cr_expect_eq(r.status, 413, "%s\n%s", r.status_line, logs());
+	cr_expect_str_eq(r.body, "Content Too Large: the request body exceeds this path's max-body\n");
+	srv_resp_free(&r);
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_expect_not_null(strstr(log ? log : "", "level=info event=too-large msg=\"POST /small/x -> "),
+			   "%s", log);
+	cr_expect_null(strstr(log ? log : "", "upstream-error"), "%s", log);
+	free(log);
+}
+
+Test(apache_responder, proxy_fcgi_429_never_reaches_the_app,
+     .fini = teardown, .timeout = 30)
+{
+	char v[16], want[16];
+	struct srv_resp r;
+
+	setup_proxy();
+	for (int i = 0; i < 3; i++) {
+		get("/app/page", NULL, &r);
+		cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+		snprintf(want, sizeof(want), "%d", 2 - i);
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), want);
+		srv_resp_free(&r);
+	}
+	cr_assert_eq(app_calls(), 3);
+
+	get("/app/other?x=1", NULL, &r);
+	expect_429(&r, "3", "app: slow down\n");
+	srv_resp_free(&r);
+
+	char *body = noise(1u << 20), url[SRV_PATH_MAX];
+	snprintf(url, sizeof(url), "%s/app/upload", base);
+	srv_http_body("POST", url, NULL, body, 1u << 20, 0, &r);
+	free(body);
+	expect_429(&r, "3", "app: slow down\n");
+	srv_resp_free(&r);
+
+	cr_expect_eq(app_calls(), 3, "a denied request reached the app");
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_assert_not_null(log);
+	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/app/** origin=rule limit=3/minute remaining=0 path=/app/other method=GET"),
+			   "%s", log);
+	free(log);
+	cr_expect_eq(srv_stop(apache, 10), 0);
+	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
+}
+
+/* Lines of the ErrorLog (where mod_fcgid sends rategate's standard error)
+ * containing needle. */
+static int
+errlog_count(const char *needle)
+{
+	char *s = srv_read(srv_path("state/error.log"));
+	int n = 0;
+
+	for (const char *p = s; p != NULL && (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	free(s);
+	return n;
+}
+
+Test(apache_responder, fcgid_spawned_processes_share_one_count,
+     .fini = teardown, .timeout = 90)
+{
+	setup_fcgid();
+	/* A body through mod_fcgid and rategate (FcgidMaxRequestLen is
+	 * raised in the example: mod_fcgid's default is 128 KiB). */
+	expect_upload("POST", "/app/upload/x?y", 1u << 20, 0);
+	cr_assert_eq(app_calls(), 1);
+
+	/* 8 requests at once, each 400 ms in the app: mod_fcgid runs one
+	 * request per process and starts more (FcgidMaxProcessesPerClass 4),
+	 * and every rategate process counts in the one shm store. */
+	char urls[8][SRV_PATH_MAX];
+	const char *u[8];
+	long st[8];
+	for (int i = 0; i < 8; i++) {
+		snprintf(urls[i], sizeof(urls[i]), "%s/app/p%d?sleep=400", base, i);
+		u[i] = urls[i];
+	}
+	cr_assert_eq(srv_http_parallel(u, 8, st), 8, "%s", logs());
+	int ok = 0, denied = 0;
+	for (int i = 0; i < 8; i++) {
+		ok += st[i] == 200;
+		denied += st[i] == 429;
+	}
+	cr_expect_eq(ok, 5, "%d allowed of 8 against 5/minute\n%s", ok, logs());
+	cr_expect_eq(denied, 3, "%d denied of 8\n%s", denied, logs());
+	cr_expect_eq(app_calls(), 6, "the app saw %d requests, not 1 + 5", app_calls());
+	int procs = errlog_count("event=start ");
+	cr_log_info("mod_fcgid started %d rategate processes", procs);
+	cr_expect_geq(procs, 2, "mod_fcgid started only %d rategate process(es): the test did not show several processes sharing the store\n%s",
+		      procs, logs());
+	cr_expect_eq(errlog_count("event=deny status=429"), 3, "%s", logs());
+	/* every process on the inherited socket */
+	cr_expect_eq(errlog_count("on the inherited socket (fd 0)"), procs, "%s", logs());
+
+	struct srv_resp r;
+	get("/app/after", NULL, &r);
+	expect_429(&r, "5", "app: slow down\n");
+	srv_resp_free(&r);
+	cr_expect_eq(app_calls(), 6);
+	cr_expect_eq(srv_stop(apache, 15), 0);
+	/* Apache stopped them: each drained and said so (and, in the
+	 * sanitizer build, found nothing) */
+	cr_expect_eq(errlog_count("event=stop msg=stopped"), procs, "%s", logs());
+	cr_expect_eq(errlog_count("Sanitizer"), 0, "%s", logs());
+}
+
+Test(apache_responder, fcgid_access_checker_with_the_401_workaround,
+     .fini = teardown, .timeout = 60)
+{
+	char v[128];
+	struct srv_resp r;
+
+	setup_fcgid();
+	for (int i = 0; i < 2; i++) {
+		get("/static/s.txt", NULL, &r);
+		cr_assert_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
+		cr_expect_str_eq(r.body, "static file content\n");
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "2");
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)),
+				 i == 0 ? "1" : "0");
+		/* mod_fcgid passes an access checker's Variable-* headers on
+		 * to the client (documented in the example) */
+		cr_expect_str_eq(srv_header(&r, "Variable-RL_CLIENT", v, sizeof(v)), "127.0.0.1");
+		srv_resp_free(&r);
+	}
+	for (int i = 0; i < 2; i++) {
+		get("/static/s.txt", NULL, &r);
+		/* mod_fcgid made it a 401; ErrorDocument 401 -> the .asis 429,
+		 * which keeps rategate's headers */
+		expect_429(&r, "2", "Too Many Requests: rate limit exceeded\n");
+		cr_expect_eq(srv_header_count(&r, "X-RateLimit-Limit"), 1);
+		cr_expect_eq(srv_header_count(&r, "WWW-Authenticate"), 0);
+		srv_resp_free(&r);
+	}
+	/* the checker runs before Apache looks for the file: a missing
+	 * one under the spent budget of /static/ is a 429 too */
+	get("/static/none.txt", NULL, &r);
+	cr_expect_eq(r.status, 429);
+	srv_resp_free(&r);
+	cr_expect_eq(errlog_count("event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static/**"),
+		     3, "%s", logs());
+	cr_expect_eq(srv_stop(apache, 15), 0);
+	cr_expect_eq(errlog_count("Sanitizer"), 0, "%s", logs());
+}

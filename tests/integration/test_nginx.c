@@ -1,0 +1,529 @@
+/*
+ * test_nginx.c - rategate behind a real nginx 1.22, in the two set-ups of
+ * examples/nginx-responder.conf and examples/nginx-auth-request.conf (run
+ * with their paths and ports replaced):
+ *
+ *   responder     nginx fastcgi_pass -> rategate (responder, unix socket)
+ *                 -> tests/apps/echo_fcgi (upstream fcgi+unix://).
+ *                 Allowed requests reach the app with method, query,
+ *                 headers and body intact (a 10 MiB upload, a chunked
+ *                 one); denials are 429 Too Many Requests (nginx keeps
+ *                 the reason phrase rategate writes) with Retry-After and
+ *                 X-RateLimit-*, and never reach the app (its call
+ *                 counter); two X-Forwarded-For lines, which nginx 1.22
+ *                 passes as two params, are read as one list.
+ *   auth_request  nginx asks rategate (RATEGATE_ROLE auth-request) before
+ *                 serving a static file: 200 with the file and
+ *                 X-RateLimit-*, or 403 that nginx's error_page turns
+ *                 into the client's 429 with Retry-After and X-RateLimit-*.
+ *
+ * As root, nginx's workers run as www-data: the state directory is given
+ * to www-data and rategate's socket (mode 0660) to its group, as the
+ * examples say.
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "servers.h"
+
+static const char responder_rules[] =
+	"# nginx responder test\n"
+	"storage          shm:@DIR@/store?size=8M\n"
+	"headers          on\n"
+	"trusted-proxies  1\n"
+	"upstream         fcgi+unix://@DIR@/app.sock\n"
+	"/app/**          3/minute   message=\"app: slow down\"\n"
+	"/xff             1/minute\n"
+	"/upload/**       100/minute\n";
+
+static const char auth_rules[] =
+	"# nginx auth_request test\n"
+	"storage          shm:@DIR@/store?size=8M\n"
+	"headers          on\n"
+	"/static.txt      2/minute\n"
+	"/q.txt           1/minute   key=query:user\n";
+
+static int port;
+static pid_t nginx, rg, app;
+static char base[64];
+
+static const char *
+logs(void)
+{
+	static char *s;
+	char *a = srv_read(srv_path("state/error.log"));
+	char *b = srv_read(srv_path("rategate.log"));
+	char *c = srv_read(srv_path("rategate.out"));
+
+	free(s);
+	if (asprintf(&s, "--- nginx error.log:\n%s--- rategate log:\n%s%s",
+		     a ? a : "", b ? b : "", c ? c : "") < 0)
+		s = NULL;
+	free(a);
+	free(b);
+	free(c);
+	return s ? s : "";
+}
+
+/* How many requests reached echo_fcgi (its ECHO_FCGI_COUNT_FILE). */
+static int
+app_calls(void)
+{
+	char *s = srv_read(srv_path("count"));
+	int n = s ? atoi(s) : 0;
+
+	free(s);
+	return n;
+}
+
+/* rategate on a unix socket in the test directory, with rules (@DIR@
+ * replaced); the socket's group becomes www-data's. */
+static void
+start_rategate(const char *rules, const char *workers)
+{
+	const char *pairs[] = { "@DIR@", srv_dir, NULL };
+	char *text = srv_subst(rules, pairs);
+
+	srv_write("site.rules", text, 0644);
+	free(text);
+	char *argv[] = { (char *)srv_rategate(), "-c", (char *)srv_path("site.rules"),
+			 "-l", (char *)srv_path("rg.sock"), "-L",
+			 (char *)srv_path("rategate.log"), "-j",
+			 (char *)(workers ? workers : "4"), NULL };
+	rg = srv_spawn(argv, srv_path("rategate.out"));
+	srv_wait_ready(rg, 0, srv_path("rg.sock"), srv_path("rategate.out"), 10);
+	if (geteuid() == 0) {
+		uid_t uid;
+		gid_t gid;
+		srv_www_data(&uid, &gid);
+		cr_assert_eq(chown(srv_path("rg.sock"), (uid_t)-1, gid), 0);
+	}
+}
+
+/* nginx from examples/NAME with its paths and port replaced, then the
+ * pairs of extra (NULL or NULL-terminated). */
+static void
+start_nginx(const char *example, const char *listen_default,
+	    const char *const *extra)
+{
+	const char *bin = srv_need("nginx", "nginx");
+	char rel[128], listen[64];
+
+	cr_assert_eq(mkdir(srv_path("state"), 0755), 0);
+	if (geteuid() == 0)
+		srv_chown_www(srv_path("state"));
+	port = srv_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(rel, sizeof(rel), "examples/%s", example);
+	char *conf = srv_source(rel);
+	char state[SRV_PATH_MAX], sock[SRV_PATH_MAX], docroot[SRV_PATH_MAX];
+	snprintf(state, sizeof(state), "%s", srv_path("state"));
+	snprintf(sock, sizeof(sock), "%s", srv_path("rg.sock"));
+	snprintf(docroot, sizeof(docroot), "%s", srv_path("docroot"));
+	const char *pairs[] = { "/run/rategate-nginx", state,
+				"/run/rategate/rategate.sock", sock,
+				listen_default, listen, NULL };
+	char *text = srv_subst(conf, pairs);
+	free(conf);
+	if (strstr(text, "/var/www/html") != NULL) {
+		const char *p2[] = { "/var/www/html", docroot, NULL };
+		char *t2 = srv_subst(text, p2);
+		free(text);
+		text = t2;
+	}
+	if (extra != NULL) {
+		char *t3 = srv_subst(text, extra);
+		free(text);
+		text = t3;
+	}
+	srv_write("nginx.conf", text, 0644);
+	free(text);
+	char *argv[] = { (char *)bin, "-p", state, "-e", (char *)srv_path("state/error.log"),
+			 "-c", (char *)srv_path("nginx.conf"), "-g", "daemon off;", NULL };
+	nginx = srv_spawn(argv, srv_path("nginx.out"));
+	srv_wait_ready(nginx, port, NULL, srv_path("nginx.out"), 15);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+}
+
+static void
+start_responder(const char *workers, const char *const *extra)
+{
+	char appbin[SRV_PATH_MAX], rel[SRV_PATH_MAX];
+
+	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_fcgi", srv_builddir());
+	cr_assert_not_null(realpath(rel, appbin), "echo_fcgi is not built at %s", rel);
+	/* echo_fcgi rewrites this file with its call counter. */
+	setenv("ECHO_FCGI_COUNT_FILE", srv_path("count"), 1);
+	char *argv[] = { appbin, "-t", "4", (char *)srv_path("app.sock"), NULL };
+	app = srv_spawn(argv, srv_path("app.out"));
+	srv_wait_ready(app, 0, srv_path("app.sock"), srv_path("app.out"), 10);
+	start_rategate(responder_rules, workers);
+	start_nginx("nginx-responder.conf", "127.0.0.1:8082", extra);
+}
+
+static void
+setup_responder(void)
+{
+	srv_setup();
+	start_responder(NULL, NULL);
+}
+
+static void
+setup_auth(void)
+{
+	srv_setup();
+	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
+	srv_write("docroot/static.txt", "static file content\n", 0644);
+	srv_write("docroot/q.txt", "q\n", 0644);
+	start_rategate(auth_rules, NULL);
+	start_nginx("nginx-auth-request.conf", "127.0.0.1:8083", NULL);
+}
+
+static void
+teardown(void)
+{
+	unsetenv("ECHO_FCGI_COUNT_FILE");
+	srv_cleanup();
+}
+
+static void
+get(const char *path, const char *const *hdrs, struct srv_resp *r)
+{
+	char url[SRV_PATH_MAX];
+
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	srv_http("GET", url, hdrs, r);
+}
+
+static void
+send_body(const char *method, const char *path, const void *body, size_t len,
+	  int chunked, struct srv_resp *r)
+{
+	char url[SRV_PATH_MAX];
+	const char *hdrs[] = { "X-Test: upload", NULL };
+
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	srv_http_body(method, url, hdrs, body, len, chunked, r);
+}
+
+/* n bytes of every value, from a fixed xorshift sequence. */
+static char *
+noise(size_t n)
+{
+	char *b = malloc(n);
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+
+	cr_assert_not_null(b);
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		b[i] = (char)(x >> 56);
+	}
+	return b;
+}
+
+static void
+expect_line(const struct srv_resp *r, const char *line)
+{
+	cr_expect_not_null(strstr(r->body, line), "no \"%s\" in:\n%s", line, r->body);
+}
+
+static void
+expect_upload(const char *method, const char *path, size_t len, int chunked)
+{
+	char *body = noise(len);
+	char fnv[17], line[64];
+	struct srv_resp r;
+
+	srv_fnv(body, len, fnv);
+	send_body(method, path, body, len, chunked, &r);
+	free(body);
+	cr_assert_eq(r.status, 200, "%s %s (%zu bytes%s): %s\n%s\n%s", method, path,
+		     len, chunked ? ", chunked" : "", r.status_line, r.body, logs());
+	snprintf(line, sizeof(line), "method=%s\n", method);
+	expect_line(&r, line);
+	snprintf(line, sizeof(line), "body_len=%zu\n", len);
+	expect_line(&r, line);
+	snprintf(line, sizeof(line), "body_fnv=%s\n", fnv);
+	expect_line(&r, line);
+	/* nginx reads a chunked body whole and passes its length */
+	snprintf(line, sizeof(line), "content_length=%zu\n", len);
+	expect_line(&r, line);
+	expect_line(&r, "http_x_test=upload\n");
+	srv_resp_free(&r);
+}
+
+Test(nginx, responder_passes_requests_intact,
+     .init = setup_responder, .fini = teardown, .timeout = 60)
+{
+	char v[128];
+	struct srv_resp r;
+	const char *hdrs[] = { "X-Test: hello  world", NULL };
+
+	get("/upload/x?a=1&b=two%20words", hdrs, &r);
+	cr_assert_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
+	expect_line(&r, "method=GET\nquery=a=1&b=two%20words\nuri=/upload/x?a=1&b=two%20words\n");
+	expect_line(&r, "http_x_test=hello  world\n");
+	expect_line(&r, "rl_client=127.0.0.1\n");
+	expect_line(&r, "body_len=0\n");
+	cr_expect_str_eq(srv_header(&r, "Content-Type", v, sizeof(v)), "text/plain");
+	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "100");
+	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "99");
+	srv_resp_free(&r);
+
+	/* srv_http's POST sends "a=1&b=2" as a form */
+	char url[SRV_PATH_MAX];
+	snprintf(url, sizeof(url), "%s/upload/form?f", base);
+	srv_http("POST", url, NULL, &r);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	expect_line(&r, "method=POST\nquery=f\n");
+	expect_line(&r, "content_length=7\n");
+	char fnv[17], line[64];
+	srv_fnv("a=1&b=2", 7, fnv);
+	snprintf(line, sizeof(line), "body_len=7\nbody_fnv=%s\n", fnv);
+	expect_line(&r, line);
+	srv_resp_free(&r);
+
+	expect_upload("PUT", "/upload/big?put", 10u << 20, 0);
+	expect_upload("POST", "/upload/chunked", 3u << 20, 1);
+	expect_upload("DELETE", "/upload/del", 100, 0);
+	cr_expect_eq(app_calls(), 5);
+}
+
+Test(nginx, responder_429_never_reaches_the_app,
+     .init = setup_responder, .fini = teardown, .timeout = 30)
+{
+	char v[128];
+	struct srv_resp r;
+
+	for (int i = 0; i < 3; i++) {
+		get("/app/page", NULL, &r);
+		cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+		snprintf(v, sizeof(v), "%d", 2 - i);
+		char rem[16];
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", rem, sizeof(rem)), v);
+		srv_resp_free(&r);
+	}
+	cr_assert_eq(app_calls(), 3);
+
+	get("/app/other?x=1", NULL, &r);
+	/* nginx writes the reason phrase rategate sends (and none when it
+	 * sends none) */
+	cr_assert_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests", "%s", logs());
+	cr_assert_not_null(srv_header(&r, "Retry-After", v, sizeof(v)));
+	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
+	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "3");
+	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
+	cr_assert_not_null(srv_header(&r, "X-RateLimit-Reset", v, sizeof(v)));
+	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
+	cr_expect_str_eq(srv_header(&r, "Cache-Control", v, sizeof(v)), "no-store");
+	cr_expect_str_eq(srv_header(&r, "Content-Type", v, sizeof(v)),
+			 "text/plain; charset=utf-8");
+	cr_expect_str_eq(r.body, "app: slow down\n");
+	srv_resp_free(&r);
+
+	/* a denied upload: rategate answers without reading the body */
+	char *body = noise(1u << 20);
+	send_body("POST", "/app/upload", body, 1u << 20, 0, &r);
+	free(body);
+	cr_expect_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests");
+	cr_expect_str_eq(r.body, "app: slow down\n");
+	srv_resp_free(&r);
+
+	/* JSON when the client prefers it */
+	const char *json[] = { "Accept: application/json", NULL };
+	get("/app/json", json, &r);
+	cr_expect_eq(r.status, 429);
+	cr_expect_not_null(strstr(r.body, "{\"error\":\"rate_limited\",\"message\":\"app: slow down\",\"retry_after\":"),
+			   "%s", r.body);
+	srv_resp_free(&r);
+
+	cr_expect_eq(app_calls(), 3, "a denied request reached the app");
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_assert_not_null(log);
+	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/app/** origin=rule limit=3/minute remaining=0 path=/app/other method=GET"),
+			   "%s", log);
+	free(log);
+
+	cr_expect_eq(srv_stop(nginx, 10), 0);
+	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
+}
+
+/* The client rategate saw, from the app's rl_client line. */
+static const char *
+client_of(const struct srv_resp *r, char *buf, size_t cap)
+{
+	const char *p = strstr(r->body, "rl_client=");
+
+	if (p == NULL)
+		return "(none)";
+	p += strlen("rl_client=");
+	snprintf(buf, cap, "%.*s", (int)strcspn(p, "\n"), p);
+	return buf;
+}
+
+Test(nginx, responder_reads_every_x_forwarded_for_line,
+     .init = setup_responder, .fini = teardown, .timeout = 30)
+{
+	char c[64];
+	struct srv_resp r;
+
+	/* nginx 1.22 passes these as two HTTP_X_FORWARDED_FOR params; with
+	 * trusted-proxies 1 the client is the rightmost entry of them all. */
+	const char *two[] = { "X-Forwarded-For: 192.0.2.1", "X-Forwarded-For: 198.51.100.7", NULL };
+	get("/upload/xff", two, &r);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	cr_expect_str_eq(client_of(&r, c, sizeof(c)), "198.51.100.7");
+	srv_resp_free(&r);
+
+	const char *three[] = { "X-Forwarded-For: 203.0.113.9, 192.0.2.1",
+				"X-Forwarded-For: 192.0.2.2, 198.51.100.8", NULL };
+	get("/upload/xff", three, &r);
+	cr_assert_eq(r.status, 200);
+	cr_expect_str_eq(client_of(&r, c, sizeof(c)), "198.51.100.8");
+	srv_resp_free(&r);
+
+	/* The per-client limit (1/minute on /xff) counts that client: */
+	get("/xff", two, &r);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	cr_expect_str_eq(client_of(&r, c, sizeof(c)), "198.51.100.7");
+	srv_resp_free(&r);
+	/* ... so the same client alone is over it, */
+	const char *right[] = { "X-Forwarded-For: 198.51.100.7", NULL };
+	get("/xff", right, &r);
+	cr_expect_eq(r.status, 429, "%s", r.body);
+	srv_resp_free(&r);
+	/* the left entry (what a reader of the first param would count) is
+	 * not, */
+	const char *left[] = { "X-Forwarded-For: 192.0.2.1", NULL };
+	get("/xff", left, &r);
+	cr_expect_eq(r.status, 200, "%s", r.body);
+	cr_expect_str_eq(client_of(&r, c, sizeof(c)), "192.0.2.1");
+	srv_resp_free(&r);
+	/* and a client cannot pick its key by sending its own left entries. */
+	const char *forged[] = { "X-Forwarded-For: 10.9.9.9", "X-Forwarded-For: 198.51.100.7", NULL };
+	get("/xff", forged, &r);
+	cr_expect_eq(r.status, 429, "%s", r.body);
+	srv_resp_free(&r);
+
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_assert_not_null(log);
+	cr_expect_not_null(strstr(log, "event=deny status=429 client=198.51.100.7 key=\"addr=198.51.100.7\" rule=/xff"),
+			   "%s", log);
+	free(log);
+}
+
+Test(nginx, auth_request_serves_the_file_or_429,
+     .init = setup_auth, .fini = teardown, .timeout = 30)
+{
+	char v[128];
+	struct srv_resp r;
+
+	for (int i = 0; i < 2; i++) {
+		get("/static.txt", NULL, &r);
+		cr_assert_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
+		cr_expect_str_eq(r.body, "static file content\n");
+		/* copied by auth_request_set + add_header ... always */
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "2");
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)),
+				 i == 0 ? "1" : "0");
+		cr_expect_eq(srv_header_count(&r, "Retry-After"), 0);
+		srv_resp_free(&r);
+	}
+
+	for (int i = 0; i < 2; i++) {
+		get("/static.txt", NULL, &r);
+		cr_assert_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests", "%s", logs());
+		cr_assert_not_null(srv_header(&r, "Retry-After", v, sizeof(v)));
+		cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "2");
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
+		cr_assert_not_null(srv_header(&r, "X-RateLimit-Reset", v, sizeof(v)));
+		cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
+		cr_expect_eq(srv_header_count(&r, "Retry-After"), 1);
+		cr_expect_eq(srv_header_count(&r, "X-RateLimit-Limit"), 1);
+		cr_expect_str_eq(srv_header(&r, "Cache-Control", v, sizeof(v)), "no-store");
+		/* the body written in the nginx configuration */
+		cr_expect_str_eq(r.body, "Too Many Requests: rate limit exceeded\n");
+		srv_resp_free(&r);
+	}
+
+	/* The subrequest's QUERY_STRING is empty; rategate reads the
+	 * client's query from REQUEST_URI (key=query:user). */
+	get("/q.txt?user=alice", NULL, &r);
+	cr_expect_eq(r.status, 200, "%s", logs());
+	srv_resp_free(&r);
+	get("/q.txt?user=alice", NULL, &r);
+	cr_expect_eq(r.status, 429);
+	srv_resp_free(&r);
+	get("/q.txt?user=bob", NULL, &r);
+	cr_expect_eq(r.status, 200);
+	cr_expect_str_eq(r.body, "q\n");
+	srv_resp_free(&r);
+
+	/* Allowed but missing: nginx's own 404, not a 429. */
+	get("/missing.txt", NULL, &r);
+	cr_expect_eq(r.status, 404);
+	srv_resp_free(&r);
+
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_assert_not_null(log);
+	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt"),
+			   "%s", log);
+	free(log);
+	cr_expect_eq(srv_stop(nginx, 10), 0);
+	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
+}
+
+/* nginx keeping connections (fastcgi_keep_conn on + an upstream keepalive
+ * pool) to a rategate with fewer workers than the connections nginx
+ * opens: libfcgi would wait on each kept connection for its next request
+ * and leave the others unanswered; rategate gives an idle kept connection
+ * up when another one is waiting, and when it stops. */
+Test(nginx, responder_kept_connections_do_not_starve_the_workers,
+     .fini = teardown, .timeout = 40)
+{
+	char sock[SRV_PATH_MAX + 16];
+
+	srv_setup();
+	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
+	const char *extra[] = {
+		"    server {\n",
+		"    upstream rategate_kept {\n        server @SOCK@;\n        keepalive 8;\n    }\n    server {\n",
+		"@SOCK@", sock,
+		"fastcgi_pass unix:", "fastcgi_keep_conn on;\n            fastcgi_pass rategate_kept; # ",
+		NULL };
+	start_responder("2", extra);
+
+	char urls[12][SRV_PATH_MAX];
+	const char *u[12];
+	long st[12];
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 12; i++) {
+			snprintf(urls[i], sizeof(urls[i]), "%s/upload/k%d?sleep=100", base, i);
+			u[i] = urls[i];
+		}
+		cr_assert_eq(srv_http_parallel(u, 12, st), 12, "%s", logs());
+		for (int i = 0; i < 12; i++)
+			cr_expect_eq(st[i], 200, "request %d of round %d: %ld\n%s", i, round,
+				     st[i], logs());
+	}
+	cr_expect_eq(app_calls(), 24);
+	/* rategate stops without waiting for nginx to hang up */
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_expect_eq(srv_stop(rg, 10), 0, "%s", logs());
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	cr_expect_lt(took, 5.0, "rategate took %.1f s to stop with kept connections", took);
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_expect_null(strstr(log ? log : "", "still in flight"), "%s", log);
+	free(log);
+}

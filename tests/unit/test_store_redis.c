@@ -1,0 +1,1107 @@
+/*
+ * test_store_redis.c - unit tests of gateway/store_redis.c against real
+ * redis-server processes, each started by the test on a free 127.0.0.1
+ * port with its own temporary directory, and stopped by PID.
+ *
+ * The strategy vectors and the probe rules on Redis (on a virtual clock:
+ * the test-only client_clock), time from Redis TIME, batches all or
+ * nothing, TTLs on every key, NOSCRIPT after SCRIPT FLUSH, one EVALSHA per
+ * apply (INFO commandstats) and none for a cached over-limit key, the
+ * over-limit cache's limits, a wrong password, a db and a unix socket, a
+ * read-only replica, exactness with two processes of threads, in-flight
+ * leases, a forked child, and Redis stopped, killed and restarted under
+ * load with the deny and the fallback policies.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis.h>
+
+#include "log.h"
+#include "rules.h"
+#include "store_redis.h"
+#include "strategy_vectors.h"
+
+#define T0 1700000000000LL      /* a virtual now, ms */
+
+/* ------------------------------------------------------------------ */
+/* redis-server processes                                              */
+
+struct server {
+	pid_t pid;
+	int port;
+	char dir[64];
+	char sock[96];
+};
+
+static char tdir[64];           /* this test's directory */
+
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(fd >= 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t real_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static redisContext *raw_connect(const struct server *s)
+{
+	struct timeval tv = { 1, 0 };
+
+	return redisConnectWithTimeout("127.0.0.1", s->port, tv);
+}
+
+/* A reply to a command on a fresh raw connection (AUTH first when pw). */
+static redisReply *raw(const struct server *s, const char *pw,
+		       const char *fmt, ...)
+{
+	redisContext *c = raw_connect(s);
+	redisReply *r;
+	va_list ap;
+
+	cr_assert(c && !c->err, "raw connect to %d", s->port);
+	if (pw) {
+		r = redisCommand(c, "AUTH %s", pw);
+		cr_assert_not_null(r);
+		freeReplyObject(r);
+	}
+	va_start(ap, fmt);
+	r = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	cr_assert_not_null(r, "raw command: %s", c->errstr);
+	redisFree(c);
+	return r;
+}
+
+static long long raw_int(const struct server *s, const char *fmt,
+			 const char *arg)
+{
+	redisReply *r = raw(s, NULL, fmt, arg);
+	long long v;
+
+	cr_assert_eq(r->type, REDIS_REPLY_INTEGER, "%s: %s", fmt,
+		     r->type == REDIS_REPLY_ERROR ? r->str : "not an integer");
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+/* Starts redis-server on s->port (a free one when 0) with extra
+ * arguments; waits until it answers PING (or, with a password, NOAUTH). */
+static void start_argv(struct server *s, const char *const *extra)
+{
+	char port[16];
+
+	if (s->port == 0)
+		s->port = free_port();
+	if (s->dir[0] == '\0') {
+		snprintf(s->dir, sizeof(s->dir), "%s/r%d", tdir, s->port);
+		mkdir(s->dir, 0700);
+	}
+	snprintf(port, sizeof(port), "%d", s->port);
+	s->pid = fork();
+	cr_assert(s->pid >= 0);
+	if (s->pid == 0) {
+		const char *argv[32] = { "redis-server", "--port", port,
+			"--bind", "127.0.0.1", "--dir", s->dir, "--save", "",
+			"--appendonly", "no", "--daemonize", "no",
+			"--loglevel", "warning", "--logfile", "redis.log" };
+		int n = 17, fd = open("/dev/null", O_RDWR);
+		for (int i = 0; extra && extra[i]; i++)
+			argv[n++] = extra[i];
+		argv[n] = NULL;
+		/* never outlive the test, even one that crashes */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+		}
+		execvp("redis-server", (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		redisContext *c = raw_connect(s);
+		if (c && !c->err) {
+			redisReply *r = redisCommand(c, "PING");
+			int ok = r != NULL;
+			if (r)
+				freeReplyObject(r);
+			redisFree(c);
+			if (ok)
+				return;
+		} else if (c) {
+			redisFree(c);
+		}
+		cr_assert_eq(waitpid(s->pid, NULL, WNOHANG), 0,
+			     "redis-server on port %d exited", s->port);
+		sleep_ms(10);
+	}
+	cr_assert_fail("redis-server on port %d does not answer", s->port);
+}
+
+static void start(struct server *s)
+{
+	start_argv(s, NULL);
+}
+
+static void stop_sig(struct server *s, int sig)
+{
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, sig);
+	waitpid(s->pid, NULL, 0);
+	s->pid = 0;
+}
+
+static void stop(struct server *s)
+{
+	stop_sig(s, SIGKILL);
+}
+
+static void rm_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	char p[512];
+
+	if (d == NULL) {
+		unlink(path);
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+		rm_tree(p);
+	}
+	closedir(d);
+	rmdir(path);
+}
+
+static struct server srv;       /* the one most tests use */
+
+static void setup(void)
+{
+	snprintf(tdir, sizeof(tdir), "/tmp/rg-redis-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(tdir));
+	memset(&srv, 0, sizeof(srv));
+	start(&srv);
+}
+
+static void teardown(void)
+{
+	stop(&srv);
+	rm_tree(tdir);
+}
+
+TestSuite(redis, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ------------------------------------------------------------------ */
+/* Stores                                                              */
+
+static struct redis_config config(const struct server *s)
+{
+	struct redis_config c = {
+		.host = "127.0.0.1",
+		.port = (unsigned)s->port,
+		.connect_timeout_ms = 200,
+		.timeout_ms = 200,
+		.failure = RL_STORE_FAIL_DENY,
+	};
+	return c;
+}
+
+static void open_ok(const struct redis_config *c, struct rl_store *st)
+{
+	char err[512] = "";
+
+	cr_assert_eq(redis_store_open(c, st, err, sizeof(err)), 0, "open: %s",
+		     err);
+}
+
+static struct rl_step step(enum rl_strategy s, uint64_t count,
+			   uint64_t period)
+{
+	struct rl_step p = { s, count, period, 0, 1 };
+	return p;
+}
+
+static int one(struct rl_store *st, const char *key, struct rl_step p,
+	       enum rl_mode mode, int64_t now, struct rl_verdict *v,
+	       struct rl_diag *err)
+{
+	struct rl_store_op o = { key, strlen(key), p, { 0, 0, 0, 0, 0 }, 0 };
+	int r = st->ops->apply(st->impl, &o, 1, mode, now, err);
+
+	if (v)
+		*v = o.v;
+	return r;
+}
+
+static struct rl_verdict hit(struct rl_store *st, const char *key,
+			     struct rl_step p, int64_t now)
+{
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(one(st, key, p, RL_HIT, now, &v, &err), 0, "%s: %s",
+		     key, err.msg);
+	return v;
+}
+
+static uint64_t remaining(struct rl_store *st, const char *key,
+			  struct rl_step p, int64_t now)
+{
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(one(st, key, p, RL_TEST, now, &v, &err), 0, "%s",
+		     err.msg);
+	return v.remaining;
+}
+
+static struct redis_stats stats(struct rl_store *st)
+{
+	struct redis_stats s;
+
+	store_redis_stats(store_redis_of(st), &s);
+	return s;
+}
+
+/* A fresh store on an empty database, on the virtual clock, no cache
+ * (the cache runs on the real clock). */
+static int make_vclock(struct rl_store *st, void *ctx)
+{
+	struct server *s = ctx;
+	struct redis_config c = config(s);
+	char err[512];
+
+	freeReplyObject(raw(s, NULL, "FLUSHALL"));
+	c.client_clock = 1;
+	c.cache_off = 1;
+	return redis_store_open(&c, st, err, sizeof(err));
+}
+
+static size_t dbsize(struct rl_store *st)
+{
+	(void)st;
+	return (size_t)raw_int(&srv, "DBSIZE", NULL);
+}
+
+Test(redis, strategy_vectors)
+{
+	run_vectors_on_store(make_vclock, &srv, "vec:");
+}
+
+Test(redis, probes_are_checked_never_written)
+{
+	run_probe_on_store(make_vclock, &srv, dbsize);
+}
+
+Test(redis, batch_all_or_nothing_and_duplicates)
+{
+	struct rl_store st;
+	struct rl_store_op ops[3] = {
+		{ "a", 1, step(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
+		{ "b", 1, step(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+	};
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(make_vclock(&st, &srv), 0);
+	cr_assert_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, T0, &err), 0, "%s",
+		     err.msg);
+	cr_expect(ops[0].v.allowed && ops[1].v.allowed && ops[2].v.allowed);
+	/* b denies: nothing is consumed, and b's elastic window moves */
+	cr_assert_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, T0 + 1000, &err),
+		     0);
+	cr_expect_eq(ops[0].v.allowed, 1);
+	cr_expect_eq(ops[1].v.allowed, 0);
+	cr_expect_eq(ops[1].v.reset_ms, T0 + 61000);
+	cr_expect_eq(remaining(&st, "a", ops[0].step, T0 + 1000), 4);
+	cr_expect_eq(remaining(&st, "m", ops[2].step, T0 + 1000), 9);
+	/* the same key twice counts twice, checked as the batch goes */
+	struct rl_store_op dup[2] = {
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+	};
+	dup[1].step.cost = 8;
+	cr_assert_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0 + 2000, &err),
+		     0);
+	cr_expect_eq(dup[0].v.allowed, 1);
+	cr_expect_eq(dup[1].v.allowed, 1);
+	cr_expect_eq(dup[1].v.remaining, 0);
+	cr_expect_eq(remaining(&st, "m", dup[0].step, T0 + 2000), 0);
+	dup[1].step.count = 11;
+	cr_expect_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0, &err), -1);
+	cr_expect_str_eq(err.msg, "one key with two strategies or counts in one batch");
+	/* a key holding another strategy or count reads as fresh */
+	cr_expect_eq(remaining(&st, "a", step(RL_GCRA, 5, 60000), T0 + 1000), 5);
+	cr_expect_eq(remaining(&st, "a", step(RL_MOVING_WINDOW, 5, 60000),
+			       T0 + 1000), 5);
+	cr_expect_eq(remaining(&st, "m", step(RL_MOVING_WINDOW, 12, 60000),
+			       T0 + 2000), 12);
+	hit(&st, "m", step(RL_FIXED_WINDOW, 3, 60000), T0 + 3000);
+	cr_expect_eq(remaining(&st, "m", step(RL_FIXED_WINDOW, 3, 60000),
+			       T0 + 3000), 2);
+	st.ops->destroy(st.impl);
+}
+
+/* A moving window far larger than one GETRANGE: its ring wraps many
+ * times, and a check reads O(log n) words. */
+Test(redis, moving_window_large_ring)
+{
+	struct rl_store st;
+	struct rl_step p = step(RL_MOVING_WINDOW, 1000, 10000);
+
+	cr_assert_eq(make_vclock(&st, &srv), 0);
+	for (int round = 0; round < 3; round++) {
+		int64_t t = T0 + round * 10000;
+		p.cost = 600;
+		cr_expect(hit(&st, "ring", p, t).allowed);
+		p.cost = 400;
+		cr_expect(hit(&st, "ring", p, t + 5000).allowed);
+		p.cost = 1;
+		struct rl_verdict v = hit(&st, "ring", p, t + 9999);
+		cr_expect(!v.allowed);
+		cr_expect_eq(v.retry_ms, 1, "round %d: retry %lld", round,
+			     (long long)v.retry_ms);
+	}
+	/* 32 bytes of header and 8 per slot */
+	cr_expect_eq(raw_int(&srv, "STRLEN %s", "ring"), 32 + 8 * 1000);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Time from Redis                                                     */
+
+Test(redis, time_comes_from_redis)
+{
+	struct rl_store a, b;
+	struct redis_config c = config(&srv);
+	struct rl_step p = step(RL_FIXED_WINDOW, 3, 60000);
+	int64_t before = real_ms();
+
+	open_ok(&c, &a);
+	open_ok(&c, &b);
+	/* two hosts whose clocks say 1970 and 2286: one window */
+	struct rl_verdict v1 = hit(&a, "t", p, 0);
+	struct rl_verdict v2 = hit(&b, "t", p, 10000000000000LL);
+	int64_t after = real_ms();
+	cr_expect_eq(v1.remaining, 2);
+	cr_expect_eq(v2.remaining, 1);
+	cr_expect_geq(v1.reset_ms, before + 60000 - 1000);
+	cr_expect_leq(v1.reset_ms, after + 60000 + 1000);
+	cr_expect_eq(v2.reset_ms, v1.reset_ms);
+	cr_expect_eq(remaining(&a, "t", p, -5), 1);
+	a.ops->destroy(a.impl);
+	b.ops->destroy(b.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* TTLs                                                                */
+
+static int ttl_ok(const char *key, long long max)
+{
+	long long t = raw_int(&srv, "PTTL %s", key);
+
+	cr_expect(t > 0 && t <= max, "%s: PTTL %lld, expected 1..%lld", key, t,
+		  max);
+	return t > 0;
+}
+
+Test(redis, every_key_has_a_ttl)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	struct rl_diag err = { 0, "" };
+	uint64_t id, held;
+	static const char *names[RL_STRATEGY_COUNT] = { "fw", "fwe", "mw",
+							"swc", "gcra" };
+
+	open_ok(&c, &st);
+	for (unsigned s = 0; s < RL_STRATEGY_COUNT; s++) {
+		struct rl_step p = step((enum rl_strategy)s, 2, 60000);
+		hit(&st, names[s], p, 0);
+		/* sliding keeps the window for two periods */
+		ttl_ok(names[s], s == RL_SLIDING_WINDOW ? 120000 : 60000);
+	}
+	/* an elastic denial moves the window: the TTL moves with it */
+	struct rl_step e = step(RL_FIXED_WINDOW_ELASTIC, 1, 60000);
+	hit(&st, "fwe1", e, 0);
+	sleep_ms(50);
+	cr_expect(!hit(&st, "fwe1", e, 0).allowed);
+	ttl_ok("fwe1", 60000);
+	cr_expect_gt(raw_int(&srv, "PTTL %s", "fwe1"), 60000 - 40);
+	/* a test or a probe writes no key */
+	struct rl_store_op pr = { "probe", 5, step(RL_GCRA, 2, 1000), { 0 }, 1 };
+	cr_assert_eq(st.ops->apply(st.impl, &pr, 1, RL_HIT, 0, &err), 0);
+	remaining(&st, "test", step(RL_FIXED_WINDOW, 2, 1000), 0);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "probe"), 0);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "test"), 0);
+	/* in-flight leases: the latest lease's expiry */
+	cr_assert_eq(st.ops->acquire(st.impl, "lease", 5, 3, 30000, 0, &id,
+				     &held, &err), 1, "%s", err.msg);
+	ttl_ok("lease", 30000);
+	/* and nothing without one */
+	redisReply *keys = raw(&srv, NULL, "KEYS *");
+	cr_assert_eq(keys->type, REDIS_REPLY_ARRAY);
+	cr_expect_eq(keys->elements, 7);
+	for (size_t i = 0; i < keys->elements; i++)
+		ttl_ok(keys->element[i]->str, 120000);
+	freeReplyObject(keys);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Scripts and round trips                                             */
+
+static long long cmdstat(const char *cmd)
+{
+	redisReply *r = raw(&srv, NULL, "INFO commandstats");
+	char want[64];
+	const char *p;
+	long long v = 0;
+
+	snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+	p = strstr(r->str, want);
+	if (p)
+		v = atoll(p + strlen(want));
+	freeReplyObject(r);
+	return v;
+}
+
+Test(redis, noscript_after_script_flush)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	struct rl_step p = step(RL_FIXED_WINDOW, 10, 60000);
+
+	open_ok(&c, &st);
+	hit(&st, "k", p, 0);
+	freeReplyObject(raw(&srv, NULL, "SCRIPT FLUSH"));
+	cr_expect_eq(hit(&st, "k", p, 0).remaining, 8);
+	cr_expect_eq(stats(&st).noscript, 1);
+	cr_expect_eq(hit(&st, "k", p, 0).remaining, 7);
+	cr_expect_eq(stats(&st).noscript, 1);
+	cr_expect_eq(cmdstat("script|load"), 2, "one load at connect, one after the flush");
+	st.ops->destroy(st.impl);
+}
+
+Test(redis, one_evalsha_per_apply_none_when_cached)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	struct rl_diag err = { 0, "" };
+	struct rl_store_op ops[8];
+	char keys[8][16];
+
+	open_ok(&c, &st);
+	for (size_t i = 0; i < 8; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "rt:%zu", i);
+		ops[i] = (struct rl_store_op){ keys[i], strlen(keys[i]),
+			step((enum rl_strategy)(i % RL_STRATEGY_COUNT), 100, 60000),
+			{ 0 }, 0 };
+	}
+	long long load = cmdstat("script|load");
+	long long hand = cmdstat("auth") + cmdstat("select");
+	for (size_t n = 1; n <= 8; n++) {
+		long long before = cmdstat("evalsha");
+		cr_assert_eq(st.ops->apply(st.impl, ops, n, RL_HIT, 0, &err), 0,
+			     "%s", err.msg);
+		cr_expect_eq(cmdstat("evalsha") - before, 1, "%zu limits", n);
+	}
+	cr_expect_eq(cmdstat("script|load"), load, "the script was loaded again");
+	cr_expect_eq(cmdstat("auth") + cmdstat("select"), hand,
+		     "a new connection per apply");
+
+	/* over the limit: Redis denies once, then the cache does */
+	struct rl_step one1 = step(RL_FIXED_WINDOW, 1, 60000);
+	hit(&st, "flood", one1, 0);
+	long long before = cmdstat("evalsha");
+	struct rl_verdict v = hit(&st, "flood", one1, 0);
+	cr_expect(!v.allowed);
+	cr_expect_eq(cmdstat("evalsha") - before, 1);
+	before = cmdstat("evalsha");
+	for (int i = 0; i < 100; i++) {
+		struct rl_verdict w = hit(&st, "flood", one1, 0);
+		cr_expect(!w.allowed);
+		cr_expect(w.retry_ms >= 1 && w.retry_ms <= v.retry_ms,
+			  "cached retry %lld, Redis said %lld",
+			  (long long)w.retry_ms, (long long)v.retry_ms);
+		cr_expect_eq(w.reset_ms, v.reset_ms);
+	}
+	/* and in a batch with other keys */
+	struct rl_store_op two[2] = {
+		{ "other", 5, one1, { 0 }, 0 },
+		{ "flood", 5, one1, { 0 }, 0 },
+	};
+	cr_assert_eq(st.ops->apply(st.impl, two, 2, RL_HIT, 0, &err), 0);
+	cr_expect(two[0].v.allowed && !two[1].v.allowed);
+	cr_expect_eq(cmdstat("evalsha") - before, 0, "a cached key went to Redis");
+	cr_expect_eq(stats(&st).cache_denied, 101);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "other"), 0, "a denied batch consumed");
+	st.ops->destroy(st.impl);
+}
+
+Test(redis, cache_only_what_redis_would_deny)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	struct rl_diag err = { 0, "" };
+	struct rl_step p = step(RL_FIXED_WINDOW, 2, 1000);
+	long long before;
+
+	open_ok(&c, &st);
+	/* a denial for cost 2 says nothing about cost 1 */
+	hit(&st, "c", p, 0);
+	p.cost = 2;
+	cr_expect(!hit(&st, "c", p, 0).allowed);
+	p.cost = 1;
+	before = cmdstat("evalsha");
+	cr_expect(hit(&st, "c", p, 0).allowed);
+	cr_expect_eq(cmdstat("evalsha") - before, 1);
+	cr_expect_eq(stats(&st).cache_denied, 0);
+	/* cost 1 now denied: cost 2 is denied from the cache */
+	struct rl_verdict v = hit(&st, "c", p, 0);
+	cr_expect(!v.allowed);
+	p.cost = 2;
+	v = hit(&st, "c", p, 0);
+	cr_expect(!v.allowed && !v.never);
+	cr_expect_eq(stats(&st).cache_denied, 1);
+	/* a cost above the limit is Redis's "never", not the cache's */
+	p.cost = 3;
+	before = cmdstat("evalsha");
+	cr_expect(hit(&st, "c", p, 0).never);
+	cr_expect_eq(cmdstat("evalsha") - before, 1);
+	/* when the window ends, Redis is asked again and allows */
+	p.cost = 1;
+	sleep_ms((int)v.retry_ms + 5);
+	before = cmdstat("evalsha");
+	cr_expect(hit(&st, "c", p, 0).allowed);
+	cr_expect_eq(cmdstat("evalsha") - before, 1);
+
+	/* elastic windows are never cached: each denial must move them */
+	struct rl_step e = step(RL_FIXED_WINDOW_ELASTIC, 1, 60000);
+	hit(&st, "e", e, 0);
+	for (int i = 0; i < 3; i++)
+		cr_expect(!hit(&st, "e", e, 0).allowed);
+	uint64_t cd = stats(&st).cache_denied;
+	/* nor is a batch with an elastic op denied locally */
+	struct rl_step f = step(RL_FIXED_WINDOW, 1, 60000);
+	hit(&st, "f", f, 0);
+	cr_expect(!hit(&st, "f", f, 0).allowed);
+	struct rl_store_op mix[2] = {
+		{ "f", 1, f, { 0 }, 0 },
+		{ "e2", 2, e, { 0 }, 0 },
+	};
+	before = cmdstat("evalsha");
+	cr_assert_eq(st.ops->apply(st.impl, mix, 2, RL_HIT, 0, &err), 0);
+	cr_expect(!mix[0].v.allowed);
+	cr_expect_eq(cmdstat("evalsha") - before, 1);
+	cr_expect_eq(stats(&st).cache_denied, cd);
+	/* a key twice in a batch: its denial depends on the other op */
+	struct rl_step g = step(RL_FIXED_WINDOW, 3, 60000);
+	struct rl_store_op twice[2] = {
+		{ "g", 1, g, { 0 }, 0 },
+		{ "g", 1, g, { 0 }, 0 },
+	};
+	twice[1].step.cost = 3;
+	cr_assert_eq(st.ops->apply(st.impl, twice, 2, RL_HIT, 0, &err), 0);
+	cr_expect(twice[0].v.allowed && !twice[1].v.allowed);
+	before = cmdstat("evalsha");
+	cr_expect(hit(&st, "g", g, 0).allowed);
+	cr_expect_eq(cmdstat("evalsha") - before, 1);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Configuration Redis refuses, and other ways in                      */
+
+Test(redis, wrong_password_says_so)
+{
+	struct server s = { 0 };
+	const char *const args[] = { "--requirepass", "s3cret", NULL };
+	struct redis_config c;
+	struct rl_store st;
+	char err[512] = "";
+
+	start_argv(&s, args);
+	c = config(&s);
+	c.password = "wrong";
+	cr_expect_eq(redis_store_open(&c, &st, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "AUTH failed") && strstr(err, "WRONGPASS") &&
+		  strstr(err, "password"), "%s", err);
+	c.password = NULL;
+	cr_expect_eq(redis_store_open(&c, &st, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "wants a password") && strstr(err, "NOAUTH"),
+		  "%s", err);
+	c.password = "s3cret";
+	c.db = 3;
+	open_ok(&c, &st);
+	hit(&st, "pw", step(RL_FIXED_WINDOW, 2, 1000), 0);
+	redisReply *r = raw(&s, "s3cret", "EVAL %s 0",
+			    "redis.call('SELECT', 3) return redis.call('DBSIZE')");
+	cr_expect_eq(r->type, REDIS_REPLY_INTEGER);
+	cr_expect_eq(r->integer, 1);
+	freeReplyObject(r);
+	st.ops->destroy(st.impl);
+	c.db = 70000;
+	cr_expect_eq(redis_store_open(&c, &st, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "SELECT 70000 failed"), "%s", err);
+	stop(&s);
+}
+
+Test(redis, unix_socket_and_db_from_the_rules)
+{
+	struct server s = { 0 };
+	char sock[128], text[512], err[512] = "";
+	struct rl_report rep;
+	struct rl_store st;
+
+	snprintf(sock, sizeof(sock), "%s/redis.sock", tdir);
+	const char *const args[] = { "--unixsocket", sock, "--unixsocketperm",
+				     "700", NULL };
+	start_argv(&s, args);
+	snprintf(text, sizeof(text),
+		 "storage redis+unix://%s?db=2&timeout=50&connect-timeout=70\n"
+		 "store-failure fallback\n", sock);
+	struct rl_ruleset *rs = rl_ruleset_parse("t", text, strlen(text), NULL, &rep);
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	rl_report_free(&rep);
+	struct redis_config c;
+	store_redis_config(rl_ruleset_settings(rs), 0, 0, &c);
+	cr_expect_str_eq(c.path, sock);
+	cr_expect_null(c.host);
+	cr_expect_eq(c.db, 2);
+	cr_expect_eq(c.timeout_ms, 50);
+	cr_expect_eq(c.connect_timeout_ms, 70);
+	cr_expect_eq(c.failure, RL_STORE_FAIL_FALLBACK);
+	cr_expect_str_eq(c.fallback.path, SHM_DEFAULT_PATH);
+	/* the fallback file of this test, not the host's default */
+	char fb[128];
+	snprintf(fb, sizeof(fb), "%s/fallback", tdir);
+	c.fallback.path = fb;
+	c.fallback.size = 1 << 20;
+	cr_assert_eq(redis_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	hit(&st, "u", step(RL_GCRA, 2, 1000), 0);
+	redisReply *r = raw(&s, NULL, "EVAL %s 0",
+			    "redis.call('SELECT', 2) return redis.call('DBSIZE')");
+	cr_expect_eq(r->integer, 1);
+	freeReplyObject(r);
+	st.ops->destroy(st.impl);
+	rl_ruleset_free(rs);
+	stop(&s);
+}
+
+Test(redis, read_only_replica_is_a_failure)
+{
+	struct server rep = { 0 };
+	char master[16];
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	struct rl_verdict v;
+	uint64_t id, held;
+
+	snprintf(master, sizeof(master), "%d", srv.port);
+	const char *const args[] = { "--replicaof", "127.0.0.1", master, NULL };
+	start_argv(&rep, args);
+	struct redis_config c = config(&rep);
+	open_ok(&c, &st);
+	cr_expect_eq(one(&st, "ro", step(RL_FIXED_WINDOW, 2, 1000), RL_HIT, 0,
+			 &v, &err), -1);
+	cr_expect(strstr(err.msg, "READONLY") && strstr(err.msg, "replica"),
+		  "%s", err.msg);
+	cr_expect(strstr(err.msg, "redis 127.0.0.1:"), "%s", err.msg);
+	/* the store is down now: the next call fails at once */
+	int64_t t = mono_ms();
+	cr_expect_eq(st.ops->acquire(st.impl, "l", 1, 1, 1000, 0, &id, &held,
+				     &err), -1);
+	cr_expect(strstr(err.msg, "READONLY"), "%s", err.msg);
+	cr_expect_lt(mono_ms() - t, 100);
+	cr_expect_eq(stats(&st).down_switches, 1);
+	st.ops->destroy(st.impl);
+	stop(&rep);
+}
+
+/* ------------------------------------------------------------------ */
+/* In-flight leases                                                    */
+
+Test(redis, leases_acquire_release_and_expire)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	struct rl_diag err = { 0, "" };
+	uint64_t id[4], held;
+
+	c.client_clock = 1;
+	open_ok(&c, &st);
+	for (int max = 1; max <= 3; max += 2) {
+		const char *k = max == 1 ? "one" : "three";
+		for (int i = 0; i < max; i++)
+			cr_assert_eq(st.ops->acquire(st.impl, k, strlen(k), max,
+						     1000, T0, &id[i], &held,
+						     &err), 1, "%s", err.msg);
+		cr_expect_eq(held, (uint64_t)max);
+		cr_expect_eq(st.ops->acquire(st.impl, k, strlen(k), max, 1000,
+					     T0, &id[3], &held, &err), 0);
+		cr_expect_eq(held, (uint64_t)max);
+		cr_expect_eq(st.ops->release(st.impl, k, strlen(k), id[0], T0,
+					     &err), 0);
+		cr_expect_eq(st.ops->acquire(st.impl, k, strlen(k), max, 1000,
+					     T0, &id[0], &held, &err), 1);
+		/* expired leases free their slots */
+		cr_expect_eq(st.ops->acquire(st.impl, k, strlen(k), max, 1000,
+					     T0 + 1000, &id[3], &held, &err), 1);
+		cr_expect_eq(held, 1);
+		cr_expect_eq(st.ops->release(st.impl, k, strlen(k), id[3],
+					     T0 + 1000, &err), 0);
+		/* released to zero: the key is gone */
+		cr_expect_eq(raw_int(&srv, "EXISTS %s", k), 0);
+	}
+	/* lease ids are distinct */
+	cr_expect_neq(id[0], id[3]);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Exactness across processes                                          */
+
+struct worker {
+	struct rl_store *st;
+	int hits;
+	uint64_t *allowed;      /* shared between processes */
+	uint64_t *errors;
+};
+
+static void *hammer(void *arg)
+{
+	struct worker *w = arg;
+	struct rl_step p = step(RL_FIXED_WINDOW, 1000, 60000);
+
+	for (int i = 0; i < w->hits; i++) {
+		struct rl_verdict v;
+		struct rl_diag err;
+		if (one(w->st, "one-key", p, RL_HIT, 0, &v, &err) < 0)
+			__atomic_add_fetch(w->errors, 1, __ATOMIC_RELAXED);
+		else if (v.allowed)
+			__atomic_add_fetch(w->allowed, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static uint64_t *shared_words(size_t n)
+{
+	void *p = mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	memset(p, 0, n * sizeof(uint64_t));
+	return p;
+}
+
+static void wait_children(pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int status;
+		cr_assert_eq(waitpid(pids[i], &status, 0), pids[i]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "child %d: status %d", i, status);
+	}
+}
+
+Test(redis, exact_with_2_processes_of_4_threads)
+{
+	struct redis_config c = config(&srv);
+	struct rl_store st;
+	uint64_t *shared = shared_words(2);
+	pid_t pids[2];
+
+	c.timeout_ms = 2000;    /* slow under valgrind, never a failure */
+	open_ok(&c, &st);
+	hit(&st, "warm", step(RL_FIXED_WINDOW, 1, 1000), 0);
+	for (int i = 0; i < 2; i++) {
+		pids[i] = fork();
+		cr_assert(pids[i] >= 0);
+		if (pids[i] == 0) {
+			/* one child opens its own store, the other uses the
+			 * parent's (and so its own connections) */
+			struct rl_store own;
+			char err[512];
+			struct worker w = { &st, 150, &shared[0], &shared[1] };
+			pthread_t t[4];
+			if (i == 1) {
+				if (redis_store_open(&c, &own, err, sizeof(err)))
+					_exit(1);
+				w.st = &own;
+			}
+			for (int k = 0; k < 4; k++)
+				pthread_create(&t[k], NULL, hammer, &w);
+			for (int k = 0; k < 4; k++)
+				pthread_join(t[k], NULL);
+			_exit(0);
+		}
+	}
+	wait_children(pids, 2);
+	cr_expect_eq(shared[1], 0, "store errors");
+	cr_expect_eq(shared[0], 1000, "allowed %llu of 1200",
+		     (unsigned long long)shared[0]);
+	/* the parent's pooled connection still works after the fork */
+	cr_expect_eq(remaining(&st, "one-key", step(RL_FIXED_WINDOW, 1000,
+						    60000), 0), 0);
+	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Redis stopped, killed, restarted                                    */
+
+struct load {
+	struct rl_store *st;
+	volatile int stop;
+	int64_t max_ms;         /* longest call */
+	uint64_t calls, ok, fail;
+	pthread_mutex_t mu;
+};
+
+static void *load_thread(void *arg)
+{
+	struct load *l = arg;
+	struct rl_step p = step(RL_FIXED_WINDOW, 1000000, 60000);
+	char key[32];
+	unsigned i = 0;
+
+	while (!l->stop) {
+		struct rl_verdict v;
+		struct rl_diag err;
+		snprintf(key, sizeof(key), "load:%u", i++ % 50);
+		int64_t t = mono_ms();
+		int r = one(l->st, key, p, RL_HIT, real_ms(), &v, &err);
+		t = mono_ms() - t;
+		pthread_mutex_lock(&l->mu);
+		if (t > l->max_ms)
+			l->max_ms = t;
+		l->calls++;
+		if (r == 0)
+			l->ok++;
+		else
+			l->fail++;
+		pthread_mutex_unlock(&l->mu);
+		sleep_ms(1);
+	}
+	return NULL;
+}
+
+static int count_lines(const char *path, const char *what)
+{
+	FILE *f = fopen(path, "r");
+	char line[LOG_LINE_MAX];
+	int n = 0;
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, what) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* Calls made meanwhile: ok and failed. */
+static void snap(struct load *l, uint64_t *ok, uint64_t *fail)
+{
+	pthread_mutex_lock(&l->mu);
+	*ok = l->ok;
+	*fail = l->fail;
+	pthread_mutex_unlock(&l->mu);
+}
+
+/* Waits until the store is up again (a probe every backoff interval). */
+static void wait_up(struct rl_store *st, int ms)
+{
+	for (int i = 0; i < ms / 10 && !stats(st).up; i++)
+		sleep_ms(10);
+	cr_assert(stats(st).up, "Redis never came back");
+}
+
+/* Checks the switches so far: n each way, each logged once. */
+static void switches(struct rl_store *st, const char *logpath, uint64_t n)
+{
+	struct redis_stats rs = stats(st);
+
+	cr_expect_eq(rs.down_switches, n, "down %llu times, expected %llu",
+		     (unsigned long long)rs.down_switches, (unsigned long long)n);
+	cr_expect_eq(rs.up_switches, n, "up %llu times, expected %llu",
+		     (unsigned long long)rs.up_switches, (unsigned long long)n);
+	cr_expect_eq(count_lines(logpath, "event=store-down"), (int)n);
+	cr_expect_eq(count_lines(logpath, "event=store-up"), (int)n);
+}
+
+/* Calls made while Redis does not answer: with the fallback every one is
+ * decided (on shm), else they fail; none waits 10 timeouts. */
+static void while_away(struct rl_store *st, struct load *l,
+		       enum rl_store_failure policy, uint64_t ok0,
+		       uint64_t fail0, const char *what)
+{
+	uint64_t ok1, fail1;
+
+	snap(l, &ok1, &fail1);
+	if (policy == RL_STORE_FAIL_FALLBACK) {
+		cr_expect_eq(fail1, fail0, "%s: %llu calls failed with the fallback",
+			     what, (unsigned long long)(fail1 - fail0));
+		cr_expect_gt(ok1, ok0 + 10, "%s: no decisions meanwhile", what);
+	} else {
+		cr_expect_gt(fail1, fail0 + 10, "%s: calls did not fail", what);
+	}
+	cr_expect(!stats(st).up, "%s: still up", what);
+}
+
+static void kill_and_restart(enum rl_store_failure policy)
+{
+	struct redis_config c = config(&srv);
+	struct rl_store st;
+	struct load l = { .st = &st };
+	pthread_t t[3];
+	char logpath[128], fb[128], err[512];
+	uint64_t ok0, fail0;
+
+	snprintf(logpath, sizeof(logpath), "%s/log", tdir);
+	snprintf(fb, sizeof(fb), "%s/fallback", tdir);
+	struct log *lg = log_new(logpath, err, sizeof(err));
+	cr_assert_not_null(lg, "%s", err);
+	c.timeout_ms = 100;
+	c.connect_timeout_ms = 100;
+	c.failure = policy;
+	c.fallback.path = fb;
+	c.fallback.size = 1 << 20;
+	open_ok(&c, &st);
+	store_redis_set_log(store_redis_of(&st), lg);
+	pthread_mutex_init(&l.mu, NULL);
+	for (int i = 0; i < 3; i++)
+		pthread_create(&t[i], NULL, load_thread, &l);
+	sleep_ms(200);
+	snap(&l, &ok0, &fail0);
+	cr_expect_gt(ok0, 0);
+	cr_expect_eq(fail0, 0);
+
+	/* stalled (SIGSTOP): calls time out, then it answers again */
+	kill(srv.pid, SIGSTOP);
+	sleep_ms(400);
+	while_away(&st, &l, policy, ok0, fail0, "stalled");
+	kill(srv.pid, SIGCONT);
+	wait_up(&st, 5000);
+	switches(&st, logpath, 1);
+	int64_t stalled_max = l.max_ms;
+
+	/* killed under load, restarted on the same port */
+	sleep_ms(100);
+	snap(&l, &ok0, &fail0);
+	stop_sig(&srv, SIGKILL);
+	sleep_ms(400);
+	while_away(&st, &l, policy, ok0, fail0, "killed");
+	start(&srv);
+	wait_up(&st, 5000);
+	sleep_ms(100);
+	l.stop = 1;
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	switches(&st, logpath, 2);
+	uint64_t calls = stats(&st).calls;
+	hit(&st, "after", step(RL_FIXED_WINDOW, 5, 60000), 0);
+	cr_expect_eq(stats(&st).calls, calls + 1);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "after"), 1);
+	if (policy == RL_STORE_FAIL_FALLBACK) {
+		cr_expect_gt(stats(&st).fallback, 10);
+		cr_expect_eq(count_lines(logpath, "store-failure fallback"), 4);
+	}
+	/* timeouts of 100 ms: no call waited anywhere near 10 times that */
+	cr_expect_lt(stalled_max, 1000, "a call took %lld ms while stalled",
+		     (long long)stalled_max);
+	cr_expect_lt(l.max_ms, 1000, "a call took %lld ms", (long long)l.max_ms);
+	st.ops->destroy(st.impl);
+	log_free(lg);
+	pthread_mutex_destroy(&l.mu);
+}
+
+Test(redis, killed_and_restarted_deny)
+{
+	kill_and_restart(RL_STORE_FAIL_DENY);
+}
+
+Test(redis, killed_and_restarted_fallback)
+{
+	kill_and_restart(RL_STORE_FAIL_FALLBACK);
+}
+
+/* Down at open: the store opens, fails at once, comes up by itself. */
+Test(redis, down_at_open_then_up)
+{
+	struct redis_config c = config(&srv);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	struct rl_verdict v;
+	int64_t t;
+
+	stop(&srv);
+	c.backoff_min_ms = 50;
+	c.backoff_max_ms = 200;
+	open_ok(&c, &st);
+	cr_expect(!stats(&st).up);
+	t = mono_ms();
+	cr_expect_eq(one(&st, "d", step(RL_FIXED_WINDOW, 1, 1000), RL_HIT, 0,
+			 &v, &err), -1);
+	cr_expect(strstr(err.msg, "connect") && strstr(err.msg, "next attempt"),
+		  "%s", err.msg);
+	cr_expect_lt(mono_ms() - t, 100);
+	start(&srv);
+	for (int i = 0; i < 100 && one(&st, "d", step(RL_FIXED_WINDOW, 1, 1000),
+				       RL_HIT, 0, &v, &err) != 0; i++)
+		sleep_ms(10);
+	cr_expect(stats(&st).up);
+	cr_expect_eq(stats(&st).up_switches, 1);
+	st.ops->destroy(st.impl);
+}
