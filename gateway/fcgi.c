@@ -698,8 +698,10 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	ro.apache = param(w, np, "FCGI_APACHE_ROLE") != NULL;
 	int status;
 	status = respond_authorizer(&w->out, &ro, &d, now, f);
-	if (auth_request)
+	if (auth_request && status == 429) {
 		status_to_403(&w->out);
+		status = 403;   /* what the log says is what nginx got */
+	}
 	send_out(w);
 	/* An authorizer sees neither the response nor its end: say once per
 	 * rule (and reload) that these options do nothing here. */

@@ -11,7 +11,10 @@
  *                 the reason phrase rategate writes) with Retry-After and
  *                 X-RateLimit-*, and never reach the app (its call
  *                 counter); two X-Forwarded-For lines, which nginx 1.22
- *                 passes as two params, are read as one list.
+ *                 passes as two params, are read as one list.  With
+ *                 fastcgi_keep_conn and a keepalive pool larger than
+ *                 rategate's workers no request is left waiting, and
+ *                 rategate still stops at once.
  *   auth_request  nginx asks rategate (RATEGATE_ROLE auth-request) before
  *                 serving a static file: 200 with the file and
  *                 X-RateLimit-*, or 403 that nginx's error_page turns
