@@ -27,6 +27,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <limits.h>
 #include <fcgiapp.h>
 #include <netdb.h>
@@ -1117,6 +1119,67 @@ bad:
 	return -1;
 }
 
+/* -M MODE and -U USER[:GROUP] on the socket file we made (as spawn-fcgi's
+ * -M, -U and -G): so that a web server running as another user (Apache's
+ * www-data) can connect.  The socket is made 0660 first, so there is no
+ * moment where it is wider open than asked. */
+static int
+socket_access(const char *path, const char *mode, const char *owner,
+	      char *err, size_t cap)
+{
+	if (path == NULL) {
+		snprintf(err, cap, "-M and -U apply to a unix socket rategate makes (-l /path or listen /path)");
+		return -1;
+	}
+	if (owner != NULL) {
+		char user[64], *group;
+		uid_t uid;
+		gid_t gid = (gid_t)-1;
+		if (strlen(owner) >= sizeof(user)) {
+			snprintf(err, cap, "-U \"%s\": too long", owner);
+			return -1;
+		}
+		strcpy(user, owner);
+		group = strchr(user, ':');
+		if (group != NULL)
+			*group++ = '\0';
+		struct passwd *pw = getpwnam(user);
+		if (pw == NULL) {
+			snprintf(err, cap, "-U \"%s\": no such user", user);
+			return -1;
+		}
+		uid = pw->pw_uid;
+		if (group != NULL && group[0] != '\0') {
+			struct group *gr = getgrnam(group);
+			if (gr == NULL) {
+				snprintf(err, cap, "-U \"%s\": no such group \"%s\"", owner, group);
+				return -1;
+			}
+			gid = gr->gr_gid;
+		} else if (group != NULL) {
+			gid = pw->pw_gid;       /* "user:" -- the user's group */
+		}
+		if (chown(path, uid, gid) != 0) {
+			snprintf(err, cap, "-U %s: chown %s: %s", owner, path, strerror(errno));
+			return -1;
+		}
+	}
+	if (mode != NULL) {
+		char *end;
+		errno = 0;
+		unsigned long m = strtoul(mode, &end, 8);
+		if (errno != 0 || end == mode || *end != '\0' || m > 0777) {
+			snprintf(err, cap, "-M \"%s\": expected an octal mode such as 0660", mode);
+			return -1;
+		}
+		if (chmod(path, (mode_t)m) != 0) {
+			snprintf(err, cap, "-M %s: chmod %s: %s", mode, path, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* The socket file made by open_listener, to know it again at exit. */
 static struct stat listen_file;
 
@@ -1250,6 +1313,11 @@ fcgi_main(const struct fcgi_options *o)
 		goto out;
 	}
 	if (srv.listen_fd < 0) {
+		fprintf(stderr, "rategate: %s\n", err);
+		goto out;
+	}
+	if ((o->mode != NULL || o->owner != NULL) &&
+	    socket_access(unix_path, o->mode, o->owner, err, sizeof(err)) != 0) {
 		fprintf(stderr, "rategate: %s\n", err);
 		goto out;
 	}

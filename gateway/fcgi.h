@@ -44,6 +44,8 @@ struct fcgi_options {
 	const char *listen;     /* -l LISTEN, or NULL */
 	const char *workers;    /* -j N as typed, or NULL */
 	const char *log;        /* -L FILE, or NULL: standard error */
+	const char *mode;       /* -M MODE: the unix socket's mode (octal), or NULL */
+	const char *owner;      /* -U USER[:GROUP]: its owner, or NULL */
 };
 
 /* Load the rules, open the store and the socket, serve until a stop

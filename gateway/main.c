@@ -34,7 +34,7 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: rategate -c FILE [-l LISTEN] [-j N] [-L LOGFILE]\n"
+		"usage: rategate -c FILE [-l LISTEN] [-M MODE] [-U USER[:GROUP]] [-j N] [-L LOGFILE]\n"
 		"       rategate -t -c FILE\n"
 		"       rategate replay -c FILE [--summary] [LOG]\n"
 		"       rategate inspect -c FILE [--stats] [--top N] [--client TEXT] [--reset TEXT]\n"
@@ -48,6 +48,8 @@ usage(FILE *f)
 		"                else on the rules' \"listen\"\n"
 		"  -l LISTEN     /path/to.sock, unix:/path/to.sock (mode 0660),\n"
 		"                127.0.0.1:PORT or [::1]:PORT\n"
+		"  -M MODE       the unix socket's mode, octal (e.g. 0666)\n"
+		"  -U USER[:GROUP] the unix socket's owner (e.g. www-data:www-data)\n"
 		"  -j N          worker threads (default 4)\n"
 		"  -L LOGFILE    append log lines to LOGFILE instead of standard error\n"
 		"  replay        decide each request of LOG (a trace or a combined\n"
@@ -241,7 +243,7 @@ main(int argc, char **argv)
 {
 	const char *conf = NULL;
 	int test = 0;
-	struct fcgi_options fo = { NULL, NULL, NULL, NULL };
+	struct fcgi_options fo = { NULL, NULL, NULL, NULL, NULL, NULL };
 
 	if (argc > 1 && strcmp(argv[1], "replay") == 0)
 		return replay(argc - 1, argv + 1);
@@ -271,6 +273,10 @@ main(int argc, char **argv)
 			fo.listen = argv[++i];
 		else if (strcmp(argv[i], "-L") == 0 && i + 1 < argc)
 			fo.log = argv[++i];
+		else if (strcmp(argv[i], "-M") == 0 && i + 1 < argc)
+			fo.mode = argv[++i];
+		else if (strcmp(argv[i], "-U") == 0 && i + 1 < argc)
+			fo.owner = argv[++i];
 		else if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
 			printf("rategate %s\n", PACKAGE_VERSION);
 			return 0;
