@@ -16,7 +16,9 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +240,93 @@ cgi(int argc, char **argv)
 	return wrapper_main(conf, script);
 }
 
+/* One %XX-decoded word of a query, as Apache's ap_unescape_url does it
+ * (an invalid escape is kept as it is; %00 ends the word). */
+static void
+decode_word(char *w)
+{
+	char *o = w;
+
+	for (const char *i = w; *i != '\0'; i++) {
+		if (i[0] == '%' && isxdigit((unsigned char)i[1]) && isxdigit((unsigned char)i[2])) {
+			char hex[3] = { i[1], i[2], '\0' };
+			*o++ = (char)strtol(hex, NULL, 16);
+			i += 2;
+		} else
+			*o++ = *i;
+	}
+	*o = '\0';
+}
+
+/* a equals w once a's backslash escapes are removed (ap_escape_shell_cmd
+ * puts a '\' before each shell metacharacter). */
+static int
+same_word(const char *a, const char *w)
+{
+	for (;; a++, w++) {
+		if (a[0] == '\\' && a[1] != '\0')
+			a++;
+		if (*a != *w)
+			return 0;
+		if (*a == '\0')
+			return 1;
+	}
+}
+
+/* Apache's mod_cgi and mod_cgid pass a query string without '=' to a CGI
+ * program as arguments after those of the server's configuration (the
+ * ISINDEX convention): split at '+', empty words left out, each
+ * %-decoded and shell-escaped, at most APACHE_ARG_MAX - 1 words counted.
+ * They are the client's, never options, a sub-command or a script to run
+ * ("/app/x?/bin/sh" must not make rategate exec /bin/sh): when the last
+ * arguments are exactly the query's words, they are dropped.  Returns the
+ * new argc. */
+static int
+drop_query_words(int argc, char **argv)
+{
+	const char *q = getenv("QUERY_STRING");
+#ifdef _POSIX_ARG_MAX
+	const size_t max_words = _POSIX_ARG_MAX - 1;
+#else
+	const size_t max_words = 511;
+#endif
+
+	if (argc < 2 || getenv("GATEWAY_INTERFACE") == NULL || q == NULL || q[0] == '\0' ||
+	    strchr(q, '=') != NULL)
+		return argc;
+	char *copy = strdup(q);
+	if (copy == NULL)
+		return argc;
+	size_t nw = 0, counted = 0;
+	char **words = calloc(strlen(q) + 1, sizeof(*words));
+	if (words == NULL) {
+		free(copy);
+		return argc;
+	}
+	for (char *p = copy; p != NULL && counted < max_words; counted++) {
+		char *plus = strchr(p, '+');
+		if (plus != NULL)
+			*plus = '\0';
+		if (*p != '\0') {
+			decode_word(p);
+			words[nw++] = p;
+		}
+		p = plus != NULL ? plus + 1 : NULL;
+	}
+	int keep = argc;
+	if (nw > 0 && nw <= (size_t)argc - 1) {
+		keep = argc - (int)nw;
+		for (size_t i = 0; i < nw; i++)
+			if (!same_word(argv[keep + (int)i], words[i])) {
+				keep = argc;
+				break;
+			}
+	}
+	free(words);
+	free(copy);
+	return keep;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -245,6 +334,8 @@ main(int argc, char **argv)
 	int test = 0;
 	struct fcgi_options fo = { NULL, NULL, NULL, NULL, NULL, NULL };
 
+	argc = drop_query_words(argc, argv);
+	argv[argc] = NULL;
 	if (argc > 1 && strcmp(argv[1], "replay") == 0)
 		return replay(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "inspect") == 0)
@@ -259,9 +350,19 @@ main(int argc, char **argv)
 	/* ... or as the interpreter of a script (lighttpd cgi.assign =
 	 * ( ".cgi" => "/usr/local/bin/rategate" ), a #! line): the one
 	 * argument is the script to run once allowed. */
-	if (argc == 2 && argv[1][0] != '-' && getenv("GATEWAY_INTERFACE") != NULL &&
-	    getenv("RATEGATE_CONFIG") != NULL)
+	if (argc == 2 && getenv("GATEWAY_INTERFACE") != NULL &&
+	    getenv("RATEGATE_CONFIG") != NULL) {
+		/* Only the script the server itself names (SCRIPT_FILENAME):
+		 * never an argument a client could have put there. */
+		const char *sf = getenv("SCRIPT_FILENAME");
+		if (sf == NULL || strcmp(sf, argv[1]) != 0) {
+			fprintf(stderr, "rategate: CGI wrapper: argument \"%.200s\" is not SCRIPT_FILENAME: refused\n",
+				argv[1]);
+			printf("Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nInternal Server Error\n");
+			return 0;
+		}
 		return wrapper_main(getenv("RATEGATE_CONFIG"), argv[1]);
+	}
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-t") == 0)
 			test = 1;

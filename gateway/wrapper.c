@@ -24,9 +24,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +64,52 @@ put_out(const struct respond_buf *b)
 		if (w <= 0)
 			return;
 		off += (size_t)w;
+	}
+}
+
+/* Read and discard the request body once we have answered ourselves.
+ * Apache's mod_cgid gives the CGI program one unix socket as standard input
+ * and output, and writes the whole body before it reads the answer; a
+ * process that exits with unread data in that socket makes Linux reset it,
+ * and Apache then loses the answer already written (the client gets a
+ * truncated or an empty reply).  Over pipes (lighttpd, fcgiwrap) the server
+ * just stops sending: nothing to do.  At most CONTENT_LENGTH bytes (to
+ * end-of-file without it), for at most 30 s, waiting at most 2 s for each
+ * read: Apache would read (soak) the rest from the client anyway. */
+static void
+drain_stdin(void)
+{
+	struct stat sb;
+	const char *cl = getenv("CONTENT_LENGTH");
+	unsigned long long left = ULLONG_MAX;
+	char buf[16384];
+
+	if (fstat(0, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+		return;
+	if (cl != NULL && cl[0] != '\0') {
+		char *end;
+		errno = 0;
+		left = strtoull(cl, &end, 10);
+		if (errno != 0 || *end != '\0')
+			left = ULLONG_MAX;
+	}
+	int64_t end = clock_ms() + 30000;
+	while (left > 0) {
+		int64_t now = clock_ms();
+		if (now >= end)
+			return;
+		struct pollfd p = { 0, POLLIN, 0 };
+		int r = poll(&p, 1, end - now < 2000 ? (int)(end - now) : 2000);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return;
+		ssize_t n = read(0, buf, left < sizeof(buf) ? (size_t)left : sizeof(buf));
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n <= 0)
+			return;
+		left -= (unsigned long long)n;
 	}
 }
 
@@ -280,10 +329,12 @@ run:
 		respond_buf_init(&out);
 		fail(&out, 502, "bad_gateway", "Bad Gateway: the script cannot be run", f);
 		respond_buf_free(&out);
+		drain_stdin();
 		log_free(lg);
 		return 0;
 	}
 out:
+	drain_stdin();
 	if (st.ops != NULL)
 		st.ops->destroy(st.impl);
 	rl_ruleset_free(rs);

@@ -478,7 +478,7 @@ Test(nginx, auth_request_serves_the_file_or_429,
 
 	char *log = srv_read(srv_path("rategate.log"));
 	cr_assert_not_null(log);
-	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt"),
+	cr_expect_not_null(strstr(log, "event=deny status=403 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt"),
 			   "%s", log);
 	free(log);
 	cr_expect_eq(srv_stop(nginx, 10), 0);
