@@ -54,6 +54,7 @@
 #include "proxy.h"
 #include "stats.h"
 #include "store.h"
+#include "store_redis.h"
 #include "store_shm.h"
 #include "upstream.h"
 
@@ -634,7 +635,18 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 		respond_buf_reset(&w->out);
 		respond_buf_add(&w->out, "Status: 200 OK\r\n\r\n", 18);
 	} else {
-		struct stats_store st = { storage_kind_name(w->srv->store_kind), -1, -1, -1, -1 };
+		struct stats_store st = { storage_kind_name(w->srv->store_kind),
+					  -1, -1, -1, -1, -1, -1, -1, -1, -1 };
+		struct redis_store *rd = store_redis_of(&w->srv->store);
+		if (rd != NULL) {
+			struct redis_stats rs;
+			store_redis_stats(rd, &rs);
+			st.up = rs.up;
+			st.down_switches = (int64_t)rs.down_switches;
+			st.up_switches = (int64_t)rs.up_switches;
+			st.fallback = (int64_t)rs.fallback;
+			st.cache_denied = (int64_t)rs.cache_denied;
+		}
 		struct shm *m = shm_of(&w->srv->store);
 		if (m != NULL) {
 			struct shm_stats ss;
@@ -1273,6 +1285,8 @@ fcgi_main(const struct fcgi_options *o)
 		goto out;
 	}
 	srv.store_kind = s->storage.kind;
+	if (store_redis_of(&srv.store) != NULL)
+		store_redis_set_log(store_redis_of(&srv.store), srv.log);
 	srv.store_uri = strdup(s->storage.uri);
 	if (srv.store_uri == NULL)
 		log_xrealloc(NULL, SIZE_MAX);

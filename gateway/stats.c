@@ -214,6 +214,15 @@ render_json(struct respond_buf *b, const struct stats *s,
 	addf(b, "\"store\":{\"kind\":\"%s\",\"errors\":%llu,\"keys\":%lld,\"slots\":%lld,\"evictions\":%lld,\"full\":%lld},",
 	     st->kind, LD(s->store_errors), (long long)st->keys, (long long)st->slots,
 	     (long long)st->evictions, (long long)st->full);
+	if (st->up >= 0) {
+		/* reopen the store object for the Redis figures */
+		b->len--;       /* the ',' */
+		b->len--;       /* the '}' */
+		addf(b, ",\"up\":%lld,\"down_switches\":%lld,\"up_switches\":%lld,\"fallback\":%lld,\"cache_denied\":%lld},",
+		     (long long)st->up, (long long)st->down_switches,
+		     (long long)st->up_switches, (long long)st->fallback,
+		     (long long)st->cache_denied);
+	}
 	respond_buf_add(b, "\"rules\":[", 9);
 	for (size_t i = 0; i < sr->n; i++) {
 		const struct stats_rule *r = &sr->r[i];
@@ -287,6 +296,17 @@ render_prometheus(struct respond_buf *b, const struct stats *s,
 	if (st->full >= 0) {
 		metric(b, "rategate_store_full_total", "counter", "Requests refused because the store was full.");
 		addf(b, "rategate_store_full_total %lld\n", (long long)st->full);
+	}
+	if (st->up >= 0) {
+		metric(b, "rategate_redis_up", "gauge", "1 while Redis answers, 0 while it does not.");
+		addf(b, "rategate_redis_up %lld\n", (long long)st->up);
+		metric(b, "rategate_redis_switches_total", "counter", "Redis going down and coming back, as this process saw it.");
+		addf(b, "rategate_redis_switches_total{to=\"down\"} %lld\n", (long long)st->down_switches);
+		addf(b, "rategate_redis_switches_total{to=\"up\"} %lld\n", (long long)st->up_switches);
+		metric(b, "rategate_redis_fallback_total", "counter", "Decisions made on the fallback store while Redis was down.");
+		addf(b, "rategate_redis_fallback_total %lld\n", (long long)st->fallback);
+		metric(b, "rategate_redis_cache_denied_total", "counter", "Requests denied from the local over-limit cache without asking Redis.");
+		addf(b, "rategate_redis_cache_denied_total %lld\n", (long long)st->cache_denied);
 	}
 	metric(b, "rategate_reloads_total", "counter", "Rule reloads (SIGHUP), by result.");
 	addf(b, "rategate_reloads_total{result=\"ok\"} %llu\n", LD(s->reloads_ok));

@@ -75,6 +75,10 @@ void stats_count(struct stats *s, struct stats_rules *sr,
 struct stats_store {
 	const char *kind;       /* "shm", "memory", "redis" */
 	int64_t keys, slots, evictions, full;
+	/* Redis: answering (1) or not (0); the switches down and back up,
+	 * decisions made on the fallback store, batches denied from the
+	 * over-limit cache without asking Redis.  -1 for other stores. */
+	int64_t up, down_switches, up_switches, fallback, cache_denied;
 };
 
 enum stats_format { STATS_JSON = 0, STATS_PROMETHEUS };

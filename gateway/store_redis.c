@@ -800,7 +800,7 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 	struct redis_store *r = impl;
 	const char *argv_s[6 + 7 * ARGS_STACK], **argv = argv_s;
 	size_t lens_s[6 + 7 * ARGS_STACK], *lens = lens_s;
-	char nums_s[(2 + 6 * ARGS_STACK) * NUM_MAX], *nums = nums_s;
+	char nums_s[(3 + 6 * ARGS_STACK) * NUM_MAX], *nums = nums_s;
 	char msg[RL_MSG_MAX];
 	int argc = (int)(6 + 7 * n), probe, rc = -1;
 	enum fail why;
@@ -824,7 +824,7 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 	if (n > ARGS_STACK) {
 		argv = malloc((size_t)argc * sizeof(*argv));
 		lens = malloc((size_t)argc * sizeof(*lens));
-		nums = malloc((2 + 6 * n) * NUM_MAX);
+		nums = malloc((3 + 6 * n) * NUM_MAX);
 		if (argv == NULL || lens == NULL || nums == NULL) {
 			set_err(err, "out of memory");
 			goto out;

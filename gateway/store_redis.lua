@@ -37,186 +37,301 @@
 --   in-flight: a sorted set, member the lease id, score its expiry.
 -- A key holding another strategy or count reads as fresh, as in memstore.
 
-local TWO53 = 9007199254740992
-local LIMB = 16777216                 -- 2^24
-local fmod = math.fmod
-local floor = math.floor
+-- Speed.  Redis runs this whole chunk on every EVALSHA, so every function
+-- defined at the top level is made again on every call.  A batch of fixed
+-- windows is decided first, by straight-line code, and returns before
+-- anything else is made; for the rest, the wide integers, the moving
+-- window, the sliding counter and GCRA are made on first use in a call.
+
+local fmod, floor, format, match = math.fmod, math.floor, string.format,
+	string.match
 
 -- ------------------------------------------------------------------
--- Wide unsigned integers
+-- The fast path: a batch of fixed windows (the default strategy) on
+-- distinct keys, decided before anything else of the script is made.  It
+-- is fixed_view, window_verdict and fixed_consume below, inlined; every
+-- value is a plain number (times and counts far below 2^53).
 
-local function big(x)
-	if type(x) == 'table' then
-		return x
-	end
-	local l0 = fmod(x, LIMB); x = (x - l0) / LIMB
-	local l1 = fmod(x, LIMB); x = (x - l1) / LIMB
-	local l2 = fmod(x, LIMB); x = (x - l2) / LIMB
-	return { l0, l1, l2, x }
-end
-
--- A number when it fits 2^53 exactly (the top limbs leave 5 bits).
-local function norm(t)
-	if t[4] == 0 and t[3] < 32 then
-		return t[1] + t[2] * LIMB + t[3] * LIMB * LIMB
-	end
-	return t
-end
-
-local function add(a, b)
-	if type(a) == 'number' and type(b) == 'number' then
-		local r = a + b
-		if r < TWO53 then
-			return r
+if ARGV[1] == 'apply' then
+	local n = #KEYS
+	local fast = true
+	for i = 1, n do
+		if ARGV[4 + 6 * (i - 1)] ~= '0' then
+			fast = false
+			break
 		end
 	end
-	a, b = big(a), big(b)
-	local r, carry = {}, 0
-	for i = 1, 4 do
-		local s = a[i] + b[i] + carry
-		r[i] = fmod(s, LIMB)
-		carry = (s - r[i]) / LIMB
-	end
-	if carry ~= 0 then
-		error('rategate: wide integer overflow')
-	end
-	return norm(r)
-end
-
--- a - b, a >= b.
-local function sub(a, b)
-	if type(a) == 'number' and type(b) == 'number' then
-		return a - b
-	end
-	a, b = big(a), big(b)
-	local r, borrow = {}, 0
-	for i = 1, 4 do
-		local s = a[i] - b[i] - borrow
-		if s < 0 then
-			s = s + LIMB
-			borrow = 1
-		else
-			borrow = 0
-		end
-		r[i] = s
-	end
-	return norm(r)
-end
-
-local function cmp(a, b)
-	if type(a) == 'number' and type(b) == 'number' then
-		if a < b then return -1 elseif a > b then return 1 end
-		return 0
-	end
-	a, b = big(a), big(b)
-	for i = 4, 1, -1 do
-		if a[i] < b[i] then return -1 elseif a[i] > b[i] then return 1 end
-	end
-	return 0
-end
-
-local function mul(a, b)
-	if type(a) == 'number' and type(b) == 'number' then
-		local r = a * b
-		if r < TWO53 then
-			return r
+	if fast and n > 1 then
+		local seen = {}
+		for i = 1, n do
+			if seen[KEYS[i]] then
+				fast = false
+				break
+			end
+			seen[KEYS[i]] = true
 		end
 	end
-	a, b = big(a), big(b)
-	local r = { 0, 0, 0, 0, 0, 0, 0, 0 }
-	for i = 1, 4 do
-		if a[i] ~= 0 then
-			for j = 1, 4 do
-				r[i + j - 1] = r[i + j - 1] + a[i] * b[j]
+	if fast then
+		local now = tonumber(ARGV[3])
+		local virtual = now >= 0
+		if not virtual then
+			local tm = redis.call('TIME')
+			now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
+		end
+		local res, all = {}, true
+		local ts, useds, wends = {}, {}, {}
+		for i = 1, n do
+			local a = 3 + 6 * (i - 1)
+			local count, P = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+			local cost = tonumber(ARGV[a + 5])
+			local start, used = 0, 0
+			local s = redis.call('GET', KEYS[i])
+			if s then
+				local st, c, w0, w1 = match(s, '^(%d+) (%d+) (%d+) (%d+)$')
+				if st == '0' and c == ARGV[a + 2] then
+					start, used = tonumber(w0), tonumber(w1)
+				end
+			end
+			local t = now
+			if used ~= 0 and t < start then
+				t = start
+			end
+			local wend
+			if used ~= 0 and t - start < P then
+				wend = start + P
+			else
+				used, wend = 0, t + P
+			end
+			local r = 5 * (i - 1)
+			res[r + 3] = used < count and count - used or 0
+			res[r + 4] = wend
+			if cost > count then
+				res[r + 1], res[r + 2], res[r + 5] = 0, 1, P
+			elseif used + cost <= count then
+				res[r + 1], res[r + 2], res[r + 5] = 1, 0, 0
+			else
+				local retry = wend - t
+				res[r + 1], res[r + 2], res[r + 5] = 0, 0,
+					retry < 1 and 1 or retry
+			end
+			all = all and res[r + 1] == 1
+			useds[i], wends[i] = used, wend
+		end
+		if ARGV[2] == '1' and all then
+			for i = 1, n do
+				local a = 3 + 6 * (i - 1)
+				if ARGV[a + 6] ~= '1' then
+					local count = tonumber(ARGV[a + 2])
+					local P = tonumber(ARGV[a + 3])
+					local used = useds[i] + tonumber(ARGV[a + 5])
+					local wend, r = wends[i], 5 * (i - 1)
+					res[r + 3] = used < count and count - used or 0
+					local ttl = wend - now
+					if virtual and ttl < 3600000 then
+						ttl = 3600000   -- VIRTUAL_TTL_MIN below
+					end
+					redis.call('SET', KEYS[i],
+						   format('0 %s %d %d', ARGV[a + 2],
+							  wend - P, used),
+						   'PX', ttl)
+				end
 			end
 		end
+		return res
 	end
-	local carry = 0
-	for k = 1, 8 do
-		local s = r[k] + carry
-		r[k] = fmod(s, LIMB)
-		carry = (s - r[k]) / LIMB
-	end
-	if carry ~= 0 or r[5] ~= 0 or r[6] ~= 0 or r[7] ~= 0 or r[8] ~= 0 then
-		error('rategate: wide integer overflow')
-	end
-	return norm({ r[1], r[2], r[3], r[4] })
 end
+local TWO53 = 9007199254740992
+local virtual = false           -- NOW came from the caller (tests)
 
--- Quotient and remainder of a by a plain number d, 1 <= d < 2^45 (every
--- divisor here is a period, a count or a count-sized state word), byte by
--- byte so that remainder * 256 + byte stays below 2^53.
-local function divmod(a, d)
-	if d >= 35184372088832 then
-		error('rategate: divisor out of range')
-	end
-	if type(a) == 'number' then
-		local r = fmod(a, d)
-		return (a - r) / d, r
-	end
-	local q, r = {}, 0
-	for i = 4, 1, -1 do
-		local limb, ql = a[i], 0
-		local bytes = { floor(limb / 65536), fmod(floor(limb / 256), 256),
-				fmod(limb, 256) }
-		for k = 1, 3 do
-			local x = r * 256 + bytes[k]
-			r = fmod(x, d)
-			ql = ql * 256 + (x - r) / d
+-- ------------------------------------------------------------------
+-- Wide unsigned integers (made on first use)
+
+local function make_wide()
+	local LIMB = 16777216                 -- 2^24
+	local w = {}
+
+	local function big(x)
+		if type(x) == 'table' then
+			return x
 		end
-		q[i] = ql
+		local l0 = fmod(x, LIMB); x = (x - l0) / LIMB
+		local l1 = fmod(x, LIMB); x = (x - l1) / LIMB
+		local l2 = fmod(x, LIMB); x = (x - l2) / LIMB
+		return { l0, l1, l2, x }
 	end
-	return norm(q), r
+
+	-- A number when it fits 2^53 exactly (the top limbs leave 5 bits).
+	local function norm(t)
+		if t[4] == 0 and t[3] < 32 then
+			return t[1] + t[2] * LIMB + t[3] * LIMB * LIMB
+		end
+		return t
+	end
+
+	function w.add(a, b)
+		if type(a) == 'number' and type(b) == 'number' then
+			local r = a + b
+			if r < TWO53 then
+				return r
+			end
+		end
+		a, b = big(a), big(b)
+		local r, carry = {}, 0
+		for i = 1, 4 do
+			local s = a[i] + b[i] + carry
+			r[i] = fmod(s, LIMB)
+			carry = (s - r[i]) / LIMB
+		end
+		if carry ~= 0 then
+			error('rategate: wide integer overflow')
+		end
+		return norm(r)
+	end
+
+	-- a - b, a >= b.
+	function w.sub(a, b)
+		if type(a) == 'number' and type(b) == 'number' then
+			return a - b
+		end
+		a, b = big(a), big(b)
+		local r, borrow = {}, 0
+		for i = 1, 4 do
+			local s = a[i] - b[i] - borrow
+			if s < 0 then
+				s = s + LIMB
+				borrow = 1
+			else
+				borrow = 0
+			end
+			r[i] = s
+		end
+		return norm(r)
+	end
+
+	function w.cmp(a, b)
+		if type(a) == 'number' and type(b) == 'number' then
+			if a < b then return -1 elseif a > b then return 1 end
+			return 0
+		end
+		a, b = big(a), big(b)
+		for i = 4, 1, -1 do
+			if a[i] < b[i] then return -1 elseif a[i] > b[i] then return 1 end
+		end
+		return 0
+	end
+
+	function w.mul(a, b)
+		if type(a) == 'number' and type(b) == 'number' then
+			local r = a * b
+			if r < TWO53 then
+				return r
+			end
+		end
+		a, b = big(a), big(b)
+		local r = { 0, 0, 0, 0, 0, 0, 0, 0 }
+		for i = 1, 4 do
+			if a[i] ~= 0 then
+				for j = 1, 4 do
+					r[i + j - 1] = r[i + j - 1] + a[i] * b[j]
+				end
+			end
+		end
+		local carry = 0
+		for k = 1, 8 do
+			local s = r[k] + carry
+			r[k] = fmod(s, LIMB)
+			carry = (s - r[k]) / LIMB
+		end
+		if carry ~= 0 or r[5] ~= 0 or r[6] ~= 0 or r[7] ~= 0 or r[8] ~= 0 then
+			error('rategate: wide integer overflow')
+		end
+		return norm({ r[1], r[2], r[3], r[4] })
+	end
+
+	-- Quotient and remainder of a by a plain number d, 1 <= d < 2^45
+	-- (every divisor here is a period, a count or a count-sized state
+	-- word), byte by byte so that remainder * 256 + byte stays below 2^53.
+	function w.divmod(a, d)
+		if d >= 35184372088832 then
+			error('rategate: divisor out of range')
+		end
+		if type(a) == 'number' then
+			local r = fmod(a, d)
+			return (a - r) / d, r
+		end
+		local q, r = {}, 0
+		for i = 4, 1, -1 do
+			local limb, ql = a[i], 0
+			local bytes = { floor(limb / 65536), fmod(floor(limb / 256), 256),
+					fmod(limb, 256) }
+			for k = 1, 3 do
+				local x = r * 256 + bytes[k]
+				r = fmod(x, d)
+				ql = ql * 256 + (x - r) / d
+			end
+			q[i] = ql
+		end
+		return norm(q), r
+	end
+
+	function w.div(a, d)
+		local q = w.divmod(a, d)
+		return q
+	end
+
+	function w.ceil_div(a, d)
+		local q, r = w.divmod(a, d)
+		if r ~= 0 then
+			q = w.add(q, 1)
+		end
+		return q
+	end
+
+	function w.todec(a)
+		local parts = {}
+		while type(a) ~= 'number' do
+			local r
+			a, r = w.divmod(a, 1000000)
+			table.insert(parts, 1, format('%06d', r))
+		end
+		return format('%d', a) .. table.concat(parts)
+	end
+
+	function w.fromdec(s)
+		local head = #s % 6
+		local v = 0
+		if head > 0 then
+			v = tonumber(string.sub(s, 1, head))
+		end
+		for i = head + 1, #s, 6 do
+			v = w.add(w.mul(v, 1000000), tonumber(string.sub(s, i, i + 5)))
+		end
+		return v
+	end
+
+	return w
 end
 
-local function div(a, d)
-	local q = divmod(a, d)
-	return q
-end
-
-local function ceil_div(a, d)
-	local q, r = divmod(a, d)
-	if r ~= 0 then
-		q = add(q, 1)
+local W
+local function wide()
+	if W == nil then
+		W = make_wide()
 	end
-	return q
+	return W
 end
 
 local function todec(a)
 	if type(a) == 'number' then
-		return string.format('%.0f', a)
+		return format('%d', a)
 	end
-	local parts = {}
-	while type(a) ~= 'number' do
-		local r
-		a, r = divmod(a, 1000000)
-		table.insert(parts, 1, string.format('%06d', r))
-	end
-	return string.format('%.0f', a) .. table.concat(parts)
+	return wide().todec(a)
 end
 
 local function fromdec(s)
 	if #s <= 15 then
 		return tonumber(s)
 	end
-	local head = #s % 6
-	local v = 0
-	if head > 0 then
-		v = tonumber(string.sub(s, 1, head))
-	end
-	for i = head + 1, #s, 6 do
-		v = add(mul(v, 1000000), tonumber(string.sub(s, i, i + 5)))
-	end
-	return v
-end
-
--- A verdict number for the client: exact below 2^53, else its decimal
--- text (the client saturates it to its type, as ms_out and u64_sat do).
-local function out(a)
-	if type(a) == 'number' then
-		return a
-	end
-	return todec(a)
+	return wide().fromdec(s)
 end
 
 -- ------------------------------------------------------------------
@@ -230,26 +345,22 @@ local function allow(v)
 	v[1], v[2], v[5] = 1, 0, 0
 end
 
+-- retry: a plain number here; sliding and GCRA have their own.
 local function deny(v, retry)
 	v[1], v[2] = 0, 0
-	if cmp(retry, 1) < 0 then
-		retry = 1
-	end
-	v[5] = retry
+	v[5] = retry < 1 and 1 or retry
 end
 
 local function effective_now(now, stored)
 	if now < 0 then
 		now = 0
 	end
-	if cmp(now, stored) < 0 then
-		return stored
-	end
-	return now
+	return now < stored and stored or now
 end
 
 -- ------------------------------------------------------------------
 -- fixed-window [window_start_ms, used] and elastic [window_end_ms, used]
+-- (every value here is far below 2^53: plain numbers)
 
 local function window_verdict(p, t, used, wend, v)
 	v[3] = used < p.count and p.count - used or 0
@@ -283,115 +394,66 @@ local function elastic_view(p, st, now)
 	return t, 0, t + p.period
 end
 
-local fixed = {
-	words = 2,
-	check = function(p, st, now, v)
-		local t, used, wend = fixed_view(p, st, now)
-		window_verdict(p, t, used, wend, v)
-	end,
-	consume = function(p, st, now, v)
-		local t, used, wend = fixed_view(p, st, now)
-		st[1] = wend - p.period
-		st[2] = used + p.cost
-		v[3] = st[2] < p.count and p.count - st[2] or 0
-		v[4] = wend
-		allow(v)
-	end,
-	expiry = function(p, st)
-		return st[2] ~= 0 and st[1] + p.period or 0
-	end,
-}
-
-local elastic = {
-	words = 2,
-	check = function(p, st, now, v)
-		local t, used, wend = elastic_view(p, st, now)
-		window_verdict(p, t, used, wend, v)
-	end,
-	consume = function(p, st, now, v)
-		local t, used = elastic_view(p, st, now)
-		st[1] = t + p.period
-		st[2] = used + p.cost
-		v[3] = st[2] < p.count and p.count - st[2] or 0
-		v[4] = st[1]
-		allow(v)
-	end,
-	-- Returns true when the state changed.
-	penalize = function(p, st, now, v)
-		local t, used = elastic_view(p, st, now)
-		v[4] = t + p.period
-		if v[1] == 0 then
-			v[5] = p.period
-		end
-		if used ~= 0 then
-			st[1] = t + p.period
-			return true
-		end
-		return false
-	end,
-	expiry = function(p, st)
-		return st[2] ~= 0 and st[1] or 0
-	end,
-}
-
 -- ------------------------------------------------------------------
--- sliding-window-counter [cur_start_ms, prev, cur]
+-- sliding-window-counter [cur_start_ms, prev, cur] (made on first use)
 
-local function sliding_roll(p, st, now)
-	local P = p.period
-	local s = { t = effective_now(now, st[1]), prev = st[2], cur = st[3] }
-	if s.t - st[1] >= 2 * P then
-		s.prev, s.cur = 0, 0
-	elseif s.t - st[1] >= P then
-		s.prev, s.cur = s.cur, 0
-	end
-	s.start = s.t - fmod(s.t, P)
-	s.e = s.t - s.start
-	return s
-end
+local function make_sliding(w)
+	local add, sub, mul, cmp, div = w.add, w.sub, w.mul, w.cmp, w.div
+	local m = {}
 
-local function sliding_remaining(p, s)
-	local P = p.period
-	local cap = mul(p.count, P)
-	local used = add(mul(s.prev, P - s.e), mul(s.cur, P))
-	if cmp(used, cap) >= 0 then
-		return 0
-	end
-	return div(sub(cap, used), P)
-end
-
-local function sliding_reset(p, s)
-	if s.cur ~= 0 then
-		return s.start + 2 * p.period
-	end
-	if s.prev ~= 0 then
-		return s.start + p.period
-	end
-	return s.t
-end
-
-local function sliding_first_fit(p, prev, need)
-	local P = p.period
-	if need > p.count then
-		return P
-	end
-	if prev == 0 then
-		return 0
-	end
-	local q = div(mul(p.count - need, P), prev)
-	if cmp(q, P) >= 0 then
-		return 0
-	end
-	return P - q
-end
-
-local sliding = {
-	words = 3,
-	check = function(p, st, now, v)
+	local function roll(p, st, now)
 		local P = p.period
-		local s = sliding_roll(p, st, now)
-		v[3] = sliding_remaining(p, s)
-		v[4] = sliding_reset(p, s)
+		local s = { t = effective_now(now, st[1]), prev = st[2], cur = st[3] }
+		if s.t - st[1] >= 2 * P then
+			s.prev, s.cur = 0, 0
+		elseif s.t - st[1] >= P then
+			s.prev, s.cur = s.cur, 0
+		end
+		s.start = s.t - fmod(s.t, P)
+		s.e = s.t - s.start
+		return s
+	end
+
+	local function remaining(p, s)
+		local P = p.period
+		local cap = mul(p.count, P)
+		local used = add(mul(s.prev, P - s.e), mul(s.cur, P))
+		if cmp(used, cap) >= 0 then
+			return 0
+		end
+		return div(sub(cap, used), P)
+	end
+
+	local function reset(p, s)
+		if s.cur ~= 0 then
+			return s.start + 2 * p.period
+		end
+		if s.prev ~= 0 then
+			return s.start + p.period
+		end
+		return s.t
+	end
+
+	local function first_fit(p, prev, need)
+		local P = p.period
+		if need > p.count then
+			return P
+		end
+		if prev == 0 then
+			return 0
+		end
+		local q = div(mul(p.count - need, P), prev)
+		if cmp(q, P) >= 0 then
+			return 0
+		end
+		return P - q
+	end
+
+	function m.check(p, st, now, v)
+		local P = p.period
+		local s = roll(p, st, now)
+		v[3] = remaining(p, s)
+		v[4] = reset(p, s)
 		if p.cost > p.count then
 			deny_never(p, v)
 		elseif cmp(add(mul(s.prev, P - s.e), mul(s.cur + p.cost, P)),
@@ -402,7 +464,7 @@ local sliding = {
 			if need > p.count then
 				need = p.count + 1
 			end
-			local e1 = sliding_first_fit(p, s.prev, need)
+			local e1 = first_fit(p, s.prev, need)
 			local at
 			if e1 < s.e then
 				e1 = s.e
@@ -410,7 +472,7 @@ local sliding = {
 			if e1 < P then
 				at = s.start + e1
 			else
-				e1 = sliding_first_fit(p, s.cur, p.cost)
+				e1 = first_fit(p, s.cur, p.cost)
 				if e1 < P then
 					at = s.start + P + e1
 				else
@@ -419,163 +481,180 @@ local sliding = {
 			end
 			deny(v, at - s.t)
 		end
-	end,
-	consume = function(p, st, now, v)
-		local s = sliding_roll(p, st, now)
+	end
+
+	function m.consume(p, st, now, v)
+		local s = roll(p, st, now)
 		s.cur = s.cur + p.cost
 		st[1], st[2], st[3] = s.start, s.prev, s.cur
-		v[3] = sliding_remaining(p, s)
-		v[4] = sliding_reset(p, s)
+		v[3] = remaining(p, s)
+		v[4] = reset(p, s)
 		allow(v)
-	end,
-	expiry = function(p, st)
+	end
+
+	function m.expiry(p, st)
 		if st[3] ~= 0 then
 			return st[1] + 2 * p.period
 		end
 		return st[2] ~= 0 and st[1] + p.period or 0
-	end,
-}
+	end
+
+	return m
+end
 
 -- ------------------------------------------------------------------
--- gcra [t_last_ms, level]
+-- gcra [t_last_ms, level] (made on first use)
 
-local function gcra_view(p, st, now)
-	local g = { t = effective_now(now, st[1]) }
-	local drained = mul(g.t - st[1], p.count)
-	g.level = cmp(st[2], drained) > 0 and sub(st[2], drained) or 0
-	g.cap = mul(p.burst ~= 0 and p.burst or p.count, p.period)
-	g.hit = mul(p.cost, p.period)
-	return g
-end
+local function make_gcra(w)
+	local add, sub, mul, cmp, div, ceil_div = w.add, w.sub, w.mul, w.cmp,
+		w.div, w.ceil_div
+	local m = {}
 
-local function gcra_fill(p, g, v)
-	if cmp(g.level, g.cap) >= 0 then
-		v[3] = 0
-	else
-		v[3] = div(sub(g.cap, g.level), p.period)
+	local function view(p, st, now)
+		local g = { t = effective_now(now, st[1]) }
+		local drained = mul(g.t - st[1], p.count)
+		g.level = cmp(st[2], drained) > 0 and sub(st[2], drained) or 0
+		g.cap = mul(p.burst ~= 0 and p.burst or p.count, p.period)
+		g.hit = mul(p.cost, p.period)
+		return g
 	end
-	v[4] = add(g.t, ceil_div(g.level, p.count))
-end
 
-local gcra = {
-	words = 2,
-	check = function(p, st, now, v)
-		local g = gcra_view(p, st, now)
-		gcra_fill(p, g, v)
+	local function fill(p, g, v)
+		if cmp(g.level, g.cap) >= 0 then
+			v[3] = 0
+		else
+			v[3] = div(sub(g.cap, g.level), p.period)
+		end
+		v[4] = add(g.t, ceil_div(g.level, p.count))
+	end
+
+	function m.check(p, st, now, v)
+		local g = view(p, st, now)
+		fill(p, g, v)
 		if cmp(g.hit, g.cap) > 0 then
 			deny_never(p, v)
 		elseif cmp(add(g.level, g.hit), g.cap) <= 0 then
 			allow(v)
 		else
-			deny(v, ceil_div(sub(add(g.level, g.hit), g.cap), p.count))
+			local retry = ceil_div(sub(add(g.level, g.hit), g.cap), p.count)
+			v[1], v[2] = 0, 0
+			v[5] = cmp(retry, 1) < 0 and 1 or retry
 		end
-	end,
-	consume = function(p, st, now, v)
-		local g = gcra_view(p, st, now)
+	end
+
+	function m.consume(p, st, now, v)
+		local g = view(p, st, now)
 		g.level = add(g.level, g.hit)
 		st[1], st[2] = g.t, g.level
-		gcra_fill(p, g, v)
+		fill(p, g, v)
 		allow(v)
-	end,
-	expiry = function(p, st)
+	end
+
+	function m.expiry(p, st)
 		if cmp(st[2], 0) == 0 then
 			return 0
 		end
 		return add(st[1], ceil_div(st[2], p.count))
-	end,
-}
+	end
+
+	return m
+end
 
 -- ------------------------------------------------------------------
--- moving-window: a ring of hit times in a binary string
+-- moving-window: a ring of hit times in a binary string (made on first
+-- use)
 --
 -- The ring object: n, head, cap (the count), the key, and runs of slots
--- written by this script ({first slot, length, time}, newest last) that
+-- written by this call ({first slot, length, time}, newest last) that
 -- overlay what the key holds until they are written back.
 
 local MAGIC = 'RGMOVE1:'
 local HDR = 32
 
-local function ring_load(key, count)
-	local r = { key = key, cap = count, n = 0, head = 0, runs = {},
-		    reset = false }
-	local h = redis.call('GETRANGE', key, 0, HDR - 1)
-	if #h == 0 then
-		return r
-	end
-	if #h < HDR or string.sub(h, 1, 8) ~= MAGIC then
-		r.reset = true          -- another layout: start over
-		return r
-	end
-	local c, n, head = struct.unpack('>d>d>d', h, 9)
-	if c ~= count then
-		r.reset = true
-		return r
-	end
-	if n > count or (n ~= 0 and head >= count) then
-		n, head = 0, 0
-	end
-	r.n, r.head = n, head
-	return r
-end
+local function make_moving()
+	local m = {}
 
-local function ring_slot(r, k)
-	for i = #r.runs, 1, -1 do
-		local run = r.runs[i]
-		if k >= run[1] and k < run[1] + run[2] then
-			return run[3]
+	function m.load(key, count)
+		local r = { key = key, cap = count, n = 0, head = 0, runs = {},
+			    reset = false }
+		local h = redis.call('GETRANGE', key, 0, HDR - 1)
+		if #h == 0 then
+			return r
 		end
-	end
-	if r.reset then
-		return 0
-	end
-	local off = HDR + 8 * k
-	local b = redis.call('GETRANGE', r.key, off, off + 7)
-	if #b < 8 then
-		return 0
-	end
-	return (struct.unpack('>d', b))
-end
-
-local function ring_at(r, i)
-	local k = r.head + i
-	if k >= r.cap then
-		k = k - r.cap
-	end
-	return ring_slot(r, k)
-end
-
-local function ring_first_live(p, r, t)
-	local lo, hi = 0, r.n
-	while lo < hi do
-		local mid = floor((lo + hi) / 2)
-		if t - ring_at(r, mid) >= p.period then
-			lo = mid + 1
-		else
-			hi = mid
+		if #h < HDR or string.sub(h, 1, 8) ~= MAGIC then
+			r.reset = true          -- another layout: start over
+			return r
 		end
+		local c, n, head = struct.unpack('>d>d>d', h, 9)
+		if c ~= count then
+			r.reset = true
+			return r
+		end
+		if n > count or (n ~= 0 and head >= count) then
+			n, head = 0, 0
+		end
+		r.n, r.head = n, head
+		return r
 	end
-	return lo
-end
 
-local moving = {
-	check = function(p, r, now, v)
-		local t = effective_now(now, r.n > 0 and ring_at(r, r.n - 1) or 0)
-		local first = ring_first_live(p, r, t)
+	local function slot(r, k)
+		for i = #r.runs, 1, -1 do
+			local run = r.runs[i]
+			if k >= run[1] and k < run[1] + run[2] then
+				return run[3]
+			end
+		end
+		if r.reset then
+			return 0
+		end
+		local off = HDR + 8 * k
+		local b = redis.call('GETRANGE', r.key, off, off + 7)
+		if #b < 8 then
+			return 0
+		end
+		return (struct.unpack('>d', b))
+	end
+
+	local function at(r, i)
+		local k = r.head + i
+		if k >= r.cap then
+			k = k - r.cap
+		end
+		return slot(r, k)
+	end
+
+	local function first_live(p, r, t)
+		local lo, hi = 0, r.n
+		while lo < hi do
+			local mid = floor((lo + hi) / 2)
+			if t - at(r, mid) >= p.period then
+				lo = mid + 1
+			else
+				hi = mid
+			end
+		end
+		return lo
+	end
+
+	function m.check(p, r, now, v)
+		local t = effective_now(now, r.n > 0 and at(r, r.n - 1) or 0)
+		local first = first_live(p, r, t)
 		local live = r.n - first
 		v[3] = p.count - live
-		v[4] = live > 0 and ring_at(r, r.n - 1) + p.period or t
+		v[4] = live > 0 and at(r, r.n - 1) + p.period or t
 		if p.cost > p.count then
 			deny_never(p, v)
 		elseif live + p.cost <= p.count then
 			allow(v)
 		else
 			local k = first + (live + p.cost - p.count) - 1
-			deny(v, ring_at(r, k) + p.period - t)
+			deny(v, at(r, k) + p.period - t)
 		end
-	end,
-	consume = function(p, r, now, v)
-		local t = effective_now(now, r.n > 0 and ring_at(r, r.n - 1) or 0)
-		local first = ring_first_live(p, r, t)
+	end
+
+	function m.consume(p, r, now, v)
+		local t = effective_now(now, r.n > 0 and at(r, r.n - 1) or 0)
+		local first = first_live(p, r, t)
 		local n = r.n - first
 		local head = n > 0 and fmod(r.head + first, r.cap) or 0
 		local c = p.cost
@@ -586,92 +665,191 @@ local moving = {
 		if k >= r.cap then
 			k = k - r.cap
 		end
-		local m = c
-		if m > r.cap - k then
-			m = r.cap - k
+		local run = c
+		if run > r.cap - k then
+			run = r.cap - k
 		end
-		if m > 0 then
-			table.insert(r.runs, { k, m, t })
+		if run > 0 then
+			table.insert(r.runs, { k, run, t })
 		end
-		if c - m > 0 then
-			table.insert(r.runs, { 0, c - m, t })
+		if c - run > 0 then
+			table.insert(r.runs, { 0, c - run, t })
 		end
 		r.n, r.head = n + c, head
 		v[3] = p.count - r.n
 		v[4] = t + p.period
 		allow(v)
-	end,
-	expiry = function(p, r)
-		return r.n > 0 and ring_at(r, r.n - 1) + p.period or 0
-	end,
-}
+	end
 
-local function ring_store(r, ttl)
-	if r.reset then
-		redis.call('DEL', r.key)
+	function m.expiry(p, r)
+		return r.n > 0 and at(r, r.n - 1) + p.period or 0
 	end
-	redis.call('SETRANGE', r.key, 0,
-		   MAGIC .. struct.pack('>d>d>d', r.cap, r.n, r.head))
-	for _, run in ipairs(r.runs) do
-		redis.call('SETRANGE', r.key, HDR + 8 * run[1],
-			   string.rep(struct.pack('>d', run[3]), run[2]))
+
+	function m.store(r, ttl)
+		if r.reset then
+			redis.call('DEL', r.key)
+		end
+		redis.call('SETRANGE', r.key, 0,
+			   MAGIC .. struct.pack('>d>d>d', r.cap, r.n, r.head))
+		for _, run in ipairs(r.runs) do
+			redis.call('SETRANGE', r.key, HDR + 8 * run[1],
+				   string.rep(struct.pack('>d', run[3]), run[2]))
+		end
+		redis.call('PEXPIRE', r.key, ttl)
 	end
-	redis.call('PEXPIRE', r.key, ttl)
+
+	return m
 end
 
 -- ------------------------------------------------------------------
--- Text states
+-- Dispatch
 
-local strategies = { [0] = fixed, [1] = elastic, [2] = moving,
-		     [3] = sliding, [4] = gcra }
-local MOVING = 2
+local FIXED, ELASTIC, MOVING, SLIDING, GCRA = 0, 1, 2, 3, 4
+local made = {}
+
+local function impl(s)
+	local m = made[s]
+	if m == nil then
+		if s == MOVING then
+			m = make_moving()
+		elseif s == SLIDING then
+			m = make_sliding(wide())
+		elseif s == GCRA then
+			m = make_gcra(wide())
+		else
+			error('rategate: unknown strategy ' .. tostring(s))
+		end
+		made[s] = m
+	end
+	return m
+end
+
+local function check(p, st, now, v)
+	local s = p.strategy
+	if s == FIXED then
+		local t, used, wend = fixed_view(p, st, now)
+		window_verdict(p, t, used, wend, v)
+	elseif s == ELASTIC then
+		local t, used, wend = elastic_view(p, st, now)
+		window_verdict(p, t, used, wend, v)
+	else
+		impl(s).check(p, st, now, v)
+	end
+end
+
+local function consume(p, st, now, v)
+	local s = p.strategy
+	if s == FIXED then
+		local _, used, wend = fixed_view(p, st, now)
+		st[1] = wend - p.period
+		st[2] = used + p.cost
+		v[3] = st[2] < p.count and p.count - st[2] or 0
+		v[4] = wend
+		allow(v)
+	elseif s == ELASTIC then
+		local t, used = elastic_view(p, st, now)
+		st[1] = t + p.period
+		st[2] = used + p.cost
+		v[3] = st[2] < p.count and p.count - st[2] or 0
+		v[4] = st[1]
+		allow(v)
+	else
+		impl(s).consume(p, st, now, v)
+	end
+end
+
+-- A denied hit: only the elastic window moves.  Returns true when the
+-- state changed.
+local function penalize(p, st, now, v)
+	if p.strategy ~= ELASTIC then
+		return false
+	end
+	local t, used = elastic_view(p, st, now)
+	v[4] = t + p.period
+	if v[1] == 0 then
+		v[5] = p.period
+	end
+	if used ~= 0 then
+		st[1] = t + p.period
+		return true
+	end
+	return false
+end
+
+local function expiry(p, st)
+	local s = p.strategy
+	if s == FIXED then
+		return st[2] ~= 0 and st[1] + p.period or 0
+	elseif s == ELASTIC then
+		return st[2] ~= 0 and st[1] or 0
+	end
+	return impl(s).expiry(p, st)
+end
+
+-- ------------------------------------------------------------------
+-- Text states: "STRATEGY COUNT w0 w1 [w2]"
 
 local function words_load(key, p)
 	local s = redis.call('GET', key)
-	local st = {}
-	local w = strategies[p.strategy].words
+	local n = p.strategy == SLIDING and 3 or 2
 	if s then
-		local i = 0
-		local tag = p.strategy_s .. ' ' .. p.count_s .. ' '
-		if string.sub(s, 1, #tag) == tag then
-			for word in string.gmatch(string.sub(s, #tag + 1), '%d+') do
-				i = i + 1
-				st[i] = fromdec(word)
+		local a, b, w0, w1, w2 = match(s, '^(%d+) (%d+) (%d+) (%d+) ?(%d*)$')
+		if a == p.strategy_s and b == p.count_s and
+		   (n == 3) == (w2 ~= '') then
+			if n == 2 then
+				return { fromdec(w0), fromdec(w1) }
 			end
-		end
-		if i ~= w then
-			st = {}
+			return { fromdec(w0), fromdec(w1), fromdec(w2) }
 		end
 	end
-	for i = #st + 1, w do
-		st[i] = 0
+	if n == 2 then
+		return { 0, 0 }
 	end
-	return st
+	return { 0, 0, 0 }
 end
 
 local function words_store(key, p, st, ttl)
-	local parts = { p.strategy_s, p.count_s }
-	for i = 1, #st do
-		parts[#parts + 1] = todec(st[i])
+	local v
+	if #st == 2 and type(st[2]) == 'number' then
+		v = format('%s %s %d %d', p.strategy_s, p.count_s, st[1], st[2])
+	elseif #st == 2 then
+		v = format('%s %s %s %s', p.strategy_s, p.count_s, todec(st[1]),
+			   todec(st[2]))
+	else
+		v = format('%s %s %s %s %s', p.strategy_s, p.count_s,
+			   todec(st[1]), todec(st[2]), todec(st[3]))
 	end
-	redis.call('SET', key, table.concat(parts, ' '), 'PX', ttl)
+	redis.call('SET', key, v, 'PX', ttl)
 end
 
+-- On the caller's clock (tests only) times are virtual, but Redis expires
+-- keys on its own clock: a TTL there is at least this long, so that a key
+-- never expires between two steps of a virtual timeline.  Keeping a state
+-- past its expiry is harmless (it reads as fresh then).
+local VIRTUAL_TTL_MIN = 3600000
+local TTL_MAX = 4503599627370496        -- 2^52 ms: an absurd state's TTL
+
 -- Milliseconds from now until expiry, for PEXPIRE; 0 when the state is
--- already equivalent to a fresh one.  Capped far beyond any real expiry
--- (an absurd state must not make PEXPIRE overflow).
+-- already equivalent to a fresh one.
 local function ttl_of(expiry, now)
-	if cmp(expiry, now) <= 0 then
+	local ttl
+	if type(expiry) == 'table' then
+		ttl = TTL_MAX
+	elseif expiry <= now then
 		return 0
+	else
+		ttl = expiry - now
+		if ttl > TTL_MAX then
+			ttl = TTL_MAX
+		end
 	end
-	local ttl = sub(expiry, now)
-	if cmp(ttl, 4503599627370496) > 0 then
-		return 4503599627370496
+	if virtual and ttl < VIRTUAL_TTL_MIN then
+		return VIRTUAL_TTL_MIN
 	end
 	return ttl
 end
 
-local function state_copy(st)
+local function copy(st)
 	local c = {}
 	for i = 1, #st do
 		c[i] = st[i]
@@ -684,6 +862,7 @@ end
 
 local function now_of(arg)
 	local now = tonumber(arg)
+	virtual = now >= 0
 	if now < 0 then
 		local t = redis.call('TIME')
 		now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
@@ -692,7 +871,7 @@ local function now_of(arg)
 end
 
 local function apply()
-	local mode = tonumber(ARGV[2])
+	local mode = ARGV[2]
 	local now = now_of(ARGV[3])
 	local n = #KEYS
 	local ops, keys = {}, {}
@@ -709,16 +888,18 @@ local function apply()
 			probe = ARGV[a + 6] == '1',
 			key = KEYS[i],
 		}
-		p.impl = strategies[p.strategy]
 		ops[i] = p
 		local k = keys[p.key]
 		if not k then
 			k = { p = p }
 			if p.strategy == MOVING then
-				k.work = ring_load(p.key, p.count)
-			else
+				k.work = impl(MOVING).load(p.key, p.count)
+			elseif p.strategy == ELASTIC then
+				-- penalize needs the state before the batch
 				k.orig = words_load(p.key, p)
-				k.work = state_copy(k.orig)
+				k.work = copy(k.orig)
+			else
+				k.work = words_load(p.key, p)
 			end
 			keys[p.key] = k
 		end
@@ -729,17 +910,18 @@ local function apply()
 	for i = 1, n do
 		local p = ops[i]
 		local v = { 0, 0, 0, 0, 0 }
-		p.impl.check(p, keys[p.key].work, now, v)
+		local work = keys[p.key].work
+		check(p, work, now, v)
 		vcheck[i] = v
 		if v[1] == 1 and not p.probe then
 			local a = { v[1], v[2], v[3], v[4], v[5] }
-			p.impl.consume(p, keys[p.key].work, now, a)
+			consume(p, work, now, a)
 			vafter[i] = a
 		end
 		all = all and v[1] == 1
 	end
-	local res, verdicts = {}, vcheck
-	if mode == 1 and all then
+	local verdicts = vcheck
+	if mode == '1' and all then
 		verdicts = {}
 		for i = 1, n do
 			local p = ops[i]
@@ -748,34 +930,30 @@ local function apply()
 		end
 		for key, k in pairs(keys) do
 			if k.dirty then
-				local ttl = ttl_of(k.p.impl.expiry(k.p, k.work), now)
-				if k.p.strategy == MOVING then
-					if ttl == 0 then
-						redis.call('DEL', key)
-					else
-						ring_store(k.work, ttl)
-					end
-				elseif ttl == 0 then
+				local ttl = ttl_of(expiry(k.p, k.work), now)
+				if ttl == 0 then
 					redis.call('DEL', key)
+				elseif k.p.strategy == MOVING then
+					impl(MOVING).store(k.work, ttl)
 				else
 					words_store(key, k.p, k.work, ttl)
 				end
 			end
 		end
-	elseif mode == 1 then
+	elseif mode == '1' then
 		-- Denied: nothing is consumed; the elastic window moves.
 		for i = 1, n do
 			local p = ops[i]
-			if not p.probe and p.impl.penalize then
+			if not p.probe then
 				local k = keys[p.key]
-				if p.impl.penalize(p, k.orig, now, vcheck[i]) then
+				if penalize(p, k.orig, now, vcheck[i]) then
 					k.penalized = true
 				end
 			end
 		end
 		for key, k in pairs(keys) do
 			if k.penalized then
-				local ttl = ttl_of(k.p.impl.expiry(k.p, k.orig), now)
+				local ttl = ttl_of(expiry(k.p, k.orig), now)
 				if ttl == 0 then
 					redis.call('DEL', key)
 				else
@@ -784,10 +962,13 @@ local function apply()
 			end
 		end
 	end
+	local res, r = {}, 0
 	for i = 1, n do
 		local v = verdicts[i]
 		for j = 1, 5 do
-			res[#res + 1] = out(v[j])
+			local x = v[j]
+			r = r + 1
+			res[r] = type(x) == 'number' and x or todec(x)
 		end
 	end
 	return res
@@ -795,16 +976,6 @@ end
 
 -- In-flight leases: a sorted set of lease ids scored by expiry; a lease is
 -- gone at its expiry (expiry <= now), as in rl_inflight_*.
-local function lease_ttl(key, now)
-	local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-	if last[2] then
-		local ttl = tonumber(last[2]) - now
-		if ttl > 0 then
-			redis.call('PEXPIRE', key, ttl)
-		end
-	end
-end
-
 local function acquire()
 	local key = KEYS[1]
 	local now = now_of(ARGV[2])
@@ -820,7 +991,11 @@ local function acquire()
 		redis.call('ZADD', key, now + lease, ARGV[5])
 		held = held + 1
 		got = 1
-		lease_ttl(key, now)
+		local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+		local ttl = ttl_of(tonumber(last[2]), now)
+		if ttl > 0 then
+			redis.call('PEXPIRE', key, ttl)
+		end
 	end
 	return { got, held }
 end
@@ -833,5 +1008,11 @@ local function release()
 	return { gone, redis.call('ZCARD', key) }
 end
 
-local calls = { apply = apply, acquire = acquire, release = release }
-return calls[ARGV[1]]()
+if ARGV[1] == 'apply' then
+	return apply()
+elseif ARGV[1] == 'acquire' then
+	return acquire()
+elseif ARGV[1] == 'release' then
+	return release()
+end
+error('rategate: unknown call ' .. tostring(ARGV[1]))

@@ -50,7 +50,7 @@ Test(stats, counts_render_and_carry_over)
 	atomic_store(&s.inflight, 2);
 	atomic_store(&s.reloads_ok, 1);
 
-	struct stats_store st = { "shm", 7, 1000, 3, 0 };
+	struct stats_store st = { "shm", 7, 1000, 3, 0, -1, -1, -1, -1, -1 };
 	struct respond_buf b;
 	respond_buf_init(&b);
 	stats_render(&b, STATS_JSON, &s, sr, &st, 61500, 42);
@@ -117,4 +117,28 @@ Test(stats, negotiate)
 		STATS_PROMETHEUS);
 	cr_expect_eq(stats_negotiate(NULL, "text/plain;q=0"), STATS_JSON);
 	cr_expect_eq(stats_negotiate("format=prometheusx", NULL), STATS_JSON);
+}
+
+Test(stats, redis_figures)
+{
+	struct rl_ruleset *rs = load(rules);
+	struct stats s;
+
+	memset(&s, 0, sizeof(s));
+	struct stats_rules *sr = stats_rules_new(rs, NULL);
+	struct stats_store st = { "redis", -1, -1, -1, -1, 0, 2, 1, 40, 7 };
+	struct respond_buf b;
+	respond_buf_init(&b);
+	stats_render(&b, STATS_JSON, &s, sr, &st, 0, 1);
+	cr_assert_not_null(strstr(b.data,
+		"\"store\":{\"kind\":\"redis\",\"errors\":0,\"keys\":-1,\"slots\":-1,\"evictions\":-1,\"full\":-1,"
+		"\"up\":0,\"down_switches\":2,\"up_switches\":1,\"fallback\":40,\"cache_denied\":7},\"rules\":["), "%s", b.data);
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, 0, 1);
+	cr_assert_not_null(strstr(b.data, "\nrategate_redis_up 0\n"));
+	cr_assert_not_null(strstr(b.data, "\nrategate_redis_switches_total{to=\"down\"} 2\n"));
+	cr_assert_not_null(strstr(b.data, "\nrategate_redis_cache_denied_total 7\n"));
+	cr_assert_null(strstr(b.data, "rategate_store_keys"));
+	respond_buf_free(&b);
+	stats_rules_free(sr);
+	rl_ruleset_free(rs);
 }

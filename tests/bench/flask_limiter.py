@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""flask_limiter.py - what Flask-Limiter does per request, for bench_redis.
+
+Flask-Limiter (python3-flask-limiter) decides a request by calling its
+`limits` strategy's hit() once per limit that applies, in order, stopping at
+the first that fails; with RedisStorage each hit is one script call
+(EVALSHA).  This runs that loop directly on the `limits` library (no Flask,
+no HTTP: the most favourable case for it) for SECONDS seconds against the
+Redis at 127.0.0.1:PORT, NLIMITS limits per request, clients picked in turn
+from CLIENTS, and prints one line:
+
+    decisions=N seconds=S rate=R p99_us=P allowed=A
+
+Usage: flask_limiter.py PORT fixed|moving NLIMITS SECONDS CLIENTS
+"""
+import sys
+import time
+
+from limits import parse_many
+from limits.storage import RedisStorage
+from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+# The same limits bench_redis.c gives rategate, never reached.
+LIMITS = {"fixed": ["1000000/minute", "10000000/hour", "100000000/day"],
+          "moving": ["1000/minute", "2000/hour", "5000/day"]}
+
+
+def main():
+    port, kind, nlimits, seconds, clients = (int(sys.argv[1]), sys.argv[2],
+                                             int(sys.argv[3]),
+                                             float(sys.argv[4]),
+                                             int(sys.argv[5]))
+    storage = RedisStorage("redis://127.0.0.1:%d/0" % port)
+    strategy = (FixedWindowRateLimiter if kind == "fixed"
+                else MovingWindowRateLimiter)(storage)
+    items = parse_many(";".join(LIMITS[kind][:nlimits]))
+    names = ["10.%d.%d.%d" % (c >> 16 & 255, c >> 8 & 255, c & 255)
+             for c in range(clients)]
+    lat = []
+    allowed = 0
+    n = 0
+    start = time.perf_counter()
+    end = start + seconds
+    now = start
+    while now < end:
+        client = names[n % clients]
+        t = time.perf_counter_ns()
+        ok = True
+        for item in items:
+            if not strategy.hit(item, "bench", client):
+                ok = False
+                break
+        lat.append(time.perf_counter_ns() - t)
+        allowed += ok
+        n += 1
+        now = time.perf_counter()
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, len(lat) * 99 // 100)] / 1000.0
+    took = now - start
+    print("decisions=%d seconds=%.3f rate=%.0f p99_us=%.1f allowed=%d"
+          % (n, took, n / took, p99, allowed))
+
+
+if __name__ == "__main__":
+    main()
