@@ -733,7 +733,9 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	stats_count(&srv->stats, g->stats, &d, d.outcome != RL_ALLOW,
 		    reason_of(&d, 0));
 	struct log_request lr = { rq.method, rq.path, rq.path_len, now };
-	log_decision(srv->log, &lr, &d, status);
+	/* a store failure was logged by store_failed, at most once a second */
+	if (d.outcome != RL_STORE_ERROR)
+		log_decision(srv->log, &lr, &d, status);
 }
 
 /* The web server's side of a proxied request: libfcgi's streams. */
@@ -836,7 +838,10 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		status = respond_authorizer(&w->out, &ro, &d, now, f);
 		send_out(w);
 		stats_count(&srv->stats, g->stats, &d, 1, reason_of(&d, concurrency));
-		log_decision(srv->log, &lr, &d, status);
+		/* a store failure was logged by store_failed, at most once a
+		 * second */
+		if (d.outcome != RL_STORE_ERROR)
+			log_decision(srv->log, &lr, &d, status);
 		return;
 	}
 	stats_count(&srv->stats, g->stats, &d, 0, STATS_RATE);
