@@ -1084,7 +1084,7 @@ void store_redis_config(const struct rl_settings *s, uint64_t max_moving,
 	c->connect_timeout_ms = g->connect_timeout_ms;
 	c->timeout_ms = g->timeout_ms;
 	c->failure = s->store_failure;
-	c->fallback.path = SHM_DEFAULT_PATH;
+	c->fallback.path = g->fallback_path ? g->fallback_path : SHM_DEFAULT_PATH;
 	c->fallback.size = SHM_DEFAULT_SIZE;
 	c->fallback.max_moving = max_moving;
 	c->fallback.max_leases = max_leases > SHM_LEASES_DEFAULT ? max_leases : 0;

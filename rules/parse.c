@@ -430,6 +430,13 @@ storage_query(struct pstate *ps, const struct loc *at, const char *q,
 				st->connect_timeout_ms = (unsigned)n;
 		} else if (KEY("password") && st->kind == RL_STORAGE_REDIS) {
 			st->password = rl_arena_strndup(ps->a, v, vlen);
+		} else if (KEY("fallback") && st->kind == RL_STORAGE_REDIS) {
+			if (vlen == 0 || v[0] != '/' || memchr(v, '\0', vlen) != NULL) {
+				error_at(ps, at, "bad redis fallback \"%s\": expected the absolute path of a shared-memory store file",
+					 quote(v, vlen, qb, sizeof(qb)));
+				return -1;
+			}
+			st->fallback_path = rl_arena_strndup(ps->a, v, vlen);
 		} else {
 			error_at(ps, at, "unknown storage parameter \"%s\" for %s storage",
 				 quote(q, nlen, qb, sizeof(qb)),

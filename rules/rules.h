@@ -387,6 +387,8 @@ struct rl_storage {
 	const char *host;       /* redis */
 	unsigned port;
 	unsigned db;
+	const char *fallback_path; /* redis: the shm file store-failure
+				      fallback uses; NULL: the default */
 	const char *password;   /* NULL when none */
 	unsigned connect_timeout_ms, timeout_ms;
 };

@@ -467,7 +467,7 @@ Test(redis_gateway, two_processes_share_one_redis_budget_exactly,
 /* Redis killed                                                        */
 
 static const char rules_fmt[] =
-	"storage redis://127.0.0.1:@REDIS@/0?timeout=200&connect-timeout=200\n"
+	"storage redis://127.0.0.1:@REDIS@/0?timeout=200&connect-timeout=200&fallback=%s\n"
 	"store-failure %s\n"
 	"key-prefix rgtest-%ld\n"
 	"headers on\n"
@@ -478,7 +478,10 @@ start_policy(const char *policy)
 {
 	char rules[512];
 
-	snprintf(rules, sizeof(rules), rules_fmt, policy, (long)getpid());
+	/* the fallback store in the test's own directory, never the host's
+	 * /dev/shm/rategate (README command 1 uses that one) */
+	snprintf(rules, sizeof(rules), rules_fmt, srv_path("fallback.shm"), policy,
+		 (long)getpid());
 	start_redis();
 	start_gateways(rules, 1);
 	/* Redis decides: one hit of three */

@@ -269,6 +269,15 @@ Test(parse, storage_forms)
 	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.password, "pw");
 	rl_ruleset_free(rs);
 
+	rs = parse("storage redis://127.0.0.1?fallback=/var/lib/rategate/fb.shm\n");
+	cr_assert_not_null(rs);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.fallback_path, "/var/lib/rategate/fb.shm");
+	rl_ruleset_free(rs);
+	rs = parse("storage redis://127.0.0.1?fallback=fb.shm\n");
+	cr_assert_null(rs);
+	cr_assert_str_eq(rep.errors[0], "t.rules:1:9: bad redis fallback \"fb.shm\": expected the absolute path of a shared-memory store file");
+	rl_report_free(&rep);
+
 	rs = parse("storage shm:rg?names=off&size=8M\n");
 	cr_assert_not_null(rs);
 	cr_assert_eq(rl_ruleset_settings(rs)->storage.names, 0);
