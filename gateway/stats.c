@@ -211,18 +211,15 @@ render_json(struct respond_buf *b, const struct stats *s,
 	     (long long)atomic_load(&s->inflight), LD(s->upstream_errors));
 	addf(b, "\"reloads\":{\"ok\":%llu,\"failed\":%llu},", LD(s->reloads_ok),
 	     LD(s->reloads_failed));
-	addf(b, "\"store\":{\"kind\":\"%s\",\"errors\":%llu,\"keys\":%lld,\"slots\":%lld,\"evictions\":%lld,\"full\":%lld},",
+	addf(b, "\"store\":{\"kind\":\"%s\",\"errors\":%llu,\"keys\":%lld,\"slots\":%lld,\"evictions\":%lld,\"full\":%lld",
 	     st->kind, LD(s->store_errors), (long long)st->keys, (long long)st->slots,
 	     (long long)st->evictions, (long long)st->full);
-	if (st->up >= 0) {
-		/* reopen the store object for the Redis figures */
-		b->len--;       /* the ',' */
-		b->len--;       /* the '}' */
-		addf(b, ",\"up\":%lld,\"down_switches\":%lld,\"up_switches\":%lld,\"fallback\":%lld,\"cache_denied\":%lld},",
+	if (st->up >= 0)
+		addf(b, ",\"up\":%lld,\"down_switches\":%lld,\"up_switches\":%lld,\"fallback\":%lld,\"cache_denied\":%lld",
 		     (long long)st->up, (long long)st->down_switches,
 		     (long long)st->up_switches, (long long)st->fallback,
 		     (long long)st->cache_denied);
-	}
+	respond_buf_add(b, "},", 2);
 	respond_buf_add(b, "\"rules\":[", 9);
 	for (size_t i = 0; i < sr->n; i++) {
 		const struct stats_rule *r = &sr->r[i];
