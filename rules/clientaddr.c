@@ -64,12 +64,12 @@ static int port_ok(const char *p, size_t n)
 
 /* Dotted-quad IPv4 exactly as inet_pton(AF_INET) takes it (four decimal
  * octets, no leading zeros), by hand: it is on every request's path. */
-static int parse_v4(const char *t, uint8_t out[4])
+static int parse_v4n(const char *t, const char *end, uint8_t out[4])
 {
 	for (int part = 0; part < 4; part++) {
 		unsigned v = 0, nd = 0;
 
-		while (*t >= '0' && *t <= '9') {
+		while (t < end && *t >= '0' && *t <= '9') {
 			if (nd > 0 && v == 0)
 				return -1;      /* leading zero */
 			v = v * 10 + (unsigned)(*t++ - '0');
@@ -79,10 +79,15 @@ static int parse_v4(const char *t, uint8_t out[4])
 		if (nd == 0)
 			return -1;
 		out[part] = (uint8_t)v;
-		if (part < 3 && *t++ != '.')
+		if (part < 3 && (t == end || *t++ != '.'))
 			return -1;
 	}
-	return *t == '\0' ? 0 : -1;
+	return t == end ? 0 : -1;
+}
+
+static int parse_v4(const char *t, uint8_t out[4])
+{
+	return parse_v4n(t, t + strlen(t), out);
 }
 
 /* Parse the bare address text (NUL-terminated, no brackets or port) into
@@ -139,6 +144,15 @@ static int parse_addr(const char *s, size_t len, int with_port,
 	}
 	n = len;
 	colon = memchr(s, ':', len);
+	if (colon == NULL) {
+		/* the common case, IPv4 without a port: no copy */
+		memset(a, 0, sizeof *a);
+		*mapped = 0;
+		if (parse_v4n(s, s + len, a->b) == 0) {
+			a->family = 4;
+			return 0;
+		}
+	}
 	/* One colon is IPv4 with a port; more is a bare IPv6 address. */
 	if (colon != NULL && memchr(colon + 1, ':', (size_t)(s + len - colon - 1))
 	    == NULL) {

@@ -36,28 +36,40 @@ int
 rl_key_escape(char *buf, size_t cap, size_t *pos, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	static unsigned char safe[256];
+	/* bytes kept as they are: alphanumerics and ._~/-* */
+	static const unsigned char safe[256] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  /* 0x00 */
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  /* 0x10 */
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 1,  /* 0x20 */
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,  /* 0x30 */
+		0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,  /* 0x40 */
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,  /* 0x50 */
+		0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,  /* 0x60 */
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 0,  /* 0x70 */
+		/* 0x80-0xff: 0 */
+	};
 	size_t p = *pos;
 
-	if (!safe['a']) {
-		/* idempotent: racing threads write the same bytes */
-		const char *ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~/-*";
-		for (const char *c = ok; *c; c++)
-			safe[(unsigned char)*c] = 1;
-	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (safe[c]) {
-			if (p + 1 >= cap)
+	for (size_t i = 0; i < len;) {
+		/* a run of safe bytes in one copy, then one escaped byte */
+		size_t j = i;
+		while (j < len && safe[(unsigned char)s[j]])
+			j++;
+		if (j > i) {
+			if (p + (j - i) >= cap)
 				return -1;
-			buf[p++] = (char)c;
-		} else {
-			if (p + 3 >= cap)
-				return -1;
-			buf[p++] = '%';
-			buf[p++] = hex[c >> 4];
-			buf[p++] = hex[c & 15];
+			memcpy(buf + p, s + i, j - i);
+			p += j - i;
+			i = j;
+			if (i == len)
+				break;
 		}
+		unsigned char c = (unsigned char)s[i++];
+		if (p + 3 >= cap)
+			return -1;
+		buf[p++] = '%';
+		buf[p++] = hex[c >> 4];
+		buf[p++] = hex[c & 15];
 	}
 	buf[p] = '\0';
 	*pos = p;

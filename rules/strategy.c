@@ -114,8 +114,21 @@ static uint64_t u64_sat(unsigned __int128 x)
 	return x > (unsigned __int128)UINT64_MAX ? UINT64_MAX : (uint64_t)x;
 }
 
+/* a / b, in 64 bits when both fit: a 128-bit division is a library call
+ * (__udivmodti4) costing more than the rest of a step. */
+static unsigned __int128 div128(unsigned __int128 a, unsigned __int128 b)
+{
+	if ((a >> 64) == 0 && (b >> 64) == 0)
+		return (uint64_t)a / (uint64_t)b;
+	return a / b;
+}
+
 static unsigned __int128 ceil_div(unsigned __int128 a, unsigned __int128 b)
 {
+	if ((a >> 64) == 0 && (b >> 64) == 0) {
+		uint64_t x = (uint64_t)a, y = (uint64_t)b;
+		return x / y + (x % y != 0);
+	}
 	return a / b + (a % b != 0);
 }
 
@@ -399,7 +412,7 @@ static uint64_t sliding_remaining(const struct rl_step *p,
 	unsigned __int128 cap = p->count * P;
 	unsigned __int128 used = s->prev * (P - s->e) + s->cur * P;
 
-	return used >= cap ? 0 : u64_sat((cap - used) / P);
+	return used >= cap ? 0 : u64_sat(div128(cap - used, P));
 }
 
 static uint64_t sliding_reset(const struct rl_step *p, const struct sliding *s)
@@ -424,7 +437,7 @@ static uint64_t sliding_first_fit(const struct rl_step *p, uint64_t prev,
 		return p->period_ms;
 	if (prev == 0)
 		return 0;
-	q = (p->count - need) * P / prev;
+	q = div128((p->count - need) * P, prev);
 	return q >= P ? 0 : (uint64_t)(P - q);
 }
 
@@ -511,7 +524,7 @@ static void gcra_fill(const struct rl_step *p, const struct gcra *g,
 		      struct rl_verdict *v)
 {
 	v->remaining = g->level >= g->cap ? 0 :
-		       u64_sat((g->cap - g->level) / p->period_ms);
+		       u64_sat(div128(g->cap - g->level, p->period_ms));
 	v->reset_ms = ms_out(g->t + ceil_div(g->level, p->count));
 }
 
