@@ -39,9 +39,12 @@
 
 -- Speed.  Redis runs this whole chunk on every EVALSHA, so every function
 -- defined at the top level is made again on every call.  A batch of fixed
--- windows is decided first, by straight-line code, and returns before
--- anything else is made; for the rest, the wide integers, the moving
--- window, the sliding counter and GCRA are made on first use in a call.
+-- windows, and a single GCRA or sliding-window op whose numbers are small
+-- (the common case), are decided first, by straight-line code, and return
+-- before anything else is made; for the rest, the wide integers, the
+-- moving window, the sliding counter and GCRA are made on first use in a
+-- call.  tests/unit/test_store_redis.c runs the strategy vectors both ways
+-- (alone, and in a batch with another op, which takes the general path).
 
 local fmod, floor, format, match = math.fmod, math.floor, string.format,
 	string.match
@@ -138,6 +141,162 @@ if ARGV[1] == 'apply' then
 			end
 		end
 		return res
+	end
+	-- One GCRA or sliding-window op in plain numbers: gcra and sliding
+	-- below (view, fill, check, consume, expiry) inlined, taken when the
+	-- limit's capacity and the stored words are far below 2^53, so that
+	-- no value can need the wide integers; anything else goes on to the
+	-- general path.  The answers are the general path's to the digit.
+	local st = ARGV[4]
+	if n == 1 and (st == '4' or st == '3') then
+		local TWO53 = 9007199254740992
+		local count, P = tonumber(ARGV[5]), tonumber(ARGV[6])
+		local burst, cost = tonumber(ARGV[7]), tonumber(ARGV[8])
+		local probe, hitmode = ARGV[9] == '1', ARGV[2] == '1'
+		local cap = st == '4' and (burst ~= 0 and burst or count) * P or
+			    count * P
+		local s = (cap + 2 * P) * 4 < TWO53 and redis.call('GET', KEYS[1])
+		local w = {}
+		if s then
+			local a, c, w0, w1, w2 = match(s, '^(%d+) (%d+) (%d+) (%d+) ?(%d*)$')
+			if a == st and c == ARGV[5] and (st == '3') == (w2 ~= '') then
+				if #w0 > 15 or #w1 > 15 or #w2 > 15 then
+					s = nil         -- too large: the general path
+				else
+					w = { tonumber(w0), tonumber(w1), tonumber(w2) }
+				end
+			else
+				s = false               -- another layout: fresh
+			end
+		end
+		if s ~= nil and (cap + 2 * P) * 4 < TWO53 then
+			local now = tonumber(ARGV[3])
+			local virtual = now >= 0
+			if not virtual then
+				local tm = redis.call('TIME')
+				now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
+			end
+			local t = now < 0 and 0 or now
+			-- floor(a / b) and ceil(a / b), exact for a < 2^53
+			local function fdiv(a, b)
+				return (a - fmod(a, b)) / b
+			end
+			local function cdiv(a, b)
+				local r = fmod(a, b)
+				return (a - r) / b + (r ~= 0 and 1 or 0)
+			end
+			local v, expiry, state = { 0, 0, 0, 0, 0 }, 0, nil
+			if st == '4' then
+				-- gcra [t_last, level]
+				local t0, level = w[1] or 0, w[2] or 0
+				if t < t0 then
+					t = t0
+				end
+				local drained = (t - t0) * count
+				level = level > drained and level - drained or 0
+				local hit = cost * P
+				v[3] = level >= cap and 0 or fdiv(cap - level, P)
+				v[4] = t + cdiv(level, count)
+				if hit > cap then
+					v[1], v[2], v[5] = 0, 1, P
+				elseif level + hit <= cap then
+					v[1] = 1
+				else
+					local retry = cdiv(level + hit - cap, count)
+					v[5] = retry < 1 and 1 or retry
+				end
+				if v[1] == 1 and not probe and hitmode then
+					level = level + hit
+					v[3] = level >= cap and 0 or fdiv(cap - level, P)
+					v[4] = t + cdiv(level, count)
+					expiry = level == 0 and 0 or t + cdiv(level, count)
+					state = format('4 %s %d %d', ARGV[5], t, level)
+				end
+			else
+				-- sliding-window-counter [cur_start, prev, cur]
+				local start0, prev, cur = w[1] or 0, w[2] or 0, w[3] or 0
+				if t < start0 then
+					t = start0
+				end
+				if t - start0 >= 2 * P then
+					prev, cur = 0, 0
+				elseif t - start0 >= P then
+					prev, cur = cur, 0
+				end
+				if (prev + cur + cost) * P >= TWO53 then
+					s = nil         -- the general path
+				else
+					local start = t - fmod(t, P)
+					local e = t - start
+					local function remaining(c)
+						local used = prev * (P - e) + c * P
+						return used >= cap and 0 or fdiv(cap - used, P)
+					end
+					local function reset(c)
+						if c ~= 0 then
+							return start + 2 * P
+						end
+						return prev ~= 0 and start + P or t
+					end
+					local function first_fit(pv, need)
+						if need > count then
+							return P
+						end
+						if pv == 0 then
+							return 0
+						end
+						local q = fdiv((count - need) * P, pv)
+						return q >= P and 0 or P - q
+					end
+					v[3], v[4] = remaining(cur), reset(cur)
+					if cost > count then
+						v[1], v[2], v[5] = 0, 1, P
+					elseif prev * (P - e) + (cur + cost) * P <= cap then
+						v[1] = 1
+					else
+						local need = cur + cost
+						if need > count then
+							need = count + 1
+						end
+						local e1 = first_fit(prev, need)
+						local at
+						if e1 < e then
+							e1 = e
+						end
+						if e1 < P then
+							at = start + e1
+						else
+							e1 = first_fit(cur, cost)
+							at = e1 < P and start + P + e1 or start + 2 * P
+						end
+						local retry = at - t
+						v[5] = retry < 1 and 1 or retry
+					end
+					if v[1] == 1 and not probe and hitmode then
+						cur = cur + cost
+						v[3], v[4] = remaining(cur), reset(cur)
+						expiry = cur ~= 0 and start + 2 * P or
+							 (prev ~= 0 and start + P or 0)
+						state = format('3 %s %d %d %d', ARGV[5], start,
+							       prev, cur)
+					end
+				end
+			end
+			if s ~= nil then
+				if state then
+					local ttl = expiry - now
+					if ttl > 0 and virtual and ttl < 3600000 then
+						ttl = 3600000   -- VIRTUAL_TTL_MIN below
+					end
+					if ttl > 0 then
+						redis.call('SET', KEYS[1], state, 'PX', ttl)
+					else
+						redis.call('DEL', KEYS[1])
+					end
+				end
+				return v
+			end
+		end
 	end
 end
 local TWO53 = 9007199254740992
@@ -570,6 +729,7 @@ end
 
 local MAGIC = 'RGMOVE1:'
 local HDR = 32
+local SLURP_MAX = 65536         -- rings up to this size are read whole
 
 local function make_moving()
 	local m = {}
@@ -577,7 +737,20 @@ local function make_moving()
 	function m.load(key, count)
 		local r = { key = key, cap = count, n = 0, head = 0, runs = {},
 			    reset = false }
-		local h = redis.call('GETRANGE', key, 0, HDR - 1)
+		local h
+		if HDR + 8 * count <= SLURP_MAX then
+			-- a small ring is read whole, in one call: every slot
+			-- is then a string.sub away
+			h = redis.call('GET', key)
+			if h then
+				r.data = h
+			else
+				h = ''
+			end
+		else
+			h = redis.call('GETRANGE', key, 0, HDR - 1)
+			r.memo = {}
+		end
 		if #h == 0 then
 			return r
 		end
@@ -608,11 +781,22 @@ local function make_moving()
 			return 0
 		end
 		local off = HDR + 8 * k
-		local b = redis.call('GETRANGE', r.key, off, off + 7)
-		if #b < 8 then
-			return 0
+		local d = r.data
+		if d then
+			if #d < off + 8 then
+				return 0
+			end
+			return (struct.unpack('>d', d, off + 1))
 		end
-		return (struct.unpack('>d', b))
+		-- a large ring: one GETRANGE per slot, each read once (check
+		-- and consume search the same slots)
+		local t = r.memo[k]
+		if t == nil then
+			local b = redis.call('GETRANGE', r.key, off, off + 7)
+			t = #b < 8 and 0 or (struct.unpack('>d', b))
+			r.memo[k] = t
+		end
+		return t
 	end
 
 	local function at(r, i)

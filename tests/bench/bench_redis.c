@@ -16,6 +16,11 @@
  * one client over its limit, hammered: the over-limit cache answers
  * without Redis.
  *
+ * The floor: every decision one EVALSHA of an empty script ("return 1")
+ * on the thread's own connection, with the same threads.  No Redis-based
+ * limiter that makes a round trip per decision can go faster than this on
+ * the machine; it tells how much of a figure is the round trip itself.
+ *
  * A redis-server is started on a free 127.0.0.1 port in a fresh directory
  * and stopped by PID; the shm file lives there too.  SECONDS (default 2) per
  * figure.  Prints figures; asserts nothing.
@@ -121,12 +126,13 @@ static pid_t start_redis(void)
 	return -1;
 }
 
-/* Client-issued script calls so far (EVALSHA + EVAL), and FLUSHALL. */
-static long long scripts(int flush)
+/* Client-issued script calls so far (EVALSHA + EVAL), the microseconds
+ * Redis spent in them (*usec), and FLUSHALL. */
+static long long scripts(int flush, long long *usec)
 {
 	struct timeval tv = { 2, 0 };
 	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-	long long n = 0;
+	long long n = 0, us = 0;
 
 	if (c == NULL || c->err)
 		return -1;
@@ -136,8 +142,12 @@ static long long scripts(int flush)
 					"cmdstat_eval:calls=" };
 		for (int i = 0; i < 2; i++) {
 			const char *p = strstr(r->str, names[i]);
-			if (p)
+			if (p) {
 				n += atoll(p + strlen(names[i]));
+				p = strstr(p, ",usec=");
+				if (p)
+					us += atoll(p + 6);
+			}
 		}
 	}
 	if (r)
@@ -148,6 +158,8 @@ static long long scripts(int flush)
 			freeReplyObject(r);
 	}
 	redisFree(c);
+	if (usec)
+		*usec = us;
 	return n;
 }
 
@@ -160,6 +172,7 @@ struct run {
 	int nlimits;
 	int threads;
 	int over;               /* one client over a 1/minute limit */
+	int floor;              /* an empty script per decision, no store */
 	volatile int stop;
 };
 
@@ -177,8 +190,43 @@ static void *worker(void *arg)
 	char keys[MAX_LIMITS][96];
 	struct rl_store_op ops[MAX_LIMITS];
 	unsigned c = (unsigned)t->id * 7919u;
+	redisContext *fc = NULL;
+	char sha[41] = "";
 
+	if (r->floor) {
+		struct timeval tv = { 2, 0 };
+		fc = redisConnectWithTimeout("127.0.0.1", port, tv);
+		redisReply *l = fc && !fc->err ?
+				redisCommand(fc, "SCRIPT LOAD %s", "return 1") : NULL;
+		if (l && l->type == REDIS_REPLY_STRING && l->len == 40)
+			memcpy(sha, l->str, 41);
+		if (l)
+			freeReplyObject(l);
+		if (!sha[0]) {
+			if (fc)
+				redisFree(fc);
+			t->errors++;
+			return NULL;
+		}
+	}
 	while (!r->stop) {
+		if (fc) {
+			int64_t t0 = now_ns();
+			redisReply *e = redisCommand(fc, "EVALSHA %s 0", sha);
+			int64_t dt = now_ns() - t0;
+			if (t->n < SAMPLES_MAX)
+				t->lat[t->n] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
+			t->n++;
+			if (e == NULL || e->type != REDIS_REPLY_INTEGER)
+				t->errors++;
+			else
+				t->allowed++;
+			if (e)
+				freeReplyObject(e);
+			if (e == NULL)
+				break;
+			continue;
+		}
 		int n = r->nlimits;
 		c = (c + 1) % (unsigned)clients;
 		for (int i = 0; i < n; i++) {
@@ -211,6 +259,8 @@ static void *worker(void *arg)
 		else if (ops[0].v.allowed)
 			t->allowed++;
 	}
+	if (fc)
+		redisFree(fc);
 	return NULL;
 }
 
@@ -225,6 +275,7 @@ struct result {
 	double rate;            /* decisions per second */
 	double p99_us;
 	double scripts;         /* Redis script calls per decision */
+	double redis_us;        /* Redis CPU in those calls per decision */
 	uint64_t errors;
 };
 
@@ -232,9 +283,9 @@ static struct result measure(struct run *r)
 {
 	struct thread t[MAX_THREADS];
 	pthread_t th[MAX_THREADS];
-	struct result res = { 0, 0, 0, 0 };
+	struct result res = { 0, 0, 0, 0, 0 };
 	uint64_t total = 0, kept = 0;
-	long long s0 = scripts(0);
+	long long u0, u1, s0 = scripts(0, &u0);
 	int64_t start = now_ns();
 
 	r->stop = 0;
@@ -263,7 +314,8 @@ static struct result measure(struct run *r)
 	qsort(all, kept, sizeof(uint32_t), cmp_u32);
 	res.rate = (double)total / took;
 	res.p99_us = kept ? all[kept * 99 / 100] / 1000.0 : 0;
-	res.scripts = total ? (double)(scripts(1) - s0) / (double)total : 0;
+	res.scripts = total ? (double)(scripts(1, &u1) - s0) / (double)total : 0;
+	res.redis_us = total ? (double)(u1 - u0) / (double)total : 0;
 	free(all);
 	return res;
 }
@@ -274,8 +326,8 @@ static struct result flask(const char *py, const char *kind, int nlimits,
 			   int procs)
 {
 	char cmd[1024], line[256];
-	struct result res = { 0, 0, 0, 0 };
-	long long s0 = scripts(0);
+	struct result res = { 0, 0, 0, 0, 0 };
+	long long u0, u1, s0 = scripts(0, &u0);
 	unsigned long long total = 0;
 	FILE *f[MAX_THREADS];
 
@@ -298,7 +350,8 @@ static struct result flask(const char *py, const char *kind, int nlimits,
 			}
 		pclose(f[i]);
 	}
-	res.scripts = total ? (double)(scripts(1) - s0) / (double)total : 0;
+	res.scripts = total ? (double)(scripts(1, &u1) - s0) / (double)total : 0;
+	res.redis_us = total ? (double)(u1 - u0) / (double)total : 0;
 	return res;
 }
 
@@ -344,15 +397,22 @@ int main(int argc, char **argv)
 	}
 	printf("bench_redis: %d clients, %.1f s per figure, redis-server 127.0.0.1:%d\n",
 	       clients, seconds, port);
-	printf("decisions/s, p99 latency in us, and Redis script calls per decision (rt)\n");
+	printf("decisions/s, p99 latency in us, and Redis script calls per decision (rt);\n"
+	       "last column: Redis CPU per decision in us (INFO commandstats, 1-thread and 1-process runs)\n");
+	struct run fl = { NULL, RL_FIXED_WINDOW, 1, 1, 0, 1, 0 };
+	struct result f1 = measure(&fl);
+	fl.threads = 4;
+	struct result f4 = measure(&fl);
+	printf("floor (an empty script, EVALSHA \"return 1\", per decision): 1 thread %.0f/s p99 %.1f us, 4 threads %.0f/s p99 %.1f us, Redis CPU %.1f us\n",
+	       f1.rate, f1.p99_us, f4.rate, f4.p99_us, f1.redis_us);
 	printf("%-14s %2s | %-17s %-17s | %-23s %-23s | %-23s %-23s | %s\n",
 	       "strategy", "n", "shm 1 thread", "shm 4 threads",
 	       "redis 1 thread", "redis 4 threads", "Flask-Limiter 1 proc",
-	       "Flask-Limiter 4 procs", "redis/Flask 1, 4");
+	       "Flask-Limiter 4 procs", "redis/Flask 1, 4 | CPU rg, Flask");
 	for (int s = 0; s < 2; s++) {
 		enum rl_strategy strat = s ? RL_MOVING_WINDOW : RL_FIXED_WINDOW;
 		for (int nl = 1; nl <= MAX_LIMITS; nl += 2) {
-			struct run r = { &shm, strat, nl, 1, 0, 0 };
+			struct run r = { &shm, strat, nl, 1, 0, 0, 0 };
 			struct result a = measure(&r);
 			r.threads = 4;
 			struct result b = measure(&r);
@@ -363,20 +423,21 @@ int main(int argc, char **argv)
 			struct result d = measure(&r);
 			struct result f = flask(py, s ? "moving" : "fixed", nl, 1);
 			struct result g = flask(py, s ? "moving" : "fixed", nl, 4);
-			printf("%-14s %2d | %9.0f %6.1f  %9.0f %6.1f  | %6.0f %6.0f rt %4.2f  %6.0f %6.0f rt %4.2f  | %6.0f %6.0f rt %4.2f  %6.0f %6.0f rt %4.2f  | %.1fx, %.1fx\n",
+			printf("%-14s %2d | %9.0f %6.1f  %9.0f %6.1f  | %6.0f %6.0f rt %4.2f  %6.0f %6.0f rt %4.2f  | %6.0f %6.0f rt %4.2f  %6.0f %6.0f rt %4.2f  | %.1fx, %.1fx | %4.1f %4.1f\n",
 			       rl_strategy_name(strat), nl, a.rate, a.p99_us,
 			       b.rate, b.p99_us, c.rate, c.p99_us, c.scripts,
 			       d.rate, d.p99_us, d.scripts, f.rate, f.p99_us,
 			       f.scripts, g.rate, g.p99_us, g.scripts,
 			       f.rate > 0 ? c.rate / f.rate : 0,
-			       g.rate > 0 ? d.rate / g.rate : 0);
+			       g.rate > 0 ? d.rate / g.rate : 0,
+			       c.redis_us, f.redis_us);
 			if (a.errors + b.errors + c.errors + d.errors)
 				printf("  (errors: %llu)\n", (unsigned long long)
 				       (a.errors + b.errors + c.errors + d.errors));
 		}
 	}
 	/* one client over its limit: the cache answers */
-	struct run o = { &rs, RL_FIXED_WINDOW, 1, 1, 1, 0 };
+	struct run o = { &rs, RL_FIXED_WINDOW, 1, 1, 1, 0, 0 };
 	struct result e = measure(&o);
 	struct redis_stats st;
 	store_redis_stats(store_redis_of(&rs), &st);

@@ -335,9 +335,12 @@ static size_t dbsize(struct rl_store *st)
 	return (size_t)raw_int(&srv, "DBSIZE", NULL);
 }
 
+/* Alone (a single GCRA or sliding op takes the script's fast path) and
+ * in batches of two (its general path). */
 Test(redis, strategy_vectors)
 {
 	run_vectors_on_store(make_vclock, &srv, "vec:");
+	run_vectors_on_store_paired(make_vclock, &srv, "pair:");
 }
 
 Test(redis, probes_are_checked_never_written)
@@ -394,29 +397,48 @@ Test(redis, batch_all_or_nothing_and_duplicates)
 	st.ops->destroy(st.impl);
 }
 
-/* A moving window far larger than one GETRANGE: its ring wraps many
- * times, and a check reads O(log n) words. */
+/* Moving windows whose rings wrap many times: 1000 hits (8 KB, read whole
+ * in one GET) and 10,000 (80 KB, above the script's SLURP_MAX: read one
+ * GETRANGE per slot, each slot once per call). */
 Test(redis, moving_window_large_ring)
 {
-	struct rl_store st;
-	struct rl_step p = step(RL_MOVING_WINDOW, 1000, 10000);
+	static const uint64_t counts[] = { 1000, 10000 };
 
-	cr_assert_eq(make_vclock(&st, &srv), 0);
-	for (int round = 0; round < 3; round++) {
-		int64_t t = T0 + round * 10000;
-		p.cost = 600;
-		cr_expect(hit(&st, "ring", p, t).allowed);
-		p.cost = 400;
-		cr_expect(hit(&st, "ring", p, t + 5000).allowed);
-		p.cost = 1;
-		struct rl_verdict v = hit(&st, "ring", p, t + 9999);
-		cr_expect(!v.allowed);
-		cr_expect_eq(v.retry_ms, 1, "round %d: retry %lld", round,
-			     (long long)v.retry_ms);
+	for (size_t c = 0; c < 2; c++) {
+		struct rl_store st;
+		uint64_t n = counts[c];
+		struct rl_step p = step(RL_MOVING_WINDOW, n, 10000);
+		char key[32];
+
+		snprintf(key, sizeof(key), "ring%llu", (unsigned long long)n);
+		cr_assert_eq(make_vclock(&st, &srv), 0);
+		for (int round = 0; round < 3; round++) {
+			int64_t t = T0 + round * 10000;
+			p.cost = n * 6 / 10;
+			cr_expect(hit(&st, key, p, t).allowed);
+			p.cost = n * 4 / 10;
+			struct rl_verdict v = hit(&st, key, p, t + 5000);
+			cr_expect(v.allowed);
+			cr_expect_eq(v.remaining, 0);
+			cr_expect_eq(v.reset_ms, t + 5000 + 10000);
+			p.cost = 1;
+			v = hit(&st, key, p, t + 9999);
+			cr_expect(!v.allowed);
+			cr_expect_eq(v.retry_ms, 1, "count %llu round %d: retry %lld",
+				     (unsigned long long)n, round,
+				     (long long)v.retry_ms);
+			/* the 600 of t have left at t + 10000: 600 fit again,
+			 * 601 do not (the 400 of t + 5000 are still in) */
+			p.cost = n * 6 / 10 + 1;
+			v = hit(&st, key, p, t + 10000);
+			cr_expect(!v.allowed);
+			cr_expect_eq(v.retry_ms, 5000);
+			cr_expect_eq(v.remaining, n * 6 / 10);
+		}
+		/* 32 bytes of header and 8 per slot */
+		cr_expect_eq(raw_int(&srv, "STRLEN %s", key), 32 + 8 * (long long)n);
+		st.ops->destroy(st.impl);
 	}
-	/* 32 bytes of header and 8 per slot */
-	cr_expect_eq(raw_int(&srv, "STRLEN %s", "ring"), 32 + 8 * 1000);
-	st.ops->destroy(st.impl);
 }
 
 /* ------------------------------------------------------------------ */
