@@ -39,8 +39,9 @@
 
 -- Speed.  Redis runs this whole chunk on every EVALSHA, so every function
 -- defined at the top level is made again on every call.  A batch of fixed
--- windows, and a single GCRA or sliding-window op whose numbers are small
--- (the common case), are decided first, by straight-line code, and return
+-- windows, a single GCRA or sliding-window op whose numbers are small and
+-- a single moving-window op on a ring of up to 8188 hits (the common
+-- cases), are decided first, by straight-line code, and return
 -- before anything else is made; for the rest, the wide integers, the
 -- moving window, the sliding counter and GCRA are made on first use in a
 -- call.  tests/unit/test_store_redis.c runs the strategy vectors both ways
@@ -296,6 +297,109 @@ if ARGV[1] == 'apply' then
 				end
 				return v
 			end
+		end
+	end
+	-- One moving-window op on a ring small enough to read whole
+	-- (make_moving below, inlined): one GET, a binary search in the
+	-- string, and the same writes.  A key of another layout goes on to
+	-- the general path, which starts it over.
+	if n == 1 and st == '2' then
+		local count, P = tonumber(ARGV[5]), tonumber(ARGV[6])
+		local cost = tonumber(ARGV[8])
+		local HDR, SLURP_MAX = 32, 65536        -- as below
+		local d = HDR + 8 * count <= SLURP_MAX and redis.call('GET', KEYS[1])
+		local nr, head, ok = 0, 0, HDR + 8 * count <= SLURP_MAX
+		if d then
+			ok = #d >= HDR and string.sub(d, 1, 8) == 'RGMOVE1:'
+			if ok then
+				local c
+				c, nr, head = struct.unpack('>d>d>d', d, 9)
+				ok = c == count and nr <= count and
+				     (nr == 0 or head < count)
+			end
+		end
+		if ok then
+			local now = tonumber(ARGV[3])
+			local virtual = now >= 0
+			if not virtual then
+				local tm = redis.call('TIME')
+				now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
+			end
+			-- the i-th oldest hit time (0-based)
+			local function at(i)
+				local k = head + i
+				if k >= count then
+					k = k - count
+				end
+				local off = HDR + 8 * k
+				if not d or #d < off + 8 then
+					return 0
+				end
+				return (struct.unpack('>d', d, off + 1))
+			end
+			local t = now < 0 and 0 or now
+			local last = nr > 0 and at(nr - 1) or 0
+			if t < last then
+				t = last
+			end
+			local lo, hi = 0, nr
+			while lo < hi do
+				local mid = floor((lo + hi) / 2)
+				if t - at(mid) >= P then
+					lo = mid + 1
+				else
+					hi = mid
+				end
+			end
+			local live = nr - lo
+			local v = { 0, 0, count - live, live > 0 and last + P or t, 0 }
+			if cost > count then
+				v[2], v[5] = 1, P
+			elseif live + cost <= count then
+				v[1] = 1
+			else
+				local retry = at(lo + (live + cost - count) - 1) + P - t
+				v[5] = retry < 1 and 1 or retry
+			end
+			if v[1] == 1 and ARGV[9] ~= '1' and ARGV[2] == '1' then
+				local h2 = live > 0 and fmod(head + lo, count) or 0
+				local c = cost
+				if c > count - live then
+					c = count - live
+				end
+				local k = h2 + live
+				if k >= count then
+					k = k - count
+				end
+				local run = c
+				if run > count - k then
+					run = count - k
+				end
+				v[3], v[4] = count - (live + c), t + P
+				-- the TTL: until the newest hit leaves the window
+				local ttl = live + c == 0 and 0 or
+					    (c > 0 and t or last) + P - now
+				if ttl <= 0 then
+					redis.call('DEL', KEYS[1])
+				else
+					if virtual and ttl < 3600000 then
+						ttl = 3600000   -- VIRTUAL_TTL_MIN below
+					end
+					redis.call('SETRANGE', KEYS[1], 0, 'RGMOVE1:' ..
+						   struct.pack('>d>d>d', count, live + c, h2))
+					local slot = struct.pack('>d', t)
+					if run > 0 then
+						redis.call('SETRANGE', KEYS[1], HDR + 8 * k,
+							   string.rep(slot, run))
+					end
+					if c - run > 0 then
+						redis.call('SETRANGE', KEYS[1], HDR,
+							   string.rep(slot, c - run))
+					end
+					redis.call('PEXPIRE', KEYS[1], ttl)
+				end
+			end
+			return v
 		end
 	end
 end
