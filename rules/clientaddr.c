@@ -31,7 +31,7 @@
 #include "config.h"
 #endif
 
-#include "rules.h"
+#include "internal.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -63,21 +63,30 @@ static int port_ok(const char *p, size_t n)
 }
 
 /* Dotted-quad IPv4 exactly as inet_pton(AF_INET) takes it (four decimal
- * octets, no leading zeros), by hand: it is on every request's path. */
+ * octets, no leading zeros), by hand: it is on every request's path.  So
+ * the text it accepts is the canonical one, as rl_addr_format writes it. */
 static int parse_v4n(const char *t, const char *end, uint8_t out[4])
 {
 	for (int part = 0; part < 4; part++) {
-		unsigned v = 0, nd = 0;
+		unsigned v, d;
 
-		while (t < end && *t >= '0' && *t <= '9') {
-			if (nd > 0 && v == 0)
-				return -1;      /* leading zero */
-			v = v * 10 + (unsigned)(*t++ - '0');
-			if (++nd > 3 || v > 255)
-				return -1;
-		}
-		if (nd == 0)
+		if (t == end || (v = (unsigned)(*t - '0')) > 9)
 			return -1;
+		t++;
+		/* a second and a third digit; a fourth fails at the '.' or
+		 * end test below */
+		if (t < end && (d = (unsigned)(*t - '0')) <= 9) {
+			if (v == 0)
+				return -1;      /* leading zero */
+			v = v * 10 + d;
+			t++;
+			if (t < end && (d = (unsigned)(*t - '0')) <= 9) {
+				v = v * 10 + d;
+				t++;
+				if (v > 255)
+					return -1;
+			}
+		}
 		out[part] = (uint8_t)v;
 		if (part < 3 && (t == end || *t++ != '.'))
 			return -1;
@@ -126,6 +135,14 @@ static int parse_addr(const char *s, size_t len, int with_port,
 	size_t n;
 
 	rl_trim(&s, &len);
+	/* the common case first, IPv4 without a port: no scan, no copy (the
+	 * text holds only digits and dots, so no test below could differ) */
+	memset(a, 0, sizeof *a);
+	*mapped = 0;
+	if (parse_v4n(s, s + len, a->b) == 0) {
+		a->family = 4;
+		return 0;
+	}
 	if (len == 0 || len > ADDR_ENTRY_MAX || memchr(s, '\0', len) != NULL)
 		return -1;
 	if (s[0] == '[') {
@@ -144,15 +161,6 @@ static int parse_addr(const char *s, size_t len, int with_port,
 	}
 	n = len;
 	colon = memchr(s, ':', len);
-	if (colon == NULL) {
-		/* the common case, IPv4 without a port: no copy */
-		memset(a, 0, sizeof *a);
-		*mapped = 0;
-		if (parse_v4n(s, s + len, a->b) == 0) {
-			a->family = 4;
-			return 0;
-		}
-	}
 	/* One colon is IPv4 with a port; more is a bare IPv6 address. */
 	if (colon != NULL && memchr(colon + 1, ':', (size_t)(s + len - colon - 1))
 	    == NULL) {
@@ -564,4 +572,42 @@ enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
 	}
 	*out = last;
 	return k == 0 ? RL_ADDR_REMOTE : RL_ADDR_SHORT;
+}
+
+enum rl_addr_source rl_client_addr_text(const struct rl_proxy_conf *pc,
+					const char *remote, size_t remote_len,
+					const char *const *values,
+					const size_t *value_lens,
+					size_t nvalues, unsigned v4bits,
+					unsigned v6bits, char *out, size_t cap,
+					size_t *out_len)
+{
+	struct rl_addr a;
+	enum rl_addr_source src;
+
+	/* REMOTE_ADDR alone, a bare IPv4 address and no IPv4 grouping: the
+	 * address is its own text (parse_v4n accepts only the canonical
+	 * spelling), so copy it instead of parsing and formatting. */
+	if (remote != NULL && (v4bits == 0 || v4bits >= 32) &&
+	    (pc == NULL || (pc->hops == 0 && (pc->nets == NULL ||
+					      pc->nnets == 0)))) {
+		const char *s = remote;
+		size_t len = remote_len;
+		uint8_t b[4];
+
+		rl_trim(&s, &len);
+		if (len < cap && parse_v4n(s, s + len, b) == 0) {
+			memcpy(out, s, len);
+			out[len] = '\0';
+			*out_len = len;
+			return RL_ADDR_REMOTE;
+		}
+	}
+	src = rl_client_addr(pc, remote, remote_len, values, value_lens,
+			     nvalues, &a);
+	out[0] = '\0';
+	if (src != RL_ADDR_NONE)
+		rl_addr_format(&a, v4bits, v6bits, out, cap);
+	*out_len = strlen(out);
+	return src;
 }

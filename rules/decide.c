@@ -72,9 +72,11 @@ rl_retry_seconds(int64_t retry_ms)
 	return s < 1 ? 1 : s;
 }
 
-/* The hot path builds keys by hand (rl_put): snprintf costs more than the
- * rest of a decision. */
+/* The hot path builds keys by hand (memcpy, rl_put): snprintf costs more
+ * than the rest of a decision.  What does not depend on the request (the
+ * prefix and a rule's escaped scope, each limit's id) was built at load. */
 
+#define KEY_BASE_CAP (RL_STORE_KEY_MAX - 48)   /* room for the limit part */
 
 /* Copy for a log field, truncating. */
 static void
@@ -86,20 +88,12 @@ set_field(char *dst, size_t cap, const char *s, size_t len)
 	dst[len] = '\0';
 }
 
-/* "PREFIX:KIND SCOPE[@METHOD]:CLIENT:" into base.  Returns its length, or 0
- * when too long. */
-static size_t
-key_base(char *base, const char *prefix, char kind, const char *scope,
-	 size_t scope_len, const char *method, const char *client,
-	 size_t client_len)
+/* Append a scope to k[*pos..cap): escaped, or '#' and its hash when longer
+ * than SCOPE_MAX.  Returns 0, or -1 when it does not fit. */
+static int
+put_scope(char *k, size_t cap, size_t *pos, const char *scope,
+	  size_t scope_len)
 {
-	size_t pos = 0;
-	size_t cap = RL_STORE_KEY_MAX - 48;     /* room for the limit part */
-	char k[2] = { ':', kind };
-
-	if (rl_put(base, cap, &pos, prefix, strlen(prefix)) ||
-	    rl_put(base, cap, &pos, k, 2))
-		return 0;
 	if (scope_len > SCOPE_MAX) {
 		static const char hex[] = "0123456789abcdef";
 		uint64_t h = rl_fnv1a(scope, scope_len);
@@ -107,56 +101,123 @@ key_base(char *base, const char *prefix, char kind, const char *scope,
 		hb[0] = '#';
 		for (int i = 0; i < 16; i++)
 			hb[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
-		if (rl_put(base, cap, &pos, hb, 17))
-			return 0;
-	} else if (rl_key_escape(base, cap, &pos, scope, scope_len)) {
+		return rl_put(k, cap, pos, hb, 17);
+	}
+	return rl_key_escape(k, cap, pos, scope, scope_len);
+}
+
+/* One head, "PREFIX:KIND" and the escaped scope, in arena memory.  A head
+ * too long for any key gets the length KEY_BASE_CAP, which key_base
+ * refuses. */
+static int
+head_make(struct rl_arena *a, struct rl_key_head *h, const char *prefix,
+	  char kind, const char *scope, size_t scope_len)
+{
+	char buf[KEY_BASE_CAP];
+	char k[2] = { ':', kind };
+	size_t pos = 0;
+
+	if (rl_put(buf, sizeof(buf), &pos, prefix, strlen(prefix)) ||
+	    rl_put(buf, sizeof(buf), &pos, k, 2) ||
+	    put_scope(buf, sizeof(buf), &pos, scope, scope_len)) {
+		h->text = "";
+		h->len = KEY_BASE_CAP;
 		return 0;
 	}
+	h->text = rl_arena_strndup(a, buf, pos);
+	h->len = pos;
+	return h->text != NULL ? 0 : -1;
+}
+
+int
+rl_ruleset_key_heads(struct rl_ruleset *rs)
+{
+	const char *prefix = rs->settings.key_prefix;
+
+	rs->rule_heads = rl_arena_alloc(&rs->arena, (rs->nrules + 1) *
+					sizeof(*rs->rule_heads));
+	if (rs->rule_heads == NULL ||
+	    head_make(&rs->arena, &rs->default_head, prefix, 'd', "", 0) ||
+	    head_make(&rs->arena, &rs->app_head, prefix, 'a', "", 0))
+		return -1;
+	for (size_t i = 0; i < rs->nrules; i++) {
+		const struct rl_rule *r = rs->rules[i];
+		if (head_make(&rs->arena, &rs->rule_heads[r->index], prefix,
+			      'r', r->scope, strlen(r->scope)))
+			return -1;
+	}
+	return 0;
+}
+
+/* "PREFIX:KIND SCOPE[@METHOD]:CLIENT:" into k: the head ("PREFIX:KIND" and
+ * a rule's scope) comes ready, scope is what only the request knows (the
+ * path of default limits; empty otherwise).  Returns its length, or 0
+ * when it does not fit KEY_BASE_CAP. */
+static size_t
+key_base(char *k, const struct rl_key_head *head, const char *scope,
+	 size_t scope_len, const char *method, size_t method_len,
+	 const char *client, size_t client_len)
+{
+	size_t pos = head->len;
+
+	if (pos + 1 > KEY_BASE_CAP)
+		return 0;
+	memcpy(k, head->text, pos);
+	if (scope_len > 0 &&
+	    put_scope(k, KEY_BASE_CAP, &pos, scope, scope_len))
+		return 0;
 	if (method != NULL &&
-	    (rl_put(base, cap, &pos, "@", 1) ||
-	     rl_key_escape(base, cap, &pos, method, strlen(method))))
+	    (rl_put(k, KEY_BASE_CAP, &pos, "@", 1) ||
+	     rl_key_escape(k, KEY_BASE_CAP, &pos, method, method_len)))
 		return 0;
-	if (rl_put(base, cap, &pos, ":", 1) ||
-	    rl_put(base, cap, &pos, client, client_len) ||
-	    rl_put(base, cap, &pos, ":", 1))
+	if (pos + client_len + 3 > KEY_BASE_CAP)
 		return 0;
+	k[pos++] = ':';
+	memcpy(k + pos, client, client_len);
+	pos += client_len;
+	k[pos++] = ':';
+	k[pos] = '\0';
 	return pos;
 }
 
+/* One op per limit, its key base[0..base_len) and the limit's id.  base
+ * may be the key of the batch's next op itself (key_base writes there). */
 static int
 add_group(struct batch *b, const char *base, size_t base_len,
 	  const struct rl_limit *limits, size_t n, const struct group *g)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct rl_store_op *op = &b->ops[b->n];
+		struct opmeta *m = &b->meta[b->n];
+		const struct rl_limit *l = &limits[i];
 		char *k = b->keys[b->n];
-		size_t pos = base_len;
 
-		memcpy(k, base, base_len);
-		if (rl_put(k, RL_STORE_KEY_MAX, &pos, limits[i].id,
-			   strlen(limits[i].id)))
+		if (base_len + l->id_len + 1 > RL_STORE_KEY_MAX)
 			return -1;
+		if (k != base)
+			memcpy(k, base, base_len);
+		memcpy(k + base_len, l->id, l->id_len + 1);
 		op->key = k;
-		op->key_len = pos;
+		op->key_len = base_len + l->id_len;
 		op->step.strategy = g->strategy;
-		op->step.count = limits[i].count;
-		op->step.period_ms = limits[i].period_ms;
-		if (limits[i].unit) {
+		op->step.count = l->count;
+		op->step.period_ms = l->period_ms;
+		if (l->unit) {
 			/* the bucket of a gcra bandwidth limit is the limit:
 			 * burst= counts requests */
 			op->step.burst = 0;
-			op->step.cost = g->body / limits[i].unit +
-					(g->body % limits[i].unit != 0);
+			op->step.cost = g->body / l->unit +
+					(g->body % l->unit != 0);
 		} else {
 			op->step.burst = g->burst;
 			op->step.cost = g->cost;
 		}
 		op->probe = g->probe;
 		memset(&op->v, 0, sizeof(op->v));
-		b->meta[b->n].limit = &limits[i];
-		b->meta[b->n].origin = g->origin;
-		b->meta[b->n].dry = g->dry;
-		b->meta[b->n].bw = limits[i].unit != 0;
+		m->limit = l;
+		m->origin = g->origin;
+		m->dry = g->dry;
+		m->bw = l->unit != 0;
 		b->n++;
 	}
 	return 0;
@@ -233,18 +294,59 @@ finish(struct rl_decision *d, enum rl_outcome o)
 }
 
 /* Who is asking, and under which rule: everything a decision needs before
- * it touches the store. */
+ * it touches the store.  path and rkey point into the request or into the
+ * buffers here. */
 struct who {
-	char path[RL_PATH_MAX + 1];
+	char pbuf[RL_PATH_MAX + 1];     /* the path when normalising changed it */
+	const char *path;
 	size_t path_len;
 	const char *method;
+	size_t method_len;
 	const struct rl_rule *rule;
 	char addr_text[64];
 	size_t addr_len;
-	char rkey[RL_STORE_KEY_MAX / 2], gkey[RL_STORE_KEY_MAX / 2];
+	char gkey[RL_STORE_KEY_MAX / 2], rbuf[RL_STORE_KEY_MAX / 2];
+	const char *rkey;               /* gkey or rbuf */
 	size_t rkey_len, gkey_len;
 	int have_g;
 };
+
+/* Every field of d as a decision starts (what zeroing it and setting the
+ * defaults gave; the text fields only need their terminator). */
+static void
+decision_init(struct rl_decision *d, const struct rl_settings *s)
+{
+	d->outcome = RL_ALLOW;
+	d->would_deny = 0;
+	d->exempt = 0;
+	d->rule = NULL;
+	d->limit = NULL;
+	d->origin = RL_FROM_RULE;
+	d->remaining = 0;
+	d->reset_ms = 0;
+	d->retry_ms = 0;
+	d->cost = 1;
+	d->bandwidth = 0;
+	d->max_body = 0;
+	d->addr_source = RL_ADDR_REMOTE;
+	d->client[0] = '-';
+	d->client[1] = '\0';
+	d->key[0] = '\0';
+	d->message = s->message;
+	d->error[0] = '\0';
+}
+
+/* "addr=" and the address: a client key when the configured one is
+ * missing. */
+static size_t
+addr_key(char *buf, size_t cap, const struct who *w)
+{
+	size_t pos = 0;
+
+	rl_put(buf, cap, &pos, "addr=", 5);
+	rl_put(buf, cap, &pos, w->addr_text, w->addr_len);
+	return pos;
+}
 
 /* Fill w and the identity fields of d.  Returns -1 to go on deciding, or
  * the final outcome (disabled, exempt, bad request, no usable key). */
@@ -255,10 +357,7 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	const struct rl_settings *s = &rs->settings;
 	struct rl_diag err;
 
-	memset(d, 0, sizeof(*d));
-	d->message = s->message;
-	d->cost = 1;
-	set_field(d->client, sizeof(d->client), "-", 1);
+	decision_init(d, s);
 	if (!s->enabled)
 		return finish(d, RL_ALLOW);
 	if (req->path == NULL || req->path_len > RL_PATH_MAX) {
@@ -266,15 +365,16 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 			 RL_PATH_MAX);
 		return finish(d, RL_BAD_REQUEST);
 	}
-	if (rl_path_normalize(req->path, req->path_len, s->case_insensitive,
-			      w->path, &w->path_len, &err)) {
+	if (rl_path_view(req->path, req->path_len, s->case_insensitive,
+			 w->pbuf, &w->path, &w->path_len, &err)) {
 		snprintf(d->error, sizeof(d->error), "bad request path: %s",
 			 err.msg);
 		return finish(d, RL_BAD_REQUEST);
 	}
 	w->method = req->method ? req->method : "GET";
+	w->method_len = strlen(w->method);
 	w->rule = rl_ruleset_match(rs, w->path, w->path_len,
-				   rl_method_bit(w->method, strlen(w->method)));
+				   rl_method_bit(w->method, w->method_len));
 	const struct rl_rule *rule = w->rule;
 
 	d->rule = rule;
@@ -305,12 +405,12 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	/* The client address. */
 	const char *vals[PROXY_VALUES_MAX];
 	size_t lens[PROXY_VALUES_MAX], nv = 0, seen = 0;
-	const char *hname = s->proxies.forwarded ? "HTTP_FORWARDED" :
-						   "HTTP_X_FORWARDED_FOR";
-	size_t hlen = strlen(hname);
-	struct rl_addr addr;
 
 	if (s->proxies.hops > 0 || s->proxies.nnets > 0) {
+		const char *hname = s->proxies.forwarded ? "HTTP_FORWARDED" :
+							   "HTTP_X_FORWARDED_FOR";
+		size_t hlen = strlen(hname);
+
 		for (size_t i = 0; i < req->nparams; i++) {
 			const struct rl_param *p = &req->params[i];
 			if (p->name_len != hlen || memcmp(p->name, hname, hlen) != 0)
@@ -332,50 +432,47 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 		}
 		nv = seen > PROXY_VALUES_MAX ? PROXY_VALUES_MAX : seen;
 	}
-	d->addr_source = rl_client_addr(&s->proxies, req->remote_addr,
-					req->remote_addr ? req->remote_addr_len : 0,
-					vals, lens, nv, &addr);
-	w->addr_text[0] = '\0';
-	w->addr_len = 0;
-	if (d->addr_source != RL_ADDR_NONE) {
-		rl_addr_format(&addr, s->ipv4_prefix, s->ipv6_prefix,
-			       w->addr_text, sizeof(w->addr_text));
-		w->addr_len = strlen(w->addr_text);
-		set_field(d->client, sizeof(d->client), w->addr_text, w->addr_len);
-	}
+	d->addr_source = rl_client_addr_text(&s->proxies, req->remote_addr,
+					     req->remote_addr ?
+					     req->remote_addr_len : 0,
+					     vals, lens, nv, s->ipv4_prefix,
+					     s->ipv6_prefix, w->addr_text,
+					     sizeof(w->addr_text), &w->addr_len);
+	if (d->addr_source != RL_ADDR_NONE)
+		set_field(d->client, sizeof(d->client), w->addr_text,
+			  w->addr_len);
 
 	/* Client keys: the rule's (its missing-key policy applies) and the
 	 * global one for defaults and application limits. */
 	const struct rl_key *gk = s->key;
 
+	w->rkey = w->gkey;
 	w->rkey_len = w->gkey_len = 0;
 	w->have_g = 0;
-	if (rl_key_render(gk, req, w->addr_text, w->gkey, sizeof(w->gkey),
-			  &w->gkey_len) == 0) {
+	if (rl_key_render(gk, req, w->addr_text, w->addr_len, w->gkey,
+			  sizeof(w->gkey), &w->gkey_len) == 0) {
 		w->have_g = 1;
 	} else if (w->addr_len > 0) {
-		w->gkey_len = 0;
-		rl_put(w->gkey, sizeof(w->gkey), &w->gkey_len, "addr=", 5);
-		rl_put(w->gkey, sizeof(w->gkey), &w->gkey_len, w->addr_text, w->addr_len);
+		w->gkey_len = addr_key(w->gkey, sizeof(w->gkey), w);
 		w->have_g = 1;
 	}
 	if (rule != NULL) {
 		const struct rl_key *rk = rule->key ? rule->key : gk;
 		if (rk == gk && w->have_g) {
-			memcpy(w->rkey, w->gkey, w->gkey_len + 1);
 			w->rkey_len = w->gkey_len;
-		} else if (rl_key_render(rk, req, w->addr_text, w->rkey,
-					 sizeof(w->rkey), &w->rkey_len) != 0) {
+		} else if (rl_key_render(rk, req, w->addr_text, w->addr_len,
+					 w->rbuf, sizeof(w->rbuf),
+					 &w->rkey_len) == 0) {
+			w->rkey = w->rbuf;
+		} else {
 			if (rule->missing == RL_MISSING_DENY || w->addr_len == 0) {
 				snprintf(d->error, sizeof(d->error),
 					 "no usable key for \"%s\" (key=%s)",
 					 rule->pattern.text, rk->text);
 				return finish(d, RL_DENY_KEY);
 			}
-			w->rkey_len = 0;
-			rl_put(w->rkey, sizeof(w->rkey), &w->rkey_len, "addr=", 5);
-			rl_put(w->rkey, sizeof(w->rkey), &w->rkey_len, w->addr_text,
-			    w->addr_len);
+			w->rkey = w->rbuf;
+			w->rkey_len = addr_key(w->rbuf, sizeof(w->rbuf), w);
 		}
 		set_field(d->key, sizeof(d->key), w->rkey, w->rkey_len);
 	} else if (w->have_g) {
@@ -400,14 +497,9 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 	if (o >= 0)
 		return (enum rl_outcome)o;
 	const struct rl_rule *rule = w.rule;
-	const char *path = w.path, *method = w.method;
-	size_t path_len = w.path_len;
-	const char *rkey = w.rkey, *gkey = w.gkey;
-	size_t rkey_len = w.rkey_len, gkey_len = w.gkey_len;
-	int have_g = w.have_g;
 
-	/* The counters. */
-	char base[RL_STORE_KEY_MAX];
+	/* The counters.  Each group's key base is built in the key of the
+	 * batch's next op (b.n is at most 3 * RL_MAX_LIMITS < MAX_OPS then). */
 	size_t blen;
 	uint64_t cost = req->cost ? req->cost : rule ? rule->cost : 1;
 	int need_g = (rule == NULL && s->ndefaults > 0) ||
@@ -415,7 +507,7 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 		     s->napplication > 0;
 
 	d->cost = cost;
-	if (need_g && !have_g) {
+	if (need_g && !w.have_g) {
 		snprintf(d->error, sizeof(d->error), "no client address (REMOTE_ADDR missing or invalid)");
 		return finish(d, RL_DENY_KEY);
 	}
@@ -427,9 +519,10 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 			.dry = rule->dry_run || s->dry_run,
 			.probe = rule->deduct,
 		};
-		blen = key_base(base, s->key_prefix, 'r', rule->scope,
-				strlen(rule->scope),
-				rule->per_method ? method : NULL, rkey, rkey_len);
+		char *base = b.keys[b.n];
+		blen = key_base(base, &rs->rule_heads[rule->index], "", 0,
+				rule->per_method ? w.method : NULL,
+				w.method_len, w.rkey, w.rkey_len);
 		if (blen == 0 ||
 		    add_group(&b, base, blen, rule->limits, rule->nlimits, &g))
 			goto too_long;
@@ -446,8 +539,9 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 			.cost = cost, .origin = RL_FROM_DEFAULT,
 			.dry = s->dry_run,
 		};
-		blen = key_base(base, s->key_prefix, 'd', path, path_len, NULL,
-				gkey, gkey_len);
+		char *base = b.keys[b.n];
+		blen = key_base(base, &rs->default_head, w.path, w.path_len,
+				NULL, 0, w.gkey, w.gkey_len);
 		if (blen == 0 ||
 		    add_group(&b, base, blen, s->defaults, s->ndefaults, &g))
 			goto too_long;
@@ -458,8 +552,9 @@ rl_decide(const struct rl_ruleset *rs, struct rl_store *st,
 			.cost = cost, .origin = RL_FROM_APPLICATION,
 			.dry = s->dry_run,
 		};
-		blen = key_base(base, s->key_prefix, 'a', "", 0, NULL, gkey,
-				gkey_len);
+		char *base = b.keys[b.n];
+		blen = key_base(base, &rs->app_head, "", 0, NULL, 0, w.gkey,
+				w.gkey_len);
 		if (blen == 0 ||
 		    add_group(&b, base, blen, s->application, s->napplication,
 			      &g))
@@ -550,7 +645,6 @@ rl_after_response(const struct rl_ruleset *rs, struct rl_store *st,
 	struct rl_decision d;
 	struct batch b;
 	struct who w;
-	char base[RL_STORE_KEY_MAX];
 	size_t blen;
 
 	if (identify(rs, req, &d, &w) >= 0)
@@ -567,9 +661,10 @@ rl_after_response(const struct rl_ruleset *rs, struct rl_store *st,
 		.origin = RL_FROM_RULE, .dry = rule->dry_run || s->dry_run,
 		.body = late_body_bytes,
 	};
-	blen = key_base(base, s->key_prefix, 'r', rule->scope,
-			strlen(rule->scope),
-			rule->per_method ? w.method : NULL, w.rkey, w.rkey_len);
+	char *base = b.keys[0];
+	blen = key_base(base, &rs->rule_heads[rule->index], "", 0,
+			rule->per_method ? w.method : NULL, w.method_len,
+			w.rkey, w.rkey_len);
 	b.n = 0;
 	if (blen == 0)
 		goto too_long;
@@ -596,7 +691,6 @@ rl_inflight_begin(const struct rl_ruleset *rs, struct rl_store *st,
 		  int64_t lease_ms, struct rl_lease *lease,
 		  struct rl_decision *d)
 {
-	const struct rl_settings *s = &rs->settings;
 	struct who w;
 	struct rl_diag err;
 	uint64_t held = 0;
@@ -608,8 +702,8 @@ rl_inflight_begin(const struct rl_ruleset *rs, struct rl_store *st,
 		return (enum rl_outcome)o;
 	if (w.rule == NULL || w.rule->concurrency == 0)
 		return (enum rl_outcome)finish(d, RL_ALLOW);
-	size_t pos = key_base(lease->key, s->key_prefix, 'r', w.rule->scope,
-			      strlen(w.rule->scope), NULL, w.rkey, w.rkey_len);
+	size_t pos = key_base(lease->key, &rs->rule_heads[w.rule->index], "",
+			      0, NULL, 0, w.rkey, w.rkey_len);
 	char id[32];
 	int idn = snprintf(id, sizeof(id), "inflight/%llu",
 			   (unsigned long long)w.rule->concurrency);

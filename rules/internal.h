@@ -25,6 +25,14 @@ void *rl_arena_alloc(struct rl_arena *a, size_t n);
 char *rl_arena_strndup(struct rl_arena *a, const char *s, size_t n);
 void rl_arena_free(struct rl_arena *a);
 
+/* The request-independent start of a counter key, built once at load by
+ * rl_ruleset_key_heads (decide.c): "PREFIX:r" and a rule's escaped scope
+ * (or '#' and its hash), "PREFIX:d", "PREFIX:a".  Arena memory. */
+struct rl_key_head {
+	const char *text;
+	size_t len;
+};
+
 struct rl_ruleset {
 	struct rl_arena arena;
 	struct rl_settings settings;
@@ -38,7 +46,30 @@ struct rl_ruleset {
 	size_t nfiles;
 	uint64_t max_moving;
 	uint64_t max_inflight;          /* largest concurrency= */
+	struct rl_key_head *rule_heads; /* by rule index */
+	struct rl_key_head default_head, app_head;
 };
+
+/* Fill rs's key heads once the rules and the key prefix are final (the
+ * loader's last step).  Returns 0, or -1 when out of memory. */
+int rl_ruleset_key_heads(struct rl_ruleset *rs);
+
+/* As rl_path_normalize, but a path already in normal form is not copied:
+ * *out is then in itself (not NUL-terminated), otherwise buf (len + 1
+ * bytes) holding the normalised path.  The request path's common case. */
+int rl_path_view(const char *in, size_t len, int fold_case, char *buf,
+		 const char **out, size_t *out_len, struct rl_diag *d);
+
+/* The client address as rl_client_addr then rl_addr_format would give it,
+ * into out (cap >= 64) with its length; "" and 0 for RL_ADDR_NONE.
+ * Returns the source. */
+enum rl_addr_source rl_client_addr_text(const struct rl_proxy_conf *pc,
+					const char *remote, size_t remote_len,
+					const char *const *values,
+					const size_t *value_lens,
+					size_t nvalues, unsigned v4bits,
+					unsigned v6bits, char *out, size_t cap,
+					size_t *out_len);
 
 /* The rule for a normalised path and method, or NULL (defaults apply). */
 const struct rl_rule *rl_ruleset_match(const struct rl_ruleset *rs,
@@ -72,9 +103,12 @@ struct rl_key *rl_key_compile(struct rl_arena *a, const char *s, size_t len,
 int rl_key_escape(char *buf, size_t cap, size_t *pos, const char *s,
 		  size_t len);
 
-/* Render the client key of req under k into buf (NUL-terminated).  Returns
- * 0, or -1 when no alternative has every part present and valid. */
+/* Render the client key of req under k into buf (NUL-terminated), the
+ * client address being addr_text[0..addr_len) as rl_addr_format writes it
+ * ("" when none).  Returns 0,
+ * or -1 when no alternative has every part present and valid. */
 int rl_key_render(const struct rl_key *k, const struct rl_request *req,
-		  const char *addr_text, char *buf, size_t cap, size_t *len);
+		  const char *addr_text, size_t addr_len, char *buf,
+		  size_t cap, size_t *len);
 
 #endif

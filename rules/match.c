@@ -61,28 +61,43 @@ static int is_globstar(const char *s, size_t a, size_t e)
 	return e - a == 2 && s[a] == '*' && s[a + 1] == '*';
 }
 
-/* Is the path already in normal form?  Then normalising is a copy, which is
- * the common case on the request path.  Anything unusual (a '%', ';', NUL,
- * "//", a dot segment, a trailing '/') takes the full route below. */
-static int already_normal(const char *s, size_t len)
+/* Bytes already_normal looks at twice: class 1 always ('%', ';', NUL and
+ * '/', whose next byte matters), class 2 when case is folded (upper
+ * case). */
+static const unsigned char path_class[256] = {
+	[0] = 1, ['%'] = 1, [';'] = 1, ['/'] = 1,
+	['A'] = 2, ['B'] = 2, ['C'] = 2, ['D'] = 2, ['E'] = 2, ['F'] = 2,
+	['G'] = 2, ['H'] = 2, ['I'] = 2, ['J'] = 2, ['K'] = 2, ['L'] = 2,
+	['M'] = 2, ['N'] = 2, ['O'] = 2, ['P'] = 2, ['Q'] = 2, ['R'] = 2,
+	['S'] = 2, ['T'] = 2, ['U'] = 2, ['V'] = 2, ['W'] = 2, ['X'] = 2,
+	['Y'] = 2, ['Z'] = 2,
+};
+
+/* Is the path (starting with '/') already in normal form?  Then
+ * normalising is a copy, which is the common case on the request path.
+ * Anything unusual (a '%', ';', NUL, "//", a dot segment, a trailing '/',
+ * an upper-case byte when folding case) takes the full route below. */
+static int already_normal(const char *s, size_t len, int fold_case)
 {
+	const unsigned char *p = (const unsigned char *)s, *e = p + len;
+	unsigned mask = fold_case ? 3 : 1;
+
 	if (len > 1 && s[len - 1] == '/')
 		return 0;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
+	while (p < e) {
+		unsigned c = *p++;
 
-		if (c == '%' || c == ';' || c == '\0')
+		if (!(path_class[c] & mask))
+			continue;
+		if (c != '/')
 			return 0;
-		if (c == '/' && i + 1 < len) {
-			char n = s[i + 1];
-
-			if (n == '/')
-				return 0;
-			if (n == '.' && (i + 2 == len || s[i + 2] == '/' ||
-					 (s[i + 2] == '.' &&
-					  (i + 3 == len || s[i + 3] == '/'))))
-				return 0;
-		}
+		/* p is the byte after the '/': another '/', or a "." or
+		 * ".." segment */
+		if (p < e && (*p == '/' ||
+			      (*p == '.' && (p + 1 == e || p[1] == '/' ||
+					     (p[1] == '.' &&
+					      (p + 2 == e || p[2] == '/'))))))
+			return 0;
 	}
 	return 1;
 }
@@ -103,7 +118,7 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 		return rl_fail(d, 0, "bad path %s: a path starts with '/'",
 			    rl_quote(q, sizeof q, in, len));
 
-	if (!fold_case && already_normal(in, len)) {
+	if (already_normal(in, len, fold_case)) {
 		memcpy(out, in, len);
 		out[len] = '\0';
 		*out_len = len;
@@ -168,6 +183,19 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 	out[w] = '\0';
 	*out_len = w;
 	return 0;
+}
+
+int rl_path_view(const char *in, size_t len, int fold_case, char *buf,
+		 const char **out, size_t *out_len, struct rl_diag *d)
+{
+	if (len > 0 && len <= RL_PATH_MAX && in[0] == '/' &&
+	    already_normal(in, len, fold_case)) {
+		*out = in;
+		*out_len = len;
+		return 0;
+	}
+	*out = buf;
+	return rl_path_normalize(in, len, fold_case, buf, out_len, d);
 }
 
 int rl_pattern_compile(const char *s, size_t len, int fold_case,
@@ -254,6 +282,9 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 	p->literal_prefix = first_star;
 	p->literal_chars = len - stars;
 	p->wildcards = wildcards;
+	p->subtree = wildcards == 1 && len >= 3 && first_star == len - 2 &&
+		     memcmp(buf + len - 3, "/**", 3) == 0 &&
+		     (len == 3 || buf[len - 4] != '/');
 	if (never != NULL)
 		*never = nev;
 	return 0;
@@ -316,9 +347,7 @@ int rl_pattern_match(const struct rl_pattern *p, const char *path,
 		return len == plen && memcmp(pat, path, len) == 0;
 	/* A plain subtree ("/api" + a final "**" segment), the most common
 	 * wildcard rule: a prefix test. */
-	if (p->wildcards == 1 && plen >= 3 && p->literal_prefix == plen - 2 &&
-	    memcmp(pat + plen - 3, "/**", 3) == 0 &&
-	    (plen == 3 || pat[plen - 4] != '/')) {
+	if (p->subtree) {
 		size_t pre = plen - 3;
 		return (len == pre && memcmp(path, pat, pre) == 0) ||
 		       (len > pre && path[pre] == '/' &&

@@ -214,16 +214,24 @@ static uint64_t key_hash(const struct memstore *m, const char *key, size_t len)
 	uint64_t h = m->seed ^ (len * 0x9e3779b97f4a7c15ULL);
 	uint64_t w;
 
-	while (len >= 8) {
-		memcpy(&w, key, 8);
-		h = (h ^ (w * 0xff51afd7ed558ccdULL)) * 0xc4ceb9fe1a85ec53ULL;
-		h ^= h >> 29;
-		key += 8;
-		len -= 8;
+	if (len >= 8) {
+		/* whole words, then the last eight bytes (overlapping the
+		 * last word read: no variable-length copy) */
+		const char *last = key + len - 8;
+
+		while (key < last) {
+			memcpy(&w, key, 8);
+			h = (h ^ (w * 0xff51afd7ed558ccdULL)) *
+			    0xc4ceb9fe1a85ec53ULL;
+			h ^= h >> 29;
+			key += 8;
+		}
+		memcpy(&w, last, 8);
+	} else {
+		w = 0;
+		for (size_t i = 0; i < len; i++)
+			w |= (uint64_t)(unsigned char)key[i] << (8 * i);
 	}
-	w = 0;
-	if (len)
-		memcpy(&w, key, len);
 	h = (h ^ (w * 0xff51afd7ed558ccdULL)) * 0xc4ceb9fe1a85ec53ULL;
 	return rl_mix64(h);
 }
@@ -553,11 +561,14 @@ static void apply_outcome(struct memstore *m, struct rl_store_op *ops,
 		if (ops[i].probe)
 			continue;
 		uint64_t *st = slot_state(slots[i]);
-		if (all)
+		if (all) {
+			/* after a consume the reset is the expiry */
 			rl_strategy_consume(p, st, now_ms, &ops[i].v);
-		else
+			set_expiry(m, slots[i], ops[i].v.reset_ms);
+		} else {
 			rl_strategy_penalize(p, st, now_ms, &ops[i].v);
-		set_expiry(m, slots[i], rl_strategy_expiry(p, st));
+			set_expiry(m, slots[i], rl_strategy_expiry(p, st));
+		}
 	}
 }
 
@@ -583,8 +594,9 @@ static int apply_one(struct memstore *m, struct rl_store_op *op,
 	} else if (slot_fit(m, s, p->strategy, p->count) < 0) {
 		return fail_oom(m, err);
 	}
-	rl_strategy_check(p, slot_state(s), now_ms, &op->v);
-	apply_outcome(m, op, 1, &s, now_ms);
+	/* check, then consume or penalize: what apply_outcome does for a
+	 * batch of one, in one step */
+	set_expiry(m, s, rl_strategy_hit(p, slot_state(s), now_ms, &op->v));
 	return 0;
 }
 

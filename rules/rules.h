@@ -85,6 +85,7 @@ struct rl_limit {
 	 * rl_limits_parse), so no request formats numbers.  Bandwidth limits
 	 * read "bw/COUNT[k|m]/PERIOD_MS/STRATEGY". */
 	char id[RL_LIMIT_ID_MAX];
+	size_t id_len;          /* strlen(id) */
 	/* 0 for a request limit.  A bandwidth limit counts body bytes in units
 	 * of this many bytes: 1 while the limit is at most RL_MAX_COUNT bytes,
 	 * else 1024, else 1048576 (count is then the limit in those units,
@@ -164,7 +165,8 @@ void rl_strategy_check(const struct rl_step *p, const uint64_t *state,
 		       int64_t now_ms, struct rl_verdict *v);
 
 /* Consume the hit.  Precondition: rl_strategy_check said allowed at now_ms
- * on this state.  Fills v as after the hit. */
+ * on this state.  Fills v as after the hit; v->reset_ms is then also
+ * rl_strategy_expiry of the new state. */
 void rl_strategy_consume(const struct rl_step *p, uint64_t *state,
 			 int64_t now_ms, struct rl_verdict *v);
 
@@ -177,6 +179,14 @@ void rl_strategy_penalize(const struct rl_step *p, uint64_t *state,
 /* Absolute time from which this state is equivalent to a fresh one; a store
  * may drop the key then (TTL, eviction).  Returns 0 for a fresh state. */
 int64_t rl_strategy_expiry(const struct rl_step *p, const uint64_t *state);
+
+/* A hit on one key alone, as a store applies a batch of one op in RL_HIT:
+ * check, then consume when allowed or penalize when denied, in one step
+ * (cheaper than the three calls).  v is what consume or, when denied,
+ * check then penalize leave; returns rl_strategy_expiry of the new
+ * state. */
+int64_t rl_strategy_hit(const struct rl_step *p, uint64_t *state,
+			int64_t now_ms, struct rl_verdict *v);
 
 /* In-flight counters: state is 1 + 2 * max words (n, then lease expiry and
  * lease id pairs).  acquire returns 1 and records a lease expiring at
@@ -280,6 +290,10 @@ struct rl_pattern {
 	size_t literal_prefix;  /* bytes before the first wildcard */
 	size_t literal_chars;   /* non-wildcard bytes in total */
 	unsigned wildcards;     /* number of '*' and '**' */
+	/* A plain subtree: a literal prefix without a final '/' ("/api" or
+	 * nothing) and one final "**" segment, matched by a prefix test; 0
+	 * (the general matcher, same results) when not known to be one. */
+	int subtree;
 };
 
 /* Compile s into p, writing the normalised text into buf (len + 1 bytes).
@@ -609,6 +623,8 @@ enum rl_origin { RL_FROM_RULE = 0, RL_FROM_DEFAULT, RL_FROM_APPLICATION };
 
 #define RL_DECISION_KEY_MAX 192
 
+/* rl_decide sets every field (decide.c, decision_init, rather than
+ * zeroing the whole struct): a new field must be set there too. */
 struct rl_decision {
 	enum rl_outcome outcome;
 	int would_deny;         /* dry-run: a limit would have denied */

@@ -558,6 +558,119 @@ static void gcra_consume(const struct rl_step *p, uint64_t *st,
 }
 
 /* ------------------------------------------------------------------ */
+/* Check and consume in one step (rl_strategy_hit)                     */
+
+/* Each of these consumes the hit when check would allow it, from one view
+ * of the state instead of check's and consume's two, and returns 1; it
+ * returns 0 having changed nothing otherwise.  v is then as consume
+ * leaves it. */
+
+static int fixed_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
+		     struct rl_verdict *v)
+{
+	uint64_t t, used, end;
+
+	fixed_view(p, st, now_ms, &t, &used, &end);
+	if (p->cost > p->count || used + p->cost > p->count)
+		return 0;
+	st[0] = end - p->period_ms;
+	st[1] = used + p->cost;
+	v->remaining = p->count - st[1];
+	v->reset_ms = ms_out(end);
+	allow(v);
+	return 1;
+}
+
+static int elastic_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
+		       struct rl_verdict *v)
+{
+	uint64_t t, used, end;
+
+	elastic_view(p, st, now_ms, &t, &used, &end);
+	if (p->cost > p->count || used + p->cost > p->count)
+		return 0;
+	st[0] = t + p->period_ms;
+	st[1] = used + p->cost;
+	v->remaining = p->count - st[1];
+	v->reset_ms = ms_out(st[0]);
+	allow(v);
+	return 1;
+}
+
+static int sliding_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
+		       struct rl_verdict *v)
+{
+	unsigned __int128 P = p->period_ms;
+	struct sliding s;
+
+	sliding_roll(p, st, now_ms, &s);
+	if (p->cost > p->count ||
+	    s.prev * (P - s.e) + (s.cur + (unsigned __int128)p->cost) * P >
+	    p->count * P)
+		return 0;
+	s.cur += p->cost;
+	st[0] = s.start;
+	st[1] = s.prev;
+	st[2] = s.cur;
+	v->remaining = sliding_remaining(p, &s);
+	v->reset_ms = ms_out(sliding_reset(p, &s));
+	allow(v);
+	return 1;
+}
+
+static int gcra_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
+		    struct rl_verdict *v)
+{
+	struct gcra g;
+
+	gcra_view(p, st, now_ms, &g);
+	if (g.hit > g.cap || g.level + g.hit > g.cap)
+		return 0;
+	g.level += g.hit;
+	st[0] = g.t;
+	st[1] = (uint64_t)g.level;
+	st[2] = (uint64_t)(g.level >> 64);
+	gcra_fill(p, &g, v);
+	allow(v);
+	return 1;
+}
+
+int64_t rl_strategy_hit(const struct rl_step *p, uint64_t *state,
+			int64_t now_ms, struct rl_verdict *v)
+{
+	int done;
+
+	switch (p->strategy) {
+	case RL_FIXED_WINDOW:
+		done = fixed_hit(p, state, now_ms, v);
+		break;
+	case RL_FIXED_WINDOW_ELASTIC:
+		done = elastic_hit(p, state, now_ms, v);
+		break;
+	case RL_SLIDING_WINDOW:
+		done = sliding_hit(p, state, now_ms, v);
+		break;
+	case RL_GCRA:
+		done = gcra_hit(p, state, now_ms, v);
+		break;
+	default:
+		done = 0;
+		break;
+	}
+	/* After a consume the reset is the expiry: the key is back to its
+	 * full count exactly when its state is fresh again. */
+	if (done)
+		return v->reset_ms;
+	rl_strategy_check(p, state, now_ms, v);
+	if (v->allowed) {
+		rl_strategy_consume(p, state, now_ms, v);
+		return v->reset_ms;
+	}
+	rl_strategy_penalize(p, state, now_ms, v);
+	return rl_strategy_expiry(p, state);
+}
+
+/* ------------------------------------------------------------------ */
 /* Dispatch                                                            */
 
 void rl_strategy_check(const struct rl_step *p, const uint64_t *state,

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "rules.h"
+#include "internal.h"
 
 static const char *fmt(const struct rl_addr *a, char *buf)
 {
@@ -580,4 +581,42 @@ Test(clientaddr, null_arguments)
 	cr_assert_eq(rl_client_addr(&pc, "1.2.3.4", 7, NULL, NULL, 3, &out),
 		     RL_ADDR_REMOTE);
 	cr_assert_str_eq(fmt(&out, buf), "1.2.3.4");
+}
+
+/* rl_client_addr_text (a bare IPv4 REMOTE_ADDR is copied, not parsed and
+ * formatted) gives rl_client_addr then rl_addr_format's text. */
+Test(clientaddr, text_is_parse_then_format)
+{
+	static const char *const remotes[] = {
+		"10.0.3.232", "0.0.0.0", "255.255.255.255", " 1.2.3.4\t",
+		"01.2.3.4", "1.2.3.04", "1.2.3.256", "1.2.3", "1.2.3.4.5",
+		"1234.1.1.1", "1.2.3.4:80", "::1", "2001:db8::1",
+		"::ffff:10.9.8.7", "[::1]:80", "garbage", "", "1.2.3.4 x",
+		"9.9.9.9/8", "100.200.30.4",
+	};
+	static const unsigned v4bits[] = { 0, 8, 24, 31, 32, 33 };
+	const char *vals[] = { "7.7.7.7, 8.8.8.8" };
+	size_t lens[] = { 16 };
+
+	const size_t nr = sizeof(remotes) / sizeof(remotes[0]);
+	const size_t nb = sizeof(v4bits) / sizeof(v4bits[0]);
+
+	for (size_t k = 0; k < nr * nb * 2; k++) {
+		const char *r = remotes[k % nr];
+		unsigned bits = v4bits[k / nr % nb];
+		struct rl_proxy_conf pc = { .hops = (unsigned)(k / nr / nb) };
+		struct rl_addr a;
+		char want[64] = "", got[64];
+		size_t glen = 99;
+		enum rl_addr_source s1, s2;
+
+		s1 = rl_client_addr(&pc, r, strlen(r), vals, lens, 1, &a);
+		if (s1 != RL_ADDR_NONE)
+			rl_addr_format(&a, bits, 64, want, sizeof(want));
+		s2 = rl_client_addr_text(&pc, r, strlen(r), vals, lens, 1, bits,
+					 64, got, sizeof(got), &glen);
+		cr_expect_eq(s1, s2, "%s /%u", r, bits);
+		cr_expect_str_eq(got, want, "%s /%u", r, bits);
+		cr_expect_eq(glen, strlen(want), "%s /%u", r, bits);
+	}
 }

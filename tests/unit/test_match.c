@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "rules.h"
+#include "internal.h"
 
 struct norm_case {
 	int line;
@@ -490,4 +491,70 @@ Test(match, bounded_cost, .timeout = 5)
 		cr_assert_eq(rl_pattern_match(&p, path, RL_PATH_MAX), 0);
 	path[RL_PATH_MAX - 1] = 'b';
 	cr_assert_eq(rl_pattern_match(&p, path, RL_PATH_MAX), 1);
+}
+
+/* One spelling, folded and not: rl_path_normalize, rl_path_view and the
+ * full route forced by a leading "/%2F" (an encoded empty segment, which
+ * changes nothing else) agree.  Returns how many results were compared. */
+static int
+same_by_every_route(const char *in, size_t len)
+{
+	char forced[96], out[96], out2[96], vbuf[96];
+	int n = 0;
+
+	snprintf(forced, sizeof(forced), "/%%2F%s", in);
+	for (int fold = 0; fold < 2; fold++) {
+		struct rl_diag d;
+		size_t olen = 0, olen2 = 0, vlen = 0;
+		const char *v = NULL;
+		int rc = rl_path_normalize(in, len, fold, out, &olen, &d);
+		int rc2 = rl_path_normalize(forced, strlen(forced), fold,
+					    out2, &olen2, &d);
+		int rcv = rl_path_view(in, len, fold, vbuf, &v, &vlen, &d);
+
+		cr_assert_eq(rc, rc2, "%s fold %d", in, fold);
+		cr_assert_eq(rc, rcv, "%s fold %d", in, fold);
+		if (rc != 0)
+			continue;
+		cr_assert_eq(olen, olen2, "%s fold %d", in, fold);
+		cr_assert_eq(memcmp(out, out2, olen), 0, "%s fold %d", in, fold);
+		cr_assert_eq(vlen, olen, "%s fold %d", in, fold);
+		cr_assert_eq(memcmp(v, out, olen), 0, "%s fold %d", in, fold);
+		n++;
+	}
+	return n;
+}
+
+/* The copy-free fast path (an already normal path, case folded or not)
+ * gives what the full route gives, on every path of up to three segments
+ * from the list, with and without a trailing '/'. */
+Test(match, fast_path_is_the_full_route)
+{
+	static const char *const segs[] = {
+		"a", "Bc", "..", ".", "", ";x", "a;b", ".b", "..c", "%41",
+		"%2e", "%2F", "\xc3\xa9", "*", "A.B", "x%3b", "...",
+	};
+	const size_t nseg = sizeof(segs) / sizeof(segs[0]);
+	int n = 0;
+
+	for (size_t i = 0; i < (nseg + 1) * (nseg + 1) * (nseg + 1) * 2; i++) {
+		size_t idx[3] = { i / 2 % (nseg + 1),
+				  i / 2 / (nseg + 1) % (nseg + 1),
+				  i / 2 / (nseg + 1) / (nseg + 1) };
+		char in[64];
+		size_t len = 0;
+
+		for (int k = 0; k < 3; k++) {
+			if (idx[k] == nseg)
+				continue;       /* no segment here */
+			in[len++] = '/';
+			memcpy(in + len, segs[idx[k]], strlen(segs[idx[k]]));
+			len += strlen(segs[idx[k]]);
+		}
+		if (len == 0 || i % 2)
+			in[len++] = '/';
+		in[len] = '\0';
+		n += same_by_every_route(in, len);
+	}
+	cr_assert_gt(n, 5000);
 }

@@ -386,3 +386,48 @@ Test(batch, duplicate_keys)
 			 "one key with two strategies or counts in one batch");
 	st.ops->destroy(st.impl);
 }
+
+/* rl_strategy_hit is check, then consume or penalize, in one step: on
+ * every vector's RL_HIT steps it leaves the same state and verdict as the
+ * three calls, and returns the expiry; after a consume the reset is the
+ * expiry. */
+Test(strategy, hit_is_check_then_consume)
+{
+	for (size_t k = 0; k < SV_NVECTORS; k++) {
+		const struct sv_vector *vec = &sv_vectors[k];
+		size_t words = rl_strategy_state_words(vec->strategy,
+						       vec->count);
+		uint64_t *a = calloc(words, sizeof(uint64_t));
+		uint64_t *b = calloc(words, sizeof(uint64_t));
+
+		cr_assert(a && b);
+		for (size_t i = 0; i < SV_MAX_STEPS && vec->steps[i].cost; i++) {
+			const struct sv_step *s = &vec->steps[i];
+			struct rl_step p = sv_step_of(vec, s);
+			struct rl_verdict va, vb;
+			int64_t exp;
+
+			if (s->mode != RL_HIT)
+				continue;
+			memset(&va, 0xa5, sizeof(va));
+			memset(&vb, 0x5a, sizeof(vb));
+			rl_strategy_check(&p, a, s->now_ms, &va);
+			if (va.allowed)
+				rl_strategy_consume(&p, a, s->now_ms, &va);
+			else
+				rl_strategy_penalize(&p, a, s->now_ms, &va);
+			if (va.allowed)
+				cr_expect_eq(va.reset_ms, rl_strategy_expiry(&p, a),
+					     "%s step %zu", vec->name, i);
+			exp = rl_strategy_hit(&p, b, s->now_ms, &vb);
+			cr_expect_eq(memcmp(&va, &vb, sizeof(va)), 0,
+				     "%s step %zu", vec->name, i);
+			cr_expect_eq(memcmp(a, b, words * sizeof(uint64_t)), 0,
+				     "%s step %zu", vec->name, i);
+			cr_expect_eq(exp, rl_strategy_expiry(&p, b),
+				     "%s step %zu", vec->name, i);
+		}
+		free(a);
+		free(b);
+	}
+}
