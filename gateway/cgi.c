@@ -103,6 +103,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cgi.h"
 #include "log.h"
 
@@ -242,15 +243,6 @@ env_build(struct env *e, const char *script, const struct rl_param *params,
 
 /* ------------------------------------------------------------------ */
 /* Starting and stopping the script                                    */
-
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Moves an O_CLOEXEC fd to 3 or above, so that dup2 onto 0 and 1 in the
  * child cannot clobber it (the gateway may run with fd 0, 1 or 2 closed). */
@@ -406,7 +398,7 @@ reap(struct run *r, int64_t deadline)
 			r->reaped = 1;
 			break;
 		}
-		int64_t left = deadline - mono_ms();
+		int64_t left = deadline - clock_mono_ms();
 		if (left <= 0)
 			return -1;
 		poll(NULL, 0, (int)(left < pause_ms ? left : pause_ms));
@@ -586,7 +578,7 @@ pump(struct run *r)
 		if (r->out_fd < 0 && r->in_fd < 0)
 			return END_EOF;
 		if (r->deadline) {
-			int64_t left = r->deadline - mono_ms();
+			int64_t left = r->deadline - clock_mono_ms();
 			if (left <= 0)
 				return END_TIMEOUT;
 			timeout = left > INT_MAX ? INT_MAX : (int)left;
@@ -746,7 +738,7 @@ run(const char *script, const struct rl_param *params, size_t nparams,
 	r.res = res;
 	r.in_fd = r.out_fd = -1;
 	if (spec->timeout_ms > 0)
-		r.deadline = mono_ms() + spec->timeout_ms;
+		r.deadline = clock_mono_ms() + spec->timeout_ms;
 	respond_buf_init(&r.rb);
 	proxy_head_init(&r.head);
 

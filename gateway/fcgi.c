@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cgi.h"
 #include "fcgi.h"
 #include "fileio.h"
@@ -488,15 +489,6 @@ struct worker {
 	struct respond_buf hdr;
 };
 
-static int64_t
-clock_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Copy every "NAME=VALUE" of envp into w->pbuf and index it in
  * w->params.  Returns the number of params, or -1 when they exceed
  * FCGI_PARAMS_MAX bytes. */
@@ -880,7 +872,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	else
 		upstream_run(b->up, w->params, np, &spec, &pc, &res);
 	atomic_fetch_sub(&srv->stats.inflight, 1);
-	int64_t later = clock_ms();
+	int64_t later = clock_wall_ms();
 	if (res.error[0] != '\0') {
 		/* our 413: a body (chunked, or longer than its Content-Length
 		 * said) found over max-body while streaming is the client's
@@ -901,7 +893,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 			   "counting after the response: %s", err.msg);
 	}
 end:
-	if (lease.held && rl_inflight_end(&srv->store, &lease, clock_ms(), &err) != 0)
+	if (lease.held && rl_inflight_end(&srv->store, &lease, clock_wall_ms(), &err) != 0)
 		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
 			   "releasing an in-flight slot: %s (it expires by itself)", err.msg);
 }
@@ -910,7 +902,7 @@ static void
 serve_one(struct worker *w)
 {
 	struct server *srv = w->srv;
-	int64_t now = clock_ms();
+	int64_t now = clock_wall_ms();
 	/* libfcgi puts its own FCGI_ROLE first (Apache sends a second one). */
 	const char *role = FCGX_GetParam("FCGI_ROLE", w->req.envp);
 	long np = copy_params(w, w->req.envp);
@@ -1272,7 +1264,7 @@ fcgi_main(const struct fcgi_options *o)
 	srv.listen_fd = -1;
 	srv.rules_path = o->rules;
 	pthread_mutex_init(&srv.gen_mu, NULL);
-	srv.stats.started_ms = clock_ms();
+	srv.stats.started_ms = clock_wall_ms();
 	srv.log = log_new(o->log, err, sizeof(err));
 	if (srv.log == NULL) {
 		fprintf(stderr, "rategate: %s\n", err);

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "fileio.h"
 #include "inspect.h"
 #include "store_shm.h"
@@ -355,9 +356,7 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 	if (have_now) {
 		w.now = (int64_t)now_arg;
 	} else {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		w.now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		w.now = clock_wall_ms();
 	}
 	w.text = client ? client : reset;
 	if (w.text) {

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 struct log {
@@ -312,15 +313,6 @@ emit(struct log *l, struct line *ln)
 	pthread_mutex_unlock(&l->mu);
 }
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void
 log_printf(struct log *l, enum log_level level, const char *event,
 	   const char *fmt, ...)
@@ -332,7 +324,7 @@ log_printf(struct log *l, enum log_level level, const char *event,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	start(l, &ln, now_ms(), level, event);
+	start(l, &ln, clock_wall_ms(), level, event);
 	field(&ln, "msg", msg, strlen(msg), sizeof(msg));
 	emit(l, &ln);
 }

@@ -46,6 +46,7 @@
 
 #include <hiredis.h>
 
+#include "clock.h"
 #include "store_redis.h"
 
 const char store_redis_lua[] =
@@ -116,14 +117,6 @@ struct redis_store {
 };
 
 static const struct rl_store_ops redis_ops;
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void set_err(struct rl_diag *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -682,7 +675,7 @@ static void cache_insert(struct cache *k, const struct rl_store_op *op,
 	size_t i = (size_t)h & k->mask & ~(size_t)1;
 	pthread_mutex_t *mu = &k->mu[(i >> 1) % CACHE_STRIPES];
 	struct cache_slot *s = NULL;
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 
 	pthread_mutex_lock(mu);
 	for (size_t j = i; j < i + 2 && s == NULL; j++)
@@ -811,7 +804,7 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		return -1;
 	if (n == 0)
 		return 0;
-	t0 = mono_ms();
+	t0 = clock_mono_ms();
 	if (r->cache && cache_deny(r->cache, ops, n, mode, t0)) {
 		atomic_fetch_add(&r->cache_denied, 1);
 		return 0;
@@ -862,7 +855,7 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 	if (rep == NULL) {
 		atomic_fetch_add(&r->errors, 1);
 		if (why != FAIL_CALL) {
-			note_down(r, msg, probe, mono_ms());
+			note_down(r, msg, probe, clock_mono_ms());
 			rc = failed(r, ops, n, mode, now_ms, msg, err);
 		} else {
 			set_err(err, "%s", msg);
@@ -893,7 +886,7 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		v->never = never != 0;
 	}
 	freeReplyObject(rep);
-	note_up(r, probe, mono_ms());
+	note_up(r, probe, clock_mono_ms());
 	if (r->cache)
 		cache_learn(r->cache, ops, n, t0);
 	rc = 0;
@@ -929,7 +922,7 @@ static int lease_call(struct redis_store *r, const char *key, size_t key_len,
 	if (rep == NULL) {
 		atomic_fetch_add(&r->errors, 1);
 		if (*why != FAIL_CALL)
-			note_down(r, msg, *probe, mono_ms());
+			note_down(r, msg, *probe, clock_mono_ms());
 		return -1;
 	}
 	atomic_fetch_add(&r->calls, 1);
@@ -942,7 +935,7 @@ static int lease_call(struct redis_store *r, const char *key, size_t key_len,
 		return -1;
 	}
 	freeReplyObject(rep);
-	note_up(r, *probe, mono_ms());
+	note_up(r, *probe, clock_mono_ms());
 	return 0;
 }
 
@@ -963,9 +956,9 @@ static int redis_acquire(void *impl, const char *key, size_t key_len,
 		set_err(err, "store key longer than RL_STORE_KEY_MAX");
 		return -1;
 	}
-	if (!gate(r, mono_ms(), &probe)) {
+	if (!gate(r, clock_mono_ms(), &probe)) {
 		atomic_fetch_add(&r->refused, 1);
-		down_message(r, mono_ms(), msg, sizeof(msg));
+		down_message(r, clock_mono_ms(), msg, sizeof(msg));
 		goto failed;
 	}
 	snprintf(now_s, sizeof(now_s), "%lld", (long long)now_arg(r, now_ms));
@@ -1011,9 +1004,9 @@ static int redis_release(void *impl, const char *key, size_t key_len,
 		set_err(err, "store key longer than RL_STORE_KEY_MAX");
 		return -1;
 	}
-	if (!gate(r, mono_ms(), &probe)) {
+	if (!gate(r, clock_mono_ms(), &probe)) {
 		atomic_fetch_add(&r->refused, 1);
-		down_message(r, mono_ms(), msg, sizeof(msg));
+		down_message(r, clock_mono_ms(), msg, sizeof(msg));
 		goto failed;
 	}
 	snprintf(now_s, sizeof(now_s), "%lld", (long long)now_arg(r, now_ms));
@@ -1163,7 +1156,7 @@ int redis_store_open(const struct redis_config *c, struct rl_store *st,
 	r->own_log = log_new(NULL, err, errcap);
 	if (getrandom(&r->lease_base, sizeof(r->lease_base), 0) !=
 	    (ssize_t)sizeof(r->lease_base))
-		r->lease_base = (uint64_t)mono_ms() * 0x9e3779b97f4a7c15ULL;
+		r->lease_base = (uint64_t)clock_mono_ms() * 0x9e3779b97f4a7c15ULL;
 	r->lease_base &= ~(((uint64_t)1 << 32) - 1);   /* room to count */
 	if (!r->c.cache_off) {
 		r->cache = cache_new(c->cache_entries ? c->cache_entries :
@@ -1197,7 +1190,7 @@ int redis_store_open(const struct redis_config *c, struct rl_store *st,
 		snprintf(err, errcap, "%s", msg);
 		goto fail;
 	} else {
-		note_down(r, msg, 0, mono_ms());
+		note_down(r, msg, 0, clock_mono_ms());
 	}
 	st->ops = &redis_ops;
 	st->impl = r;

@@ -84,6 +84,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "store_shm.h"
 
 #define SHM_HEADER_BYTES  4096
@@ -1781,7 +1782,6 @@ static int init_file(struct shm *m, int fd, const struct shm_config *c,
 	struct shm_header *h;
 	pthread_mutexattr_t attr;
 	struct shm_geom g;
-	struct timespec ts;
 	int r;
 
 	if (geom_plan(c, &g, err, errcap) < 0)
@@ -1842,8 +1842,7 @@ static int init_file(struct shm *m, int fd, const struct shm_config *c,
 	h->off_names = g.off_names;
 	h->off_ring = g.off_ring;
 	h->off_lease = g.off_lease;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	h->created_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	h->created_ms = clock_wall_ms();
 	if (pthread_mutexattr_init(&attr) != 0 ||
 	    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED) != 0 ||
 	    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) != 0) {

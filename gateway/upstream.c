@@ -93,6 +93,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "upstream.h"
 
 /* FastCGI 1.0 constants. */
@@ -340,22 +341,13 @@ upstream_stats(const struct upstream *u, uint64_t *connects, uint64_t *reuses,
 /* ------------------------------------------------------------------ */
 /* Time and connections                                                */
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* poll's timeout until deadline (INT64_MAX: none): -1 forever, 0 passed. */
 static int
 wait_ms(int64_t deadline)
 {
 	if (deadline == INT64_MAX)
 		return -1;
-	int64_t left = deadline - mono_ms();
+	int64_t left = deadline - clock_mono_ms();
 	if (left <= 0)
 		return 0;
 	return left > INT_MAX ? INT_MAX : (int)left;
@@ -1105,7 +1097,7 @@ upstream_run(struct upstream *u, const struct rl_param *params, size_t nparams,
 	x.spec = spec;
 	x.c = c;
 	x.res = res;
-	x.deadline = spec->timeout_ms > 0 ? mono_ms() + spec->timeout_ms : INT64_MAX;
+	x.deadline = spec->timeout_ms > 0 ? clock_mono_ms() + spec->timeout_ms : INT64_MAX;
 	proxy_head_init(&x.head);
 	respond_buf_init(&x.hb);
 

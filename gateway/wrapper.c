@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fcgi.h"
 #include "fileio.h"
 #include "log.h"
@@ -41,15 +42,6 @@
 #include "wrapper.h"
 
 extern char **environ;
-
-static int64_t
-clock_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Write all of b to standard output. */
 static void
@@ -93,9 +85,9 @@ drain_stdin(void)
 		if (errno != 0 || *end != '\0')
 			left = ULLONG_MAX;
 	}
-	int64_t end = clock_ms() + 30000;
+	int64_t end = clock_wall_ms() + 30000;
 	while (left > 0) {
-		int64_t now = clock_ms();
+		int64_t now = clock_wall_ms();
 		if (now >= end)
 			return;
 		struct pollfd p = { 0, POLLIN, 0 };
@@ -231,7 +223,7 @@ wrapper_main(const char *rules, const char *script)
 		put_out(&out);
 		goto out;
 	}
-	int64_t now = clock_ms();
+	int64_t now = clock_wall_ms();
 	rl_decide(rs, &st, &rq, now, RL_HIT, &d);
 	if (d.outcome == RL_STORE_ERROR && s->store_failure == RL_STORE_FAIL_ALLOW) {
 		log_printf(lg, LOG_LEVEL_ERROR, "store-error",
