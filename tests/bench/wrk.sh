@@ -12,12 +12,12 @@
 # file), every request carrying an X-Forwarded-For from xff.lua (CLIENTS
 # distinct addresses at random):
 #   a  lighttpd alone, serving the static file;
-#   b  the same behind a trivial FastCGI authorizer (trivial_authz.c: libfcgi,
+#   b  the same behind a trivial FastCGI authorizer (fcgi_stub.c -a: libfcgi,
 #      always "Status: 200 OK"): what the authorizer hop costs by itself;
 #   c  the same behind rategate as the authorizer, with wrk/bench.rules (20
 #      rules; trusted-proxies 1, so each X-Forwarded-For address is a client;
 #      the path's limit is never reached) on a fresh shared-memory store;
-#   d1 a trivial FastCGI responder (hello_fcgi.c) served by lighttpd directly;
+#   d1 a trivial FastCGI responder (fcgi_stub.c) served by lighttpd directly;
 #   d2 the same application behind rategate in responder mode (lighttpd ->
 #      rategate -> upstream fcgi+unix://hello.sock); skipped when this build's
 #      rategate does not answer as a responder (probed once).
@@ -27,7 +27,7 @@
 # Environment: DURATION (seconds per set-up, default 10), WARMUP (seconds of
 # unmeasured load before each, default 1), WRK_THREADS (2), WRK_CONNECTIONS
 # (32), CLIENTS (100000), PROCS (1), WORKERS (4), SETUPS (default "a b c d"),
-# RATEGATE, TRIVIAL_AUTHZ, HELLO_FCGI (the programs; default: the build tree
+# RATEGATE, FCGI_STUB (the programs; default: the build tree
 # given by BUILDDIR, default the source tree), LIGHTTPD, WRK.
 set -eu
 
@@ -35,8 +35,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 BUILDDIR=${BUILDDIR:-$top}
 RATEGATE=${RATEGATE:-$BUILDDIR/rategate}
-TRIVIAL_AUTHZ=${TRIVIAL_AUTHZ:-$BUILDDIR/tests/bench/trivial_authz}
-HELLO_FCGI=${HELLO_FCGI:-$BUILDDIR/tests/bench/hello_fcgi}
+FCGI_STUB=${FCGI_STUB:-$BUILDDIR/tests/bench/fcgi_stub}
 LIGHTTPD=${LIGHTTPD:-$(PATH=$PATH:/usr/sbin command -v lighttpd || true)}
 WRK=${WRK:-$(command -v wrk || true)}
 DURATION=${DURATION:-10}
@@ -54,12 +53,11 @@ abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 
 [ -n "$WRK" ] || die "wrk not found: apt-get install -y wrk"
 [ -n "$LIGHTTPD" ] || die "lighttpd not found: apt-get install -y lighttpd"
-for p in "$RATEGATE" "$TRIVIAL_AUTHZ" "$HELLO_FCGI"; do
+for p in "$RATEGATE" "$FCGI_STUB"; do
 	[ -x "$p" ] || die "$p not found: build it (make bench-wrk builds everything this needs)"
 done
 RATEGATE=$(abs "$RATEGATE")
-TRIVIAL_AUTHZ=$(abs "$TRIVIAL_AUTHZ")
-HELLO_FCGI=$(abs "$HELLO_FCGI")
+FCGI_STUB=$(abs "$FCGI_STUB")
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/rategate-wrk.XXXXXX")
 chmod 755 "$DIR"
@@ -208,7 +206,7 @@ for s in $SETUPS; do
 		;;
 	b)
 		NAME[b]="b  + trivial libfcgi authorizer"
-		write_conf b "$(authorizer_conf "$TRIVIAL_AUTHZ -j $WORKERS" "$DIR/b.sock")"
+		write_conf b "$(authorizer_conf "$FCGI_STUB -a -j $WORKERS" "$DIR/b.sock")"
 		start_lighttpd b || die "set-up b: $WHY"
 		run_wrk b
 		stop_lighttpd
@@ -227,16 +225,16 @@ for s in $SETUPS; do
 			sed -n 's/^\(keys\|hits\): /\1 /p' | sed 's/;.*//' | paste -sd ';' - | sed 's/;/; /g') || STORE_NOTE=
 		;;
 	d)
-		NAME[d1]="d1 hello_fcgi, lighttpd direct"
-		NAME[d2]="d2 hello_fcgi behind rategate responder"
-		"$HELLO_FCGI" -j "$WORKERS" "$DIR/hello.sock" > "$DIR/hello.log" 2>&1 &
+		NAME[d1]="d1 fcgi_stub responder, lighttpd direct"
+		NAME[d2]="d2 fcgi_stub behind rategate responder"
+		"$FCGI_STUB" -j "$WORKERS" "$DIR/hello.sock" > "$DIR/hello.log" 2>&1 &
 		hello_pid=$!
 		for _ in $(seq 1 50); do [ -S "$DIR/hello.sock" ] && break; sleep 0.1; done
-		[ -S "$DIR/hello.sock" ] || die "hello_fcgi did not start: $(cat "$DIR/hello.log")"
+		[ -S "$DIR/hello.sock" ] || die "fcgi_stub did not start: $(cat "$DIR/hello.log")"
 		write_conf d1 "fastcgi.server = ( \"/\" => ( \"hello\" => (
     \"socket\" => \"$DIR/hello.sock\", \"check-local\" => \"disable\" ) ) )"
 		start_lighttpd d1 || die "set-up d1: $WHY"
-		[ "$BODY" = hello ] || die "set-up d1: hello_fcgi answered \"$BODY\""
+		[ "$BODY" = hello ] || die "set-up d1: fcgi_stub answered \"$BODY\""
 		run_wrk d1
 		stop_lighttpd
 		# d2: probe once whether this rategate serves the responder role.
