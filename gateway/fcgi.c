@@ -658,27 +658,6 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 	return 1;
 }
 
-/* nginx auth_request passes on 2xx, 401 and 403 only (a 429 becomes a
- * 500), so behind it a denial goes out as 403 with every header of the
- * 429, for nginx's error_page 403 to turn back into a 429. */
-static void
-status_to_403(struct respond_buf *b)
-{
-	static const char s403[] = "Status: 403 Forbidden\r\n";
-	const char *eol = strstr(b->data, "\r\n");
-
-	if (eol == NULL || strncmp(b->data, "Status: 429 ", 12) != 0)
-		return;
-	size_t old = (size_t)(eol + 2 - b->data);
-	size_t rest = b->len - old;
-	char *tail = log_xrealloc(NULL, rest + 1);
-	memcpy(tail, eol + 2, rest);
-	respond_buf_reset(b);
-	respond_buf_add(b, s403, sizeof(s403) - 1);
-	respond_buf_add(b, tail, rest);
-	free(tail);
-}
-
 static void
 authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	  int auth_request)
@@ -702,12 +681,9 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 		store_failed(srv, g, &d, now);
 	struct respond_opts ro = g->ropts;
 	ro.apache = param(w, np, "FCGI_APACHE_ROLE") != NULL;
-	int status;
-	status = respond_authorizer(&w->out, &ro, &d, now, f);
-	if (auth_request && status == 429) {
-		status_to_403(&w->out);
-		status = 403;   /* what the log says is what nginx got */
-	}
+	ro.deny_status = auth_request ? 403 : 0;
+	/* the log says what the web server got */
+	int status = respond_authorizer(&w->out, &ro, &d, now, f);
 	send_out(w);
 	/* An authorizer sees neither the response nor its end: say once per
 	 * rule (and reload) that these options do nothing here. */

@@ -181,6 +181,7 @@ respond_opts_from_settings(struct respond_opts *o, const struct rl_settings *s)
 	o->ietf_headers = s->ietf_headers;
 	o->retry_after = s->retry_after;
 	o->apache = 0;
+	o->deny_status = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -563,6 +564,8 @@ respond_authorizer(struct respond_buf *b, const struct respond_opts *o,
 		   const struct rl_decision *d, int64_t now_ms,
 		   enum respond_format f)
 {
+	int deny = o->deny_status ? o->deny_status : 429;
+
 	switch (d->outcome) {
 	case RL_ALLOW:
 		respond_buf_reset(b);
@@ -587,20 +590,20 @@ respond_authorizer(struct respond_buf *b, const struct respond_opts *o,
 	case RL_DENY: {
 		int64_t rs = rl_retry_seconds(d->retry_ms);
 		respond_buf_reset(b);
-		status_line(b, 429);
+		status_line(b, deny);
 		retry_after(b, o->retry_after, rs, d->retry_ms, now_ms);
 		respond_ratelimit_headers(b, o, d, now_ms);
 		add_str(b, "Cache-Control: no-store\r\n");
 		body(b, o, f, "rate_limited", default_message(d), rs,
 		     d->limit ? d->limit->text : NULL);
-		return 429;
+		return deny;
 	}
 	case RL_DENY_KEY:
 		respond_buf_reset(b);
-		status_line(b, 429);
+		status_line(b, deny);
 		add_str(b, "Cache-Control: no-store\r\n");
 		body(b, o, f, "missing_key", default_message(d), 0, NULL);
-		return 429;
+		return deny;
 	case RL_BAD_REQUEST:
 		return respond_error(b, 400, 0, "bad_request",
 				     "Bad Request: the request path is not valid", f);

@@ -78,6 +78,12 @@ struct respond_opts {
 	 * "word:" as a URL to redirect to (a 500 for the client); such a text
 	 * body gets a leading space there.  Set per request. */
 	int apache;
+	/* The status of a denial (RL_DENY, RL_DENY_KEY); 0: 429.  nginx
+	 * auth_request passes on 2xx, 401 and 403 only (a 429 becomes a 500),
+	 * so behind it a denial goes out as 403 with every header of the 429,
+	 * for nginx's error_page 403 to turn back into a 429.  Set per
+	 * request. */
+	int deny_status;
 };
 
 void respond_opts_from_settings(struct respond_opts *o,
@@ -112,7 +118,8 @@ void respond_ratelimit_headers(struct respond_buf *b,
 			       const struct rl_decision *d, int64_t now_ms);
 
 /* The authorizer's whole answer to decision d made at now_ms.  Resets b.
- * Returns the HTTP status written (200, 429, 400 or 503). */
+ * Returns the HTTP status written (200, 429 or o->deny_status, 400, 413 or
+ * 503). */
 int respond_authorizer(struct respond_buf *b, const struct respond_opts *o,
 		       const struct rl_decision *d, int64_t now_ms,
 		       enum respond_format f);

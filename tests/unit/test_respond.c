@@ -27,6 +27,7 @@ setup(void)
 	o.ietf_headers = 0;
 	o.retry_after = RL_RETRY_SECONDS;
 	o.apache = 0;
+	o.deny_status = 0;
 }
 
 static void
@@ -73,6 +74,31 @@ Test(respond, deny_text)
 		"\r\n"
 		"Too many login attempts\n");
 	cr_assert_eq(b.len, strlen(b.data));
+}
+
+/* nginx auth_request: the same denial as 403, every header of the 429
+ * kept; a missing key too; an allowed request is untouched. */
+Test(respond, deny_as_403_for_auth_request)
+{
+	struct rl_decision d = deny(29001);
+
+	o.deny_status = 403;
+	cr_assert_eq(respond_authorizer(&b, &o, &d, NOW, RESPOND_TEXT), 403);
+	cr_assert_str_eq(b.data,
+		"Status: 403 Forbidden\r\n"
+		"Retry-After: 30\r\n"
+		"X-RateLimit-Limit: 10\r\n"
+		"X-RateLimit-Remaining: 0\r\n"
+		"X-RateLimit-Reset: 30\r\n"
+		"Cache-Control: no-store\r\n"
+		"Content-Type: text/plain; charset=utf-8\r\n"
+		"\r\n"
+		"Too many login attempts\n");
+	d.outcome = RL_DENY_KEY;
+	cr_assert_eq(respond_authorizer(&b, &o, &d, NOW, RESPOND_TEXT), 403);
+	cr_assert(strncmp(b.data, "Status: 403 Forbidden\r\n", 23) == 0, "%s", b.data);
+	d.outcome = RL_ALLOW;
+	cr_assert_eq(respond_authorizer(&b, &o, &d, NOW, RESPOND_TEXT), 200);
 }
 
 Test(respond, deny_json_with_ietf_fields)
