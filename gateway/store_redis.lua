@@ -58,6 +58,15 @@ local fmod, floor, format, match = math.fmod, math.floor, string.format,
 
 if ARGV[1] == 'apply' then
 	local n = #KEYS
+	-- NOW, or Redis TIME when NOW < 0; and whether it was the caller's
+	local function fast_now()
+		local now = tonumber(ARGV[3])
+		if now >= 0 then
+			return now, true
+		end
+		local tm = redis.call('TIME')
+		return tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000), false
+	end
 	local fast = true
 	for i = 1, n do
 		if ARGV[4 + 6 * (i - 1)] ~= '0' then
@@ -76,12 +85,7 @@ if ARGV[1] == 'apply' then
 		end
 	end
 	if fast then
-		local now = tonumber(ARGV[3])
-		local virtual = now >= 0
-		if not virtual then
-			local tm = redis.call('TIME')
-			now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
-		end
+		local now, virtual = fast_now()
 		local res, all = {}, true
 		local ts, useds, wends = {}, {}, {}
 		for i = 1, n do
@@ -171,12 +175,7 @@ if ARGV[1] == 'apply' then
 			end
 		end
 		if s ~= nil and (cap + 2 * P) * 4 < TWO53 then
-			local now = tonumber(ARGV[3])
-			local virtual = now >= 0
-			if not virtual then
-				local tm = redis.call('TIME')
-				now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
-			end
+			local now, virtual = fast_now()
 			local t = now < 0 and 0 or now
 			-- floor(a / b) and ceil(a / b), exact for a < 2^53
 			local function fdiv(a, b)
@@ -319,12 +318,7 @@ if ARGV[1] == 'apply' then
 			end
 		end
 		if ok then
-			local now = tonumber(ARGV[3])
-			local virtual = now >= 0
-			if not virtual then
-				local tm = redis.call('TIME')
-				now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
-			end
+			local now, virtual = fast_now()
 			-- the i-th oldest hit time (0-based)
 			local function at(i)
 				local k = head + i
