@@ -201,16 +201,20 @@ crash(void)
 	abort();
 }
 
+/* Writes the counter as it is now, read under the lock: two threads that
+ * counted at once must not write their own numbers in the wrong order
+ * (the later write holding the smaller count), which a test read as a
+ * request that never reached the application. */
 static void
-write_count(unsigned long n)
+write_count(void)
 {
 	const char *path = getenv("ECHO_FCGI_COUNT_FILE");
 	char tmp[32];
 
 	if (path == NULL || *path == '\0')
 		return;
-	int len = snprintf(tmp, sizeof(tmp), "%lu\n", n);
 	pthread_mutex_lock(&file_mu);
+	int len = snprintf(tmp, sizeof(tmp), "%lu\n", atomic_load(&calls));
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd >= 0) {
 		if (write(fd, tmp, (size_t)len) < 0) {
@@ -236,7 +240,7 @@ serve(FCGX_Request *r)
 		return;
 	}
 	unsigned long n = atomic_fetch_add(&calls, 1) + 1;
-	write_count(n);
+	write_count();
 	if (has(q, "stderr", NULL, NULL))
 		FCGX_FPrintF(r->err, "echo_fcgi stderr line\n");
 	unsigned long long ms = num(q, "sleep", 0);
