@@ -30,8 +30,8 @@ char srv_dir[SRV_PATH_MAX];
 static pid_t procs[MAX_PROCS];
 static int nprocs;
 
-static double
-now_s(void)
+double
+srv_now(void)
 {
 	struct timespec ts;
 
@@ -39,12 +39,14 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void
-sleep_ms(int ms)
+void
+srv_sleep_ms(int ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
-	nanosleep(&ts, NULL);
+	/* a signal (a child exiting) must not cut a wait short */
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
 }
 
 void
@@ -345,7 +347,7 @@ void
 srv_wait_ready(pid_t pid, int port, const char *unix_path,
 	       const char *log_path, double timeout_s)
 {
-	double end = now_s() + timeout_s;
+	double end = srv_now() + timeout_s;
 
 	for (;;) {
 		int st;
@@ -360,13 +362,13 @@ srv_wait_ready(pid_t pid, int port, const char *unix_path,
 		}
 		if (can_connect(port, unix_path))
 			return;
-		if (now_s() > end) {
+		if (srv_now() > end) {
 			char *log = srv_read(log_path);
 			cr_assert_fail("server %d not ready on %s%d after %.0f s; %s:\n%s",
 				       (int)pid, port ? "port " : unix_path, port,
 				       timeout_s, log_path, log ? log : "(empty)");
 		}
-		sleep_ms(20);
+		srv_sleep_ms(20);
 	}
 }
 
@@ -380,7 +382,7 @@ int
 srv_stop(pid_t pid, double timeout_s)
 {
 	int st = 0;
-	double end = now_s() + timeout_s;
+	double end = srv_now() + timeout_s;
 
 	for (int i = 0; i < nprocs; i++)
 		if (procs[i] == pid)
@@ -393,13 +395,13 @@ srv_stop(pid_t pid, double timeout_s)
 			break;
 		if (r < 0)
 			return -1;
-		if (now_s() > end) {
+		if (srv_now() > end) {
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			break;
 		}
-		sleep_ms(10);
+		srv_sleep_ms(10);
 	}
 	/* Whatever it left in its process group (it should have stopped its
 	 * own children) is not ours to keep. */
@@ -409,7 +411,7 @@ srv_stop(pid_t pid, double timeout_s)
 int
 srv_reap_orphans(int *statuses, int max, double timeout_s)
 {
-	double end = now_s() + timeout_s;
+	double end = srv_now() + timeout_s;
 	int n = 0;
 
 	while (n < max) {
@@ -419,9 +421,9 @@ srv_reap_orphans(int *statuses, int max, double timeout_s)
 			statuses[n++] = decode(st);
 			continue;
 		}
-		if (r < 0 || now_s() > end)
+		if (r < 0 || srv_now() > end)
 			break;  /* no children left, or time is up */
-		sleep_ms(10);
+		srv_sleep_ms(10);
 	}
 	return n;
 }
@@ -447,48 +449,67 @@ collect(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
-void
-srv_http(const char *method, const char *url, const char *const *hdrs,
-	 struct srv_resp *r)
+/* Perform c, whose URL, method and body the caller set, with what every
+ * request here shares: never a proxy from the environment, timeout_s,
+ * list as the request headers, head and body collected into r.  The
+ * status line is the first head's, or with last_head the last one's (past
+ * an "HTTP/1.1 100 Continue").  Frees list and c; fails the test when no
+ * response arrives (what is method and url, for the message). */
+static void
+http_perform(CURL *c, struct curl_slist *list, long timeout_s, int last_head,
+	     const char *what, const char *url, struct srv_resp *r)
 {
-	CURL *c = curl_easy_init();
-	struct curl_slist *list = NULL;
 	struct sink h = { NULL, 0 }, b = { NULL, 0 };
 	char errbuf[CURL_ERROR_SIZE] = "";
 
-	memset(r, 0, sizeof(*r));
-	cr_assert_not_null(c);
-	for (size_t i = 0; hdrs != NULL && hdrs[i] != NULL; i++)
-		list = curl_slist_append(list, hdrs[i]);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_PROXY, "");         /* never a proxy from the environment */
 	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	if (method != NULL && strcmp(method, "POST") == 0) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "a=1&b=2");
-	} else if (method != NULL && strcmp(method, "GET") != 0) {
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	}
 	CURLcode rc = curl_easy_perform(c);
 	curl_slist_free_all(list);
-	cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method ? method : "GET", url,
+	cr_assert_eq(rc, CURLE_OK, "%s %s: %s", what, url,
 		     errbuf[0] ? errbuf : curl_easy_strerror(rc));
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
 	curl_easy_cleanup(c);
 	r->headers = h.buf ? h.buf : strdup("");
 	r->body = b.buf ? b.buf : strdup("");
 	r->body_len = b.len;
-	size_t sl = strcspn(r->headers, "\r\n");
+	const char *head = r->headers, *p = r->headers;
+	while (last_head && (p = strstr(p, "\r\n\r\nHTTP/")) != NULL) {
+		head = p + 4;
+		p += 4;
+	}
+	size_t sl = strcspn(head, "\r\n");
 	if (sl >= sizeof(r->status_line))
 		sl = sizeof(r->status_line) - 1;
-	memcpy(r->status_line, r->headers, sl);
+	memcpy(r->status_line, head, sl);
 	r->status_line[sl] = '\0';
+}
+
+void
+srv_http(const char *method, const char *url, const char *const *hdrs,
+	 struct srv_resp *r)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *list = NULL;
+
+	memset(r, 0, sizeof(*r));
+	cr_assert_not_null(c);
+	for (size_t i = 0; hdrs != NULL && hdrs[i] != NULL; i++)
+		list = curl_slist_append(list, hdrs[i]);
+	if (method != NULL && strcmp(method, "POST") == 0) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "a=1&b=2");
+	} else if (method != NULL && strcmp(method, "GET") != 0) {
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	}
+	http_perform(c, list, 10L, 0, method ? method : "GET", url, r);
 }
 
 const char *
@@ -599,9 +620,7 @@ srv_http_body(const char *method, const char *url, const char *const *hdrs,
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *list = NULL;
-	struct sink h = { NULL, 0 }, b = { NULL, 0 };
 	struct body_src src = { body, len };
-	char errbuf[CURL_ERROR_SIZE] = "";
 
 	memset(r, 0, sizeof(*r));
 	cr_assert_not_null(c);
@@ -610,16 +629,6 @@ srv_http_body(const char *method, const char *url, const char *const *hdrs,
 	list = curl_slist_append(list, "Expect:");      /* no 100-continue round trip */
 	if (chunked)
 		list = curl_slist_append(list, "Transfer-Encoding: chunked");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_PROXY, "");
-	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_POST, 1L);
 	curl_easy_setopt(c, CURLOPT_READFUNCTION, feed);
 	curl_easy_setopt(c, CURLOPT_READDATA, &src);
@@ -627,26 +636,8 @@ srv_http_body(const char *method, const char *url, const char *const *hdrs,
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	if (method != NULL && strcmp(method, "POST") != 0)
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	CURLcode rc = curl_easy_perform(c);
-	curl_slist_free_all(list);
-	cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method ? method : "POST", url,
-		     errbuf[0] ? errbuf : curl_easy_strerror(rc));
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_easy_cleanup(c);
-	r->headers = h.buf ? h.buf : strdup("");
-	r->body = b.buf ? b.buf : strdup("");
-	r->body_len = b.len;
 	/* the last head: skip "HTTP/1.1 100 Continue" */
-	const char *last = r->headers, *p = r->headers;
-	while ((p = strstr(p, "\r\n\r\nHTTP/")) != NULL) {
-		last = p + 4;
-		p += 4;
-	}
-	size_t sl = strcspn(last, "\r\n");
-	if (sl >= sizeof(r->status_line))
-		sl = sizeof(r->status_line) - 1;
-	memcpy(r->status_line, last, sl);
-	r->status_line[sl] = '\0';
+	http_perform(c, list, 20L, 1, method ? method : "POST", url, r);
 }
 
 char *
@@ -682,9 +673,9 @@ srv_raw(int port, const void *req, size_t len, double timeout_s, size_t *outlen)
 	char *buf = NULL;
 	size_t blen = 0;
 	FILE *m = open_memstream(&buf, &blen);
-	double end = now_s() + timeout_s;
+	double end = srv_now() + timeout_s;
 	char chunk[65536];
-	while (now_s() < end) {
+	while (srv_now() < end) {
 		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
 		if (n > 0) {
 			fwrite(chunk, 1, (size_t)n, m);
@@ -751,15 +742,15 @@ srv_children_named(pid_t parent, const char *name, pid_t *pids, int max)
 pid_t
 srv_child(pid_t parent, const char *name, double timeout_s)
 {
-	double end = now_s() + timeout_s;
+	double end = srv_now() + timeout_s;
 	pid_t pid = 0;
 
 	for (;;) {
 		if (srv_children_named(parent, name, &pid, 1) > 0)
 			return pid;
-		if (now_s() > end)
+		if (srv_now() > end)
 			return 0;
-		sleep_ms(20);
+		srv_sleep_ms(20);
 	}
 }
 
@@ -819,7 +810,7 @@ srv_alive(pid_t pid)
 int
 srv_wait_file(const char *path, const char *needle, double timeout_s)
 {
-	double end = now_s() + timeout_s;
+	double end = srv_now() + timeout_s;
 
 	for (;;) {
 		char *s = srv_read(path);
@@ -827,9 +818,9 @@ srv_wait_file(const char *path, const char *needle, double timeout_s)
 		free(s);
 		if (found)
 			return 1;
-		if (now_s() > end)
+		if (srv_now() > end)
 			return 0;
-		sleep_ms(20);
+		srv_sleep_ms(20);
 	}
 }
 
@@ -923,21 +914,393 @@ srv_stop_tree(pid_t server, double timeout_s)
 	if (n > 64)
 		n = 64;
 	srv_stop(server, timeout_s);
-	double end = now_s() + timeout_s;
+	double end = srv_now() + timeout_s;
 	for (int i = 0; i < n; i++) {
 		int st;
 		for (;;) {
 			waitpid(kids[i], &st, WNOHANG);    /* ours once reparented */
 			if (!srv_alive(kids[i]))
 				break;
-			if (now_s() > end) {
+			if (srv_now() > end) {
 				kill(kids[i], SIGKILL);
 				waitpid(kids[i], &st, 0);
 				killed++;
 				break;
 			}
-			sleep_ms(10);
+			srv_sleep_ms(10);
 		}
 	}
 	return killed;
+}
+
+/* ------------------------------------------------------------------ */
+/* Set-up and checks that several test files share.                    */
+
+void
+srv_built(const char *rel, char out[SRV_PATH_MAX])
+{
+	char path[SRV_PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", srv_builddir(), rel);
+	cr_assert_not_null(realpath(path, out), "%s is not built (make check builds it)", path);
+}
+
+pid_t
+srv_start_echo_fcgi(int port, const char *sock, int threads, const char *count_file)
+{
+	char bin[SRV_PATH_MAX], addr[SRV_PATH_MAX], nthreads[16];
+
+	srv_built("tests/apps/echo_fcgi", bin);
+	if (port > 0) {
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	} else {
+		snprintf(addr, sizeof(addr), "%s", sock);
+		/* a restarted app finds its predecessor's socket file */
+		unlink(sock);
+	}
+	snprintf(nthreads, sizeof(nthreads), "%d", threads);
+	/* echo_fcgi rewrites this file with its call counter. */
+	if (count_file != NULL)
+		setenv("ECHO_FCGI_COUNT_FILE", count_file, 1);
+	char *argv[] = { bin, "-t", nthreads, addr, NULL };
+	pid_t pid = srv_spawn(argv, srv_path("app.out"));
+	srv_wait_ready(pid, port, port > 0 ? NULL : sock, srv_path("app.out"), 10);
+	return pid;
+}
+
+int
+srv_read_int(const char *path)
+{
+	char *s = srv_read(path);
+	int n = s ? atoi(s) : 0;
+
+	free(s);
+	return n;
+}
+
+pid_t
+srv_start_rategate(const char *rules, const char *listen, int workers,
+		   const char *log, const char *out)
+{
+	char nworkers[16];
+	char *argv[10];
+	int n = 0;
+
+	argv[n++] = (char *)srv_rategate();
+	argv[n++] = "-c";
+	argv[n++] = (char *)rules;
+	argv[n++] = "-l";
+	argv[n++] = (char *)listen;
+	if (workers > 0) {
+		snprintf(nworkers, sizeof(nworkers), "%d", workers);
+		argv[n++] = "-j";
+		argv[n++] = nworkers;
+	}
+	argv[n++] = "-L";
+	argv[n++] = (char *)log;
+	argv[n] = NULL;
+	pid_t pid = srv_spawn(argv, out);
+	/* "unix:PATH" or a PATH is a unix socket, anything else HOST:PORT */
+	if (strncmp(listen, "unix:", 5) == 0)
+		srv_wait_ready(pid, 0, listen + 5, out, 10);
+	else if (strchr(listen, '/') != NULL)
+		srv_wait_ready(pid, 0, listen, out, 10);
+	else
+		srv_wait_ready(pid, atoi(strrchr(listen, ':') + 1), NULL, out, 10);
+	return pid;
+}
+
+char *
+srv_lighttpd_conf(const char *example, const char *rules_rel, int port, int max_procs)
+{
+	char rel[128], v[5][SRV_PATH_MAX + 8], line[64];
+
+	snprintf(v[0], sizeof(v[0]), "\"%s\"", srv_rategate());
+	snprintf(v[1], sizeof(v[1]), "\"%s\"", srv_path(rules_rel));
+	snprintf(v[2], sizeof(v[2]), "\"%s\"", srv_dir);
+	snprintf(v[3], sizeof(v[3]), "\"%s\"", srv_path("docroot"));
+	snprintf(v[4], sizeof(v[4]), "%d", port);
+	const char *vars[] = { "rategate", v[0], "rategate_rules", v[1],
+			       "state_dir", v[2], "docroot", v[3], "port", v[4], NULL };
+	snprintf(rel, sizeof(rel), "examples/%s", example);
+	char *tmpl = srv_source(rel);
+	char *conf = srv_set_vars(tmpl, vars);
+	free(tmpl);
+	if (max_procs > 0) {
+		snprintf(line, sizeof(line), "      \"max-procs\"   => %d,", max_procs);
+		char *next = srv_set_line(conf, "      \"max-procs\"", line);
+		free(conf);
+		conf = next;
+	}
+	return conf;
+}
+
+pid_t
+srv_start_lighttpd(const char *conf, int port)
+{
+	srv_write("lighttpd.conf", conf, 0644);
+	char *argv[] = { (char *)srv_need("lighttpd", "lighttpd"), "-D", "-f",
+			 (char *)srv_path("lighttpd.conf"), NULL };
+	pid_t pid = srv_spawn(argv, srv_path("lighttpd.out"));
+	srv_wait_ready(pid, port, NULL, srv_path("lighttpd.out"), 10);
+	return pid;
+}
+
+pid_t
+srv_start_apache(const char *example, const char *const *defines, int port)
+{
+	char rel[128], prefix[64], line[SRV_PATH_MAX + 64];
+
+	snprintf(rel, sizeof(rel), "examples/%s", example);
+	char *conf = srv_source(rel);
+	for (size_t i = 0; defines[i] != NULL; i += 2) {
+		snprintf(prefix, sizeof(prefix), "Define %s ", defines[i]);
+		snprintf(line, sizeof(line), "Define %s %s", defines[i], defines[i + 1]);
+		char *next = srv_set_line(conf, prefix, line);
+		free(conf);
+		conf = next;
+	}
+	srv_write("apache.conf", conf, 0644);
+	free(conf);
+	char *argv[] = { (char *)srv_need("apache2", "apache2"), "-f",
+			 (char *)srv_path("apache.conf"), "-DFOREGROUND", NULL };
+	pid_t pid = srv_spawn(argv, srv_path("apache.out"));
+	srv_wait_ready(pid, port, NULL, srv_path("apache.out"), 15);
+	return pid;
+}
+
+char *
+srv_subst_some(const char *text, const char *const *pairs)
+{
+	const char *some[32];
+	size_t n = 0;
+
+	for (size_t i = 0; pairs[i] != NULL; i += 2)
+		if (strstr(text, pairs[i]) != NULL) {
+			cr_assert_lt(n, sizeof(some) / sizeof(some[0]) - 2);
+			some[n++] = pairs[i];
+			some[n++] = pairs[i + 1];
+		}
+	some[n] = NULL;
+	return n ? srv_subst(text, some) : strdup(text);
+}
+
+void
+srv_write_subst(const char *rel, const char *text, const char *const *pairs, int mode)
+{
+	char *s = srv_subst(text, pairs);
+
+	srv_write(rel, s, mode);
+	free(s);
+}
+
+char *
+srv_read_text(const char *path)
+{
+	char *s = srv_read(path);
+
+	return s ? s : strdup("");
+}
+
+int
+srv_count_in_file(const char *path, const char *needle)
+{
+	char *s = srv_read(path);
+	int n = 0;
+
+	for (const char *p = s; p != NULL && (p = strstr(p, needle)) != NULL;
+	     p += strlen(needle))
+		n++;
+	free(s);
+	return n;
+}
+
+void
+srv_expect_in_file(const char *path, const char *needle)
+{
+	char *s = srv_read(path);
+
+	cr_assert_not_null(s, "cannot read %s", path);
+	cr_expect_not_null(strstr(s, needle), "%s", s);
+	free(s);
+}
+
+void
+srv_expect_no_sanitizer(const char *path)
+{
+	char *s = srv_read(path);
+
+	cr_expect(s == NULL || strstr(s, "Sanitizer") == NULL, "%s:\n%s", path, s);
+	cr_expect(s == NULL || strstr(s, "runtime error") == NULL, "%s:\n%s", path, s);
+	free(s);
+}
+
+const char *
+srv_logs(const char *const *pairs)
+{
+	static char *s;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&out, &len);
+
+	for (size_t i = 0; pairs[i] != NULL; i += 2) {
+		char *t = srv_read(srv_path(pairs[i + 1]));
+		if (pairs[i][0] != '\0')
+			fprintf(m, "--- %s:\n", pairs[i]);
+		fputs(t ? t : "", m);
+		free(t);
+	}
+	fclose(m);
+	free(s);
+	s = out;
+	return s ? s : "";
+}
+
+const char *
+srv_field(const char *body, const char *name, char *buf, size_t cap)
+{
+	char key[64];
+	size_t kl = (size_t)snprintf(key, sizeof(key), "%s=", name);
+
+	buf[0] = '\0';
+	for (const char *p = body; p != NULL && *p != '\0';) {
+		if (strncmp(p, key, kl) == 0) {
+			snprintf(buf, cap, "%.*s", (int)strcspn(p + kl, "\n"), p + kl);
+			break;
+		}
+		p = strchr(p, '\n');
+		if (p != NULL)
+			p++;
+	}
+	return buf;
+}
+
+void
+srv_expect_field(const struct srv_resp *r, const char *name, const char *want)
+{
+	char v[SRV_PATH_MAX];
+
+	cr_expect_str_eq(srv_field(r->body, name, v, sizeof(v)), want, "%s in:\n%s", name,
+			 r->body);
+}
+
+void
+srv_expect_line(const struct srv_resp *r, const char *line)
+{
+	cr_expect_not_null(strstr(r->body, line), "no \"%s\" in:\n%s", line, r->body);
+}
+
+char *
+srv_noise(size_t n, int shift)
+{
+	char *b = malloc(n);
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+
+	cr_assert_not_null(b);
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		b[i] = (char)(x >> shift);
+	}
+	return b;
+}
+
+void
+srv_expect_upload(const char *base, const char *method, const char *path, size_t len,
+		  int chunked, int chunked_length, const char *(*logs)(void))
+{
+	char *body = srv_noise(len, 56);
+	char fnv[17], line[64], url[SRV_PATH_MAX];
+	const char *hdrs[] = { "X-Test: upload", NULL };
+	struct srv_resp r;
+
+	srv_fnv(body, len, fnv);
+	snprintf(url, sizeof(url), "%s%s", base, path);
+	srv_http_body(method, url, hdrs, body, len, chunked, &r);
+	free(body);
+	cr_assert_eq(r.status, 200, "%s %s (%zu bytes%s): %s\n%s\n%s", method, path,
+		     len, chunked ? ", chunked" : "", r.status_line, r.body, logs ? logs() : "");
+	snprintf(line, sizeof(line), "method=%s\n", method);
+	srv_expect_line(&r, line);
+	snprintf(line, sizeof(line), "body_len=%zu\n", len);
+	srv_expect_line(&r, line);
+	snprintf(line, sizeof(line), "body_fnv=%s\n", fnv);
+	srv_expect_line(&r, line);
+	if (chunked && !chunked_length)
+		srv_expect_line(&r, "content_length=(unset)\n");
+	else {
+		snprintf(line, sizeof(line), "content_length=%zu\n", len);
+		srv_expect_line(&r, line);
+	}
+	srv_expect_line(&r, "http_x_test=upload\n");
+	srv_resp_free(&r);
+}
+
+void
+srv_expect_429(const struct srv_resp *r, const char *limit, const char *body,
+	       const char *(*logs)(void))
+{
+	char v[256];
+
+	cr_assert_str_eq(r->status_line, "HTTP/1.1 429 Too Many Requests", "%s\n%s",
+			 r->body, logs ? logs() : "");
+	cr_assert_not_null(srv_header(r, "Retry-After", v, sizeof(v)));
+	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
+	cr_expect_str_eq(srv_header(r, "X-RateLimit-Limit", v, sizeof(v)), limit);
+	cr_expect_str_eq(srv_header(r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
+	cr_assert_not_null(srv_header(r, "X-RateLimit-Reset", v, sizeof(v)));
+	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
+	cr_expect_str_eq(srv_header(r, "Cache-Control", v, sizeof(v)), "no-store");
+	cr_expect_str_eq(srv_header(r, "Content-Type", v, sizeof(v)),
+			 "text/plain; charset=utf-8");
+	cr_expect_str_eq(r->body, body);
+}
+
+int
+srv_wait_no_children(pid_t parent, int *zombies, double timeout_s)
+{
+	double end = srv_now() + timeout_s;
+	int n;
+
+	while ((n = srv_children(parent, zombies)) != 0 && srv_now() < end)
+		srv_sleep_ms(20);
+	return n;
+}
+
+void
+srv_stop_spawner(pid_t server, const char *log_path)
+{
+	int killed = srv_stop_tree(server, 15);
+	char *log = srv_read(log_path);
+
+	cr_assert_not_null(log);
+	cr_expect_eq(killed, 0, "rategate did not stop with its server\n%s", log);
+	cr_expect_not_null(strstr(log, "level=info event=stop msg=stopped"), "%s", log);
+	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
+	cr_expect_null(strstr(log, "runtime error"), "%s", log);
+	free(log);
+}
+
+long
+srv_status(const char *url)
+{
+	CURL *c = curl_easy_init();
+	long status = -1;
+
+	if (c == NULL)
+		return -1;
+	FILE *devnull = fopen("/dev/null", "w");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fwrite);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (devnull != NULL)
+		fclose(devnull);
+	return status;
 }

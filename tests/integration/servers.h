@@ -42,6 +42,11 @@ const char *srv_rategate(void);
 /* The absolute path of a server binary, or fail naming the package. */
 const char *srv_need(const char *binary, const char *package);
 
+/* Seconds on the monotonic clock, for deadlines. */
+double srv_now(void);
+/* Sleep ms milliseconds (resumed when a signal interrupts it). */
+void srv_sleep_ms(int ms);
+
 /* A free TCP port on 127.0.0.1 (bound, read and released). */
 int srv_free_port(void);
 
@@ -149,5 +154,106 @@ int srv_http_parallel(const char *const *urls, int n, long *statuses);
 void srv_www_data(uid_t *uid, gid_t *gid);
 /* chown path to www-data (files and directories the workers write). */
 void srv_chown_www(const char *path);
+
+/* ------------------------------------------------------------------ */
+/* Set-up and checks that several test files share.                    */
+
+/* The real path of $top_builddir/rel (a program make check builds, such
+ * as "tests/apps/echo_cgi") into out; fails the test when it is not
+ * built. */
+void srv_built(const char *rel, char out[SRV_PATH_MAX]);
+/* tests/apps/echo_fcgi with threads threads on 127.0.0.1:port, or with
+ * port 0 on the unix socket sock (a socket file left by an earlier one
+ * is removed first), its output in srv_dir/app.out; waits until it
+ * accepts.  count_file, when not NULL, is exported as
+ * ECHO_FCGI_COUNT_FILE (the app keeps its call counter there: read it
+ * with srv_read_int; unsetenv it in .fini).  Returns the PID. */
+pid_t srv_start_echo_fcgi(int port, const char *sock, int threads,
+			  const char *count_file);
+/* The number at the start of the file at path; 0 when it is missing. */
+int srv_read_int(const char *path);
+/* rategate -c rules -l listen [-j workers] -L log with stdout and stderr
+ * appended to out (all paths absolute; workers 0 leaves -j out), waited
+ * for on listen: "unix:PATH" and a PATH are unix sockets, anything else
+ * is HOST:PORT.  Returns the PID. */
+pid_t srv_start_rategate(const char *rules, const char *listen, int workers,
+			 const char *log, const char *out);
+/* examples/<example>, a lighttpd configuration, with var.rategate (the
+ * built rategate), var.rategate_rules (srv_dir/rules_rel), var.state_dir
+ * (srv_dir), var.docroot (srv_dir/docroot) and var.port set, and when
+ * max_procs > 0 its "max-procs" line set to it.  malloc'd. */
+char *srv_lighttpd_conf(const char *example, const char *rules_rel, int port,
+			int max_procs);
+/* Write conf to srv_dir/lighttpd.conf and start lighttpd -D on it,
+ * waited for on port.  Returns the PID. */
+pid_t srv_start_lighttpd(const char *conf, int port);
+/* examples/<example>, an Apache configuration, with the line of each
+ * "Define NAME" of defines (NAME, VALUE, ..., NULL) made "Define NAME
+ * VALUE", written to srv_dir/apache.conf; apache2 -DFOREGROUND started on
+ * it and waited for on port.  Returns the PID. */
+pid_t srv_start_apache(const char *example, const char *const *defines, int port);
+
+/* As srv_subst, but a key that does not occur in text is passed over
+ * (templates that use only some of the keys).  malloc'd. */
+char *srv_subst_some(const char *text, const char *const *pairs);
+/* srv_subst(text, pairs) written to srv_dir/rel with mode. */
+void srv_write_subst(const char *rel, const char *text,
+		     const char *const *pairs, int mode);
+/* As srv_read, but a missing file reads as "" (malloc'd all the same). */
+char *srv_read_text(const char *path);
+/* How many times needle occurs in the file at path; 0 when missing. */
+int srv_count_in_file(const char *path, const char *needle);
+/* The file at path exists (cr_assert) and contains needle (cr_expect,
+ * the file in the message). */
+void srv_expect_in_file(const char *path, const char *needle);
+/* The file at path, when it exists, holds no sanitizer report (neither
+ * "Sanitizer" nor "runtime error"; cr_expect). */
+void srv_expect_no_sanitizer(const char *path);
+/* For failure messages: for each (LABEL, REL) of pairs (NULL-terminated)
+ * a line "--- LABEL:" and the text of srv_dir/REL (nothing when missing;
+ * an empty LABEL adds the text alone).  A static buffer, replaced by the
+ * next call. */
+const char *srv_logs(const char *const *pairs);
+
+/* The value of the line "name=VALUE" of an echo app's answer body
+ * (tests/apps/echo_*) into buf; "" when there is none.  Returns buf. */
+const char *srv_field(const char *body, const char *name, char *buf, size_t cap);
+/* cr_expect that r's body has the line name=want. */
+void srv_expect_field(const struct srv_resp *r, const char *name, const char *want);
+/* cr_expect that r's body contains line. */
+void srv_expect_line(const struct srv_resp *r, const char *line);
+/* n bytes of every value from a fixed xorshift64 sequence, each the state
+ * shifted right by shift (56: its top byte, 0: its low byte).
+ * malloc'd. */
+char *srv_noise(size_t n, int shift);
+/* method base+path with len bytes of srv_noise(len, 56) (chunked when
+ * chunked != 0) and "X-Test: upload": the echo app answers 200 and saw
+ * the method, the body by length and checksum, the header, and
+ * content_length=len, or content_length=(unset) for a chunked body when
+ * chunked_length is 0 (Apache passes a chunked body on without a length,
+ * nginx reads it whole and passes its length).  logs (may be NULL) adds
+ * the servers' logs to a failure message. */
+void srv_expect_upload(const char *base, const char *method, const char *path,
+		       size_t len, int chunked, int chunked_length,
+		       const char *(*logs)(void));
+/* rategate's 429 as a web server passes it on: the status line,
+ * Retry-After and X-RateLimit-Reset of 1..60 s, X-RateLimit-Limit limit
+ * and -Remaining 0, Cache-Control no-store, Content-Type text/plain;
+ * charset=utf-8 and body.  logs as for srv_expect_upload. */
+void srv_expect_429(const struct srv_resp *r, const char *limit, const char *body,
+		    const char *(*logs)(void));
+
+/* Wait up to timeout_s until parent has no child left, running or zombie
+ * (a reap may lag the answer a little).  Returns how many it has then,
+ * *zombies (when not NULL) those in state Z. */
+int srv_wait_no_children(pid_t parent, int *zombies, double timeout_s);
+/* Stop server, a web server that spawned rategate (srv_stop_tree, 15 s):
+ * its rategate processes drained and exited by themselves (none had to be
+ * killed), and rategate's log at log_path says "event=stop msg=stopped"
+ * and holds no sanitizer report. */
+void srv_stop_spawner(pid_t server, const char *log_path);
+/* The HTTP status of GET url, or -1 when no answer came; the body is
+ * thrown away.  No assertions: for client threads. */
+long srv_status(const char *url);
 
 #endif

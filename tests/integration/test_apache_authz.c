@@ -44,27 +44,19 @@ static char base[64];
 static const char *
 errlog(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("state/error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
+	static const char *const files[] = { "apache error.log", "state/error.log",
+					     "rategate log", "rategate.log", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- apache error.log:\n%s--- rategate log:\n%s",
-		     a ? a : "", b ? b : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 static void
 setup(void)
 {
-	const char *apache_bin;
-	char path[SRV_PATH_MAX], line[SRV_PATH_MAX + 64], authz[32];
+	char authz[32], state[SRV_PATH_MAX], docroot[SRV_PATH_MAX], listen[32];
 
 	srv_setup();
-	apache_bin = srv_need("apache2", "apache2");
+	srv_need("apache2", "apache2");
 	cr_assert_eq(geteuid(), 0, "the Apache test runs apache2 as root (it refuses \"User root\" and drops to www-data): run make check as root");
 	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
 	cr_assert_eq(mkdir(srv_path("state"), 0755), 0);
@@ -72,43 +64,21 @@ setup(void)
 	/* The script runs as www-data: the counter must be writable. */
 	srv_write("count", "", 0666);
 	const char *cnt[] = { "@COUNT@", srv_path("count"), NULL };
-	char *cgi = srv_subst(count_cgi, cnt);
-	srv_write("docroot/count.cgi", cgi, 0755);
-	free(cgi);
+	srv_write_subst("docroot/count.cgi", count_cgi, cnt, 0755);
 	srv_write("site.rules", rules, 0644);
 
 	/* rategate first, on its own TCP port. */
-	int rg_port = srv_free_port();
-	snprintf(authz, sizeof(authz), "127.0.0.1:%d", rg_port);
-	char *rg_argv[] = { (char *)srv_rategate(), "-c", (char *)srv_path("site.rules"),
-			    "-l", authz, "-L", (char *)srv_path("rategate.log"), NULL };
-	rg = srv_spawn(rg_argv, srv_path("rategate.out"));
-	srv_wait_ready(rg, rg_port, NULL, srv_path("rategate.out"), 10);
+	snprintf(authz, sizeof(authz), "127.0.0.1:%d", srv_free_port());
+	rg = srv_start_rategate(srv_path("site.rules"), authz, 0, srv_path("rategate.log"),
+				srv_path("rategate.out"));
 
-	snprintf(path, sizeof(path), "%s/examples/apache-authnz.conf", srv_srcdir());
-	char *conf = srv_read(path);
-	cr_assert_not_null(conf, "cannot read %s", path);
 	port = srv_free_port();
-	char val[4][SRV_PATH_MAX];
-	const char *keys[4] = { "Define RG_STATE ", "Define RG_DOCROOT ",
-				"Define RG_LISTEN ", "Define RG_AUTHZ " };
-	snprintf(val[0], sizeof(val[0]), "%s", srv_path("state"));
-	snprintf(val[1], sizeof(val[1]), "%s", srv_path("docroot"));
-	snprintf(val[2], sizeof(val[2]), "127.0.0.1:%d", port);
-	snprintf(val[3], sizeof(val[3]), "%s", authz);
-	for (int i = 0; i < 4; i++) {
-		snprintf(line, sizeof(line), "%s%s", keys[i], val[i]);
-		char *next = srv_set_line(conf, keys[i], line);
-		free(conf);
-		conf = next;
-	}
-	srv_write("apache.conf", conf, 0644);
-	free(conf);
-
-	char *argv[] = { (char *)apache_bin, "-f", (char *)srv_path("apache.conf"),
-			 "-DFOREGROUND", NULL };
-	apache = srv_spawn(argv, srv_path("apache.out"));
-	srv_wait_ready(apache, port, NULL, srv_path("apache.out"), 15);
+	snprintf(state, sizeof(state), "%s", srv_path("state"));
+	snprintf(docroot, sizeof(docroot), "%s", srv_path("docroot"));
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	const char *defines[] = { "RG_STATE", state, "RG_DOCROOT", docroot, "RG_LISTEN", listen,
+				  "RG_AUTHZ", authz, NULL };
+	apache = srv_start_apache("apache-authnz.conf", defines, port);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 }
 
@@ -168,11 +138,8 @@ Test(apache_authz, allowed_then_429_passes_through,
 			   "%s", r.body);
 	srv_resp_free(&r);
 
-	char *log = srv_read(srv_path("rategate.log"));
-	cr_assert_not_null(log);
-	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt"),
-			   "%s", log);
-	free(log);
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt");
 
 	cr_expect_eq(srv_stop(apache, 10), 0);
 	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", errlog());

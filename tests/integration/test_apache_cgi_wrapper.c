@@ -46,24 +46,17 @@ static const char rules_app[] =
 static const char *
 logs(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("state/error.log"));
-	char *b = srv_read(srv_path("www/calls"));
+	static const char *const files[] = {
+		"apache error.log (rategate's log lines too)", "state/error.log",
+		"calls of the script", "www/calls", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- apache error.log (rategate's log lines too):\n%s--- calls of the script:\n%s",
-		     a ? a : "", b ? b : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 static char *
 errlog(void)
 {
-	char *s = srv_read(srv_path("state/error.log"));
-	return s ? s : strdup("");
+	return srv_read_text(srv_path("state/error.log"));
 }
 
 /* Skip unless root; the temporary directory with state/ (Apache's),
@@ -73,7 +66,7 @@ errlog(void)
 static void
 setup(void)
 {
-	char echo_cgi[SRV_PATH_MAX], rel[SRV_PATH_MAX], script[3 * SRV_PATH_MAX];
+	char echo_cgi[SRV_PATH_MAX], script[3 * SRV_PATH_MAX];
 
 	srv_need("apache2", "apache2");
 	if (geteuid() != 0)
@@ -84,8 +77,7 @@ setup(void)
 	cr_assert_eq(mkdir(srv_path("scripts"), 0755), 0);
 	cr_assert_eq(mkdir(srv_path("www"), 0755), 0);
 	srv_chown_www(srv_path("www"));
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_cgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, echo_cgi), "%s is not built (make check builds it)", rel);
+	srv_built("tests/apps/echo_cgi", echo_cgi);
 	snprintf(script, sizeof(script),
 		 "#!/bin/sh\n"
 		 "echo \"$$ $REQUEST_METHOD ${RL_REMAINING:--} ${QUERY_STRING:--}\" >> %s\n"
@@ -105,21 +97,12 @@ static void
 start(const char *rules)
 {
 	char store[SRV_PATH_MAX + 32], cgi[SRV_PATH_MAX], listen[64], state[SRV_PATH_MAX],
-		rpath[SRV_PATH_MAX], cgibin[SRV_PATH_MAX], line[SRV_PATH_MAX + 64],
-		prefix[64];
-	const char *all[] = { "@STORE@", store, "@CGI@", cgi };
-	const char *pairs[5];
-	size_t n = 0;
+		rpath[SRV_PATH_MAX], cgibin[SRV_PATH_MAX];
 
 	snprintf(store, sizeof(store), "shm:%s?size=4M", srv_path("www/store"));
 	snprintf(cgi, sizeof(cgi), "%s", srv_path("scripts/app.cgi"));
-	for (size_t i = 0; i < 4; i += 2)
-		if (strstr(rules, all[i]) != NULL) {
-			pairs[n++] = all[i];
-			pairs[n++] = all[i + 1];
-		}
-	pairs[n] = NULL;
-	char *text = n ? srv_subst(rules, pairs) : strdup(rules);
+	const char *pairs[] = { "@STORE@", store, "@CGI@", cgi, NULL };
+	char *text = srv_subst_some(rules, pairs);
 	srv_write("legacy.rules", text, 0644);
 	free(text);
 
@@ -128,22 +111,10 @@ start(const char *rules)
 	snprintf(state, sizeof(state), "%s", srv_path("state"));
 	snprintf(rpath, sizeof(rpath), "%s", srv_path("legacy.rules"));
 	snprintf(cgibin, sizeof(cgibin), "%s", srv_path("cgi-bin"));
-	const char *keys[] = { "RG_STATE", "RG_LISTEN", "RG_RATEGATE", "RG_RULES", "RG_CGIBIN" };
-	const char *vals[] = { state, listen, srv_rategate(), rpath, cgibin };
-	char *conf = srv_source("examples/apache-cgi-wrapper.conf");
-	for (int i = 0; i < 5; i++) {
-		snprintf(prefix, sizeof(prefix), "Define %s ", keys[i]);
-		snprintf(line, sizeof(line), "Define %s %s", keys[i], vals[i]);
-		char *next = srv_set_line(conf, prefix, line);
-		free(conf);
-		conf = next;
-	}
-	srv_write("apache.conf", conf, 0644);
-	free(conf);
-	char *argv[] = { (char *)srv_need("apache2", "apache2"), "-f",
-			 (char *)srv_path("apache.conf"), "-DFOREGROUND", NULL };
-	apache = srv_spawn(argv, srv_path("apache.out"));
-	srv_wait_ready(apache, port, NULL, srv_path("apache.out"), 15);
+	const char *defines[] = { "RG_STATE", state, "RG_LISTEN", listen,
+				  "RG_RATEGATE", srv_rategate(), "RG_RULES", rpath,
+				  "RG_CGIBIN", cgibin, NULL };
+	apache = srv_start_apache("apache-cgi-wrapper.conf", defines, port);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 }
 
@@ -167,74 +138,18 @@ finish(void)
 		usleep(10000);
 	}
 	cr_expect_eq(srv_stop(apache, 15), 0, "%s", logs());
-	char *log = errlog();
-
-	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
-	cr_expect_null(strstr(log, "runtime error"), "%s", log);
-	free(log);
+	srv_expect_no_sanitizer(srv_path("state/error.log"));
 }
 
-static const char *
-field(const struct srv_resp *r, const char *name, char *buf, size_t cap)
-{
-	char key[64];
-	size_t kl = (size_t)snprintf(key, sizeof(key), "%s=", name);
-
-	buf[0] = '\0';
-	for (const char *p = r->body; p != NULL && *p != '\0';) {
-		if (strncmp(p, key, kl) == 0) {
-			snprintf(buf, cap, "%.*s", (int)strcspn(p + kl, "\n"), p + kl);
-			break;
-		}
-		p = strchr(p, '\n');
-		if (p != NULL)
-			p++;
-	}
-	return buf;
-}
-
-static void
-expect_field(const struct srv_resp *r, const char *name, const char *want)
-{
-	char v[SRV_PATH_MAX];
-
-	cr_expect_str_eq(field(r, name, v, sizeof(v)), want, "%s in:\n%s", name, r->body);
-}
-
-static char *
-noise(size_t n)
-{
-	char *b = malloc(n);
-	uint64_t x = 0x9e3779b97f4a7c15ULL;
-
-	cr_assert_not_null(b);
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		b[i] = (char)(x >> 56);
-	}
-	return b;
-}
-
-/* The checks every 429 of rategate's passes. */
+/* The checks every 429 of rategate's passes (Apache keeps rategate's one
+ * Retry-After). */
 static void
 expect_429(const struct srv_resp *r, int i)
 {
-	char v[128];
-
 	cr_assert_str_eq(r->status_line, "HTTP/1.1 429 Too Many Requests", "request %d: %s\n%s",
 			 i, r->body, logs());
-	cr_assert_not_null(srv_header(r, "Retry-After", v, sizeof(v)));
-	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
+	srv_expect_429(r, "3", "Legacy app: 3 a minute\n", logs);
 	cr_expect_eq(srv_header_count(r, "Retry-After"), 1);
-	cr_expect_str_eq(srv_header(r, "X-RateLimit-Limit", v, sizeof(v)), "3");
-	cr_expect_str_eq(srv_header(r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
-	cr_assert_not_null(srv_header(r, "X-RateLimit-Reset", v, sizeof(v)));
-	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
-	cr_expect_str_eq(srv_header(r, "Cache-Control", v, sizeof(v)), "no-store");
-	cr_expect_str_eq(srv_header(r, "Content-Type", v, sizeof(v)), "text/plain; charset=utf-8");
-	cr_expect_str_eq(r->body, "Legacy app: 3 a minute\n");
 }
 
 /* Five POSTs of a 64 KiB body to path?x=1&y=%2F: the first three reach
@@ -245,7 +160,7 @@ three_of_five(const char *path)
 {
 	enum { LEN = 64 << 10 };
 	char url[SRV_PATH_MAX], fnv[17], lenbuf[16];
-	char *body = noise(LEN);
+	char *body = srv_noise(LEN, 56);
 
 	snprintf(url, sizeof(url), "%s%s?x=1&y=%%2F", base, path);
 	snprintf(lenbuf, sizeof(lenbuf), "%d", LEN);
@@ -257,15 +172,15 @@ three_of_five(const char *path)
 		if (i < 3) {
 			cr_assert_eq(r.status, 200, "request %d: %s\n%s\n%s", i, r.status_line,
 				     r.body, logs());
-			expect_field(&r, "method", "POST");
-			expect_field(&r, "query", "x=1&y=%2F");
-			expect_field(&r, "http_x_test", "wrapped  by apache");
-			expect_field(&r, "content_length", lenbuf);
-			expect_field(&r, "body_len", lenbuf);
-			expect_field(&r, "body_fnv", fnv);
-			expect_field(&r, "rl_client", "127.0.0.1");
-			expect_field(&r, "http_proxy", "absent");
-			expect_field(&r, "script_filename", srv_path("scripts/app.cgi"));
+			srv_expect_field(&r, "method", "POST");
+			srv_expect_field(&r, "query", "x=1&y=%2F");
+			srv_expect_field(&r, "http_x_test", "wrapped  by apache");
+			srv_expect_field(&r, "content_length", lenbuf);
+			srv_expect_field(&r, "body_len", lenbuf);
+			srv_expect_field(&r, "body_fnv", fnv);
+			srv_expect_field(&r, "rl_client", "127.0.0.1");
+			srv_expect_field(&r, "http_proxy", "absent");
+			srv_expect_field(&r, "script_filename", srv_path("scripts/app.cgi"));
 			/* nothing of ours on an allowed answer: rategate is gone */
 			cr_expect_eq(srv_header_count(&r, "X-RateLimit-Limit"), 0, "%s", r.headers);
 		} else
@@ -365,14 +280,14 @@ Test(apache_cgi_wrapper, isindex_query_words_do_not_choose_the_script,
 		       "POST /app/x?/bin/sh made rategate exec /bin/sh with the body as its input:\n%s",
 		       r.body);
 	cr_expect_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
-	expect_field(&r, "query", "/bin/sh");
-	expect_field(&r, "script_filename", srv_path("scripts/app.cgi"));
+	srv_expect_field(&r, "query", "/bin/sh");
+	srv_expect_field(&r, "script_filename", srv_path("scripts/app.cgi"));
 	srv_resp_free(&r);
 
 	snprintf(url, sizeof(url), "%s/app/search?hello+world", base);
 	srv_http("GET", url, NULL, &r);
 	cr_expect_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
-	expect_field(&r, "query", "hello+world");
+	srv_expect_field(&r, "query", "hello+world");
 	srv_resp_free(&r);
 	cr_expect_eq(srv_count_lines(srv_path("www/calls")), 2, "%s", logs());
 	finish();

@@ -64,50 +64,30 @@ static char base[64];
 static const char *
 logs(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("state/error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
+	static const char *const files[] = { "apache error.log", "state/error.log",
+					     "rategate log", "rategate.log", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- apache error.log:\n%s--- rategate log:\n%s",
-		     a ? a : "", b ? b : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 static int
 app_calls(void)
 {
-	char *s = srv_read(srv_path("count"));
-	int n = s ? atoi(s) : 0;
-
-	free(s);
-	return n;
+	return srv_read_int(srv_path("count"));
 }
 
 /* Skip unless root; then the temporary directory, the state directory
  * and echo_fcgi on a TCP port (reachable by www-data too). */
-static const char *
+static void
 common_setup(void)
 {
-	char appbin[SRV_PATH_MAX], rel[SRV_PATH_MAX], addr[64];
-	const char *bin = srv_need("apache2", "apache2");
-
+	srv_need("apache2", "apache2");
 	if (geteuid() != 0)
 		cr_skip_test("Apache refuses \"User root\" and drops to www-data, so this test starts apache2 as root: run make check as root");
 	srv_setup();
 	cr_assert_eq(mkdir(srv_path("state"), 0755), 0);
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_fcgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, appbin), "echo_fcgi is not built at %s", rel);
-	setenv("ECHO_FCGI_COUNT_FILE", srv_path("count"), 1);
 	app_port = srv_free_port();
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", app_port);
-	char *argv[] = { appbin, "-t", "8", addr, NULL };
-	app = srv_spawn(argv, srv_path("app.out"));
-	srv_wait_ready(app, app_port, NULL, srv_path("app.out"), 10);
-	return bin;
+	app = srv_start_echo_fcgi(app_port, NULL, 8, srv_path("count"));
 }
 
 static void
@@ -116,50 +96,28 @@ write_rules(const char *rules)
 	char appport[16];
 	snprintf(appport, sizeof(appport), "%d", app_port);
 	const char *pairs[] = { "@DIR@", srv_dir, "@APP@", appport, NULL };
-	char *text = srv_subst(rules, pairs);
 
-	srv_write("site.rules", text, 0644);
-	free(text);
+	srv_write_subst("site.rules", rules, pairs, 0644);
 }
 
-/* examples/NAME with "Define KEY VALUE" lines replaced (keys[i] ->
- * vals[i]), written to apache.conf and started. */
+/* examples/NAME with "Define KEY VALUE" lines replaced (defines: KEY,
+ * VALUE, ..., NULL), started. */
 static void
-start_apache(const char *bin, const char *example, const char *const *keys,
-	     const char *const *vals, int n)
+start_apache(const char *example, const char *const *defines)
 {
-	char rel[128], line[SRV_PATH_MAX + 64], prefix[64];
-
-	snprintf(rel, sizeof(rel), "examples/%s", example);
-	char *conf = srv_source(rel);
-	for (int i = 0; i < n; i++) {
-		snprintf(prefix, sizeof(prefix), "Define %s ", keys[i]);
-		snprintf(line, sizeof(line), "Define %s %s", keys[i], vals[i]);
-		char *next = srv_set_line(conf, prefix, line);
-		free(conf);
-		conf = next;
-	}
-	srv_write("apache.conf", conf, 0644);
-	free(conf);
-	char *argv[] = { (char *)bin, "-f", (char *)srv_path("apache.conf"),
-			 "-DFOREGROUND", NULL };
-	apache = srv_spawn(argv, srv_path("apache.out"));
-	srv_wait_ready(apache, port, NULL, srv_path("apache.out"), 15);
+	apache = srv_start_apache(example, defines, port);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 }
 
 static void
 setup_proxy(void)
 {
-	const char *bin = common_setup();
 	char listen[64], state[SRV_PATH_MAX], sock[SRV_PATH_MAX];
 
+	common_setup();
 	write_rules(proxy_rules);
-	char *argv[] = { (char *)srv_rategate(), "-c", (char *)srv_path("site.rules"),
-			 "-l", (char *)srv_path("rg.sock"), "-L",
-			 (char *)srv_path("rategate.log"), NULL };
-	rg = srv_spawn(argv, srv_path("rategate.out"));
-	srv_wait_ready(rg, 0, srv_path("rg.sock"), srv_path("rategate.out"), 10);
+	rg = srv_start_rategate(srv_path("site.rules"), srv_path("rg.sock"), 0,
+				srv_path("rategate.log"), srv_path("rategate.out"));
 	uid_t uid;
 	gid_t gid;
 	srv_www_data(&uid, &gid);
@@ -169,17 +127,18 @@ setup_proxy(void)
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	snprintf(state, sizeof(state), "%s", srv_path("state"));
 	snprintf(sock, sizeof(sock), "%s", srv_path("rg.sock"));
-	const char *keys[] = { "RG_STATE", "RG_LISTEN", "RG_SOCKET" };
-	const char *vals[] = { state, listen, sock };
-	start_apache(bin, "apache-proxy-fcgi.conf", keys, vals, 3);
+	const char *defines[] = { "RG_STATE", state, "RG_LISTEN", listen, "RG_SOCKET", sock,
+				  NULL };
+	start_apache("apache-proxy-fcgi.conf", defines);
 }
 
 static void
 setup_fcgid(void)
 {
-	const char *bin = common_setup();
 	char listen[64], state[SRV_PATH_MAX], docroot[SRV_PATH_MAX],
 		rules[SRV_PATH_MAX], asis[SRV_PATH_MAX];
+
+	common_setup();
 
 	/* mod_fcgid's sockets and the store: written by www-data */
 	cr_assert_eq(mkdir(srv_path("state/fcgid"), 0755), 0);
@@ -198,10 +157,10 @@ setup_fcgid(void)
 	snprintf(docroot, sizeof(docroot), "%s", srv_path("docroot"));
 	snprintf(rules, sizeof(rules), "%s", srv_path("site.rules"));
 	snprintf(asis, sizeof(asis), "%s", srv_path("429.asis"));
-	const char *keys[] = { "RG_STATE", "RG_DOCROOT", "RG_LISTEN", "RG_RATEGATE",
-			       "RG_RULES", "RG_429" };
-	const char *vals[] = { state, docroot, listen, srv_rategate(), rules, asis };
-	start_apache(bin, "apache-fcgid.conf", keys, vals, 6);
+	const char *defines[] = { "RG_STATE", state, "RG_DOCROOT", docroot, "RG_LISTEN", listen,
+				  "RG_RATEGATE", srv_rategate(), "RG_RULES", rules, "RG_429", asis,
+				  NULL };
+	start_apache("apache-fcgid.conf", defines);
 }
 
 static void
@@ -220,79 +179,13 @@ get(const char *path, const char *const *hdrs, struct srv_resp *r)
 	srv_http("GET", url, hdrs, r);
 }
 
-static char *
-noise(size_t n)
-{
-	char *b = malloc(n);
-	uint64_t x = 0x9e3779b97f4a7c15ULL;
-
-	cr_assert_not_null(b);
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		b[i] = (char)(x >> 56);
-	}
-	return b;
-}
-
-static void
-expect_line(const struct srv_resp *r, const char *line)
-{
-	cr_expect_not_null(strstr(r->body, line), "no \"%s\" in:\n%s", line, r->body);
-}
-
-/* method path with len bytes of body: the app gets them all.  Apache
- * passes a chunked body without CONTENT_LENGTH. */
-static void
-expect_upload(const char *method, const char *path, size_t len, int chunked)
-{
-	char *body = noise(len);
-	char fnv[17], line[64], url[SRV_PATH_MAX];
-	const char *hdrs[] = { "X-Test: upload", NULL };
-	struct srv_resp r;
-
-	srv_fnv(body, len, fnv);
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	srv_http_body(method, url, hdrs, body, len, chunked, &r);
-	free(body);
-	cr_assert_eq(r.status, 200, "%s %s (%zu bytes%s): %s\n%s\n%s", method, path,
-		     len, chunked ? ", chunked" : "", r.status_line, r.body, logs());
-	snprintf(line, sizeof(line), "method=%s\n", method);
-	expect_line(&r, line);
-	snprintf(line, sizeof(line), "body_len=%zu\n", len);
-	expect_line(&r, line);
-	snprintf(line, sizeof(line), "body_fnv=%s\n", fnv);
-	expect_line(&r, line);
-	if (chunked)
-		expect_line(&r, "content_length=(unset)\n");
-	else {
-		snprintf(line, sizeof(line), "content_length=%zu\n", len);
-		expect_line(&r, line);
-	}
-	expect_line(&r, "http_x_test=upload\n");
-	srv_resp_free(&r);
-}
-
-/* The checks every 429 from rategate passes. */
+/* The checks every 429 from rategate passes (Apache keeps rategate's one
+ * Retry-After). */
 static void
 expect_429(const struct srv_resp *r, const char *limit, const char *body)
 {
-	char v[128];
-
-	cr_assert_str_eq(r->status_line, "HTTP/1.1 429 Too Many Requests", "%s\n%s",
-			 r->body, logs());
-	cr_assert_not_null(srv_header(r, "Retry-After", v, sizeof(v)));
-	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
+	srv_expect_429(r, limit, body, logs);
 	cr_expect_eq(srv_header_count(r, "Retry-After"), 1);
-	cr_expect_str_eq(srv_header(r, "X-RateLimit-Limit", v, sizeof(v)), limit);
-	cr_expect_str_eq(srv_header(r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
-	cr_assert_not_null(srv_header(r, "X-RateLimit-Reset", v, sizeof(v)));
-	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
-	cr_expect_str_eq(srv_header(r, "Cache-Control", v, sizeof(v)), "no-store");
-	cr_expect_str_eq(srv_header(r, "Content-Type", v, sizeof(v)),
-			 "text/plain; charset=utf-8");
-	cr_expect_str_eq(r->body, body);
 }
 
 Test(apache_responder, proxy_fcgi_passes_requests_intact,
@@ -305,10 +198,10 @@ Test(apache_responder, proxy_fcgi_passes_requests_intact,
 	setup_proxy();
 	get("/upload/x?a=1&b=two%20words", hdrs, &r);
 	cr_assert_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
-	expect_line(&r, "method=GET\nquery=a=1&b=two%20words\nuri=/upload/x?a=1&b=two%20words\n");
-	expect_line(&r, "http_x_test=hello  world\n");
-	expect_line(&r, "rl_client=127.0.0.1\n");
-	expect_line(&r, "body_len=0\n");
+	srv_expect_line(&r, "method=GET\nquery=a=1&b=two%20words\nuri=/upload/x?a=1&b=two%20words\n");
+	srv_expect_line(&r, "http_x_test=hello  world\n");
+	srv_expect_line(&r, "rl_client=127.0.0.1\n");
+	srv_expect_line(&r, "body_len=0\n");
 	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "100");
 	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "99");
 	srv_resp_free(&r);
@@ -316,21 +209,21 @@ Test(apache_responder, proxy_fcgi_passes_requests_intact,
 	snprintf(url, sizeof(url), "%s/upload/form?f", base);
 	srv_http("POST", url, NULL, &r);
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	expect_line(&r, "method=POST\nquery=f\n");
-	expect_line(&r, "content_length=7\n");
+	srv_expect_line(&r, "method=POST\nquery=f\n");
+	srv_expect_line(&r, "content_length=7\n");
 	srv_fnv("a=1&b=2", 7, fnv);
 	snprintf(line, sizeof(line), "body_len=7\nbody_fnv=%s\n", fnv);
-	expect_line(&r, line);
+	srv_expect_line(&r, line);
 	srv_resp_free(&r);
 
-	expect_upload("PUT", "/upload/big?put", 4u << 20, 0);
-	expect_upload("POST", "/upload/chunked", 1u << 20, 1);
+	srv_expect_upload(base, "PUT", "/upload/big?put", 4u << 20, 0, 0, logs);
+	srv_expect_upload(base, "POST", "/upload/chunked", 1u << 20, 1, 0, logs);
 	cr_expect_eq(app_calls(), 4);
 
 	/* A chunked body has no length: max-body is counted while it
 	 * streams (so the application sees the request begin), and the
 	 * client gets rategate's 413, not the application's answer. */
-	char *big = noise(100000);
+	char *big = srv_noise(100000, 56);
 	snprintf(url, sizeof(url), "%s/small/x", base);
 	srv_http_body("POST", url, NULL, big, 100000, 1, &r);
 	free(big);
@@ -364,7 +257,7 @@ Test(apache_responder, proxy_fcgi_429_never_reaches_the_app,
 	expect_429(&r, "3", "app: slow down\n");
 	srv_resp_free(&r);
 
-	char *body = noise(1u << 20), url[SRV_PATH_MAX];
+	char *body = srv_noise(1u << 20, 56), url[SRV_PATH_MAX];
 	snprintf(url, sizeof(url), "%s/app/upload", base);
 	srv_http_body("POST", url, NULL, body, 1u << 20, 0, &r);
 	free(body);
@@ -372,27 +265,18 @@ Test(apache_responder, proxy_fcgi_429_never_reaches_the_app,
 	srv_resp_free(&r);
 
 	cr_expect_eq(app_calls(), 3, "a denied request reached the app");
-	char *log = srv_read(srv_path("rategate.log"));
-	cr_assert_not_null(log);
-	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/app/** origin=rule limit=3/minute remaining=0 path=/app/other method=GET"),
-			   "%s", log);
-	free(log);
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/app/** origin=rule limit=3/minute remaining=0 path=/app/other method=GET");
 	cr_expect_eq(srv_stop(apache, 10), 0);
 	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
 }
 
-/* Lines of the ErrorLog (where mod_fcgid sends rategate's standard error)
- * containing needle. */
+/* Occurrences of needle in the ErrorLog (where mod_fcgid sends
+ * rategate's standard error). */
 static int
 errlog_count(const char *needle)
 {
-	char *s = srv_read(srv_path("state/error.log"));
-	int n = 0;
-
-	for (const char *p = s; p != NULL && (p = strstr(p, needle)) != NULL; p++)
-		n++;
-	free(s);
-	return n;
+	return srv_count_in_file(srv_path("state/error.log"), needle);
 }
 
 Test(apache_responder, fcgid_spawned_processes_share_one_count,
@@ -401,7 +285,7 @@ Test(apache_responder, fcgid_spawned_processes_share_one_count,
 	setup_fcgid();
 	/* A body through mod_fcgid and rategate (FcgidMaxRequestLen is
 	 * raised in the example: mod_fcgid's default is 128 KiB). */
-	expect_upload("POST", "/app/upload/x?y", 1u << 20, 0);
+	srv_expect_upload(base, "POST", "/app/upload/x?y", 1u << 20, 0, 0, logs);
 	cr_assert_eq(app_calls(), 1);
 
 	/* 8 requests at once, each 400 ms in the app: mod_fcgid runs one

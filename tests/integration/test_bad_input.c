@@ -34,23 +34,12 @@ static char base[64];
 static char echo_cgi[SRV_PATH_MAX], app_uri[SRV_PATH_MAX];
 
 static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static void
 setup(void)
 {
-	char rel[SRV_PATH_MAX];
-
 	srv_setup();
 	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
 	cr_assert_eq(mkdir(srv_path("docroot/cgi"), 0755), 0);
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_cgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, echo_cgi), "%s is not built (make check builds it)", rel);
+	srv_built("tests/apps/echo_cgi", echo_cgi);
 	snprintf(app_uri, sizeof(app_uri), "fcgi+unix://%s", srv_path("app.sock"));
 }
 
@@ -63,13 +52,7 @@ teardown(void)
 static void
 start_app(void)
 {
-	char rel[SRV_PATH_MAX], path[SRV_PATH_MAX];
-
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_fcgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, path), "%s is not built (make check builds it)", rel);
-	char *argv[] = { path, "-t", "16", (char *)srv_path("app.sock"), NULL };
-	app = srv_spawn(argv, srv_path("app.out"));
-	srv_wait_ready(app, 0, srv_path("app.sock"), srv_path("app.out"), 10);
+	app = srv_start_echo_fcgi(0, srv_path("app.sock"), 16, NULL);
 }
 
 /* Bodies streamed both ways (so a client that goes away is seen by
@@ -88,43 +71,20 @@ static const char streaming[] =
 static void
 start(const char *example, const char *rules, const char *extra)
 {
-	char store[SRV_PATH_MAX + 32], v[5][SRV_PATH_MAX + 8], rel[128];
-	const char *all[] = { "@STORE@", store, "@CGI@", echo_cgi, "@APP@", app_uri };
-	const char *pairs[8];
-	size_t n = 0;
+	char store[SRV_PATH_MAX + 32];
 
 	snprintf(store, sizeof(store), "shm:%s?size=4M", srv_path("counters"));
-	for (size_t i = 0; i < 6; i += 2)
-		if (strstr(rules, all[i]) != NULL) {
-			pairs[n++] = all[i];
-			pairs[n++] = all[i + 1];
-		}
-	pairs[n] = NULL;
-	char *text = n ? srv_subst(rules, pairs) : strdup(rules);
+	const char *pairs[] = { "@STORE@", store, "@CGI@", echo_cgi, "@APP@", app_uri, NULL };
+	char *text = srv_subst_some(rules, pairs);
 	srv_write("site.rules", text, 0644);
 	free(text);
 
 	port = srv_free_port();
-	snprintf(v[0], sizeof(v[0]), "\"%s\"", srv_rategate());
-	snprintf(v[1], sizeof(v[1]), "\"%s\"", srv_path("site.rules"));
-	snprintf(v[2], sizeof(v[2]), "\"%s\"", srv_dir);
-	snprintf(v[3], sizeof(v[3]), "\"%s\"", srv_path("docroot"));
-	snprintf(v[4], sizeof(v[4]), "%d", port);
-	const char *vars[] = { "rategate", v[0], "rategate_rules", v[1],
-			       "state_dir", v[2], "docroot", v[3], "port", v[4], NULL };
-	snprintf(rel, sizeof(rel), "examples/%s", example);
-	char *tmpl = srv_source(rel);
-	char *conf = srv_set_vars(tmpl, vars), *full = NULL;
-	free(tmpl);
+	char *conf = srv_lighttpd_conf(example, "site.rules", port, 0), *full = NULL;
 	cr_assert(asprintf(&full, "%s\n%s", conf, extra ? extra : "") > 0);
 	free(conf);
-	srv_write("lighttpd.conf", full, 0644);
+	lighttpd = srv_start_lighttpd(full, port);
 	free(full);
-
-	char *argv[] = { (char *)srv_need("lighttpd", "lighttpd"), "-D", "-f",
-			 (char *)srv_path("lighttpd.conf"), NULL };
-	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
-	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 	rg = srv_child(lighttpd, "rategate", 10);
 	cr_assert_neq(rg, 0, "lighttpd started no rategate");
@@ -133,17 +93,10 @@ start(const char *example, const char *rules, const char *extra)
 static const char *
 logs(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("lighttpd-error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
+	static const char *const files[] = { "lighttpd error log", "lighttpd-error.log",
+					     "rategate log", "rategate.log", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- lighttpd error log:\n%s--- rategate log:\n%s",
-		     a ? a : "", b ? b : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 /* Stop lighttpd: its rategate processes drain and exit by themselves
@@ -152,15 +105,7 @@ logs(void)
 static void
 finish(void)
 {
-	int killed = srv_stop_tree(lighttpd, 15);
-	char *log = srv_read(srv_path("rategate.log"));
-
-	cr_assert_not_null(log);
-	cr_expect_eq(killed, 0, "rategate did not stop with lighttpd\n%s", log);
-	cr_expect_not_null(strstr(log, "level=info event=stop msg=stopped"), "%s", log);
-	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
-	cr_expect_null(strstr(log, "runtime error"), "%s", log);
-	free(log);
+	srv_stop_spawner(lighttpd, srv_path("rategate.log"));
 }
 
 static struct srv_resp
@@ -175,35 +120,15 @@ get(const char *path, const char *h1, const char *h2)
 	return r;
 }
 
-static const char *
-field(const char *body, const char *name, char *buf, size_t cap)
-{
-	char key[64];
-	size_t kl = (size_t)snprintf(key, sizeof(key), "%s=", name);
-
-	buf[0] = '\0';
-	for (const char *p = body; p != NULL && *p != '\0';) {
-		if (strncmp(p, key, kl) == 0) {
-			snprintf(buf, cap, "%.*s", (int)strcspn(p + kl, "\n"), p + kl);
-			break;
-		}
-		p = strchr(p, '\n');
-		if (p != NULL)
-			p++;
-	}
-	return buf;
-}
-
 /* The same rategate process is alive, has no child left, and answers. */
 static void
 still_serving(const char *after)
 {
-	int zombies = 0, n = -1;
+	int zombies = 0;
 
 	cr_assert(srv_alive(rg), "rategate %d died after %s\n%s", (int)rg, after, logs());
 	cr_assert_eq(srv_child(lighttpd, "rategate", 0), rg, "rategate was replaced after %s", after);
-	for (int i = 0; i < 100 && (n = srv_children(rg, &zombies)) != 0; i++)
-		sleep_ms(20);
+	int n = srv_wait_no_children(rg, &zombies, 2);
 	cr_expect_eq(n, 0, "after %s rategate has %d children (%d zombies)", after, n, zombies);
 	struct srv_resp r = get("/ping", NULL, NULL);
 	cr_expect_eq(r.status, 200, "after %s: %s\n%s", after, r.status_line, logs());
@@ -282,7 +207,7 @@ Test(bad_input, huge_forwarded_for,
 	sprintf(xff + len, "192.0.2.99");
 	struct srv_resp r = get("/cgi/who", xff, NULL);
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	cr_expect_str_eq(field(r.body, "rl_client", v, sizeof(v)), "192.0.2.99");
+	cr_expect_str_eq(srv_field(r.body, "rl_client", v, sizeof(v)), "192.0.2.99");
 	srv_resp_free(&r);
 	still_serving("a 60 KiB X-Forwarded-For");
 
@@ -291,7 +216,7 @@ Test(bad_input, huge_forwarded_for,
 	xff[cap] = '\0';
 	r = get("/cgi/who", xff, NULL);
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	cr_expect_str_eq(field(r.body, "rl_client", v, sizeof(v)), "127.0.0.1");
+	cr_expect_str_eq(srv_field(r.body, "rl_client", v, sizeof(v)), "127.0.0.1");
 	srv_resp_free(&r);
 
 	/* 65 KiB (lighttpd's strict parsing refuses that itself) */
@@ -302,7 +227,7 @@ Test(bad_input, huge_forwarded_for,
 	cr_expect(r.status == 200 || r.status == 400 || r.status == 431, "64 KiB header: %s",
 		  r.status_line);
 	if (r.status == 200)        /* not an address: REMOTE_ADDR counts */
-		cr_expect_str_eq(field(r.body, "rl_client", v, sizeof(v)), "127.0.0.1");
+		cr_expect_str_eq(srv_field(r.body, "rl_client", v, sizeof(v)), "127.0.0.1");
 	srv_resp_free(&r);
 	free(xff);
 
@@ -471,7 +396,7 @@ steady_fds(void)
 	int n = -1;
 	for (int i = 0; i < 50; i++) {      /* let a request in its last steps finish */
 		n = srv_count_fds(rg);
-		sleep_ms(20);
+		srv_sleep_ms(20);
 		if (srv_count_fds(rg) == n)
 			break;
 	}
@@ -502,7 +427,7 @@ Test(bad_input, clients_that_go_away_leak_nothing,
 			fprintf(stderr, "%d: fds %d (before %d), children %d\n", i, after, before, srv_children(rg, NULL));
 		if (after <= before && srv_children(rg, NULL) == 0)
 			break;
-		sleep_ms(50);
+		srv_sleep_ms(50);
 	}
 	char fdpath[64], link[SRV_PATH_MAX], list[4096] = "";
 	for (int fd = 0; fd < 64; fd++) {

@@ -32,14 +32,11 @@ static char echo_cgi[SRV_PATH_MAX];
 static void
 setup(void)
 {
-	char rel[SRV_PATH_MAX];
-
 	srv_setup();
 	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
 	cr_assert_eq(mkdir(srv_path("docroot/cgi-bin"), 0755), 0);
 	cr_assert_eq(mkdir(srv_path("scripts"), 0755), 0);
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_cgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, echo_cgi), "%s is not built (make check builds it)", rel);
+	srv_built("tests/apps/echo_cgi", echo_cgi);
 }
 
 static void
@@ -53,57 +50,28 @@ teardown(void)
 static void
 start(const char *rules)
 {
-	char store[SRV_PATH_MAX + 32], v[5][SRV_PATH_MAX + 8];
-	const char *all[] = { "@STORE@", store, "@CGI@", echo_cgi };
-	const char *pairs[5];
-	size_t n = 0;
+	char store[SRV_PATH_MAX + 32];
 
 	snprintf(store, sizeof(store), "shm:%s?size=4M", srv_path("counters"));
-	for (size_t i = 0; i < 4; i += 2)
-		if (strstr(rules, all[i]) != NULL) {
-			pairs[n++] = all[i];
-			pairs[n++] = all[i + 1];
-		}
-	pairs[n] = NULL;
-	char *text = n ? srv_subst(rules, pairs) : strdup(rules);
+	const char *pairs[] = { "@STORE@", store, "@CGI@", echo_cgi, NULL };
+	char *text = srv_subst_some(rules, pairs);
 	srv_write("legacy.rules", text, 0644);
 	free(text);
 
 	port = srv_free_port();
-	snprintf(v[0], sizeof(v[0]), "\"%s\"", srv_rategate());
-	snprintf(v[1], sizeof(v[1]), "\"%s\"", srv_path("legacy.rules"));
-	snprintf(v[2], sizeof(v[2]), "\"%s\"", srv_dir);
-	snprintf(v[3], sizeof(v[3]), "\"%s\"", srv_path("docroot"));
-	snprintf(v[4], sizeof(v[4]), "%d", port);
-	const char *vars[] = { "rategate", v[0], "rategate_rules", v[1],
-			       "state_dir", v[2], "docroot", v[3], "port", v[4], NULL };
-	char *tmpl = srv_source("examples/lighttpd-cgi-wrapper.conf");
-	char *conf = srv_set_vars(tmpl, vars);
-	free(tmpl);
-	srv_write("lighttpd.conf", conf, 0644);
+	char *conf = srv_lighttpd_conf("lighttpd-cgi-wrapper.conf", "legacy.rules", port, 0);
+	lighttpd = srv_start_lighttpd(conf, port);
 	free(conf);
-
-	char *argv[] = { (char *)srv_need("lighttpd", "lighttpd"), "-D", "-f",
-			 (char *)srv_path("lighttpd.conf"), NULL };
-	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
-	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 }
 
 static const char *
 logs(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("lighttpd-error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
+	static const char *const files[] = { "lighttpd error log", "lighttpd-error.log",
+					     "rategate log (CGI stderr)", "rategate.log", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- lighttpd error log:\n%s--- rategate log (CGI stderr):\n%s",
-		     a ? a : "", b ? b : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 /* Stop lighttpd; the CGI programs' standard error (rategate's log) holds
@@ -112,45 +80,13 @@ static void
 finish(void)
 {
 	srv_stop_tree(lighttpd, 15);
-	char *log = srv_read(srv_path("rategate.log"));
-
-	cr_expect(log == NULL || strstr(log, "Sanitizer") == NULL, "%s", log);
-	cr_expect(log == NULL || strstr(log, "runtime error") == NULL, "%s", log);
-	free(log);
+	srv_expect_no_sanitizer(srv_path("rategate.log"));
 }
 
 static char *
 rglog(void)
 {
-	char *s = srv_read(srv_path("rategate.log"));
-	return s ? s : strdup("");
-}
-
-static const char *
-field(const struct srv_resp *r, const char *name, char *buf, size_t cap)
-{
-	char key[64];
-	size_t kl = (size_t)snprintf(key, sizeof(key), "%s=", name);
-
-	buf[0] = '\0';
-	for (const char *p = r->body; p != NULL && *p != '\0';) {
-		if (strncmp(p, key, kl) == 0) {
-			snprintf(buf, cap, "%.*s", (int)strcspn(p + kl, "\n"), p + kl);
-			break;
-		}
-		p = strchr(p, '\n');
-		if (p != NULL)
-			p++;
-	}
-	return buf;
-}
-
-static void
-expect_field(const struct srv_resp *r, const char *name, const char *want)
-{
-	char v[SRV_PATH_MAX];
-
-	cr_expect_str_eq(field(r, name, v, sizeof(v)), want, "%s in:\n%s", name, r->body);
+	return srv_read_text(srv_path("rategate.log"));
 }
 
 /* Five POSTs with a body at path: exactly the first three reach the
@@ -172,11 +108,11 @@ three_of_five(const char *path)
 		srv_http_body("POST", url, hdrs, body, sizeof(body) - 1, 0, &r);
 		if (i < 3) {
 			cr_assert_eq(r.status, 200, "request %d: %s\n%s", i, r.status_line, logs());
-			expect_field(&r, "method", "POST");
-			expect_field(&r, "http_x_test", "wrapped");
-			expect_field(&r, "body_len", "31");
-			expect_field(&r, "body_fnv", fnv);
-			expect_field(&r, "rl_client", "127.0.0.1");
+			srv_expect_field(&r, "method", "POST");
+			srv_expect_field(&r, "http_x_test", "wrapped");
+			srv_expect_field(&r, "body_len", "31");
+			srv_expect_field(&r, "body_fnv", fnv);
+			srv_expect_field(&r, "rl_client", "127.0.0.1");
 			/* nothing of ours on an allowed answer: rategate is gone */
 			cr_expect_eq(srv_header_count(&r, "X-RateLimit-Limit"), 0, "%s", r.headers);
 			cr_expect_eq(access(srv_path(donefile), F_OK), 0, "the script did not run");
@@ -259,23 +195,23 @@ Test(cgi_wrapper, the_script_gets_body_and_environment_intact,
 		struct srv_resp r;
 		srv_http_body("PUT", url, hdrs, body, LEN, chunked, &r);
 		cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-		expect_field(&r, "method", "PUT");
-		expect_field(&r, "query", "x=1&y=%2F");
-		expect_field(&r, "http_x_test", "binary body");
-		expect_field(&r, "content_length", "1048576");
-		expect_field(&r, "body_len", "1048576");
-		expect_field(&r, "body_fnv", fnv);
-		expect_field(&r, "gateway_interface", "CGI/1.1");
-		expect_field(&r, "rl_client", "127.0.0.1");
-		expect_field(&r, "http_proxy", "absent");
+		srv_expect_field(&r, "method", "PUT");
+		srv_expect_field(&r, "query", "x=1&y=%2F");
+		srv_expect_field(&r, "http_x_test", "binary body");
+		srv_expect_field(&r, "content_length", "1048576");
+		srv_expect_field(&r, "body_len", "1048576");
+		srv_expect_field(&r, "body_fnv", fnv);
+		srv_expect_field(&r, "gateway_interface", "CGI/1.1");
+		srv_expect_field(&r, "rl_client", "127.0.0.1");
+		srv_expect_field(&r, "http_proxy", "absent");
 		/* the script, not rategate, is SCRIPT_FILENAME; it runs in its
 		 * own directory, as argv[0] with no arguments */
-		expect_field(&r, "script_filename", echo_cgi);
-		expect_field(&r, "argv0", echo_cgi);
-		expect_field(&r, "argc", "1");
+		srv_expect_field(&r, "script_filename", echo_cgi);
+		srv_expect_field(&r, "argv0", echo_cgi);
+		srv_expect_field(&r, "argc", "1");
 		snprintf(dir, sizeof(dir), "%s", echo_cgi);
 		*strrchr(dir, '/') = '\0';
-		expect_field(&r, "cwd", dir);
+		srv_expect_field(&r, "cwd", dir);
 		srv_resp_free(&r);
 	}
 	free(body);
@@ -404,7 +340,7 @@ Test(cgi_wrapper, deduct_when_counts_every_request_and_max_body_works,
 	}
 	srv_http_body("POST", url, NULL, body, 1024, 0, &r);
 	cr_expect_eq(r.status, 200);
-	expect_field(&r, "body_len", "1024");
+	srv_expect_field(&r, "body_len", "1024");
 	srv_resp_free(&r);
 	finish();
 }

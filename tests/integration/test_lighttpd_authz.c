@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <curl/curl.h>
 #include <pthread.h>
 
 #include "servers.h"
@@ -81,10 +80,8 @@ setup(void)
 	srv_write("docroot/static.txt", "static file content\n", 0644);
 	srv_write("docroot/json.txt", "{\"ok\":true}\n", 0644);
 	const char *cnt[] = { "@COUNT@", srv_path("count"), NULL };
-	char *cgi = srv_subst(count_cgi, cnt);
-	srv_write("docroot/cgi/count.cgi", cgi, 0755);
-	srv_write("docroot/xff/env.cgi", cgi, 0755);
-	free(cgi);
+	srv_write_subst("docroot/cgi/count.cgi", count_cgi, cnt, 0755);
+	srv_write_subst("docroot/xff/env.cgi", count_cgi, cnt, 0755);
 }
 
 static void
@@ -98,40 +95,11 @@ teardown(void)
 static void
 start_example(const char *rules)
 {
-	char path[SRV_PATH_MAX], line[SRV_PATH_MAX + 64];
-	const char *lighttpd_bin = srv_need("lighttpd", "lighttpd");
-
 	srv_write("site.rules", rules, 0644);
-	snprintf(path, sizeof(path), "%s/examples/lighttpd-authorizer.conf", srv_srcdir());
-	char *conf = srv_read(path);
-	cr_assert_not_null(conf, "cannot read %s", path);
 	port = srv_free_port();
-	struct { const char *key; char val[SRV_PATH_MAX + 32]; } set[5] = {
-		{ "var.rategate ", "" }, { "var.rategate_rules ", "" },
-		{ "var.state_dir ", "" }, { "var.docroot ", "" }, { "var.port ", "" },
-	};
-	snprintf(set[0].val, sizeof(set[0].val), "\"%s\"", srv_rategate());
-	snprintf(set[1].val, sizeof(set[1].val), "\"%s\"", srv_path("site.rules"));
-	snprintf(set[2].val, sizeof(set[2].val), "\"%s\"", srv_dir);
-	snprintf(set[3].val, sizeof(set[3].val), "\"%s\"", srv_path("docroot"));
-	snprintf(set[4].val, sizeof(set[4].val), "%d", port);
-	for (int i = 0; i < 5; i++) {
-		snprintf(line, sizeof(line), "%s= %s", set[i].key, set[i].val);
-		char *next = srv_set_line(conf, set[i].key, line);
-		free(conf);
-		conf = next;
-	}
-	snprintf(line, sizeof(line), "      \"max-procs\"   => %d,", max_procs);
-	char *next = srv_set_line(conf, "      \"max-procs\"", line);
+	char *conf = srv_lighttpd_conf("lighttpd-authorizer.conf", "site.rules", port, max_procs);
+	lighttpd = srv_start_lighttpd(conf, port);
 	free(conf);
-	conf = next;
-	srv_write("lighttpd.conf", conf, 0644);
-	free(conf);
-
-	char *argv[] = { (char *)lighttpd_bin, "-D", "-f",
-			 (char *)srv_path("lighttpd.conf"), NULL };
-	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
-	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 }
 
@@ -152,40 +120,18 @@ get(const char *path, const char *h1, const char *h2)
 static const char *
 errlog(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("lighttpd-error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
-	char *c = srv_read(srv_path("lighttpd.out"));
+	static const char *const files[] = { "lighttpd error log", "lighttpd-error.log",
+					     "rategate log", "rategate.log",
+					     "lighttpd stderr", "lighttpd.out", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- lighttpd error log:\n%s--- rategate log:\n%s--- lighttpd stderr:\n%s",
-		     a ? a : "", b ? b : "", c ? c : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	free(c);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 /* Exactly rategate's 429 for limit "N/minute" and message. */
 static void
 expect_429(const struct srv_resp *r, const char *limit_count, const char *body)
 {
-	char v[256];
-
-	cr_assert_str_eq(r->status_line, "HTTP/1.1 429 Too Many Requests",
-			 "status line; lighttpd error log:\n%s", errlog());
-	cr_assert_not_null(srv_header(r, "Retry-After", v, sizeof(v)));
-	int ra = atoi(v);
-	cr_expect(ra >= 1 && ra <= 60, "Retry-After %s", v);
-	cr_expect_str_eq(srv_header(r, "X-RateLimit-Limit", v, sizeof(v)), limit_count);
-	cr_expect_str_eq(srv_header(r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
-	cr_assert_not_null(srv_header(r, "X-RateLimit-Reset", v, sizeof(v)));
-	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
-	cr_expect_str_eq(srv_header(r, "Cache-Control", v, sizeof(v)), "no-store");
-	cr_expect_str_eq(srv_header(r, "Content-Type", v, sizeof(v)),
-			 "text/plain; charset=utf-8");
-	cr_expect_str_eq(r->body, body);
+	srv_expect_429(r, limit_count, body, errlog);
 }
 
 Test(lighttpd_authz, example_allows_static_and_cgi_with_variables,
@@ -319,32 +265,25 @@ Test(lighttpd_authz, forwarded_for_cannot_pick_the_key_without_trusted_proxies,
 Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
      .init = setup, .fini = teardown, .timeout = 20)
 {
-	const char *lighttpd_bin = srv_need("lighttpd", "lighttpd");
 	char portbuf[16];
 	struct stat sb;
 
+	srv_need("lighttpd", "lighttpd");
 	srv_write("site.rules", rules_b, 0644);
 	port = srv_free_port();
 	snprintf(portbuf, sizeof(portbuf), "%d", port);
 	const char *pairs[] = { "@DIR@", srv_dir, "@PORT@", portbuf, NULL };
 	char *conf = srv_subst(lighttpd_socket_conf, pairs);
-	srv_write("lighttpd.conf", conf, 0644);
-	free(conf);
 
 	char sock[SRV_PATH_MAX];
 	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
-	char *rg_argv[] = { (char *)srv_rategate(), "-c", (char *)srv_path("site.rules"),
-			    "-l", sock, "-j", "2", "-L", (char *)srv_path("rategate.log"),
-			    NULL };
-	pid_t rg = srv_spawn(rg_argv, srv_path("rategate.out"));
-	srv_wait_ready(rg, 0, srv_path("rg.sock"), srv_path("rategate.out"), 10);
+	pid_t rg = srv_start_rategate(srv_path("site.rules"), sock, 2, srv_path("rategate.log"),
+				      srv_path("rategate.out"));
 	cr_assert_eq(stat(srv_path("rg.sock"), &sb), 0);
 	cr_expect_eq(sb.st_mode & 0777, 0660, "socket mode %o", sb.st_mode & 0777);
 
-	char *argv[] = { (char *)lighttpd_bin, "-D", "-f",
-			 (char *)srv_path("lighttpd.conf"), NULL };
-	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
-	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
+	lighttpd = srv_start_lighttpd(conf, port);
+	free(conf);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 
 	/* The client is the hop our one trusted proxy appended. */
@@ -384,31 +323,6 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	free(out);
 }
 
-/* HTTP status of GET url, or -1; no assertions (runs in threads). */
-static long
-status_of(const char *url)
-{
-	CURL *c = curl_easy_init();
-	long status = -1;
-
-	if (c == NULL)
-		return -1;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_PROXY, "");
-	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-	curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fwrite);
-	FILE *devnull = fopen("/dev/null", "w");
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
-	if (devnull)
-		fclose(devnull);
-	return status;
-}
-
 /* One concurrent client: n requests, counting 200s and 429s. */
 struct client {
 	const char *url;
@@ -421,7 +335,7 @@ client_run(void *arg)
 	struct client *c = arg;
 
 	for (int i = 0; i < c->n; i++) {
-		long st = status_of(c->url);
+		long st = srv_status(c->url);
 		c->ok += st == 200;
 		c->denied += st == 429;
 	}

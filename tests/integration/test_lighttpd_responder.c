@@ -18,7 +18,6 @@
  * each run here with their storage and upstream lines replaced.
  */
 #include <criterion/criterion.h>
-#include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -38,22 +37,11 @@ static int max_procs = 1;
 static char echo_cgi[SRV_PATH_MAX], app_uri[SRV_PATH_MAX];
 
 static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static void
 setup(void)
 {
-	char rel[SRV_PATH_MAX];
-
 	srv_setup();
 	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_cgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, echo_cgi), "%s is not built (make check builds it)", rel);
+	srv_built("tests/apps/echo_cgi", echo_cgi);
 	snprintf(app_uri, sizeof(app_uri), "fcgi+unix://%s", srv_path("app.sock"));
 	max_procs = 1;
 	app = 0;
@@ -70,14 +58,7 @@ teardown(void)
 static void
 start_app(void)
 {
-	char rel[SRV_PATH_MAX], path[SRV_PATH_MAX];
-
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_fcgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, path), "%s is not built (make check builds it)", rel);
-	unlink(srv_path("app.sock"));
-	char *argv[] = { path, "-t", "16", (char *)srv_path("app.sock"), NULL };
-	app = srv_spawn(argv, srv_path("app.out"));
-	srv_wait_ready(app, 0, srv_path("app.sock"), srv_path("app.out"), 10);
+	app = srv_start_echo_fcgi(0, srv_path("app.sock"), 16, NULL);
 }
 
 /* rules with @STORE@ (a shm store in srv_dir), @CGI@ (echo_cgi's path)
@@ -86,18 +67,10 @@ static char *
 fill(const char *rules)
 {
 	char store[SRV_PATH_MAX + 32];
-	const char *all[] = { "@STORE@", store, "@CGI@", echo_cgi, "@APP@", app_uri };
-	const char *pairs[8];
-	size_t n = 0;
 
 	snprintf(store, sizeof(store), "shm:%s?size=4M", srv_path("counters"));
-	for (size_t i = 0; i < 6; i += 2)
-		if (strstr(rules, all[i]) != NULL) {
-			pairs[n++] = all[i];
-			pairs[n++] = all[i + 1];
-		}
-	pairs[n] = NULL;
-	return n ? srv_subst(rules, pairs) : strdup(rules);
+	const char *pairs[] = { "@STORE@", store, "@CGI@", echo_cgi, "@APP@", app_uri, NULL };
+	return srv_subst_some(rules, pairs);
 }
 
 /* An example rule file of examples/rules/ with its storage and upstream
@@ -123,30 +96,11 @@ example_rules(const char *name)
 static void
 start_with(const char *rules)
 {
-	char v[5][SRV_PATH_MAX + 8], line[64];
-
 	srv_write("site.rules", rules, 0644);
 	port = srv_free_port();
-	snprintf(v[0], sizeof(v[0]), "\"%s\"", srv_rategate());
-	snprintf(v[1], sizeof(v[1]), "\"%s\"", srv_path("site.rules"));
-	snprintf(v[2], sizeof(v[2]), "\"%s\"", srv_dir);
-	snprintf(v[3], sizeof(v[3]), "\"%s\"", srv_path("docroot"));
-	snprintf(v[4], sizeof(v[4]), "%d", port);
-	const char *vars[] = { "rategate", v[0], "rategate_rules", v[1],
-			       "state_dir", v[2], "docroot", v[3], "port", v[4], NULL };
-	char *text = srv_source("examples/lighttpd-responder.conf");
-	char *conf = srv_set_vars(text, vars);
-	free(text);
-	snprintf(line, sizeof(line), "      \"max-procs\"   => %d,", max_procs);
-	char *next = srv_set_line(conf, "      \"max-procs\"", line);
+	char *conf = srv_lighttpd_conf("lighttpd-responder.conf", "site.rules", port, max_procs);
+	lighttpd = srv_start_lighttpd(conf, port);
 	free(conf);
-	srv_write("lighttpd.conf", next, 0644);
-	free(next);
-
-	char *argv[] = { (char *)srv_need("lighttpd", "lighttpd"), "-D", "-f",
-			 (char *)srv_path("lighttpd.conf"), NULL };
-	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
-	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 	rg = srv_child(lighttpd, "rategate", 10);
 	cr_assert_neq(rg, 0, "lighttpd started no rategate");
@@ -164,19 +118,11 @@ start(const char *rules)
 static const char *
 logs(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("lighttpd-error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
-	char *c = srv_read(srv_path("lighttpd.out"));
+	static const char *const files[] = { "lighttpd error log", "lighttpd-error.log",
+					     "rategate log", "rategate.log",
+					     "lighttpd stderr", "lighttpd.out", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- lighttpd error log:\n%s--- rategate log:\n%s--- lighttpd stderr:\n%s",
-		     a ? a : "", b ? b : "", c ? c : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	free(c);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 /* Stop lighttpd: its rategate processes drain and exit by themselves
@@ -185,22 +131,13 @@ logs(void)
 static void
 finish(void)
 {
-	int killed = srv_stop_tree(lighttpd, 15);
-	char *log = srv_read(srv_path("rategate.log"));
-
-	cr_assert_not_null(log);
-	cr_expect_eq(killed, 0, "rategate did not stop with lighttpd\n%s", log);
-	cr_expect_not_null(strstr(log, "level=info event=stop msg=stopped"), "%s", log);
-	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
-	cr_expect_null(strstr(log, "runtime error"), "%s", log);
-	free(log);
+	srv_stop_spawner(lighttpd, srv_path("rategate.log"));
 }
 
 static char *
 rglog(void)
 {
-	char *s = srv_read(srv_path("rategate.log"));
-	return s ? s : strdup("");
+	return srv_read_text(srv_path("rategate.log"));
 }
 
 static struct srv_resp
@@ -235,36 +172,6 @@ calls(void)
 	long n = atol(r.body + 6);
 	srv_resp_free(&r);
 	return n;
-}
-
-/* The value of "name=" in an echo app's answer, in buf ("" if absent). */
-static const char *
-field(const struct srv_resp *r, const char *name, char *buf, size_t cap)
-{
-	char key[64];
-	size_t kl = (size_t)snprintf(key, sizeof(key), "%s=", name);
-	const char *p = r->body;
-
-	buf[0] = '\0';
-	while (p != NULL && *p != '\0') {
-		if (strncmp(p, key, kl) == 0) {
-			size_t len = strcspn(p + kl, "\n");
-			snprintf(buf, cap, "%.*s", (int)len, p + kl);
-			return buf;
-		}
-		p = strchr(p, '\n');
-		if (p != NULL)
-			p++;
-	}
-	return buf;
-}
-
-static void
-expect_field(const struct srv_resp *r, const char *name, const char *want)
-{
-	char v[512];
-
-	cr_expect_str_eq(field(r, name, v, sizeof(v)), want, "%s in:\n%s", name, r->body);
 }
 
 static void
@@ -318,13 +225,13 @@ Test(responder, allowed_requests_reach_both_apps_intact,
 	/* CGI: method, query, a header and the decision's facts */
 	struct srv_resp r = req("GET", "/cgi/x?a=1&b=%20two", "X-Test: hello there", NULL);
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	expect_field(&r, "method", "GET");
-	expect_field(&r, "query", "a=1&b=%20two");
-	expect_field(&r, "http_x_test", "hello there");
-	expect_field(&r, "rl_client", "127.0.0.1");
-	expect_field(&r, "script_filename", echo_cgi);
-	expect_field(&r, "http_proxy", "absent");
-	expect_field(&r, "body_len", "0");
+	srv_expect_field(&r, "method", "GET");
+	srv_expect_field(&r, "query", "a=1&b=%20two");
+	srv_expect_field(&r, "http_x_test", "hello there");
+	srv_expect_field(&r, "rl_client", "127.0.0.1");
+	srv_expect_field(&r, "script_filename", echo_cgi);
+	srv_expect_field(&r, "http_proxy", "absent");
+	srv_expect_field(&r, "body_len", "0");
 	expect_hdr(&r, "X-RateLimit-Limit", "100");
 	expect_hdr(&r, "X-RateLimit-Remaining", "99");
 	expect_hdr(&r, "Content-Type", "text/plain");
@@ -333,13 +240,13 @@ Test(responder, allowed_requests_reach_both_apps_intact,
 	/* httpoxy: a client's Proxy: header never becomes HTTP_PROXY */
 	r = req("POST", "/cgi/form?x=y", "X-Test: posted", "Proxy: http://evil.example/");
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	expect_field(&r, "method", "POST");
-	expect_field(&r, "content_length", "7");
-	expect_field(&r, "body_len", "7");
+	srv_expect_field(&r, "method", "POST");
+	srv_expect_field(&r, "content_length", "7");
+	srv_expect_field(&r, "body_len", "7");
 	char fnv[17];
 	srv_fnv("a=1&b=2", 7, fnv);
-	expect_field(&r, "body_fnv", fnv);
-	expect_field(&r, "http_proxy", "absent");
+	srv_expect_field(&r, "body_fnv", fnv);
+	srv_expect_field(&r, "http_proxy", "absent");
 	expect_hdr(&r, "X-RateLimit-Remaining", "98");
 	srv_resp_free(&r);
 
@@ -347,18 +254,18 @@ Test(responder, allowed_requests_reach_both_apps_intact,
 	long before = calls();
 	r = req("PUT", "/fcgi/item/7?v=1", "X-Test: put", "Proxy: http://evil.example/");
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	expect_field(&r, "method", "PUT");
-	expect_field(&r, "query", "v=1");
-	expect_field(&r, "uri", "/fcgi/item/7?v=1");
-	expect_field(&r, "http_x_test", "put");
-	expect_field(&r, "rl_client", "127.0.0.1");
-	expect_field(&r, "http_proxy", "absent");
+	srv_expect_field(&r, "method", "PUT");
+	srv_expect_field(&r, "query", "v=1");
+	srv_expect_field(&r, "uri", "/fcgi/item/7?v=1");
+	srv_expect_field(&r, "http_x_test", "put");
+	srv_expect_field(&r, "rl_client", "127.0.0.1");
+	srv_expect_field(&r, "http_proxy", "absent");
 	expect_hdr(&r, "X-RateLimit-Limit", "100");
 	expect_hdr(&r, "X-RateLimit-Remaining", "99");
 	srv_resp_free(&r);
 	r = req("POST", "/fcgi/form", NULL, NULL);
-	expect_field(&r, "body_len", "7");
-	expect_field(&r, "body_fnv", fnv);
+	srv_expect_field(&r, "body_len", "7");
+	srv_expect_field(&r, "body_fnv", fnv);
 	expect_hdr(&r, "X-RateLimit-Remaining", "98");
 	srv_resp_free(&r);
 	cr_expect_eq(calls(), before + 2);
@@ -383,16 +290,8 @@ Test(responder, big_and_chunked_uploads_arrive_intact,
 {
 	enum { BIG = 10 << 20 };
 	char fnv[17], v[64];
-	unsigned char *body = malloc(BIG);
-	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	char *body = srv_noise(BIG, 0);
 
-	cr_assert_not_null(body);
-	for (size_t i = 0; i < BIG; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		body[i] = (unsigned char)x;
-	}
 	srv_fnv(body, BIG, fnv);
 	start_app();
 	start(rules_basic);
@@ -407,11 +306,11 @@ Test(responder, big_and_chunked_uploads_arrive_intact,
 			cr_assert_eq(r.status, 200, "%s chunked=%d: %s\n%s", paths[p], chunked,
 				     r.status_line, logs());
 			snprintf(v, sizeof(v), "%d", BIG);
-			expect_field(&r, "body_len", v);
-			expect_field(&r, "body_fnv", fnv);
+			srv_expect_field(&r, "body_len", v);
+			srv_expect_field(&r, "body_fnv", fnv);
 			/* lighttpd reads a chunked body whole and passes it on
 			 * with its length */
-			expect_field(&r, "content_length", v);
+			srv_expect_field(&r, "content_length", v);
 			srv_resp_free(&r);
 		}
 		/* a small chunked one, and an empty one */
@@ -420,13 +319,13 @@ Test(responder, big_and_chunked_uploads_arrive_intact,
 		snprintf(url, sizeof(url), "%s%s", base, paths[p]);
 		srv_http_body("POST", url, NULL, "hello, chunks", 13, 1, &r);
 		cr_expect_eq(r.status, 200);
-		expect_field(&r, "body_len", "13");
+		srv_expect_field(&r, "body_len", "13");
 		srv_fnv("hello, chunks", 13, fnv);
-		expect_field(&r, "body_fnv", fnv);
+		srv_expect_field(&r, "body_fnv", fnv);
 		srv_resp_free(&r);
 		srv_http_body("POST", url, NULL, "", 0, 0, &r);
 		cr_expect_eq(r.status, 200);
-		expect_field(&r, "body_len", "0");
+		srv_expect_field(&r, "body_len", "0");
 		srv_resp_free(&r);
 		srv_fnv(body, BIG, fnv);
 	}
@@ -446,7 +345,7 @@ Test(responder, payment_example_denials_never_reach_the_app,
 	long before = calls();
 	struct srv_resp r = req("POST", "/pay", "X-Test: first", NULL);
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	expect_field(&r, "http_x_test", "first");
+	srv_expect_field(&r, "http_x_test", "first");
 	expect_hdr(&r, "X-RateLimit-Limit", "1");
 	expect_hdr(&r, "X-RateLimit-Remaining", "0");
 	srv_resp_free(&r);
@@ -507,7 +406,7 @@ forwarded_for(int n)
 		struct srv_resp r = req("GET", "/who/am/i", xff[n][i], NULL);
 		cr_assert_eq(r.status, 200, "request %d (%s): %s\n%s", i, xff[n][i],
 			     r.status_line, logs());
-		expect_field(&r, "rl_client", client[n][i]);
+		srv_expect_field(&r, "rl_client", client[n][i]);
 		srv_resp_free(&r);
 	}
 	/* a third spelling of the same client is the same budget */
@@ -525,7 +424,7 @@ forwarded_for(int n)
 	if (xff[n][3] != NULL) {
 		r = req("GET", "/who/am/i", xff[n][3], NULL);
 		cr_expect_eq(r.status, 200, "%s: %s", xff[n][3], r.status_line);
-		expect_field(&r, "rl_client", client[n][3]);
+		srv_expect_field(&r, "rl_client", client[n][3]);
 		srv_resp_free(&r);
 	}
 	char *log = rglog(), want[128];
@@ -572,14 +471,8 @@ static const char rules_fail[] =
 static void
 expect_no_children(void)
 {
-	int zombies = 0, n = -1;
+	int zombies = 0, n = srv_wait_no_children(rg, &zombies, 2);
 
-	for (int i = 0; i < 100; i++) {     /* a reap may lag the answer a little */
-		n = srv_children(rg, &zombies);
-		if (n == 0)
-			break;
-		sleep_ms(20);
-	}
 	cr_expect_eq(n, 0, "rategate %d has %d children (%d zombies)", (int)rg, n, zombies);
 }
 
@@ -624,7 +517,7 @@ Test(responder, cgi_crash_hang_garbage_are_502_without_zombies,
 	cr_assert_eq(sscanf(pids, "%ld %ld", &script, &child), 2, "%s", pids);
 	free(pids);
 	for (int i = 0; i < 100 && (srv_alive((pid_t)script) || srv_alive((pid_t)child)); i++)
-		sleep_ms(20);
+		srv_sleep_ms(20);
 	cr_expect(!srv_alive((pid_t)script), "the hanging script %ld survived", script);
 	cr_expect(!srv_alive((pid_t)child), "the hanging script's child %ld survived", child);
 	char *log = rglog();
@@ -637,7 +530,7 @@ Test(responder, cgi_crash_hang_garbage_are_502_without_zombies,
 	/* a script that exits 3 after a complete answer: the answer stands */
 	r = req("GET", "/cgi/x?exit=3", NULL, NULL);
 	cr_expect_eq(r.status, 200);
-	expect_field(&r, "query", "exit=3");
+	srv_expect_field(&r, "query", "exit=3");
 	srv_resp_free(&r);
 
 	/* crash after the head: the answer is cut short, logged */
@@ -654,7 +547,7 @@ Test(responder, cgi_crash_hang_garbage_are_502_without_zombies,
 	/* still serving, the same process */
 	r = req("GET", "/cgi/x?fine", NULL, NULL);
 	cr_expect_eq(r.status, 200);
-	expect_field(&r, "query", "fine");
+	srv_expect_field(&r, "query", "fine");
 	srv_resp_free(&r);
 	cr_expect(srv_alive(rg));
 	cr_expect_eq(srv_child(lighttpd, "rategate", 0), rg, "rategate was restarted");
@@ -675,7 +568,7 @@ Test(responder, concurrency_slot_released_after_upstream_failure,
 		cr_expect_eq(st, i == 3 ? 200 : 502, "%s: %ld", fails[i], st);
 		struct srv_resp r = req("GET", "/slot?next", NULL, NULL);
 		cr_expect_eq(r.status, 200, "after %s: %s\n%s", fails[i], r.status_line, logs());
-		expect_field(&r, "query", "next");
+		srv_expect_field(&r, "query", "next");
 		srv_resp_free(&r);
 	}
 
@@ -710,21 +603,8 @@ static void *
 bg_get(void *arg)
 {
 	struct bg *b = arg;
-	CURL *c = curl_easy_init();
 
-	b->status = -1;
-	if (c == NULL)
-		return NULL;
-	FILE *devnull = fopen("/dev/null", "w");
-	curl_easy_setopt(c, CURLOPT_URL, b->url);
-	curl_easy_setopt(c, CURLOPT_PROXY, "");
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &b->status);
-	curl_easy_cleanup(c);
-	if (devnull != NULL)
-		fclose(devnull);
+	b->status = srv_status(b->url);
 	return NULL;
 }
 
@@ -741,7 +621,7 @@ wait_inflight(int n)
 		srv_resp_free(&r);
 		if (ok)
 			return 1;
-		sleep_ms(20);
+		srv_sleep_ms(20);
 	}
 	return 0;
 }
@@ -821,7 +701,7 @@ Test(responder, upload_example_max_body_and_bandwidth,
 	srv_resp_free(&r);
 	srv_http_body("POST", url, NULL, body, 64 * 1024, 0, &r);
 	cr_expect_eq(r.status, 200, "%s", r.status_line);
-	expect_field(&r, "body_len", "65536");
+	srv_expect_field(&r, "body_len", "65536");
 	srv_resp_free(&r);
 	cr_expect_eq(calls(), before + 1, "a 413 reached the application");
 
@@ -831,7 +711,7 @@ Test(responder, upload_example_max_body_and_bandwidth,
 		srv_http_body("POST", url, NULL, body, MIB, i == 1, &r);
 		cr_expect_eq(r.status, 200, "upload %d: %s\n%s", i, r.status_line, logs());
 		snprintf(v, sizeof(v), "%d", MIB);
-		expect_field(&r, "body_len", v);
+		srv_expect_field(&r, "body_len", v);
 		srv_resp_free(&r);
 	}
 	srv_http_body("POST", url, NULL, body, 1000, 0, &r);
@@ -943,14 +823,9 @@ hup_and_wait(const char *needle, int nth)
 {
 	cr_assert_eq(kill(rg, SIGHUP), 0);
 	for (int i = 0; i < 250; i++) {
-		char *log = rglog();
-		int n = 0;
-		for (const char *p = log; (p = strstr(p, needle)) != NULL; p++)
-			n++;
-		free(log);
-		if (n >= nth)
+		if (srv_count_in_file(srv_path("rategate.log"), needle) >= nth)
 			return;
-		sleep_ms(20);
+		srv_sleep_ms(20);
 	}
 	cr_assert_fail("no \"%s\" (#%d) in the log after SIGHUP\n%s", needle, nth, logs());
 }
@@ -1168,7 +1043,7 @@ Test(responder, four_processes_share_one_budget_exactly,
 	pid_t pids[8];
 	int n = 0;
 	for (int i = 0; i < 100 && (n = srv_children_named(lighttpd, "rategate", pids, 8)) < 4; i++)
-		sleep_ms(20);
+		srv_sleep_ms(20);
 	cr_assert_eq(n, 4, "lighttpd started %d rategate processes", n);
 	long before = calls();
 

@@ -59,48 +59,31 @@ static char base[64];
 static const char *
 logs(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("state/error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
-	char *c = srv_read(srv_path("rategate.out"));
+	static const char *const files[] = { "nginx error.log", "state/error.log",
+					     "rategate log", "rategate.log",
+					     "", "rategate.out", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- nginx error.log:\n%s--- rategate log:\n%s%s",
-		     a ? a : "", b ? b : "", c ? c : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	free(c);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 /* How many requests reached echo_fcgi (its ECHO_FCGI_COUNT_FILE). */
 static int
 app_calls(void)
 {
-	char *s = srv_read(srv_path("count"));
-	int n = s ? atoi(s) : 0;
-
-	free(s);
-	return n;
+	return srv_read_int(srv_path("count"));
 }
 
 /* rategate on a unix socket in the test directory, with rules (@DIR@
  * replaced); the socket's group becomes www-data's. */
 static void
-start_rategate(const char *rules, const char *workers)
+start_rategate(const char *rules, int workers)
 {
 	const char *pairs[] = { "@DIR@", srv_dir, NULL };
-	char *text = srv_subst(rules, pairs);
 
-	srv_write("site.rules", text, 0644);
-	free(text);
-	char *argv[] = { (char *)srv_rategate(), "-c", (char *)srv_path("site.rules"),
-			 "-l", (char *)srv_path("rg.sock"), "-L",
-			 (char *)srv_path("rategate.log"), "-j",
-			 (char *)(workers ? workers : "4"), NULL };
-	rg = srv_spawn(argv, srv_path("rategate.out"));
-	srv_wait_ready(rg, 0, srv_path("rg.sock"), srv_path("rategate.out"), 10);
+	srv_write_subst("site.rules", rules, pairs, 0644);
+	rg = srv_start_rategate(srv_path("site.rules"), srv_path("rg.sock"),
+				workers ? workers : 4, srv_path("rategate.log"),
+				srv_path("rategate.out"));
 	if (geteuid() == 0) {
 		uid_t uid;
 		gid_t gid;
@@ -155,17 +138,9 @@ start_nginx(const char *example, const char *listen_default,
 }
 
 static void
-start_responder(const char *workers, const char *const *extra)
+start_responder(int workers, const char *const *extra)
 {
-	char appbin[SRV_PATH_MAX], rel[SRV_PATH_MAX];
-
-	snprintf(rel, sizeof(rel), "%s/tests/apps/echo_fcgi", srv_builddir());
-	cr_assert_not_null(realpath(rel, appbin), "echo_fcgi is not built at %s", rel);
-	/* echo_fcgi rewrites this file with its call counter. */
-	setenv("ECHO_FCGI_COUNT_FILE", srv_path("count"), 1);
-	char *argv[] = { appbin, "-t", "4", (char *)srv_path("app.sock"), NULL };
-	app = srv_spawn(argv, srv_path("app.out"));
-	srv_wait_ready(app, 0, srv_path("app.sock"), srv_path("app.out"), 10);
+	app = srv_start_echo_fcgi(0, srv_path("app.sock"), 4, srv_path("count"));
 	start_rategate(responder_rules, workers);
 	start_nginx("nginx-responder.conf", "127.0.0.1:8082", extra);
 }
@@ -174,7 +149,7 @@ static void
 setup_responder(void)
 {
 	srv_setup();
-	start_responder(NULL, NULL);
+	start_responder(0, NULL);
 }
 
 static void
@@ -184,7 +159,7 @@ setup_auth(void)
 	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
 	srv_write("docroot/static.txt", "static file content\n", 0644);
 	srv_write("docroot/q.txt", "q\n", 0644);
-	start_rategate(auth_rules, NULL);
+	start_rategate(auth_rules, 0);
 	start_nginx("nginx-auth-request.conf", "127.0.0.1:8083", NULL);
 }
 
@@ -215,54 +190,6 @@ send_body(const char *method, const char *path, const void *body, size_t len,
 	srv_http_body(method, url, hdrs, body, len, chunked, r);
 }
 
-/* n bytes of every value, from a fixed xorshift sequence. */
-static char *
-noise(size_t n)
-{
-	char *b = malloc(n);
-	uint64_t x = 0x9e3779b97f4a7c15ULL;
-
-	cr_assert_not_null(b);
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		b[i] = (char)(x >> 56);
-	}
-	return b;
-}
-
-static void
-expect_line(const struct srv_resp *r, const char *line)
-{
-	cr_expect_not_null(strstr(r->body, line), "no \"%s\" in:\n%s", line, r->body);
-}
-
-static void
-expect_upload(const char *method, const char *path, size_t len, int chunked)
-{
-	char *body = noise(len);
-	char fnv[17], line[64];
-	struct srv_resp r;
-
-	srv_fnv(body, len, fnv);
-	send_body(method, path, body, len, chunked, &r);
-	free(body);
-	cr_assert_eq(r.status, 200, "%s %s (%zu bytes%s): %s\n%s\n%s", method, path,
-		     len, chunked ? ", chunked" : "", r.status_line, r.body, logs());
-	snprintf(line, sizeof(line), "method=%s\n", method);
-	expect_line(&r, line);
-	snprintf(line, sizeof(line), "body_len=%zu\n", len);
-	expect_line(&r, line);
-	snprintf(line, sizeof(line), "body_fnv=%s\n", fnv);
-	expect_line(&r, line);
-	/* nginx reads a chunked body whole and passes its length */
-	snprintf(line, sizeof(line), "content_length=%zu\n", len);
-	expect_line(&r, line);
-	expect_line(&r, "http_x_test=upload\n");
-	srv_resp_free(&r);
-}
-
 Test(nginx, responder_passes_requests_intact,
      .init = setup_responder, .fini = teardown, .timeout = 60)
 {
@@ -272,10 +199,10 @@ Test(nginx, responder_passes_requests_intact,
 
 	get("/upload/x?a=1&b=two%20words", hdrs, &r);
 	cr_assert_eq(r.status, 200, "%s\n%s\n%s", r.status_line, r.body, logs());
-	expect_line(&r, "method=GET\nquery=a=1&b=two%20words\nuri=/upload/x?a=1&b=two%20words\n");
-	expect_line(&r, "http_x_test=hello  world\n");
-	expect_line(&r, "rl_client=127.0.0.1\n");
-	expect_line(&r, "body_len=0\n");
+	srv_expect_line(&r, "method=GET\nquery=a=1&b=two%20words\nuri=/upload/x?a=1&b=two%20words\n");
+	srv_expect_line(&r, "http_x_test=hello  world\n");
+	srv_expect_line(&r, "rl_client=127.0.0.1\n");
+	srv_expect_line(&r, "body_len=0\n");
 	cr_expect_str_eq(srv_header(&r, "Content-Type", v, sizeof(v)), "text/plain");
 	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "100");
 	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "99");
@@ -286,17 +213,18 @@ Test(nginx, responder_passes_requests_intact,
 	snprintf(url, sizeof(url), "%s/upload/form?f", base);
 	srv_http("POST", url, NULL, &r);
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
-	expect_line(&r, "method=POST\nquery=f\n");
-	expect_line(&r, "content_length=7\n");
+	srv_expect_line(&r, "method=POST\nquery=f\n");
+	srv_expect_line(&r, "content_length=7\n");
 	char fnv[17], line[64];
 	srv_fnv("a=1&b=2", 7, fnv);
 	snprintf(line, sizeof(line), "body_len=7\nbody_fnv=%s\n", fnv);
-	expect_line(&r, line);
+	srv_expect_line(&r, line);
 	srv_resp_free(&r);
 
-	expect_upload("PUT", "/upload/big?put", 10u << 20, 0);
-	expect_upload("POST", "/upload/chunked", 3u << 20, 1);
-	expect_upload("DELETE", "/upload/del", 100, 0);
+	/* nginx reads a chunked body whole and passes its length */
+	srv_expect_upload(base, "PUT", "/upload/big?put", 10u << 20, 0, 1, logs);
+	srv_expect_upload(base, "POST", "/upload/chunked", 3u << 20, 1, 1, logs);
+	srv_expect_upload(base, "DELETE", "/upload/del", 100, 0, 1, logs);
 	cr_expect_eq(app_calls(), 5);
 }
 
@@ -319,21 +247,11 @@ Test(nginx, responder_429_never_reaches_the_app,
 	get("/app/other?x=1", NULL, &r);
 	/* nginx writes the reason phrase rategate sends (and none when it
 	 * sends none) */
-	cr_assert_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests", "%s", logs());
-	cr_assert_not_null(srv_header(&r, "Retry-After", v, sizeof(v)));
-	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
-	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "3");
-	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
-	cr_assert_not_null(srv_header(&r, "X-RateLimit-Reset", v, sizeof(v)));
-	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "X-RateLimit-Reset %s", v);
-	cr_expect_str_eq(srv_header(&r, "Cache-Control", v, sizeof(v)), "no-store");
-	cr_expect_str_eq(srv_header(&r, "Content-Type", v, sizeof(v)),
-			 "text/plain; charset=utf-8");
-	cr_expect_str_eq(r.body, "app: slow down\n");
+	srv_expect_429(&r, "3", "app: slow down\n", logs);
 	srv_resp_free(&r);
 
 	/* a denied upload: rategate answers without reading the body */
-	char *body = noise(1u << 20);
+	char *body = srv_noise(1u << 20, 56);
 	send_body("POST", "/app/upload", body, 1u << 20, 0, &r);
 	free(body);
 	cr_expect_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests");
@@ -349,11 +267,8 @@ Test(nginx, responder_429_never_reaches_the_app,
 	srv_resp_free(&r);
 
 	cr_expect_eq(app_calls(), 3, "a denied request reached the app");
-	char *log = srv_read(srv_path("rategate.log"));
-	cr_assert_not_null(log);
-	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/app/** origin=rule limit=3/minute remaining=0 path=/app/other method=GET"),
-			   "%s", log);
-	free(log);
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/app/** origin=rule limit=3/minute remaining=0 path=/app/other method=GET");
 
 	cr_expect_eq(srv_stop(nginx, 10), 0);
 	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
@@ -416,11 +331,8 @@ Test(nginx, responder_reads_every_x_forwarded_for_line,
 	cr_expect_eq(r.status, 429, "%s", r.body);
 	srv_resp_free(&r);
 
-	char *log = srv_read(srv_path("rategate.log"));
-	cr_assert_not_null(log);
-	cr_expect_not_null(strstr(log, "event=deny status=429 client=198.51.100.7 key=\"addr=198.51.100.7\" rule=/xff"),
-			   "%s", log);
-	free(log);
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=deny status=429 client=198.51.100.7 key=\"addr=198.51.100.7\" rule=/xff");
 }
 
 Test(nginx, auth_request_serves_the_file_or_429,
@@ -476,11 +388,8 @@ Test(nginx, auth_request_serves_the_file_or_429,
 	cr_expect_eq(r.status, 404);
 	srv_resp_free(&r);
 
-	char *log = srv_read(srv_path("rategate.log"));
-	cr_assert_not_null(log);
-	cr_expect_not_null(strstr(log, "event=deny status=403 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt"),
-			   "%s", log);
-	free(log);
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=deny status=403 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt");
 	cr_expect_eq(srv_stop(nginx, 10), 0);
 	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
 }
@@ -503,7 +412,7 @@ Test(nginx, responder_kept_connections_do_not_starve_the_workers,
 		"@SOCK@", sock,
 		"fastcgi_pass unix:", "fastcgi_keep_conn on;\n            fastcgi_pass rategate_kept; # ",
 		NULL };
-	start_responder("2", extra);
+	start_responder(2, extra);
 
 	char urls[12][SRV_PATH_MAX];
 	const char *u[12];

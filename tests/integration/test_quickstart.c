@@ -37,14 +37,6 @@ setup(void)
 	nrg = 0;
 }
 
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
 static pid_t parent_of(pid_t pid, char *comm, size_t cap);
 
 /* Running: neither gone nor a zombie. */
@@ -82,7 +74,7 @@ teardown(void)
 		kill(all[k], SIGTERM);
 		for (int i = 0; i < 500 && alive(all[k]); i++) {
 			reap();
-			sleep_ms(10);
+			srv_sleep_ms(10);
 		}
 		if (alive(all[k]))
 			kill(all[k], SIGKILL);
@@ -203,7 +195,7 @@ run_quickstart(int port, const char *out_path)
 		pid_t r = waitpid(pid, &st, WNOHANG);
 		if (r == pid)
 			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		sleep_ms(10);
+		srv_sleep_ms(10);
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
@@ -314,7 +306,7 @@ Test(quickstart, script_gives_429_and_stop_command_stops_everything,
 			left += alive(rg[k]);
 		if (left == 0)
 			break;
-		sleep_ms(10);
+		srv_sleep_ms(10);
 	}
 	cr_expect(!alive(lighttpd), "lighttpd %d still running after \"%s\"", (int)lighttpd, line);
 	for (int k = 0; k < nrg; k++)

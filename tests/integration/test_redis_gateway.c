@@ -57,24 +57,6 @@ static pid_t rg[2];
 static int nrg;
 static char base[64];
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static void
 setup(void)
 {
@@ -134,7 +116,7 @@ start_redis(void)
 		redisFree(c);
 		if (ok)
 			return;
-		sleep_ms(10);
+		srv_sleep_ms(10);
 	}
 	cr_assert_fail("redis-server on port %d does not answer PING", redis_port);
 }
@@ -190,13 +172,11 @@ static void
 start_gateways(const char *rules, int n)
 {
 	char portbuf[16], sock[SRV_PATH_MAX + 8], nbuf[8];
-	const char *lighttpd_bin = srv_need("lighttpd", "lighttpd");
 
+	srv_need("lighttpd", "lighttpd");
 	snprintf(portbuf, sizeof(portbuf), "%d", redis_port);
 	const char *rp[] = { "@REDIS@", portbuf, NULL };
-	char *r = srv_subst(rules, rp);
-	srv_write("site.rules", r, 0644);
-	free(r);
+	srv_write_subst("site.rules", rules, rp, 0644);
 
 	char *backends = NULL;
 	size_t blen = 0;
@@ -207,11 +187,8 @@ start_gateways(const char *rules, int n)
 		snprintf(rel, sizeof(rel), "rg%d.sock", i);
 		snprintf(out, sizeof(out), "rg%d.out", i);
 		snprintf(sock, sizeof(sock), "unix:%s", srv_path(rel));
-		char *argv[] = { (char *)srv_rategate(), "-c",
-				 (char *)srv_path("site.rules"), "-l", sock,
-				 "-j", "4", "-L", (char *)log_of(i), NULL };
-		rg[i] = srv_spawn(argv, srv_path(out));
-		srv_wait_ready(rg[i], 0, sock + 5, srv_path(out), 10);
+		rg[i] = srv_start_rategate(srv_path("site.rules"), sock, 4, log_of(i),
+					   srv_path(out));
 		const char *bp[] = { "@N@", nbuf, "@DIR@", srv_dir, NULL };
 		char *b = srv_subst(backend, bp);
 		fprintf(m, "%s%s", i ? ",\n    " : "", b);
@@ -226,12 +203,8 @@ start_gateways(const char *rules, int n)
 				"@BACKENDS@", backends, NULL };
 	char *conf = srv_subst(lighttpd_conf, pairs);
 	free(backends);
-	srv_write("lighttpd.conf", conf, 0644);
+	lighttpd = srv_start_lighttpd(conf, web_port);
 	free(conf);
-	char *argv[] = { (char *)lighttpd_bin, "-D", "-f",
-			 (char *)srv_path("lighttpd.conf"), NULL };
-	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
-	srv_wait_ready(lighttpd, web_port, NULL, srv_path("lighttpd.out"), 10);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", web_port);
 }
 
@@ -247,11 +220,7 @@ stop_gateways(void)
 		cr_expect_eq(srv_stop(rg[i], 15), 0, "rategate %d exit status\n%s",
 			     i, logs());
 		snprintf(out, sizeof(out), "rg%d.out", i);
-		char *t = srv_read(srv_path(out));
-		cr_expect(t == NULL || (strstr(t, "Sanitizer") == NULL &&
-					strstr(t, "runtime error") == NULL),
-			  "rategate %d stderr:\n%s", i, t);
-		free(t);
+		srv_expect_no_sanitizer(srv_path(out));
 	}
 	nrg = 0;
 }
@@ -260,14 +229,7 @@ stop_gateways(void)
 static int
 count_in_log(int i, const char *needle)
 {
-	char *t = srv_read(log_of(i));
-	int n = 0;
-
-	for (const char *p = t; p != NULL && (p = strstr(p, needle)) != NULL;
-	     p += strlen(needle))
-		n++;
-	free(t);
-	return n;
+	return srv_count_in_file(log_of(i), needle);
 }
 
 /* GET path; *secs gets how long the answer took. */
@@ -276,12 +238,12 @@ get_timed(const char *path, double *secs)
 {
 	char url[SRV_PATH_MAX];
 	struct srv_resp r;
-	double t0 = now_s();
+	double t0 = srv_now();
 
 	snprintf(url, sizeof(url), "%s%s", base, path);
 	srv_http("GET", url, NULL, &r);
 	if (secs)
-		*secs = now_s() - t0;
+		*secs = srv_now() - t0;
 	return r;
 }
 
@@ -498,7 +460,7 @@ Test(redis_gateway, deny_answers_503_while_redis_is_dead_then_redis_decides_agai
 	 * (the retries in the background log nothing) */
 	for (int i = 0; i < 10; i++) {
 		expect_503("/static.txt");
-		sleep_ms(100);
+		srv_sleep_ms(100);
 	}
 	cr_expect_eq(count_in_log(0, "event=store-down"), 1, "%s", logs());
 	cr_expect_eq(count_in_log(0, "(store-failure deny)"), 1, "%s", logs());
@@ -512,10 +474,10 @@ Test(redis_gateway, deny_answers_503_while_redis_is_dead_then_redis_decides_agai
 	/* Redis back on the same port, empty: once the next attempt is due,
 	 * a fresh budget of 3 */
 	start_redis();
-	double end = now_s() + 5;
+	double end = srv_now() + 5;
 	long st;
-	while ((st = get_status("/static.txt")) == 503 && now_s() < end)
-		sleep_ms(50);
+	while ((st = get_status("/static.txt")) == 503 && srv_now() < end)
+		srv_sleep_ms(50);
 	cr_assert_eq(st, 200, "first answer after the restart: %ld\n%s", st, logs());
 	cr_expect_eq(get_status("/static.txt"), 200);
 	cr_expect_eq(get_status("/static.txt"), 200);

@@ -216,49 +216,33 @@ teardown(void)
 static void
 start(const char *rules, int swap)
 {
-	char v[6][SRV_PATH_MAX + 8];
+	char backend_port[16];
 
 	srv_write("websocket.rules", rules, 0644);
 	port = srv_free_port();
-	snprintf(v[0], sizeof(v[0]), "\"%s\"", srv_rategate());
-	snprintf(v[1], sizeof(v[1]), "\"%s\"", srv_path("websocket.rules"));
-	snprintf(v[2], sizeof(v[2]), "\"%s\"", srv_dir);
-	snprintf(v[3], sizeof(v[3]), "\"%s\"", srv_path("docroot"));
-	snprintf(v[4], sizeof(v[4]), "%d", port);
-	snprintf(v[5], sizeof(v[5]), "%d", start_backend());
-	const char *vars[] = { "rategate", v[0], "rategate_rules", v[1], "state_dir", v[2],
-			       "docroot", v[3], "port", v[4], "backend_port", v[5], NULL };
-	char *tmpl = srv_source("examples/lighttpd-websocket.conf");
-	char *conf = srv_set_vars(tmpl, vars);
-	free(tmpl);
+	char *conf = srv_lighttpd_conf("lighttpd-websocket.conf", "websocket.rules", port, 0);
+	snprintf(backend_port, sizeof(backend_port), "%d", start_backend());
+	const char *vars[] = { "backend_port", backend_port, NULL };
+	char *next = srv_set_vars(conf, vars);
+	free(conf);
+	conf = next;
 	if (swap) {
-		char *next = srv_set_line(conf, "server.modules ",
-					  "server.modules = ( \"mod_wstunnel\", \"mod_fastcgi\" )");
+		next = srv_set_line(conf, "server.modules ",
+				    "server.modules = ( \"mod_wstunnel\", \"mod_fastcgi\" )");
 		free(conf);
 		conf = next;
 	}
-	srv_write("lighttpd.conf", conf, 0644);
+	lighttpd = srv_start_lighttpd(conf, port);
 	free(conf);
-	char *argv[] = { (char *)srv_need("lighttpd", "lighttpd"), "-D", "-f",
-			 (char *)srv_path("lighttpd.conf"), NULL };
-	lighttpd = srv_spawn(argv, srv_path("lighttpd.out"));
-	srv_wait_ready(lighttpd, port, NULL, srv_path("lighttpd.out"), 10);
 }
 
 static const char *
 logs(void)
 {
-	static char *s;
-	char *a = srv_read(srv_path("lighttpd-error.log"));
-	char *b = srv_read(srv_path("rategate.log"));
+	static const char *const files[] = { "lighttpd error log", "lighttpd-error.log",
+					     "rategate log", "rategate.log", NULL };
 
-	free(s);
-	if (asprintf(&s, "--- lighttpd error log:\n%s--- rategate log:\n%s",
-		     a ? a : "", b ? b : "") < 0)
-		s = NULL;
-	free(a);
-	free(b);
-	return s ? s : "";
+	return srv_logs(files);
 }
 
 /* Stop lighttpd: its rategate processes drain and exit by themselves
@@ -267,15 +251,7 @@ logs(void)
 static void
 finish(void)
 {
-	int killed = srv_stop_tree(lighttpd, 15);
-	char *log = srv_read(srv_path("rategate.log"));
-
-	cr_assert_not_null(log);
-	cr_expect_eq(killed, 0, "rategate did not stop with lighttpd\n%s", log);
-	cr_expect_not_null(strstr(log, "level=info event=stop msg=stopped"), "%s", log);
-	cr_expect_null(strstr(log, "Sanitizer"), "%s", log);
-	cr_expect_null(strstr(log, "runtime error"), "%s", log);
-	free(log);
+	srv_stop_spawner(lighttpd, srv_path("rategate.log"));
 }
 
 static int
@@ -469,11 +445,8 @@ Test(websocket, handshakes_over_the_limit_get_429,
 	for (int i = 0; i < 3; i++)
 		close(open[i].fd);
 
-	char *log = srv_read(srv_path("rategate.log"));
-	cr_assert_not_null(log);
-	cr_expect_not_null(strstr(log, "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/ws/** origin=rule limit=3/minute remaining=0 path=/ws/chat method=GET retry_after="),
-			   "%s", log);
-	free(log);
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=deny status=429 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/ws/** origin=rule limit=3/minute remaining=0 path=/ws/chat method=GET retry_after=");
 	finish();
 }
 
