@@ -11,8 +11,12 @@
  * with 4 threads (the figure is all threads' decisions over the wall
  * time); Flask-Limiter runs as Flask-Limiter does (one hit() per limit:
  * tests/bench/flask_limiter.py on /usr/bin/python3) in 1 and in 4
- * processes (a Python process decides one request at a time).  The ratios
- * compare 1 thread with 1 process and 4 threads with 4 processes.  Then
+ * processes (a Python process decides one request at a time), with and
+ * without its X-RateLimit headers (with them it asks Redis for the current
+ * limit's window after the hits, as Flask-Limiter 3.3 does; rategate's
+ * answer carries remaining and reset in its one round trip, and its
+ * headers are on by default).  The ratios compare 1 thread with 1 process
+ * and 4 threads with 4 processes.  Then
  * one client over its limit, hammered: the over-limit cache answers
  * without Redis.
  *
@@ -126,9 +130,21 @@ static pid_t start_redis(void)
 	return -1;
 }
 
-/* Client-issued script calls so far (EVALSHA + EVAL), the microseconds
- * Redis spent in them (*usec), and FLUSHALL. */
-static long long scripts(int flush, long long *usec)
+/* The top-level commands a side sends, counted in INFO commandstats:
+ * rategate only EVALSHA (EVAL once per connection); Flask-Limiter's
+ * scripts too, and with its headers on a GET and a TTL for a fixed window.
+ * The commands scripts run inside Redis (its GET, SET, INCRBY...) are
+ * listed there too but are not round trips, and the script's usec already
+ * holds their time, so they are not counted. */
+static const char *const rategate_cmds[] = { "evalsha", "eval", NULL };
+static const char *const flask_cmds[] = { "evalsha", "eval", "get", "ttl",
+					    NULL };
+
+/* Calls of the commands in names so far (one round trip each: neither
+ * client pipelines), the microseconds Redis spent in them (*usec), and
+ * FLUSHALL. */
+static long long scripts(int flush, long long *usec,
+			 const char *const *names)
 {
 	struct timeval tv = { 2, 0 };
 	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
@@ -138,12 +154,12 @@ static long long scripts(int flush, long long *usec)
 		return -1;
 	redisReply *r = redisCommand(c, "INFO commandstats");
 	if (r && r->type == REDIS_REPLY_STRING) {
-		const char *names[] = { "cmdstat_evalsha:calls=",
-					"cmdstat_eval:calls=" };
-		for (int i = 0; i < 2; i++) {
-			const char *p = strstr(r->str, names[i]);
+		for (size_t i = 0; names[i] != NULL; i++) {
+			char tag[64];
+			snprintf(tag, sizeof(tag), "cmdstat_%s:calls=", names[i]);
+			const char *p = strstr(r->str, tag);
 			if (p) {
-				n += atoll(p + strlen(names[i]));
+				n += atoll(p + strlen(tag));
 				p = strstr(p, ",usec=");
 				if (p)
 					us += atoll(p + 6);
@@ -285,7 +301,7 @@ static struct result measure(struct run *r)
 	pthread_t th[MAX_THREADS];
 	struct result res = { 0, 0, 0, 0, 0 };
 	uint64_t total = 0, kept = 0;
-	long long u0, u1, s0 = scripts(0, &u0);
+	long long u0, u1, s0 = scripts(0, &u0, rategate_cmds);
 	int64_t start = now_ns();
 
 	r->stop = 0;
@@ -314,7 +330,8 @@ static struct result measure(struct run *r)
 	qsort(all, kept, sizeof(uint32_t), cmp_u32);
 	res.rate = (double)total / took;
 	res.p99_us = kept ? all[kept * 99 / 100] / 1000.0 : 0;
-	res.scripts = total ? (double)(scripts(1, &u1) - s0) / (double)total : 0;
+	res.scripts = total ? (double)(scripts(1, &u1, rategate_cmds) - s0) /
+			      (double)total : 0;
 	res.redis_us = total ? (double)(u1 - u0) / (double)total : 0;
 	free(all);
 	return res;
@@ -323,16 +340,16 @@ static struct result measure(struct run *r)
 /* Flask-Limiter's loop in python (flask_limiter.py), in procs processes
  * at once: their rates summed, the worst of their p99s. */
 static struct result flask(const char *py, const char *kind, int nlimits,
-			   int procs)
+			   int procs, int headers)
 {
 	char cmd[1024], line[256];
 	struct result res = { 0, 0, 0, 0, 0 };
-	long long u0, u1, s0 = scripts(0, &u0);
+	long long u0, u1, s0 = scripts(0, &u0, flask_cmds);
 	unsigned long long total = 0;
 	FILE *f[MAX_THREADS];
 
-	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 '%s' %d %s %d %.1f %d", py,
-		 port, kind, nlimits, seconds, clients);
+	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 '%s' %d %s %d %.1f %d %d",
+		 py, port, kind, nlimits, seconds, clients, headers);
 	for (int i = 0; i < procs; i++)
 		f[i] = popen(cmd, "r");
 	for (int i = 0; i < procs; i++) {
@@ -350,7 +367,8 @@ static struct result flask(const char *py, const char *kind, int nlimits,
 			}
 		pclose(f[i]);
 	}
-	res.scripts = total ? (double)(scripts(1, &u1) - s0) / (double)total : 0;
+	res.scripts = total ? (double)(scripts(1, &u1, flask_cmds) - s0) /
+			      (double)total : 0;
 	res.redis_us = total ? (double)(u1 - u0) / (double)total : 0;
 	return res;
 }
@@ -397,8 +415,9 @@ int main(int argc, char **argv)
 	}
 	printf("bench_redis: %d clients, %.1f s per figure, redis-server 127.0.0.1:%d\n",
 	       clients, seconds, port);
-	printf("decisions/s, p99 latency in us, and Redis script calls per decision (rt);\n"
-	       "last column: Redis CPU per decision in us (INFO commandstats, 1-thread and 1-process runs)\n");
+	printf("decisions/s, p99 latency in us, and round trips per decision (rt: top-level commands, INFO commandstats);\n"
+	       "last column: Redis CPU per decision in us (INFO commandstats, 1-thread and 1-process runs);\n"
+	       "the second line of each: Flask-Limiter with its X-RateLimit headers on, as rategate's are by default\n");
 	struct run fl = { NULL, RL_FIXED_WINDOW, 1, 1, 0, 1, 0 };
 	struct result f1 = measure(&fl);
 	fl.threads = 4;
@@ -421,8 +440,10 @@ int main(int argc, char **argv)
 			struct result c = measure(&r);
 			r.threads = 4;
 			struct result d = measure(&r);
-			struct result f = flask(py, s ? "moving" : "fixed", nl, 1);
-			struct result g = flask(py, s ? "moving" : "fixed", nl, 4);
+			struct result f = flask(py, s ? "moving" : "fixed", nl, 1, 0);
+			struct result g = flask(py, s ? "moving" : "fixed", nl, 4, 0);
+			struct result fh = flask(py, s ? "moving" : "fixed", nl, 1, 1);
+			struct result gh = flask(py, s ? "moving" : "fixed", nl, 4, 1);
 			printf("%-14s %2d | %9.0f %6.1f  %9.0f %6.1f  | %6.0f %6.0f rt %4.2f  %6.0f %6.0f rt %4.2f  | %6.0f %6.0f rt %4.2f  %6.0f %6.0f rt %4.2f  | %.1fx, %.1fx | %4.1f %4.1f\n",
 			       rl_strategy_name(strat), nl, a.rate, a.p99_us,
 			       b.rate, b.p99_us, c.rate, c.p99_us, c.scripts,
@@ -431,6 +452,11 @@ int main(int argc, char **argv)
 			       f.rate > 0 ? c.rate / f.rate : 0,
 			       g.rate > 0 ? d.rate / g.rate : 0,
 			       c.redis_us, f.redis_us);
+			printf("%-14s %2s   %-37s   %-47s | %6.0f %6.0f rt %4.2f  %6.0f %6.0f rt %4.2f  | %.1fx, %.1fx | %4s %4.1f\n",
+			       "", "", "", "  with Flask-Limiter's headers on:",
+			       fh.rate, fh.p99_us, fh.scripts, gh.rate, gh.p99_us,
+			       gh.scripts, fh.rate > 0 ? c.rate / fh.rate : 0,
+			       gh.rate > 0 ? d.rate / gh.rate : 0, "", fh.redis_us);
 			if (a.errors + b.errors + c.errors + d.errors)
 				printf("  (errors: %llu)\n", (unsigned long long)
 				       (a.errors + b.errors + c.errors + d.errors));

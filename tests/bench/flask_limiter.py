@@ -11,7 +11,14 @@ from CLIENTS, and prints one line:
 
     decisions=N seconds=S rate=R p99_us=P allowed=A
 
-Usage: flask_limiter.py PORT fixed|moving NLIMITS SECONDS CLIENTS
+With HEADERS 1 it also does what Flask-Limiter 3.3 does per request when
+its X-RateLimit headers are on (RATELIMIT_HEADERS_ENABLED, which is what
+rategate's default `headers on` sends): get_window_stats() of the request's
+"current limit" (the breached one, else the one with the shortest window),
+which is a GET and a TTL for a fixed window and one more script call for a
+moving window.
+
+Usage: flask_limiter.py PORT fixed|moving NLIMITS SECONDS CLIENTS [HEADERS]
 """
 import sys
 import time
@@ -30,10 +37,12 @@ def main():
                                              int(sys.argv[3]),
                                              float(sys.argv[4]),
                                              int(sys.argv[5]))
+    headers = len(sys.argv) > 6 and sys.argv[6] == "1"
     storage = RedisStorage("redis://127.0.0.1:%d/0" % port)
     strategy = (FixedWindowRateLimiter if kind == "fixed"
                 else MovingWindowRateLimiter)(storage)
     items = parse_many(";".join(LIMITS[kind][:nlimits]))
+    shortest = min(items, key=lambda i: i.get_expiry())
     names = ["10.%d.%d.%d" % (c >> 16 & 255, c >> 8 & 255, c & 255)
              for c in range(clients)]
     lat = []
@@ -46,10 +55,14 @@ def main():
         client = names[n % clients]
         t = time.perf_counter_ns()
         ok = True
+        current = shortest
         for item in items:
             if not strategy.hit(item, "bench", client):
                 ok = False
+                current = item
                 break
+        if headers:
+            strategy.get_window_stats(current, "bench", client)
         lat.append(time.perf_counter_ns() - t)
         allowed += ok
         n += 1
