@@ -899,17 +899,30 @@ out:
 	return rc;
 }
 
-/* acquire and release: one short script call, [result, held]. */
+/* acquire and release: one short script call, [result, held].  Returns
+ * -1 with msg and *why when the key is too long (FAIL_CALL), when Redis is
+ * down and this is not the moment to try it (FAIL_DOWN, counted as
+ * refused), or when the call fails. */
 static int lease_call(struct redis_store *r, const char *key, size_t key_len,
 		      const char *const *args, size_t nargs, uint64_t *res,
-		      uint64_t *held, int *probe, char *msg, size_t cap,
-		      enum fail *why)
+		      uint64_t *held, char *msg, size_t cap, enum fail *why)
 {
 	const char *argv[12];
 	size_t lens[12];
-	int argc = 0;
+	int argc = 0, probe;
 	redisReply *rep;
 
+	if (key_len > RL_STORE_KEY_MAX) {
+		snprintf(msg, cap, "store key longer than RL_STORE_KEY_MAX");
+		*why = FAIL_CALL;
+		return -1;
+	}
+	if (!gate(r, clock_mono_ms(), &probe)) {
+		atomic_fetch_add(&r->refused, 1);
+		down_message(r, clock_mono_ms(), msg, cap);
+		*why = FAIL_DOWN;
+		return -1;
+	}
 	argv[argc] = "EVALSHA"; lens[argc++] = 7;
 	argv[argc] = ""; lens[argc++] = 0;
 	argv[argc] = "1"; lens[argc++] = 1;
@@ -922,7 +935,7 @@ static int lease_call(struct redis_store *r, const char *key, size_t key_len,
 	if (rep == NULL) {
 		atomic_fetch_add(&r->errors, 1);
 		if (*why != FAIL_CALL)
-			note_down(r, msg, *probe, clock_mono_ms());
+			note_down(r, msg, probe, clock_mono_ms());
 		return -1;
 	}
 	atomic_fetch_add(&r->calls, 1);
@@ -935,7 +948,7 @@ static int lease_call(struct redis_store *r, const char *key, size_t key_len,
 		return -1;
 	}
 	freeReplyObject(rep);
-	note_up(r, *probe, clock_mono_ms());
+	note_up(r, probe, clock_mono_ms());
 	return 0;
 }
 
@@ -949,37 +962,25 @@ static int redis_acquire(void *impl, const char *key, size_t key_len,
 	char msg[RL_MSG_MAX];
 	uint64_t got = 0, h = 0;
 	uint64_t id = r->lease_base + atomic_fetch_add(&r->lease_next, 1);
-	int probe;
 	enum fail why;
 
-	if (key_len > RL_STORE_KEY_MAX) {
-		set_err(err, "store key longer than RL_STORE_KEY_MAX");
-		return -1;
-	}
-	if (!gate(r, clock_mono_ms(), &probe)) {
-		atomic_fetch_add(&r->refused, 1);
-		down_message(r, clock_mono_ms(), msg, sizeof(msg));
-		goto failed;
-	}
 	snprintf(now_s, sizeof(now_s), "%lld", (long long)now_arg(r, now_ms));
 	snprintf(max_s, sizeof(max_s), "%llu", (unsigned long long)max);
 	snprintf(lease_s, sizeof(lease_s), "%lld", (long long)lease_ms);
 	snprintf(id_s, sizeof(id_s), "%llu", (unsigned long long)id);
 	const char *args[] = { "acquire", now_s, max_s, lease_s, id_s };
-	if (lease_call(r, key, key_len, args, 5, &got, &h, &probe, msg,
-		       sizeof(msg), &why) != 0) {
-		if (why == FAIL_CALL) {
-			set_err(err, "%s", msg);
-			return -1;
-		}
-		goto failed;
+	if (lease_call(r, key, key_len, args, 5, &got, &h, msg, sizeof(msg),
+		       &why) == 0) {
+		if (held)
+			*held = h;
+		if (got && lease_id)
+			*lease_id = id;
+		return got ? 1 : 0;
 	}
-	if (held)
-		*held = h;
-	if (got && lease_id)
-		*lease_id = id;
-	return got ? 1 : 0;
-failed:
+	if (why == FAIL_CALL) {
+		set_err(err, "%s", msg);
+		return -1;
+	}
 	if (r->has_fb) {
 		atomic_fetch_add(&r->fallback, 1);
 		return r->fb.ops->acquire(r->fb.impl, key, key_len, max, lease_ms,
@@ -997,29 +998,18 @@ static int redis_release(void *impl, const char *key, size_t key_len,
 	struct redis_store *r = impl;
 	char now_s[NUM_MAX], id_s[NUM_MAX], msg[RL_MSG_MAX];
 	uint64_t gone, h;
-	int probe;
 	enum fail why;
 
-	if (key_len > RL_STORE_KEY_MAX) {
-		set_err(err, "store key longer than RL_STORE_KEY_MAX");
-		return -1;
-	}
-	if (!gate(r, clock_mono_ms(), &probe)) {
-		atomic_fetch_add(&r->refused, 1);
-		down_message(r, clock_mono_ms(), msg, sizeof(msg));
-		goto failed;
-	}
 	snprintf(now_s, sizeof(now_s), "%lld", (long long)now_arg(r, now_ms));
 	snprintf(id_s, sizeof(id_s), "%llu", (unsigned long long)lease_id);
 	const char *args[] = { "release", now_s, id_s };
-	if (lease_call(r, key, key_len, args, 3, &gone, &h, &probe, msg,
-		       sizeof(msg), &why) == 0)
+	if (lease_call(r, key, key_len, args, 3, &gone, &h, msg, sizeof(msg),
+		       &why) == 0)
 		return 0;
 	if (why == FAIL_CALL) {
 		set_err(err, "%s", msg);
 		return -1;
 	}
-failed:
 	if (r->has_fb) {
 		atomic_fetch_add(&r->fallback, 1);
 		return r->fb.ops->release(r->fb.impl, key, key_len, lease_id,
