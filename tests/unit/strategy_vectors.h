@@ -379,6 +379,54 @@ static inline void run_vectors_on_store_paired(int (*make)(struct rl_store *st,
 	}
 }
 
+/* ---- one op at a time, for store tests ---- */
+
+/* A limit of count per period, cost 1, no burst. */
+static inline struct rl_step sv_limit(enum rl_strategy s, uint64_t count,
+				      uint64_t period)
+{
+	struct rl_step p = { s, count, period, 0, 1 };
+	return p;
+}
+
+/* One op on key in mode; its verdict in *v (when not NULL).  Returns
+ * apply's result. */
+static inline int sv_one(struct rl_store *st, const char *key,
+			 struct rl_step p, enum rl_mode mode, int64_t now,
+			 struct rl_verdict *v, struct rl_diag *err)
+{
+	struct rl_store_op o = { key, strlen(key), p, { 0, 0, 0, 0, 0 }, 0 };
+	int r = st->ops->apply(st->impl, &o, 1, mode, now, err);
+
+	if (v)
+		*v = o.v;
+	return r;
+}
+
+/* A hit that must not fail; its verdict. */
+static inline struct rl_verdict sv_hit(struct rl_store *st, const char *key,
+				       struct rl_step p, int64_t now)
+{
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(sv_one(st, key, p, RL_HIT, now, &v, &err), 0, "%s: %s",
+		     key, err.msg);
+	return v;
+}
+
+/* What a test (no hit) says remains. */
+static inline uint64_t sv_remaining(struct rl_store *st, const char *key,
+				    struct rl_step p, int64_t now)
+{
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(sv_one(st, key, p, RL_TEST, now, &v, &err), 0, "%s",
+		     err.msg);
+	return v.remaining;
+}
+
 /* ---- probes ---- */
 
 static inline void sv_apply(struct rl_store *st, struct rl_store_op *ops,

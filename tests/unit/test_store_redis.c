@@ -266,47 +266,6 @@ static void open_ok(const struct redis_config *c, struct rl_store *st)
 		     err);
 }
 
-static struct rl_step step(enum rl_strategy s, uint64_t count,
-			   uint64_t period)
-{
-	struct rl_step p = { s, count, period, 0, 1 };
-	return p;
-}
-
-static int one(struct rl_store *st, const char *key, struct rl_step p,
-	       enum rl_mode mode, int64_t now, struct rl_verdict *v,
-	       struct rl_diag *err)
-{
-	struct rl_store_op o = { key, strlen(key), p, { 0, 0, 0, 0, 0 }, 0 };
-	int r = st->ops->apply(st->impl, &o, 1, mode, now, err);
-
-	if (v)
-		*v = o.v;
-	return r;
-}
-
-static struct rl_verdict hit(struct rl_store *st, const char *key,
-			     struct rl_step p, int64_t now)
-{
-	struct rl_verdict v;
-	struct rl_diag err = { 0, "" };
-
-	cr_assert_eq(one(st, key, p, RL_HIT, now, &v, &err), 0, "%s: %s",
-		     key, err.msg);
-	return v;
-}
-
-static uint64_t remaining(struct rl_store *st, const char *key,
-			  struct rl_step p, int64_t now)
-{
-	struct rl_verdict v;
-	struct rl_diag err = { 0, "" };
-
-	cr_assert_eq(one(st, key, p, RL_TEST, now, &v, &err), 0, "%s",
-		     err.msg);
-	return v.remaining;
-}
-
 static struct redis_stats stats(struct rl_store *st)
 {
 	struct redis_stats s;
@@ -352,9 +311,9 @@ Test(redis, batch_all_or_nothing_and_duplicates)
 {
 	struct rl_store st;
 	struct rl_store_op ops[3] = {
-		{ "a", 1, step(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
-		{ "b", 1, step(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "a", 1, sv_limit(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
+		{ "b", 1, sv_limit(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
 	};
 	struct rl_diag err = { 0, "" };
 
@@ -368,12 +327,12 @@ Test(redis, batch_all_or_nothing_and_duplicates)
 	cr_expect_eq(ops[0].v.allowed, 1);
 	cr_expect_eq(ops[1].v.allowed, 0);
 	cr_expect_eq(ops[1].v.reset_ms, T0 + 61000);
-	cr_expect_eq(remaining(&st, "a", ops[0].step, T0 + 1000), 4);
-	cr_expect_eq(remaining(&st, "m", ops[2].step, T0 + 1000), 9);
+	cr_expect_eq(sv_remaining(&st, "a", ops[0].step, T0 + 1000), 4);
+	cr_expect_eq(sv_remaining(&st, "m", ops[2].step, T0 + 1000), 9);
 	/* the same key twice counts twice, checked as the batch goes */
 	struct rl_store_op dup[2] = {
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
 	};
 	dup[1].step.cost = 8;
 	cr_assert_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0 + 2000, &err),
@@ -381,18 +340,18 @@ Test(redis, batch_all_or_nothing_and_duplicates)
 	cr_expect_eq(dup[0].v.allowed, 1);
 	cr_expect_eq(dup[1].v.allowed, 1);
 	cr_expect_eq(dup[1].v.remaining, 0);
-	cr_expect_eq(remaining(&st, "m", dup[0].step, T0 + 2000), 0);
+	cr_expect_eq(sv_remaining(&st, "m", dup[0].step, T0 + 2000), 0);
 	dup[1].step.count = 11;
 	cr_expect_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0, &err), -1);
 	cr_expect_str_eq(err.msg, "one key with two strategies or counts in one batch");
 	/* a key holding another strategy or count reads as fresh */
-	cr_expect_eq(remaining(&st, "a", step(RL_GCRA, 5, 60000), T0 + 1000), 5);
-	cr_expect_eq(remaining(&st, "a", step(RL_MOVING_WINDOW, 5, 60000),
+	cr_expect_eq(sv_remaining(&st, "a", sv_limit(RL_GCRA, 5, 60000), T0 + 1000), 5);
+	cr_expect_eq(sv_remaining(&st, "a", sv_limit(RL_MOVING_WINDOW, 5, 60000),
 			       T0 + 1000), 5);
-	cr_expect_eq(remaining(&st, "m", step(RL_MOVING_WINDOW, 12, 60000),
+	cr_expect_eq(sv_remaining(&st, "m", sv_limit(RL_MOVING_WINDOW, 12, 60000),
 			       T0 + 2000), 12);
-	hit(&st, "m", step(RL_FIXED_WINDOW, 3, 60000), T0 + 3000);
-	cr_expect_eq(remaining(&st, "m", step(RL_FIXED_WINDOW, 3, 60000),
+	sv_hit(&st, "m", sv_limit(RL_FIXED_WINDOW, 3, 60000), T0 + 3000);
+	cr_expect_eq(sv_remaining(&st, "m", sv_limit(RL_FIXED_WINDOW, 3, 60000),
 			       T0 + 3000), 2);
 	st.ops->destroy(st.impl);
 }
@@ -407,7 +366,7 @@ Test(redis, moving_window_large_ring)
 	for (size_t c = 0; c < 2; c++) {
 		struct rl_store st;
 		uint64_t n = counts[c];
-		struct rl_step p = step(RL_MOVING_WINDOW, n, 10000);
+		struct rl_step p = sv_limit(RL_MOVING_WINDOW, n, 10000);
 		char key[32];
 
 		snprintf(key, sizeof(key), "ring%llu", (unsigned long long)n);
@@ -415,14 +374,14 @@ Test(redis, moving_window_large_ring)
 		for (int round = 0; round < 3; round++) {
 			int64_t t = T0 + round * 10000;
 			p.cost = n * 6 / 10;
-			cr_expect(hit(&st, key, p, t).allowed);
+			cr_expect(sv_hit(&st, key, p, t).allowed);
 			p.cost = n * 4 / 10;
-			struct rl_verdict v = hit(&st, key, p, t + 5000);
+			struct rl_verdict v = sv_hit(&st, key, p, t + 5000);
 			cr_expect(v.allowed);
 			cr_expect_eq(v.remaining, 0);
 			cr_expect_eq(v.reset_ms, t + 5000 + 10000);
 			p.cost = 1;
-			v = hit(&st, key, p, t + 9999);
+			v = sv_hit(&st, key, p, t + 9999);
 			cr_expect(!v.allowed);
 			cr_expect_eq(v.retry_ms, 1, "count %llu round %d: retry %lld",
 				     (unsigned long long)n, round,
@@ -430,7 +389,7 @@ Test(redis, moving_window_large_ring)
 			/* the 600 of t have left at t + 10000: 600 fit again,
 			 * 601 do not (the 400 of t + 5000 are still in) */
 			p.cost = n * 6 / 10 + 1;
-			v = hit(&st, key, p, t + 10000);
+			v = sv_hit(&st, key, p, t + 10000);
 			cr_expect(!v.allowed);
 			cr_expect_eq(v.retry_ms, 5000);
 			cr_expect_eq(v.remaining, n * 6 / 10);
@@ -448,21 +407,21 @@ Test(redis, time_comes_from_redis)
 {
 	struct rl_store a, b;
 	struct redis_config c = config(&srv);
-	struct rl_step p = step(RL_FIXED_WINDOW, 3, 60000);
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 3, 60000);
 	int64_t before = real_ms();
 
 	open_ok(&c, &a);
 	open_ok(&c, &b);
 	/* two hosts whose clocks say 1970 and 2286: one window */
-	struct rl_verdict v1 = hit(&a, "t", p, 0);
-	struct rl_verdict v2 = hit(&b, "t", p, 10000000000000LL);
+	struct rl_verdict v1 = sv_hit(&a, "t", p, 0);
+	struct rl_verdict v2 = sv_hit(&b, "t", p, 10000000000000LL);
 	int64_t after = real_ms();
 	cr_expect_eq(v1.remaining, 2);
 	cr_expect_eq(v2.remaining, 1);
 	cr_expect_geq(v1.reset_ms, before + 60000 - 1000);
 	cr_expect_leq(v1.reset_ms, after + 60000 + 1000);
 	cr_expect_eq(v2.reset_ms, v1.reset_ms);
-	cr_expect_eq(remaining(&a, "t", p, -5), 1);
+	cr_expect_eq(sv_remaining(&a, "t", p, -5), 1);
 	a.ops->destroy(a.impl);
 	b.ops->destroy(b.impl);
 }
@@ -490,22 +449,22 @@ Test(redis, every_key_has_a_ttl)
 
 	open_ok(&c, &st);
 	for (unsigned s = 0; s < RL_STRATEGY_COUNT; s++) {
-		struct rl_step p = step((enum rl_strategy)s, 2, 60000);
-		hit(&st, names[s], p, 0);
+		struct rl_step p = sv_limit((enum rl_strategy)s, 2, 60000);
+		sv_hit(&st, names[s], p, 0);
 		/* sliding keeps the window for two periods */
 		ttl_ok(names[s], s == RL_SLIDING_WINDOW ? 120000 : 60000);
 	}
 	/* an elastic denial moves the window: the TTL moves with it */
-	struct rl_step e = step(RL_FIXED_WINDOW_ELASTIC, 1, 60000);
-	hit(&st, "fwe1", e, 0);
+	struct rl_step e = sv_limit(RL_FIXED_WINDOW_ELASTIC, 1, 60000);
+	sv_hit(&st, "fwe1", e, 0);
 	sleep_ms(50);
-	cr_expect(!hit(&st, "fwe1", e, 0).allowed);
+	cr_expect(!sv_hit(&st, "fwe1", e, 0).allowed);
 	ttl_ok("fwe1", 60000);
 	cr_expect_gt(raw_int(&srv, "PTTL %s", "fwe1"), 60000 - 40);
 	/* a test or a probe writes no key */
-	struct rl_store_op pr = { "probe", 5, step(RL_GCRA, 2, 1000), { 0 }, 1 };
+	struct rl_store_op pr = { "probe", 5, sv_limit(RL_GCRA, 2, 1000), { 0 }, 1 };
 	cr_assert_eq(st.ops->apply(st.impl, &pr, 1, RL_HIT, 0, &err), 0);
-	remaining(&st, "test", step(RL_FIXED_WINDOW, 2, 1000), 0);
+	sv_remaining(&st, "test", sv_limit(RL_FIXED_WINDOW, 2, 1000), 0);
 	cr_expect_eq(raw_int(&srv, "EXISTS %s", "probe"), 0);
 	cr_expect_eq(raw_int(&srv, "EXISTS %s", "test"), 0);
 	/* in-flight leases: the latest lease's expiry */
@@ -544,14 +503,14 @@ Test(redis, noscript_after_script_flush)
 {
 	struct rl_store st;
 	struct redis_config c = config(&srv);
-	struct rl_step p = step(RL_FIXED_WINDOW, 10, 60000);
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 10, 60000);
 
 	open_ok(&c, &st);
-	hit(&st, "k", p, 0);
+	sv_hit(&st, "k", p, 0);
 	freeReplyObject(raw(&srv, NULL, "SCRIPT FLUSH"));
-	cr_expect_eq(hit(&st, "k", p, 0).remaining, 8);
+	cr_expect_eq(sv_hit(&st, "k", p, 0).remaining, 8);
 	cr_expect_eq(stats(&st).noscript, 1);
-	cr_expect_eq(hit(&st, "k", p, 0).remaining, 7);
+	cr_expect_eq(sv_hit(&st, "k", p, 0).remaining, 7);
 	cr_expect_eq(stats(&st).noscript, 1);
 	cr_expect_eq(cmdstat("script|load"), 2, "one load at connect, one after the flush");
 	st.ops->destroy(st.impl);
@@ -569,7 +528,7 @@ Test(redis, one_evalsha_per_apply_none_when_cached)
 	for (size_t i = 0; i < 8; i++) {
 		snprintf(keys[i], sizeof(keys[i]), "rt:%zu", i);
 		ops[i] = (struct rl_store_op){ keys[i], strlen(keys[i]),
-			step((enum rl_strategy)(i % RL_STRATEGY_COUNT), 100, 60000),
+			sv_limit((enum rl_strategy)(i % RL_STRATEGY_COUNT), 100, 60000),
 			{ 0 }, 0 };
 	}
 	long long load = cmdstat("script|load");
@@ -585,15 +544,15 @@ Test(redis, one_evalsha_per_apply_none_when_cached)
 		     "a new connection per apply");
 
 	/* over the limit: Redis denies once, then the cache does */
-	struct rl_step one1 = step(RL_FIXED_WINDOW, 1, 60000);
-	hit(&st, "flood", one1, 0);
+	struct rl_step one1 = sv_limit(RL_FIXED_WINDOW, 1, 60000);
+	sv_hit(&st, "flood", one1, 0);
 	long long before = cmdstat("evalsha");
-	struct rl_verdict v = hit(&st, "flood", one1, 0);
+	struct rl_verdict v = sv_hit(&st, "flood", one1, 0);
 	cr_expect(!v.allowed);
 	cr_expect_eq(cmdstat("evalsha") - before, 1);
 	before = cmdstat("evalsha");
 	for (int i = 0; i < 100; i++) {
-		struct rl_verdict w = hit(&st, "flood", one1, 0);
+		struct rl_verdict w = sv_hit(&st, "flood", one1, 0);
 		cr_expect(!w.allowed);
 		cr_expect(w.retry_ms >= 1 && w.retry_ms <= v.retry_ms,
 			  "cached retry %lld, Redis said %lld",
@@ -627,7 +586,7 @@ Test(redis, batch_of_20_limits_is_one_call)
 		for (size_t i = 0; i < 20; i++) {
 			snprintf(keys[i], sizeof(keys[i]), "b%d:%zu", mixed, i);
 			ops[i] = (struct rl_store_op){ keys[i], strlen(keys[i]),
-				step(mixed ? (enum rl_strategy)(i % RL_STRATEGY_COUNT) :
+				sv_limit(mixed ? (enum rl_strategy)(i % RL_STRATEGY_COUNT) :
 				     RL_FIXED_WINDOW, 2, 60000), { 0 }, 0 };
 		}
 		for (int round = 0; round < 2; round++) {
@@ -652,48 +611,48 @@ Test(redis, cache_only_what_redis_would_deny)
 	struct rl_store st;
 	struct redis_config c = config(&srv);
 	struct rl_diag err = { 0, "" };
-	struct rl_step p = step(RL_FIXED_WINDOW, 2, 1000);
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 2, 1000);
 	long long before;
 
 	open_ok(&c, &st);
 	/* a denial for cost 2 says nothing about cost 1 */
-	hit(&st, "c", p, 0);
+	sv_hit(&st, "c", p, 0);
 	p.cost = 2;
-	cr_expect(!hit(&st, "c", p, 0).allowed);
+	cr_expect(!sv_hit(&st, "c", p, 0).allowed);
 	p.cost = 1;
 	before = cmdstat("evalsha");
-	cr_expect(hit(&st, "c", p, 0).allowed);
+	cr_expect(sv_hit(&st, "c", p, 0).allowed);
 	cr_expect_eq(cmdstat("evalsha") - before, 1);
 	cr_expect_eq(stats(&st).cache_denied, 0);
 	/* cost 1 now denied: cost 2 is denied from the cache */
-	struct rl_verdict v = hit(&st, "c", p, 0);
+	struct rl_verdict v = sv_hit(&st, "c", p, 0);
 	cr_expect(!v.allowed);
 	p.cost = 2;
-	v = hit(&st, "c", p, 0);
+	v = sv_hit(&st, "c", p, 0);
 	cr_expect(!v.allowed && !v.never);
 	cr_expect_eq(stats(&st).cache_denied, 1);
 	/* a cost above the limit is Redis's "never", not the cache's */
 	p.cost = 3;
 	before = cmdstat("evalsha");
-	cr_expect(hit(&st, "c", p, 0).never);
+	cr_expect(sv_hit(&st, "c", p, 0).never);
 	cr_expect_eq(cmdstat("evalsha") - before, 1);
 	/* when the window ends, Redis is asked again and allows */
 	p.cost = 1;
 	sleep_ms((int)v.retry_ms + 5);
 	before = cmdstat("evalsha");
-	cr_expect(hit(&st, "c", p, 0).allowed);
+	cr_expect(sv_hit(&st, "c", p, 0).allowed);
 	cr_expect_eq(cmdstat("evalsha") - before, 1);
 
 	/* elastic windows are never cached: each denial must move them */
-	struct rl_step e = step(RL_FIXED_WINDOW_ELASTIC, 1, 60000);
-	hit(&st, "e", e, 0);
+	struct rl_step e = sv_limit(RL_FIXED_WINDOW_ELASTIC, 1, 60000);
+	sv_hit(&st, "e", e, 0);
 	for (int i = 0; i < 3; i++)
-		cr_expect(!hit(&st, "e", e, 0).allowed);
+		cr_expect(!sv_hit(&st, "e", e, 0).allowed);
 	uint64_t cd = stats(&st).cache_denied;
 	/* nor is a batch with an elastic op denied locally */
-	struct rl_step f = step(RL_FIXED_WINDOW, 1, 60000);
-	hit(&st, "f", f, 0);
-	cr_expect(!hit(&st, "f", f, 0).allowed);
+	struct rl_step f = sv_limit(RL_FIXED_WINDOW, 1, 60000);
+	sv_hit(&st, "f", f, 0);
+	cr_expect(!sv_hit(&st, "f", f, 0).allowed);
 	struct rl_store_op mix[2] = {
 		{ "f", 1, f, { 0 }, 0 },
 		{ "e2", 2, e, { 0 }, 0 },
@@ -704,7 +663,7 @@ Test(redis, cache_only_what_redis_would_deny)
 	cr_expect_eq(cmdstat("evalsha") - before, 1);
 	cr_expect_eq(stats(&st).cache_denied, cd);
 	/* a key twice in a batch: its denial depends on the other op */
-	struct rl_step g = step(RL_FIXED_WINDOW, 3, 60000);
+	struct rl_step g = sv_limit(RL_FIXED_WINDOW, 3, 60000);
 	struct rl_store_op twice[2] = {
 		{ "g", 1, g, { 0 }, 0 },
 		{ "g", 1, g, { 0 }, 0 },
@@ -713,7 +672,7 @@ Test(redis, cache_only_what_redis_would_deny)
 	cr_assert_eq(st.ops->apply(st.impl, twice, 2, RL_HIT, 0, &err), 0);
 	cr_expect(twice[0].v.allowed && !twice[1].v.allowed);
 	before = cmdstat("evalsha");
-	cr_expect(hit(&st, "g", g, 0).allowed);
+	cr_expect(sv_hit(&st, "g", g, 0).allowed);
 	cr_expect_eq(cmdstat("evalsha") - before, 1);
 	st.ops->destroy(st.impl);
 }
@@ -742,7 +701,7 @@ Test(redis, wrong_password_says_so)
 	c.password = "s3cret";
 	c.db = 3;
 	open_ok(&c, &st);
-	hit(&st, "pw", step(RL_FIXED_WINDOW, 2, 1000), 0);
+	sv_hit(&st, "pw", sv_limit(RL_FIXED_WINDOW, 2, 1000), 0);
 	redisReply *r = raw(&s, "s3cret", "EVAL %s 0",
 			    "redis.call('SELECT', 3) return redis.call('DBSIZE')");
 	cr_expect_eq(r->type, REDIS_REPLY_INTEGER);
@@ -787,7 +746,7 @@ Test(redis, unix_socket_and_db_from_the_rules)
 	c.fallback.path = fb;
 	c.fallback.size = 1 << 20;
 	cr_assert_eq(redis_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
-	hit(&st, "u", step(RL_GCRA, 2, 60000), 0);
+	sv_hit(&st, "u", sv_limit(RL_GCRA, 2, 60000), 0);
 	redisReply *r = raw(&s, NULL, "EVAL %s 0",
 			    "redis.call('SELECT', 2) return redis.call('DBSIZE')");
 	cr_expect_eq(r->integer, 1);
@@ -811,7 +770,7 @@ Test(redis, read_only_replica_is_a_failure)
 	start_argv(&rep, args);
 	struct redis_config c = config(&rep);
 	open_ok(&c, &st);
-	cr_expect_eq(one(&st, "ro", step(RL_FIXED_WINDOW, 2, 1000), RL_HIT, 0,
+	cr_expect_eq(sv_one(&st, "ro", sv_limit(RL_FIXED_WINDOW, 2, 1000), RL_HIT, 0,
 			 &v, &err), -1);
 	cr_expect(strstr(err.msg, "READONLY") && strstr(err.msg, "replica"),
 		  "%s", err.msg);
@@ -880,12 +839,12 @@ struct worker {
 static void *hammer(void *arg)
 {
 	struct worker *w = arg;
-	struct rl_step p = step(RL_FIXED_WINDOW, 1000, 60000);
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 1000, 60000);
 
 	for (int i = 0; i < w->hits; i++) {
 		struct rl_verdict v;
 		struct rl_diag err;
-		if (one(w->st, "one-key", p, RL_HIT, 0, &v, &err) < 0)
+		if (sv_one(w->st, "one-key", p, RL_HIT, 0, &v, &err) < 0)
 			__atomic_add_fetch(w->errors, 1, __ATOMIC_RELAXED);
 		else if (v.allowed)
 			__atomic_add_fetch(w->allowed, 1, __ATOMIC_RELAXED);
@@ -922,7 +881,7 @@ Test(redis, exact_with_2_processes_of_4_threads)
 
 	c.timeout_ms = 2000;    /* slow under valgrind, never a failure */
 	open_ok(&c, &st);
-	hit(&st, "warm", step(RL_FIXED_WINDOW, 1, 1000), 0);
+	sv_hit(&st, "warm", sv_limit(RL_FIXED_WINDOW, 1, 1000), 0);
 	for (int i = 0; i < 2; i++) {
 		pids[i] = fork();
 		cr_assert(pids[i] >= 0);
@@ -950,7 +909,7 @@ Test(redis, exact_with_2_processes_of_4_threads)
 	cr_expect_eq(shared[0], 1000, "allowed %llu of 1200",
 		     (unsigned long long)shared[0]);
 	/* the parent's pooled connection still works after the fork */
-	cr_expect_eq(remaining(&st, "one-key", step(RL_FIXED_WINDOW, 1000,
+	cr_expect_eq(sv_remaining(&st, "one-key", sv_limit(RL_FIXED_WINDOW, 1000,
 						    60000), 0), 0);
 	st.ops->destroy(st.impl);
 }
@@ -969,7 +928,7 @@ struct load {
 static void *load_thread(void *arg)
 {
 	struct load *l = arg;
-	struct rl_step p = step(RL_FIXED_WINDOW, 1000000, 60000);
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 1000000, 60000);
 	char key[32];
 	unsigned i = 0;
 
@@ -978,7 +937,7 @@ static void *load_thread(void *arg)
 		struct rl_diag err;
 		snprintf(key, sizeof(key), "load:%u", i++ % 50);
 		int64_t t = mono_ms();
-		int r = one(l->st, key, p, RL_HIT, real_ms(), &v, &err);
+		int r = sv_one(l->st, key, p, RL_HIT, real_ms(), &v, &err);
 		t = mono_ms() - t;
 		pthread_mutex_lock(&l->mu);
 		if (t > l->max_ms)
@@ -1112,7 +1071,7 @@ static void kill_and_restart(enum rl_store_failure policy)
 		pthread_join(t[i], NULL);
 	switches(&st, logpath, 2);
 	uint64_t calls = stats(&st).calls;
-	hit(&st, "after", step(RL_FIXED_WINDOW, 5, 60000), 0);
+	sv_hit(&st, "after", sv_limit(RL_FIXED_WINDOW, 5, 60000), 0);
 	cr_expect_eq(stats(&st).calls, calls + 1);
 	cr_expect_eq(raw_int(&srv, "EXISTS %s", "after"), 1);
 	if (policy == RL_STORE_FAIL_FALLBACK) {
@@ -1154,13 +1113,13 @@ Test(redis, down_at_open_then_up)
 	open_ok(&c, &st);
 	cr_expect(!stats(&st).up);
 	t = mono_ms();
-	cr_expect_eq(one(&st, "d", step(RL_FIXED_WINDOW, 1, 1000), RL_HIT, 0,
+	cr_expect_eq(sv_one(&st, "d", sv_limit(RL_FIXED_WINDOW, 1, 1000), RL_HIT, 0,
 			 &v, &err), -1);
 	cr_expect(strstr(err.msg, "connect") && strstr(err.msg, "next attempt"),
 		  "%s", err.msg);
 	cr_expect_lt(mono_ms() - t, 100);
 	start(&srv);
-	for (int i = 0; i < 100 && one(&st, "d", step(RL_FIXED_WINDOW, 1, 1000),
+	for (int i = 0; i < 100 && sv_one(&st, "d", sv_limit(RL_FIXED_WINDOW, 1, 1000),
 				       RL_HIT, 0, &v, &err) != 0; i++)
 		sleep_ms(10);
 	cr_expect(stats(&st).up);

@@ -87,36 +87,6 @@ static void open_ok(const struct shm_config *c, struct rl_store *st)
 		     err);
 }
 
-static struct rl_step step(enum rl_strategy s, uint64_t count,
-			   uint64_t period)
-{
-	struct rl_step p = { s, count, period, 0, 1 };
-	return p;
-}
-
-static int one(struct rl_store *st, const char *key, struct rl_step p,
-	       enum rl_mode mode, int64_t now, struct rl_verdict *v,
-	       struct rl_diag *err)
-{
-	struct rl_store_op o = { key, strlen(key), p, { 0, 0, 0, 0, 0 }, 0 };
-	int r = st->ops->apply(st->impl, &o, 1, mode, now, err);
-
-	if (v)
-		*v = o.v;
-	return r;
-}
-
-static uint64_t remaining(struct rl_store *st, const char *key,
-			  struct rl_step p, int64_t now)
-{
-	struct rl_verdict v;
-	struct rl_diag err = { 0, "" };
-
-	cr_assert_eq(one(st, key, p, RL_TEST, now, &v, &err), 0, "%s",
-		     err.msg);
-	return v.remaining;
-}
-
 static struct shm_stats stats(struct rl_store *st)
 {
 	struct shm_stats s;
@@ -190,25 +160,25 @@ Test(shm, key_isolation_and_test_mode)
 	open_ok(&c, &st);
 	/* RL_TEST creates nothing */
 	for (int s = 0; s < RL_STRATEGY_COUNT; s++)
-		cr_expect_eq(remaining(&st, "t", step((enum rl_strategy)s, 5,
+		cr_expect_eq(sv_remaining(&st, "t", sv_limit((enum rl_strategy)s, 5,
 							1000), T0), 5);
 	cr_expect_eq(stats(&st).keys, 0);
 	for (size_t i = 0; i < 7; i++)
 		for (size_t h = 0; h <= i; h++)
-			cr_assert_eq(one(&st, keys[i], step(RL_FIXED_WINDOW, 20,
+			cr_assert_eq(sv_one(&st, keys[i], sv_limit(RL_FIXED_WINDOW, 20,
 							    1000),
 					 RL_HIT, T0, &v, NULL), 0);
 	for (size_t i = 0; i < 7; i++)
-		cr_expect_eq(remaining(&st, keys[i],
-				       step(RL_FIXED_WINDOW, 20, 1000), T0),
+		cr_expect_eq(sv_remaining(&st, keys[i],
+				       sv_limit(RL_FIXED_WINDOW, 20, 1000), T0),
 			     20 - (i + 1), "key %zu", i);
 	/* a key longer than a name record still counts on its own */
 	memset(long_key, 'k', sizeof(long_key) - 1);
 	long_key[sizeof(long_key) - 1] = '\0';
-	cr_assert_eq(one(&st, long_key, step(RL_FIXED_WINDOW, 2, 1000),
+	cr_assert_eq(sv_one(&st, long_key, sv_limit(RL_FIXED_WINDOW, 2, 1000),
 			 RL_HIT, T0, &v, NULL), 0);
 	long_key[298] = 'x';
-	cr_expect_eq(remaining(&st, long_key, step(RL_FIXED_WINDOW, 2, 1000),
+	cr_expect_eq(sv_remaining(&st, long_key, sv_limit(RL_FIXED_WINDOW, 2, 1000),
 			       T0), 2);
 	cr_expect_eq(stats(&st).keys, 8);
 	st.ops->destroy(st.impl);
@@ -219,9 +189,9 @@ Test(shm, batch_all_or_nothing_and_duplicates)
 	struct shm_config c = config("s", 1 << 20, 10);
 	struct rl_store st;
 	struct rl_store_op ops[3] = {
-		{ "a", 1, step(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
-		{ "b", 1, step(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "a", 1, sv_limit(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
+		{ "b", 1, sv_limit(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
 	};
 	struct rl_diag err = { 0, "" };
 
@@ -234,12 +204,12 @@ Test(shm, batch_all_or_nothing_and_duplicates)
 	cr_expect_eq(ops[0].v.allowed, 1);
 	cr_expect_eq(ops[1].v.allowed, 0);
 	cr_expect_eq(ops[1].v.reset_ms, T0 + 61000);
-	cr_expect_eq(remaining(&st, "a", ops[0].step, T0 + 1000), 4);
-	cr_expect_eq(remaining(&st, "m", ops[2].step, T0 + 1000), 9);
+	cr_expect_eq(sv_remaining(&st, "a", ops[0].step, T0 + 1000), 4);
+	cr_expect_eq(sv_remaining(&st, "m", ops[2].step, T0 + 1000), 9);
 	/* the same key twice counts twice, checked as the batch goes */
 	struct rl_store_op dup[2] = {
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
-		{ "m", 1, step(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
 	};
 	dup[1].step.cost = 8;
 	cr_assert_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0 + 2000, &err),
@@ -247,7 +217,7 @@ Test(shm, batch_all_or_nothing_and_duplicates)
 	cr_expect_eq(dup[0].v.allowed, 1);
 	cr_expect_eq(dup[1].v.allowed, 1);
 	cr_expect_eq(dup[1].v.remaining, 0);
-	cr_expect_eq(remaining(&st, "m", dup[0].step, T0 + 2000), 0);
+	cr_expect_eq(sv_remaining(&st, "m", dup[0].step, T0 + 2000), 0);
 	dup[1].step.count = 11;
 	cr_expect_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0, &err), -1);
 	cr_expect_str_eq(err.msg, "one key with two strategies or counts in one batch");
@@ -262,23 +232,23 @@ Test(shm, persists_across_close_and_reopen)
 
 	open_ok(&c, &st);
 	for (int i = 0; i < 3; i++)
-		cr_assert_eq(one(&st, "client", step(RL_FIXED_WINDOW, 5,
+		cr_assert_eq(sv_one(&st, "client", sv_limit(RL_FIXED_WINDOW, 5,
 						     3600000),
 				 RL_HIT, T0 + i, &v, NULL), 0);
-	cr_assert_eq(one(&st, "ring", step(RL_MOVING_WINDOW, 10, 3600000),
+	cr_assert_eq(sv_one(&st, "ring", sv_limit(RL_MOVING_WINDOW, 10, 3600000),
 			 RL_HIT, T0, &v, NULL), 0);
 	st.ops->destroy(st.impl);       /* the gateway stops */
 	open_ok(&c, &st);               /* and starts again */
-	cr_expect_eq(remaining(&st, "client", step(RL_FIXED_WINDOW, 5,
+	cr_expect_eq(sv_remaining(&st, "client", sv_limit(RL_FIXED_WINDOW, 5,
 						   3600000), T0 + 10), 2);
-	cr_expect_eq(remaining(&st, "ring", step(RL_MOVING_WINDOW, 10,
+	cr_expect_eq(sv_remaining(&st, "ring", sv_limit(RL_MOVING_WINDOW, 10,
 						 3600000), T0 + 10), 9);
 	cr_expect_eq(stats(&st).keys, 2);
 	st.ops->destroy(st.impl);
 	/* a process that needs less of the file attaches too */
 	c.max_moving = 0;
 	open_ok(&c, &st);
-	cr_expect_eq(remaining(&st, "client", step(RL_FIXED_WINDOW, 5,
+	cr_expect_eq(sv_remaining(&st, "client", sv_limit(RL_FIXED_WINDOW, 5,
 						   3600000), T0 + 10), 2);
 	st.ops->destroy(st.impl);
 }
@@ -382,7 +352,7 @@ static void *hammer(void *arg)
 	for (int i = 0; i < w->hits; i++) {
 		struct rl_verdict v;
 		struct rl_diag err;
-		if (one(w->st, w->key, w->p, RL_HIT, T0 + i, &v, &err) < 0)
+		if (sv_one(w->st, w->key, w->p, RL_HIT, T0 + i, &v, &err) < 0)
 			__atomic_add_fetch(w->errors, 1, __ATOMIC_RELAXED);
 		else if (v.allowed)
 			__atomic_add_fetch(w->allowed, 1, __ATOMIC_RELAXED);
@@ -434,7 +404,7 @@ Test(shm, exact_with_4_processes_of_8_threads)
 		if (pids[i] == 0) {
 			struct rl_store own;
 			struct worker w = { &st, "one-key",
-					    step(RL_FIXED_WINDOW, 1000, 60000),
+					    sv_limit(RL_FIXED_WINDOW, 1000, 60000),
 					    40, &shared[0], &shared[1] };
 			/* half the processes inherit the mapping, half open
 			 * the file themselves */
@@ -452,7 +422,7 @@ Test(shm, exact_with_4_processes_of_8_threads)
 	cr_expect_eq(shared[1], 0, "store errors");
 	cr_expect_eq(shared[0], 1000, "allowed %llu of 1280",
 		     (unsigned long long)shared[0]);
-	cr_expect_eq(remaining(&st, "one-key", step(RL_FIXED_WINDOW, 1000,
+	cr_expect_eq(sv_remaining(&st, "one-key", sv_limit(RL_FIXED_WINDOW, 1000,
 						    60000), T0), 0);
 	cr_expect_eq(stats(&st).allowed, 1000);
 	cr_expect_eq(stats(&st).denied, 280);
@@ -494,8 +464,8 @@ static void *batch_hammer(void *arg)
 
 	for (int i = 0; i < w->batches; i++) {
 		struct rl_store_op ops[2] = {
-			{ w->ka, strlen(w->ka), step(RL_GCRA, 100, 60000), { 0 }, 0 },
-			{ w->kb, strlen(w->kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
+			{ w->ka, strlen(w->ka), sv_limit(RL_GCRA, 100, 60000), { 0 }, 0 },
+			{ w->kb, strlen(w->kb), sv_limit(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
 		};
 		struct rl_diag err;
 		if (w->st->ops->apply(w->st->impl, ops, 2, RL_HIT, T0, &err) == 0 &&
@@ -531,8 +501,8 @@ Test(shm, batches_over_two_stripes_stay_all_or_nothing)
 	wait_children(pids, 2);
 	/* a (GCRA 100) limits; b took exactly the batches a allowed */
 	cr_expect_eq(*allowed, 100);
-	cr_expect_eq(remaining(&st, ka, step(RL_GCRA, 100, 60000), T0), 0);
-	cr_expect_eq(remaining(&st, kb, step(RL_SLIDING_WINDOW, 1000, 60000),
+	cr_expect_eq(sv_remaining(&st, ka, sv_limit(RL_GCRA, 100, 60000), T0), 0);
+	cr_expect_eq(sv_remaining(&st, kb, sv_limit(RL_SLIDING_WINDOW, 1000, 60000),
 			       T0), 900);
 	st.ops->destroy(st.impl);
 }
@@ -619,8 +589,8 @@ Test(shm, kill9_before_commit_rolls_back)
 	two_stripes(&st, ka, kb);
 	/* a few hits first, so there is a state to damage */
 	struct rl_store_op ops[2] = {
-		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 }, 0 },
-		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
+		{ ka, strlen(ka), sv_limit(RL_GCRA, 100, 60000), { 0 }, 0 },
+		{ kb, strlen(kb), sv_limit(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
 	};
 	struct rl_diag err;
 	for (int i = 0; i < 3; i++)
@@ -628,13 +598,13 @@ Test(shm, kill9_before_commit_rolls_back)
 	/* killed with a's state written and b's not */
 	die_inside(&st, SHM_HOOK_WRITING, ops, 2, NULL);
 	/* b's stripe (a follower) first: its leader had not committed */
-	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 997);
-	cr_expect_eq(remaining(&st, ka, ops[0].step, T0), 97);
+	cr_expect_eq(sv_remaining(&st, kb, ops[1].step, T0), 997);
+	cr_expect_eq(sv_remaining(&st, ka, ops[0].step, T0), 97);
 	cr_expect_eq(stats(&st).recoveries, 2);
 	/* the others carry on, exactly */
 	carry_on(&st, ka, kb, allowed);
 	cr_expect_eq(*allowed, 97);
-	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 900);
+	cr_expect_eq(sv_remaining(&st, kb, ops[1].step, T0), 900);
 	st.ops->destroy(st.impl);
 }
 
@@ -648,16 +618,16 @@ Test(shm, kill9_after_commit_keeps_the_batch)
 	open_ok(&c, &st);
 	two_stripes(&st, ka, kb);
 	struct rl_store_op ops[2] = {
-		{ ka, strlen(ka), step(RL_GCRA, 100, 60000), { 0 }, 0 },
-		{ kb, strlen(kb), step(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
+		{ ka, strlen(ka), sv_limit(RL_GCRA, 100, 60000), { 0 }, 0 },
+		{ kb, strlen(kb), sv_limit(RL_SLIDING_WINDOW, 1000, 60000), { 0 }, 0 },
 	};
 	die_inside(&st, SHM_HOOK_COMMITTING, ops, 2, NULL);
 	/* the follower asks its leader: committed, so kept on both */
-	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 999);
-	cr_expect_eq(remaining(&st, ka, ops[0].step, T0), 99);
+	cr_expect_eq(sv_remaining(&st, kb, ops[1].step, T0), 999);
+	cr_expect_eq(sv_remaining(&st, ka, ops[0].step, T0), 99);
 	carry_on(&st, ka, kb, allowed);
 	cr_expect_eq(*allowed, 99);
-	cr_expect_eq(remaining(&st, kb, ops[1].step, T0), 900);
+	cr_expect_eq(sv_remaining(&st, kb, ops[1].step, T0), 900);
 	st.ops->destroy(st.impl);
 }
 
@@ -671,8 +641,8 @@ Test(shm, kill9_leader_recovery_settles_followers)
 	two_stripes(&st, ka, kb);
 	/* a new moving-window key (ring slot, name, insert) half-written */
 	struct rl_store_op ops[2] = {
-		{ ka, strlen(ka), step(RL_MOVING_WINDOW, 20, 60000), { 0 }, 0 },
-		{ kb, strlen(kb), step(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
+		{ ka, strlen(ka), sv_limit(RL_MOVING_WINDOW, 20, 60000), { 0 }, 0 },
+		{ kb, strlen(kb), sv_limit(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
 	};
 	die_inside(&st, SHM_HOOK_WRITING, ops, 2, NULL);
 	/* both stripes at once: the leader settles the follower */
@@ -736,11 +706,11 @@ Test(shm, random_key_flood_never_resets_a_limited_client, .timeout = 60)
 	for (int i = 0; i < 200000; i++) {
 		snprintf(key, sizeof(key), "rg:a:h.x-api-key=%016llx:10/60000/fw",
 			 (unsigned long long)xorshift());
-		errors += one(&st, key, step(RL_FIXED_WINDOW, 10, 60000), RL_HIT,
+		errors += sv_one(&st, key, sv_limit(RL_FIXED_WINDOW, 10, 60000), RL_HIT,
 			      now, &v, &err) != 0;
 		if (i % 50 == 0) {
-			cr_assert_eq(one(&st, "rg:a:addr=192.0.2.7:5/60000/fw",
-					 step(RL_FIXED_WINDOW, 5, 60000), RL_HIT,
+			cr_assert_eq(sv_one(&st, "rg:a:addr=192.0.2.7:5/60000/fw",
+					 sv_limit(RL_FIXED_WINDOW, 5, 60000), RL_HIT,
 					 now, &v, &err), 0, "%s", err.msg);
 			heavy_allowed += v.allowed;
 		}
@@ -766,7 +736,7 @@ Test(shm, full_of_limited_clients_fails_then_expired_go_first)
 	struct rl_store st;
 	struct rl_verdict v;
 	struct rl_diag err = { 0, "" };
-	struct rl_step p = step(RL_FIXED_WINDOW, 1, 3600000);
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
 	char key[32];
 	int i, r = 0;
 
@@ -774,10 +744,10 @@ Test(shm, full_of_limited_clients_fails_then_expired_go_first)
 	/* every client is denied once: all of them are being limited */
 	for (i = 0; i < 100000; i++) {
 		snprintf(key, sizeof(key), "ban-%d", i);
-		r = one(&st, key, p, RL_HIT, T0, &v, &err);
+		r = sv_one(&st, key, p, RL_HIT, T0, &v, &err);
 		if (r)
 			break;
-		cr_assert_eq(one(&st, key, p, RL_HIT, T0, &v, &err), 0);
+		cr_assert_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0);
 		cr_assert_eq(v.allowed, 0);
 	}
 	cr_assert_eq(r, -1);
@@ -785,11 +755,11 @@ Test(shm, full_of_limited_clients_fails_then_expired_go_first)
 	cr_expect_eq(stats(&st).full, 1);
 	cr_expect_eq(stats(&st).evict_lru, 0);
 	/* the limited clients stay limited, a look at a new key works */
-	cr_expect_eq(one(&st, "ban-0", p, RL_HIT, T0 + 1, &v, &err), 0);
+	cr_expect_eq(sv_one(&st, "ban-0", p, RL_HIT, T0 + 1, &v, &err), 0);
 	cr_expect_eq(v.allowed, 0);
-	cr_expect_eq(remaining(&st, key, p, T0 + 1), 1);
+	cr_expect_eq(sv_remaining(&st, key, p, T0 + 1), 1);
 	/* an hour later they have expired: they go first */
-	cr_expect_eq(one(&st, key, p, RL_HIT, T0 + 3600000, &v, &err), 0);
+	cr_expect_eq(sv_one(&st, key, p, RL_HIT, T0 + 3600000, &v, &err), 0);
 	cr_expect_eq(v.allowed, 1);
 	cr_expect_eq(stats(&st).evict_expired, 1);
 	st.ops->destroy(st.impl);
@@ -801,7 +771,7 @@ Test(shm, moving_window_pool_evicts_idle_keeps_limited)
 	struct rl_store st;
 	struct rl_verdict v;
 	struct rl_diag err = { 0, "" };
-	struct rl_step p = step(RL_MOVING_WINDOW, 20, 60000);
+	struct rl_step p = sv_limit(RL_MOVING_WINDOW, 20, 60000);
 	struct shm_stats s;
 	char key[32], want[256];
 	int i, r = 0;
@@ -813,7 +783,7 @@ Test(shm, moving_window_pool_evicts_idle_keeps_limited)
 	/* idle keys recycle each other's slots */
 	for (i = 0; i < 500; i++) {
 		snprintf(key, sizeof(key), "idle-%d", i);
-		cr_assert_eq(one(&st, key, p, RL_HIT, T0, &v, &err), 0, "%s",
+		cr_assert_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0, "%s",
 			     err.msg);
 	}
 	s = stats(&st);
@@ -824,11 +794,11 @@ Test(shm, moving_window_pool_evicts_idle_keeps_limited)
 	for (i = 0; i < 1000; i++) {
 		snprintf(key, sizeof(key), "lim-%d", i);
 		p.cost = 2;
-		r = one(&st, key, p, RL_HIT, T0, &v, &err);
+		r = sv_one(&st, key, p, RL_HIT, T0, &v, &err);
 		if (r)
 			break;
 		p.cost = 1;
-		cr_assert_eq(one(&st, key, p, RL_HIT, T0, &v, &err), 0);
+		cr_assert_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0);
 		cr_assert_eq(v.allowed, 0);
 	}
 	cr_assert_eq(r, -1);
@@ -847,7 +817,7 @@ Test(shm, slot_capacity_errors)
 	uint64_t id, held;
 
 	open_ok(&c, &st);
-	cr_expect_eq(one(&st, "m", step(RL_MOVING_WINDOW, 100, 1000), RL_HIT,
+	cr_expect_eq(sv_one(&st, "m", sv_limit(RL_MOVING_WINDOW, 100, 1000), RL_HIT,
 			 T0, NULL, &err), -1);
 	snprintf(want, sizeof(want), "shm store \"%s/s\": moving-window count 100 is above the 14 its slots hold: stop the gateways and delete the file so that it is recreated for these rules", dir);
 	cr_expect_str_eq(err.msg, want);
