@@ -494,6 +494,19 @@ http_perform(CURL *c, struct curl_slist *list, long timeout_s, int last_head,
 }
 
 void
+srv_http_at(const char *method, const char *base, const char *path,
+	    const char *const *hdrs, struct srv_resp *r)
+{
+	size_t n = strlen(base) + strlen(path) + 1;
+	char *url = malloc(n);
+
+	cr_assert_not_null(url);
+	snprintf(url, n, "%s%s", base, path);
+	srv_http(method, url, hdrs, r);
+	free(url);
+}
+
+void
 srv_http(const char *method, const char *url, const char *const *hdrs,
 	 struct srv_resp *r)
 {

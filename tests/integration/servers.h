@@ -91,6 +91,9 @@ struct srv_resp {
  * terminated; may be NULL).  Fails the test when no response arrives. */
 void srv_http(const char *method, const char *url, const char *const *hdrs,
 	      struct srv_resp *r);
+/* srv_http of base (scheme, host and port) followed by path. */
+void srv_http_at(const char *method, const char *base, const char *path,
+		 const char *const *hdrs, struct srv_resp *r);
 /* The value of the first header named name (case-insensitive), trimmed,
  * in buf; NULL when absent. */
 const char *srv_header(const struct srv_resp *r, const char *name,

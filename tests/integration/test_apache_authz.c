@@ -91,12 +91,10 @@ teardown(void)
 static struct srv_resp
 get(const char *path, const char *h1)
 {
-	char url[SRV_PATH_MAX];
 	const char *hdrs[] = { h1, NULL };
 	struct srv_resp r;
 
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	srv_http("GET", url, hdrs, &r);
+	srv_http_at("GET", base, path, hdrs, &r);
 	return r;
 }
 

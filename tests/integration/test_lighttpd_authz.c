@@ -106,12 +106,10 @@ start_example(const char *rules)
 static struct srv_resp
 get(const char *path, const char *h1, const char *h2)
 {
-	char url[SRV_PATH_MAX];
 	const char *hdrs[] = { h1, h2, NULL };
 	struct srv_resp r;
 
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	srv_http("GET", url, hdrs, &r);
+	srv_http_at("GET", base, path, hdrs, &r);
 	return r;
 }
 

@@ -143,12 +143,10 @@ rglog(void)
 static struct srv_resp
 req(const char *method, const char *path, const char *h1, const char *h2)
 {
-	char url[SRV_PATH_MAX];
 	const char *hdrs[] = { h1, h2, NULL };
 	struct srv_resp r;
 
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	srv_http(method, url, hdrs, &r);
+	srv_http_at(method, base, path, hdrs, &r);
 	return r;
 }
 

@@ -173,10 +173,7 @@ teardown(void)
 static void
 get(const char *path, const char *const *hdrs, struct srv_resp *r)
 {
-	char url[SRV_PATH_MAX];
-
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	srv_http("GET", url, hdrs, r);
+	srv_http_at("GET", base, path, hdrs, r);
 }
 
 static void

@@ -236,12 +236,10 @@ count_in_log(int i, const char *needle)
 static struct srv_resp
 get_timed(const char *path, double *secs)
 {
-	char url[SRV_PATH_MAX];
 	struct srv_resp r;
 	double t0 = srv_now();
 
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	srv_http("GET", url, NULL, &r);
+	srv_http_at("GET", base, path, NULL, &r);
 	if (secs)
 		*secs = srv_now() - t0;
 	return r;
