@@ -199,17 +199,25 @@ static void fixed_check(const struct rl_step *p, const uint64_t *st,
 	window_verdict(p, t, used, end, v);
 }
 
+/* The hit taken on the view (used, end) of st: what consume and hit
+ * write once they know it is allowed. */
+static void fixed_take(const struct rl_step *p, uint64_t *st, uint64_t used,
+		       uint64_t end, struct rl_verdict *v)
+{
+	st[0] = end - p->period_ms;
+	st[1] = used + p->cost;
+	v->remaining = st[1] < p->count ? p->count - st[1] : 0;
+	v->reset_ms = ms_out(end);
+	allow(v);
+}
+
 static void fixed_consume(const struct rl_step *p, uint64_t *st,
 			  int64_t now_ms, struct rl_verdict *v)
 {
 	uint64_t t, used, end;
 
 	fixed_view(p, st, now_ms, &t, &used, &end);
-	st[0] = end - p->period_ms;
-	st[1] = used + p->cost;
-	v->remaining = st[1] < p->count ? p->count - st[1] : 0;
-	v->reset_ms = ms_out(end);
-	allow(v);
+	fixed_take(p, st, used, end, v);
 }
 
 /* ------------------------------------------------------------------ */
@@ -244,17 +252,24 @@ static void elastic_check(const struct rl_step *p, const uint64_t *st,
 	window_verdict(p, t, used, end, v);
 }
 
+/* The hit taken on the view (t, used) of st. */
+static void elastic_take(const struct rl_step *p, uint64_t *st, uint64_t t,
+			 uint64_t used, struct rl_verdict *v)
+{
+	st[0] = t + p->period_ms;
+	st[1] = used + p->cost;
+	v->remaining = st[1] < p->count ? p->count - st[1] : 0;
+	v->reset_ms = ms_out(st[0]);
+	allow(v);
+}
+
 static void elastic_consume(const struct rl_step *p, uint64_t *st,
 			    int64_t now_ms, struct rl_verdict *v)
 {
 	uint64_t t, used, end;
 
 	elastic_view(p, st, now_ms, &t, &used, &end);
-	st[0] = t + p->period_ms;
-	st[1] = used + p->cost;
-	v->remaining = st[1] < p->count ? p->count - st[1] : 0;
-	v->reset_ms = ms_out(st[0]);
-	allow(v);
+	elastic_take(p, st, t, used, v);
 }
 
 /* A denied hit on a live window pushes its end to now + period; the hit is
@@ -478,19 +493,26 @@ static void sliding_check(const struct rl_step *p, const uint64_t *st,
 	}
 }
 
+/* The hit taken on the rolled view s of st. */
+static void sliding_take(const struct rl_step *p, uint64_t *st,
+			 struct sliding *s, struct rl_verdict *v)
+{
+	s->cur += p->cost;
+	st[0] = s->start;
+	st[1] = s->prev;
+	st[2] = s->cur;
+	v->remaining = sliding_remaining(p, s);
+	v->reset_ms = ms_out(sliding_reset(p, s));
+	allow(v);
+}
+
 static void sliding_consume(const struct rl_step *p, uint64_t *st,
 			    int64_t now_ms, struct rl_verdict *v)
 {
 	struct sliding s;
 
 	sliding_roll(p, st, now_ms, &s);
-	s.cur += p->cost;
-	st[0] = s.start;
-	st[1] = s.prev;
-	st[2] = s.cur;
-	v->remaining = sliding_remaining(p, &s);
-	v->reset_ms = ms_out(sliding_reset(p, &s));
-	allow(v);
+	sliding_take(p, st, &s, v);
 }
 
 /* ------------------------------------------------------------------ */
@@ -543,27 +565,34 @@ static void gcra_check(const struct rl_step *p, const uint64_t *st,
 		deny(v, ceil_div(g.level + g.hit - g.cap, p->count));
 }
 
+/* The hit taken on the view g of st. */
+static void gcra_take(const struct rl_step *p, uint64_t *st, struct gcra *g,
+		      struct rl_verdict *v)
+{
+	g->level += g->hit;
+	st[0] = g->t;
+	st[1] = (uint64_t)g->level;
+	st[2] = (uint64_t)(g->level >> 64);
+	gcra_fill(p, g, v);
+	allow(v);
+}
+
 static void gcra_consume(const struct rl_step *p, uint64_t *st,
 			 int64_t now_ms, struct rl_verdict *v)
 {
 	struct gcra g;
 
 	gcra_view(p, st, now_ms, &g);
-	g.level += g.hit;
-	st[0] = g.t;
-	st[1] = (uint64_t)g.level;
-	st[2] = (uint64_t)(g.level >> 64);
-	gcra_fill(p, &g, v);
-	allow(v);
+	gcra_take(p, st, &g, v);
 }
 
 /* ------------------------------------------------------------------ */
 /* Check and consume in one step (rl_strategy_hit)                     */
 
-/* Each of these consumes the hit when check would allow it, from one view
- * of the state instead of check's and consume's two, and returns 1; it
- * returns 0 having changed nothing otherwise.  v is then as consume
- * leaves it. */
+/* Each of these takes the hit when check would allow it, from one view of
+ * the state instead of check's and consume's two (the same *_take as
+ * consume), and returns 1; it returns 0 having changed nothing otherwise.
+ * v is then as consume leaves it. */
 
 static int fixed_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
 		     struct rl_verdict *v)
@@ -573,11 +602,7 @@ static int fixed_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
 	fixed_view(p, st, now_ms, &t, &used, &end);
 	if (p->cost > p->count || used + p->cost > p->count)
 		return 0;
-	st[0] = end - p->period_ms;
-	st[1] = used + p->cost;
-	v->remaining = p->count - st[1];
-	v->reset_ms = ms_out(end);
-	allow(v);
+	fixed_take(p, st, used, end, v);
 	return 1;
 }
 
@@ -589,11 +614,7 @@ static int elastic_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
 	elastic_view(p, st, now_ms, &t, &used, &end);
 	if (p->cost > p->count || used + p->cost > p->count)
 		return 0;
-	st[0] = t + p->period_ms;
-	st[1] = used + p->cost;
-	v->remaining = p->count - st[1];
-	v->reset_ms = ms_out(st[0]);
-	allow(v);
+	elastic_take(p, st, t, used, v);
 	return 1;
 }
 
@@ -608,13 +629,7 @@ static int sliding_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
 	    s.prev * (P - s.e) + (s.cur + (unsigned __int128)p->cost) * P >
 	    p->count * P)
 		return 0;
-	s.cur += p->cost;
-	st[0] = s.start;
-	st[1] = s.prev;
-	st[2] = s.cur;
-	v->remaining = sliding_remaining(p, &s);
-	v->reset_ms = ms_out(sliding_reset(p, &s));
-	allow(v);
+	sliding_take(p, st, &s, v);
 	return 1;
 }
 
@@ -626,12 +641,7 @@ static int gcra_hit(const struct rl_step *p, uint64_t *st, int64_t now_ms,
 	gcra_view(p, st, now_ms, &g);
 	if (g.hit > g.cap || g.level + g.hit > g.cap)
 		return 0;
-	g.level += g.hit;
-	st[0] = g.t;
-	st[1] = (uint64_t)g.level;
-	st[2] = (uint64_t)(g.level >> 64);
-	gcra_fill(p, &g, v);
-	allow(v);
+	gcra_take(p, st, &g, v);
 	return 1;
 }
 
