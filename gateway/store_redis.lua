@@ -56,17 +56,19 @@ local fmod, floor, format, match = math.fmod, math.floor, string.format,
 -- is fixed_view, window_verdict and fixed_consume below, inlined; every
 -- value is a plain number (times and counts far below 2^53).
 
+-- The time of a call: NOW (arg) in ms, or Redis TIME when NOW < 0; and
+-- whether it was the caller's (virtual).
+local function time_of(arg)
+	local now = tonumber(arg)
+	if now >= 0 then
+		return now, true
+	end
+	local tm = redis.call('TIME')
+	return tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000), false
+end
+
 if ARGV[1] == 'apply' then
 	local n = #KEYS
-	-- NOW, or Redis TIME when NOW < 0; and whether it was the caller's
-	local function fast_now()
-		local now = tonumber(ARGV[3])
-		if now >= 0 then
-			return now, true
-		end
-		local tm = redis.call('TIME')
-		return tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000), false
-	end
 	local fast = true
 	for i = 1, n do
 		if ARGV[4 + 6 * (i - 1)] ~= '0' then
@@ -85,7 +87,7 @@ if ARGV[1] == 'apply' then
 		end
 	end
 	if fast then
-		local now, virtual = fast_now()
+		local now, virtual = time_of(ARGV[3])
 		local res, all = {}, true
 		local ts, useds, wends = {}, {}, {}
 		for i = 1, n do
@@ -175,7 +177,7 @@ if ARGV[1] == 'apply' then
 			end
 		end
 		if s ~= nil and (cap + 2 * P) * 4 < TWO53 then
-			local now, virtual = fast_now()
+			local now, virtual = time_of(ARGV[3])
 			local t = now < 0 and 0 or now
 			-- floor(a / b) and ceil(a / b), exact for a < 2^53
 			local function fdiv(a, b)
@@ -318,7 +320,7 @@ if ARGV[1] == 'apply' then
 			end
 		end
 		if ok then
-			local now, virtual = fast_now()
+			local now, virtual = time_of(ARGV[3])
 			-- the i-th oldest hit time (0-based)
 			local function at(i)
 				local k = head + i
@@ -1143,12 +1145,8 @@ end
 -- The calls
 
 local function now_of(arg)
-	local now = tonumber(arg)
-	virtual = now >= 0
-	if now < 0 then
-		local t = redis.call('TIME')
-		now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
-	end
+	local now
+	now, virtual = time_of(arg)
 	return now
 end
 
