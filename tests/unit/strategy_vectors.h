@@ -427,6 +427,47 @@ static inline uint64_t sv_remaining(struct rl_store *st, const char *key,
 	return v.remaining;
 }
 
+/* A batch of three limits on st at t0 and after (the store must be
+ * empty): all or nothing (a denial consumes nothing, the elastic window
+ * still moves), the same key twice in one batch counted twice, and a key
+ * with two layouts in one batch refused. */
+static inline void sv_batch_vector(struct rl_store *st, int64_t t0)
+{
+	struct rl_store_op ops[3] = {
+		{ "a", 1, sv_limit(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
+		{ "b", 1, sv_limit(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+	};
+	struct rl_diag err = { 0, "" };
+
+	cr_assert_eq(st->ops->apply(st->impl, ops, 3, RL_HIT, t0, &err), 0,
+		     "%s", err.msg);
+	cr_expect(ops[0].v.allowed && ops[1].v.allowed && ops[2].v.allowed);
+	/* b denies: nothing is consumed, and b's elastic window moves */
+	cr_assert_eq(st->ops->apply(st->impl, ops, 3, RL_HIT, t0 + 1000, &err),
+		     0);
+	cr_expect_eq(ops[0].v.allowed, 1);
+	cr_expect_eq(ops[1].v.allowed, 0);
+	cr_expect_eq(ops[1].v.reset_ms, t0 + 61000);
+	cr_expect_eq(sv_remaining(st, "a", ops[0].step, t0 + 1000), 4);
+	cr_expect_eq(sv_remaining(st, "m", ops[2].step, t0 + 1000), 9);
+	/* the same key twice counts twice, checked as the batch goes */
+	struct rl_store_op dup[2] = {
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
+	};
+	dup[1].step.cost = 8;
+	cr_assert_eq(st->ops->apply(st->impl, dup, 2, RL_HIT, t0 + 2000, &err),
+		     0);
+	cr_expect_eq(dup[0].v.allowed, 1);
+	cr_expect_eq(dup[1].v.allowed, 1);
+	cr_expect_eq(dup[1].v.remaining, 0);
+	cr_expect_eq(sv_remaining(st, "m", dup[0].step, t0 + 2000), 0);
+	dup[1].step.count = 11;
+	cr_expect_eq(st->ops->apply(st->impl, dup, 2, RL_HIT, t0, &err), -1);
+	cr_expect_str_eq(err.msg, "one key with two strategies or counts in one batch");
+}
+
 /* ---- probes ---- */
 
 static inline void sv_apply(struct rl_store *st, struct rl_store_op *ops,

@@ -32,6 +32,16 @@ Test(memstore, probes_are_checked_never_written)
 	run_probe_on_store(make_memstore, NULL, mem_keys);
 }
 
+/* The batch vector the shared-memory and Redis stores pass too. */
+Test(memstore, batch_all_or_nothing_and_duplicates)
+{
+	struct rl_store st;
+
+	cr_assert_eq(make_memstore(&st, NULL), 0);
+	sv_batch_vector(&st, 1700000000000LL);
+	st.ops->destroy(st.impl);
+}
+
 static struct rl_step fixed(uint64_t count, uint64_t period, uint64_t cost)
 {
 	struct rl_step p = { RL_FIXED_WINDOW, count, period, 0, cost };

@@ -310,40 +310,9 @@ Test(redis, probes_are_checked_never_written)
 Test(redis, batch_all_or_nothing_and_duplicates)
 {
 	struct rl_store st;
-	struct rl_store_op ops[3] = {
-		{ "a", 1, sv_limit(RL_FIXED_WINDOW, 5, 60000), { 0 }, 0 },
-		{ "b", 1, sv_limit(RL_FIXED_WINDOW_ELASTIC, 1, 60000), { 0 }, 0 },
-		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
-	};
-	struct rl_diag err = { 0, "" };
 
 	cr_assert_eq(make_vclock(&st, &srv), 0);
-	cr_assert_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, T0, &err), 0, "%s",
-		     err.msg);
-	cr_expect(ops[0].v.allowed && ops[1].v.allowed && ops[2].v.allowed);
-	/* b denies: nothing is consumed, and b's elastic window moves */
-	cr_assert_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, T0 + 1000, &err),
-		     0);
-	cr_expect_eq(ops[0].v.allowed, 1);
-	cr_expect_eq(ops[1].v.allowed, 0);
-	cr_expect_eq(ops[1].v.reset_ms, T0 + 61000);
-	cr_expect_eq(sv_remaining(&st, "a", ops[0].step, T0 + 1000), 4);
-	cr_expect_eq(sv_remaining(&st, "m", ops[2].step, T0 + 1000), 9);
-	/* the same key twice counts twice, checked as the batch goes */
-	struct rl_store_op dup[2] = {
-		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
-		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
-	};
-	dup[1].step.cost = 8;
-	cr_assert_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0 + 2000, &err),
-		     0);
-	cr_expect_eq(dup[0].v.allowed, 1);
-	cr_expect_eq(dup[1].v.allowed, 1);
-	cr_expect_eq(dup[1].v.remaining, 0);
-	cr_expect_eq(sv_remaining(&st, "m", dup[0].step, T0 + 2000), 0);
-	dup[1].step.count = 11;
-	cr_expect_eq(st.ops->apply(st.impl, dup, 2, RL_HIT, T0, &err), -1);
-	cr_expect_str_eq(err.msg, "one key with two strategies or counts in one batch");
+	sv_batch_vector(&st, T0);
 	/* a key holding another strategy or count reads as fresh */
 	cr_expect_eq(sv_remaining(&st, "a", sv_limit(RL_GCRA, 5, 60000), T0 + 1000), 5);
 	cr_expect_eq(sv_remaining(&st, "a", sv_limit(RL_MOVING_WINDOW, 5, 60000),
