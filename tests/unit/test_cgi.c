@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cgi.h"
 
 #define NONE ((size_t)-1)
@@ -223,15 +224,6 @@ run(const char *script, const char *query, const char *const *extra,
 	kv[n] = NULL;
 	size_t np = params_of(kv, p);
 	return cgi_run(script, p, np, s, &c, res);
-}
-
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static uint64_t
@@ -733,9 +725,9 @@ Test(cgi, hang_times_out_with_502)
 
 	s.timeout_ms = 300;
 	mem_init(&m, NULL, 0);
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	cr_assert_eq(run(echo, "hang", NULL, &s, &m, &res), 0);
-	int64_t took = now_ms() - t0;
+	int64_t took = clock_mono_ms() - t0;
 	cr_expect_eq(res.status, 502);
 	cr_expect_str_eq(res.error, "script timed out after 300 ms");
 	cr_expect_str_eq(m.out, bad_gateway);

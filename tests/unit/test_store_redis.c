@@ -33,6 +33,7 @@
 #include <hiredis.h>
 #include <valgrind/valgrind.h>
 
+#include "clock.h"
 #include "log.h"
 #include "rules.h"
 #include "store_redis.h"
@@ -65,22 +66,6 @@ static int free_port(void)
 	port = ntohs(a.sin_port);
 	close(fd);
 	return port;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t real_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void sleep_ms(int ms)
@@ -377,14 +362,14 @@ Test(redis, time_comes_from_redis)
 	struct rl_store a, b;
 	struct redis_config c = config(&srv);
 	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 3, 60000);
-	int64_t before = real_ms();
+	int64_t before = clock_wall_ms();
 
 	open_ok(&c, &a);
 	open_ok(&c, &b);
 	/* two hosts whose clocks say 1970 and 2286: one window */
 	struct rl_verdict v1 = sv_hit(&a, "t", p, 0);
 	struct rl_verdict v2 = sv_hit(&b, "t", p, 10000000000000LL);
-	int64_t after = real_ms();
+	int64_t after = clock_wall_ms();
 	cr_expect_eq(v1.remaining, 2);
 	cr_expect_eq(v2.remaining, 1);
 	cr_expect_geq(v1.reset_ms, before + 60000 - 1000);
@@ -745,11 +730,11 @@ Test(redis, read_only_replica_is_a_failure)
 		  "%s", err.msg);
 	cr_expect(strstr(err.msg, "redis 127.0.0.1:"), "%s", err.msg);
 	/* the store is down now: the next call fails at once */
-	int64_t t = mono_ms();
+	int64_t t = clock_mono_ms();
 	cr_expect_eq(st.ops->acquire(st.impl, "l", 1, 1, 1000, 0, &id, &held,
 				     &err), -1);
 	cr_expect(strstr(err.msg, "READONLY"), "%s", err.msg);
-	cr_expect_lt(mono_ms() - t, 100);
+	cr_expect_lt(clock_mono_ms() - t, 100);
 	cr_expect_eq(stats(&st).down_switches, 1);
 	st.ops->destroy(st.impl);
 	stop(&rep);
@@ -905,9 +890,9 @@ static void *load_thread(void *arg)
 		struct rl_verdict v;
 		struct rl_diag err;
 		snprintf(key, sizeof(key), "load:%u", i++ % 50);
-		int64_t t = mono_ms();
-		int r = sv_one(l->st, key, p, RL_HIT, real_ms(), &v, &err);
-		t = mono_ms() - t;
+		int64_t t = clock_mono_ms();
+		int r = sv_one(l->st, key, p, RL_HIT, clock_wall_ms(), &v, &err);
+		t = clock_mono_ms() - t;
 		pthread_mutex_lock(&l->mu);
 		if (t > l->max_ms)
 			l->max_ms = t;
@@ -1081,12 +1066,12 @@ Test(redis, down_at_open_then_up)
 	c.backoff_max_ms = 200;
 	open_ok(&c, &st);
 	cr_expect(!stats(&st).up);
-	t = mono_ms();
+	t = clock_mono_ms();
 	cr_expect_eq(sv_one(&st, "d", sv_limit(RL_FIXED_WINDOW, 1, 1000), RL_HIT, 0,
 			 &v, &err), -1);
 	cr_expect(strstr(err.msg, "connect") && strstr(err.msg, "next attempt"),
 		  "%s", err.msg);
-	cr_expect_lt(mono_ms() - t, 100);
+	cr_expect_lt(clock_mono_ms() - t, 100);
 	start(&srv);
 	for (int i = 0; i < 100 && sv_one(&st, "d", sv_limit(RL_FIXED_WINDOW, 1, 1000),
 				       RL_HIT, 0, &v, &err) != 0; i++)

@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "upstream.h"
 
 #define MiB (1024u * 1024)
@@ -45,15 +46,6 @@
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
-
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 sleep_ms(int ms)
@@ -353,7 +345,7 @@ app_start(const char *arg, int lfd, const char *env)
 static void
 wait_unix(const char *path, pid_t pid)
 {
-	int64_t end = now_ms() + 30000;
+	int64_t end = clock_mono_ms() + 30000;
 
 	for (;;) {
 		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -365,7 +357,7 @@ wait_unix(const char *path, pid_t pid)
 			return;
 		int st;
 		cr_assert(waitpid(pid, &st, WNOHANG) == 0, "echo_fcgi exited early");
-		cr_assert(now_ms() < end, "echo_fcgi did not listen on %s", path);
+		cr_assert(clock_mono_ms() < end, "echo_fcgi did not listen on %s", path);
 		sleep_ms(20);
 	}
 }
@@ -904,9 +896,9 @@ Test(upstream, connect_refused_is_502_at_once)
 	struct upstream *u = tcp_upstream(port);
 	char want[128];
 
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	struct req *r = get(u, "");
-	cr_expect_lt(now_ms() - t0, 1000);
+	cr_expect_lt(clock_mono_ms() - t0, 1000);
 	cr_expect_eq(r->ret, 0);
 	cr_expect_eq(r->res.status, 502);
 	cr_expect(r->res.head_sent);
@@ -964,9 +956,9 @@ Test(upstream, connect_timeout_is_502)
 	struct req r;
 	req_init(&r, "GET", "");
 	r.spec.timeout_ms = 300;
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	req_run(u, &r);
-	int64_t took = now_ms() - t0;
+	int64_t took = clock_mono_ms() - t0;
 	cr_expect_eq(r.res.status, 502);
 	char want[128];
 	snprintf(want, sizeof(want), "connect to fcgi://127.0.0.1:%d: timed out after 300 ms", port);
@@ -988,9 +980,9 @@ Test(upstream, slow_app_times_out_with_502)
 
 	req_init(&r, "GET", "sleep=3000");
 	r.spec.timeout_ms = 300;
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	req_run(u, &r);
-	int64_t took = now_ms() - t0;
+	int64_t took = clock_mono_ms() - t0;
 	cr_expect_eq(r.ret, 0);
 	cr_expect_eq(r.res.status, 502);
 	cr_expect_str_eq(r.res.error, "the application timed out after 300 ms waiting for the response head");
