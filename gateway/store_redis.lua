@@ -69,154 +69,158 @@ end
 
 if ARGV[1] == 'apply' then
 	local n = #KEYS
-	local fast = true
+	-- The plain path: a batch of fixed-window, elastic, sliding-window and
+	-- GCRA ops on distinct keys whose numbers are plain.  It is
+	-- fixed_view/elastic_view, window_verdict, sliding, gcra and the batch
+	-- logic of apply() below, inlined: check every op (a GET each), then,
+	-- when all are allowed, consume and write each (a SET each), or when
+	-- one is denied, move the elastic windows.  An op whose capacity or
+	-- stored words could leave 2^53 sends the whole batch, unwritten, to
+	-- the general path.  The answers are the general path's to the digit.
+	--
+	-- Redis CPU (tests/bench/redis_script_cost.sh): a tonumber() costs
+	-- about as much as 200 plain Lua operations, so each ARGV number is
+	-- read once (a cost of '1' not at all), and a hit that leaves a
+	-- window's end where it was writes with KEEPTTL instead of PX.
+	local plain = true
 	for i = 1, n do
-		if ARGV[4 + 6 * (i - 1)] ~= '0' then
-			fast = false
+		local s = ARGV[4 + 6 * (i - 1)]
+		if s ~= '0' and s ~= '3' and s ~= '4' and s ~= '1' then
+			plain = false
 			break
 		end
 	end
-	if fast and n > 1 then
+	if plain and n > 1 then
 		local seen = {}
 		for i = 1, n do
 			if seen[KEYS[i]] then
-				fast = false
+				plain = false
 				break
 			end
 			seen[KEYS[i]] = true
 		end
 	end
-	if fast then
+	if plain then
+		local TWO53 = 9007199254740992
 		local now, virtual = time_of(ARGV[3])
-		local res, all = {}, true
-		local ts, useds, wends = {}, {}, {}
+		local tnow = now < 0 and 0 or now
+		-- floor(a / b) and ceil(a / b), exact for a < 2^53
+		local function fdiv(a, b)
+			return (a - fmod(a, b)) / b
+		end
+		local function cdiv(a, b)
+			local r = fmod(a, b)
+			return (a - r) / b + (r ~= 0 and 1 or 0)
+		end
+		-- res: the 5 answers per op, then 9 numbers per op from the
+		-- check to the write (count, period, cost, capacity, effective
+		-- time, the three state words as the check left them, whether
+		-- the write keeps the TTL).  One table, not ten: making a table
+		-- costs Redis as much as a tonumber().  Redis turns a Lua table
+		-- into a reply up to its first nil, so res[5n + 1] = nil below
+		-- cuts the numbers off the answer.
+		local res = n == 1 and { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+			or {}
+		local all = true
 		for i = 1, n do
 			local a = 3 + 6 * (i - 1)
-			local count, P = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-			local cost = tonumber(ARGV[a + 5])
-			local start, used = 0, 0
+			local st, cs = ARGV[a + 1], ARGV[a + 2]
+			local count, P = tonumber(cs), tonumber(ARGV[a + 3])
+			local cost = ARGV[a + 5]
+			cost = cost == '1' and 1 or tonumber(cost)
+			local cap = 0
+			if st == '4' then
+				local burst = ARGV[a + 4]
+				cap = (burst ~= '0' and tonumber(burst) or count) * P
+			elseif st == '3' then
+				cap = count * P
+			end
+			if (cap + 2 * P) * 4 >= TWO53 then
+				plain = false
+				break
+			end
+			local w0, w1, w2
 			local s = redis.call('GET', KEYS[i])
 			if s then
-				local st, c, w0, w1 = match(s, '^(%d+) (%d+) (%d+) (%d+)$')
-				if st == '0' and c == ARGV[a + 2] then
-					start, used = tonumber(w0), tonumber(w1)
+				local x, c
+				x, c, w0, w1, w2 = match(s, '^(%d+) (%d+) (%d+) (%d+) ?(%d*)$')
+				if x ~= st or c ~= cs or (st == '3') ~= (w2 ~= '') then
+					w0 = nil        -- another layout: fresh
+				elseif #w0 > 15 or #w1 > 15 or #w2 > 15 then
+					plain = false   -- too large: the general path
+					break
 				end
-			end
-			local t = now
-			if used ~= 0 and t < start then
-				t = start
-			end
-			local wend
-			if used ~= 0 and t - start < P then
-				wend = start + P
-			else
-				used, wend = 0, t + P
 			end
 			local r = 5 * (i - 1)
-			res[r + 3] = used < count and count - used or 0
-			res[r + 4] = wend
-			if cost > count then
-				res[r + 1], res[r + 2], res[r + 5] = 0, 1, P
-			elseif used + cost <= count then
-				res[r + 1], res[r + 2], res[r + 5] = 1, 0, 0
-			else
-				local retry = wend - t
-				res[r + 1], res[r + 2], res[r + 5] = 0, 0,
-					retry < 1 and 1 or retry
-			end
-			all = all and res[r + 1] == 1
-			useds[i], wends[i] = used, wend
-		end
-		if ARGV[2] == '1' and all then
-			for i = 1, n do
-				local a = 3 + 6 * (i - 1)
-				if ARGV[a + 6] ~= '1' then
-					local count = tonumber(ARGV[a + 2])
-					local P = tonumber(ARGV[a + 3])
-					local used = useds[i] + tonumber(ARGV[a + 5])
-					local wend, r = wends[i], 5 * (i - 1)
-					res[r + 3] = used < count and count - used or 0
-					local ttl = wend - now
-					if virtual and ttl < 3600000 then
-						ttl = 3600000   -- VIRTUAL_TTL_MIN below
+			local t = tnow
+			local v1, v2, v5 = 0, 0, 0
+			local x, y, z, keep = 0, 0, 0, false
+			if st == '0' or st == '1' then
+				-- fixed [window_start, used], elastic [window_end, used]
+				local x0 = w0 and tonumber(w0) or 0
+				local used = w0 and tonumber(w1) or 0
+				local wend
+				if st == '0' then
+					if used ~= 0 and t < x0 then
+						t = x0
 					end
-					redis.call('SET', KEYS[i],
-						   format('0 %s %d %d', ARGV[a + 2],
-							  wend - P, used),
-						   'PX', ttl)
-				end
-			end
-		end
-		return res
-	end
-	-- One GCRA or sliding-window op in plain numbers: gcra and sliding
-	-- below (view, fill, check, consume, expiry) inlined, taken when the
-	-- limit's capacity and the stored words are far below 2^53, so that
-	-- no value can need the wide integers; anything else goes on to the
-	-- general path.  The answers are the general path's to the digit.
-	local st = ARGV[4]
-	if n == 1 and (st == '4' or st == '3') then
-		local TWO53 = 9007199254740992
-		local count, P = tonumber(ARGV[5]), tonumber(ARGV[6])
-		local burst, cost = tonumber(ARGV[7]), tonumber(ARGV[8])
-		local probe, hitmode = ARGV[9] == '1', ARGV[2] == '1'
-		local cap = st == '4' and (burst ~= 0 and burst or count) * P or
-			    count * P
-		local s = (cap + 2 * P) * 4 < TWO53 and redis.call('GET', KEYS[1])
-		local w = {}
-		if s then
-			local a, c, w0, w1, w2 = match(s, '^(%d+) (%d+) (%d+) (%d+) ?(%d*)$')
-			if a == st and c == ARGV[5] and (st == '3') == (w2 ~= '') then
-				if #w0 > 15 or #w1 > 15 or #w2 > 15 then
-					s = nil         -- too large: the general path
+					if used ~= 0 and t - x0 < P then
+						wend = x0 + P
+						keep = not virtual
+					else
+						used, wend = 0, t + P
+					end
 				else
-					w = { tonumber(w0), tonumber(w1), tonumber(w2) }
+					local last = 0
+					if used ~= 0 and x0 >= P then
+						last = x0 - P
+					end
+					if t < last then
+						t = last
+					end
+					if used ~= 0 and t < x0 then
+						wend = x0
+					else
+						used, wend = 0, t + P
+					end
 				end
-			else
-				s = false               -- another layout: fresh
-			end
-		end
-		if s ~= nil and (cap + 2 * P) * 4 < TWO53 then
-			local now, virtual = time_of(ARGV[3])
-			local t = now < 0 and 0 or now
-			-- floor(a / b) and ceil(a / b), exact for a < 2^53
-			local function fdiv(a, b)
-				return (a - fmod(a, b)) / b
-			end
-			local function cdiv(a, b)
-				local r = fmod(a, b)
-				return (a - r) / b + (r ~= 0 and 1 or 0)
-			end
-			local v, expiry, state = { 0, 0, 0, 0, 0 }, 0, nil
-			if st == '4' then
+				res[r + 3] = used < count and count - used or 0
+				res[r + 4] = wend
+				if cost > count then
+					v2, v5 = 1, P
+				elseif used + cost <= count then
+					v1 = 1
+				else
+					local retry = wend - t
+					v5 = retry < 1 and 1 or retry
+				end
+				x, y = wend, used
+			elseif st == '4' then
 				-- gcra [t_last, level]
-				local t0, level = w[1] or 0, w[2] or 0
+				local t0 = w0 and tonumber(w0) or 0
+				local level = w0 and tonumber(w1) or 0
 				if t < t0 then
 					t = t0
 				end
 				local drained = (t - t0) * count
 				level = level > drained and level - drained or 0
 				local hit = cost * P
-				v[3] = level >= cap and 0 or fdiv(cap - level, P)
-				v[4] = t + cdiv(level, count)
+				res[r + 3] = level >= cap and 0 or fdiv(cap - level, P)
+				res[r + 4] = t + cdiv(level, count)
 				if hit > cap then
-					v[1], v[2], v[5] = 0, 1, P
+					v2, v5 = 1, P
 				elseif level + hit <= cap then
-					v[1] = 1
+					v1 = 1
 				else
 					local retry = cdiv(level + hit - cap, count)
-					v[5] = retry < 1 and 1 or retry
+					v5 = retry < 1 and 1 or retry
 				end
-				if v[1] == 1 and not probe and hitmode then
-					level = level + hit
-					v[3] = level >= cap and 0 or fdiv(cap - level, P)
-					v[4] = t + cdiv(level, count)
-					expiry = level == 0 and 0 or t + cdiv(level, count)
-					state = format('4 %s %d %d', ARGV[5], t, level)
-				end
+				y = level
 			else
 				-- sliding-window-counter [cur_start, prev, cur]
-				local start0, prev, cur = w[1] or 0, w[2] or 0, w[3] or 0
+				local start0 = w0 and tonumber(w0) or 0
+				local prev = w0 and tonumber(w1) or 0
+				local cur = w0 and tonumber(w2) or 0
 				if t < start0 then
 					t = start0
 				end
@@ -224,22 +228,26 @@ if ARGV[1] == 'apply' then
 					prev, cur = 0, 0
 				elseif t - start0 >= P then
 					prev, cur = cur, 0
+				elseif cur ~= 0 then
+					keep = not virtual      -- expiry start + 2P stays
 				end
 				if (prev + cur + cost) * P >= TWO53 then
-					s = nil         -- the general path
+					plain = false
+					break
+				end
+				local start = t - fmod(t, P)
+				local e = t - start
+				local used = prev * (P - e) + cur * P
+				res[r + 3] = used >= cap and 0 or fdiv(cap - used, P)
+				res[r + 4] = cur ~= 0 and start + 2 * P or
+					     (prev ~= 0 and start + P or t)
+				if cost > count then
+					v2, v5 = 1, P
+				elseif used + cost * P <= cap then
+					v1 = 1
 				else
-					local start = t - fmod(t, P)
-					local e = t - start
-					local function remaining(c)
-						local used = prev * (P - e) + c * P
-						return used >= cap and 0 or fdiv(cap - used, P)
-					end
-					local function reset(c)
-						if c ~= 0 then
-							return start + 2 * P
-						end
-						return prev ~= 0 and start + P or t
-					end
+					-- the first time at which need hits fit, on a
+					-- window whose previous count is pv
 					local function first_fit(pv, need)
 						if need > count then
 							return P
@@ -250,61 +258,117 @@ if ARGV[1] == 'apply' then
 						local q = fdiv((count - need) * P, pv)
 						return q >= P and 0 or P - q
 					end
-					v[3], v[4] = remaining(cur), reset(cur)
-					if cost > count then
-						v[1], v[2], v[5] = 0, 1, P
-					elseif prev * (P - e) + (cur + cost) * P <= cap then
-						v[1] = 1
+					local need = cur + cost
+					if need > count then
+						need = count + 1
+					end
+					local e1 = first_fit(prev, need)
+					local at
+					if e1 < e then
+						e1 = e
+					end
+					if e1 < P then
+						at = start + e1
 					else
-						local need = cur + cost
-						if need > count then
-							need = count + 1
+						e1 = first_fit(cur, cost)
+						at = e1 < P and start + P + e1 or start + 2 * P
+					end
+					local retry = at - t
+					v5 = retry < 1 and 1 or retry
+				end
+				x, y, z = start, prev, cur
+			end
+			res[r + 1], res[r + 2], res[r + 5] = v1, v2, v5
+			all = all and v1 == 1
+			local o = 5 * n + 9 * (i - 1)
+			res[o + 1], res[o + 2], res[o + 3], res[o + 4], res[o + 5] =
+				count, P, cost, cap, t
+			res[o + 6], res[o + 7], res[o + 8], res[o + 9] = x, y, z, keep
+		end
+		if plain then
+			if ARGV[2] == '1' then
+				for i = 1, n do
+					local a = 3 + 6 * (i - 1)
+					local st = ARGV[a + 1]
+					local o = 5 * n + 9 * (i - 1)
+					local count, P, cost, cap, t = res[o + 1], res[o + 2],
+						res[o + 3], res[o + 4], res[o + 5]
+					local x, y, z = res[o + 6], res[o + 7], res[o + 8]
+					local r = 5 * (i - 1)
+					local state, expiry
+					if not all then
+						-- denied: nothing is consumed; the elastic
+						-- windows move (penalize)
+						if st == '1' and ARGV[a + 6] ~= '1' then
+							res[r + 4] = t + P
+							if res[r + 1] == 0 then
+								res[r + 5] = P
+							end
+							if y ~= 0 then
+								expiry = t + P
+								state = format('1 %s %d %d', ARGV[a + 2],
+									       expiry, y)
+							end
 						end
-						local e1 = first_fit(prev, need)
-						local at
-						if e1 < e then
-							e1 = e
-						end
-						if e1 < P then
-							at = start + e1
+					elseif ARGV[a + 6] ~= '1' then
+						if st == '0' or st == '1' then
+							local used = y + cost
+							res[r + 3] = used < count and count - used or 0
+							if st == '0' then
+								state = format('0 %s %d %d', ARGV[a + 2],
+									       x - P, used)
+								expiry = used ~= 0 and x or 0
+							else
+								res[r + 4] = t + P
+								state = format('1 %s %d %d', ARGV[a + 2],
+									       t + P, used)
+								expiry = used ~= 0 and t + P or 0
+							end
+						elseif st == '4' then
+							local level = y + cost * P
+							res[r + 3] = level >= cap and 0 or
+								     fdiv(cap - level, P)
+							res[r + 4] = t + cdiv(level, count)
+							expiry = level == 0 and 0 or res[r + 4]
+							state = format('4 %s %d %d', ARGV[a + 2], t,
+								       level)
 						else
-							e1 = first_fit(cur, cost)
-							at = e1 < P and start + P + e1 or start + 2 * P
+							local start, prev, cur = x, y, z + cost
+							local used = prev * (P - (t - start)) + cur * P
+							res[r + 3] = used >= cap and 0 or
+								     fdiv(cap - used, P)
+							res[r + 4] = cur ~= 0 and start + 2 * P or
+								     (prev ~= 0 and start + P or t)
+							expiry = cur ~= 0 and start + 2 * P or
+								 (prev ~= 0 and start + P or 0)
+							state = format('3 %s %d %d %d', ARGV[a + 2],
+								       start, prev, cur)
 						end
-						local retry = at - t
-						v[5] = retry < 1 and 1 or retry
 					end
-					if v[1] == 1 and not probe and hitmode then
-						cur = cur + cost
-						v[3], v[4] = remaining(cur), reset(cur)
-						expiry = cur ~= 0 and start + 2 * P or
-							 (prev ~= 0 and start + P or 0)
-						state = format('3 %s %d %d %d', ARGV[5], start,
-							       prev, cur)
+					if state then
+						local ttl = expiry - now
+						if res[o + 9] then
+							redis.call('SET', KEYS[i], state, 'KEEPTTL')
+						elseif ttl > 0 then
+							if virtual and ttl < 3600000 then
+								ttl = 3600000   -- VIRTUAL_TTL_MIN below
+							end
+							redis.call('SET', KEYS[i], state, 'PX', ttl)
+						else
+							redis.call('DEL', KEYS[i])
+						end
 					end
 				end
 			end
-			if s ~= nil then
-				if state then
-					local ttl = expiry - now
-					if ttl > 0 and virtual and ttl < 3600000 then
-						ttl = 3600000   -- VIRTUAL_TTL_MIN below
-					end
-					if ttl > 0 then
-						redis.call('SET', KEYS[1], state, 'PX', ttl)
-					else
-						redis.call('DEL', KEYS[1])
-					end
-				end
-				return v
-			end
+			res[5 * n + 1] = nil
+			return res
 		end
 	end
 	-- One moving-window op on a ring small enough to read whole
 	-- (make_moving below, inlined): one GET, a binary search in the
 	-- string, and the same writes.  A key of another layout goes on to
 	-- the general path, which starts it over.
-	if n == 1 and st == '2' then
+	if n == 1 and ARGV[4] == '2' then
 		local count, P = tonumber(ARGV[5]), tonumber(ARGV[6])
 		local cost = tonumber(ARGV[8])
 		local HDR, SLURP_MAX = 32, 65536        -- as below

@@ -11,7 +11,8 @@
  * penalize on a bare state array, and run_vectors_on_store() drives
  * st->ops->apply of any store (memstore here; shared memory and Redis in
  * gateway/ tests), one fresh store per vector, one key per vector.
- * run_vectors_on_store_paired() runs them in batches of two ops.
+ * run_vectors_on_store_paired() runs them in batches of two ops, each
+ * vector's op beside a companion op on another key that always allows.
  * run_probe_on_store() checks that a store honours rl_store_op.probe (checked
  * with the batch, never written) for every strategy.
  * Include this from a Criterion test file.
@@ -343,7 +344,8 @@ static inline void run_vectors_on_store(int (*make)(struct rl_store *st,
  * through its general batch path too; the verdicts must be the same. */
 static inline void run_vectors_on_store_paired(int (*make)(struct rl_store *st,
 							   void *ctx),
-					       void *ctx, const char *key_prefix)
+					       void *ctx, const char *key_prefix,
+					       struct rl_step companion)
 {
 	for (size_t k = 0; k < SV_NVECTORS; k++) {
 		const struct sv_vector *vec = &sv_vectors[k];
@@ -362,7 +364,7 @@ static inline void run_vectors_on_store_paired(int (*make)(struct rl_store *st,
 				{ .key = key, .key_len = (size_t)key_len,
 				  .step = sv_step_of(vec, s) },
 				{ .key = other, .key_len = (size_t)other_len,
-				  .step = { RL_GCRA, 1000000000, 1000, 0, 1 } },
+				  .step = companion },
 			};
 			struct rl_diag err = { 0, "" };
 

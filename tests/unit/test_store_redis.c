@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -279,12 +280,18 @@ static size_t dbsize(struct rl_store *st)
 	return (size_t)raw_int(&srv, "DBSIZE", NULL);
 }
 
-/* Alone (a single GCRA or sliding op takes the script's fast path) and
- * in batches of two (its general path). */
+/* The script decides a batch by one of three paths (see the top of
+ * gateway/store_redis.lua): each vector runs alone (fixed, elastic,
+ * sliding and GCRA take the plain path, moving windows their own), beside
+ * a GCRA op (the plain path with two ops, moving windows the general
+ * path), and beside a moving-window op (the general path for all). */
 Test(redis, strategy_vectors)
 {
 	run_vectors_on_store(make_vclock, &srv, "vec:");
-	run_vectors_on_store_paired(make_vclock, &srv, "pair:");
+	run_vectors_on_store_paired(make_vclock, &srv, "pair:",
+				    (struct rl_step){ RL_GCRA, 1000000000, 1000, 0, 1 });
+	run_vectors_on_store_paired(make_vclock, &srv, "general:",
+				    (struct rl_step){ RL_MOVING_WINDOW, 100, 1000, 0, 1 });
 }
 
 Test(redis, probes_are_checked_never_written)
@@ -432,6 +439,39 @@ Test(redis, every_key_has_a_ttl)
 	for (size_t i = 0; i < keys->elements; i++)
 		ttl_ok(keys->element[i]->str, 120000);
 	freeReplyObject(keys);
+	st.ops->destroy(st.impl);
+}
+
+/* A hit inside a window that is already open leaves the window's end
+ * where it was, and the script then writes the state with KEEPTTL rather
+ * than a new PX: the key must still expire exactly at the window's end
+ * (the reset the verdict reports), and must not lose its TTL. */
+Test(redis, ttl_stays_at_the_window_end)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	static const struct { const char *key; enum rl_strategy s; } k[] = {
+		{ "keep-fw", RL_FIXED_WINDOW }, { "keep-swc", RL_SLIDING_WINDOW },
+	};
+
+	open_ok(&c, &st);
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		struct rl_step p = sv_limit(k[i].s, 5, 60000);
+		struct rl_verdict v1 = sv_hit(&st, k[i].key, p, 0);
+		sleep_ms(100);
+		struct rl_verdict v2 = sv_hit(&st, k[i].key, p, 0);
+		long long ttl = raw_int(&srv, "PTTL %s", k[i].key);
+		long long want = (long long)(v2.reset_ms - clock_wall_ms());
+
+		cr_expect(v1.allowed && v2.allowed, "%s: allowed", k[i].key);
+		cr_expect_eq(v2.remaining, 3, "%s: remaining %" PRIu64, k[i].key,
+			     v2.remaining);
+		cr_expect_eq(v2.reset_ms, v1.reset_ms, "%s: the window moved",
+			     k[i].key);
+		cr_expect(ttl > 0 && llabs(ttl - want) <= 50,
+			  "%s: PTTL %lld, expected %lld (the window's end)",
+			  k[i].key, ttl, want);
+	}
 	st.ops->destroy(st.impl);
 }
 
