@@ -38,23 +38,21 @@
 -- A key holding another strategy or count reads as fresh, as in memstore.
 
 -- Speed.  Redis runs this whole chunk on every EVALSHA, so every function
--- defined at the top level is made again on every call.  A batch of fixed
--- windows, a single GCRA or sliding-window op whose numbers are small and
--- a single moving-window op on a ring of up to 8188 hits (the common
--- cases), are decided first, by straight-line code, and return
--- before anything else is made; for the rest, the wide integers, the
--- moving window, the sliding counter and GCRA are made on first use in a
--- call.  tests/unit/test_store_redis.c runs the strategy vectors both ways
--- (alone, and in a batch with another op, which takes the general path).
+-- defined at the top level is made again on every call.  A batch on
+-- distinct keys whose numbers are plain and whose moving-window rings
+-- hold up to 8188 hits (nearly every batch) is decided first, by the
+-- straight-line "plain path", which returns before anything else is made;
+-- for the rest (the "general path"), the wide integers, the moving
+-- window, the sliding counter and GCRA are made on first use in a call.
+-- tests/unit/test_store_redis.c runs the strategy vectors through both
+-- paths, and tests/bench/redis_script_cost.sh counts what a call costs
+-- Redis.
 
 local fmod, floor, format, match = math.fmod, math.floor, string.format,
 	string.match
 
 -- ------------------------------------------------------------------
--- The fast path: a batch of fixed windows (the default strategy) on
--- distinct keys, decided before anything else of the script is made.  It
--- is fixed_view, window_verdict and fixed_consume below, inlined; every
--- value is a plain number (times and counts far below 2^53).
+-- The plain path
 
 -- The time of a call: NOW (arg) in ms, or Redis TIME when NOW < 0; and
 -- whether it was the caller's (virtual).
@@ -69,28 +67,24 @@ end
 
 if ARGV[1] == 'apply' then
 	local n = #KEYS
-	-- The plain path: a batch of fixed-window, elastic, sliding-window and
-	-- GCRA ops on distinct keys whose numbers are plain.  It is
-	-- fixed_view/elastic_view, window_verdict, sliding, gcra and the batch
+	-- The plain path: a batch of ops of any strategy on distinct keys.
+	-- It is the views and verdicts of the five strategies and the batch
 	-- logic of apply() below, inlined: check every op (a GET each), then,
-	-- when all are allowed, consume and write each (a SET each), or when
-	-- one is denied, move the elastic windows.  An op whose capacity or
-	-- stored words could leave 2^53 sends the whole batch, unwritten, to
-	-- the general path.  The answers are the general path's to the digit.
+	-- when all are allowed, consume and write each (a SET, or SETRANGEs
+	-- for a ring), or when one is denied, move the elastic windows.  An
+	-- op whose capacity or stored words could leave 2^53, a ring of more
+	-- than 8188 hits or of another layout, or a key given twice sends the
+	-- whole batch, unwritten, to the general path.  The answers are the
+	-- general path's to the digit.
 	--
-	-- Redis CPU (tests/bench/redis_script_cost.sh): a tonumber() costs
-	-- about as much as 200 plain Lua operations, so each ARGV number is
-	-- read once (a cost of '1' not at all), and a hit that leaves a
-	-- window's end where it was writes with KEEPTTL instead of PX.
+	-- Redis CPU (tests/bench/redis_script_cost.sh): a tonumber() or a new
+	-- table costs about as much as 30 plain Lua operations, and each
+	-- redis.call() as much as 150, so each ARGV number is read once (a
+	-- cost of '1' not at all), one table carries everything, and a hit
+	-- that leaves a window's end where it was writes with KEEPTTL, which
+	-- Redis does for less than a new PX.
 	local plain = true
-	for i = 1, n do
-		local s = ARGV[4 + 6 * (i - 1)]
-		if s ~= '0' and s ~= '3' and s ~= '4' and s ~= '1' then
-			plain = false
-			break
-		end
-	end
-	if plain and n > 1 then
+	if n > 1 then
 		local seen = {}
 		for i = 1, n do
 			if seen[KEYS[i]] then
@@ -112,15 +106,16 @@ if ARGV[1] == 'apply' then
 			local r = fmod(a, b)
 			return (a - r) / b + (r ~= 0 and 1 or 0)
 		end
-		-- res: the 5 answers per op, then 9 numbers per op from the
+		-- res: the 5 answers per op, then 10 numbers per op from the
 		-- check to the write (count, period, cost, capacity, effective
-		-- time, the three state words as the check left them, whether
-		-- the write keeps the TTL).  One table, not ten: making a table
+		-- time, four state words as the check left them, whether the
+		-- write keeps the TTL).  One table, not ten: making a table
 		-- costs Redis as much as a tonumber().  Redis turns a Lua table
 		-- into a reply up to its first nil, so res[5n + 1] = nil below
 		-- cuts the numbers off the answer.
-		local res = n == 1 and { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
-			or {}
+		local res = n == 1 and
+			{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 } or {}
+		local HDR, SLURP_MAX = 32, 65536        -- as in make_moving
 		local all = true
 		for i = 1, n do
 			local a = 3 + 6 * (i - 1)
@@ -141,7 +136,12 @@ if ARGV[1] == 'apply' then
 			end
 			local w0, w1, w2
 			local s = redis.call('GET', KEYS[i])
-			if s then
+			if st == '2' then
+				if HDR + 8 * count > SLURP_MAX then
+					plain = false   -- a ring read in pieces
+					break
+				end
+			elseif s then
 				local x, c
 				x, c, w0, w1, w2 = match(s, '^(%d+) (%d+) (%d+) (%d+) ?(%d*)$')
 				if x ~= st or c ~= cs or (st == '3') ~= (w2 ~= '') then
@@ -154,7 +154,7 @@ if ARGV[1] == 'apply' then
 			local r = 5 * (i - 1)
 			local t = tnow
 			local v1, v2, v5 = 0, 0, 0
-			local x, y, z, keep = 0, 0, 0, false
+			local x, y, z, w, keep = 0, 0, 0, 0, false
 			if st == '0' or st == '1' then
 				-- fixed [window_start, used], elastic [window_end, used]
 				local x0 = w0 and tonumber(w0) or 0
@@ -216,6 +216,61 @@ if ARGV[1] == 'apply' then
 					v5 = retry < 1 and 1 or retry
 				end
 				y = level
+			elseif st == '2' then
+				-- moving window: "RGMOVE1:", count, n, head, then the ring
+				-- of hit times (make_moving below); a ring of another
+				-- layout goes to the general path, which starts it over
+				local nr, head = 0, 0
+				if s then
+					local c
+					if #s < HDR or string.sub(s, 1, 8) ~= 'RGMOVE1:' then
+						plain = false
+						break
+					end
+					c, nr, head = struct.unpack('>d>d>d', s, 9)
+					if c ~= count or nr > count or
+					   (nr ~= 0 and head >= count) then
+						plain = false
+						break
+					end
+				end
+				-- the i-th oldest hit time (0-based)
+				local function at(j)
+					local k = head + j
+					if k >= count then
+						k = k - count
+					end
+					local off = HDR + 8 * k
+					if not s or #s < off + 8 then
+						return 0
+					end
+					return (struct.unpack('>d', s, off + 1))
+				end
+				local last = nr > 0 and at(nr - 1) or 0
+				if t < last then
+					t = last
+				end
+				local lo, hi = 0, nr
+				while lo < hi do
+					local mid = floor((lo + hi) / 2)
+					if t - at(mid) >= P then
+						lo = mid + 1
+					else
+						hi = mid
+					end
+				end
+				local live = nr - lo
+				res[r + 3] = count - live
+				res[r + 4] = live > 0 and last + P or t
+				if cost > count then
+					v2, v5 = 1, P
+				elseif live + cost <= count then
+					v1 = 1
+				else
+					local retry = at(lo + (live + cost - count) - 1) + P - t
+					v5 = retry < 1 and 1 or retry
+				end
+				x, y, z, w = head, lo, live, last
 			else
 				-- sliding-window-counter [cur_start, prev, cur]
 				local start0 = w0 and tonumber(w0) or 0
@@ -280,20 +335,22 @@ if ARGV[1] == 'apply' then
 			end
 			res[r + 1], res[r + 2], res[r + 5] = v1, v2, v5
 			all = all and v1 == 1
-			local o = 5 * n + 9 * (i - 1)
+			local o = 5 * n + 10 * (i - 1)
 			res[o + 1], res[o + 2], res[o + 3], res[o + 4], res[o + 5] =
 				count, P, cost, cap, t
-			res[o + 6], res[o + 7], res[o + 8], res[o + 9] = x, y, z, keep
+			res[o + 6], res[o + 7], res[o + 8], res[o + 9], res[o + 10] =
+				x, y, z, w, keep
 		end
 		if plain then
 			if ARGV[2] == '1' then
 				for i = 1, n do
 					local a = 3 + 6 * (i - 1)
 					local st = ARGV[a + 1]
-					local o = 5 * n + 9 * (i - 1)
+					local o = 5 * n + 10 * (i - 1)
 					local count, P, cost, cap, t = res[o + 1], res[o + 2],
 						res[o + 3], res[o + 4], res[o + 5]
-					local x, y, z = res[o + 6], res[o + 7], res[o + 8]
+					local x, y, z, w = res[o + 6], res[o + 7], res[o + 8],
+						res[o + 9]
 					local r = 5 * (i - 1)
 					local state, expiry
 					if not all then
@@ -332,6 +389,46 @@ if ARGV[1] == 'apply' then
 							expiry = level == 0 and 0 or res[r + 4]
 							state = format('4 %s %d %d', ARGV[a + 2], t,
 								       level)
+						elseif st == '2' then
+							-- the live hits move to the front (h2) and
+							-- the new ones follow, wrapping at count
+							local head, lo, live, last = x, y, z, w
+							local h2 = live > 0 and fmod(head + lo, count) or 0
+							local c = cost
+							if c > count - live then
+								c = count - live
+							end
+							local k = h2 + live
+							if k >= count then
+								k = k - count
+							end
+							local run = c
+							if run > count - k then
+								run = count - k
+							end
+							res[r + 3], res[r + 4] = count - (live + c), t + P
+							-- the TTL: until the newest hit leaves the window
+							local ttl = live + c == 0 and 0 or
+								    (c > 0 and t or last) + P - now
+							if ttl <= 0 then
+								redis.call('DEL', KEYS[i])
+							else
+								if virtual and ttl < 3600000 then
+									ttl = 3600000   -- VIRTUAL_TTL_MIN below
+								end
+								redis.call('SETRANGE', KEYS[i], 0, 'RGMOVE1:' ..
+									   struct.pack('>d>d>d', count, live + c, h2))
+								local slot = struct.pack('>d', t)
+								if run > 0 then
+									redis.call('SETRANGE', KEYS[i], HDR + 8 * k,
+										   string.rep(slot, run))
+								end
+								if c - run > 0 then
+									redis.call('SETRANGE', KEYS[i], HDR,
+										   string.rep(slot, c - run))
+								end
+								redis.call('PEXPIRE', KEYS[i], ttl)
+							end
 						else
 							local start, prev, cur = x, y, z + cost
 							local used = prev * (P - (t - start)) + cur * P
@@ -347,7 +444,7 @@ if ARGV[1] == 'apply' then
 					end
 					if state then
 						local ttl = expiry - now
-						if res[o + 9] then
+						if res[o + 10] then
 							redis.call('SET', KEYS[i], state, 'KEEPTTL')
 						elseif ttl > 0 then
 							if virtual and ttl < 3600000 then
@@ -364,105 +461,8 @@ if ARGV[1] == 'apply' then
 			return res
 		end
 	end
-	-- One moving-window op on a ring small enough to read whole
-	-- (make_moving below, inlined): one GET, a binary search in the
-	-- string, and the same writes.  A key of another layout goes on to
-	-- the general path, which starts it over.
-	if n == 1 and ARGV[4] == '2' then
-		local count, P = tonumber(ARGV[5]), tonumber(ARGV[6])
-		local cost = tonumber(ARGV[8])
-		local HDR, SLURP_MAX = 32, 65536        -- as below
-		local d = HDR + 8 * count <= SLURP_MAX and redis.call('GET', KEYS[1])
-		local nr, head, ok = 0, 0, HDR + 8 * count <= SLURP_MAX
-		if d then
-			ok = #d >= HDR and string.sub(d, 1, 8) == 'RGMOVE1:'
-			if ok then
-				local c
-				c, nr, head = struct.unpack('>d>d>d', d, 9)
-				ok = c == count and nr <= count and
-				     (nr == 0 or head < count)
-			end
-		end
-		if ok then
-			local now, virtual = time_of(ARGV[3])
-			-- the i-th oldest hit time (0-based)
-			local function at(i)
-				local k = head + i
-				if k >= count then
-					k = k - count
-				end
-				local off = HDR + 8 * k
-				if not d or #d < off + 8 then
-					return 0
-				end
-				return (struct.unpack('>d', d, off + 1))
-			end
-			local t = now < 0 and 0 or now
-			local last = nr > 0 and at(nr - 1) or 0
-			if t < last then
-				t = last
-			end
-			local lo, hi = 0, nr
-			while lo < hi do
-				local mid = floor((lo + hi) / 2)
-				if t - at(mid) >= P then
-					lo = mid + 1
-				else
-					hi = mid
-				end
-			end
-			local live = nr - lo
-			local v = { 0, 0, count - live, live > 0 and last + P or t, 0 }
-			if cost > count then
-				v[2], v[5] = 1, P
-			elseif live + cost <= count then
-				v[1] = 1
-			else
-				local retry = at(lo + (live + cost - count) - 1) + P - t
-				v[5] = retry < 1 and 1 or retry
-			end
-			if v[1] == 1 and ARGV[9] ~= '1' and ARGV[2] == '1' then
-				local h2 = live > 0 and fmod(head + lo, count) or 0
-				local c = cost
-				if c > count - live then
-					c = count - live
-				end
-				local k = h2 + live
-				if k >= count then
-					k = k - count
-				end
-				local run = c
-				if run > count - k then
-					run = count - k
-				end
-				v[3], v[4] = count - (live + c), t + P
-				-- the TTL: until the newest hit leaves the window
-				local ttl = live + c == 0 and 0 or
-					    (c > 0 and t or last) + P - now
-				if ttl <= 0 then
-					redis.call('DEL', KEYS[1])
-				else
-					if virtual and ttl < 3600000 then
-						ttl = 3600000   -- VIRTUAL_TTL_MIN below
-					end
-					redis.call('SETRANGE', KEYS[1], 0, 'RGMOVE1:' ..
-						   struct.pack('>d>d>d', count, live + c, h2))
-					local slot = struct.pack('>d', t)
-					if run > 0 then
-						redis.call('SETRANGE', KEYS[1], HDR + 8 * k,
-							   string.rep(slot, run))
-					end
-					if c - run > 0 then
-						redis.call('SETRANGE', KEYS[1], HDR,
-							   string.rep(slot, c - run))
-					end
-					redis.call('PEXPIRE', KEYS[1], ttl)
-				end
-			end
-			return v
-		end
-	end
 end
+
 local TWO53 = 9007199254740992
 local virtual = false           -- NOW came from the caller (tests)
 

@@ -339,9 +339,11 @@ static inline void run_vectors_on_store(int (*make)(struct rl_store *st,
 }
 
 /* As run_vectors_on_store, but every apply is a batch of two: the
- * vector's op and, on another key, a GCRA limit that is never reached.  A
- * store with fast paths for single ops (Redis) thus runs the vectors
- * through its general batch path too; the verdicts must be the same. */
+ * vector's op and, on another key, the companion op, which must never be
+ * denied.  A store that decides some batches by another route than others
+ * (the Redis script's plain and general paths) thus runs the vectors
+ * through each of them by the choice of companion; the verdicts must be
+ * the same. */
 static inline void run_vectors_on_store_paired(int (*make)(struct rl_store *st,
 							   void *ctx),
 					       void *ctx, const char *key_prefix,
