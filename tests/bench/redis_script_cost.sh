@@ -89,8 +89,10 @@ row 'rategate gcra, 1 limit' EVALSHA "$rg" 1 "$k:g" apply 1 -1 $(op 4 1000000 60
 row 'rategate moving-window 1000/minute, 1 limit' EVALSHA "$rg" 1 "$k:m" apply 1 -1 $(op 2 1000 60000)
 row 'rategate gcra, 2 limits' EVALSHA "$rg" 2 "$k:g2" "$k:g3" apply 1 -1 \
 	$(op 4 1000000 60000) $(op 4 10000000 3600000)
-row 'rategate moving-window, 2 limits (general path)' EVALSHA "$rg" 2 "$k:m2" "$k:m3" apply 1 -1 \
+row 'rategate moving-window, 2 limits' EVALSHA "$rg" 2 "$k:m2" "$k:m3" apply 1 -1 \
 	$(op 2 1000 60000) $(op 2 5000 3600000)
+row 'rategate moving-window 10000/minute (general path)' EVALSHA "$rg" 1 "$k:m4" apply 1 -1 \
+	$(op 2 10000 60000)
 if [ -d "$limits_lua" ]; then
 	incr=$(load "$limits_lua/incr_expire.lua")
 	amw=$(load "$limits_lua/acquire_moving_window.lua")
