@@ -336,16 +336,19 @@ decision_init(struct rl_decision *d, const struct rl_settings *s)
 	d->error[0] = '\0';
 }
 
-/* "addr=" and the address: a client key when the configured one is
- * missing. */
+/* The client key when the configured one is missing: the key "addr",
+ * spelled as rl_key_render_addr spells it (an IPv6 address escaped), so
+ * that a rule whose key is missing and a rule keyed by address that share
+ * a scope count one client once.  The callers check that there is an
+ * address; it always fits. */
 static size_t
 addr_key(char *buf, size_t cap, const struct who *w)
 {
-	size_t pos = 0;
+	size_t len = 0;
 
-	rl_put(buf, cap, &pos, "addr=", 5);
-	rl_put(buf, cap, &pos, w->addr_text, w->addr_len);
-	return pos;
+	if (rl_key_render_addr(w->addr_text, w->addr_len, buf, cap, &len))
+		return 0;
+	return len;
 }
 
 /* Fill w and the identity fields of d.  Returns -1 to go on deciding, or

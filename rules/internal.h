@@ -111,4 +111,11 @@ int rl_key_render(const struct rl_key *k, const struct rl_request *req,
 		  const char *addr_text, size_t addr_len, char *buf,
 		  size_t cap, size_t *len);
 
+/* The key "addr" alone, as rl_key_render renders it: "addr=" and the
+ * address, escaped.  Also the key of a rule whose own key is missing
+ * (decide.c), so both spell one client alike.  Returns 0, or -1 when there
+ * is no address or it does not fit. */
+int rl_key_render_addr(const char *addr_text, size_t addr_len, char *buf,
+		       size_t cap, size_t *len);
+
 #endif

@@ -355,6 +355,33 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f)
 	}
 }
 
+/* The key "addr" alone, as the loop of rl_key_render renders it: an
+ * address text is always usable (short, no control bytes). */
+int
+rl_key_render_addr(const char *addr_text, size_t addr_len, char *buf,
+		   size_t cap, size_t *len)
+{
+	size_t pos = 5;
+
+	if (addr_len == 0)
+		return -1;
+	if (cap < 6)
+		return -1;
+	memcpy(buf, "addr=", 5);
+	if (memchr(addr_text, ':', addr_len) == NULL) {
+		/* IPv4 text, [0-9./] only: nothing to escape */
+		if (pos + addr_len + 1 > cap)
+			return -1;
+		memcpy(buf + pos, addr_text, addr_len);
+		pos += addr_len;
+		buf[pos] = '\0';
+	} else if (rl_key_escape(buf, cap, &pos, addr_text, addr_len)) {
+		return -1;
+	}
+	*len = pos;
+	return 0;
+}
+
 int
 rl_key_render(const struct rl_key *k, const struct rl_request *req,
 	      const char *addr_text, size_t addr_len, char *buf, size_t cap,
@@ -362,30 +389,9 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 {
 	char qv[RL_KEYPART_MAX + 1];
 
-	/* The default key, "addr" alone, as the loop below renders it: an
-	 * address text is always usable (short, no control bytes). */
 	if (k->nalts == 1 && k->alts[0].nparts == 1 &&
-	    k->alts[0].parts[0].src == RL_KEY_ADDR) {
-		size_t pos = 5;
-
-		if (addr_len == 0)
-			return -1;
-		if (cap < 6)
-			return -1;
-		memcpy(buf, "addr=", 5);
-		if (memchr(addr_text, ':', addr_len) == NULL) {
-			/* IPv4 text, [0-9./] only: nothing to escape */
-			if (pos + addr_len + 1 > cap)
-				return -1;
-			memcpy(buf + pos, addr_text, addr_len);
-			pos += addr_len;
-			buf[pos] = '\0';
-		} else if (rl_key_escape(buf, cap, &pos, addr_text, addr_len)) {
-			return -1;
-		}
-		*len = pos;
-		return 0;
-	}
+	    k->alts[0].parts[0].src == RL_KEY_ADDR)
+		return rl_key_render_addr(addr_text, addr_len, buf, cap, len);
 
 	for (size_t ai = 0; ai < k->nalts; ai++) {
 		const struct rl_key_alt *alt = &k->alts[ai];

@@ -374,6 +374,23 @@ Test(decide, missing_key_policies)
 	cr_assert_eq(req_full("GET", "/b", "192.0.2.1", user, T0, RL_HIT, 0, &d), RL_ALLOW);
 }
 
+/* A rule whose key is missing falls back to the address, spelled as the
+ * key "addr" spells it, IPv6 included: two rules sharing a scope, one
+ * keyed by a header the client does not send and one by address, count
+ * that client once. */
+Test(decide, missing_key_fallback_is_the_addr_key)
+{
+	struct rl_decision d;
+
+	setup_rules("/a 1/minute key=header:X-Api-Key scope=s\n/b 1/minute scope=s\n");
+	cr_assert_eq(req_full("GET", "/a", "2001:db8::1", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=2001%3Adb8%3A%3A/64");
+	cr_assert_eq(req_full("GET", "/b", "2001:db8::1", NULL, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_str_eq(d.key, "addr=2001%3Adb8%3A%3A/64");
+	cr_assert_eq(nlast, 1);
+	cr_assert_str_eq(last_keys[0], "rg:rs:addr=2001%3Adb8%3A%3A/64:1/60000/fw");
+}
+
 Test(decide, cookie_and_query_keys)
 {
 	struct rl_decision d;
