@@ -3,7 +3,8 @@
 #  1. gcc build, -Werror, `make check` (unit and integration tests);
 #  2. clang build with ASan+UBSan (--enable-sanitizers), `make check`;
 #  3. the unit tests under valgrind (gcc build);
-#  4. every libFuzzer target for FUZZ_SECONDS (default 30) each.
+#  4. the integration tests with rategate under valgrind (gcc build);
+#  5. every libFuzzer target for FUZZ_SECONDS (default 30) each.
 # Each build lives in its own directory under build/.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,6 +46,37 @@ for t in build/gcc/tests/unit/test_*; do
 		{ echo "valgrind: $t"; cat build/valgrind.out; exit 1; }
 	echo "valgrind clean: $(basename "$t")"
 done
+
+step "integration tests with rategate under valgrind"
+# Every integration test again (gcc build), each rategate the web servers
+# and the tests start being run by valgrind through RATEGATE_WRAPPER
+# (tests/integration/servers.c).  The scripts rategate executes as CGI
+# upstreams, and the servers, run natively.  A web server may run rategate
+# as another user: the log directory is writable by all.
+vg=$top/build/valgrind-gateway
+rm -rf "$vg"
+mkdir -p "$vg/logs"
+chmod 1777 "$vg/logs"
+printf '#!/bin/sh\nexec valgrind -q --log-file=%s/logs/vg.%%p --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite %s/build/gcc/rategate "$@"\n' \
+	"$vg" "$top" >"$vg/rategate"
+chmod 755 "$vg/rategate"
+for t in build/gcc/tests/integration/test_*; do
+	case "$t" in *.log|*.trs|*.o) continue ;; esac
+	[ -x "$t" ] || continue
+	RATEGATE_WRAPPER="$vg/rategate" top_srcdir="$top" top_builddir="$top/build/gcc" \
+		"$t" >"$vg/$(basename "$t").out" 2>&1 ||
+		{ echo "under valgrind: $t"; cat "$vg/$(basename "$t").out"; exit 1; }
+	echo "passed with rategate under valgrind: $(basename "$t")"
+done
+bad=0
+for f in "$vg"/logs/vg.*; do
+	[ -s "$f" ] || continue
+	echo "valgrind: $f"
+	cat "$f"
+	bad=1
+done
+[ "$bad" = 0 ] || exit 1
+echo "valgrind clean: $(ls "$vg/logs" | wc -l) rategate processes"
 
 step "fuzzing, ${fuzz_seconds}s per target"
 "$top/tests/fuzz/run.sh" "$fuzz_seconds"

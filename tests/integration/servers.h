@@ -37,8 +37,13 @@ const char *srv_path(const char *rel);
 /* $top_srcdir, $top_builddir (default "."). */
 const char *srv_srcdir(void);
 const char *srv_builddir(void);
-/* The built rategate ($top_builddir/rategate); fails the test if absent. */
+/* The built rategate ($top_builddir/rategate), or $RATEGATE_WRAPPER when
+ * set: a script that runs it under valgrind (tests/run-all.sh); fails the
+ * test if absent. */
 const char *srv_rategate(void);
+/* How much longer than usual to wait for rategate: 10 under
+ * RATEGATE_WRAPPER (valgrind), else 1. */
+int srv_slow(void);
 /* The absolute path of a server binary, or fail naming the package. */
 const char *srv_need(const char *binary, const char *package);
 
@@ -127,6 +132,10 @@ char *srv_raw(int port, const void *req, size_t len, double timeout_s,
  * timeout_s; 0 when there is none.  pids[] gets up to max of them when
  * not NULL (srv_children_named). */
 pid_t srv_child(pid_t parent, const char *name, double timeout_s);
+/* Whether a process whose comm (/proc/PID/stat) is comm runs the program
+ * name: rategate under RATEGATE_WRAPPER's valgrind is called after
+ * valgrind's tool ("memcheck-amd64-"). */
+int srv_same_program(const char *comm, const char *name);
 int srv_children_named(pid_t parent, const char *name, pid_t *pids, int max);
 /* How many children parent has; *zombies (when not NULL) those in state
  * Z.  -1 when parent is gone. */
