@@ -23,109 +23,33 @@
 
 #include "clock.h"
 #include "cgi.h"
+#include "memclient.h"
 
-#define NONE ((size_t)-1)
 #define MiB (1024u * 1024)
 
 /* ------------------------------------------------------------------ */
-/* An in-memory client                                                 */
+/* An in-memory client (memclient.h)                                  */
 
-struct mem {
-	const char *body;
-	size_t body_len, pos;
-	size_t fail_read_at;    /* read returns -1 once pos reaches it */
-	size_t reads;
-	char *out;
-	size_t len, cap;
-	size_t fail_write_after; /* a write that would pass it fails */
-	size_t failed_writes;
-};
-
-static long
-mem_read(void *ctx, char *buf, size_t cap)
-{
-	struct mem *m = ctx;
-
-	cr_assert(cap > 0 && cap <= CGI_BODY_CHUNK, "read of %zu bytes", cap);
-	m->reads++;
-	if (m->pos >= m->fail_read_at)
-		return -1;
-	size_t n = m->body_len - m->pos;
-	if (n > cap)
-		n = cap;
-	if (m->fail_read_at != NONE && n > m->fail_read_at - m->pos)
-		n = m->fail_read_at - m->pos;
-	if (n == 0)
-		return 0;
-	memcpy(buf, m->body + m->pos, n);
-	m->pos += n;
-	return (long)n;
-}
-
-static int
-mem_write(void *ctx, const char *buf, size_t len)
-{
-	struct mem *m = ctx;
-
-	if (m->fail_write_after != NONE && m->len + len > m->fail_write_after) {
-		m->failed_writes++;
-		return -1;
-	}
-	if (m->len + len + 1 > m->cap) {
-		while (m->len + len + 1 > m->cap)
-			m->cap = m->cap ? m->cap * 2 : 4096;
-		m->out = realloc(m->out, m->cap);
-		cr_assert_not_null(m->out);
-	}
-	memcpy(m->out + m->len, buf, len);
-	m->len += len;
-	m->out[m->len] = '\0';
-	return 0;
-}
-
-static void
-mem_init(struct mem *m, const char *body, size_t body_len)
-{
-	memset(m, 0, sizeof(*m));
-	m->body = body;
-	m->body_len = body_len;
-	m->fail_read_at = NONE;
-	m->fail_write_after = NONE;
-}
-
-/* The response body: what follows the head. */
+/* The response body: what follows the head; fails the test without one. */
 static const char *
 resp_body(const struct mem *m, size_t *len)
 {
-	const char *p = m->out ? strstr(m->out, "\r\n\r\n") : NULL;
+	const char *p = mem_body(m, len);
 
 	cr_assert_not_null(p, "no head in the output: %s", m->out ? m->out : "(none)");
-	p += 4;
-	if (len != NULL)
-		*len = m->len - (size_t)(p - m->out);
 	return p;
 }
 
-/* The value of echo_cgi's "name=value" line, into buf. */
+/* The value of echo_cgi's "name=value" line, into buf; fails the test
+ * without one. */
 static const char *
 field(const struct mem *m, const char *name, char *buf, size_t cap)
 {
-	const char *b = resp_body(m, NULL);
-	size_t nl = strlen(name);
+	const char *v = mem_field(m, name, buf, cap);
 
-	for (const char *p = b; p != NULL && *p != '\0';) {
-		const char *end = strchr(p, '\n');
-		if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
-			size_t vl = (end ? (size_t)(end - p) : strlen(p)) - nl - 1;
-			cr_assert_lt(vl, cap);
-			memcpy(buf, p + nl + 1, vl);
-			buf[vl] = '\0';
-			return buf;
-		}
-		p = end ? end + 1 : NULL;
-	}
-	cr_assert_fail("no %s= line in:\n%s", name, b);
-	return NULL;
+	if (v == NULL)
+		cr_assert_fail("no %s= line in:\n%s", name, resp_body(m, NULL));
+	return v;
 }
 
 #define cr_expect_field(m, name, want) do { \
@@ -214,8 +138,9 @@ run(const char *script, const char *query, const char *const *extra,
 	const char *kv[MAXP];
 	char q[256];
 	size_t n = 0;
-	struct proxy_client c = { .ctx = m, .read = mem_read, .write = mem_write };
+	struct proxy_client c = mem_client(m);
 
+	m->read_cap_max = CGI_BODY_CHUNK;       /* cgi.c reads in its chunks */
 	snprintf(q, sizeof(q), "QUERY_STRING=%s", query);
 	kv[n++] = "REQUEST_METHOD=GET";
 	kv[n++] = q;

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "memclient.h"
 #include "upstream.h"
 
 #define MiB (1024u * 1024)
@@ -100,74 +101,15 @@ random_bytes(size_t n, uint32_t seed)
 }
 
 /* ------------------------------------------------------------------ */
-/* An in-memory client                                                 */
+/* An in-memory client (memclient.h)                                  */
 
-struct mem {
-	const char *body;
-	size_t body_len, pos;
-	size_t read_max;        /* largest read returned; 0: cap */
-	int fail_read;          /* read returns -1 */
-	size_t reads;
-	char *out;
-	size_t len, cap;
-	size_t fail_write_after; /* a write that would pass it fails; 0: never */
-};
-
-static long
-mem_read(void *ctx, char *buf, size_t cap)
-{
-	struct mem *m = ctx;
-
-	cr_assert(cap > 0, "read of 0 bytes");
-	m->reads++;
-	if (m->fail_read)
-		return -1;
-	size_t n = m->body_len - m->pos;
-	if (n > cap)
-		n = cap;
-	if (m->read_max > 0 && n > m->read_max)
-		n = m->read_max;
-	if (n > 0)
-		memcpy(buf, m->body + m->pos, n);
-	m->pos += n;
-	return (long)n;
-}
-
-static int
-mem_write(void *ctx, const char *buf, size_t len)
-{
-	struct mem *m = ctx;
-
-	if (m->fail_write_after > 0 && m->len + len > m->fail_write_after)
-		return -1;
-	if (m->len + len + 1 > m->cap) {
-		size_t ncap = m->cap ? m->cap : 4096;
-		while (ncap < m->len + len + 1)
-			ncap *= 2;
-		m->out = realloc(m->out, ncap);
-		cr_assert_not_null(m->out);
-		m->cap = ncap;
-	}
-	memcpy(m->out + m->len, buf, len);
-	m->len += len;
-	m->out[m->len] = '\0';
-	return 0;
-}
-
-static void
-mem_reset(struct mem *m)
-{
-	free(m->out);
-	memset(m, 0, sizeof(*m));
-}
-
-/* The response body (after the empty line), or "" . */
+/* The response body (after the empty line), or "" without a head. */
 static const char *
-mem_body(const struct mem *m)
+body_of(const struct mem *m)
 {
-	const char *e = m->out ? strstr(m->out, "\r\n\r\n") : NULL;
+	const char *b = mem_body(m, NULL);
 
-	return e ? e + 4 : "";
+	return b ? b : "";
 }
 
 /* The value of a "name=value" line of the body, in a static buffer; NULL
@@ -176,21 +118,8 @@ static const char *
 field(const struct mem *m, const char *name)
 {
 	static char val[256];
-	const char *b = mem_body(m);
-	size_t nl = strlen(name);
 
-	for (const char *p = b; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-		if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
-			const char *v = p + nl + 1;
-			size_t len = strcspn(v, "\n");
-			if (len >= sizeof(val))
-				len = sizeof(val) - 1;
-			memcpy(val, v, len);
-			val[len] = '\0';
-			return val;
-		}
-	}
-	return NULL;
+	return mem_field(m, name, val, sizeof(val));
 }
 
 static void
@@ -227,10 +156,9 @@ static void
 req_init(struct req *r, const char *method, const char *query)
 {
 	memset(r, 0, sizeof(*r));
+	mem_init(&r->m, NULL, 0);
 	r->spec.timeout_ms = LONG_MS;
-	r->c.ctx = &r->m;
-	r->c.read = mem_read;
-	r->c.write = mem_write;
+	r->c = mem_client(&r->m);
 	if (method != NULL) {
 		r->p[r->n++] = (struct rl_param){ "REQUEST_METHOD", 14, method, strlen(method) };
 		r->p[r->n++] = (struct rl_param){ "QUERY_STRING", 12, query, strlen(query) };
@@ -585,7 +513,7 @@ Test(upstream, request_reaches_the_app_and_head_is_rerendered)
 	cr_expect_not(r.res.client_gone);
 	expect_prefix(&r.m, "Status: 200 OK\r\nContent-Type: text/plain\r\n"
 		      "X-RateLimit-Limit: 5\r\nX-RateLimit-Remaining: 4\r\n\r\nmethod=GET\n");
-	cr_expect_eq(r.res.body_out, strlen(mem_body(&r.m)));
+	cr_expect_eq(r.res.body_out, strlen(body_of(&r.m)));
 	expect_field(&r.m, "method", "GET");
 	expect_field(&r.m, "query", "a=1&b=%20two&env");
 	expect_field(&r.m, "uri", "/app/x?a=1&b=%20two&env");
@@ -597,10 +525,10 @@ Test(upstream, request_reaches_the_app_and_head_is_rerendered)
 	expect_field(&r.m, "calls", "1");
 	expect_field(&r.m, "body_len", "0");
 	/* Only our RL_CLIENT, once; RL_EMPTY with an empty value. */
-	cr_expect(strstr(mem_body(&r.m), "env RL_CLIENT=192.0.2.7\n") != NULL);
-	cr_expect(strstr(mem_body(&r.m), "forged") == NULL);
-	cr_expect(strstr(mem_body(&r.m), "env RL_EMPTY=\n") != NULL);
-	cr_expect(strstr(mem_body(&r.m), "HTTP_PROXY") == NULL);
+	cr_expect(strstr(body_of(&r.m), "env RL_CLIENT=192.0.2.7\n") != NULL);
+	cr_expect(strstr(body_of(&r.m), "forged") == NULL);
+	cr_expect(strstr(body_of(&r.m), "env RL_EMPTY=\n") != NULL);
+	cr_expect(strstr(body_of(&r.m), "HTTP_PROXY") == NULL);
 	req_free(&r);
 
 	upstream_free(u);
@@ -737,7 +665,7 @@ Test(upstream, big_output_streamed)
 	struct req *r = get(u, "bigout=3000001");
 	cr_expect_eq(r->res.status, 200, "%s", r->res.error);
 	cr_expect_eq(r->res.body_out, 3000001);
-	const char *b = mem_body(&r->m);
+	const char *b = body_of(&r->m);
 	cr_expect_eq(strlen(b), 3000001);
 	int ok = 1;
 	for (size_t i = 0; i < 3000001 && ok; i++)
@@ -1041,7 +969,7 @@ Test(upstream, app_failures)
 			cr_expect_eq(strncmp(r->m.out, "Status: 502 Bad Gateway\r\n", 25), 0,
 				     "%s: %s", e->query, r->m.out);
 		else
-			cr_expect_str_eq(mem_body(&r->m), "partial\n", "%s", e->query);
+			cr_expect_str_eq(body_of(&r->m), "partial\n", "%s", e->query);
 		req_free(r);
 		if (e->crashes) {
 			app_reap(pid);
@@ -1143,7 +1071,7 @@ Test(upstream, client_gone)
 	req_init(&r, "POST", "");
 	r.spec.content_length = 100;
 	mem_reset(&r.m);
-	r.m.fail_read = 1;
+	r.m.fail_read_at = 0;
 	r.ret = upstream_run(u, r.p, r.n, &r.spec, &r.c, &r.res);
 	cr_expect_eq(r.ret, -1);
 	cr_expect(r.res.client_gone);
@@ -1194,7 +1122,7 @@ Test(upstream, max_body_after_the_head_cuts_the_body)
 	cr_expect(r.res.head_sent);
 	cr_expect_leq(r.res.body_in, 4 * MiB);
 	cr_expect_str_eq(r.res.error, "request body exceeds max_body (4194304 bytes); response body cut short");
-	cr_expect(strstr(mem_body(&r.m), "body_len=") == NULL, "the app saw the end of the body");
+	cr_expect(strstr(body_of(&r.m), "body_len=") == NULL, "the app saw the end of the body");
 	req_free(&r);
 	uint64_t c, re, f;
 	stats(u, &c, &re, &f);
@@ -1700,7 +1628,7 @@ Test(upstream, params_encoding_and_fragmented_answers)
 		req_run(u, &r);
 		cr_expect_eq(r.res.status, 200, "%s: %s", modes[k], r.res.error);
 		cr_expect_str_eq(r.res.error, "");
-		const char *b = mem_body(&r.m);
+		const char *b = body_of(&r.m);
 		expect_field(&r.m, "role", "1");
 		expect_field(&r.m, "flags", "1");
 		/* 200 KB of params: four records and the empty one. */
@@ -1936,7 +1864,7 @@ Test(upstream, early_answer_from_fake_is_complete_and_not_pooled)
 	cr_expect_eq(r.ret, 0);
 	cr_expect_eq(r.res.status, 413, "%s", r.res.error);
 	cr_expect_str_eq(r.res.error, "");
-	cr_expect_str_eq(mem_body(&r.m), "no\n");
+	cr_expect_str_eq(body_of(&r.m), "no\n");
 	req_free(&r);
 	struct req *g = get(u, "ok");
 	cr_expect_eq(g->res.status, 200, "%s", g->res.error);
@@ -1970,7 +1898,7 @@ Test(upstream, fake_timeouts)
 	cr_expect_eq(r.ret, 0);
 	cr_expect_eq(r.res.status, 200);
 	cr_expect(r.res.head_sent);
-	cr_expect_str_eq(mem_body(&r.m), "partial");
+	cr_expect_str_eq(body_of(&r.m), "partial");
 	cr_expect_str_eq(r.res.error, "the application timed out after 200 ms while reading the response body");
 	req_free(&r);
 
