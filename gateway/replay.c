@@ -53,7 +53,9 @@ num(const char *s, size_t n, unsigned *out)
 	return 0;
 }
 
-/* "10/Oct/2000:13:55:36 -0700" -> ms since the epoch. */
+/* "10/Oct/2000:13:55:36 -0700" -> ms since the epoch.  Returns 0, -1 when
+ * it is not such a time, or -2 when it is before 1970 (the engine's clock
+ * starts there, as a trace's does). */
 static int
 clf_time(const char *s, size_t len, int64_t *ms)
 {
@@ -79,6 +81,8 @@ clf_time(const char *s, size_t len, int64_t *ms)
 	int64_t t = days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss;
 	int64_t off = (int64_t)zh * 3600 + zm * 60;
 	t += s[21] == '+' ? -off : off;
+	if (t < 0)
+		return -2;
 	*ms = t * 1000;
 	return 0;
 }
@@ -210,8 +214,13 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	}
 	const char *lb = memchr(s + pos, '[', len - pos);
 	const char *rb = lb ? memchr(lb, ']', (size_t)(s + len - lb)) : NULL;
-	if (lb == NULL || rb == NULL ||
-	    clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms)) {
+	int tr = lb && rb ? clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms) : -1;
+	if (tr == -2) {
+		snprintf(err, errcap, "bad time [%.*s]: before 1970",
+			 (int)(rb - lb - 1), lb + 1);
+		return -1;
+	}
+	if (tr != 0) {
 		snprintf(err, errcap, "expected a trace line (<time> <addr> <method> <path> [cost]) or a combined log line with [dd/Mon/yyyy:HH:MM:SS +zzzz]");
 		return -1;
 	}

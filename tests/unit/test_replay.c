@@ -68,6 +68,11 @@ Test(replay, bad_lines)
 	cr_assert_eq(parse("hello world"), -1);
 	cr_assert_str_eq(err, "expected a trace line (<time> <addr> <method> <path> [cost]) or a combined log line with [dd/Mon/yyyy:HH:MM:SS +zzzz]");
 	cr_assert_eq(parse("1.2.3.4 - - [10/Foo/2000:13:55:36 -0700] \"GET / HTTP/1.0\" 200 1"), -1);
+	/* found by fuzz_replay: a date before 1970 was a negative time */
+	cr_assert_eq(parse("1.2.3.4 - - [10/Oct/1011:13:55:36 -0700] \"GET / HTTP/1.0\" 200 1"), -1);
+	cr_assert_str_eq(err, "bad time [10/Oct/1011:13:55:36 -0700]: before 1970");
+	cr_assert_eq(parse("1.2.3.4 - - [01/Jan/1970:00:30:00 +0100] \"GET / HTTP/1.0\" 200 1"), -1);
+	cr_assert_eq(parse("1.2.3.4 - - [01/Jan/1970:01:00:00 +0100] \"GET / HTTP/1.0\" 200 1"), 1);
 	cr_assert_eq(parse("1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] \"GET\" 200 1"), -1);
 	cr_assert_str_eq(err, "bad request line \"GET\": expected METHOD /path HTTP/x");
 }
