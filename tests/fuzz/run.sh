@@ -3,8 +3,9 @@
 # bounded time on a copy of its seed corpus (tests/fuzz/corpus/NAME).
 # Targets: the rules library's parsers (limits, path, xff, rules), the
 # whole decision (decide), and the gateway's parsers of what comes from
-# outside (head: an application's response head; replay: trace and access
-# log lines).
+# outside (head: an application's response head; upstream: a FastCGI
+# application's record stream, through a real socket; replay: trace and
+# access log lines).
 # Usage: tests/fuzz/run.sh [SECONDS]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,11 +16,12 @@ lib="rules/arena.c rules/diag.c rules/util.c rules/limit.c rules/match.c rules/c
 # The gateway sources include config.h for autoconf's macros; these use
 # none of them, so an empty one stands in (no configure needed here).
 : >"$out/config.h"
-for target in limits path xff rules decide head replay; do
+for target in limits path xff rules decide head upstream replay; do
 	src="$top/tests/fuzz/fuzz_$target.c"
 	[ -f "$src" ] || { echo "missing $src"; exit 1; }
 	case $target in
 	head) extra="gateway/proxy.c gateway/respond.c gateway/log.c gateway/clock.c" ;;
+	upstream) extra="gateway/upstream.c gateway/proxy.c gateway/respond.c gateway/log.c gateway/clock.c -pthread" ;;
 	replay) extra="gateway/replay.c" ;;
 	*) extra="" ;;
 	esac
