@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_split.h"
 #include "rules.h"
 
 #define MAX_PARTS 15
@@ -93,7 +94,7 @@ check_text(const char *s, size_t cap, int colon_ok)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *parts[MAX_PARTS];
-	size_t lens[MAX_PARTS], nparts = 0, start = 1;
+	size_t lens[MAX_PARTS], nparts;
 	struct rl_param params[MAX_PARTS];
 	struct rl_decision d, t1, t2;
 	static const uint64_t bodies[4] = { 0, 100, 1u << 20, 3u << 20 };
@@ -108,15 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (memstore_new(4096, &st) != 0)
 			abort();
 	}
-	for (size_t i = 1; i <= size && nparts < MAX_PARTS; i++) {
-		if (i < size && data[i] != '\n')
-			continue;
-		lens[nparts] = i - start;
-		parts[nparts] = malloc(lens[nparts] ? lens[nparts] : 1);
-		memcpy(parts[nparts], data + start, lens[nparts]);
-		nparts++;
-		start = i + 1;
-	}
+	nparts = fuzz_split(data, size, 1, parts, lens, MAX_PARTS);
 	/* method, target, REMOTE_ADDR, then NAME=value */
 	size_t np = 0;
 	for (size_t i = 3; i < nparts; i++) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_split.h"
 #include "rules.h"
 
 #define MAX_VALUES 8
@@ -24,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static int nets_ready;
 	struct rl_proxy_conf pc;
 	char *parts[MAX_VALUES + 1];
-	size_t lens[MAX_VALUES + 1], nparts = 0, i, start;
+	size_t lens[MAX_VALUES + 1], nparts, i;
 	struct rl_addr out, out2;
 	enum rl_addr_source src, src2;
 	char text[64];
@@ -45,16 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	pc.forwarded = (data[0] & 8) != 0;
 
-	start = 1;
-	for (i = 1; i <= size && nparts < MAX_VALUES + 1; i++) {
-		if (i < size && data[i] != '\n')
-			continue;
-		lens[nparts] = i - start;
-		parts[nparts] = malloc(lens[nparts] ? lens[nparts] : 1);
-		memcpy(parts[nparts], data + start, lens[nparts]);
-		nparts++;
-		start = i + 1;
-	}
+	nparts = fuzz_split(data, size, 1, parts, lens, MAX_VALUES + 1);
 
 	src = rl_client_addr(&pc, parts[0], lens[0],
 			     (const char *const *)parts + 1, lens + 1,
