@@ -432,8 +432,8 @@ static inline uint64_t sv_remaining(struct rl_store *st, const char *key,
 }
 
 /* A batch of three limits on st at t0 and after (the store must be
- * empty): all or nothing (a denial consumes nothing, the elastic window
- * still moves), the same key twice in one batch counted twice, and a key
+ * empty): all or nothing (a denial consumes nothing, the elastic windows
+ * still move, also one whose own limit allowed), the same key twice in one batch counted twice, and a key
  * with two layouts in one batch refused. */
 static inline void sv_batch_vector(struct rl_store *st, int64_t t0)
 {
@@ -455,6 +455,25 @@ static inline void sv_batch_vector(struct rl_store *st, int64_t t0)
 	cr_expect_eq(ops[1].v.reset_ms, t0 + 61000);
 	cr_expect_eq(sv_remaining(st, "a", ops[0].step, t0 + 1000), 4);
 	cr_expect_eq(sv_remaining(st, "m", ops[2].step, t0 + 1000), 9);
+	/* an elastic limit that allows, in a batch another limit denies:
+	 * nothing is consumed, but its window still moves (it was hit) */
+	struct rl_store_op ef[2] = {
+		{ "e2", 2, sv_limit(RL_FIXED_WINDOW_ELASTIC, 5, 60000), { 0 }, 0 },
+		{ "f2", 2, sv_limit(RL_FIXED_WINDOW, 1, 60000), { 0 }, 0 },
+	};
+	cr_assert_eq(st->ops->apply(st->impl, ef, 2, RL_HIT, t0 + 3000, &err),
+		     0);
+	cr_expect(ef[0].v.allowed && ef[1].v.allowed);
+	cr_assert_eq(st->ops->apply(st->impl, ef, 2, RL_HIT, t0 + 4000, &err),
+		     0);
+	cr_expect_eq(ef[0].v.allowed, 1);
+	cr_expect_eq(ef[0].v.remaining, 4);
+	cr_expect_eq(ef[0].v.reset_ms, t0 + 64000);
+	cr_expect_eq(ef[0].v.retry_ms, 0);
+	cr_expect_eq(ef[1].v.allowed, 0);
+	cr_expect_eq(sv_remaining(st, "e2", ef[0].step, t0 + 4000), 4);
+	/* past the first end (t0 + 63000), before the moved one */
+	cr_expect_eq(sv_remaining(st, "e2", ef[0].step, t0 + 63500), 4);
 	/* the same key twice counts twice, checked as the batch goes */
 	struct rl_store_op dup[2] = {
 		{ "m", 1, sv_limit(RL_MOVING_WINDOW, 10, 60000), { 0 }, 0 },
