@@ -18,7 +18,8 @@
  * headers are on by default).  The ratios compare 1 thread with 1 process
  * and 4 threads with 4 processes.  Then
  * one client over its limit, hammered: the over-limit cache answers
- * without Redis.
+ * without Redis, while Flask-Limiter asks Redis on every request (the
+ * same flood through flask_limiter.py).
  *
  * The floor: every decision one EVALSHA of an empty script ("return 1")
  * on the thread's own connection, with the same threads.  No Redis-based
@@ -469,6 +470,13 @@ int main(int argc, char **argv)
 	store_redis_stats(store_redis_of(&rs), &st);
 	printf("one client over 1/minute, redis 1 thread: %.0f decisions/s, p99 %.1f us, %.4f round trips per decision (%llu denied from the cache)\n",
 	       e.rate, e.p99_us, e.scripts, (unsigned long long)st.cache_denied);
+	/* and Flask-Limiter under the same flood, which asks Redis each time */
+	struct result fo = flask(py, "over", 1, 1, 0);
+	struct result fho = flask(py, "over", 1, 1, 1);
+	printf("the same for Flask-Limiter, 1 process: %.0f decisions/s, p99 %.1f us, rt %.2f; with its headers on %.0f/s, rt %.2f; rategate/Flask %.0fx, %.0fx\n",
+	       fo.rate, fo.p99_us, fo.scripts, fho.rate, fho.scripts,
+	       fo.rate > 0 ? e.rate / fo.rate : 0,
+	       fho.rate > 0 ? e.rate / fho.rate : 0);
 
 	rs.ops->destroy(rs.impl);
 	shm.ops->destroy(shm.impl);

@@ -18,7 +18,11 @@ rategate's default `headers on` sends): get_window_stats() of the request's
 which is a GET and a TTL for a fixed window and one more script call for a
 moving window.
 
-Usage: flask_limiter.py PORT fixed|moving NLIMITS SECONDS CLIENTS [HEADERS]
+Kind "over" is one client over a fixed window of 1/minute (CLIENTS and
+NLIMITS are ignored): a flood from one client, which Flask-Limiter asks
+Redis about on every request.
+
+Usage: flask_limiter.py PORT fixed|moving|over NLIMITS SECONDS CLIENTS [HEADERS]
 """
 import sys
 import time
@@ -29,7 +33,8 @@ from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 # The same limits bench_redis.c gives rategate, never reached.
 LIMITS = {"fixed": ["1000000/minute", "10000000/hour", "100000000/day"],
-          "moving": ["1000/minute", "2000/hour", "5000/day"]}
+          "moving": ["1000/minute", "2000/hour", "5000/day"],
+          "over": ["1/minute"]}
 
 
 def main():
@@ -38,9 +43,11 @@ def main():
                                              float(sys.argv[4]),
                                              int(sys.argv[5]))
     headers = len(sys.argv) > 6 and sys.argv[6] == "1"
+    if kind == "over":
+        clients = 1
     storage = RedisStorage("redis://127.0.0.1:%d/0" % port)
-    strategy = (FixedWindowRateLimiter if kind == "fixed"
-                else MovingWindowRateLimiter)(storage)
+    strategy = (MovingWindowRateLimiter if kind == "moving"
+                else FixedWindowRateLimiter)(storage)
     items = parse_many(";".join(LIMITS[kind][:nlimits]))
     shortest = min(items, key=lambda i: i.get_expiry())
     names = ["10.%d.%d.%d" % (c >> 16 & 255, c >> 8 & 255, c & 255)
