@@ -15,6 +15,11 @@
  * Names exist only when the store keeps them (the default); a key whose
  * name is unknown prints as "#" and its hash, one longer than the name
  * record ends in "...".  --now MS sets the clock (tests, post-mortems).
+ *
+ * With `storage redis://...` it asks Redis instead (inspect_redis): the
+ * keys under the key prefix, found with SCAN, which never blocks Redis;
+ * --stats counts them, --client shows each one's state and TTL, --reset
+ * deletes them.  Redis keeps no hit or denial counts: no --top there.
  */
 #include "config.h"
 
@@ -28,6 +33,7 @@
 #include "clock.h"
 #include "fileio.h"
 #include "inspect.h"
+#include "store_redis.h"
 #include "store_shm.h"
 
 #define TOP_DEFAULT 10
@@ -244,6 +250,171 @@ static int ranking_init(struct ranking *r, size_t cap,
 	return cap && !r->k ? -1 : 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Redis                                                               */
+
+struct rkey {
+	char *key;
+	char state[160];
+	long long ttl_ms;
+};
+
+struct rwalk {
+	struct rkey *k;
+	size_t n, cap;
+	int oom;
+};
+
+static int rkey_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct rkey *)a)->key,
+		      ((const struct rkey *)b)->key);
+}
+
+/* A text state "STRATEGY COUNT w0 w1 [w2]" (gateway/store_redis.lua) in
+ * words; anything else as it is. */
+static void state_words(const char *raw, char *out, size_t cap)
+{
+	unsigned st;
+	char count[24], w0[24], w1[24], w2[24] = "";
+	int n = sscanf(raw, "%u %23[0-9] %23[0-9] %23[0-9] %23[0-9]", &st,
+		       count, w0, w1, w2);
+
+	if (n < 4 || st >= RL_STRATEGY_COUNT) {
+		snprintf(out, cap, "%s", raw);
+		return;
+	}
+	const char *name = rl_strategy_name((enum rl_strategy)st);
+	switch ((enum rl_strategy)st) {
+	case RL_FIXED_WINDOW:
+	case RL_FIXED_WINDOW_ELASTIC:
+		snprintf(out, cap, "%s, limit %s: %s used", name, count, w1);
+		break;
+	case RL_SLIDING_WINDOW:
+		snprintf(out, cap, "%s, limit %s: %s in the previous window, %s in this one",
+			 name, count, w1, w2);
+		break;
+	default:
+		snprintf(out, cap, "%s, limit %s: state %s %s", name, count,
+			 w0, w1);
+		break;
+	}
+}
+
+static int rvisit(void *ctx, const struct redis_key_info *k)
+{
+	struct rwalk *w = ctx;
+
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		void *p = realloc(w->k, cap * sizeof(*w->k));
+		if (p == NULL) {
+			w->oom = 1;
+			return 1;
+		}
+		w->k = p;
+		w->cap = cap;
+	}
+	struct rkey *r = &w->k[w->n];
+	if ((r->key = strdup(k->key)) == NULL) {
+		w->oom = 1;
+		return 1;
+	}
+	state_words(k->state, r->state, sizeof(r->state));
+	r->ttl_ms = k->ttl_ms;
+	w->n++;
+	return 0;
+}
+
+static void print_ttl(FILE *out, long long ttl_ms)
+{
+	if (ttl_ms >= 0)
+		fprintf(out, "expires in %llds", (ttl_ms + 999) / 1000);
+	else if (ttl_ms == -1)
+		fprintf(out, "no expiry");
+	else
+		fprintf(out, "gone");
+}
+
+/* inspect on a Redis store: the keys under the key prefix, found with
+ * SCAN.  Redis keeps no hit or denial counts, so there is no --top. */
+static int inspect_redis(const struct rl_settings *s, int stats,
+			 int top, const char *client, const char *reset,
+			 FILE *out, FILE *errs)
+{
+	struct redis_config c;
+	struct rl_store st = { NULL, NULL };
+	struct rwalk w = { NULL, 0, 0, 0 };
+	const char *text = client ? client : reset;
+	char err[512];
+	int rc = 1;
+
+	if (top) {
+		fprintf(errs, "rategate inspect: --top needs the shared-memory store: Redis keeps no hit or denial counts (use --client TEXT)\n");
+		return 2;
+	}
+	/* No fallback store (inspect never creates one), no cache, and the
+	 * store's own lines, which are about gateways ("requests are answered
+	 * 503"), to nowhere: inspect says what failed itself. */
+	struct log *quiet = log_new("/dev/null", err, sizeof(err));
+	store_redis_config(s, 0, 0, &c);
+	c.failure = RL_STORE_FAIL_DENY;
+	c.cache_off = 1;
+	c.log = quiet;
+	if (redis_store_open(&c, &st, err, sizeof(err)) != 0) {
+		fprintf(errs, "rategate inspect: %s\n", err);
+		log_free(quiet);
+		return 1;
+	}
+	struct redis_store *r = store_redis_of(&st);
+	const char *prefix = s->key_prefix ? s->key_prefix : "rg";
+	if (stats) {
+		long n = store_redis_keys(r, prefix, NULL, 0, NULL, NULL, err,
+					  sizeof(err));
+		if (n < 0) {
+			fprintf(errs, "rategate inspect: %s\n", err);
+			goto done;
+		}
+		fprintf(out, "store: %s\nkey prefix: %s\nkeys: %ld\n",
+			store_redis_where(r), prefix, n);
+	}
+	if (text) {
+		if (store_redis_keys(r, prefix, text, reset != NULL, rvisit, &w,
+				     err, sizeof(err)) < 0 || w.oom) {
+			fprintf(errs, "rategate inspect: %s\n",
+				w.oom ? "out of memory" : err);
+			goto done;
+		}
+		if (w.n > 1)
+			qsort(w.k, w.n, sizeof(*w.k), rkey_cmp);
+		for (size_t i = 0; i < w.n; i++) {
+			if (reset) {
+				fprintf(out, "reset: %s\n", w.k[i].key);
+				continue;
+			}
+			fprintf(out, "%s\n  %s, ", w.k[i].key,
+				w.k[i].state[0] ? w.k[i].state : "(another kind of key)");
+			print_ttl(out, w.k[i].ttl_ms);
+			fputc('\n', out);
+		}
+		if (reset)
+			fprintf(out, "reset %zu key%s containing \"%s\"\n", w.n,
+				w.n == 1 ? "" : "s", reset);
+		if (w.n == 0) {
+			fprintf(errs, "rategate inspect: no key contains \"%s\"\n", text);
+			goto done;
+		}
+	}
+	rc = 0;
+done:
+	for (size_t i = 0; i < w.n; i++)
+		free(w.k[i].key);
+	free(w.k);
+	st.ops->destroy(st.impl);
+	log_free(quiet);
+	return rc;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: rategate inspect (-c RULES | --store FILE) [--stats] [--top N]\n"
@@ -327,6 +498,8 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 		fprintf(errs, "rategate inspect: --client and --reset must name the same TEXT\n");
 		return 2;
 	}
+	int asked_top = have_top;
+
 	if (!stats && !have_top && !client && !reset) {
 		stats = 1;
 		have_top = 1;
@@ -340,6 +513,11 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 			return 1;
 		}
 		s = rl_ruleset_settings(rs);
+		if (s->storage.kind == RL_STORAGE_REDIS) {
+			rc = inspect_redis(s, stats, asked_top, client, reset,
+					   out, errs);
+			goto done;
+		}
 		if (s->storage.kind != RL_STORAGE_SHM) {
 			fprintf(errs, "rategate inspect: %s: storage %s is not shared memory: nothing to inspect\n",
 				conf, s->storage.uri);

@@ -1144,6 +1144,8 @@ int redis_store_open(const struct redis_config *c, struct rl_store *st,
 		snprintf(r->where, sizeof(r->where), "redis %s:%u", r->host,
 			 r->c.port);
 	r->own_log = log_new(NULL, err, errcap);
+	if (c->log != NULL)
+		atomic_store(&r->log, c->log);
 	if (getrandom(&r->lease_base, sizeof(r->lease_base), 0) !=
 	    (ssize_t)sizeof(r->lease_base))
 		r->lease_base = (uint64_t)clock_mono_ms() * 0x9e3779b97f4a7c15ULL;
@@ -1214,4 +1216,159 @@ void store_redis_stats(struct redis_store *r, struct redis_stats *out)
 	out->fallback = atomic_load(&r->fallback);
 	out->cache_denied = atomic_load(&r->cache_denied);
 	out->cache_entries = r->cache ? atomic_load(&r->cache->entries) : 0;
+}
+
+const char *store_redis_where(const struct redis_store *r)
+{
+	return r->where;
+}
+
+/* ------------------------------------------------------------------ */
+/* rategate inspect                                                    */
+
+/* One command on cn; NULL with err set when Redis fails or answers an
+ * error. */
+static redisReply *inspect_cmd(struct redis_store *r, struct conn *cn,
+			       char *err, size_t errcap, const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *rep;
+
+	va_start(ap, fmt);
+	rep = redisvCommand(cn->c, fmt, ap);
+	va_end(ap);
+	if (rep == NULL) {
+		io_message(r, cn->c, "inspect", err, errcap);
+		return NULL;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errcap, "%s: %s", r->where, rep->str);
+		freeReplyObject(rep);
+		return NULL;
+	}
+	return rep;
+}
+
+/* What k's key holds, in k->state. */
+static int describe(struct redis_store *r, struct conn *cn,
+		    struct redis_key_info *k, char *err, size_t errcap)
+{
+	redisReply *rep;
+
+	k->state[0] = '\0';
+	if (strcmp(k->type, "string") == 0) {
+		if (!(rep = inspect_cmd(r, cn, err, errcap, "GETRANGE %s 0 %d",
+					k->key, (int)sizeof(k->state) - 2)))
+			return -1;
+		if (rep->type == REDIS_REPLY_STRING && rep->len >= 32 &&
+		    memcmp(rep->str, "RGMOVE1:", 8) == 0) {
+			/* the ring's header: count, hits, head (big-endian
+			 * doubles, as the script writes them) */
+			uint64_t bits = 0;
+			double n;
+			for (int i = 0; i < 8; i++)
+				bits = bits << 8 | (unsigned char)rep->str[16 + i];
+			memcpy(&n, &bits, sizeof(n));
+			snprintf(k->state, sizeof(k->state),
+				 "moving-window, a ring of %.0f hit%s", n,
+				 n == 1 ? "" : "s");
+		} else if (rep->type == REDIS_REPLY_STRING) {
+			size_t n = rep->len;
+			for (size_t i = 0; i < n; i++)
+				if ((unsigned char)rep->str[i] < 0x20 ||
+				    (unsigned char)rep->str[i] >= 0x7f)
+					n = i;
+			snprintf(k->state, sizeof(k->state), "%.*s", (int)n,
+				 rep->str);
+		}
+		freeReplyObject(rep);
+	} else if (strcmp(k->type, "zset") == 0) {
+		if (!(rep = inspect_cmd(r, cn, err, errcap, "ZCARD %s", k->key)))
+			return -1;
+		snprintf(k->state, sizeof(k->state), "%lld in-flight lease%s",
+			 rep->integer, rep->integer == 1 ? "" : "s");
+		freeReplyObject(rep);
+	}
+	return 0;
+}
+
+long store_redis_keys(struct redis_store *r, const char *prefix,
+		      const char *text, int reset,
+		      int (*fn)(void *ctx, const struct redis_key_info *k),
+		      void *ctx, char *err, size_t errcap)
+{
+	char cursor[32] = "0", pattern[96];
+	enum fail why;
+	int fresh;
+	long found = 0;
+	struct conn *cn = pool_get(r, &fresh, err, errcap, &why);
+
+	if (cn == NULL)
+		return -1;
+	/* the prefix is letters, digits, '_', '.' and '-' (rules/parse.c):
+	 * nothing in it is a glob character */
+	snprintf(pattern, sizeof(pattern), "%s:*", prefix);
+	do {
+		redisReply *rep = inspect_cmd(r, cn, err, errcap,
+					      "SCAN %s MATCH %s COUNT 1000",
+					      cursor, pattern);
+		if (rep == NULL)
+			goto fail;
+		if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+		    rep->element[0]->type != REDIS_REPLY_STRING ||
+		    rep->element[1]->type != REDIS_REPLY_ARRAY) {
+			snprintf(err, errcap, "%s: SCAN answered something else than a cursor and keys",
+				 r->where);
+			freeReplyObject(rep);
+			goto fail;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+		for (size_t i = 0; i < rep->element[1]->elements; i++) {
+			const redisReply *e = rep->element[1]->element[i];
+			struct redis_key_info k = { 0 };
+			redisReply *t, *ttl;
+			if (e->type != REDIS_REPLY_STRING ||
+			    (text != NULL && strstr(e->str, text) == NULL))
+				continue;
+			k.key = e->str;
+			if (!(t = inspect_cmd(r, cn, err, errcap, "TYPE %s", k.key))) {
+				freeReplyObject(rep);
+				goto fail;
+			}
+			k.type = t->type == REDIS_REPLY_STATUS ? t->str : "?";
+			ttl = inspect_cmd(r, cn, err, errcap, "PTTL %s", k.key);
+			k.ttl_ms = ttl ? ttl->integer : -2;
+			if (ttl)
+				freeReplyObject(ttl);
+			if (!ttl || describe(r, cn, &k, err, errcap) != 0) {
+				freeReplyObject(t);
+				freeReplyObject(rep);
+				goto fail;
+			}
+			if (reset) {
+				redisReply *d = inspect_cmd(r, cn, err, errcap,
+							    "DEL %s", k.key);
+				if (d == NULL) {
+					freeReplyObject(t);
+					freeReplyObject(rep);
+					goto fail;
+				}
+				freeReplyObject(d);
+			}
+			found++;
+			int stop = fn ? fn(ctx, &k) : 0;
+			freeReplyObject(t);
+			if (stop) {
+				freeReplyObject(rep);
+				pool_put(r, cn);
+				return found;
+			}
+		}
+		freeReplyObject(rep);
+	} while (strcmp(cursor, "0") != 0);
+	pool_put(r, cn);
+	return found;
+fail:
+	conn_free(cn);
+	return -1;
 }

@@ -66,6 +66,9 @@ struct redis_config {
 	 * Redis is down (path NULL: SHM_DEFAULT_PATH). */
 	struct shm_config fallback;
 	size_t cache_entries;   /* 0: REDIS_CACHE_ENTRIES */
+	/* Where the store's lines (store-down, store-up) go from the start,
+	 * as store_redis_set_log; NULL: standard error.  Must outlive it. */
+	struct log *log;
 	int cache_off;          /* no over-limit cache */
 	unsigned backoff_min_ms, backoff_max_ms;   /* 0: the defaults */
 	/* TESTS ONLY: the script takes the time from the now_ms the caller
@@ -120,6 +123,29 @@ struct redis_stats {
 void store_redis_stats(struct redis_store *r, struct redis_stats *out);
 
 /* The script's text (tests and the bench load it themselves). */
+/* For `rategate inspect`: one key under the store's key prefix. */
+struct redis_key_info {
+	const char *key;        /* NUL-terminated; valid during the call */
+	long long ttl_ms;       /* PTTL: -1 none, -2 gone */
+	const char *type;       /* "string", "zset", ... */
+	/* A text state ("STRATEGY COUNT w0 w1 [w2]"), "moving window, N
+	 * hits" for a ring, "N leases" for in-flight leases. */
+	char state[96];
+};
+
+/* Every key whose name starts with "PREFIX:" and contains text (any key
+ * under the prefix when text is NULL), found with SCAN (which does not
+ * block Redis), handed to fn (which returns non-zero to stop); with
+ * reset, each such key is deleted (DEL) before fn sees it.  Returns the
+ * number of keys, or -1 with a message in err when Redis fails. */
+long store_redis_keys(struct redis_store *r, const char *prefix,
+		      const char *text, int reset,
+		      int (*fn)(void *ctx, const struct redis_key_info *k),
+		      void *ctx, char *err, size_t errcap);
+
+/* "redis 127.0.0.1:6379" (or the socket path), for messages. */
+const char *store_redis_where(const struct redis_store *r);
+
 extern const char store_redis_lua[];
 
 #endif

@@ -35,6 +35,7 @@
 #include <valgrind/valgrind.h>
 
 #include "clock.h"
+#include "inspect.h"
 #include "log.h"
 #include "rules.h"
 #include "store_redis.h"
@@ -473,6 +474,102 @@ Test(redis, ttl_stays_at_the_window_end)
 			  k[i].key, ttl, want);
 	}
 	st.ops->destroy(st.impl);
+}
+
+/* ------------------------------------------------------------------ */
+/* rategate inspect on Redis                                           */
+
+static char *insp_out, *insp_err;
+
+/* rategate inspect -c RULES ARGS...; its output in insp_out/insp_err. */
+static int inspect(const char *rules, const char *a1, const char *a2)
+{
+	char *argv[6] = { (char *)"inspect", (char *)"-c", (char *)rules,
+			  (char *)a1, (char *)a2, NULL };
+	size_t ol, el;
+	FILE *out, *err;
+
+	free(insp_out);
+	free(insp_err);
+	out = open_memstream(&insp_out, &ol);
+	err = open_memstream(&insp_err, &el);
+	int rc = inspect_run(a2 ? 5 : a1 ? 4 : 3, argv, out, err);
+	fclose(out);
+	fclose(err);
+	return rc;
+}
+
+Test(redis, inspect_lists_and_resets_a_client)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	struct rl_diag err = { 0, "" };
+	char rules[160], text[128];
+	uint64_t id, held;
+	static const char *const keys7[] = {
+		"rg:r/a:addr=192.0.2.7:2/60000/fw",
+		"rg:r/c:addr=192.0.2.7:inflight/2",
+		"rg:r/m:addr=192.0.2.7:5/60000/mw",
+		"rg:r/s:addr=192.0.2.7:5/60000/swc",
+	};
+
+	open_ok(&c, &st);
+	sv_hit(&st, keys7[0], sv_limit(RL_FIXED_WINDOW, 2, 60000), 0);
+	sv_hit(&st, keys7[0], sv_limit(RL_FIXED_WINDOW, 2, 60000), 0);
+	cr_assert_eq(st.ops->acquire(st.impl, keys7[1], strlen(keys7[1]), 2,
+				     30000, 0, &id, &held, &err), 1, "%s", err.msg);
+	sv_hit(&st, keys7[2], sv_limit(RL_MOVING_WINDOW, 5, 60000), 0);
+	sv_hit(&st, keys7[3], sv_limit(RL_SLIDING_WINDOW, 5, 60000), 0);
+	sv_hit(&st, "rg:r/a:addr=192.0.2.8:2/60000/fw",
+	       sv_limit(RL_FIXED_WINDOW, 2, 60000), 0);
+	freeReplyObject(raw(&srv, NULL, "SET other:x 1"));
+	st.ops->destroy(st.impl);
+
+	snprintf(rules, sizeof(rules), "%s/inspect.rules", tdir);
+	snprintf(text, sizeof(text), "storage redis://127.0.0.1:%d/0\n", srv.port);
+	FILE *f = fopen(rules, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+
+	/* --stats: the keys under the prefix, not other:x */
+	cr_assert_eq(inspect(rules, "--stats", NULL), 0, "%s", insp_err);
+	snprintf(text, sizeof(text), "store: redis 127.0.0.1:%d\nkey prefix: rg\nkeys: 5\n",
+		 srv.port);
+	cr_expect_str_eq(insp_out, text);
+	/* --client: each key of 192.0.2.7, sorted, in words */
+	cr_assert_eq(inspect(rules, "--client", "192.0.2.7"), 0, "%s", insp_err);
+	const char *p = insp_out;
+	static const char *const want[] = {
+		"rg:r/a:addr=192.0.2.7:2/60000/fw\n  fixed-window, limit 2: 2 used, expires in ",
+		"rg:r/c:addr=192.0.2.7:inflight/2\n  1 in-flight lease, expires in ",
+		"rg:r/m:addr=192.0.2.7:5/60000/mw\n  moving-window, a ring of 1 hit, expires in ",
+		"rg:r/s:addr=192.0.2.7:5/60000/swc\n  sliding-window-counter, limit 5: 0 in the previous window, 1 in this one, expires in ",
+	};
+	for (size_t i = 0; i < 4; i++) {
+		cr_assert(strncmp(p, want[i], strlen(want[i])) == 0,
+			  "line %zu: expected \"%s\" in:\n%s", i, want[i], insp_out);
+		p = strchr(strchr(p, '\n') + 1, '\n') + 1;
+	}
+	cr_expect_str_eq(p, "");
+	/* --top: not on Redis */
+	cr_expect_eq(inspect(rules, "--top", "5"), 2);
+	cr_expect(strstr(insp_err, "--top needs the shared-memory store") != NULL, "%s",
+		  insp_err);
+	/* --reset: exactly those four go */
+	cr_assert_eq(inspect(rules, "--reset", "192.0.2.7"), 0, "%s", insp_err);
+	cr_expect(strstr(insp_out, "reset 4 keys containing \"192.0.2.7\"\n") != NULL,
+		  "%s", insp_out);
+	for (size_t i = 0; i < 4; i++)
+		cr_expect_eq(raw_int(&srv, "EXISTS %s", keys7[i]), 0, "%s", keys7[i]);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "rg:r/a:addr=192.0.2.8:2/60000/fw"), 1);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "other:x"), 1);
+	/* and then there is nothing left to find */
+	cr_expect_eq(inspect(rules, "--client", "192.0.2.7"), 1);
+	cr_expect_str_eq(insp_err, "rategate inspect: no key contains \"192.0.2.7\"\n");
+	free(insp_out);
+	free(insp_err);
+	insp_out = insp_err = NULL;
 }
 
 /* ------------------------------------------------------------------ */
