@@ -51,6 +51,17 @@
 local fmod, floor, format, match = math.fmod, math.floor, string.format,
 	string.match
 
+-- Shared by the plain and the general path.
+local TWO53 = 9007199254740992
+-- On the caller's clock (tests only) times are virtual, but Redis expires
+-- keys on its own clock: a TTL there is at least this long, so that a key
+-- never expires between two steps of a virtual timeline.  Keeping a state
+-- past its expiry is harmless (it reads as fresh then).
+local VIRTUAL_TTL_MIN = 3600000
+-- Moving-window rings: "RGMOVE1:", count, n, head (big-endian doubles),
+-- then the hit times; rings up to SLURP_MAX bytes are read whole.
+local MAGIC, HDR, SLURP_MAX = 'RGMOVE1:', 32, 65536
+
 -- ------------------------------------------------------------------
 -- The plain path
 
@@ -95,7 +106,6 @@ if ARGV[1] == 'apply' then
 		end
 	end
 	if plain then
-		local TWO53 = 9007199254740992
 		local now, virtual = time_of(ARGV[3])
 		local tnow = now < 0 and 0 or now
 		-- floor(a / b) and ceil(a / b), exact for a < 2^53
@@ -115,7 +125,6 @@ if ARGV[1] == 'apply' then
 		-- cuts the numbers off the answer.
 		local res = n == 1 and
 			{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 } or {}
-		local HDR, SLURP_MAX = 32, 65536        -- as in make_moving
 		local all = true
 		for i = 1, n do
 			local a = 3 + 6 * (i - 1)
@@ -223,7 +232,7 @@ if ARGV[1] == 'apply' then
 				local nr, head = 0, 0
 				if s then
 					local c
-					if #s < HDR or string.sub(s, 1, 8) ~= 'RGMOVE1:' then
+					if #s < HDR or string.sub(s, 1, 8) ~= MAGIC then
 						plain = false
 						break
 					end
@@ -352,7 +361,10 @@ if ARGV[1] == 'apply' then
 					local x, y, z, w = res[o + 6], res[o + 7], res[o + 8],
 						res[o + 9]
 					local r = 5 * (i - 1)
-					local state, expiry
+					-- what to write: a text state, or the new hits of
+					-- a ring (c of them at slot k, run before the wrap,
+					-- the live ones moved to h2); and until when
+					local state, expiry, c, h2, k, run
 					if not all then
 						-- denied: nothing is consumed; the elastic
 						-- windows move (penalize)
@@ -393,42 +405,23 @@ if ARGV[1] == 'apply' then
 							-- the live hits move to the front (h2) and
 							-- the new ones follow, wrapping at count
 							local head, lo, live, last = x, y, z, w
-							local h2 = live > 0 and fmod(head + lo, count) or 0
-							local c = cost
+							h2 = live > 0 and fmod(head + lo, count) or 0
+							c = cost
 							if c > count - live then
 								c = count - live
 							end
-							local k = h2 + live
+							k = h2 + live
 							if k >= count then
 								k = k - count
 							end
-							local run = c
+							run = c
 							if run > count - k then
 								run = count - k
 							end
 							res[r + 3], res[r + 4] = count - (live + c), t + P
-							-- the TTL: until the newest hit leaves the window
-							local ttl = live + c == 0 and 0 or
-								    (c > 0 and t or last) + P - now
-							if ttl <= 0 then
-								redis.call('DEL', KEYS[i])
-							else
-								if virtual and ttl < 3600000 then
-									ttl = 3600000   -- VIRTUAL_TTL_MIN below
-								end
-								redis.call('SETRANGE', KEYS[i], 0, 'RGMOVE1:' ..
-									   struct.pack('>d>d>d', count, live + c, h2))
-								local slot = struct.pack('>d', t)
-								if run > 0 then
-									redis.call('SETRANGE', KEYS[i], HDR + 8 * k,
-										   string.rep(slot, run))
-								end
-								if c - run > 0 then
-									redis.call('SETRANGE', KEYS[i], HDR,
-										   string.rep(slot, c - run))
-								end
-								redis.call('PEXPIRE', KEYS[i], ttl)
-							end
+							-- until the newest hit leaves the window
+							expiry = live + c == 0 and 0 or
+								 (c > 0 and t or last) + P
 						else
 							local start, prev, cur = x, y, z + cost
 							local used = prev * (P - (t - start)) + cur * P
@@ -442,17 +435,33 @@ if ARGV[1] == 'apply' then
 								       start, prev, cur)
 						end
 					end
-					if state then
+					if expiry then
+						-- (a write that keeps the TTL keeps a window end
+						-- still ahead: its ttl is > 0)
 						local ttl = expiry - now
-						if res[o + 10] then
-							redis.call('SET', KEYS[i], state, 'KEEPTTL')
-						elseif ttl > 0 then
-							if virtual and ttl < 3600000 then
-								ttl = 3600000   -- VIRTUAL_TTL_MIN below
-							end
-							redis.call('SET', KEYS[i], state, 'PX', ttl)
-						else
+						if virtual and ttl > 0 and ttl < VIRTUAL_TTL_MIN then
+							ttl = VIRTUAL_TTL_MIN
+						end
+						if ttl <= 0 then
 							redis.call('DEL', KEYS[i])
+						elseif c then
+							redis.call('SETRANGE', KEYS[i], 0, MAGIC ..
+								   struct.pack('>d>d>d', count,
+									       z + c, h2))
+							local slot = struct.pack('>d', t)
+							if run > 0 then
+								redis.call('SETRANGE', KEYS[i], HDR + 8 * k,
+									   string.rep(slot, run))
+							end
+							if c - run > 0 then
+								redis.call('SETRANGE', KEYS[i], HDR,
+									   string.rep(slot, c - run))
+							end
+							redis.call('PEXPIRE', KEYS[i], ttl)
+						elseif res[o + 10] then
+							redis.call('SET', KEYS[i], state, 'KEEPTTL')
+						else
+							redis.call('SET', KEYS[i], state, 'PX', ttl)
 						end
 					end
 				end
@@ -463,7 +472,6 @@ if ARGV[1] == 'apply' then
 	end
 end
 
-local TWO53 = 9007199254740992
 local virtual = false           -- NOW came from the caller (tests)
 
 -- ------------------------------------------------------------------
@@ -891,10 +899,6 @@ end
 -- written by this call ({first slot, length, time}, newest last) that
 -- overlay what the key holds until they are written back.
 
-local MAGIC = 'RGMOVE1:'
-local HDR = 32
-local SLURP_MAX = 65536         -- rings up to this size are read whole
-
 local function make_moving()
 	local m = {}
 
@@ -1170,11 +1174,6 @@ local function words_store(key, p, st, ttl)
 	redis.call('SET', key, v, 'PX', ttl)
 end
 
--- On the caller's clock (tests only) times are virtual, but Redis expires
--- keys on its own clock: a TTL there is at least this long, so that a key
--- never expires between two steps of a virtual timeline.  Keeping a state
--- past its expiry is harmless (it reads as fresh then).
-local VIRTUAL_TTL_MIN = 3600000
 local TTL_MAX = 4503599627370496        -- 2^52 ms: an absurd state's TTL
 
 -- Milliseconds from now until expiry, for PEXPIRE; 0 when the state is
