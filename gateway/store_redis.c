@@ -1292,6 +1292,39 @@ static int describe(struct redis_store *r, struct conn *cn,
 	return 0;
 }
 
+/* One key for store_redis_keys: its type, TTL and state, deleted first
+ * with reset, then handed to fn.  Returns fn's answer (non-zero: stop),
+ * or -1 with err set when Redis fails. */
+static int key_visit(struct redis_store *r, struct conn *cn, const char *key,
+		     int reset, int (*fn)(void *ctx, const struct redis_key_info *k),
+		     void *ctx, char *err, size_t errcap)
+{
+	struct redis_key_info k = { 0 };
+	redisReply *t, *ttl;
+	int rc = -1;
+
+	k.key = key;
+	if (!(t = inspect_cmd(r, cn, err, errcap, "TYPE %s", key)))
+		return -1;
+	k.type = t->type == REDIS_REPLY_STATUS ? t->str : "?";
+	if (!(ttl = inspect_cmd(r, cn, err, errcap, "PTTL %s", key)))
+		goto out;
+	k.ttl_ms = ttl->integer;
+	freeReplyObject(ttl);
+	if (describe(r, cn, &k, err, errcap) != 0)
+		goto out;
+	if (reset) {
+		redisReply *d = inspect_cmd(r, cn, err, errcap, "DEL %s", key);
+		if (d == NULL)
+			goto out;
+		freeReplyObject(d);
+	}
+	rc = fn ? (fn(ctx, &k) != 0) : 0;
+out:
+	freeReplyObject(t);
+	return rc;
+}
+
 long store_redis_keys(struct redis_store *r, const char *prefix,
 		      const char *text, int reset,
 		      int (*fn)(void *ctx, const struct redis_key_info *k),
@@ -1323,48 +1356,22 @@ long store_redis_keys(struct redis_store *r, const char *prefix,
 			goto fail;
 		}
 		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
-		for (size_t i = 0; i < rep->element[1]->elements; i++) {
+		int stop = 0;
+		for (size_t i = 0; i < rep->element[1]->elements && !stop; i++) {
 			const redisReply *e = rep->element[1]->element[i];
-			struct redis_key_info k = { 0 };
-			redisReply *t, *ttl;
 			if (e->type != REDIS_REPLY_STRING ||
 			    (text != NULL && strstr(e->str, text) == NULL))
 				continue;
-			k.key = e->str;
-			if (!(t = inspect_cmd(r, cn, err, errcap, "TYPE %s", k.key))) {
-				freeReplyObject(rep);
-				goto fail;
-			}
-			k.type = t->type == REDIS_REPLY_STATUS ? t->str : "?";
-			ttl = inspect_cmd(r, cn, err, errcap, "PTTL %s", k.key);
-			k.ttl_ms = ttl ? ttl->integer : -2;
-			if (ttl)
-				freeReplyObject(ttl);
-			if (!ttl || describe(r, cn, &k, err, errcap) != 0) {
-				freeReplyObject(t);
-				freeReplyObject(rep);
-				goto fail;
-			}
-			if (reset) {
-				redisReply *d = inspect_cmd(r, cn, err, errcap,
-							    "DEL %s", k.key);
-				if (d == NULL) {
-					freeReplyObject(t);
-					freeReplyObject(rep);
-					goto fail;
-				}
-				freeReplyObject(d);
-			}
 			found++;
-			int stop = fn ? fn(ctx, &k) : 0;
-			freeReplyObject(t);
-			if (stop) {
-				freeReplyObject(rep);
-				pool_put(r, cn);
-				return found;
-			}
+			if (fn == NULL && !reset)
+				continue;       /* counting only */
+			stop = key_visit(r, cn, e->str, reset, fn, ctx, err, errcap);
 		}
 		freeReplyObject(rep);
+		if (stop < 0)
+			goto fail;
+		if (stop)
+			break;
 	} while (strcmp(cursor, "0") != 0);
 	pool_put(r, cn);
 	return found;

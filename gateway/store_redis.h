@@ -122,22 +122,22 @@ struct redis_stats {
 
 void store_redis_stats(struct redis_store *r, struct redis_stats *out);
 
-/* The script's text (tests and the bench load it themselves). */
 /* For `rategate inspect`: one key under the store's key prefix. */
 struct redis_key_info {
 	const char *key;        /* NUL-terminated; valid during the call */
 	long long ttl_ms;       /* PTTL: -1 none, -2 gone */
 	const char *type;       /* "string", "zset", ... */
-	/* A text state ("STRATEGY COUNT w0 w1 [w2]"), "moving window, N
-	 * hits" for a ring, "N leases" for in-flight leases. */
+	/* A text state ("STRATEGY COUNT w0 w1 [w2]"), "moving-window, a
+	 * ring of N hits", "N in-flight leases"; "" for another kind. */
 	char state[96];
 };
 
 /* Every key whose name starts with "PREFIX:" and contains text (any key
  * under the prefix when text is NULL), found with SCAN (which does not
  * block Redis), handed to fn (which returns non-zero to stop); with
- * reset, each such key is deleted (DEL) before fn sees it.  Returns the
- * number of keys, or -1 with a message in err when Redis fails. */
+ * reset, each such key is deleted (DEL) before fn sees it.  With neither
+ * fn nor reset the keys are only counted (no per-key command).  Returns
+ * the number of keys, or -1 with a message in err when Redis fails. */
 long store_redis_keys(struct redis_store *r, const char *prefix,
 		      const char *text, int reset,
 		      int (*fn)(void *ctx, const struct redis_key_info *k),
@@ -146,6 +146,7 @@ long store_redis_keys(struct redis_store *r, const char *prefix,
 /* "redis 127.0.0.1:6379" (or the socket path), for messages. */
 const char *store_redis_where(const struct redis_store *r);
 
+/* The script's text (tests and the bench load it themselves). */
 extern const char store_redis_lua[];
 
 #endif
