@@ -144,12 +144,21 @@ srv_builddir(void)
 	return s ? s : ".";
 }
 
-int
-srv_slow(void)
+/* $RATEGATE_WRAPPER (tests/run-all.sh runs some suites with rategate
+ * under valgrind: a script that execs it so), or NULL when unset or
+ * empty. */
+static const char *
+wrapper(void)
 {
 	const char *wrap = getenv("RATEGATE_WRAPPER");
 
-	return wrap != NULL && *wrap != '\0' ? 10 : 1;
+	return wrap != NULL && *wrap != '\0' ? wrap : NULL;
+}
+
+int
+srv_slow(void)
+{
+	return wrapper() ? 10 : 1;
 }
 
 const char *
@@ -157,11 +166,9 @@ srv_rategate(void)
 {
 	static char path[SRV_PATH_MAX];
 	char rel[SRV_PATH_MAX];
-	const char *wrap = getenv("RATEGATE_WRAPPER");
+	const char *wrap = wrapper();
 
-	/* tests/run-all.sh runs some suites with rategate under valgrind:
-	 * RATEGATE_WRAPPER names a script that execs it so */
-	if (wrap != NULL && *wrap != '\0')
+	if (wrap != NULL)
 		snprintf(rel, sizeof(rel), "%s", wrap);
 	else
 		snprintf(rel, sizeof(rel), "%s/rategate", srv_builddir());
@@ -744,11 +751,9 @@ proc_stat(pid_t pid, int *ppid, char *state, char *comm, size_t cap)
 int
 srv_same_program(const char *comm, const char *name)
 {
-	const char *wrap = getenv("RATEGATE_WRAPPER");
-
 	if (strcmp(comm, name) == 0)
 		return 1;
-	return wrap != NULL && *wrap != '\0' && strcmp(name, "rategate") == 0 &&
+	return wrapper() != NULL && strcmp(name, "rategate") == 0 &&
 	       strncmp(comm, "memcheck", 8) == 0;
 }
 
