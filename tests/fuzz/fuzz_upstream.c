@@ -24,6 +24,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fuzz_headcheck.h"
 #include "upstream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -191,33 +192,6 @@ c_write(void *ctx, const char *buf, size_t len)
 	return 0;
 }
 
-/* The head of out: "Name: value" lines with CRLF, then an empty line. */
-static void
-check_head(const char *s, size_t n)
-{
-	size_t pos = 0;
-
-	if (n < 10 || strncmp(s, "Status: ", 8) != 0)
-		abort();
-	for (;;) {
-		const char *nl = memchr(s + pos, '\n', n - pos);
-		if (nl == NULL)
-			abort();                /* the head never ends */
-		size_t len = (size_t)(nl - (s + pos));
-		if (len == 0 || s[pos + len - 1] != '\r')
-			abort();
-		len--;
-		if (memchr(s + pos, '\r', len) || memchr(s + pos, '\0', len))
-			abort();
-		if (len == 0)
-			return;
-		const char *colon = memchr(s + pos, ':', len);
-		if (colon == NULL || colon == s + pos || memchr(s + pos, ' ', (size_t)(colon - (s + pos))))
-			abort();
-		pos = (size_t)(nl - s) + 1;
-	}
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct rl_param params[] = {
@@ -247,7 +221,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (cl.out == NULL)
 		abort();                        /* the client got nothing */
-	check_head(cl.out, cl.len);
+	fuzz_check_head(cl.out, cl.len);
 	if (!res.head_sent)
 		abort();                        /* our 502 is a head too */
 	free(cl.out);
