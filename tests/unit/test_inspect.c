@@ -6,13 +6,12 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "inspect.h"
+#include "inspect_run.h"
 #include "rules.h"
 #include "store.h"
 #include "store_shm.h"
@@ -20,7 +19,6 @@
 #define T0 1700000000000LL
 
 static char dir[64], store_path[128], rules_path[128];
-static char *out_text, *err_text;
 
 static void setup(void)
 {
@@ -36,9 +34,7 @@ static void teardown(void)
 	struct dirent *e;
 	char p[512];
 
-	free(out_text);
-	free(err_text);
-	out_text = err_text = NULL;
+	inspect_free();
 	if (!d)
 		return;
 	while ((e = readdir(d)) != NULL) {
@@ -52,32 +48,6 @@ static void teardown(void)
 }
 
 TestSuite(inspect, .init = setup, .fini = teardown);
-
-/* Runs inspect with the arguments (NULL-terminated); its output and
- * errors land in out_text and err_text. */
-static int run(const char *a0, ...)
-{
-	char *argv[16];
-	int argc = 0, rc;
-	size_t ol, el;
-	FILE *out, *err;
-	va_list ap;
-
-	argv[argc++] = (char *)"inspect";
-	va_start(ap, a0);
-	for (const char *a = a0; a && argc < 15; a = va_arg(ap, const char *))
-		argv[argc++] = (char *)a;
-	va_end(ap);
-	argv[argc] = NULL;
-	free(out_text);
-	free(err_text);
-	out = open_memstream(&out_text, &ol);
-	err = open_memstream(&err_text, &el);
-	rc = inspect_run(argc, argv, out, err);
-	fclose(out);
-	fclose(err);
-	return rc;
-}
 
 /* The site's rules, and traffic through rl_decide on its shm store:
  * 192.0.2.7 posts /login 7 times (5 allowed), 192.0.2.8 twice. */
@@ -122,7 +92,7 @@ static void fill(void)
 Test(inspect, top_keys)
 {
 	fill();
-	cr_assert_eq(run("-c", rules_path, "--top", "3", "--now", "1700000001000",
+	cr_assert_eq(run_inspect("-c", rules_path, "--top", "3", "--now", "1700000001000",
 			 NULL), 0, "%s", err_text);
 	cr_expect_str_eq(out_text,
 		"# most hits (hits, denied, remaining/limit, expires in, key)\n"
@@ -137,7 +107,7 @@ Test(inspect, top_keys)
 		"5\t0\t95/100\t3599s\trg:a:addr=192.0.2.7:100/3600000/fw\n");
 	cr_expect_str_eq(err_text, "");
 	/* a minute later the login windows have expired */
-	cr_assert_eq(run("--store", store_path, "--top", "1", "--now",
+	cr_assert_eq(run_inspect("--store", store_path, "--top", "1", "--now",
 			 "1700000060000", NULL), 0);
 	cr_expect_str_eq(out_text,
 		"# most hits (hits, denied, remaining/limit, expires in, key)\n"
@@ -160,14 +130,14 @@ Test(inspect, client_and_reset)
 	char err[512];
 
 	fill();
-	cr_assert_eq(run("--store", store_path, "--client", "login:addr=192.0.2.7",
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "login:addr=192.0.2.7",
 			 "--now", "1700000001000", NULL), 0);
 	cr_expect_str_eq(out_text,
 		"key: rg:r/login:addr=192.0.2.7:5/60000/fw\n"
 		"  fixed-window, count 5, remaining 0, limiting (denied at its last hit)\n"
 		"  hits 5, denied 2, expires in 59s\n"
 		"  state: 1700000000000 5 0\n");
-	cr_assert_eq(run("--store", store_path, "--reset", "192.0.2.7", NULL), 0);
+	cr_assert_eq(run_inspect("--store", store_path, "--reset", "192.0.2.7", NULL), 0);
 	cr_expect_str_eq(out_text,
 		"reset: rg:a:addr=192.0.2.7:100/3600000/fw\n"
 		"reset: rg:r/login:addr=192.0.2.7:5/60000/fw\n"
@@ -177,10 +147,10 @@ Test(inspect, client_and_reset)
 	cr_assert_eq(st.ops->apply(st.impl, &op, 1, RL_TEST, T0 + 1000, &e), 0);
 	cr_expect_eq(op.v.remaining, 5);
 	st.ops->destroy(st.impl);
-	cr_assert_eq(run("--store", store_path, "--reset", "192.0.2.7", NULL), 1);
+	cr_assert_eq(run_inspect("--store", store_path, "--reset", "192.0.2.7", NULL), 1);
 	cr_expect_str_eq(out_text, "reset 0 keys containing \"192.0.2.7\"\n");
 	cr_expect_str_eq(err_text, "rategate inspect: no key contains \"192.0.2.7\"\n");
-	cr_assert_eq(run("--store", store_path, "--stats", NULL), 0);
+	cr_assert_eq(run_inspect("--store", store_path, "--stats", NULL), 0);
 	cr_expect(strstr(out_text, "\nkeys: 2 of ") != NULL, "%s", out_text);
 	cr_expect(strstr(out_text, "\nkeys reset: 2\n") != NULL, "%s", out_text);
 }
@@ -191,7 +161,7 @@ Test(inspect, stats)
 	const char *body;
 
 	fill();
-	cr_assert_eq(run("--store", store_path, "--stats", NULL), 0);
+	cr_assert_eq(run_inspect("--store", store_path, "--stats", NULL), 0);
 	body = strstr(out_text, "\nsize:");
 	cr_assert_not_null(body, "%s", out_text);
 	snprintf(want, sizeof(want), "file: %s\ncreated: ", store_path);
@@ -216,17 +186,17 @@ Test(inspect, errors)
 	char err[512], want[512];
 	FILE *f;
 
-	cr_expect_eq(run("--top", "3", NULL), 2);
+	cr_expect_eq(run_inspect("--top", "3", NULL), 2);
 	cr_expect_str_eq(err_text,
 		"rategate inspect: give -c RULES or --store FILE\n"
 		"usage: rategate inspect (-c RULES | --store FILE) [--stats] [--top N]\n"
 		"                        [--client TEXT] [--reset TEXT] [--now MS]\n");
-	cr_expect_eq(run("--store", store_path, "--top", "0", NULL), 2);
+	cr_expect_eq(run_inspect("--store", store_path, "--top", "0", NULL), 2);
 	cr_expect_str_eq(err_text, "rategate inspect: bad --top \"0\": expected 1 to 1000\n");
-	cr_expect_eq(run("--store", store_path, "--reset", "", NULL), 2);
+	cr_expect_eq(run_inspect("--store", store_path, "--reset", "", NULL), 2);
 	cr_expect_str_eq(err_text, "rategate inspect: --client and --reset need a non-empty TEXT\n");
-	cr_expect_eq(run("--store", store_path, "--bogus", NULL), 2);
-	cr_expect_eq(run("--store", store_path, NULL), 1);
+	cr_expect_eq(run_inspect("--store", store_path, "--bogus", NULL), 2);
+	cr_expect_eq(run_inspect("--store", store_path, NULL), 1);
 	snprintf(want, sizeof(want), "rategate inspect: shm store \"%s\": no such file (no gateway has created it yet)\n",
 		 store_path);
 	cr_expect_str_eq(err_text, want);
@@ -234,7 +204,7 @@ Test(inspect, errors)
 	/* a store without names cannot match text */
 	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
 	st.ops->destroy(st.impl);
-	cr_expect_eq(run("--store", store_path, "--client", "x", NULL), 1);
+	cr_expect_eq(run_inspect("--store", store_path, "--client", "x", NULL), 1);
 	snprintf(want, sizeof(want), "rategate inspect: %s keeps no key names: --client and --reset cannot match\n",
 		 store_path);
 	cr_expect_str_eq(err_text, want);
@@ -243,7 +213,7 @@ Test(inspect, errors)
 	cr_assert_not_null(f);
 	fputs("storage memory\n/a 1/second\n", f);
 	fclose(f);
-	cr_expect_eq(run("-c", rules_path, NULL), 1);
+	cr_expect_eq(run_inspect("-c", rules_path, NULL), 1);
 	snprintf(want, sizeof(want), "rategate inspect: %s: storage memory is not shared memory: nothing to inspect\n",
 		 rules_path);
 	cr_expect_str_eq(err_text, want);

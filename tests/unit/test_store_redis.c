@@ -35,7 +35,7 @@
 #include <valgrind/valgrind.h>
 
 #include "clock.h"
-#include "inspect.h"
+#include "inspect_run.h"
 #include "log.h"
 #include "rules.h"
 #include "store_redis.h"
@@ -479,26 +479,6 @@ Test(redis, ttl_stays_at_the_window_end)
 /* ------------------------------------------------------------------ */
 /* rategate inspect on Redis                                           */
 
-static char *insp_out, *insp_err;
-
-/* rategate inspect -c RULES ARGS...; its output in insp_out/insp_err. */
-static int inspect(const char *rules, const char *a1, const char *a2)
-{
-	char *argv[6] = { (char *)"inspect", (char *)"-c", (char *)rules,
-			  (char *)a1, (char *)a2, NULL };
-	size_t ol, el;
-	FILE *out, *err;
-
-	free(insp_out);
-	free(insp_err);
-	out = open_memstream(&insp_out, &ol);
-	err = open_memstream(&insp_err, &el);
-	int rc = inspect_run(a2 ? 5 : a1 ? 4 : 3, argv, out, err);
-	fclose(out);
-	fclose(err);
-	return rc;
-}
-
 Test(redis, inspect_lists_and_resets_a_client)
 {
 	struct rl_store st;
@@ -533,13 +513,13 @@ Test(redis, inspect_lists_and_resets_a_client)
 	fclose(f);
 
 	/* --stats: the keys under the prefix, not other:x */
-	cr_assert_eq(inspect(rules, "--stats", NULL), 0, "%s", insp_err);
+	cr_assert_eq(run_inspect("-c", rules, "--stats", NULL), 0, "%s", err_text);
 	snprintf(text, sizeof(text), "store: redis 127.0.0.1:%d\nkey prefix: rg\nkeys: 5\n",
 		 srv.port);
-	cr_expect_str_eq(insp_out, text);
+	cr_expect_str_eq(out_text, text);
 	/* --client: each key of 192.0.2.7, sorted, in words */
-	cr_assert_eq(inspect(rules, "--client", "192.0.2.7"), 0, "%s", insp_err);
-	const char *p = insp_out;
+	cr_assert_eq(run_inspect("-c", rules, "--client", "192.0.2.7", NULL), 0, "%s", err_text);
+	const char *p = out_text;
 	static const char *const want[] = {
 		"rg:r/a:addr=192.0.2.7:2/60000/fw\n  fixed-window, limit 2: 2 used, expires in ",
 		"rg:r/c:addr=192.0.2.7:inflight/2\n  1 in-flight lease, expires in ",
@@ -548,28 +528,26 @@ Test(redis, inspect_lists_and_resets_a_client)
 	};
 	for (size_t i = 0; i < 4; i++) {
 		cr_assert(strncmp(p, want[i], strlen(want[i])) == 0,
-			  "line %zu: expected \"%s\" in:\n%s", i, want[i], insp_out);
+			  "line %zu: expected \"%s\" in:\n%s", i, want[i], out_text);
 		p = strchr(strchr(p, '\n') + 1, '\n') + 1;
 	}
 	cr_expect_str_eq(p, "");
 	/* --top: not on Redis */
-	cr_expect_eq(inspect(rules, "--top", "5"), 2);
-	cr_expect(strstr(insp_err, "--top needs the shared-memory store") != NULL, "%s",
-		  insp_err);
+	cr_expect_eq(run_inspect("-c", rules, "--top", "5", NULL), 2);
+	cr_expect(strstr(err_text, "--top needs the shared-memory store") != NULL, "%s",
+		  err_text);
 	/* --reset: exactly those four go */
-	cr_assert_eq(inspect(rules, "--reset", "192.0.2.7"), 0, "%s", insp_err);
-	cr_expect(strstr(insp_out, "reset 4 keys containing \"192.0.2.7\"\n") != NULL,
-		  "%s", insp_out);
+	cr_assert_eq(run_inspect("-c", rules, "--reset", "192.0.2.7", NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "reset 4 keys containing \"192.0.2.7\"\n") != NULL,
+		  "%s", out_text);
 	for (size_t i = 0; i < 4; i++)
 		cr_expect_eq(raw_int(&srv, "EXISTS %s", keys7[i]), 0, "%s", keys7[i]);
 	cr_expect_eq(raw_int(&srv, "EXISTS %s", "rg:r/a:addr=192.0.2.8:2/60000/fw"), 1);
 	cr_expect_eq(raw_int(&srv, "EXISTS %s", "other:x"), 1);
 	/* and then there is nothing left to find */
-	cr_expect_eq(inspect(rules, "--client", "192.0.2.7"), 1);
-	cr_expect_str_eq(insp_err, "rategate inspect: no key contains \"192.0.2.7\"\n");
-	free(insp_out);
-	free(insp_err);
-	insp_out = insp_err = NULL;
+	cr_expect_eq(run_inspect("-c", rules, "--client", "192.0.2.7", NULL), 1);
+	cr_expect_str_eq(err_text, "rategate inspect: no key contains \"192.0.2.7\"\n");
+	inspect_free();
 }
 
 /* ------------------------------------------------------------------ */
