@@ -86,7 +86,7 @@ limits_text(char *buf, size_t cap, const struct rl_limit *l, size_t n)
  * only a warning, the application may start later) and the store's
  * geometry.  Returns the number of errors. */
 static int
-check_upstream(const char *file, const struct rl_upstream *u, const char *where)
+check_upstream(const struct rl_upstream *u)
 {
 	struct stat sb;
 
@@ -95,7 +95,8 @@ check_upstream(const char *file, const struct rl_upstream *u, const char *where)
 	if (u->kind == RL_UPSTREAM_CGI) {
 		if (stat(u->path, &sb) != 0 || !S_ISREG(sb.st_mode) ||
 		    access(u->path, X_OK) != 0) {
-			fprintf(stderr, "rategate: %s: %s: upstream %s: %s\n", file, where, u->uri,
+			fprintf(stderr, "%s:%u:%zu: upstream %s: %s\n", u->file,
+				u->line, u->col + 1, u->uri,
 				stat(u->path, &sb) != 0 ? strerror(errno)
 				: !S_ISREG(sb.st_mode) ? "not a regular file"
 				: "not executable");
@@ -103,8 +104,8 @@ check_upstream(const char *file, const struct rl_upstream *u, const char *where)
 		}
 	} else if (u->kind == RL_UPSTREAM_FCGI_UNIX) {
 		if (stat(u->path, &sb) != 0 || !S_ISSOCK(sb.st_mode))
-			fprintf(stderr, "rategate: %s: %s: warning: upstream %s: %s (the application is not running yet?)\n",
-				file, where, u->uri,
+			fprintf(stderr, "%s:%u:%zu: warning: upstream %s: %s (the application is not running yet?)\n",
+				u->file, u->line, u->col + 1, u->uri,
 				stat(u->path, &sb) != 0 ? strerror(errno) : "not a socket");
 	}
 	return 0;
@@ -122,13 +123,9 @@ check(const char *file)
 		return 1;
 	}
 	const struct rl_settings *s = rl_ruleset_settings(rs);
-	errors += check_upstream(file, s->upstream, "upstream");
-	for (size_t i = 0; i < rl_ruleset_nrules(rs); i++) {
-		const struct rl_rule *r = rl_ruleset_rule(rs, i);
-		char where[300];
-		snprintf(where, sizeof(where), "rule %s (%s:%u)", r->pattern.text, r->file, r->line);
-		errors += check_upstream(file, r->upstream, where);
-	}
+	errors += check_upstream(s->upstream);
+	for (size_t i = 0; i < rl_ruleset_nrules(rs); i++)
+		errors += check_upstream(rl_ruleset_rule(rs, i)->upstream);
 	if (s->storage.kind == RL_STORAGE_SHM) {
 		struct shm_config c;
 		struct shm_plan p;

@@ -618,6 +618,9 @@ parse_upstream(struct pstate *ps, const struct loc *at, const char *s,
 		return NULL;
 	}
 	u->uri = rl_arena_strndup(ps->a, s, len);
+	u->file = at->file;
+	u->line = at->line;
+	u->col = at->col;
 	if (len > 4 && memcmp(s, "cgi:", 4) == 0) {
 		const char *p = s + 4;
 		size_t plen = len - 4;

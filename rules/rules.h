@@ -433,6 +433,9 @@ struct rl_upstream {
 	const char *host;       /* fcgi: "127.0.0.1", "::1" (no brackets) or
 				   "localhost"; NULL otherwise */
 	unsigned port;          /* fcgi */
+	const char *file;       /* where the URI was written (its first */
+	unsigned line;          /* byte), for messages about the target */
+	size_t col;
 };
 
 /* deduct-when= statuses: bit (status - 100) of a bitmap for 100..599. */
