@@ -88,7 +88,11 @@ clf_time(const char *s, size_t len, int64_t *ms)
 }
 
 /* Split a request target into path and query; absolute-form targets
- * ("http://host/p") lose their scheme and authority. */
+ * ("http://host/p") lose their scheme and authority.  A path longer than
+ * RL_PATH_MAX keeps RL_PATH_MAX + 1 bytes, so that the decision refuses it
+ * as the gateway would (a bad request, "error" in the listing) instead of
+ * the line being skipped as malformed.  Returns 0, -1 (no path) or -2 (a
+ * query longer than RL_PATH_MAX). */
 static int
 target(const char *s, size_t len, struct replay_line *out)
 {
@@ -108,8 +112,12 @@ target(const char *s, size_t len, struct replay_line *out)
 	}
 	const char *q = memchr(p, '?', n);
 	size_t plen = q ? (size_t)(q - p) : n;
-	if (plen == 0 || plen > RL_PATH_MAX || (q && n - plen - 1 > RL_PATH_MAX))
+	if (plen == 0)
 		return -1;
+	if (q && n - plen - 1 > RL_PATH_MAX)
+		return -2;
+	if (plen > RL_PATH_MAX + 1)
+		plen = RL_PATH_MAX + 1;
 	memcpy(out->path, p, plen);
 	out->path[plen] = '\0';
 	out->has_query = q != NULL;
@@ -136,6 +144,7 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 {
 	size_t pos = 0, n;
 	const char *w;
+	int tr;
 
 	out->t_ms = 0;
 	out->addr[0] = out->method[0] = out->path[0] = out->query[0] = '\0';
@@ -177,8 +186,14 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 				snprintf(err, errcap, "expected a method after the address");
 				return -1;
 			}
-			if ((n = word(s, len, &pos, &w)) == 0 || target(w, n, out)) {
+			if ((n = word(s, len, &pos, &w)) == 0 ||
+			    (tr = target(w, n, out)) == -1) {
 				snprintf(err, errcap, "expected a path after the method");
+				return -1;
+			}
+			if (tr == -2) {
+				snprintf(err, errcap, "query longer than %d bytes",
+					 RL_PATH_MAX);
 				return -1;
 			}
 			if ((n = word(s, len, &pos, &w)) > 0) {
@@ -214,7 +229,7 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	}
 	const char *lb = memchr(s + pos, '[', len - pos);
 	const char *rb = lb ? memchr(lb, ']', (size_t)(s + len - lb)) : NULL;
-	int tr = lb && rb ? clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms) : -1;
+	tr = lb && rb ? clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms) : -1;
 	if (tr == -2) {
 		snprintf(err, errcap, "bad time [%.*s]: before 1970",
 			 (int)(rb - lb - 1), lb + 1);
@@ -234,9 +249,13 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	const char *r = q1 + 1;
 	if ((n = word(r, rlen, &rp, &w)) == 0 ||
 	    copy(out->method, sizeof(out->method), w, n) ||
-	    (n = word(r, rlen, &rp, &w)) == 0 || target(w, n, out)) {
+	    (n = word(r, rlen, &rp, &w)) == 0 || (tr = target(w, n, out)) == -1) {
 		snprintf(err, errcap, "bad request line \"%.*s\": expected METHOD /path HTTP/x",
 			 (int)(rlen > 60 ? 60 : rlen), r);
+		return -1;
+	}
+	if (tr == -2) {
+		snprintf(err, errcap, "query longer than %d bytes", RL_PATH_MAX);
 		return -1;
 	}
 	return 1;
@@ -338,7 +357,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	char *line = malloc(MAX_LINE + 2);
 	struct replay_line *rl = malloc(sizeof(*rl));
 	struct tally clients = { 0 }, paths = { 0 };
-	uint64_t index = 0, denied = 0, lineno = 0;
+	uint64_t index = 0, denied = 0, errors = 0, lineno = 0;
 	int bad = 0;
 
 	if (line == NULL || rl == NULL || memstore_new(1u << 22, &st) != 0) {
@@ -385,10 +404,19 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		};
 		struct rl_decision d;
 		enum rl_outcome o = rl_decide(rs, &st, &req, rl->t_ms, RL_HIT, &d);
+		int refused = o == RL_BAD_REQUEST || o == RL_TOO_LARGE ||
+			      o == RL_STORE_ERROR;
+		if (refused) {
+			errors++;
+			fprintf(errs, "%s:%llu: %s\n", name,
+				(unsigned long long)lineno, d.error);
+		}
 		if (summary) {
-			if (o == RL_DENY) {
+			/* a missing key under missing-key=deny is a denial
+			 * too: the client was refused by the rules */
+			if (o == RL_DENY || o == RL_DENY_KEY) {
 				denied++;
-				tally_add(&clients, d.client);
+				tally_add(&clients, d.client[0] ? d.client : "-");
 				tally_add(&paths, rl->path);
 			}
 			index++;
@@ -420,15 +448,17 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		case RL_STORE_ERROR:
 			fprintf(out, "%llu\terror\t-\t-\t-\n",
 				(unsigned long long)index);
-			fprintf(errs, "%s:%llu: %s\n", name,
-				(unsigned long long)lineno, d.error);
 			break;
 		}
 		index++;
 	}
 	if (summary) {
-		fprintf(out, "%llu requests, %llu denied\n",
-			(unsigned long long)index, (unsigned long long)denied);
+		fprintf(out, "%llu requests, %llu denied", (unsigned long long)index,
+			(unsigned long long)denied);
+		if (errors > 0)
+			fprintf(out, ", %llu refused as errors (see standard error)",
+				(unsigned long long)errors);
+		fputc('\n', out);
 		tally_print(&clients, "denied requests by client:", out);
 		tally_print(&paths, "denied requests by path:", out);
 	}

@@ -19,7 +19,8 @@ struct replay_line {
 	int64_t t_ms;
 	char addr[64];
 	char method[16];
-	char path[RL_PATH_MAX + 1];     /* raw target path, no query */
+	char path[RL_PATH_MAX + 2];     /* raw target path, no query; one
+					   byte more than a decision takes */
 	char query[RL_PATH_MAX + 1];
 	int has_query;
 	uint64_t cost;                  /* 0: the rule's */

@@ -130,6 +130,62 @@ Test(replay, decisions_printed)
 	free(errs);
 }
 
+/* A path longer than the gateway takes is decided as the gateway would
+ * decide it, a bad request ("error"), in both line formats; only a query
+ * too long to hold makes the line malformed. */
+Test(replay, overlong_path_is_an_error_not_a_malformed_line)
+{
+	int status;
+	char *errs;
+	char in[3 * 9100], longp[9001];
+
+	memset(longp, 'a', 9000);
+	longp[9000] = '\0';
+	snprintf(in, sizeof(in),
+		 "1700000000 192.0.2.1 GET /%s\n"
+		 "1700000000 192.0.2.1 GET /a?%s\n"
+		 "192.0.2.1 - - [14/Nov/2023:22:13:20 +0000] \"GET /%s HTTP/1.1\" 200 1\n"
+		 "1700000000 192.0.2.1 GET /a\n",
+		 longp, longp, longp);
+	char *out = run("default 1/minute\n", in, 0, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\terror\t-\t-\t-\n"
+			 "1\terror\t-\t-\t-\n"
+			 "2\tallow\t1/minute\t0\t-\n");
+	cr_assert_str_eq(errs,
+			 "log:1: request path missing or longer than 8192 bytes\n"
+			 "log:2: query longer than 8192 bytes\n"
+			 "log:3: request path missing or longer than 8192 bytes\n");
+	cr_assert_eq(status, 1);
+	free(out);
+	free(errs);
+}
+
+/* --summary counts what the listing shows as "deny": missing-key=deny
+ * denials too, and says how many requests were errors (each on stderr). */
+Test(replay, summary_counts_missing_key_denials_and_errors)
+{
+	int status;
+	char *errs;
+	char *out = run("/d 5/minute key=query:user missing-key=deny\n",
+			"1700000000 192.0.2.7 GET /d?user=ann\n"
+			"1700000000 192.0.2.7 GET /d\n"
+			"1700000001 192.0.2.9 GET /d?x=1\n"
+			"1700000002 192.0.2.9 GET /d%zz\n",
+			1, &status, &errs);
+	cr_assert_str_eq(out,
+			 "4 requests, 2 denied, 1 refused as errors (see standard error)\n"
+			 "denied requests by client:\n"
+			 "         1\t192.0.2.7\n"
+			 "         1\t192.0.2.9\n"
+			 "denied requests by path:\n"
+			 "         2\t/d\n");
+	cr_assert_eq(status, 0);
+	cr_assert(strstr(errs, "log:4: bad request path: ") == errs, "%s", errs);
+	free(out);
+	free(errs);
+}
+
 Test(replay, summary)
 {
 	int status;
