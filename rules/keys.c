@@ -292,8 +292,9 @@ qdecode(const char *s, size_t len, char *out, size_t cap)
 	return (long)o;
 }
 
-/* Query parameter name: decoded values compared, so "a%62" and "ab" are
- * one key. */
+/* Query parameter name: decoded values, trimmed of spaces and tabs as
+ * header values are, compared, so "a%62", "ab" and "+ab" are one key and
+ * a value of only spaces ("?user=+") is empty, that is missing. */
 static int
 query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 	     size_t vcap, size_t *vlen)
@@ -317,6 +318,11 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 		long dv = eq ? qdecode(eq + 1, plen - nl - 1, vbuf, vcap) : 0;
 		if (dv < 0 || (size_t)dv > sizeof(first))
 			return -1;      /* too long: unusable */
+		const char *tv = vbuf;
+		size_t tl = (size_t)dv;
+		rl_trim(&tv, &tl);
+		memmove(vbuf, tv, tl);
+		dv = (long)tl;
 		if (firstlen >= 0 &&
 		    (firstlen != dv || memcmp(first, vbuf, (size_t)dv) != 0))
 			return -1;      /* ambiguous */

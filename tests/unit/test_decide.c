@@ -410,6 +410,18 @@ Test(decide, cookie_and_query_keys)
 	cr_assert_eq(req_full("GET", "/q?x=1&api_key=ab", "192.0.2.2", NULL, T0, RL_HIT, 0, &d), RL_DENY);
 	cr_assert_eq(req_full("GET", "/q?api_key=ab&api_key=zz", "192.0.2.3", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
 	cr_assert_str_eq(d.key, "addr=192.0.2.3");
+	/* spaces around a value are trimmed, as a header's are: "+ab%20"
+	 * is "ab" (denied), and the same value twice is not ambiguous */
+	cr_assert_eq(req_full("GET", "/q?api_key=+ab%20", "192.0.2.4", NULL, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_str_eq(d.key, "q.api_key=ab");
+	cr_assert_eq(req_full("GET", "/q?api_key=ab&api_key=%09ab", "192.0.2.5", NULL, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_str_eq(d.key, "q.api_key=ab");
+	/* a value of only spaces is empty, that is missing: never a bucket
+	 * shared by everyone who sends "?api_key=+" */
+	cr_assert_eq(req_full("GET", "/q?api_key=+", "192.0.2.6", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.6");
+	cr_assert_eq(req_full("GET", "/q?api_key=%20%20", "192.0.2.7", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.7");
 }
 
 Test(decide, oversized_key_part_falls_back)
