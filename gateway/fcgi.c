@@ -821,7 +821,8 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		send_out(w);
 		atomic_fetch_add(&srv->stats.upstream_errors, 1);
 		log_printf(srv->log, LOG_LEVEL_ERROR, "no-upstream",
-			   "no upstream for %.200s: set \"upstream\" in %s or upstream= on its rule",
+			   "no upstream for %.*s: set \"upstream\" in %s or upstream= on its rule",
+			   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
 			   rq.path ? rq.path : "-", srv->rules_path);
 		goto end;
 	}
@@ -856,10 +857,19 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		int too_large = res.status == 413 && !res.client_gone;
 		if (!res.client_gone && !too_large)
 			atomic_fetch_add(&srv->stats.upstream_errors, 1);
+		/* the path without its query (which may hold secrets: it is
+		 * never logged), and who asked */
+		char st[40];
+		if (res.status > 0)
+			snprintf(st, sizeof(st), "answered %d", res.status);
+		else
+			snprintf(st, sizeof(st), "no answer sent");
 		log_printf(srv->log, res.client_gone || too_large ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
 			   res.client_gone ? "client-gone" : too_large ? "too-large" : "upstream-error",
-			   "%s %.200s -> %s: status %d: %s", rq.method ? rq.method : "-",
-			   rq.path ? rq.path : "-", b->uri, res.status, res.error);
+			   "%s %.*s from %s -> %s: %s: %s", rq.method ? rq.method : "-",
+			   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
+			   rq.path ? rq.path : "-", d.client[0] ? d.client : "-", b->uri,
+			   st, res.error);
 	}
 	struct rl_diag err;
 	if (rl_after_response(g->rs, &srv->store, &rq, res.status,

@@ -269,7 +269,8 @@ wrapper_main(const char *rules, const char *script)
 			? d.rule->upstream : s->upstream;
 		if (u == NULL || u->kind != RL_UPSTREAM_CGI) {
 			log_printf(lg, LOG_LEVEL_ERROR, "no-upstream",
-				   "CGI wrapper: no script for %.200s: give it on the command line or set upstream cgi:/path in %s",
+				   "CGI wrapper: no script for %.*s: give it on the command line or set upstream cgi:/path in %s",
+				   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
 				   rq.path ? rq.path : "-", rules);
 			free(params);
 			status = fail(&out, 502, "bad_gateway",
