@@ -1056,13 +1056,16 @@ listen_unix(const char *path, char *err, size_t cap)
 	return fd;
 }
 
+/* HOST:PORT or [V6]:PORT, the host numeric, the port 1 to 65535, into
+ * *ai (freeaddrinfo).  Returns 0, or -1 with err set. */
 static int
-listen_tcp(const char *spec, char *err, size_t cap)
+listen_tcp_addr(const char *spec, struct addrinfo **ai, char *err, size_t cap)
 {
 	char host[128];
 	const char *port;
-	struct addrinfo hints, *ai = NULL;
+	struct addrinfo hints;
 
+	*ai = NULL;
 	if (spec[0] == '[') {
 		const char *close_b = strchr(spec, ']');
 		if (close_b == NULL || close_b[1] != ':' ||
@@ -1081,19 +1084,40 @@ listen_tcp(const char *spec, char *err, size_t cap)
 		port = colon + 1;
 	}
 	if (host[0] == '\0' || port[0] == '\0' ||
-	    strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+	    strspn(port, "0123456789") != strlen(port))
 		goto bad;
+	/* getaddrinfo takes any number and wraps it into 16 bits (70000 is
+	 * port 4464), and 0 asks for a port nobody could configure */
+	if (strlen(port) > 5 || atol(port) < 1 || atol(port) > 65535) {
+		snprintf(err, cap, "listen \"%s\": bad port \"%s\": expected 1 to 65535",
+			 spec, port);
+		return -1;
+	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-	int gr = getaddrinfo(host, port, &hints, &ai);
+	int gr = getaddrinfo(host, port, &hints, ai);
 	if (gr == EAI_NONAME)
 		goto bad;       /* a host name: only numeric addresses */
 	if (gr != 0) {
 		snprintf(err, cap, "listen %s: %s", spec, gai_strerror(gr));
 		return -1;
 	}
+	return 0;
+bad:
+	snprintf(err, cap, "listen \"%s\": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000)",
+		 spec);
+	return -1;
+}
+
+static int
+listen_tcp(const char *spec, char *err, size_t cap)
+{
+	struct addrinfo *ai;
+
+	if (listen_tcp_addr(spec, &ai, err, cap) != 0)
+		return -1;
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 	if (fd < 0 ||
@@ -1108,10 +1132,6 @@ listen_tcp(const char *spec, char *err, size_t cap)
 	}
 	freeaddrinfo(ai);
 	return fd;
-bad:
-	snprintf(err, cap, "listen \"%s\": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000)",
-		 spec);
-	return -1;
 }
 
 /* -M MODE and -U USER[:GROUP] on the socket file we made (as spawn-fcgi's

@@ -779,7 +779,7 @@ urlpath_ok(const char *s, size_t len)
 
 enum dtype {
 	D_ONOFF, D_UINT, D_STRATEGY, D_RETRY, D_NAME, D_MESSAGE, D_LIMITS,
-	D_KEY, D_STORAGE, D_PROXIES, D_PROXY_HEADER, D_TEXT, D_INCLUDE,
+	D_KEY, D_STORAGE, D_PROXIES, D_PROXY_HEADER, D_TEXT, D_LISTEN, D_INCLUDE,
 	D_SIZE, D_DURATION, D_CHOICE, D_UPSTREAM, D_URLPATH, D_CIDRS
 };
 
@@ -816,7 +816,7 @@ static const struct directive directives[] = {
 	{ "store-failure",    D_CHOICE,       S(store_failure), 0, 0, 0, store_failure_words },
 	{ "trusted-proxies",  D_PROXIES,      S(proxies), 0, 0, 0, NULL },
 	{ "proxy-header",     D_PROXY_HEADER, S(proxies), 0, 0, 0, NULL },
-	{ "listen",           D_TEXT,         S(listen), 0, 0, 0, NULL },
+	{ "listen",           D_LISTEN,       S(listen), 0, 0, 0, NULL },
 	{ "upstream",         D_UPSTREAM,     S(upstream), 0, 0, 0, NULL },
 	{ "upstream-timeout", D_DURATION,     S(upstream_timeout_ms), 0, 1, 86400000, NULL },
 	{ "upstream-keepalive", D_UINT,       S(upstream_keepalive), 0, 0, 64, NULL },
@@ -940,6 +940,40 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 	case D_TEXT:
 		*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
 		break;
+	case D_LISTEN: {
+		/* a socket path, or HOST:PORT whose port is checked here (the
+		 * gateway checks the host when it starts: numeric only) */
+		const char *colon = NULL;
+		for (size_t i = a->vlen; i-- > 0;)
+			if (a->v[i] == ':') {
+				colon = a->v + i;
+				break;
+			}
+		size_t pl = colon ? a->vlen - (size_t)(colon + 1 - a->v) : 0;
+		int path = a->vlen > 0 && (a->v[0] == '/' ||
+			   (a->vlen > 5 && memcmp(a->v, "unix:", 5) == 0));
+		if (!path && (colon == NULL || colon == a->v)) {
+			error_at(ps, &at, "bad value \"%s\" for \"listen\": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000)",
+				 Q(a, qb));
+			break;
+		}
+		if (!path) {
+			unsigned long port = 0;
+			size_t i;
+			for (i = 0; i < pl && i < 6 && colon[1 + i] >= '0' && colon[1 + i] <= '9'; i++)
+				port = port * 10 + (unsigned long)(colon[1 + i] - '0');
+			if (pl == 0 || i != pl || port < 1 || port > 65535) {
+				struct loc e = at;
+				if (!a->quoted)
+					e.col += (size_t)(colon + 1 - a->v);
+				error_at(ps, &e, "bad port \"%.*s\" in listen: expected 1 to 65535",
+					 (int)(pl > 20 ? 20 : pl), colon + 1);
+				break;
+			}
+		}
+		*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
+		break;
+	}
 	case D_MESSAGE: {
 		size_t bad = a->vlen;
 		for (size_t i = 0; i < a->vlen; i++)

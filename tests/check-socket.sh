@@ -1,6 +1,7 @@
 #!/bin/sh
 # rategate -M MODE -U USER[:GROUP]: the unix socket it makes gets that mode
-# and owner; bad values and a TCP listener are refused with a message.
+# and owner; bad values and a TCP listener are refused with a message, and so
+# is a TCP port out of range.
 set -u
 bin="${top_builddir:-.}/rategate"
 d=$(mktemp -d)
@@ -26,7 +27,14 @@ check "bad mode" "$("$bin" -c "$d/r.rules" -l "$d/sock" -M 999 2>&1)" \
 	'rategate: -M "999": expected an octal mode such as 0660'
 check "unknown user" "$("$bin" -c "$d/r.rules" -l "$d/sock" -U nosuchuser 2>&1)" \
 	'rategate: -U "nosuchuser": no such user'
-check "TCP listener" "$("$bin" -c "$d/r.rules" -l 127.0.0.1:0 -M 0600 2>&1)" \
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+check "TCP listener" "$("$bin" -c "$d/r.rules" -l "127.0.0.1:$port" -M 0600 2>&1)" \
 	'rategate: -M and -U apply to a unix socket rategate makes (-l /path or listen /path)'
 check "no socket left after errors" "$(ls "$d/sock" 2>/dev/null)" ""
+# A port out of 1..65535 is refused, not wrapped into 16 bits (70000 would
+# be 4464) nor taken as "any port" (0).
+check "port above 65535" "$(timeout 5 "$bin" -c "$d/r.rules" -l 127.0.0.1:99999 2>&1)" \
+	'rategate: listen "127.0.0.1:99999": bad port "99999": expected 1 to 65535'
+check "port 0" "$(timeout 5 "$bin" -c "$d/r.rules" -l 127.0.0.1:0 2>&1)" \
+	'rategate: listen "127.0.0.1:0": bad port "0": expected 1 to 65535'
 exit $fail

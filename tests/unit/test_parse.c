@@ -768,6 +768,33 @@ Test(parse, upstream_forms)
 	}
 }
 
+/* listen: a port out of 1..65535 would be wrapped into 16 bits by the
+ * resolver (70000 is 4464) or be random (0), so it is refused here, at
+ * the port; a socket path or HOST:PORT is taken. */
+Test(parse, listen_ports)
+{
+	expect_error("listen 127.0.0.1:70000\n",
+		     "t.rules:1:18: bad port \"70000\" in listen: expected 1 to 65535");
+	expect_error("listen 127.0.0.1:0\n",
+		     "t.rules:1:18: bad port \"0\" in listen: expected 1 to 65535");
+	expect_error("listen [::1]:9x\n",
+		     "t.rules:1:14: bad port \"9x\" in listen: expected 1 to 65535");
+	expect_error("listen localhost\n",
+		     "t.rules:1:8: bad value \"localhost\" for \"listen\": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000)");
+	static const char *const good[] = {
+		"127.0.0.1:1", "127.0.0.1:65535", "[::1]:9000", "/run/rategate.sock",
+		"unix:/run/rategate.sock",
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char text[80];
+		snprintf(text, sizeof(text), "listen %s\n", good[i]);
+		struct rl_ruleset *rs = parse(text);
+		cr_assert_not_null(rs, "%s", good[i]);
+		cr_expect_str_eq(rl_ruleset_settings(rs)->listen, good[i]);
+		rl_ruleset_free(rs);
+	}
+}
+
 Test(parse, upstream_errors)
 {
 	expect_error("upstream unix:/run/app.sock\n",
