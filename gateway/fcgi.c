@@ -658,6 +658,28 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 	return 1;
 }
 
+/* A CONTENT_LENGTH that is not a number: no decision can be made (the
+ * body's size is part of it), so a 400, a bad-request line naming the
+ * client and the path (never the query) and the bad-request count. */
+static void
+bad_content_length(struct worker *w, size_t np, const struct rl_request *rq,
+		   enum respond_format f)
+{
+	struct server *srv = w->srv;
+	const char *cl = param(w, np, "CONTENT_LENGTH");
+	const char *addr = param(w, np, "REMOTE_ADDR");
+
+	respond_error(&w->out, 400, 0, "bad_request",
+		      "Bad Request: Content-Length is not a number", f);
+	send_out(w);
+	atomic_fetch_add(&srv->stats.denied[STATS_BAD_REQUEST], 1);
+	log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
+		   "%s %.*s from %.64s: Content-Length \"%.40s\" is not a number: answered 400",
+		   rq->method ? rq->method : "-",
+		   rq->path ? (int)(rq->path_len > 200 ? 200 : rq->path_len) : 1,
+		   rq->path ? rq->path : "-", addr ? addr : "-", cl ? cl : "");
+}
+
 static void
 authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	  int auth_request)
@@ -669,9 +691,7 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	enum respond_format f = respond_negotiate(accept, accept ? strlen(accept) : 0);
 
 	if (fill_request(w, np, &rq) != 0) {
-		respond_error(&w->out, 400, 0, "bad_request",
-			      "Bad Request: Content-Length is not a number", f);
-		send_out(w);
+		bad_content_length(w, np, &rq, f);
 		return;
 	}
 	if (maybe_stats(w, g, np, &rq, 1, now))
@@ -778,9 +798,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 
 	lease.held = 0;
 	if (fill_request(w, np, &rq) != 0) {
-		respond_error(&w->out, 400, 0, "bad_request",
-			      "Bad Request: Content-Length is not a number", f);
-		send_out(w);
+		bad_content_length(w, np, &rq, f);
 		return;
 	}
 	lr = (struct log_request){ rq.method, rq.path, rq.path_len, now };

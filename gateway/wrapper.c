@@ -203,6 +203,12 @@ wrapper_main(const char *rules, const char *script)
 	struct rl_request rq;
 	struct rl_decision d;
 	if (fcgi_request(params, k, target, sizeof(target), &rq) != 0) {
+		const char *cl = getenv("CONTENT_LENGTH"), *addr = getenv("REMOTE_ADDR");
+		log_printf(lg, LOG_LEVEL_WARN, "bad-request",
+			   "%s %.*s from %.64s: Content-Length \"%.40s\" is not a number: answered 400",
+			   rq.method ? rq.method : "-",
+			   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
+			   rq.path ? rq.path : "-", addr ? addr : "-", cl ? cl : "");
 		free(params);
 		status = fail(&out, 400, "bad_request",
 			      "Bad Request: Content-Length is not a number", f);

@@ -36,4 +36,16 @@ check "query words are not options" "$(cgi "-l+127.0.0.1:1" 5 "$bin" "-l 127.0.0
 cgi /bin/sh 6 "$bin" /bin/sh >/dev/null
 cgi /bin/sh 6 "$bin" /bin/sh >/dev/null
 check "third request from one address is a 429" "$(cgi /bin/sh 6 "$bin" /bin/sh)" "Status: 429 Too Many Requests"
+# A Content-Length that is not a number: a 400 before any decision, and a
+# bad-request line naming the client and the path, never the query.
+cl=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \
+	REQUEST_METHOD=POST REQUEST_URI="/app/x?token=SECRET" QUERY_STRING="token=SECRET" \
+	CONTENT_LENGTH=12abc REMOTE_ADDR=192.0.2.9 SCRIPT_FILENAME="$echo_cgi" "$bin" 2>"$d/stderr.cl")
+check "a bad Content-Length is a 400" "$cl" "Status: 400 Bad Request"
+check "... and said in the log" "$(cat "$d/stderr.cl")" \
+	'event=bad-request msg="POST /app/x from 192.0.2.9: Content-Length \"12abc\" is not a number: answered 400"'
+case "$(cat "$d/stderr.cl")" in
+*SECRET*) echo "FAIL: the query reached the log"; fail=1 ;;
+*) echo "ok: ... without the query" ;;
+esac
 exit $fail
