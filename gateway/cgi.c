@@ -94,6 +94,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -351,7 +352,57 @@ struct run {
 	char *outbuf;           /* CGI_OUT_CHUNK bytes */
 	struct proxy_head head;
 	struct respond_buf rb;
+	struct run *prev, *next;        /* in the running list while its
+					   child may be unreaped */
 };
+
+/* Every run whose script has been started and not yet reaped, so that a
+ * stopping gateway can kill them all (cgi_kill_all) instead of leaving
+ * them behind.  A run leaves the list under the lock before its child is
+ * reaped (reap() waits with WNOWAIT first), so a pid in the list is never
+ * one the kernel could have given to another process. */
+static pthread_mutex_t running_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct run *running;
+
+static void
+running_add(struct run *r)
+{
+	pthread_mutex_lock(&running_mu);
+	r->prev = NULL;
+	r->next = running;
+	if (running != NULL)
+		running->prev = r;
+	running = r;
+	pthread_mutex_unlock(&running_mu);
+}
+
+static void
+running_remove(struct run *r)
+{
+	pthread_mutex_lock(&running_mu);
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else if (running == r)
+		running = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	r->prev = r->next = NULL;
+	pthread_mutex_unlock(&running_mu);
+}
+
+unsigned
+cgi_kill_all(void)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&running_mu);
+	for (struct run *r = running; r != NULL; r = r->next, n++) {
+		kill(-r->pid, SIGKILL);
+		kill(r->pid, SIGKILL);
+	}
+	pthread_mutex_unlock(&running_mu);
+	return n;
+}
 
 static void
 close_fd(int *fd)
@@ -382,19 +433,29 @@ reap(struct run *r, int64_t deadline)
 	int pause_ms = 1;
 
 	while (!r->reaped) {
-		int st;
-		pid_t p = waitpid(r->pid, &st, deadline ? WNOHANG : 0);
-		if (p == r->pid) {
+		int st = 0;
+		siginfo_t si;
+		/* see that it exited without reaping it, leave the running
+		 * list, then reap: cgi_kill_all never signals a reaped pid */
+		memset(&si, 0, sizeof(si));
+		int w = waitid(P_PID, (id_t)r->pid, &si,
+			       WEXITED | WNOWAIT | (deadline ? WNOHANG : 0));
+		if (w == 0 && si.si_pid == r->pid) {
+			running_remove(r);
+			pid_t p;
+			while ((p = waitpid(r->pid, &st, 0)) < 0 && errno == EINTR)
+				;
 			r->reaped = 1;
 			r->wstatus = st;
-			r->wstatus_known = 1;
+			r->wstatus_known = p == r->pid;
 			break;
 		}
-		if (p < 0 && errno == EINTR)
+		if (w < 0 && errno == EINTR)
 			continue;
-		if (p < 0) {
+		if (w < 0) {
 			/* ECHILD: SIGCHLD is ignored or another thread reaped
 			 * it (see cgi.h); the status is lost. */
+			running_remove(r);
 			r->reaped = 1;
 			break;
 		}
@@ -779,6 +840,8 @@ run(const char *script, const struct rl_param *params, size_t nparams,
 	close(out[1]);
 	r.in_fd = in[1];
 	r.out_fd = out[0];
+	if (e == 0)
+		running_add(&r);
 	if (e != 0) {
 		close_fd(&r.in_fd);
 		close_fd(&r.out_fd);

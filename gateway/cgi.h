@@ -48,4 +48,9 @@ int cgi_run(const char *script, const struct rl_param *params, size_t nparams,
 	    const struct proxy_spec *spec, struct proxy_client *c,
 	    struct proxy_result *res);
 
+/* SIGKILL to the process group of every script a cgi_run is running now
+ * (a stopping gateway's last word: their cgi_run calls then finish as for
+ * a crash).  Returns how many.  Thread-safe. */
+unsigned cgi_kill_all(void);
+
 #endif

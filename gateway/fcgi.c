@@ -1422,20 +1422,53 @@ fcgi_main(const struct fcgi_options *o)
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += FCGI_DRAIN_S;
 	int drained = 1;
+	char *joined = log_xrealloc(NULL, started ? started : 1);
+	memset(joined, 0, started ? started : 1);
 	for (unsigned i = 0; i < started; i++) {
-		if (pthread_timedjoin_np(ws[i].tid, NULL, &deadline) != 0)
+		if (pthread_timedjoin_np(ws[i].tid, NULL, &deadline) == 0)
+			joined[i] = 1;
+		else
 			drained = 0;
 	}
 	if (!drained) {
-		/* A worker is stuck on a connection that sends nothing; the
-		 * rest is done.  Leave without freeing what it may touch. */
-		log_printf(srv.log, LOG_LEVEL_WARN, "stop",
-			   "a request still in flight after %d s; exiting anyway",
-			   FCGI_DRAIN_S);
-		if (unix_path != NULL)
-			unlink_own_socket(unix_path);
-		_exit(atomic_load(&srv.failed) ? 1 : 0);
+		/* CGI scripts still running are killed (their requests end as
+		 * for a crash: a 502, or a cut body), never left behind as
+		 * orphans; their workers then finish. */
+		long busy = (long)atomic_load(&srv.stats.inflight);
+		unsigned killed = cgi_kill_all();
+		if (killed > 0) {
+			log_printf(srv.log, LOG_LEVEL_WARN, "stop",
+				   "%u CGI script%s still running after %d s: killed",
+				   killed, killed == 1 ? "" : "s", FCGI_DRAIN_S);
+			clock_gettime(CLOCK_REALTIME, &deadline);
+			deadline.tv_sec += FCGI_KILL_GRACE_S;
+			drained = 1;
+			for (unsigned i = 0; i < started; i++) {
+				if (joined[i])
+					continue;
+				if (pthread_timedjoin_np(ws[i].tid, NULL, &deadline) == 0)
+					joined[i] = 1;
+				else
+					drained = 0;
+			}
+		}
+		if (!drained) {
+			/* A worker is stuck on a connection that sends nothing,
+			 * or on an application that does not answer; the rest
+			 * is done.  Leave without freeing what it may touch. */
+			unsigned stuck = 0;
+			for (unsigned i = 0; i < started; i++)
+				stuck += !joined[i];
+			log_printf(srv.log, LOG_LEVEL_WARN, "stop",
+				   "%u worker%s still busy after %d s (%ld request%s with the application); exiting anyway",
+				   stuck, stuck == 1 ? "" : "s", FCGI_DRAIN_S,
+				   busy, busy == 1 ? "" : "s");
+			if (unix_path != NULL)
+				unlink_own_socket(unix_path);
+			_exit(atomic_load(&srv.failed) ? 1 : 0);
+		}
 	}
+	free(joined);
 	log_printf(srv.log, LOG_LEVEL_INFO, "stop", "stopped");
 	status = atomic_load(&srv.failed) ? 1 : 0;
 	for (unsigned i = 0; i < started; i++) {

@@ -22,7 +22,9 @@
  * the store (the process-local store behind a mutex).
  *
  * Signals: SIGTERM, SIGINT or SIGUSR1 stop accepting, let every request in
- * flight finish (for at most FCGI_DRAIN_S seconds) and exit 0; SIGHUP
+ * flight finish (for at most FCGI_DRAIN_S seconds; CGI scripts still
+ * running then are killed, and their workers get FCGI_KILL_GRACE_S more)
+ * and exit 0; SIGHUP
  * reloads the rules (a file with errors keeps the old rules; every error
  * is logged with its position).
  */
@@ -36,6 +38,7 @@
 #define FCGI_WORKERS_DEFAULT 4
 #define FCGI_WORKERS_MAX 256
 #define FCGI_DRAIN_S 10          /* wait for requests in flight at exit */
+#define FCGI_KILL_GRACE_S 2      /* then for workers whose CGI script was killed */
 #define FCGI_PARAMS_MAX (1u << 20) /* bytes of params copied per request */
 #define FCGI_BACKLOG 128
 

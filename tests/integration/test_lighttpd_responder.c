@@ -624,6 +624,88 @@ wait_inflight(int n)
 	return 0;
 }
 
+/* GET /cgi/x?hang with an X-Pid-File header (echo_cgi then starts a child
+ * too), in a thread. */
+struct hang_req {
+	char hdr[SRV_PATH_MAX + 32];
+	long status;
+};
+
+static void *
+hang_get(void *arg)
+{
+	struct hang_req *h = arg;
+	char rq[SRV_PATH_MAX + 128];
+	size_t got = 0;
+
+	/* raw, with a wait longer than libcurl's 10 s in srv_http_at: the
+	 * answer comes after rategate's 10 s drain */
+	snprintf(rq, sizeof(rq), "GET /cgi/x?hang HTTP/1.1\r\nHost: x\r\n%s\r\nConnection: close\r\n\r\n",
+		 h->hdr);
+	char *ans = srv_raw(port, rq, strlen(rq), 25, &got);
+	h->status = ans != NULL && got > 12 && strncmp(ans, "HTTP/1.", 7) == 0 ?
+		    strtol(ans + 9, NULL, 10) : -1;
+	free(ans);
+	return NULL;
+}
+
+/* SIGTERM with CGI scripts still running: rategate waits FCGI_DRAIN_S
+ * (10 s) for them, then kills their process groups (the scripts and what
+ * they started), answers their requests as for a crash and exits: nothing
+ * is left behind as an orphan. */
+Test(responder, sigterm_kills_scripts_still_running,
+     .init = setup, .fini = teardown, .timeout = 60)
+{
+	start("storage          @STORE@\n"
+	      "upstream         cgi:@CGI@\n"
+	      "upstream-timeout 60s\n"
+	      "/cgi/**          100/minute\n");
+	struct hang_req hr[2];
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "hang%d.pids", i);
+		snprintf(hr[i].hdr, sizeof(hr[i].hdr), "X-Pid-File: %s", srv_path(name));
+		cr_assert_eq(pthread_create(&th[i], NULL, hang_get, &hr[i]), 0);
+	}
+	pid_t scripts[2], kids[2];
+	int n = 0;
+	for (int i = 0; i < 250 && n < 2; i++) {
+		n = srv_children_named(rg, "echo_cgi", scripts, 2);
+		srv_sleep_ms(20);
+	}
+	cr_assert_eq(n, 2, "rategate %d runs %d scripts\n%s", (int)rg, n, logs());
+	for (int i = 0; i < 2; i++) {
+		kids[i] = 0;
+		for (int k = 0; k < 250 && srv_children_named(scripts[i], NULL, &kids[i], 1) == 0; k++)
+			srv_sleep_ms(20);
+		cr_assert_neq(kids[i], 0, "script %d started no child", (int)scripts[i]);
+	}
+
+	double t0 = srv_now();
+	cr_assert_eq(kill(rg, SIGTERM), 0);
+	for (int i = 0; i < 800 && srv_alive(rg); i++)
+		srv_sleep_ms(20);
+	double took = srv_now() - t0;
+	cr_expect(!srv_alive(rg), "rategate still running %.1f s after SIGTERM", took);
+	cr_expect(took > 9 && took < 14, "rategate took %.1f s to stop", took);
+	for (int i = 0; i < 2; i++) {
+		cr_expect(!srv_alive(scripts[i]), "script %d survived the gateway", (int)scripts[i]);
+		cr_expect(!srv_alive(kids[i]), "the child %d of script %d survived the gateway",
+			  (int)kids[i], (int)scripts[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		cr_expect_eq(hr[i].status, 502, "request %d: %ld\n%s", i, hr[i].status, logs());
+	}
+	char *log = rglog();
+	cr_expect_not_null(strstr(log, "event=stop msg=\"2 CGI scripts still running after 10 s: killed\""),
+			   "%s", log);
+	cr_expect_not_null(strstr(log, "event=stop msg=stopped"), "%s", log);
+	free(log);
+	finish();
+}
+
 Test(responder, chat_example_limits_requests_in_flight,
      .init = setup, .fini = teardown, .timeout = 30)
 {
