@@ -347,6 +347,7 @@ struct run {
 	int64_t deadline;       /* CLOCK_MONOTONIC ms; 0: none */
 	uint64_t read_total;    /* body bytes read from the client */
 	int body_eof;           /* no more body will go to the script */
+	int unwatched;          /* the client's fd is no longer watched */
 	char *inbuf;            /* CGI_BODY_CHUNK bytes */
 	size_t in_off, in_len;  /* read from the client, not yet written */
 	char *outbuf;           /* CGI_OUT_CHUNK bytes */
@@ -633,7 +634,7 @@ static enum end
 pump(struct run *r)
 {
 	for (;;) {
-		struct pollfd p[2];
+		struct pollfd p[3];
 		int timeout = -1;
 
 		if (r->out_fd < 0 && r->in_fd < 0)
@@ -651,7 +652,13 @@ pump(struct run *r)
 		p[1].fd = r->in_fd;
 		p[1].events = POLLOUT;
 		p[1].revents = 0;
-		int k = poll(p, 2, timeout);
+		/* with the body read, the web server's connection: readable
+		 * when it aborts the request or hangs up */
+		p[2].fd = r->body_eof && !r->unwatched && r->c->watch != NULL ?
+			  r->c->watch(r->c->ctx) : -1;
+		p[2].events = POLLIN | POLLRDHUP;
+		p[2].revents = 0;
+		int k = poll(p, 3, timeout);
 		if (k < 0) {
 			if (errno == EINTR)
 				continue;
@@ -673,6 +680,13 @@ pump(struct run *r)
 			enum end e = feed_input(r, p[1].revents);
 			if (e != END_NONE)
 				return e;
+		}
+		if (p[2].fd >= 0 && p[2].revents != 0) {
+			if (r->c->aborted(r->c->ctx))
+				return client_gone(r, r->res->head_sent ?
+						   "the web server gave up on the request during the response body" :
+						   "the web server gave up on the request before the response head was sent");
+			r->unwatched = 1;
 		}
 	}
 }

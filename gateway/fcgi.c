@@ -30,6 +30,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <limits.h>
+#include <fastcgi.h>
 #include <fcgiapp.h>
 #include <netdb.h>
 #include <poll.h>
@@ -726,6 +727,32 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 		log_decision(srv->log, &lr, &d, status);
 }
 
+/* The web server's connection while the application works: once the body
+ * is read, the only bytes it can send are an FCGI_ABORT_REQUEST (type 2;
+ * Apache and nginx send it, or close, when their client disconnects) or
+ * nothing but a hang-up; lighttpd closes the connection. */
+static int
+client_watch(void *ctx)
+{
+	struct worker *w = ctx;
+
+	return w->req.ipcFd;
+}
+
+static int
+client_aborted(void *ctx)
+{
+	struct worker *w = ctx;
+	unsigned char h[8];
+	ssize_t n = recv(w->req.ipcFd, h, sizeof(h), MSG_PEEK | MSG_DONTWAIT);
+
+	if (n == 0)
+		return 1;               /* hung up */
+	if (n < 0)
+		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+	return n >= 2 && h[1] == FCGI_ABORT_REQUEST;
+}
+
 /* The web server's side of a proxied request: libfcgi's streams. */
 static long
 client_read(void *ctx, char *buf, size_t cap)
@@ -859,7 +886,8 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	spec.nextra_env = make_env(&d, now, envbuf, env);
 	spec.extra_env = env;
 	spec.error_format = f;
-	struct proxy_client pc = { w, client_read, client_write };
+	struct proxy_client pc = { w, client_read, client_write, client_watch,
+				   client_aborted };
 	struct proxy_result res;
 	atomic_fetch_add(&srv->stats.inflight, 1);
 	if (b->cgi)

@@ -42,6 +42,16 @@ struct proxy_client {
 	/* Response bytes in order (head, then body).  Returns 0, or -1 when
 	 * the client went away (the back end then stops the application). */
 	int (*write)(void *ctx, const char *buf, size_t len);
+	/* Optional (NULL: the back end does not watch).  Once the whole body
+	 * has been read, the back end polls watch()'s fd (-1: none), which
+	 * becomes readable when the web server gives up on the request; then
+	 * aborted() says 1 when it did (it aborted the request or closed the
+	 * connection: the back end stops the application at once, as for a
+	 * client gone, instead of running it to the end or to the timeout),
+	 * or 0 when the readable bytes are something else (the fd is then no
+	 * longer watched). */
+	int (*watch)(void *ctx);
+	int (*aborted)(void *ctx);
 };
 
 /* How one request is proxied; the same for both back ends. */

@@ -593,6 +593,8 @@ struct xfer {
 	struct respond_buf hb;  /* the rendered head, or our error answer */
 	char errline[UPSTREAM_STDERR_LINE_MAX + 1];
 	size_t errlen;
+	int unwatched;          /* the web server's connection is no longer
+				   watched */
 };
 
 /* How one attempt on a connection ended. */
@@ -998,8 +1000,25 @@ exchange(struct xfer *x, int fd)
 		int want_out = !x->wdead && (x->out.off < x->out.len || !x->stdin_ended);
 		if (want_out)
 			pfd.events |= POLLOUT;
+		/* with the body passed on, the web server's connection:
+		 * readable when it aborts the request or hangs up */
+		struct pollfd both[2] = { pfd, {
+			.fd = x->stdin_ended && !x->unwatched && x->c->watch != NULL ?
+			      x->c->watch(x->c->ctx) : -1,
+			.events = POLLIN | POLLRDHUP } };
 		int w = wait_ms(x->deadline);
-		int r = w == 0 ? 0 : poll(&pfd, 1, w);
+		int r = w == 0 ? 0 : poll(both, 2, w);
+		pfd.revents = both[0].revents;
+		if (both[1].fd >= 0 && both[1].revents != 0) {
+			if (x->c->aborted(x->c->ctx)) {
+				x->res->client_gone = 1;
+				fail(x, "the web server gave up on the request %s",
+				     x->res->head_sent ? "during the response" :
+				     "while the application was working on it");
+				return OUT_GONE;
+			}
+			x->unwatched = 1;
+		}
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)

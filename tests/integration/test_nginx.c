@@ -187,6 +187,75 @@ send_body(const char *method, const char *path, const void *body, size_t len,
 	srv_http_body(method, url, hdrs, body, len, chunked, r);
 }
 
+/* A client that gives up: nginx closes its connection to rategate
+ * (fastcgi_ignore_client_abort off, the default), and rategate stops the
+ * application at once -- the CGI script killed with its child, the
+ * FastCGI request dropped -- gives the concurrency slot back and logs
+ * client-gone, instead of holding both until upstream-timeout (30 s). */
+Test(nginx, client_giving_up_stops_the_app_and_frees_the_slot,
+     .init = srv_setup, .fini = teardown, .timeout = 40)
+{
+	char cgi[SRV_PATH_MAX], rules[2 * SRV_PATH_MAX + 512];
+	srv_built("tests/apps/echo_cgi", cgi);
+	snprintf(rules, sizeof(rules),
+		 "storage          shm:@DIR@/store?size=8M\n"
+		 "upstream         fcgi+unix://@DIR@/app.sock\n"
+		 "upstream-timeout 30s\n"
+		 "/slot            100/minute  concurrency=1  upstream=cgi:%s\n"
+		 "/fslot           100/minute  concurrency=1\n", cgi);
+	app = srv_start_echo_fcgi(0, srv_path("app.sock"), 4, srv_path("count"));
+	start_rategate(rules, 0);
+	start_nginx("nginx-responder.conf", "127.0.0.1:8082", NULL);
+
+	char rq[SRV_PATH_MAX + 160];
+	size_t got;
+	snprintf(rq, sizeof(rq), "GET /slot?hang HTTP/1.1\r\nHost: x\r\nX-Pid-File: %s\r\n"
+		 "Connection: close\r\n\r\n", srv_path("hang.pids"));
+	free(srv_raw(port, rq, strlen(rq), 0.5, &got));   /* gives up after 0.5 s */
+	char *pids = srv_read(srv_path("hang.pids"));
+	cr_assert_not_null(pids, "the hanging script wrote no pid file\n%s", logs());
+	long script = 0, child = 0;
+	cr_assert_eq(sscanf(pids, "%ld %ld", &script, &child), 2, "%s", pids);
+	free(pids);
+	double t0 = srv_now();
+	for (int i = 0; i < 150 && (srv_alive((pid_t)script) || srv_alive((pid_t)child)); i++)
+		srv_sleep_ms(20);
+	cr_expect(!srv_alive((pid_t)script), "the script %ld outlived its client by %.1f s\n%s",
+		  script, srv_now() - t0, logs());
+	cr_expect(!srv_alive((pid_t)child), "the script's child %ld survived", child);
+	struct srv_resp r;
+	get("/slot?next", NULL, &r);
+	cr_expect_eq(r.status, 200, "the slot was not given back: %s\n%s", r.status_line, logs());
+	srv_resp_free(&r);
+
+	const char *fq = "GET /fslot?sleep=5000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	free(srv_raw(port, fq, strlen(fq), 0.5, &got));
+	/* the slot comes back well before the application's 5 s are up */
+	long st = 0;
+	t0 = srv_now();
+	for (int i = 0; i < 100; i++) {
+		get("/fslot", NULL, &r);
+		st = r.status;
+		srv_resp_free(&r);
+		if (st != 429)
+			break;
+		srv_sleep_ms(20);
+	}
+	cr_expect_eq(st, 200, "the FastCGI slot was not given back\n%s", logs());
+	cr_expect_lt(srv_now() - t0, 3.0, "the FastCGI slot came back after %.1f s", srv_now() - t0);
+	char *log = srv_read(srv_path("rategate.log"));
+	cr_assert_not_null(log);
+	cr_expect_not_null(strstr(log, "event=client-gone msg=\"GET /slot from 127.0.0.1 -> cgi:"), "%s", log);
+	cr_expect_not_null(strstr(log, "the web server gave up on the request before the response head was sent"),
+			   "%s", log);
+	cr_expect_not_null(strstr(log, "event=client-gone msg=\"GET /fslot from 127.0.0.1 -> fcgi+unix://"), "%s", log);
+	cr_expect_not_null(strstr(log, "the web server gave up on the request while the application was working on it"),
+			   "%s", log);
+	free(log);
+	int zombies = 0;
+	cr_expect_eq(srv_wait_no_children(rg, &zombies, 2), 0, "rategate has children left");
+}
+
 Test(nginx, responder_passes_requests_intact,
      .init = setup_responder, .fini = teardown, .timeout = 60)
 {
