@@ -1141,6 +1141,17 @@ upstream_run(struct upstream *u, const struct rl_param *params, size_t nparams,
 		o = exchange(&x, fd);
 		if (o == OUT_CLOSED && reused && x.body_in == 0 &&
 		    (x.wdead || idempotent(params, nparams))) {
+			/* A kept connection the application had closed, or
+			 * closed on this request before answering a byte: sent
+			 * once more on a new connection, as nginx does for
+			 * idempotent methods.  An application that took the
+			 * request and then died on it runs it twice, so say so
+			 * (the second attempt's failure, if any, is the
+			 * request's upstream-error line). */
+			if (u->log != NULL)
+				log_printf(u->log, LOG_LEVEL_WARN, "upstream-retry",
+					   "%s: %s; sent again on a new connection",
+					   u->name, res->error);
 			conn_abort(fd);
 			fd = -1;
 			xfer_reset_conn(&x);

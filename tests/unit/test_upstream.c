@@ -743,6 +743,21 @@ Test(upstream, early_answer_without_reading_the_body)
 	expect_no_fd_leak();
 }
 
+/* The first 64 KiB of a file, as a string (malloc'd). */
+static char *
+read_text_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *text = calloc(1, 65536);
+
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_not_null(text);
+	size_t k = fread(text, 1, 65535, f);
+	text[k] = '\0';
+	fclose(f);
+	return text;
+}
+
 Test(upstream, stderr_lines_are_logged)
 {
 	struct upstream *u;
@@ -756,14 +771,10 @@ Test(upstream, stderr_lines_are_logged)
 	cr_expect_eq(r->res.status, 200, "%s", r->res.error);
 	req_free(r);
 	log_free(lg);
-	FILE *f = fopen(path_in("gw.log"), "r");
-	char text[1024] = "";
-	cr_assert_not_null(f);
-	size_t k = fread(text, 1, sizeof(text) - 1, f);
-	text[k] = '\0';
-	fclose(f);
+	char *text = read_text_file(path_in("gw.log"));
 	cr_expect(strstr(text, "level=warn event=upstream-stderr msg=\"echo_fcgi stderr line\"") != NULL,
 		  "%s", text);
+	free(text);
 	upstream_free(u);
 	app_stop(pid);
 	expect_no_fd_leak();
@@ -1789,7 +1800,11 @@ Test(upstream, pooled_connection_dying_is_retried_once)
 	fake_start(&f);
 	struct upstream *u = tcp_upstream(f.port);
 	uint64_t c, re, fl;
+	char err[256];
+	struct log *lg = log_new(path_in("gw.log"), err, sizeof(err));
 
+	cr_assert_not_null(lg, "%s", err);
+	upstream_set_log(u, lg);
 	struct req *r = get(u, "dropnext");
 	cr_expect_eq(r->res.status, 200, "%s", r->res.error);
 	req_free(r);
@@ -1802,6 +1817,16 @@ Test(upstream, pooled_connection_dying_is_retried_once)
 	cr_expect_eq(c, 2);
 	cr_expect_eq(re, 1);
 	cr_expect_eq(fl, 0);
+	/* the retry is said: an application that took the request and died
+	 * on it has now seen it twice */
+	char *text = read_text_file(path_in("gw.log"));
+	char want[160];
+	snprintf(want, sizeof(want), "level=warn event=upstream-retry msg=\"fcgi://127.0.0.1:%d: the application closed the connection without answering; sent again on a new connection\"",
+		 f.port);
+	cr_expect(strstr(text, want) != NULL, "%s\n%s", want, text);
+	free(text);
+	upstream_set_log(u, NULL);
+	log_free(lg);
 
 	/* The same with a body: it cannot be replayed, so 502. */
 	r = get(u, "dropnext");      /* on the pooled connection 2 */
