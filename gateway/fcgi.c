@@ -444,7 +444,7 @@ reload(struct server *srv)
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	if (strcmp(s->storage.uri, srv->store_uri) != 0)
 		log_printf(srv->log, LOG_LEVEL_WARN, "reload",
-			   "storage changed to %s: restart rategate to use it; counting on in %s",
+			   "storage changed to %s: restart rategate to use it; until then the counters stay in %s",
 			   s->storage.uri, srv->store_uri);
 	pthread_mutex_lock(&srv->gen_mu);
 	struct gen *old = srv->current;
@@ -584,8 +584,10 @@ store_failed(struct server *srv, const struct gen *g, struct rl_decision *d,
 	if (now - last >= 1000 &&
 	    atomic_compare_exchange_strong(&srv->store_err_logged_ms, &last, now))
 		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
-			   "%s (store-failure %s: requests are %s)", d->error,
-			   allow ? "allow" : "deny", allow ? "let through" : "answered 503");
+			   "%s (store-failure %s: requests are %s; this one from %s, rule %s)",
+			   d->error, allow ? "allow" : "deny",
+			   allow ? "let through" : "answered 503", d->client,
+			   d->rule != NULL ? d->rule->pattern.text : "- (the default limits)");
 	if (!allow)
 		return 0;
 	d->outcome = RL_ALLOW;

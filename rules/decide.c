@@ -384,28 +384,8 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	if (rule && rule->message)
 		d->message = rule->message;
 
-	/* The body: a 413 before anything is counted, exempt or not. */
-	uint64_t max_body = rule ? rule->max_body : s->max_body;
-	int dry = s->dry_run || (rule && rule->dry_run);
-
-	if (max_body > 0 && req->body_bytes > max_body) {
-		snprintf(d->error, sizeof(d->error), "request body of %llu bytes is above max-body %llu",
-			 (unsigned long long)req->body_bytes,
-			 (unsigned long long)max_body);
-		if (!dry) {
-			d->max_body = max_body;
-			return finish(d, RL_TOO_LARGE);
-		}
-		d->would_deny = 1;
-	} else if (!dry) {
-		d->max_body = max_body;
-	}
-	if (rule && rule->exempt) {
-		d->exempt = 1;
-		return finish(d, RL_ALLOW);
-	}
-
-	/* The client address. */
+	/* The client address, first: the 413 and exempt answers are logged
+	 * with it too. */
 	const char *vals[PROXY_VALUES_MAX];
 	size_t lens[PROXY_VALUES_MAX], nv = 0, seen = 0;
 
@@ -444,6 +424,27 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	if (d->addr_source != RL_ADDR_NONE)
 		set_field(d->client, sizeof(d->client), w->addr_text,
 			  w->addr_len);
+
+	/* The body: a 413 before anything is counted, exempt or not. */
+	uint64_t max_body = rule ? rule->max_body : s->max_body;
+	int dry = s->dry_run || (rule && rule->dry_run);
+
+	if (max_body > 0 && req->body_bytes > max_body) {
+		snprintf(d->error, sizeof(d->error), "request body of %llu bytes is above max-body %llu",
+			 (unsigned long long)req->body_bytes,
+			 (unsigned long long)max_body);
+		if (!dry) {
+			d->max_body = max_body;
+			return finish(d, RL_TOO_LARGE);
+		}
+		d->would_deny = 1;
+	} else if (!dry) {
+		d->max_body = max_body;
+	}
+	if (rule && rule->exempt) {
+		d->exempt = 1;
+		return finish(d, RL_ALLOW);
+	}
 
 	/* Client keys: the rule's (its missing-key policy applies) and the
 	 * global one for defaults and application limits. */

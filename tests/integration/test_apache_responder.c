@@ -228,7 +228,7 @@ Test(apache_responder, proxy_fcgi_passes_requests_intact,
 	cr_expect_str_eq(r.body, "Content Too Large: the request body exceeds this path's max-body\n");
 	srv_resp_free(&r);
 	char *log = srv_read(srv_path("rategate.log"));
-	cr_expect_not_null(strstr(log ? log : "", "level=info event=too-large msg=\"POST /small/x -> "),
+	cr_expect_not_null(strstr(log ? log : "", "level=info event=too-large msg=\"POST /small/x from 127.0.0.1 -> "),
 			   "%s", log);
 	cr_expect_null(strstr(log ? log : "", "upstream-error"), "%s", log);
 	free(log);

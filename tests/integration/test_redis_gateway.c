@@ -471,6 +471,9 @@ Test(redis_gateway, deny_answers_503_while_redis_is_dead_then_redis_decides_agai
 	int errs = count_in_log(0, "event=store-error");
 	cr_expect(errs >= 1 && errs <= 2, "%d store-error lines for 10 requests in ~1 s\n%s",
 		  errs, logs());
+	/* each says which request it was about */
+	cr_expect_eq(count_in_log(0, "requests are answered 503; this one from 127.0.0.1, rule /static.txt)"),
+		     errs, "%s", logs());
 
 	/* Redis back on the same port, empty: once the next attempt is due,
 	 * a fresh budget of 3 */

@@ -695,6 +695,7 @@ Test(decide, too_large_before_counting)
 	cr_assert_eq(d.max_body, 2048);
 	cr_assert_str_eq(d.error, "request body of 2049 bytes is above max-body 2048");
 	cr_assert_eq(d.rule, rl_ruleset_rule(rs, 0));
+	cr_assert_str_eq(d.client, "192.0.2.1", "the 413 names its client");
 	cr_assert_eq(with_body("/up", 2048, T0, &d), RL_ALLOW);
 	cr_assert_eq(d.max_body, 2048);
 	cr_assert_eq(d.remaining, 1, "the 413 cost no budget");
