@@ -205,7 +205,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.extra_len = 23,
 	};
 	struct client cl = { NULL, 0, 0 };
-	struct proxy_client c = { &cl, c_read, c_write };
+	struct proxy_client c = { .ctx = &cl, .read = c_read, .write = c_write };
 	struct proxy_result res;
 
 	if (up == NULL)
