@@ -173,7 +173,7 @@ Test(inspect, stats)
 		"in-flight slots: 0 of 18 (1088 bytes, up to 67 leases)\n"
 		"hits: 14 allowed, 2 denied\n"
 		"keys created: 4\n"
-		"evicted: 0 expired, 0 least recently used\n"
+		"evicted: 0 expired, 0 least recently used, 0 limiting (bans lifted early)\n"
 		"store full: 0\n"
 		"lock recoveries: 0\n"
 		"keys reset: 0\n");
