@@ -84,7 +84,10 @@
  * change size=.  Recreating it automatically would need to know that no
  * other process still has it mapped, which a file cannot tell us; a file
  * that was never initialised (empty, or a creator died half-way) is
- * initialised in place under the flock.
+ * initialised in place under the flock.  `rategate -t` asks the same
+ * question of an existing file without opening it for writing
+ * (shm_probe_file: the header checks are one function, header_check), so
+ * a refusal shows before a restart rather than at it.
  */
 #include "config.h"
 
@@ -1927,10 +1930,26 @@ static int init_file(struct shm *m, int fd, const struct shm_config *c,
 	return 0;
 }
 
-static int check_header(struct shm *m, const struct shm_config *c,
-			uint64_t file_bytes, char *err, size_t errcap)
+/* A non-blank file too short to hold a header is somebody else's. */
+static int file_too_short(const struct shm_config *c, uint64_t file_bytes,
+			  char *err, size_t errcap)
 {
-	const struct shm_header *h = (const struct shm_header *)m->base;
+	if (file_bytes >= SHM_HEADER_BYTES)
+		return 0;
+	snprintf(err, errcap, "shm store \"%s\": not a rategate store (%llu bytes, shorter than a header): move it away or choose another path",
+		 c->path, (unsigned long long)file_bytes);
+	return 1;
+}
+
+/* Whether configuration c would attach to a file of file_bytes whose
+ * header is h: 0 and the file's geometry in *g, or -1 and the message the
+ * gateway stops with.  Reads nothing but *h, so attach_file (on the
+ * mapping) and shm_probe_file (rategate -t, on a copy read with pread)
+ * decide alike. */
+static int header_check(const struct shm_header *h,
+			const struct shm_config *c, uint64_t file_bytes,
+			struct shm_geom *out, char *err, size_t errcap)
+{
 	struct shm_geom g;
 	char a[32], b[32];
 
@@ -1966,7 +1985,7 @@ static int check_header(struct shm *m, const struct shm_config *c,
 			 c->path, (unsigned long long)file_bytes);
 		return -1;
 	}
-	m->g = g;
+	*out = g;
 	if (c->attach_only)
 		return 0;
 	if (c->size != file_bytes) {
@@ -1997,11 +2016,8 @@ static int attach_file(struct shm *m, int fd, const struct shm_config *c,
 {
 	const struct shm_header *h;
 
-	if (file_bytes < SHM_HEADER_BYTES) {
-		snprintf(err, errcap, "shm store \"%s\": not a rategate store (%llu bytes, shorter than a header): move it away or choose another path",
-			 c->path, (unsigned long long)file_bytes);
+	if (file_too_short(c, file_bytes, err, errcap))
 		return -1;
-	}
 	m->base = mmap(NULL, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 		       fd, 0);
 	if (m->base == MAP_FAILED) {
@@ -2011,7 +2027,8 @@ static int attach_file(struct shm *m, int fd, const struct shm_config *c,
 		return -1;
 	}
 	m->map_bytes = file_bytes;
-	if (check_header(m, c, file_bytes, err, errcap) < 0)
+	if (header_check((const struct shm_header *)m->base, c, file_bytes,
+			 &m->g, err, errcap) < 0)
 		return -1;
 	h = (const struct shm_header *)m->base;
 	m->k0 = le64(h->secret);
@@ -2123,6 +2140,20 @@ int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
 	return shm_store_open(&c, st, err, errcap);
 }
 
+/* What a geometry holds.  moving: whether to report its ring pool (a new
+ * file for rules without moving windows has a token one). */
+static void plan_of(const struct shm_geom *g, int moving, struct shm_plan *p)
+{
+	p->stripes = g->stripes;
+	p->slots = (uint64_t)g->stripes * g->bps * SHM_WAYS;
+	p->ring_slots = moving ? (uint64_t)g->stripes * g->ring_n : 0;
+	p->max_moving = moving ? g->ring_words - 2 : 0;
+	p->lease_slots = (uint64_t)g->stripes * g->lease_n;
+	p->max_leases = (g->lease_words - 1) / 2;
+	p->entry_bytes = SHM_ENTRY_BYTES + g->name_bytes;
+	p->bytes_per_key = (double)g->size / (double)p->slots;
+}
+
 int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 	     size_t errcap)
 {
@@ -2130,14 +2161,80 @@ int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 
 	if (geom_plan(c, &g, err, errcap) != 0)
 		return -1;
-	p->stripes = g.stripes;
-	p->slots = (uint64_t)g.stripes * g.bps * SHM_WAYS;
-	p->ring_slots = c->max_moving > 1 ? (uint64_t)g.stripes * g.ring_n : 0;
-	p->max_moving = c->max_moving > 1 ? g.ring_words - 2 : 0;
-	p->lease_slots = (uint64_t)g.stripes * g.lease_n;
-	p->max_leases = (g.lease_words - 1) / 2;
-	p->bytes_per_key = (double)c->size / (double)p->slots;
+	plan_of(&g, c->max_moving > 1, p);
 	return 0;
+}
+
+/* Read-only: the file is opened O_RDONLY and never mapped; the shared
+ * flock, held for a few preads, only waits out a process that is creating
+ * the file (openers hold the exclusive one just while they open). */
+enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
+			      uint64_t *keys, char *err, size_t errcap)
+{
+	struct shm_header h;
+	struct shm_geom g;
+	struct stat sb;
+	enum shm_probe r = SHM_PROBE_UNREADABLE;
+	int fd;
+
+	*keys = 0;
+	fd = open(c->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno != ENOENT) {
+		snprintf(err, errcap, "shm store \"%s\": %s", c->path,
+			 strerror(errno));
+		return SHM_PROBE_UNREADABLE;
+	}
+	if (fd >= 0) {
+		while (flock(fd, LOCK_SH) < 0) {
+			if (errno != EINTR) {
+				snprintf(err, errcap, "shm store \"%s\": flock: %s",
+					 c->path, strerror(errno));
+				goto done;
+			}
+		}
+		if (fstat(fd, &sb) < 0) {
+			snprintf(err, errcap, "shm store \"%s\": %s", c->path,
+				 strerror(errno));
+			goto done;
+		}
+	}
+	if (fd >= 0 && S_ISDIR(sb.st_mode)) {
+		/* opening it read-write fails so */
+		snprintf(err, errcap, "shm store \"%s\": %s", c->path,
+			 strerror(EISDIR));
+		r = SHM_PROBE_REFUSED;
+		goto done;
+	}
+	if (fd < 0 || file_blank(fd, (uint64_t)sb.st_size)) {
+		/* opening would create (or initialise) it */
+		r = shm_plan(c, p, err, errcap) == 0 ? SHM_PROBE_NEW :
+		    SHM_PROBE_REFUSED;
+		goto done;
+	}
+	r = SHM_PROBE_REFUSED;
+	if (file_too_short(c, (uint64_t)sb.st_size, err, errcap))
+		goto done;
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+		snprintf(err, errcap, "shm store \"%s\": cannot read its header",
+			 c->path);
+		r = SHM_PROBE_UNREADABLE;
+		goto done;
+	}
+	if (header_check(&h, c, (uint64_t)sb.st_size, &g, err, errcap) < 0)
+		goto done;
+	plan_of(&g, 1, p);
+	for (uint32_t s = 0; s < g.stripes; s++) {
+		uint64_t k;
+		off_t off = (off_t)(g.off_stripes + s * g.stripe_bytes +
+				    offsetof(struct shm_stripe, c.keys));
+		if (pread(fd, &k, sizeof(k), off) == (ssize_t)sizeof(k))
+			*keys += k;
+	}
+	r = SHM_PROBE_FITS;
+done:
+	if (fd >= 0)
+		close(fd);      /* drops the flock */
+	return r;
 }
 
 static const struct rl_store_ops shm_ops = {

@@ -82,10 +82,33 @@ struct shm_plan {
 	uint64_t max_moving;    /* largest moving-window count a slot holds */
 	uint64_t lease_slots;   /* in-flight keys at once */
 	uint64_t max_leases;    /* largest concurrency= a slot holds */
-	double bytes_per_key;   /* file bytes per counter entry */
+	unsigned entry_bytes;   /* table bytes per counter entry: 64, plus
+				   128 for its name when names are kept */
+	double bytes_per_key;   /* file bytes per counter entry: the above
+				   plus its share of the header, stripe
+				   blocks (locks, journals) and pools */
 };
 int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 	     size_t errcap);
+
+/* What opening c's file would do, found without creating, writing or
+ * mapping it (for `rategate -t`, while gateways may be using it):
+ *   SHM_PROBE_NEW         no file, or a blank one: it would be created
+ *                         with the geometry in *p
+ *   SHM_PROBE_FITS        it exists and would be attached: its own
+ *                         geometry in *p, the keys it holds in *keys
+ *   SHM_PROBE_REFUSED     opening would fail: err is the message the
+ *                         gateway would stop with
+ *   SHM_PROBE_UNREADABLE  it cannot be read here (permissions): err says
+ *                         why; whether it fits is unknown */
+enum shm_probe {
+	SHM_PROBE_NEW,
+	SHM_PROBE_FITS,
+	SHM_PROBE_REFUSED,
+	SHM_PROBE_UNREADABLE
+};
+enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
+			      uint64_t *keys, char *err, size_t errcap);
 
 /* The same from a full configuration. */
 int shm_store_open(const struct shm_config *c, struct rl_store *st,

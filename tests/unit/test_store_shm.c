@@ -306,6 +306,51 @@ Test(shm, mismatch_messages)
 	expect_open_error(&c, want);
 }
 
+/* rategate -t: what opening would do, found without touching the file. */
+Test(shm, probe_file_new_fits_refused)
+{
+	struct shm_config c = config("s", 1 << 20, 10);
+	struct rl_store st;
+	struct shm_plan p, q;
+	struct stat sb;
+	uint64_t keys = 99;
+	char err[512] = "", open_err[512] = "";
+
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_NEW, "%s", err);
+	cr_expect_eq(stat(c.path, &sb), -1, "the probe created the file");
+	cr_assert_eq(shm_plan(&c, &q, err, sizeof(err)), 0);
+	cr_expect_eq(p.slots, q.slots);
+	cr_expect_eq(p.entry_bytes, 192);
+
+	open_ok(&c, &st);
+	cr_assert_eq(sv_one(&st, "a", sv_limit(RL_FIXED_WINDOW, 5, 60000),
+			    RL_HIT, T0, NULL, NULL), 0);
+	cr_assert_eq(sv_one(&st, "b", sv_limit(RL_MOVING_WINDOW, 5, 60000),
+			    RL_HIT, T0, NULL, NULL), 0);
+	/* a gateway needing fewer slots attaches: the file's geometry */
+	c.max_moving = 0;
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_FITS, "%s", err);
+	cr_expect_eq(keys, 2);
+	cr_expect_eq(p.slots, stats(&st).slots);
+	cr_expect_eq(p.max_moving, 14);
+	cr_expect_eq(p.ring_slots, stats(&st).ring_slots);
+	/* refused with the message opening gives */
+	c.max_moving = 100;
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_REFUSED);
+	cr_assert_eq(shm_store_open(&c, &st, open_err, sizeof(open_err)), -1);
+	cr_expect_str_eq(err, open_err);
+	c.max_moving = 10;
+	c.size = 2 << 20;
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_REFUSED);
+	cr_assert_eq(shm_store_open(&c, &st, open_err, sizeof(open_err)), -1);
+	cr_expect_str_eq(err, open_err);
+	st.ops->destroy(st.impl);
+}
+
 /* ------------------------------------------------------------------ */
 /* Processes and threads                                               */
 
