@@ -631,7 +631,7 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 		respond_buf_add(&w->out, "Status: 200 OK\r\n\r\n", 18);
 	} else {
 		struct stats_store st = { storage_kind_name(w->srv->store_kind),
-					  -1, -1, -1, -1, -1, -1, -1, -1, -1 };
+					  -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 };
 		struct redis_store *rd = store_redis_of(&w->srv->store);
 		if (rd != NULL) {
 			struct redis_stats rs;
@@ -649,6 +649,7 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 			st.keys = (int64_t)ss.keys;
 			st.slots = (int64_t)ss.slots;
 			st.evictions = (int64_t)ss.evict_lru;
+			st.evictions_limiting = (int64_t)ss.evict_limiting;
 			st.full = (int64_t)ss.full;
 		}
 		char q[64] = "";

@@ -83,8 +83,8 @@ limits_text(char *buf, size_t cap, const struct rl_limit *l, size_t n)
 
 /* The gateway's part of -t: the upstreams a rule set names (a CGI program
  * must be an executable file; a unix socket that does not exist yet is
- * only a warning, the application may start later) and the store's
- * geometry.  Returns the number of errors. */
+ * only a warning, the application may start later) and the store
+ * (check_shm).  Returns the number of errors. */
 static int
 check_upstream(const struct rl_upstream *u)
 {
@@ -111,11 +111,60 @@ check_upstream(const struct rl_upstream *u)
 	return 0;
 }
 
+/* The store of `storage shm:` as the gateway would open it.  When the file
+ * exists it is checked the way opening checks it (read-only: gateways may
+ * be using it), and a file that opening would refuse is an error, not a
+ * warning: -t answers "will rategate start with these rules?", and it
+ * would not; the message is the one the gateway would stop with, and says
+ * what to do (deleting the file loses its counters, which is the
+ * administrator's call to make, before the restart rather than after a
+ * failed one).  A file that cannot be read here (another user's) is only
+ * a warning: the gateway's user may well read it.  Prints the geometry
+ * line; returns the number of errors. */
+static int
+check_shm(const char *file, const struct rl_settings *s,
+	  const struct rl_ruleset *rs)
+{
+	struct shm_config c;
+	struct shm_plan p;
+	uint64_t keys;
+	char err[512], state[64], each[64];
+
+	store_shm_config(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &c);
+	switch (shm_probe_file(&c, &p, &keys, err, sizeof(err))) {
+	case SHM_PROBE_REFUSED:
+		fprintf(stderr, "rategate: %s: %s\n", file, err);
+		return 1;
+	case SHM_PROBE_UNREADABLE:
+		fprintf(stderr, "rategate: %s: warning: %s: the existing file is not checked against these rules (run -t as the gateway's user)\n",
+			file, err);
+		return 0;
+	case SHM_PROBE_NEW:
+		snprintf(state, sizeof(state), "to be created");
+		break;
+	case SHM_PROBE_FITS:
+		snprintf(state, sizeof(state), "exists, %llu key%s held",
+			 (unsigned long long)keys, keys == 1 ? "" : "s");
+		break;
+	}
+	if (p.entry_bytes > SHM_ENTRY_BYTES)
+		snprintf(each, sizeof(each), "%u bytes each with its name", p.entry_bytes);
+	else
+		snprintf(each, sizeof(each), "%u bytes each, names off", p.entry_bytes);
+	printf("rategate: storage %s: file %s (%s), %llu bytes: %llu counter slots (%s, %.0f with its share of the pools, locks and header), moving windows up to %llu hits in %llu slots, concurrency up to %llu in %llu slots, %u stripes\n",
+	       s->storage.uri, c.path, state, (unsigned long long)c.size,
+	       (unsigned long long)p.slots, each, p.bytes_per_key,
+	       (unsigned long long)p.max_moving, (unsigned long long)p.ring_slots,
+	       (unsigned long long)p.max_leases, (unsigned long long)p.lease_slots,
+	       p.stripes);
+	return 0;
+}
+
 static int
 check(const char *file)
 {
 	struct rl_ruleset *rs = fileio_load_rules(file, 1);
-	char d[600], a[600], err[512];
+	char d[600], a[600];
 	int errors = 0;
 
 	if (rs == NULL) {
@@ -126,24 +175,10 @@ check(const char *file)
 	errors += check_upstream(s->upstream);
 	for (size_t i = 0; i < rl_ruleset_nrules(rs); i++)
 		errors += check_upstream(rl_ruleset_rule(rs, i)->upstream);
-	if (s->storage.kind == RL_STORAGE_SHM) {
-		struct shm_config c;
-		struct shm_plan p;
-		store_shm_config(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &c);
-		if (shm_plan(&c, &p, err, sizeof(err)) != 0) {
-			fprintf(stderr, "rategate: %s: %s\n", file, err);
-			errors++;
-		} else {
-			printf("rategate: storage %s: file %s, %llu bytes: %llu counter slots (%.0f bytes each, names %s), moving windows up to %llu hits in %llu slots, concurrency up to %llu in %llu slots, %u stripes\n",
-			       s->storage.uri, c.path, (unsigned long long)c.size,
-			       (unsigned long long)p.slots, p.bytes_per_key,
-			       c.names ? "on" : "off", (unsigned long long)p.max_moving,
-			       (unsigned long long)p.ring_slots, (unsigned long long)p.max_leases,
-			       (unsigned long long)p.lease_slots, p.stripes);
-		}
-	} else if (s->storage.kind == RL_STORAGE_MEMORY) {
+	if (s->storage.kind == RL_STORAGE_SHM)
+		errors += check_shm(file, s, rs);
+	else if (s->storage.kind == RL_STORAGE_MEMORY)
 		printf("rategate: storage memory: counters are private to each rategate process (one process per site; refused in CGI wrapper mode)\n");
-	}
 	if (errors) {
 		fprintf(stderr, "rategate: %s: %d error%s in the gateway settings\n", file,
 			errors, errors == 1 ? "" : "s");

@@ -211,9 +211,10 @@ render_json(struct respond_buf *b, const struct stats *s,
 	     (long long)atomic_load(&s->inflight), LD(s->upstream_errors));
 	addf(b, "\"reloads\":{\"ok\":%llu,\"failed\":%llu},", LD(s->reloads_ok),
 	     LD(s->reloads_failed));
-	addf(b, "\"store\":{\"kind\":\"%s\",\"errors\":%llu,\"keys\":%lld,\"slots\":%lld,\"evictions\":%lld,\"full\":%lld",
+	addf(b, "\"store\":{\"kind\":\"%s\",\"errors\":%llu,\"keys\":%lld,\"slots\":%lld,\"evictions\":%lld,\"evictions_limiting\":%lld,\"full\":%lld",
 	     st->kind, LD(s->store_errors), (long long)st->keys, (long long)st->slots,
-	     (long long)st->evictions, (long long)st->full);
+	     (long long)st->evictions, (long long)st->evictions_limiting,
+	     (long long)st->full);
 	if (st->up >= 0)
 		addf(b, ",\"up\":%lld,\"down_switches\":%lld,\"up_switches\":%lld,\"fallback\":%lld,\"cache_denied\":%lld",
 		     (long long)st->up, (long long)st->down_switches,
@@ -287,8 +288,13 @@ render_prometheus(struct respond_buf *b, const struct stats *s,
 		addf(b, "rategate_store_slots %lld\n", (long long)st->slots);
 	}
 	if (st->evictions >= 0) {
-		metric(b, "rategate_store_evictions_total", "counter", "Live keys evicted because the store was full.");
+		metric(b, "rategate_store_evictions_total", "counter", "Live keys not limiting a client evicted because the store was full.");
 		addf(b, "rategate_store_evictions_total %lld\n", (long long)st->evictions);
+	}
+	if (st->evictions_limiting >= 0) {
+		metric(b, "rategate_store_evictions_limiting_total", "counter", "Keys of clients being limited evicted because all their candidate entries were: bans lifted early.");
+		addf(b, "rategate_store_evictions_limiting_total %lld\n",
+		     (long long)st->evictions_limiting);
 	}
 	if (st->full >= 0) {
 		metric(b, "rategate_store_full_total", "counter", "Requests refused because the store was full.");

@@ -74,7 +74,10 @@ void stats_count(struct stats *s, struct stats_rules *sr,
  * knows which kind it has); fields it cannot know stay -1. */
 struct stats_store {
 	const char *kind;       /* "shm", "memory", "redis" */
-	int64_t keys, slots, evictions, full;
+	/* evictions: idle live keys evicted; evictions_limiting: keys of
+	 * clients being limited evicted because all candidates were (their
+	 * bans lifted early); full: requests refused, no entry could go. */
+	int64_t keys, slots, evictions, evictions_limiting, full;
 	/* Redis: answering (1) or not (0); the switches down and back up,
 	 * decisions made on the fallback store, batches denied from the
 	 * over-limit cache without asking Redis.  -1 for other stores. */

@@ -47,18 +47,36 @@
  * on all its stripes or on none even when its process is killed.
  *
  * Eviction.  When neither of a new key's buckets has a free entry, the
- * candidates are its 16 entries: an expired one first (its state is
- * equivalent to a fresh one, nothing is lost), else the least recently
- * used among those not limiting a client (not denied at their last hit and
- * not holding in-flight leases), by a per-stripe clock of hits.  A flood of
- * new keys thus recycles its own idle entries and never resets the counter
- * of a client being limited; if all 16 are limiting, the batch fails with
- * "store full" (the gateway's store-failure policy applies) and the
- * statistics count it.  Pool slots are evicted the same way within their
- * stripe.  LRU is per pair of buckets, as in a set-associative cache: for a
- * random flood an idle entry survives as many new keys as under a global
- * LRU list, on average, without the two extra cache misses per hit that
- * maintaining such a list would cost.
+ * candidates are its 16 entries, best victim first:
+ *
+ *   1. an expired one (its state is equivalent to a fresh one, nothing is
+ *      lost), the earliest expiry first;
+ *   2. else the least recently used (by a per-stripe clock of hits) among
+ *      those not limiting a client (not denied at their last hit);
+ *   3. else, when all of them are limiting, the least recently used among
+ *      the denied ones: that client's ban lifts early.
+ *
+ * Never evicted: an in-flight counter holding a live lease (that would let
+ * a concurrency limit be exceeded) and an entry this batch already uses;
+ * if all 16 are such, the batch fails with "store full" (the gateway's
+ * store-failure policy applies).  A flood of new keys thus recycles its
+ * own idle entries first.  Step 3 exists because a flood that drives its
+ * own keys into denial (two hits each on a 1/hour key) would otherwise
+ * fill every candidate with entries that never go, and every new key of
+ * every other client would fail for the whole period; with it, what goes
+ * is mostly the flood's own idle denied entries, and a client that keeps
+ * hitting stays most recently used, so its ban holds.  An idle banned
+ * client can still lose its entry to such a flood: the statistics count
+ * these evictions apart (evict_limiting, "bans lifted early").  An
+ * application limit keyed by address prevents it: a request it denies
+ * consumes nothing, so its other keys' new entries stay fresh (evicted
+ * first), and one address makes at most its budget's worth of denied
+ * entries per period.
+ * Pool slots are evicted the same way within their stripe.  LRU is per
+ * pair of buckets, as in a set-associative cache: for a random flood an
+ * idle entry survives as many new keys as under a global LRU list, on
+ * average, without the two extra cache misses per hit that maintaining
+ * such a list would cost.
  *
  * Mismatch policy: refuse.  A file of another layout version, size or slot
  * geometry (or whose pools are too small for the rules) is refused with a
@@ -66,7 +84,10 @@
  * change size=.  Recreating it automatically would need to know that no
  * other process still has it mapped, which a file cannot tell us; a file
  * that was never initialised (empty, or a creator died half-way) is
- * initialised in place under the flock.
+ * initialised in place under the flock.  `rategate -t` asks the same
+ * question of an existing file without opening it for writing
+ * (shm_probe_file: the header checks are one function, header_check), so
+ * a refusal shows before a restart rather than at it.
  */
 #include "config.h"
 
@@ -143,6 +164,7 @@ struct shm_counters {
 	uint64_t keys, ring_used, lease_used;
 	uint64_t allowed, denied, inserts, evict_expired, evict_lru;
 	uint64_t full, recoveries, resets;
+	uint64_t evict_limiting;        /* layout version 2 */
 };
 
 struct shm_stripe {
@@ -605,6 +627,25 @@ unsigned shm_key_stripe(const struct shm *m, const char *key, size_t len)
 	return l.s;
 }
 
+long shm_key_place(const struct shm *m, const char *key, size_t len,
+		   unsigned *stripe, unsigned *b1, unsigned *b2)
+{
+	struct shm_loc l;
+	const struct shm_entry *e;
+
+	locate(m, key_hash(m, key, len), &l);
+	if (stripe)
+		*stripe = l.s;
+	if (b1)
+		*b1 = l.b1;
+	if (b2)
+		*b2 = l.b2;
+	e = bucket_find(m, &l);
+	if (!e)
+		return -1;
+	return (long)(entry_index(m, l.s, e) / SHM_WAYS);
+}
+
 /* ------------------------------------------------------------------ */
 /* Journal and recovery                                                */
 
@@ -786,7 +827,7 @@ static int lock_stripe(struct shm *m, uint32_t s, struct rl_diag *err)
 /* Statistics of a batch, added to its stripes when it commits. */
 struct shm_delta {
 	int64_t keys, used[2], allowed, denied, inserts, evict_expired,
-		evict_lru;
+		evict_lru, evict_limiting;
 };
 
 struct shm_batch {
@@ -896,6 +937,7 @@ static void batch_commit(struct shm_batch *b)
 		counter_add(&c->inserts, d->inserts);
 		counter_add(&c->evict_expired, d->evict_expired);
 		counter_add(&c->evict_lru, d->evict_lru);
+		counter_add(&c->evict_limiting, d->evict_limiting);
 	}
 	if (!b->journal)
 		return;
@@ -987,40 +1029,65 @@ static void claim(struct shm_batch *b, const struct shm_entry *e)
 /* ------------------------------------------------------------------ */
 /* Entries and pools                                                   */
 
-/* A client being limited: denied at its last hit, or holding in-flight
- * leases, and not yet expired.  Its entry is never evicted. */
-static int limiting(const struct shm_entry *e, int64_t now)
+/* How good an eviction victim an entry is, best first (see the top of
+ * the file). */
+enum victim_class {
+	V_EXPIRED,      /* expired: nothing is lost */
+	V_IDLE,         /* live, not limiting a client */
+	V_DENIED,       /* live, denied at its last hit: its ban would lift */
+	V_NEVER         /* holds in-flight leases, or used by this batch */
+};
+
+static enum victim_class victim_class(const struct shm_batch *b,
+				      const struct shm_entry *e)
 {
-	if (e->expiry <= now)
-		return 0;
-	return e->kind == SHM_KIND_INFLIGHT || (e->flags & F_DENIED);
+	if (claimed(b, e))
+		return V_NEVER;
+	if (e->expiry <= b->now)
+		return V_EXPIRED;
+	if (e->kind == SHM_KIND_INFLIGHT)
+		return V_NEVER; /* a live lease: its limit would be exceeded */
+	return (e->flags & F_DENIED) ? V_DENIED : V_IDLE;
 }
 
-/* The better eviction victim of a and c (either may be NULL): expired
- * before live, then the earlier expiry, or the longer idle. */
-static const struct shm_entry *better_victim(const struct shm_entry *a,
-					     const struct shm_entry *c,
-					     int64_t now, uint32_t clock)
-{
-	int ea, ec;
+/* The best victim offered so far. */
+struct victim {
+	struct shm_entry *e;    /* NULL: none yet */
+	enum victim_class cls;
+};
 
-	if (!a)
-		return c;
-	if (!c)
-		return a;
-	ea = a->expiry <= now;
-	ec = c->expiry <= now;
-	if (ea != ec)
-		return ea ? a : c;
-	if (ea)
-		return c->expiry < a->expiry ? c : a;
-	return (uint32_t)(clock - c->stamp) > (uint32_t)(clock - a->stamp) ?
-	       c : a;
+/* Offers e: a better class wins; within a class, the earlier expiry for
+ * expired entries, else the longer idle by the stripe's clock. */
+static void victim_offer(const struct shm_batch *b, struct victim *v,
+			 struct shm_entry *e, uint32_t clock)
+{
+	enum victim_class c = victim_class(b, e);
+
+	if (c == V_NEVER)
+		return;
+	if (v->e && c == v->cls) {
+		if (c == V_EXPIRED ? e->expiry >= v->e->expiry :
+		    (uint32_t)(clock - e->stamp) <= (uint32_t)(clock - v->e->stamp))
+			return;
+	} else if (v->e && c > v->cls) {
+		return;
+	}
+	v->e = e;
+	v->cls = c;
 }
 
-static int evictable(const struct shm_batch *b, const struct shm_entry *e)
+/* Counts an eviction of the victim's class. */
+static void victim_count(struct shm_batch *b, uint32_t s,
+			 const struct victim *v)
 {
-	return !claimed(b, e) && !limiting(e, b->now);
+	struct shm_delta *d = delta(b, s);
+
+	if (v->cls == V_EXPIRED)
+		d->evict_expired++;
+	else if (v->cls == V_IDLE)
+		d->evict_lru++;
+	else
+		d->evict_limiting++;
 }
 
 static void pool_free(struct shm_batch *b, uint32_t s, int pool,
@@ -1054,10 +1121,12 @@ static void pool_free(struct shm_batch *b, uint32_t s, int pool,
 	delta(b, s)->used[pool]--;
 }
 
+/* what: the candidates, all of them in-flight counters with live leases
+ * or entries of this batch. */
 static int store_full(struct shm_batch *b, uint32_t s, const char *what)
 {
 	counter_add(&stripe_at(b->m, s)->c.full, 1);
-	diag(b->err, "store full: %s belong to clients being limited", what);
+	diag(b->err, "store full: %s", what);
 	return -1;
 }
 
@@ -1068,7 +1137,8 @@ static int64_t pool_alloc(struct shm_batch *b, uint32_t s, int pool,
 {
 	struct shm *m = b->m;
 	uint32_t *o = owners(m, s, pool), n = pool_n(m, pool);
-	struct shm_entry *base = bucket_at(m, s, 0), *v = NULL;
+	struct shm_entry *base = bucket_at(m, s, 0);
+	struct victim v = { NULL, V_NEVER };
 	uint32_t clock = stripe_at(m, s)->clock;
 	int64_t k = -1;
 
@@ -1085,24 +1155,19 @@ static int64_t pool_alloc(struct shm_batch *b, uint32_t s, int pool,
 			if (o[i] == 0 || o[i] > nent)
 				continue;
 			e = base + o[i] - 1;
-			if (evictable(b, e))
-				v = (struct shm_entry *)better_victim(v, e,
-								      b->now,
-								      clock);
+			victim_offer(b, &v, e, clock);
 		}
-		if (!v) {
-			char what[96];
-			snprintf(what, sizeof(what), "all %u %s slots of stripe %u",
-				 n, pool == POOL_LEASE ? "in-flight" :
-				 "moving-window", s);
+		if (!v.e) {
+			char what[128];
+			snprintf(what, sizeof(what), pool == POOL_LEASE ?
+				 "all %u in-flight slots of stripe %u hold live leases or this request's other keys" :
+				 "all %u moving-window slots of stripe %u hold this request's other keys",
+				 n, s);
 			return store_full(b, s, what);
 		}
-		k = (int64_t)v->w[0];
-		if (v->expiry <= b->now)
-			delta(b, s)->evict_expired++;
-		else
-			delta(b, s)->evict_lru++;
-		if (entry_clear(b, s, v) < 0)
+		k = (int64_t)v.e->w[0];
+		victim_count(b, s, &v);
+		if (entry_clear(b, s, v.e) < 0)
 			return -1;
 	}
 	if (jlog(b, s, &o[k], NULL, 4) < 0)
@@ -1176,17 +1241,16 @@ static int name_write(struct shm_batch *b, uint32_t s,
 	return 0;
 }
 
-/* Where a new key goes: a free entry of the emptier bucket, else the best
- * victim of both (see the top of the file).  NULL when every entry is
- * limiting or used by this batch. */
-static struct shm_entry *pick_entry(struct shm_batch *b,
-				    const struct shm_loc *l)
+/* Where a new key goes: a free entry of the emptier bucket (v->e set,
+ * v->cls V_NEVER), else the best victim of both (see the top of the file).
+ * v->e NULL when every entry holds live leases or is used by this batch. */
+static void pick_entry(struct shm_batch *b, const struct shm_loc *l,
+		       struct victim *v)
 {
 	struct shm_entry *b1 = bucket_at(b->m, l->s, l->b1);
 	struct shm_entry *b2 = bucket_at(b->m, l->s, l->b2);
 	uint32_t clock = stripe_at(b->m, l->s)->clock;
 	struct shm_entry *free1 = NULL, *free2 = NULL;
-	const struct shm_entry *v = NULL;
 	int n1 = 0, n2 = 0;
 
 	for (int i = SHM_WAYS - 1; i >= 0; i--) {
@@ -1199,15 +1263,16 @@ static struct shm_entry *pick_entry(struct shm_batch *b,
 			n2++;
 		}
 	}
-	if (free1 || free2)
-		return n2 > n1 ? free2 : free1;
-	for (int i = 0; i < SHM_WAYS; i++) {
-		if (evictable(b, &b1[i]))
-			v = better_victim(v, &b1[i], b->now, clock);
-		if (evictable(b, &b2[i]))
-			v = better_victim(v, &b2[i], b->now, clock);
+	v->e = NULL;
+	v->cls = V_NEVER;
+	if (free1 || free2) {
+		v->e = n2 > n1 ? free2 : free1;
+		return;
 	}
-	return (struct shm_entry *)v;
+	for (int i = 0; i < SHM_WAYS; i++) {
+		victim_offer(b, v, &b1[i], clock);
+		victim_offer(b, v, &b2[i], clock);
+	}
 }
 
 /* A new entry for the key at l with a fresh state of (kind, count). */
@@ -1216,19 +1281,19 @@ static struct shm_entry *entry_insert(struct shm_batch *b,
 				      uint64_t count, const char *key,
 				      size_t key_len)
 {
-	struct shm_entry *e = pick_entry(b, l);
 	struct shm_stripe *st = stripe_at(b->m, l->s);
 	uint32_t s = l->s;
+	struct shm_entry *e;
+	struct victim v;
 
+	pick_entry(b, l, &v);
+	e = v.e;
 	if (!e) {
-		store_full(b, s, "both buckets of the key (16 entries)");
+		store_full(b, s, "both buckets of the key (16 entries) hold live in-flight leases or this request's other keys");
 		return NULL;
 	}
 	if (e->hash) {
-		if (e->expiry <= b->now)
-			delta(b, s)->evict_expired++;
-		else
-			delta(b, s)->evict_lru++;
+		victim_count(b, s, &v);
 		if (entry_clear(b, s, e) < 0)
 			return NULL;
 	} else if (jlog_entry(b, s, e) < 0) {
@@ -1667,6 +1732,7 @@ void shm_stats(struct shm *m, struct shm_stats *o)
 		o->inserts += counter_get(&c->inserts);
 		o->evict_expired += counter_get(&c->evict_expired);
 		o->evict_lru += counter_get(&c->evict_lru);
+		o->evict_limiting += counter_get(&c->evict_limiting);
 		o->full += counter_get(&c->full);
 		o->recoveries += counter_get(&c->recoveries);
 		o->resets += counter_get(&c->resets);
@@ -1864,10 +1930,26 @@ static int init_file(struct shm *m, int fd, const struct shm_config *c,
 	return 0;
 }
 
-static int check_header(struct shm *m, const struct shm_config *c,
-			uint64_t file_bytes, char *err, size_t errcap)
+/* A non-blank file too short to hold a header is somebody else's. */
+static int file_too_short(const struct shm_config *c, uint64_t file_bytes,
+			  char *err, size_t errcap)
 {
-	const struct shm_header *h = (const struct shm_header *)m->base;
+	if (file_bytes >= SHM_HEADER_BYTES)
+		return 0;
+	snprintf(err, errcap, "shm store \"%s\": not a rategate store (%llu bytes, shorter than a header): move it away or choose another path",
+		 c->path, (unsigned long long)file_bytes);
+	return 1;
+}
+
+/* Whether configuration c would attach to a file of file_bytes whose
+ * header is h: 0 and the file's geometry in *g, or -1 and the message the
+ * gateway stops with.  Reads nothing but *h, so attach_file (on the
+ * mapping) and shm_probe_file (rategate -t, on a copy read with pread)
+ * decide alike. */
+static int header_check(const struct shm_header *h,
+			const struct shm_config *c, uint64_t file_bytes,
+			struct shm_geom *out, char *err, size_t errcap)
+{
 	struct shm_geom g;
 	char a[32], b[32];
 
@@ -1903,7 +1985,7 @@ static int check_header(struct shm *m, const struct shm_config *c,
 			 c->path, (unsigned long long)file_bytes);
 		return -1;
 	}
-	m->g = g;
+	*out = g;
 	if (c->attach_only)
 		return 0;
 	if (c->size != file_bytes) {
@@ -1934,11 +2016,8 @@ static int attach_file(struct shm *m, int fd, const struct shm_config *c,
 {
 	const struct shm_header *h;
 
-	if (file_bytes < SHM_HEADER_BYTES) {
-		snprintf(err, errcap, "shm store \"%s\": not a rategate store (%llu bytes, shorter than a header): move it away or choose another path",
-			 c->path, (unsigned long long)file_bytes);
+	if (file_too_short(c, file_bytes, err, errcap))
 		return -1;
-	}
 	m->base = mmap(NULL, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 		       fd, 0);
 	if (m->base == MAP_FAILED) {
@@ -1948,7 +2027,8 @@ static int attach_file(struct shm *m, int fd, const struct shm_config *c,
 		return -1;
 	}
 	m->map_bytes = file_bytes;
-	if (check_header(m, c, file_bytes, err, errcap) < 0)
+	if (header_check((const struct shm_header *)m->base, c, file_bytes,
+			 &m->g, err, errcap) < 0)
 		return -1;
 	h = (const struct shm_header *)m->base;
 	m->k0 = le64(h->secret);
@@ -2060,6 +2140,20 @@ int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
 	return shm_store_open(&c, st, err, errcap);
 }
 
+/* What a geometry holds.  moving: whether to report its ring pool (a new
+ * file for rules without moving windows has a token one). */
+static void plan_of(const struct shm_geom *g, int moving, struct shm_plan *p)
+{
+	p->stripes = g->stripes;
+	p->slots = (uint64_t)g->stripes * g->bps * SHM_WAYS;
+	p->ring_slots = moving ? (uint64_t)g->stripes * g->ring_n : 0;
+	p->max_moving = moving ? g->ring_words - 2 : 0;
+	p->lease_slots = (uint64_t)g->stripes * g->lease_n;
+	p->max_leases = (g->lease_words - 1) / 2;
+	p->entry_bytes = SHM_ENTRY_BYTES + g->name_bytes;
+	p->bytes_per_key = (double)g->size / (double)p->slots;
+}
+
 int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 	     size_t errcap)
 {
@@ -2067,14 +2161,80 @@ int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 
 	if (geom_plan(c, &g, err, errcap) != 0)
 		return -1;
-	p->stripes = g.stripes;
-	p->slots = (uint64_t)g.stripes * g.bps * SHM_WAYS;
-	p->ring_slots = c->max_moving > 1 ? (uint64_t)g.stripes * g.ring_n : 0;
-	p->max_moving = c->max_moving > 1 ? g.ring_words - 2 : 0;
-	p->lease_slots = (uint64_t)g.stripes * g.lease_n;
-	p->max_leases = (g.lease_words - 1) / 2;
-	p->bytes_per_key = (double)c->size / (double)p->slots;
+	plan_of(&g, c->max_moving > 1, p);
 	return 0;
+}
+
+/* Read-only: the file is opened O_RDONLY and never mapped; the shared
+ * flock, held for a few preads, only waits out a process that is creating
+ * the file (openers hold the exclusive one just while they open). */
+enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
+			      uint64_t *keys, char *err, size_t errcap)
+{
+	struct shm_header h;
+	struct shm_geom g;
+	struct stat sb;
+	enum shm_probe r = SHM_PROBE_UNREADABLE;
+	int fd;
+
+	*keys = 0;
+	fd = open(c->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno != ENOENT) {
+		snprintf(err, errcap, "shm store \"%s\": %s", c->path,
+			 strerror(errno));
+		return SHM_PROBE_UNREADABLE;
+	}
+	if (fd >= 0) {
+		while (flock(fd, LOCK_SH) < 0) {
+			if (errno != EINTR) {
+				snprintf(err, errcap, "shm store \"%s\": flock: %s",
+					 c->path, strerror(errno));
+				goto done;
+			}
+		}
+		if (fstat(fd, &sb) < 0) {
+			snprintf(err, errcap, "shm store \"%s\": %s", c->path,
+				 strerror(errno));
+			goto done;
+		}
+	}
+	if (fd >= 0 && S_ISDIR(sb.st_mode)) {
+		/* opening it read-write fails so */
+		snprintf(err, errcap, "shm store \"%s\": %s", c->path,
+			 strerror(EISDIR));
+		r = SHM_PROBE_REFUSED;
+		goto done;
+	}
+	if (fd < 0 || file_blank(fd, (uint64_t)sb.st_size)) {
+		/* opening would create (or initialise) it */
+		r = shm_plan(c, p, err, errcap) == 0 ? SHM_PROBE_NEW :
+		    SHM_PROBE_REFUSED;
+		goto done;
+	}
+	r = SHM_PROBE_REFUSED;
+	if (file_too_short(c, (uint64_t)sb.st_size, err, errcap))
+		goto done;
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+		snprintf(err, errcap, "shm store \"%s\": cannot read its header",
+			 c->path);
+		r = SHM_PROBE_UNREADABLE;
+		goto done;
+	}
+	if (header_check(&h, c, (uint64_t)sb.st_size, &g, err, errcap) < 0)
+		goto done;
+	plan_of(&g, 1, p);
+	for (uint32_t s = 0; s < g.stripes; s++) {
+		uint64_t k;
+		off_t off = (off_t)(g.off_stripes + s * g.stripe_bytes +
+				    offsetof(struct shm_stripe, c.keys));
+		if (pread(fd, &k, sizeof(k), off) == (ssize_t)sizeof(k))
+			*keys += k;
+	}
+	r = SHM_PROBE_FITS;
+done:
+	if (fd >= 0)
+		close(fd);      /* drops the flock */
+	return r;
 }
 
 static const struct rl_store_ops shm_ops = {

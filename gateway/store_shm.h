@@ -17,9 +17,11 @@
  * per stripe so that a process killed inside a critical section leaves no
  * half-written entry).  Memory is bounded by the file: when a key's
  * buckets are full, expired entries go first, then the least recently
- * used entry that is not currently limiting a client; if none may go, the
- * batch fails with "store full" and the gateway's store-failure policy
- * applies.
+ * used entry that is not currently limiting a client, then (all of them
+ * limiting) the least recently used denied one, lifting its ban early
+ * (counted apart); an in-flight counter with a live lease never goes.  If
+ * none may go, the batch fails with "store full" and the gateway's
+ * store-failure policy applies.
  *
  * Ownership: an rl_store opened here owns its mapping; destroy unmaps it
  * (the file stays).  A forked child may keep using its parent's store.
@@ -33,7 +35,7 @@
 
 #include "rules.h"
 
-#define SHM_LAYOUT_VERSION   1
+#define SHM_LAYOUT_VERSION   2      /* 2: evict_limiting in the stripe block */
 #define SHM_DEFAULT_PATH     "/dev/shm/rategate"
 #define SHM_DEFAULT_SIZE     (64ULL << 20)   /* bytes */
 #define SHM_WAYS             8      /* entries per bucket */
@@ -80,10 +82,33 @@ struct shm_plan {
 	uint64_t max_moving;    /* largest moving-window count a slot holds */
 	uint64_t lease_slots;   /* in-flight keys at once */
 	uint64_t max_leases;    /* largest concurrency= a slot holds */
-	double bytes_per_key;   /* file bytes per counter entry */
+	unsigned entry_bytes;   /* table bytes per counter entry: 64, plus
+				   128 for its name when names are kept */
+	double bytes_per_key;   /* file bytes per counter entry: the above
+				   plus its share of the header, stripe
+				   blocks (locks, journals) and pools */
 };
 int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 	     size_t errcap);
+
+/* What opening c's file would do, found without creating, writing or
+ * mapping it (for `rategate -t`, while gateways may be using it):
+ *   SHM_PROBE_NEW         no file, or a blank one: it would be created
+ *                         with the geometry in *p
+ *   SHM_PROBE_FITS        it exists and would be attached: its own
+ *                         geometry in *p, the keys it holds in *keys
+ *   SHM_PROBE_REFUSED     opening would fail: err is the message the
+ *                         gateway would stop with
+ *   SHM_PROBE_UNREADABLE  it cannot be read here (permissions): err says
+ *                         why; whether it fits is unknown */
+enum shm_probe {
+	SHM_PROBE_NEW,
+	SHM_PROBE_FITS,
+	SHM_PROBE_REFUSED,
+	SHM_PROBE_UNREADABLE
+};
+enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
+			      uint64_t *keys, char *err, size_t errcap);
 
 /* The same from a full configuration. */
 int shm_store_open(const struct shm_config *c, struct rl_store *st,
@@ -111,6 +136,9 @@ struct shm_stats {
 	uint64_t inserts;               /* keys created */
 	uint64_t evict_expired;         /* entries dropped as expired */
 	uint64_t evict_lru;             /* live entries evicted (LRU) */
+	uint64_t evict_limiting;        /* denied entries evicted (LRU), all
+					   candidates limiting: bans lifted
+					   early */
 	uint64_t full;                  /* batches refused: store full */
 	uint64_t recoveries;            /* locks recovered from dead owners */
 	uint64_t resets;                /* keys removed by inspect --reset */
@@ -152,6 +180,11 @@ int shm_remove(struct shm *m, uint64_t hash, char *err, size_t errcap);
 /* The keyed hash of a key in this store, and its stripe (tests). */
 uint64_t shm_key_hash(const struct shm *m, const char *key, size_t len);
 unsigned shm_key_stripe(const struct shm *m, const char *key, size_t len);
+/* Where a key may live, its stripe and two candidate buckets (any of the
+ * pointers may be NULL), and the bucket of the entry that holds it now, or
+ * -1 when it has none (tests; reads without the lock). */
+long shm_key_place(const struct shm *m, const char *key, size_t len,
+		   unsigned *stripe, unsigned *b1, unsigned *b2);
 
 /* SipHash-2-4 of data under a 128-bit key (little-endian bytes). */
 uint64_t shm_siphash24(const uint8_t key[16], const void *data, size_t len);

@@ -175,13 +175,17 @@ if [ -f "$rules5" ]; then
 		fi
 	done
 	# The last example is a complete rule file: it must load.  Its CGI
-	# upstream becomes a program that exists here.
+	# upstream becomes a program that exists here, and its store a file
+	# here (-t checks an existing store file, and /dev/shm/rategate may
+	# be anybody's).
 	awk '/^\.EX/ { buf = ""; inb = 1; next }
 	     /^\.EE/ { inb = 0; last = buf; next }
 	     inb { buf = buf $0 "\n" }
 	     END { printf "%s", last }' "$rules5" |
 		sed -e 's/\\-/-/g' -e 's/\\e/\\/g' -e 's/\\(aq/'"'"'/g' \
-		    -e 's|upstream=cgi:/[^ ]*|upstream=cgi:/bin/sh|' > "$tmp/example.rules"
+		    -e 's|upstream=cgi:/[^ ]*|upstream=cgi:/bin/sh|' \
+		    -e "s|^\\(storage[[:space:]]*\\)shm:[^?[:space:]]*|\\1shm:$tmp/store|" \
+		    > "$tmp/example.rules"
 	if [ ! -x "$RATEGATE" ]; then
 		bad "$RATEGATE is not built: cannot check the example of rategate.rules.5"
 	elif "$RATEGATE" -t -c "$tmp/example.rules" > "$tmp/t.out" 2>&1; then

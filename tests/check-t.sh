@@ -3,7 +3,11 @@
 # names) report FILE:LINE:COL like the rule parser does, point at the URI,
 # and decide the exit status: a CGI program that is missing, not a regular
 # file or not executable is an error; a unix socket that does not exist yet
-# is a warning (the application may start after rategate).
+# is a warning (the application may start after rategate).  The shm store:
+# a file that does not exist yet is described as it would be created; an
+# existing one is checked as opening it would (read-only), its own geometry
+# printed when it fits, and the gateway's refusal printed as an error when
+# it does not.
 set -u
 bin="${top_builddir:-.}/rategate"
 d=$(mktemp -d)
@@ -50,4 +54,69 @@ case "$(cat "$d/out")" in
 *"warn.rules: ok: 1 rule in 1 file;"*) echo "ok: ... and the summary line follows" ;;
 *) echo "FAIL: no summary line:"; cat "$d/out"; fail=1 ;;
 esac
+
+# The shm store file: to be created, existing and fitting, existing and
+# refused.  A CGI-wrapper request creates it with one key (/bin/true runs).
+same() {  # name, expected exit status, file with expected stdout, and stderr
+	if [ "$rc" != "$2" ]; then
+		echo "FAIL: $1: exit status $rc, expected $2"; fail=1
+	elif ! diff -u "$3" "$d/out" || ! diff -u "$4" "$d/err"; then
+		echo "FAIL: $1: output differs (above)"; fail=1
+	else
+		echo "ok: $1"
+	fi
+}
+: > "$d/none"
+printf 'storage shm:%s/st?size=2M\n/a 1/minute\n' "$d" > "$d/r.rules"
+printf 'storage shm:%s/st?size=2M\n/a 1/minute\n/mw 10/minute strategy=moving-window\n' "$d" > "$d/mw.rules"
+printf 'storage shm:%s/st?size=4M\n/a 1/minute\n' "$d" > "$d/big.rules"
+geometry="2097152 bytes: 10304 counter slots (192 bytes each with its name, 204 with its share of the pools, locks and header)"
+summary="ok: 1 rule in 1 file; default \"none\"; application \"none\"; strategy fixed-window; storage shm:$d/st?size=2M"
+"$bin" -t -c "$d/r.rules" >"$d/out" 2>"$d/err"; rc=$?
+cat > "$d/want" <<WANT
+rategate: storage shm:$d/st?size=2M: file $d/st (to be created), $geometry, moving windows up to 0 hits in 0 slots, concurrency up to 67 in 36 slots, 4 stripes
+rategate: $d/r.rules: $summary
+WANT
+same "no store file yet: the geometry it would be created with" 0 "$d/want" "$d/none"
+[ -e "$d/st" ] && { echo "FAIL: -t created the store file"; fail=1; }
+
+env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET REQUEST_URI=/a \
+	REMOTE_ADDR=192.0.2.1 "$bin" cgi -c "$d/r.rules" /bin/true >/dev/null 2>&1
+cp "$d/st" "$d/st.before"
+"$bin" -t -c "$d/r.rules" >"$d/out" 2>"$d/err"; rc=$?
+cat > "$d/want" <<WANT
+rategate: storage shm:$d/st?size=2M: file $d/st (exists, 1 key held), $geometry, moving windows up to 6 hits in 4 slots, concurrency up to 67 in 36 slots, 4 stripes
+rategate: $d/r.rules: $summary
+WANT
+same "an existing store that fits: its own geometry and keys" 0 "$d/want" "$d/none"
+
+"$bin" -t -c "$d/mw.rules" >"$d/out" 2>"$d/err"; rc=$?
+cat > "$d/want" <<WANT
+rategate: $d/mw.rules: shm store "$d/st": the rules use moving-window counts up to 10 but the file's slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots
+rategate: $d/mw.rules: 1 error in the gateway settings
+WANT
+same "rules needing bigger moving-window slots than the file's: the start's error" 1 "$d/none" "$d/want"
+
+"$bin" -t -c "$d/big.rules" >"$d/out" 2>"$d/err"; rc=$?
+cat > "$d/want" <<WANT
+rategate: $d/big.rules: shm store "$d/st": the file holds size=2M but storage asks for size=4M: stop the gateways and delete the file (its counters are lost), or set size=2M
+rategate: $d/big.rules: 1 error in the gateway settings
+WANT
+same "another size than the file's: the start's error" 1 "$d/none" "$d/want"
+cmp -s "$d/st" "$d/st.before" || { echo "FAIL: -t changed the store file"; fail=1; }
+
+# ... and what a start with those rules says: the same
+# (a timeout, should it start after all)
+timeout 10 "$bin" -c "$d/mw.rules" -l "$d/gw.sock" >"$d/out" 2>"$d/err"; rc=$?
+printf 'rategate: %s/mw.rules: shm store "%s/st": the rules use moving-window counts up to 10 but the file'"'"'s slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots\n' \
+	"$d" "$d" > "$d/want"
+same "... the gateway refuses to start with the same message" 1 "$d/none" "$d/want"
+
+printf 'not a store\n' > "$d/st"
+"$bin" -t -c "$d/r.rules" >"$d/out" 2>"$d/err"; rc=$?
+cat > "$d/want" <<WANT
+rategate: $d/r.rules: shm store "$d/st": not a rategate store (12 bytes, shorter than a header): move it away or choose another path
+rategate: $d/r.rules: 1 error in the gateway settings
+WANT
+same "somebody else's file" 1 "$d/none" "$d/want"
 exit $fail

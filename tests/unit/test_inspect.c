@@ -167,13 +167,13 @@ Test(inspect, stats)
 	snprintf(want, sizeof(want), "file: %s\ncreated: ", store_path);
 	cr_expect_eq(strncmp(out_text, want, strlen(want)), 0, "%s", out_text);
 	cr_expect_str_eq(body + 1,
-		"size: 1048576 bytes, layout version 1, 2 stripes\n"
+		"size: 1048576 bytes, layout version 2, 2 stripes\n"
 		"keys: 4 of 5136 slots; 64 bytes per key, +128 for its name\n"
 		"moving-window slots: 0 of 2 (64 bytes, counts up to 6)\n"
 		"in-flight slots: 0 of 18 (1088 bytes, up to 67 leases)\n"
 		"hits: 14 allowed, 2 denied\n"
 		"keys created: 4\n"
-		"evicted: 0 expired, 0 least recently used\n"
+		"evicted: 0 expired, 0 least recently used, 0 limiting (bans lifted early)\n"
 		"store full: 0\n"
 		"lock recoveries: 0\n"
 		"keys reset: 0\n");

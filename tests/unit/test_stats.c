@@ -50,7 +50,7 @@ Test(stats, counts_render_and_carry_over)
 	atomic_store(&s.inflight, 2);
 	atomic_store(&s.reloads_ok, 1);
 
-	struct stats_store st = { "shm", 7, 1000, 3, 0, -1, -1, -1, -1, -1 };
+	struct stats_store st = { "shm", 7, 1000, 3, 2, 0, -1, -1, -1, -1, -1 };
 	struct respond_buf b;
 	respond_buf_init(&b);
 	stats_render(&b, STATS_JSON, &s, sr, &st, 61500, 42);
@@ -63,7 +63,7 @@ Test(stats, counts_render_and_carry_over)
 		 "\"requests\":{\"allowed\":2,\"denied\":3,\"dry_run_denied\":1},"
 		 "\"denials\":{\"rate\":2,\"concurrency\":0,\"missing_key\":0,\"too_large\":0,\"bad_request\":1,\"store_error\":0},"
 		 "\"inflight\":2,\"upstream_errors\":0,\"reloads\":{\"ok\":1,\"failed\":0},"
-		 "\"store\":{\"kind\":\"shm\",\"errors\":0,\"keys\":7,\"slots\":1000,\"evictions\":3,\"full\":0},"
+		 "\"store\":{\"kind\":\"shm\",\"errors\":0,\"keys\":7,\"slots\":1000,\"evictions\":3,\"evictions_limiting\":2,\"full\":0},"
 		 "\"rules\":[{\"rule\":\"/login\",\"file\":\"site.rules\",\"line\":3,\"allowed\":1,\"denied\":2},"
 		 "{\"rule\":\"/api/**\",\"file\":\"site.rules\",\"line\":4,\"allowed\":0,\"denied\":0},"
 		 "{\"rule\":\"(default)\",\"file\":\"\",\"line\":0,\"allowed\":1,\"denied\":1}]}\n",
@@ -84,6 +84,9 @@ Test(stats, counts_render_and_carry_over)
 	cr_assert_not_null(strstr(b.data,
 		"\nrategate_rule_requests_total{rule=\"/login\",file=\"site.rules\",line=\"3\",result=\"denied\"} 2\n"));
 	cr_assert_not_null(strstr(b.data, "\nrategate_store_keys 7\n"));
+	cr_assert_not_null(strstr(b.data, "\nrategate_store_evictions_total 3\n"
+				  "# HELP rategate_store_evictions_limiting_total "));
+	cr_assert_not_null(strstr(b.data, "\nrategate_store_evictions_limiting_total 2\n"));
 	cr_assert_not_null(strstr(b.data, "\nrategate_inflight 2\n"));
 
 	/* A reload: /login moves to line 4 and keeps its totals; /api is
@@ -126,12 +129,12 @@ Test(stats, redis_figures)
 
 	memset(&s, 0, sizeof(s));
 	struct stats_rules *sr = stats_rules_new(rs, NULL);
-	struct stats_store st = { "redis", -1, -1, -1, -1, 0, 2, 1, 40, 7 };
+	struct stats_store st = { "redis", -1, -1, -1, -1, -1, 0, 2, 1, 40, 7 };
 	struct respond_buf b;
 	respond_buf_init(&b);
 	stats_render(&b, STATS_JSON, &s, sr, &st, 0, 1);
 	cr_assert_not_null(strstr(b.data,
-		"\"store\":{\"kind\":\"redis\",\"errors\":0,\"keys\":-1,\"slots\":-1,\"evictions\":-1,\"full\":-1,"
+		"\"store\":{\"kind\":\"redis\",\"errors\":0,\"keys\":-1,\"slots\":-1,\"evictions\":-1,\"evictions_limiting\":-1,\"full\":-1,"
 		"\"up\":0,\"down_switches\":2,\"up_switches\":1,\"fallback\":40,\"cache_denied\":7},\"rules\":["), "%s", b.data);
 	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, 0, 1);
 	cr_assert_not_null(strstr(b.data, "\nrategate_redis_up 0\n"));

@@ -5,8 +5,10 @@
  * exactness with 4 processes x 8 threads on one key, all-or-nothing
  * batches across stripes under concurrency, kill -9 inside the critical
  * section (rolled back before the commit point, kept after it), eviction
- * under a random-key flood with one client staying limited, a full store,
- * the moving-window and in-flight pools, and leases of a dead holder.
+ * under a random-key flood with one client staying limited, eviction when
+ * every candidate is limiting (the least recently used denied entry goes,
+ * never an in-flight lease), the moving-window and in-flight pools, and
+ * leases of a dead holder.
  *
  * Every store lives in a fresh mkdtemp() directory under /tmp.
  */
@@ -262,7 +264,8 @@ Test(shm, mismatch_messages)
 
 	c.max_moving = 10;
 	poke_u32(c.path, 8, 9);         /* the layout version */
-	snprintf(want, sizeof(want), "shm store \"%s/s\": layout version 9, this rategate reads version 1: stop the gateways and delete the file (its counters are lost), or run the rategate that created it", dir);
+	snprintf(want, sizeof(want), "shm store \"%s/s\": layout version 9, this rategate reads version %d: stop the gateways and delete the file (its counters are lost), or run the rategate that created it",
+		 dir, SHM_LAYOUT_VERSION);
 	expect_open_error(&c, want);
 
 	poke_u32(c.path, 8, SHM_LAYOUT_VERSION);
@@ -301,6 +304,51 @@ Test(shm, mismatch_messages)
 	c = config("small", 1 << 20, 100000);
 	snprintf(want, sizeof(want), "shm store \"%s/small\": size=1M is too small for moving-window counts up to 100000 (each of its 2 stripes needs a slot of 800064 bytes): raise size= to at least 4M", dir);
 	expect_open_error(&c, want);
+}
+
+/* rategate -t: what opening would do, found without touching the file. */
+Test(shm, probe_file_new_fits_refused)
+{
+	struct shm_config c = config("s", 1 << 20, 10);
+	struct rl_store st;
+	struct shm_plan p, q;
+	struct stat sb;
+	uint64_t keys = 99;
+	char err[512] = "", open_err[512] = "";
+
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_NEW, "%s", err);
+	cr_expect_eq(stat(c.path, &sb), -1, "the probe created the file");
+	cr_assert_eq(shm_plan(&c, &q, err, sizeof(err)), 0);
+	cr_expect_eq(p.slots, q.slots);
+	cr_expect_eq(p.entry_bytes, 192);
+
+	open_ok(&c, &st);
+	cr_assert_eq(sv_one(&st, "a", sv_limit(RL_FIXED_WINDOW, 5, 60000),
+			    RL_HIT, T0, NULL, NULL), 0);
+	cr_assert_eq(sv_one(&st, "b", sv_limit(RL_MOVING_WINDOW, 5, 60000),
+			    RL_HIT, T0, NULL, NULL), 0);
+	/* a gateway needing fewer slots attaches: the file's geometry */
+	c.max_moving = 0;
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_FITS, "%s", err);
+	cr_expect_eq(keys, 2);
+	cr_expect_eq(p.slots, stats(&st).slots);
+	cr_expect_eq(p.max_moving, 14);
+	cr_expect_eq(p.ring_slots, stats(&st).ring_slots);
+	/* refused with the message opening gives */
+	c.max_moving = 100;
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_REFUSED);
+	cr_assert_eq(shm_store_open(&c, &st, open_err, sizeof(open_err)), -1);
+	cr_expect_str_eq(err, open_err);
+	c.max_moving = 10;
+	c.size = 2 << 20;
+	cr_assert_eq(shm_probe_file(&c, &p, &keys, err, sizeof(err)),
+		     SHM_PROBE_REFUSED);
+	cr_assert_eq(shm_store_open(&c, &st, open_err, sizeof(open_err)), -1);
+	cr_expect_str_eq(err, open_err);
+	st.ops->destroy(st.impl);
 }
 
 /* ------------------------------------------------------------------ */
@@ -700,42 +748,187 @@ Test(shm, random_key_flood_never_resets_a_limited_client, .timeout = 60)
 	st.ops->destroy(st.impl);
 }
 
-Test(shm, full_of_limited_clients_fails_then_expired_go_first)
+Test(shm, full_of_limited_clients_evicts_their_lru_then_expired_go_first,
+     .timeout = 60)
 {
 	struct shm_config c = config("s", 1 << 20, 0);
 	struct rl_store st;
 	struct rl_verdict v;
 	struct rl_diag err = { 0, "" };
 	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	struct shm_stats s;
 	char key[32];
-	int i, r = 0;
+	int i;
 
 	open_ok(&c, &st);
-	/* every client is denied once: all of them are being limited */
+	/* every client is denied once: all of them are being limited, and
+	 * there are 20 times more of them than slots */
 	for (i = 0; i < 100000; i++) {
 		snprintf(key, sizeof(key), "ban-%d", i);
-		r = sv_one(&st, key, p, RL_HIT, T0, &v, &err);
-		if (r)
-			break;
+		cr_assert_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0,
+			     "%s", err.msg);
+		cr_assert_eq(v.allowed, 1);
 		cr_assert_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0);
 		cr_assert_eq(v.allowed, 0);
 	}
-	cr_assert_eq(r, -1);
-	cr_expect_str_eq(err.msg, "store full: both buckets of the key (16 entries) belong to clients being limited");
-	cr_expect_eq(stats(&st).full, 1);
-	cr_expect_eq(stats(&st).evict_lru, 0);
-	/* the limited clients stay limited, a look at a new key works */
-	cr_expect_eq(sv_one(&st, "ban-0", p, RL_HIT, T0 + 1, &v, &err), 0);
+	s = stats(&st);
+	cr_expect_eq(s.full, 0);
+	cr_expect_eq(s.evict_lru, 0);
+	cr_expect_eq(s.evict_limiting, s.inserts - s.keys);
+	cr_expect(s.evict_limiting > 90000, "%llu",
+		  (unsigned long long)s.evict_limiting);
+	/* the most recently denied client stays limited */
+	cr_expect_eq(sv_one(&st, key, p, RL_HIT, T0 + 1, &v, &err), 0);
 	cr_expect_eq(v.allowed, 0);
-	cr_expect_eq(sv_remaining(&st, key, p, T0 + 1), 1);
 	/* an hour later they have expired: they go first */
-	cr_expect_eq(sv_one(&st, key, p, RL_HIT, T0 + 3600000, &v, &err), 0);
+	cr_expect_eq(sv_one(&st, "late", p, RL_HIT, T0 + 3600000, &v, &err), 0);
+	cr_expect_eq(v.allowed, 1);
+	cr_expect_eq(stats(&st).evict_expired, 1);
+	cr_expect_eq(stats(&st).evict_limiting, s.evict_limiting);
+	st.ops->destroy(st.impl);
+}
+
+/* A store of one stripe of a few buckets, so that keys sharing both
+ * buckets of a given key are quick to find. */
+static struct shm_config tiny(void)
+{
+	struct shm_config c = config("tiny", 64 << 10, 0);
+
+	c.stripes = 1;
+	return c;
+}
+
+/* The next key from "<prefix>-<*i>" on whose two buckets are exactly
+ * those of target: it can only go into one of target's 16 entries. */
+static void next_sharing(struct shm *m, const char *target,
+			 const char *prefix, int *i, char *key, size_t cap)
+{
+	unsigned t1, t2, b1, b2;
+
+	shm_key_place(m, target, strlen(target), NULL, &t1, &t2);
+	for (;; (*i)++) {
+		cr_assert_lt(*i, 10000000, "no key shares the buckets of %s",
+			     target);
+		snprintf(key, cap, "%s-%d", prefix, *i);
+		shm_key_place(m, key, strlen(key), NULL, &b1, &b2);
+		if ((b1 == t1 && b2 == t2) || (b1 == t2 && b2 == t1)) {
+			(*i)++;
+			return;
+		}
+	}
+}
+
+/* Whether key has an entry in one of target's two buckets. */
+static int beside(struct shm *m, const char *key, const char *target)
+{
+	unsigned t1, t2;
+	long b = shm_key_place(m, key, strlen(key), NULL, NULL, NULL);
+
+	shm_key_place(m, target, strlen(target), NULL, &t1, &t2);
+	return b >= 0 && ((unsigned long)b == t1 || (unsigned long)b == t2);
+}
+
+Test(shm, all_candidates_limiting_evicts_the_lru_denied_entry)
+{
+	struct shm_config c = tiny();
+	struct rl_store st;
+	struct shm *m;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	struct shm_stats s;
+	char fill[16][32];
+	uint64_t id, held;
+	int i = 0;
+
+	open_ok(&c, &st);
+	m = shm_of(&st);
+	cr_assert_eq(shm_key_place(m, "newcomer", 8, NULL, NULL, NULL), -1);
+	/* the newcomer's 16 entries, oldest first: an in-flight counter
+	 * holding a lease, then 15 clients denied at their last hit */
+	for (int k = 0; k < 16; k++) {
+		next_sharing(m, "newcomer", "ban", &i, fill[k], sizeof(fill[k]));
+		if (k == 0) {
+			cr_assert_eq(st.ops->acquire(st.impl, fill[k],
+						     strlen(fill[k]), 1, 60000,
+						     T0, &id, &held, &err), 1,
+				     "%s", err.msg);
+		} else {
+			cr_assert_eq(sv_one(&st, fill[k], p, RL_HIT, T0, &v,
+					    &err), 0, "%s", err.msg);
+			cr_assert_eq(sv_one(&st, fill[k], p, RL_HIT, T0, &v,
+					    &err), 0);
+			cr_assert_eq(v.allowed, 0);
+		}
+		cr_assert(beside(m, fill[k], "newcomer"));
+	}
+	/* the oldest denied client keeps hitting: now most recently used */
+	cr_assert_eq(sv_one(&st, fill[1], p, RL_HIT, T0 + 1, &v, &err), 0);
+	cr_assert_eq(v.allowed, 0);
+	s = stats(&st);
+	cr_assert_eq(s.keys, 16);
+	cr_assert_eq(s.evict_lru + s.evict_expired + s.evict_limiting, 0);
+
+	/* the newcomer takes the least recently used denied entry */
+	cr_assert_eq(sv_one(&st, "newcomer", p, RL_HIT, T0 + 2, &v, &err), 0,
+		     "%s", err.msg);
+	cr_expect_eq(v.allowed, 1);
+	cr_expect(beside(m, "newcomer", "newcomer"));
+	s = stats(&st);
+	cr_expect_eq(s.evict_limiting, 1);
+	cr_expect_eq(s.evict_lru, 0);
+	cr_expect_eq(s.full, 0);
+	/* that client's ban has lifted early: it is fresh again */
+	cr_expect_eq(shm_key_place(m, fill[2], strlen(fill[2]), NULL, NULL,
+				   NULL), -1, "%s was evicted", fill[2]);
+	cr_expect_eq(sv_remaining(&st, fill[2], p, T0 + 2), 1);
+	/* the lease holder and the others stay; the client that kept
+	 * hitting is still denied */
+	for (int k = 0; k < 16; k++)
+		if (k != 2)
+			cr_expect(beside(m, fill[k], "newcomer"),
+				  "%s is still there", fill[k]);
+	cr_expect_eq(st.ops->acquire(st.impl, fill[0], strlen(fill[0]), 1,
+				     60000, T0 + 2, &id, &held, &err), 0);
+	cr_expect_eq(sv_one(&st, fill[1], p, RL_HIT, T0 + 2, &v, &err), 0);
+	cr_expect_eq(v.allowed, 0);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, candidates_all_holding_leases_is_store_full)
+{
+	struct shm_config c = tiny();
+	struct rl_store st;
+	struct shm *m;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	struct rl_step p = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	char key[32];
+	uint64_t id, held;
+	int i = 0;
+
+	open_ok(&c, &st);
+	m = shm_of(&st);
+	for (int k = 0; k < 16; k++) {
+		next_sharing(m, "newcomer", "slow", &i, key, sizeof(key));
+		cr_assert_eq(st.ops->acquire(st.impl, key, strlen(key), 1, 10000,
+					     T0, &id, &held, &err), 1, "%s",
+			     err.msg);
+		cr_assert(beside(m, key, "newcomer"));
+	}
+	cr_expect_eq(sv_one(&st, "newcomer", p, RL_HIT, T0 + 1, &v, &err), -1);
+	cr_expect_str_eq(err.msg, "store full: both buckets of the key (16 entries) hold live in-flight leases or this request's other keys");
+	cr_expect_eq(stats(&st).full, 1);
+	cr_expect_eq(stats(&st).evict_limiting + stats(&st).evict_lru, 0);
+	/* leases that have run out are expired entries: they go first */
+	cr_expect_eq(sv_one(&st, "newcomer", p, RL_HIT, T0 + 10000, &v, &err), 0,
+		     "%s", err.msg);
 	cr_expect_eq(v.allowed, 1);
 	cr_expect_eq(stats(&st).evict_expired, 1);
 	st.ops->destroy(st.impl);
 }
 
-Test(shm, moving_window_pool_evicts_idle_keeps_limited)
+Test(shm, moving_window_pool_evicts_idle_then_lru_limited)
 {
 	struct shm_config c = config("s", 1 << 20, 20);
 	struct rl_store st;
@@ -743,8 +936,8 @@ Test(shm, moving_window_pool_evicts_idle_keeps_limited)
 	struct rl_diag err = { 0, "" };
 	struct rl_step p = sv_limit(RL_MOVING_WINDOW, 20, 60000);
 	struct shm_stats s;
-	char key[32], want[256];
-	int i, r = 0;
+	char key[32];
+	int i;
 
 	c.ring_percent = 1;     /* 10485 bytes: 27 slots of 192 per stripe */
 	open_ok(&c, &st);
@@ -759,22 +952,60 @@ Test(shm, moving_window_pool_evicts_idle_keeps_limited)
 	s = stats(&st);
 	cr_expect_eq(s.ring_used, 54);
 	cr_expect_eq(s.evict_lru, 500 - 54);
-	/* limited keys keep theirs until there is none left */
+	/* limited keys take the idle keys' slots first, then each other's,
+	 * least recently used first */
 	p.count = 1 + 1;
 	for (i = 0; i < 1000; i++) {
 		snprintf(key, sizeof(key), "lim-%d", i);
 		p.cost = 2;
-		r = sv_one(&st, key, p, RL_HIT, T0, &v, &err);
-		if (r)
-			break;
+		cr_assert_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0, "%s",
+			     err.msg);
 		p.cost = 1;
 		cr_assert_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0);
 		cr_assert_eq(v.allowed, 0);
 	}
+	s = stats(&st);
+	cr_expect_eq(s.ring_used, 54);
+	cr_expect_eq(s.evict_lru, 500);
+	cr_expect_eq(s.evict_limiting, 1000 - 54);
+	cr_expect_eq(s.full, 0);
+	/* the last of them is still limited */
+	cr_expect_eq(sv_one(&st, key, p, RL_HIT, T0, &v, &err), 0);
+	cr_expect_eq(v.allowed, 0);
+	st.ops->destroy(st.impl);
+}
+
+Test(shm, lease_pool_full_of_live_leases_is_store_full)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	struct shm_stats s;
+	uint64_t id, held;
+	char key[32], want[256];
+	int i, r = 0;
+
+	open_ok(&c, &st);
+	s = stats(&st);
+	cr_assert_eq(s.lease_slots, 18, "%llu", (unsigned long long)s.lease_slots);
+	/* concurrency=3 counters take a pool slot each and keep it while a
+	 * lease is live */
+	for (i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "conc-%d", i);
+		r = st.ops->acquire(st.impl, key, strlen(key), 3, 10000, T0, &id,
+				    &held, &err);
+		if (r < 0)
+			break;
+		cr_assert_eq(r, 1);
+	}
 	cr_assert_eq(r, -1);
-	snprintf(want, sizeof(want), "store full: all 27 moving-window slots of stripe %u belong to clients being limited",
+	snprintf(want, sizeof(want), "store full: all 9 in-flight slots of stripe %u hold live leases or this request's other keys",
 		 shm_key_stripe(shm_of(&st), key, strlen(key)));
 	cr_expect_str_eq(err.msg, want);
+	s = stats(&st);
+	cr_expect_eq(s.full, 1);
+	cr_expect_geq(s.lease_used, 9);
+	cr_expect_eq(s.evict_lru + s.evict_limiting + s.evict_expired, 0);
 	st.ops->destroy(st.impl);
 }
 
