@@ -388,7 +388,7 @@ gen_new(struct server *srv, struct rl_ruleset *rs, const struct stats_rules *old
 	}
 	if (rl_ruleset_max_moving(rs) > srv->store_max_moving) {
 		snprintf(err, errcap,
-			 "the rules need moving-window slots for %llu hits; the store was opened for %llu: restart rategate to resize it",
+			 "the rules need moving-window slots for %llu hits; the store was opened for %llu, and a shm store file keeps its slot size: stop every gateway, delete the file (its counters are lost) and start them again (rategate -t says what a start would do)",
 			 (unsigned long long)rl_ruleset_max_moving(rs),
 			 (unsigned long long)srv->store_max_moving);
 		goto fail;
