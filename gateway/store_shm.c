@@ -2039,6 +2039,26 @@ static int attach_file(struct shm *m, int fd, const struct shm_config *c,
 /* Whether the file has never been initialised: empty, or its header page
  * still all zeros (a creator died before writing the magic, its last
  * write).  Any other content is somebody's file and is never touched. */
+/* flock(fd, op), retried on EINTR, then fstat into *sb.  Returns 0, or -1
+ * with err set. */
+static int lock_stat(int fd, int op, const char *path, struct stat *sb,
+		     char *err, size_t errcap)
+{
+	while (flock(fd, op) < 0) {
+		if (errno != EINTR) {
+			snprintf(err, errcap, "shm store \"%s\": flock: %s",
+				 path, strerror(errno));
+			return -1;
+		}
+	}
+	if (fstat(fd, sb) < 0) {
+		snprintf(err, errcap, "shm store \"%s\": %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int file_blank(int fd, uint64_t size)
 {
 	uint8_t page[SHM_HEADER_BYTES];
@@ -2078,18 +2098,8 @@ int shm_store_open(const struct shm_config *c, struct rl_store *st,
 	}
 	/* One opener at a time decides whether the file needs initialising,
 	 * so two processes starting together cannot both create it. */
-	while (flock(fd, LOCK_EX) < 0) {
-		if (errno != EINTR) {
-			snprintf(err, errcap, "shm store \"%s\": flock: %s",
-				 c->path, strerror(errno));
-			goto done;
-		}
-	}
-	if (fstat(fd, &sb) < 0) {
-		snprintf(err, errcap, "shm store \"%s\": %s", c->path,
-			 strerror(errno));
+	if (lock_stat(fd, LOCK_EX, c->path, &sb, err, errcap) < 0)
 		goto done;
-	}
 	if (file_blank(fd, (uint64_t)sb.st_size)) {
 		if (c->attach_only) {
 			snprintf(err, errcap, "shm store \"%s\": not initialised yet (no gateway has used it)",
@@ -2184,20 +2194,8 @@ enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
 			 strerror(errno));
 		return SHM_PROBE_UNREADABLE;
 	}
-	if (fd >= 0) {
-		while (flock(fd, LOCK_SH) < 0) {
-			if (errno != EINTR) {
-				snprintf(err, errcap, "shm store \"%s\": flock: %s",
-					 c->path, strerror(errno));
-				goto done;
-			}
-		}
-		if (fstat(fd, &sb) < 0) {
-			snprintf(err, errcap, "shm store \"%s\": %s", c->path,
-				 strerror(errno));
-			goto done;
-		}
-	}
+	if (fd >= 0 && lock_stat(fd, LOCK_SH, c->path, &sb, err, errcap) < 0)
+		goto done;
 	if (fd >= 0 && S_ISDIR(sb.st_mode)) {
 		/* opening it read-write fails so */
 		snprintf(err, errcap, "shm store \"%s\": %s", c->path,
