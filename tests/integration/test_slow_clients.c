@@ -451,7 +451,7 @@ trickle(const char *uri, long cl)
 	send_buf(fd, &b);
 	for (int i = 0; i < 6; i++) {
 		srv_sleep_ms(400);
-		record(&b, 5, "abcdef" + i, 1);
+		record(&b, 5, &"abcdef"[i], 1);
 		send_buf(fd, &b);
 	}
 	record(&b, 5, NULL, 0);
