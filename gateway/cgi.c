@@ -59,12 +59,13 @@
  * body never looks complete to it).  A script that closes its stdin early
  * ends the body: the rest stays unread by us (libfcgi discards it).
  *
- * Timeouts: spec->timeout_ms covers the whole request, from cgi_run's
- * start to the script's exit; when it passes, the script's process group
- * gets SIGKILL (a child that left the group with setsid escapes it).  The
- * deadline is checked between reads and writes: a c->read or c->write that
- * blocks on a slow web server is bounded by the web server's own timeouts,
- * not ours.
+ * Timeouts: spec->timeout_ms covers the request from cgi_run's start to
+ * the script's exit, less the time spent waiting for the web server: a
+ * c->read or c->write that blocks on a slow web server is bounded by the
+ * gateway's client-timeout, and the deadline moves on by the time it took,
+ * so a slow web server is never reported as a slow script.  When the
+ * deadline passes, the script's process group gets SIGKILL (a child that
+ * left the group with setsid escapes it).
  *
  * What the client gets:
  *   the script's head (re-rendered, with spec->extra_headers) and body, as
@@ -510,6 +511,28 @@ enum end {
 	END_FAILED              /* poll failed; res->error set */
 };
 
+/* The web server's side; the time it takes is not the script's: the
+ * deadline moves on by it. */
+static long
+web_read(struct run *r, char *buf, size_t cap)
+{
+	int64_t t0 = clock_mono_ms();
+	long n = r->c->read(r->c->ctx, buf, cap);
+	if (r->deadline)
+		r->deadline += clock_mono_ms() - t0;
+	return n;
+}
+
+static int
+web_write(struct run *r, const char *buf, size_t len)
+{
+	int64_t t0 = clock_mono_ms();
+	int rc = r->c->write(r->c->ctx, buf, len);
+	if (r->deadline)
+		r->deadline += clock_mono_ms() - t0;
+	return rc;
+}
+
 /* Our own answer (502 or 413) when no head was sent yet.  Returns 0, or -1
  * when the client went away. */
 static int
@@ -519,7 +542,7 @@ send_error(struct run *r, int status)
 		respond_too_large(&r->rb, r->spec->error_format);
 	else
 		respond_bad_gateway(&r->rb, r->spec->error_format);
-	if (r->c->write(r->c->ctx, r->rb.data, r->rb.len) != 0) {
+	if (web_write(r, r->rb.data, r->rb.len) != 0) {
 		r->res->client_gone = 1;
 		return -1;
 	}
@@ -551,7 +574,7 @@ on_output(struct run *r, const char *data, size_t len)
 			return END_NONE;
 		proxy_head_render(&r->head, r->spec->extra_headers,
 				  r->spec->extra_len, &r->rb);
-		if (r->c->write(r->c->ctx, r->rb.data, r->rb.len) != 0)
+		if (web_write(r, r->rb.data, r->rb.len) != 0)
 			return client_gone(r, "client went away before the response head was sent");
 		res->head_sent = 1;
 		res->status = r->head.status;
@@ -559,7 +582,7 @@ on_output(struct run *r, const char *data, size_t len)
 		len -= used;
 	}
 	if (len > 0) {
-		if (r->c->write(r->c->ctx, data, len) != 0)
+		if (web_write(r, data, len) != 0)
 			return client_gone(r, "client went away during the response body");
 		res->body_out += len;
 	}
@@ -581,7 +604,7 @@ feed_input(struct run *r, short revents)
 			   spec->max_body - r->read_total + 1 < cap) {
 			cap = (size_t)(spec->max_body - r->read_total + 1);
 		}
-		long k = r->c->read(r->c->ctx, r->inbuf, cap);
+		long k = web_read(r, r->inbuf, cap);
 		if (k < 0)
 			return client_gone(r, "client went away while sending the request body");
 		if (k == 0) {

@@ -18,6 +18,49 @@
  * authorizer never reads the request body: lighttpd sends no FCGI_STDIN at
  * all for a POST and Apache never does, so a read would block.
  *
+ * Slow or stalled web servers (client-timeout, default 60 s, like nginx's
+ * client_header_timeout, client_body_timeout and send_timeout: a bound on
+ * the time without progress, not on the whole transfer).  libfcgi's
+ * FCGX_Accept_r accepts a connection and reads BEGIN_REQUEST and the params
+ * inside itself with blocking reads, so a web server that stops in the
+ * middle would hold the worker for good; libfcgi's streams block the same
+ * way on the body and on the answer.  So:
+ *
+ * - The workers accept connections themselves (accept_conn: TCP_NODELAY
+ *   and FCGI_WEB_SERVER_ADDRS as libfcgi's OS_Accept has them) and hand
+ *   each to FCGX_Accept_r through req.ipcFd, which it takes as an open
+ *   connection.  The requests' listen_sock is -1: libfcgi never accepts
+ *   by itself, and a connection it gives up on (a protocol error) comes
+ *   back as FCGX_Accept_r < 0.
+ * - Every connection gets SO_RCVTIMEO and SO_SNDTIMEO of client-timeout,
+ *   so one read or write without progress for that long fails with
+ *   EAGAIN.  libfcgi makes that a stream error (FCGX_GetError), never a
+ *   retry: the body read (client_read) or the answer's write
+ *   (client_write, finish_request) fails, and w->stalled says it was the
+ *   timeout, not a web server that went away.
+ * - Before FCGX_Accept_r, head_ready peeks (MSG_PEEK) at what the web
+ *   server sent until BEGIN_REQUEST and the whole params stream are there
+ *   (or FCGI_HEAD_PEEK bytes, for a larger head SO_RCVTIMEO is the bound),
+ *   so that a connection that stalls before its request is complete is
+ *   closed and logged once here, before libfcgi reads (it would take a
+ *   read that fails between two params for their end, and close with a
+ *   2 s lingering wait of its own).
+ * - A responder request's body of known length up to FCGI_BODY_PREFETCH
+ *   is read whole before the application is called (prefetch_body): a
+ *   body that stalls there never reaches the application.  A larger or
+ *   chunked body streams; a stall aborts the application's request
+ *   (upstream.c resets the connection, cgi.c kills the script).  Either
+ *   way the web server gets 408 when nothing was answered yet, the log
+ *   says client-timeout with the request's client and path, and the
+ *   statistics count it.  upstream-timeout no longer runs while the web
+ *   server is being waited for (upstream.c, cgi.c).
+ *
+ * Not chosen: SO_RCVTIMEO on the listening socket (Linux copies it to
+ * accepted TCP sockets but not to unix ones, and it makes accept() itself
+ * fail with EAGAIN, which libfcgi's accept loop takes for a fatal error);
+ * a watchdog that shuts down the fd a worker's FCGX_Accept_r is reading
+ * (it races libfcgi's own close of that fd, whose number may be reused).
+ *
  * Stopping: the main thread waits for signals with sigwait (they are
  * blocked in every thread).  On SIGTERM it raises libfcgi's shutdown flag
  * and shuts the listening socket down, which makes every accept() -- one in
@@ -26,6 +69,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -33,6 +77,8 @@
 #include <fastcgi.h>
 #include <fcgiapp.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -43,6 +89,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -275,6 +322,8 @@ struct server {
 	pthread_mutex_t gen_mu;
 	struct gen *current;
 	int listen_fd;
+	const char *web_server_addrs;   /* FCGI_WEB_SERVER_ADDRS, or NULL */
+	atomic_int_fast64_t client_timeout_ms; /* the current rules' */
 	atomic_int stopping;
 	atomic_int failed;      /* a worker could not accept any more */
 	atomic_int running;     /* workers still in their loop */
@@ -462,6 +511,7 @@ reload(struct server *srv)
 	pthread_mutex_lock(&srv->gen_mu);
 	srv->current = g;
 	pthread_mutex_unlock(&srv->gen_mu);
+	atomic_store(&srv->client_timeout_ms, s->client_timeout_ms);
 	/* Totals were copied before the swap; a request counted in between
 	 * on the old generation is lost to the statistics (not to the
 	 * limits). */
@@ -474,6 +524,13 @@ reload(struct server *srv)
 
 /* ------------------------------------------------------------------ */
 /* Requests                                                            */
+
+/* How the web server stalled on the request in hand. */
+enum stall {
+	STALL_NONE = 0,
+	STALL_READ,             /* the body stopped arriving */
+	STALL_WRITE,            /* the answer stopped being read */
+};
 
 /* One worker's reusable memory: copies of the params, the response. */
 struct worker {
@@ -488,7 +545,32 @@ struct worker {
 	char norm[RL_PATH_MAX + 1];
 	struct respond_buf out;
 	struct respond_buf hdr;
+	/* The web server's side of the request in hand. */
+	int64_t timeout_ms;     /* client-timeout, as set on the connection */
+	enum stall stalled;
+	uint64_t body_got;      /* body bytes read from the web server */
+	char *pre;              /* a prefetched body (FCGI_BODY_PREFETCH) */
+	size_t pre_len, pre_pos;
+	char peek[FCGI_HEAD_PEEK]; /* head_ready's look at the connection */
 };
+
+/* A read or write that failed on SO_RCVTIMEO / SO_SNDTIMEO. */
+static int
+timed_out(int e)
+{
+	return e == EAGAIN || e == EWOULDBLOCK;
+}
+
+/* "60 s", or "1500 ms" when not whole seconds. */
+static const char *
+duration_text(int64_t ms, char *buf, size_t cap)
+{
+	if (ms % 1000 == 0)
+		snprintf(buf, cap, "%lld s", (long long)(ms / 1000));
+	else
+		snprintf(buf, cap, "%lld ms", (long long)ms);
+	return buf;
+}
 
 /* Copy every "NAME=VALUE" of envp into w->pbuf and index it in
  * w->params.  Returns the number of params, or -1 when they exceed
@@ -756,17 +838,31 @@ client_aborted(void *ctx)
 	return n >= 2 && h[1] == FCGI_ABORT_REQUEST;
 }
 
-/* The web server's side of a proxied request: libfcgi's streams. */
+/* The web server's side of a proxied request: libfcgi's streams, the
+ * prefetched body first.  A failure on client-timeout marks w->stalled. */
 static long
 client_read(void *ctx, char *buf, size_t cap)
 {
 	struct worker *w = ctx;
-	int n = FCGX_GetStr(buf, cap > INT_MAX ? INT_MAX : (int)cap, w->req.in);
 
-	if (n > 0)
+	if (w->pre_pos < w->pre_len) {
+		size_t n = w->pre_len - w->pre_pos;
+		if (n > cap)
+			n = cap;
+		memcpy(buf, w->pre + w->pre_pos, n);
+		w->pre_pos += n;
+		return (long)n;
+	}
+	int n = FCGX_GetStr(buf, cap > INT_MAX ? INT_MAX : (int)cap, w->req.in);
+	if (n > 0) {
+		w->body_got += (uint64_t)n;
 		return n;
+	}
 	/* 0: the end of FCGI_STDIN, or an error on the connection */
-	return FCGX_GetError(w->req.in) != 0 ? -1 : 0;
+	int e = FCGX_GetError(w->req.in);
+	if (timed_out(e))
+		w->stalled = STALL_READ;
+	return e != 0 ? -1 : 0;
 }
 
 static int
@@ -776,12 +872,84 @@ client_write(void *ctx, const char *buf, size_t len)
 
 	while (len > 0) {
 		int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
-		if (FCGX_PutStr(buf, chunk, w->req.out) != chunk)
+		if (FCGX_PutStr(buf, chunk, w->req.out) != chunk) {
+			if (timed_out(FCGX_GetError(w->req.out)))
+				w->stalled = STALL_WRITE;
 			return -1;
+		}
 		buf += chunk;
 		len -= (size_t)chunk;
 	}
 	return 0;
+}
+
+/* A body whose length the web server gave, up to FCGI_BODY_PREFETCH bytes
+ * and within max_body (a larger one is refused unread), is read whole
+ * before the application is called, so that a web server that stalls in
+ * it never reaches the application.  client_read hands it out first; a
+ * short one (the web server went away) ends as it would have.  Returns 0,
+ * or -1 when the web server stalled (w->stalled): no application call. */
+static int
+prefetch_body(struct worker *w, const struct proxy_spec *spec)
+{
+	uint64_t cl = spec->content_length;
+
+	w->pre_len = w->pre_pos = 0;
+	if (cl == 0 || cl > FCGI_BODY_PREFETCH ||
+	    (spec->max_body > 0 && cl > spec->max_body))
+		return 0;
+	if (w->pre == NULL)
+		w->pre = log_xrealloc(NULL, FCGI_BODY_PREFETCH);
+	int n = FCGX_GetStr(w->pre, (int)cl, w->req.in);
+	if (n > 0) {
+		w->pre_len = (size_t)n;
+		w->body_got += (uint64_t)n;
+	}
+	if ((uint64_t)n < cl && timed_out(FCGX_GetError(w->req.in))) {
+		w->stalled = STALL_READ;
+		return -1;
+	}
+	return 0;
+}
+
+/* The web server stalled while the body was read or the answer written:
+ * its doing, not the application's.  408 when nothing was answered yet;
+ * a client-timeout line with the request's client and path; counted. */
+static void
+client_stalled(struct worker *w, const struct rl_decision *d,
+	       const struct log_request *lr, const struct proxy_spec *spec,
+	       struct proxy_result *res, int called)
+{
+	struct server *srv = w->srv;
+	char t[32], msg[300], of[32] = "";
+
+	duration_text(w->timeout_ms, t, sizeof(t));
+	if (w->stalled == STALL_READ) {
+		if (spec->content_length > 0)
+			snprintf(of, sizeof(of), " of %llu",
+				 (unsigned long long)spec->content_length);
+		snprintf(msg, sizeof(msg),
+			 "the web server sent %llu%s bytes of the request body and then nothing for %s; %s",
+			 (unsigned long long)w->body_got, of, t,
+			 !called ? "the application was not called"
+				 : res->head_sent ? "the application's request was aborted, its answer cut short"
+						  : "the application's request was aborted");
+		if (!res->head_sent) {
+			respond_error(&w->out, 408, 0, "request_timeout",
+				      "Request Timeout: the request body stopped arriving",
+				      spec->error_format);
+			send_out(w);
+			res->status = 408;
+			res->head_sent = 1;
+		}
+	} else {
+		snprintf(msg, sizeof(msg),
+			 "the web server read nothing of the answer for %s (%llu body bytes passed on); the application's request was aborted",
+			 t, (unsigned long long)res->body_out);
+	}
+	atomic_fetch_add(&srv->stats.client_timeouts, 1);
+	log_request_event(srv->log, LOG_LEVEL_INFO, "client-timeout", lr, d,
+			  res->status, msg);
 }
 
 #define ENV_MAX 8
@@ -892,14 +1060,21 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	struct proxy_client pc = { w, client_read, client_write, client_watch,
 				   client_aborted };
 	struct proxy_result res;
-	atomic_fetch_add(&srv->stats.inflight, 1);
-	if (b->cgi)
-		cgi_run(b->path, w->params, np, &spec, &pc, &res);
-	else
-		upstream_run(b->up, w->params, np, &spec, &pc, &res);
-	atomic_fetch_sub(&srv->stats.inflight, 1);
+	int called = prefetch_body(w, &spec) == 0;
+	if (called) {
+		atomic_fetch_add(&srv->stats.inflight, 1);
+		if (b->cgi)
+			cgi_run(b->path, w->params, np, &spec, &pc, &res);
+		else
+			upstream_run(b->up, w->params, np, &spec, &pc, &res);
+		atomic_fetch_sub(&srv->stats.inflight, 1);
+	} else {
+		memset(&res, 0, sizeof(res));
+	}
 	int64_t later = clock_wall_ms();
-	if (res.error[0] != '\0') {
+	if (w->stalled != STALL_NONE) {
+		client_stalled(w, &d, &lr, &spec, &res, called);
+	} else if (res.error[0] != '\0') {
 		/* our 413: a body (chunked, or longer than its Content-Length
 		 * said) found over max-body while streaming is the client's
 		 * doing, not the application's */
@@ -938,6 +1113,10 @@ serve_one(struct worker *w)
 {
 	struct server *srv = w->srv;
 	int64_t now = clock_wall_ms();
+
+	w->stalled = STALL_NONE;
+	w->body_got = 0;
+	w->pre_len = w->pre_pos = 0;
 	/* libfcgi puts its own FCGI_ROLE first (Apache sends a second one). */
 	const char *role = FCGX_GetParam("FCGI_ROLE", w->req.envp);
 	long np = copy_params(w, w->req.envp);
@@ -1013,6 +1192,306 @@ keep_or_release(struct worker *w)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Connections: accepting them, and the web server's client-timeout     */
+
+/* Close the connection in hand without a word (FCGX_Finish_r then finds
+ * none and frees only the request's memory). */
+static void
+drop_conn(struct worker *w)
+{
+	if (w->req.ipcFd >= 0)
+		close(w->req.ipcFd);
+	w->req.ipcFd = -1;
+}
+
+/* FCGI_WEB_SERVER_ADDRS as libfcgi's OS_Accept checks it: a
+ * comma-separated list of IPv4 addresses a TCP peer over IPv4 must be
+ * one of; unset or empty lets any peer in. */
+static int
+web_server_ok(const char *list, const struct sockaddr_in *sa)
+{
+	if (list == NULL || list[0] == '\0')
+		return 1;
+	for (const char *p = list;;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		char one[64];
+		struct in_addr a;
+		if (len < sizeof(one)) {
+			memcpy(one, p, len);
+			one[len] = '\0';
+			if (inet_aton(one, &a) != 0 && a.s_addr == sa->sin_addr.s_addr)
+				return 1;
+		}
+		if (comma == NULL)
+			return 0;
+		p = comma + 1;
+	}
+}
+
+/* accept() errors that concern one connection, not the socket: libfcgi's
+ * list, and the network errors Linux passes on from the new connection
+ * (accept(2)). */
+static int
+accept_again(int e)
+{
+	switch (e) {
+	case EINTR: case ECONNABORTED: case EPROTO: case ECONNRESET:
+	case ETIMEDOUT: case EHOSTUNREACH: case ENETUNREACH: case ENETDOWN:
+	case ENOPROTOOPT: case EHOSTDOWN: case ENONET: case EOPNOTSUPP:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* The next connection for this worker.  Returns its fd, or -1 when
+ * stopping, or when accepting failed for good (logged; the process
+ * stops, as it did when libfcgi's accept failed). */
+static int
+accept_conn(struct worker *w)
+{
+	struct server *srv = w->srv;
+
+	for (;;) {
+		struct sockaddr_storage sa;
+		socklen_t len = sizeof(sa);
+		int fd = accept4(srv->listen_fd, (struct sockaddr *)&sa, &len, SOCK_CLOEXEC);
+		if (atomic_load(&srv->stopping)) {
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		if (fd < 0) {
+			int e = errno;
+			if (e == EAGAIN || e == EWOULDBLOCK) {
+				/* an inherited listener left non-blocking */
+				struct pollfd p = { srv->listen_fd, POLLIN, 0 };
+				poll(&p, 1, 500);
+				continue;
+			}
+			if (accept_again(e))
+				continue;
+			log_printf(srv->log, LOG_LEVEL_ERROR, "accept",
+				   "accepting FastCGI connections failed (%d): %s",
+				   -e, strerror(e));
+			atomic_store(&srv->failed, 1);
+			kill(getpid(), SIGTERM);
+			return -1;
+		}
+		if (sa.ss_family == AF_INET || sa.ss_family == AF_INET6) {
+			int one = 1;    /* records are small and answered at once */
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
+		if (sa.ss_family == AF_INET &&
+		    !web_server_ok(srv->web_server_addrs, (const struct sockaddr_in *)&sa)) {
+			close(fd);
+			continue;
+		}
+		return fd;
+	}
+}
+
+/* Whether buf, the start of what the web server sent for a request, holds
+ * FCGI_BEGIN_REQUEST and the params up to their empty record, or a record
+ * that is libfcgi's to deal with at once: another version, a management
+ * record (request id 0: FCGI_GET_VALUES is answered before the request
+ * goes on), a record that is neither BEGIN_REQUEST nor PARAMS
+ * (FCGI_ABORT_REQUEST, FCGI_STDIN too early).  Then FCGX_Accept_r reads
+ * without waiting for more, or only as long as SO_RCVTIMEO lets it. */
+static int
+head_complete(const unsigned char *buf, size_t n)
+{
+	size_t off = 0;
+	int begun = 0;
+
+	while (off + 8 <= n) {
+		const unsigned char *h = buf + off;
+		unsigned type = h[1], id = (unsigned)h[2] << 8 | h[3];
+		size_t clen = (size_t)h[4] << 8 | h[5];
+		if (h[0] != 1 || id == 0)
+			return 1;
+		if (type == 1)                  /* FCGI_BEGIN_REQUEST */
+			begun = 1;
+		else if (type != 4)             /* not FCGI_PARAMS */
+			return 1;
+		else if (begun && clen == 0)    /* the params' end */
+			return 1;
+		off += 8 + clen + h[6];
+	}
+	return 0;
+}
+
+/* Wait until the web server has sent the request's BEGIN_REQUEST and all
+ * its params, or FCGI_HEAD_PEEK bytes of them, so that FCGX_Accept_r
+ * reads them without waiting.  Returns 1 then; 0 when the connection was
+ * closed here: the web server hung up (logged only when a request had
+ * begun), sent nothing more for client-timeout (logged once, counted),
+ * or rategate is stopping.
+ *
+ * MSG_PEEK leaves the bytes for libfcgi.  Until the first byte the wait
+ * is a poll for input; after it, input is always there, so the wait is a
+ * nap (50 us, doubling up to 250 ms: a head arriving in two writes costs
+ * microseconds, a stalled one a few wakeups a second) that still ends
+ * when the web server hangs up (POLLRDHUP). */
+static int
+head_ready(struct worker *w)
+{
+	struct server *srv = w->srv;
+	int fd = w->req.ipcFd;
+	int64_t timeout = atomic_load(&srv->client_timeout_ms);
+	int64_t last = clock_mono_ms();
+	size_t have = 0;
+	long nap_us = 50;
+	int hup = 0;
+	char t[32];
+
+	w->timeout_ms = timeout;
+	struct timeval tv = { (time_t)(timeout / 1000), (suseconds_t)(timeout % 1000) * 1000 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (;;) {
+		ssize_t n = recv(fd, w->peek, sizeof(w->peek), MSG_PEEK | MSG_DONTWAIT);
+		if (n > 0) {
+			if ((size_t)n == sizeof(w->peek) ||
+			    head_complete((const unsigned char *)w->peek, (size_t)n))
+				return 1;
+			if ((size_t)n > have) {
+				have = (size_t)n;
+				last = clock_mono_ms();
+				nap_us = 50;
+			}
+		} else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+			hup = 1;        /* closed or reset, nothing left to read */
+		}
+		if (hup) {
+			if (have > 0)
+				log_printf(srv->log, LOG_LEVEL_INFO, "client-gone",
+					   "the web server closed the connection after %zu bytes of a request, before its params were complete",
+					   have);
+			drop_conn(w);
+			return 0;
+		}
+		if (atomic_load(&srv->stopping)) {
+			drop_conn(w);
+			return 0;
+		}
+		int64_t left = timeout - (clock_mono_ms() - last);
+		if (left <= 0) {
+			duration_text(timeout, t, sizeof(t));
+			if (have == 0)
+				log_printf(srv->log, LOG_LEVEL_WARN, "client-timeout",
+					   "the web server opened a connection and sent nothing for %s; closed",
+					   t);
+			else
+				log_printf(srv->log, LOG_LEVEL_WARN, "client-timeout",
+					   "the web server sent an incomplete request (%zu bytes, its params not complete) and then nothing for %s; connection closed",
+					   have, t);
+			atomic_fetch_add(&srv->stats.client_timeouts, 1);
+			drop_conn(w);
+			return 0;
+		}
+		struct pollfd p = { fd, have == 0 ? POLLIN : POLLRDHUP, 0 };
+		int64_t wait_us = have == 0 ? 500000 : nap_us;
+		if (wait_us > left * 1000)
+			wait_us = left * 1000;
+		struct timespec ts = { (time_t)(wait_us / 1000000), (long)(wait_us % 1000000) * 1000 };
+		if (have > 0)
+			nap_us = nap_us >= 125000 ? 250000 : nap_us * 2;
+		if (ppoll(&p, 1, &ts, NULL) > 0 && have > 0 &&
+		    (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			hup = 1;        /* looked at once more above */
+	}
+}
+
+/* libfcgi ends the params at a read error between two of them as if they
+ * were complete (ReadParams stops at EOF, whatever the cause) and leaves
+ * the error on the stream.  Such a request is not served: no decision was
+ * made, so it is no bad request either.  Returns 1 when the params are
+ * whole. */
+static int
+params_complete(struct worker *w)
+{
+	struct server *srv = w->srv;
+	int e = FCGX_GetError(w->req.in);
+	char t[32];
+
+	if (e == 0)
+		return 1;
+	if (timed_out(e)) {
+		log_printf(srv->log, LOG_LEVEL_WARN, "client-timeout",
+			   "the web server sent an incomplete request (its params stopped) and then nothing for %s; connection closed",
+			   duration_text(w->timeout_ms, t, sizeof(t)));
+		atomic_fetch_add(&srv->stats.client_timeouts, 1);
+	} else {
+		log_printf(srv->log, LOG_LEVEL_INFO, "client-gone",
+			   "the web server closed the connection or aborted the request before its params were complete");
+	}
+	drop_conn(w);
+	FCGX_Finish_r(&w->req);
+	return 0;
+}
+
+/* After a body stall the 408 is out: send the end of the connection and
+ * read what input is left before closing, so that the close does not
+ * reset the connection under the web server (TCP answers a close with
+ * unread input with RST) before it read the 408.  Until the web server
+ * hangs up, sends nothing for FCGI_LINGER_IDLE_MS (it is the one that
+ * stalled), or FCGI_LINGER_MS passed -- libfcgi's own close waits 2 s
+ * after every read, without end for a web server that keeps trickling. */
+static void
+linger_close(struct worker *w)
+{
+	int fd = w->req.ipcFd;
+	int64_t end = clock_mono_ms() + FCGI_LINGER_MS;
+	char trash[1024];
+
+	if (fd >= 0 && shutdown(fd, SHUT_WR) == 0) {
+		for (;;) {
+			int64_t left = end - clock_mono_ms();
+			struct pollfd p = { fd, POLLIN, 0 };
+			if (left > FCGI_LINGER_IDLE_MS)
+				left = FCGI_LINGER_IDLE_MS;
+			if (left <= 0 || poll(&p, 1, (int)left) <= 0 ||
+			    recv(fd, trash, sizeof(trash), MSG_DONTWAIT) <= 0)
+				break;
+		}
+	}
+	drop_conn(w);
+}
+
+/* End the request in hand.  The answer is flushed here rather than in
+ * FCGX_Finish_r, to see a web server that stopped reading it; after any
+ * stall the connection is closed here (at once after a write stall: a
+ * flush would wait client-timeout again), else FCGX_Finish_r keeps or
+ * closes it as the web server asked. */
+static void
+finish_request(struct worker *w)
+{
+	struct server *srv = w->srv;
+	FCGX_Request *q = &w->req;
+	char t[32];
+
+	if (w->stalled != STALL_WRITE) {
+		FCGX_FClose(q->err);
+		if (FCGX_FClose(q->out) != 0 && timed_out(FCGX_GetError(q->out))) {
+			if (w->stalled == STALL_NONE) {
+				log_printf(srv->log, LOG_LEVEL_INFO, "client-timeout",
+					   "the web server read nothing of the answer for %s; connection closed",
+					   duration_text(w->timeout_ms, t, sizeof(t)));
+				atomic_fetch_add(&srv->stats.client_timeouts, 1);
+			}
+			w->stalled = STALL_WRITE;
+		}
+	}
+	if (w->stalled == STALL_WRITE)
+		drop_conn(w);
+	else if (w->stalled == STALL_READ)
+		linger_close(w);
+	FCGX_Finish_r(q);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -1025,19 +1504,32 @@ worker_main(void *arg)
 		keep_or_release(w);
 		if (atomic_load(&srv->stopping))
 			break;
-		int r = FCGX_Accept_r(&w->req);
-		if (r < 0) {
-			if (!atomic_load(&srv->stopping)) {
-				log_printf(srv->log, LOG_LEVEL_ERROR, "accept",
-					   "accepting FastCGI connections failed (%d): %s",
-					   r, strerror(r < 0 && r > -10000 ? -r : EIO));
-				atomic_store(&srv->failed, 1);
-				kill(getpid(), SIGTERM);
-			}
+		if (w->req.ipcFd < 0 && (w->req.ipcFd = accept_conn(w)) < 0)
 			break;
+		if (!head_ready(w))
+			continue;
+		/* FCGX_Accept_r first finishes the previous request, which
+		 * closes a connection not marked kept: this one is to be read. */
+		w->req.keepConnection = 1;
+		int64_t t0 = clock_mono_ms();
+		if (FCGX_Accept_r(&w->req) < 0) {
+			/* libfcgi gave the connection up and closed it: a protocol
+			 * error at once, or a read it was left to (a head over
+			 * FCGI_HEAD_PEEK bytes, after a management record) that
+			 * failed -- after client-timeout, as a rule a stall */
+			if (clock_mono_ms() - t0 >= w->timeout_ms) {
+				char t[32];
+				log_printf(srv->log, LOG_LEVEL_WARN, "client-timeout",
+					   "the web server sent an incomplete request and then nothing for %s; connection closed",
+					   duration_text(w->timeout_ms, t, sizeof(t)));
+				atomic_fetch_add(&srv->stats.client_timeouts, 1);
+			}
+			continue;
 		}
+		if (!params_complete(w))
+			continue;
 		serve_one(w);
-		FCGX_Finish_r(&w->req);
+		finish_request(w);
 	}
 	atomic_fetch_sub(&srv->running, 1);
 	return NULL;
@@ -1402,6 +1894,8 @@ fcgi_main(const struct fcgi_options *o)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+	srv.web_server_addrs = getenv("FCGI_WEB_SERVER_ADDRS");
+	atomic_store(&srv.client_timeout_ms, s->client_timeout_ms);
 	if (FCGX_Init() != 0) {
 		fprintf(stderr, "rategate: FCGX_Init failed\n");
 		goto out;
@@ -1415,7 +1909,8 @@ fcgi_main(const struct fcgi_options *o)
 		w->srv = &srv;
 		respond_buf_init(&w->out);
 		respond_buf_init(&w->hdr);
-		FCGX_InitRequest(&w->req, srv.listen_fd, 0);
+		/* -1: libfcgi never accepts by itself (accept_conn does) */
+		FCGX_InitRequest(&w->req, -1, 0);
 		int e = pthread_create(&w->tid, NULL, worker_main, w);
 		if (e != 0) {
 			fprintf(stderr, "rategate: cannot start worker threads: %s\n",
@@ -1506,6 +2001,7 @@ fcgi_main(const struct fcgi_options *o)
 		FCGX_Free(&ws[i].req, 1);
 		free(ws[i].pbuf);
 		free(ws[i].params);
+		free(ws[i].pre);
 		respond_buf_free(&ws[i].out);
 		respond_buf_free(&ws[i].hdr);
 	}

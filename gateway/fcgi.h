@@ -15,11 +15,13 @@
  * a dead process is replaced, a live one is an error) or a numeric address
  * and port ("127.0.0.1:9000", "[::1]:9000").  A TCP socket is reachable by
  * every local user: prefer a unix socket, and set FCGI_WEB_SERVER_ADDRS
- * (libfcgi) to restrict which peers may connect over IPv4.
+ * (read as libfcgi reads it) to restrict which peers may connect over IPv4.
  *
  * Requests are served by N threads (-j N, default FCGI_WORKERS_DEFAULT),
  * each with its own FCGX_Request; they share the rule set (read-only) and
- * the store (the process-local store behind a mutex).
+ * the store (the process-local store behind a mutex).  Each accepts its
+ * connections itself and waits for the web server at most the rules'
+ * client-timeout without progress (see fcgi.c).
  *
  * Signals: SIGTERM, SIGINT or SIGUSR1 stop accepting, let every request in
  * flight finish (for at most FCGI_DRAIN_S seconds; CGI scripts still
@@ -41,6 +43,17 @@
 #define FCGI_KILL_GRACE_S 2      /* then for workers whose CGI script was killed */
 #define FCGI_PARAMS_MAX (1u << 20) /* bytes of params copied per request */
 #define FCGI_BACKLOG 128
+/* client-timeout (see fcgi.c): bytes of a request's BEGIN_REQUEST and
+ * params seen whole before libfcgi reads them (a larger head is bounded
+ * by the socket's timeouts only); a body of known length up to
+ * FCGI_BODY_PREFETCH bytes is read whole before the application is
+ * called; after a body stall the connection is closed once the web
+ * server hung up, or sent nothing for FCGI_LINGER_IDLE_MS, or after
+ * FCGI_LINGER_MS. */
+#define FCGI_HEAD_PEEK 16384
+#define FCGI_BODY_PREFETCH (64u * 1024)
+#define FCGI_LINGER_MS 2000
+#define FCGI_LINGER_IDLE_MS 200
 
 struct fcgi_options {
 	const char *rules;      /* -c FILE */

@@ -434,3 +434,27 @@ log_decision(struct log *l, const struct log_request *r,
 		field(&ln, "error", d->error, strlen(d->error), LOG_FIELD_MAX);
 	emit(l, &ln);
 }
+
+void
+log_request_event(struct log *l, enum log_level level, const char *event,
+		  const struct log_request *r, const struct rl_decision *d,
+		  int status, const char *msg)
+{
+	struct line ln;
+	char key[LOG_KEY_MAX + 4];
+
+	start(l, &ln, clock_wall_ms(), level, event);
+	field_i64(&ln, "status", status);
+	field_s(&ln, "client", d != NULL && d->client[0] != '\0' ? d->client : "-");
+	log_key(d != NULL && d->key[0] != '\0' ? d->key : "-", key, sizeof(key));
+	field(&ln, "key", key, strlen(key), sizeof(key));
+	field_s(&ln, "rule", d != NULL && d->rule != NULL ? d->rule->pattern.text : "-");
+	if (r->path != NULL)
+		field(&ln, "path", r->path, r->path_len, LOG_FIELD_MAX);
+	else
+		field_s(&ln, "path", "-");
+	field(&ln, "method", r->method ? r->method : "-",
+	      r->method ? strlen(r->method) : 1, 16);
+	field(&ln, "msg", msg, strlen(msg), LOG_LINE_MAX);
+	emit(l, &ln);
+}

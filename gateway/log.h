@@ -66,6 +66,14 @@ struct log_request {
 void log_decision(struct log *l, const struct log_request *r,
 		  const struct rl_decision *d, int status);
 
+/* A line about a decided request that is not its decision (event
+ * client-timeout: the web server stalled while the request was served):
+ * status, client, key, rule, path and method as log_decision writes them,
+ * then msg.  d may be NULL (no decision: client, key and rule are "-"). */
+void log_request_event(struct log *l, enum log_level level, const char *event,
+		       const struct log_request *r, const struct rl_decision *d,
+		       int status, const char *msg);
+
 /* The client key as logged: parts from a header ("h."), a cookie ("c.") or
  * the query ("q.") keep their label and name but their value becomes
  * "#" and 16 hex digits of a 64-bit FNV-1a hash, e.g.

@@ -56,7 +56,9 @@ struct proxy_client {
 
 /* How one request is proxied; the same for both back ends. */
 struct proxy_spec {
-	int64_t timeout_ms;     /* whole request, from start to last byte */
+	int64_t timeout_ms;     /* from start to last byte, less the time
+				   spent waiting for the web server (its read
+				   and write) */
 	uint64_t max_body;      /* request body bytes; 0: no limit */
 	uint64_t content_length; /* CONTENT_LENGTH as the web server gave it;
 				    0 when absent (a chunked body, or none) */

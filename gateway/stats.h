@@ -41,6 +41,9 @@ struct stats {
 	atomic_uint_fast64_t denied[STATS_REASONS];
 	atomic_uint_fast64_t store_errors;      /* every store failure, whatever the policy */
 	atomic_uint_fast64_t upstream_errors;   /* 502s and responses cut short */
+	/* connections and requests given up because the web server made no
+	 * progress for client-timeout (params, body or answer) */
+	atomic_uint_fast64_t client_timeouts;
 	atomic_int_fast64_t inflight;           /* requests now with the application */
 	atomic_uint_fast64_t reloads_ok, reloads_failed;
 };

@@ -28,9 +28,11 @@
  *   before reading its body, or that writes more than the socket buffers
  *   hold, never deadlocks us.  c->write blocks; it is the web server's
  *   side.  spec->timeout_ms bounds connect, send and receive together (one
- *   deadline, monotonic clock); time spent inside c->read and c->write is
- *   the web server's and is not cut short (it counts against the deadline
- *   only once they return).  timeout_ms <= 0 means no deadline.
+ *   deadline, monotonic clock), counting only the time the application is
+ *   waited for: time spent inside c->read and c->write is the web
+ *   server's (bounded by the gateway's client-timeout), so the deadline
+ *   moves on by it, and a slow web server is never reported as a slow
+ *   application.  timeout_ms <= 0 means no deadline.
  *
  * - The pool.  After a clean FCGI_END_REQUEST on a connection we sent the
  *   whole request on (the empty FCGI_STDIN included), with nothing after
@@ -686,12 +688,24 @@ xfer_reset_conn(struct xfer *x)
 	x->res->error[0] = '\0';
 }
 
+/* Time since t0 (spent waiting for the web server) is not the
+ * application's: the deadline moves on by it. */
+static void
+web_server_time(struct xfer *x, int64_t t0)
+{
+	if (x->deadline != INT64_MAX)
+		x->deadline += clock_mono_ms() - t0;
+}
+
 static int
 client_write(struct xfer *x, const char *p, size_t n)
 {
 	if (n == 0)
 		return 0;
-	if (x->c->write(x->c->ctx, p, n) != 0) {
+	int64_t t0 = clock_mono_ms();
+	int r = x->c->write(x->c->ctx, p, n);
+	web_server_time(x, t0);
+	if (r != 0) {
 		x->res->client_gone = 1;
 		return -1;
 	}
@@ -932,7 +946,9 @@ next_body(struct xfer *x)
 		if (s->content_length > 0 && s->content_length - x->body_in < cap)
 			cap = (size_t)(s->content_length - x->body_in);
 		unsigned char *p = obuf_reserve(&x->out, FCGI_HEADER_LEN + cap);
+		int64_t t0 = clock_mono_ms();
 		long n = x->c->read(x->c->ctx, (char *)p + FCGI_HEADER_LEN, cap);
+		web_server_time(x, t0);
 		if (n < 0 || (size_t)n > cap) {
 			x->res->client_gone = 1;
 			fail(x, "client went away while sending the request body");

@@ -35,6 +35,12 @@
 #define MAX_DIRECTIVES 48
 #define UNIX_PATH_MAX 107       /* sun_path holds 108 bytes with the NUL */
 #define DEFAULT_UPSTREAM_TIMEOUT_MS 30000
+/* client-timeout: nginx's client_header_timeout, client_body_timeout and
+ * send_timeout, and Apache's Timeout, are 60 s by default.  The web server
+ * bounds its own client that way, so a web server passing on a slow but
+ * live client is never cut off before it would cut the client off itself,
+ * and a stalled one holds a worker at most a minute. */
+#define DEFAULT_CLIENT_TIMEOUT_MS 60000
 #define LEASE_MARGIN_MS 10000   /* default lease: upstream-timeout + this */
 
 /* A place in a rule file; col is 0-based. */
@@ -820,6 +826,7 @@ static const struct directive directives[] = {
 	{ "upstream",         D_UPSTREAM,     S(upstream), 0, 0, 0, NULL },
 	{ "upstream-timeout", D_DURATION,     S(upstream_timeout_ms), 0, 1, 86400000, NULL },
 	{ "upstream-keepalive", D_UINT,       S(upstream_keepalive), 0, 0, 64, NULL },
+	{ "client-timeout",   D_DURATION,     S(client_timeout_ms), 0, 100, 86400000, NULL },
 	{ "concurrency-lease", D_DURATION,    S(lease_ms), 0, 1000, 2 * 86400000LL, NULL },
 	{ "max-body",         D_SIZE,         S(max_body), 0, 1, RL_SIZE_MAX, NULL },
 	{ "log-format",       D_CHOICE,       S(log_format), 0, 0, 0, log_format_words },
@@ -1994,6 +2001,7 @@ load(const char *path, const char *name, const char *text, size_t len,
 	st->storage.names = 1;
 	st->upstream_timeout_ms = DEFAULT_UPSTREAM_TIMEOUT_MS;
 	st->upstream_keepalive = RL_KEEPALIVE_DEFAULT;
+	st->client_timeout_ms = DEFAULT_CLIENT_TIMEOUT_MS;
 	st->stats_allow = default_stats_allow;
 	st->nstats_allow = sizeof(default_stats_allow) /
 			   sizeof(default_stats_allow[0]);

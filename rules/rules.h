@@ -537,7 +537,12 @@ struct rl_settings {
 	const char *listen;         /* gateway: as written, validated later */
 	/* Responder mode (the gateway). */
 	const struct rl_upstream *upstream; /* NULL: none (authorizer only) */
-	int64_t upstream_timeout_ms;        /* whole request; default 30 s */
+	int64_t upstream_timeout_ms;        /* time the application is waited
+					       for; default 30 s */
+	/* client-timeout: longest the gateway waits for the web server
+	 * without progress (the request's params, the body, each write of
+	 * the answer); default 60 s.  Both roles. */
+	int64_t client_timeout_ms;
 	/* Idle connections kept open to each FastCGI upstream (0..64, default
 	 * RL_KEEPALIVE_DEFAULT; 0: a new connection per request, no
 	 * FCGI_KEEP_CONN).  A libfcgi or php-fpm worker stays with a kept

@@ -3,7 +3,8 @@
  * (test_cgi.c, test_upstream.c): a struct proxy_client whose read hands
  * out a request body and whose write collects the response, and which can
  * act as a client that goes away (a read or a write failing at a given
- * point).  Include from a Criterion test file.
+ * point), or as a slow one (every read and write taking delay_ms).
+ * Include from a Criterion test file.
  *
  * Ownership: m->out is the struct's own (realloc'ed by mem_write); free
  * it with mem_reset or mem_free.  m->body is borrowed.
@@ -12,8 +13,10 @@
 #define TESTS_UNIT_MEMCLIENT_H
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy.h"
 
@@ -30,7 +33,18 @@ struct mem {
 	size_t len, cap;
 	size_t fail_write_after; /* a write that would pass it fails; MEM_NEVER */
 	size_t failed_writes;
+	int delay_ms;           /* each read and write first waits this long */
 };
+
+/* A slow web server: delay_ms before each read and write. */
+static inline void
+mem_delay(const struct mem *m)
+{
+	struct timespec ts = { m->delay_ms / 1000, (long)(m->delay_ms % 1000) * 1000000L };
+
+	while (m->delay_ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
 
 /* A client sending body[0..body_len) that never fails. */
 static inline void
@@ -68,6 +82,7 @@ mem_read(void *ctx, char *buf, size_t cap)
 	cr_assert(m->read_cap_max == 0 || cap <= m->read_cap_max,
 		  "read of %zu bytes, more than %zu", cap, m->read_cap_max);
 	m->reads++;
+	mem_delay(m);
 	if (m->pos >= m->fail_read_at)
 		return -1;
 	size_t n = m->body_len - m->pos;
@@ -88,6 +103,7 @@ mem_write(void *ctx, const char *buf, size_t len)
 {
 	struct mem *m = ctx;
 
+	mem_delay(m);
 	if (m->fail_write_after != MEM_NEVER && m->len + len > m->fail_write_after) {
 		m->failed_writes++;
 		return -1;

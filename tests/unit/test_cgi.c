@@ -659,6 +659,31 @@ Test(cgi, hang_times_out_with_502)
 	cr_expect_lt(took, 10000, "took %lld ms", (long long)took);
 }
 
+/* script timeouts count only the time the script is waited for: a web
+ * server that takes 100 ms for each byte of an 8-byte body and for each
+ * write of the answer does not time out a script with 300 ms. */
+Test(cgi, slow_web_server_is_not_the_scripts_time)
+{
+	struct proxy_spec s = spec_default();
+	struct proxy_result res;
+	struct mem m;
+	const char *extra[] = { "CONTENT_LENGTH=8", NULL };
+
+	s.timeout_ms = 300;
+	s.content_length = 8;
+	mem_init(&m, "abcdefgh", 8);
+	m.read_max = 1;
+	m.delay_ms = 100;
+	int64_t t0 = clock_mono_ms();
+	cr_assert_eq(run(echo, "", extra, &s, &m, &res), 0, "%s", res.error);
+	int64_t took = clock_mono_ms() - t0;
+	cr_expect_eq(res.status, 200, "%s", res.error);
+	cr_expect_str_eq(res.error, "");
+	cr_expect_geq(took, 800, "took %lld ms", (long long)took);
+	cr_expect_field(&m, "body_len", "8");
+	free(m.out);
+}
+
 /* dead: gone, or a zombie waiting for init to reap it. */
 static int
 dead(long pid)

@@ -217,3 +217,34 @@ Test(log, too_large_line)
 		"key=\"addr=192.0.2.7\" rule=- path=/upload method=PUT "
 		"error=\"body of 2048 bytes over max-body 1024\"\n");
 }
+
+Test(log, request_event_line)
+{
+	struct rl_rule rule;
+	struct rl_decision d;
+	struct log_request r = { "POST", "/upload", 7, NOW };
+
+	memset(&rule, 0, sizeof(rule));
+	rule.pattern.text = "/upload";
+	memset(&d, 0, sizeof(d));
+	d.rule = &rule;
+	strcpy(d.client, "192.0.2.7");
+	strcpy(d.key, "h.x-api-key=secret");
+	log_request_event(lg, LOG_LEVEL_INFO, "client-timeout", &r, &d, 408,
+			  "the web server sent 3 of 10 bytes of the request body and then nothing for 1 s");
+	char *s = contents();
+	cr_assert_eq(strncmp(s, "time=", 5), 0, "%s", s);
+	cr_assert_not_null(strstr(s, "Z level=info event=client-timeout status=408 client=192.0.2.7 "
+				  "key=\"h.x-api-key=#"), "%s", s);
+	cr_assert_null(strstr(s, "secret"), "%s", s);
+	cr_assert_not_null(strstr(s, "\" rule=/upload path=/upload method=POST "
+				  "msg=\"the web server sent 3 of 10 bytes of the request body and then nothing for 1 s\"\n"),
+			   "%s", s);
+	/* no decision: dashes */
+	truncate(path, 0);
+	struct log_request none = { NULL, NULL, 0, NOW };
+	log_request_event(lg, LOG_LEVEL_WARN, "client-timeout", &none, NULL, 0, "x");
+	s = contents();
+	cr_assert_not_null(strstr(s, "Z level=warn event=client-timeout status=0 client=- key=- rule=- "
+				  "path=- method=- msg=x\n"), "%s", s);
+}

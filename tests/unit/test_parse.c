@@ -651,6 +651,7 @@ Test(parse, responder_defaults)
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	cr_assert_null(s->upstream);
 	cr_assert_eq(s->upstream_timeout_ms, 30000);
+	cr_assert_eq(s->client_timeout_ms, 60000);
 	cr_assert_eq(s->upstream_keepalive, RL_KEEPALIVE_DEFAULT);
 	cr_assert_eq(s->lease_ms, 40000);
 	cr_assert_eq(s->max_body, 0);
@@ -678,6 +679,7 @@ Test(parse, responder_globals)
 	struct rl_ruleset *rs = parse(
 		"upstream fcgi://127.0.0.1:9000\n"
 		"upstream-timeout 5s\n"
+		"client-timeout 1500ms\n"
 		"upstream-keepalive 0\n"
 		"concurrency-lease 2m\n"
 		"max-body 10MB\n"
@@ -694,6 +696,7 @@ Test(parse, responder_globals)
 	cr_assert_eq(s->upstream->port, 9000);
 	cr_assert_null(s->upstream->path);
 	cr_assert_eq(s->upstream_timeout_ms, 5000);
+	cr_assert_eq(s->client_timeout_ms, 1500);
 	cr_assert_eq(s->upstream_keepalive, 0);
 	cr_assert_eq(s->lease_ms, 120000);
 	cr_assert_eq(s->max_body, 10u << 20);
@@ -836,6 +839,10 @@ Test(parse, responder_global_errors)
 		     "t.rules:1:18: bad value \"25h\" for \"upstream-timeout\": expected a duration from 1ms to 24h");
 	expect_error("upstream-timeout 10x\n",
 		     "t.rules:1:20: bad duration unit \"x\": expected ms, s, m or h; a bare number is seconds");
+	expect_error("client-timeout 50ms\n",
+		     "t.rules:1:16: bad value \"50ms\" for \"client-timeout\": expected a duration from 100ms to 24h");
+	expect_error("client-timeout 2d\n",
+		     "t.rules:1:17: bad duration unit \"d\": expected ms, s, m or h; a bare number is seconds");
 	expect_error("concurrency-lease 500ms\n",
 		     "t.rules:1:19: bad value \"500ms\" for \"concurrency-lease\": expected a duration from 1s to 48h");
 	expect_warning("upstream-timeout 60s\nconcurrency-lease 30s\n",

@@ -619,6 +619,39 @@ Test(upstream, ten_mib_body_intact)
 	expect_no_fd_leak();
 }
 
+/* upstream-timeout counts only the time the application is waited for:
+ * a web server that takes 100 ms for each byte of an 8-byte body (and
+ * each write of the answer) does not time out a request with a 300 ms
+ * timeout. */
+Test(upstream, slow_web_server_is_not_the_applications_time)
+{
+	struct upstream *u;
+	pid_t pid = unix_app(&u);
+	struct req r;
+
+	req_init(&r, "POST", "");
+	req_param(&r, "CONTENT_LENGTH", "8");
+	r.spec.content_length = 8;
+	r.spec.timeout_ms = 300;
+	mem_reset(&r.m);
+	r.m.body = "abcdefgh";
+	r.m.body_len = 8;
+	r.m.read_max = 1;
+	r.m.delay_ms = 100;
+	int64_t t0 = clock_mono_ms();
+	r.ret = upstream_run(u, r.p, r.n, &r.spec, &r.c, &r.res);
+	int64_t took = clock_mono_ms() - t0;
+	cr_expect_eq(r.ret, 0);
+	cr_expect_eq(r.res.status, 200, "%s", r.res.error);
+	cr_expect_str_eq(r.res.error, "");
+	cr_expect_geq(took, 800, "took %lld ms", (long long)took);
+	expect_field(&r.m, "body_len", "8");
+	req_free(&r);
+	upstream_free(u);
+	app_stop(pid);
+	expect_no_fd_leak();
+}
+
 Test(upstream, chunked_body_without_content_length)
 {
 	struct upstream *u;

@@ -1,0 +1,548 @@
+/*
+ * test_slow_clients.c - client-timeout: a web server that stalls never
+ * holds a rategate worker for longer than that.  rategate (-j 4,
+ * client-timeout 1s, upstream-timeout 1s) on a unix socket, spoken to in
+ * raw FastCGI records from this file, with tests/apps/echo_fcgi and
+ * echo_cgi behind it:
+ *
+ *   - 4 connections (= -j) that send FCGI_BEGIN_REQUEST and nothing more,
+ *     or stop inside their params, or send nothing at all, are closed
+ *     after client-timeout and logged once each (event=client-timeout,
+ *     never a bad request); a request behind them is answered within
+ *     client-timeout plus a margin, and SIGTERM still stops at once;
+ *   - a body that stops arriving gets 408 Request Timeout after
+ *     client-timeout, a client-timeout line with client and path and no
+ *     upstream-error: a body of known length never reaches the
+ *     application (FastCGI or CGI), a chunked one is aborted there;
+ *   - a body trickled a byte every 400 ms completes (200, all of it),
+ *     although it takes longer than upstream-timeout: the application's
+ *     timer does not run while the web server is waited for;
+ *   - 4 answers nobody reads free their workers after client-timeout;
+ *   - params cut by a hang-up or an FCGI_ABORT_REQUEST are client-gone,
+ *     not bad requests.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "servers.h"
+
+static const char rules[] =
+	"storage          memory\n"
+	"client-timeout   1s\n"
+	"upstream-timeout 1s\n"
+	"upstream         fcgi+unix://@DIR@/app.sock\n"
+	"default          1000/minute\n"
+	"/cgi/**          1000/minute  upstream=cgi:@CGI@\n"
+	"stats            /rg-stats\n";
+
+static pid_t rg, app;
+
+static const char *
+logs(void)
+{
+	static const char *const files[] = { "rategate log", "rategate.log",
+					     "", "rategate.out", NULL };
+
+	return srv_logs(files);
+}
+
+static void
+setup(void)
+{
+	char cgi[SRV_PATH_MAX];
+
+	srv_setup();
+	srv_built("tests/apps/echo_cgi", cgi);
+	const char *pairs[] = { "@DIR@", srv_dir, "@CGI@", cgi, NULL };
+	srv_write_subst("site.rules", rules, pairs, 0644);
+	app = srv_start_echo_fcgi(0, srv_path("app.sock"), 16, srv_path("count"));
+	char listen[SRV_PATH_MAX + 8];
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
+	rg = srv_start_rategate(srv_path("site.rules"), listen, 4,
+				srv_path("rategate.log"), srv_path("rategate.out"));
+}
+
+static void
+teardown(void)
+{
+	srv_cleanup();
+	unsetenv("ECHO_FCGI_COUNT_FILE");
+}
+
+TestSuite(slow, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ------------------------------------------------------------------ */
+/* FastCGI from the web server's side                                  */
+
+struct buf {
+	unsigned char *p;
+	size_t len, cap;
+};
+
+static void
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2;
+		b->p = realloc(b->p, b->cap);
+		cr_assert_not_null(b->p);
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+
+/* One record of request 1 (content up to 65535 bytes). */
+static void
+record(struct buf *b, int type, const void *content, size_t n)
+{
+	unsigned char h[8] = { 1, (unsigned char)type, 0, 1,
+			       (unsigned char)(n >> 8), (unsigned char)n, 0, 0 };
+
+	cr_assert(n <= 65535);
+	buf_add(b, h, 8);
+	if (n > 0)
+		buf_add(b, content, n);
+}
+
+static void
+nv(struct buf *b, const char *name, const char *value)
+{
+	unsigned char l[2] = { (unsigned char)strlen(name), (unsigned char)strlen(value) };
+
+	cr_assert(strlen(name) < 128 && strlen(value) < 128);
+	buf_add(b, l, 2);
+	buf_add(b, name, strlen(name));
+	buf_add(b, value, strlen(value));
+}
+
+static void
+begin(struct buf *b, int role)
+{
+	unsigned char body[8] = { 0, (unsigned char)role, 0, 0, 0, 0, 0, 0 };
+
+	record(b, 1, body, sizeof(body));
+}
+
+/* BEGIN_REQUEST (responder) and the params of method uri from 127.0.0.1,
+ * with CONTENT_LENGTH when content_length >= 0, ended. */
+static void
+head(struct buf *b, const char *method, const char *uri, long content_length)
+{
+	struct buf p = { 0 };
+	char path[128], cl[32];
+	const char *q = strchr(uri, '?');
+
+	snprintf(path, sizeof(path), "%.*s", (int)(q ? q - uri : (long)strlen(uri)), uri);
+	nv(&p, "REQUEST_METHOD", method);
+	nv(&p, "REQUEST_URI", uri);
+	nv(&p, "SCRIPT_NAME", path);
+	nv(&p, "QUERY_STRING", q ? q + 1 : "");
+	nv(&p, "REMOTE_ADDR", "127.0.0.1");
+	nv(&p, "SERVER_PROTOCOL", "HTTP/1.1");
+	if (content_length >= 0) {
+		snprintf(cl, sizeof(cl), "%ld", content_length);
+		nv(&p, "CONTENT_LENGTH", cl);
+	}
+	begin(b, 1);
+	record(b, 4, p.p, p.len);
+	record(b, 4, NULL, 0);
+	free(p.p);
+}
+
+static int
+conn(void)
+{
+	struct sockaddr_un sa;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv_path("rg.sock"));
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0,
+		     "connect: %s", strerror(errno));
+	return fd;
+}
+
+static void
+send_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n > 0) {
+		ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+		cr_assert(w > 0, "send: %s\n%s", strerror(errno), logs());
+		c += w;
+		n -= (size_t)w;
+	}
+}
+
+static void
+send_buf(int fd, struct buf *b)
+{
+	send_all(fd, b->p, b->len);
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+struct answer {
+	char *out;              /* FCGI_STDOUT, NUL-terminated */
+	size_t len;
+	int ended;              /* FCGI_END_REQUEST came */
+	int closed;             /* then (or instead) the connection closed */
+	double took;            /* seconds until END_REQUEST or the close */
+};
+
+/* Read records until FCGI_END_REQUEST and the close, or timeout_s. */
+static struct answer
+answer(int fd, double timeout_s)
+{
+	struct answer a = { 0 };
+	struct buf in = { 0 };
+	double t0 = srv_now(), end = t0 + timeout_s;
+	char chunk[65536];
+	size_t off = 0;
+
+	a.out = calloc(1, 1);
+	while (!a.closed && srv_now() < end) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n <= 0) {
+			a.closed = 1;
+			if (!a.ended)
+				a.took = srv_now() - t0;
+			break;
+		}
+		buf_add(&in, chunk, (size_t)n);
+		while (in.len - off >= 8) {
+			const unsigned char *h = in.p + off;
+			size_t clen = (size_t)h[4] << 8 | h[5], rl = 8 + clen + h[6];
+			if (in.len - off < rl)
+				break;
+			if (h[1] == 6 && clen > 0) {
+				a.out = realloc(a.out, a.len + clen + 1);
+				memcpy(a.out + a.len, h + 8, clen);
+				a.len += clen;
+				a.out[a.len] = '\0';
+			} else if (h[1] == 3) {
+				a.ended = 1;
+				a.took = srv_now() - t0;
+			}
+			off += rl;
+		}
+	}
+	free(in.p);
+	return a;
+}
+
+/* The answer's status code (its "Status: NNN" line), or 0. */
+static int
+status_of(const struct answer *a)
+{
+	const char *s = strstr(a->out, "Status: ");
+
+	return s ? atoi(s + 8) : 0;
+}
+
+/* A whole request on a new connection, its answer within timeout_s. */
+static struct answer
+request(const char *method, const char *uri, const char *body, double timeout_s)
+{
+	struct buf b = { 0 };
+	int fd = conn();
+
+	head(&b, method, uri, body ? (long)strlen(body) : -1);
+	if (body != NULL && body[0] != '\0')
+		record(&b, 5, body, strlen(body));
+	record(&b, 5, NULL, 0);
+	send_buf(fd, &b);
+	struct answer a = answer(fd, timeout_s);
+	close(fd);
+	return a;
+}
+
+static int
+app_calls(void)
+{
+	return srv_read_int(srv_path("count"));
+}
+
+/* Wait up to timeout_s for the log to hold needle n times. */
+static int
+wait_log(const char *needle, int n, double timeout_s)
+{
+	double end = srv_now() + timeout_s;
+	int c;
+
+	while ((c = srv_count_in_file(srv_path("rategate.log"), needle)) < n &&
+	       srv_now() < end)
+		srv_sleep_ms(50);
+	return c;
+}
+
+/* The statistics, as JSON text (malloc'd). */
+static char *
+stats(void)
+{
+	struct answer a = request("GET", "/rg-stats", NULL, 5 * srv_slow());
+
+	cr_assert_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	return a.out;
+}
+
+/* A margin for what should come at once (valgrind runs slower). */
+static double
+margin(void)
+{
+	return 1.5 * srv_slow();
+}
+
+/* ------------------------------------------------------------------ */
+
+Test(slow, stalled_heads_do_not_hold_the_workers)
+{
+	int fds[5];
+	struct buf b = { 0 };
+
+	/* three stop after BEGIN_REQUEST (the review's repro) */
+	for (int i = 0; i < 3; i++) {
+		fds[i] = conn();
+		begin(&b, 1);
+		send_buf(fds[i], &b);
+	}
+	/* one stops inside a name-value pair of its params */
+	fds[3] = conn();
+	begin(&b, 1);
+	unsigned char part[] = { 1, 4, 0, 1, 0, 40, 0, 0, 14, 3, 'R', 'E', 'Q' };
+	buf_add(&b, part, sizeof(part));
+	send_buf(fds[3], &b);
+	/* one sends nothing at all (it waits for a free worker first) */
+	fds[4] = conn();
+	srv_sleep_ms(200);      /* all four workers hold a stalled one */
+
+	double t0 = srv_now();
+	struct answer a = request("GET", "/f", NULL, 10 * srv_slow());
+	double took = srv_now() - t0;
+	cr_assert_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	cr_expect(a.ended);
+	cr_expect_lt(took, 1.0 + margin(), "answered after %.1f s\n%s", took, logs());
+	free(a.out);
+
+	/* each stalled connection was closed without an answer */
+	for (int i = 0; i < 5; i++) {
+		struct answer s = answer(fds[i], 3 + margin());
+		cr_expect(s.closed && !s.ended && s.len == 0,
+			  "connection %d: closed %d, ended %d, %zu bytes", i, s.closed,
+			  s.ended, s.len);
+		cr_expect_lt(s.took, 2.0 + margin(), "connection %d closed after %.1f s", i, s.took);
+		free(s.out);
+		close(fds[i]);
+	}
+	cr_expect_eq(wait_log("event=client-timeout", 5, 2), 5, "%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
+				       "the web server sent an incomplete request (16 bytes, its params not complete) and then nothing for 1 s; connection closed"),
+		     3, "%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
+				       "the web server opened a connection and sent nothing for 1 s; closed"),
+		     1, "%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "bad-request"), 0, "%s", logs());
+	char *st = stats();
+	cr_expect_not_null(strstr(st, "\"client_timeouts\":5,"), "%s", st);
+	cr_expect_not_null(strstr(st, "\"bad_request\":0"), "%s", st);
+	free(st);
+
+	/* stalled connections do not hold up a stop either */
+	for (int i = 0; i < 4; i++) {
+		fds[i] = conn();
+		begin(&b, 1);
+		send_buf(fds[i], &b);
+	}
+	srv_sleep_ms(200);
+	t0 = srv_now();
+	cr_expect_eq(srv_stop(rg, 10), 0, "%s", logs());
+	took = srv_now() - t0;
+	cr_expect_lt(took, margin(), "stopped after %.1f s\n%s", took, logs());
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	srv_expect_no_sanitizer(srv_path("rategate.out"));
+}
+
+/* POST uri with Content-Length cl (-1: none, a chunked body), 3 body
+ * bytes, then nothing. */
+static struct answer
+stall_body(const char *uri, long cl)
+{
+	struct buf b = { 0 };
+	int fd = conn();
+
+	head(&b, "POST", uri, cl);
+	record(&b, 5, "abc", 3);
+	send_buf(fd, &b);
+	struct answer a = answer(fd, 5 + margin());
+	close(fd);
+	return a;
+}
+
+Test(slow, a_stalled_body_gets_408)
+{
+	int calls = app_calls();
+
+	/* a body of known length: the application is never called */
+	struct answer a = stall_body("/f", 20);
+	cr_expect_eq(status_of(&a), 408, "%s\n%s", a.out, logs());
+	cr_expect_not_null(strstr(a.out, "Request Timeout: the request body stopped arriving"), "%s", a.out);
+	cr_expect(a.ended && a.took > 0.9 && a.took < 1.0 + margin(),
+		  "ended %d after %.1f s\n%s", a.ended, a.took, logs());
+	free(a.out);
+	cr_expect_eq(app_calls(), calls, "the application saw the request");
+	cr_expect_eq(wait_log("event=client-timeout", 1, 2), 1, "%s", logs());
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "level=info event=client-timeout status=408 client=127.0.0.1 key=\"addr=127.0.0.1\" "
+			   "rule=- path=/f method=POST msg=\"the web server sent 3 of 20 bytes of the request body "
+			   "and then nothing for 1 s; the application was not called\"");
+
+	/* the same for the CGI script */
+	a = stall_body("/cgi/x", 20);
+	cr_expect_eq(status_of(&a), 408, "%s\n%s", a.out, logs());
+	free(a.out);
+	cr_expect_eq(wait_log("event=client-timeout", 2, 2), 2, "%s", logs());
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "rule=/cgi/** path=/cgi/x method=POST msg=\"the web server sent 3 of 20 bytes "
+			   "of the request body and then nothing for 1 s; the application was not called\"");
+
+	/* a chunked body streams: the application's request is aborted */
+	a = stall_body("/f?chunked", -1);
+	cr_expect_eq(status_of(&a), 408, "%s\n%s", a.out, logs());
+	cr_expect(a.took < 1.0 + margin(), "after %.1f s", a.took);
+	free(a.out);
+	cr_expect_eq(wait_log("event=client-timeout", 3, 2), 3, "%s", logs());
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "msg=\"the web server sent 3 bytes of the request body and then nothing for 1 s; "
+			   "the application's request was aborted\"");
+
+	/* never blamed on the application */
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "upstream-error"), 0, "%s", logs());
+	char *st = stats();
+	cr_expect_not_null(strstr(st, "\"upstream_errors\":0,\"client_timeouts\":3,"), "%s", st);
+	free(st);
+}
+
+/* POST uri with a 6-byte body, a byte every 400 ms; with its length
+ * (cl 6: read whole before the application is called) or chunked (cl -1:
+ * streamed to the application as it comes). */
+static struct answer
+trickle(const char *uri, long cl)
+{
+	struct buf b = { 0 };
+	int fd = conn();
+
+	head(&b, "POST", uri, cl);
+	send_buf(fd, &b);
+	for (int i = 0; i < 6; i++) {
+		srv_sleep_ms(400);
+		record(&b, 5, &"abcdef"[i], 1);
+		send_buf(fd, &b);
+	}
+	record(&b, 5, NULL, 0);
+	send_buf(fd, &b);
+	struct answer a = answer(fd, 5 * srv_slow());
+	close(fd);
+	return a;
+}
+
+Test(slow, a_trickled_body_completes)
+{
+	/* 2.4 s in all: more than upstream-timeout, never 1 s without a byte */
+	static const char *const uris[] = { "/f", "/cgi/x" };
+	static const long cls[] = { 6, -1 };
+	for (int i = 0; i < 2; i++)
+		for (int k = 0; k < 2; k++) {
+			struct answer a = trickle(uris[i], cls[k]);
+			cr_expect_eq(status_of(&a), 200, "%s, length %ld: %s\n%s", uris[i],
+				     cls[k], a.out, logs());
+			cr_expect_not_null(strstr(a.out, "\nbody_len=6\n"), "%s", a.out);
+			free(a.out);
+		}
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "upstream-error"), 0, "%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "client-timeout"), 0, "%s", logs());
+}
+
+Test(slow, answers_nobody_reads_free_their_workers)
+{
+	int fds[4];
+	struct buf b = { 0 };
+
+	for (int i = 0; i < 4; i++) {
+		fds[i] = conn();
+		int small = 4096;
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+		head(&b, "GET", "/f?bigout=20000000", -1);
+		record(&b, 5, NULL, 0);
+		send_buf(fds[i], &b);
+	}
+	srv_sleep_ms(300);
+	double t0 = srv_now();
+	struct answer a = request("GET", "/f", NULL, 10 * srv_slow());
+	double took = srv_now() - t0;
+	cr_assert_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	cr_expect_lt(took, 1.0 + margin(), "answered after %.1f s\n%s", took, logs());
+	free(a.out);
+	cr_expect_eq(wait_log("the web server read nothing of the answer for 1 s", 4, 2), 4,
+		     "%s", logs());
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=client-timeout status=200 client=127.0.0.1 key=\"addr=127.0.0.1\" "
+			   "rule=- path=/f method=GET msg=\"the web server read nothing of the answer for 1 s");
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "upstream-error"), 0, "%s", logs());
+}
+
+Test(slow, params_cut_short_are_no_bad_request)
+{
+	struct buf b = { 0 };
+
+	/* the web server hangs up inside the params */
+	int fd = conn();
+	begin(&b, 1);
+	unsigned char part[] = { 1, 4, 0, 1, 0, 40, 0, 0, 14, 3, 'R', 'E', 'Q' };
+	buf_add(&b, part, sizeof(part));
+	send_buf(fd, &b);
+	srv_sleep_ms(100);
+	close(fd);
+	/* an FCGI_ABORT_REQUEST between two params */
+	fd = conn();
+	begin(&b, 1);
+	struct buf p = { 0 };
+	nv(&p, "REQUEST_METHOD", "GET");
+	record(&b, 4, p.p, p.len);
+	free(p.p);
+	record(&b, 2, NULL, 0);
+	send_buf(fd, &b);
+	struct answer a = answer(fd, 3 + margin());
+	cr_expect(a.closed && a.len == 0, "closed %d, %zu bytes: %s", a.closed, a.len, a.out);
+	free(a.out);
+	close(fd);
+
+	cr_expect_eq(wait_log("event=client-gone", 2, 2), 2, "%s", logs());
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "the web server closed the connection after 29 bytes of a request, before its params were complete");
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "the web server closed the connection or aborted the request before its params were complete");
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "bad-request"), 0, "%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "client-timeout"), 0, "%s", logs());
+	/* and the next request is served */
+	a = request("GET", "/f", NULL, 5 * srv_slow());
+	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	free(a.out);
+}
