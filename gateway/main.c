@@ -305,6 +305,35 @@ same_word(const char *a, const char *w)
 	}
 }
 
+/* What a CGI invocation's command line asks for, the way main() reads
+ * it: the environment's rules alone (no argument), the interpreter form
+ * (the one argument is SCRIPT_FILENAME), or `cgi -c FILE [SCRIPT]`. */
+enum cgi_form { CGI_FORM_NONE, CGI_FORM_ENV, CGI_FORM_INTERP, CGI_FORM_CGI };
+
+static enum cgi_form
+cgi_form(int argc, char **argv)
+{
+	const char *sf = getenv("SCRIPT_FILENAME");
+	int conf = 0, script = 0;
+
+	if (argc == 1)
+		return getenv("RATEGATE_CONFIG") != NULL ? CGI_FORM_ENV : CGI_FORM_NONE;
+	if (argc == 2 && getenv("RATEGATE_CONFIG") != NULL && sf != NULL &&
+	    strcmp(sf, argv[1]) == 0)
+		return CGI_FORM_INTERP;
+	if (strcmp(argv[1], "cgi") != 0)
+		return CGI_FORM_NONE;
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc && !conf)
+			conf = ++i;
+		else if (argv[i][0] == '-' || script)
+			return CGI_FORM_NONE;
+		else
+			script = i;
+	}
+	return conf ? CGI_FORM_CGI : CGI_FORM_NONE;
+}
+
 /* Apache's mod_cgi and mod_cgid pass a query string without '=' to a CGI
  * program as arguments after those of the server's configuration (the
  * ISINDEX convention): split at '+', empty words left out, each
@@ -312,7 +341,7 @@ same_word(const char *a, const char *w)
  * They are the client's, never options, a sub-command or a script to run
  * ("/app/x?/bin/sh" must not make rategate exec /bin/sh): when the last
  * arguments are exactly the query's words, they are dropped.  Returns the
- * new argc. */
+ * new argc, or -1 when that is ambiguous (below). */
 static int
 drop_query_words(int argc, char **argv)
 {
@@ -356,6 +385,14 @@ drop_query_words(int argc, char **argv)
 	}
 	free(words);
 	free(copy);
+	/* The words may also be the configuration's own last arguments that a
+	 * client repeated in its query ("exec rategate cgi -c R S" without
+	 * "$@", asked for "?S"): dropping them would change the script.  When
+	 * the command line means something whole as well as without them,
+	 * nobody can tell which it is: refused (-1). */
+	if (keep < argc && cgi_form(argc, argv) != CGI_FORM_NONE &&
+	    cgi_form(keep, argv) != CGI_FORM_NONE)
+		return -1;
 	return keep;
 }
 
@@ -367,6 +404,11 @@ main(int argc, char **argv)
 	struct fcgi_options fo = { NULL, NULL, NULL, NULL, NULL, NULL };
 
 	argc = drop_query_words(argc, argv);
+	if (argc < 0) {
+		fprintf(stderr, "rategate: CGI wrapper: the last arguments of the command line are the words of the query string, and the command line means something with and without them: refused (give the script with upstream cgi: or keep the query out of the command line)\n");
+		printf("Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nInternal Server Error\n");
+		return 0;
+	}
 	argv[argc] = NULL;
 	if (argc > 1 && strcmp(argv[1], "replay") == 0)
 		return replay(argc - 1, argv + 1);

@@ -214,29 +214,36 @@ wrapper_main(const char *rules, const char *script)
 			      "Bad Request: Content-Length is not a number", f);
 		goto out;
 	}
+	int store_down = 0;
 	if (store_open(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &st, err, sizeof(err)) != 0) {
-		free(params);
-		log_printf(lg, LOG_LEVEL_ERROR, "store-error", "%s: %s", rules, err);
-		if (s->store_failure == RL_STORE_FAIL_ALLOW) {
-			if (script == NULL && s->upstream != NULL &&
-			    s->upstream->kind == RL_UPSTREAM_CGI)
-				script = s->upstream->path;
-			if (script != NULL)
-				goto run;
+		int allow = s->store_failure == RL_STORE_FAIL_ALLOW;
+		log_printf(lg, LOG_LEVEL_ERROR, "store-error",
+			   "%s: %s (store-failure %s: request %s)", rules, err,
+			   allow ? "allow" : "deny",
+			   allow ? "let through" : "answered 503");
+		/* Let through, the rest as usual: the rules still pick the
+		 * script (a rule's upstream=), check the request (a missing
+		 * key, max-body) and clean the environment; an empty private
+		 * store stands in for the counters, and nothing is counted. */
+		if (!allow || memstore_new(64, &st) != 0) {
+			free(params);
+			respond_error(&out, 503, RESPOND_STORE_RETRY_S, "unavailable",
+				      "Service Unavailable: the rate limiter cannot reach its counters", f);
+			put_out(&out);
+			goto out;
 		}
-		respond_error(&out, 503, RESPOND_STORE_RETRY_S, "unavailable",
-			      "Service Unavailable: the rate limiter cannot reach its counters", f);
-		put_out(&out);
-		goto out;
+		store_down = 1;
 	}
 	int64_t now = clock_wall_ms();
-	rl_decide(rs, &st, &rq, now, RL_HIT, &d);
+	rl_decide(rs, &st, &rq, now, store_down ? RL_TEST : RL_HIT, &d);
 	if (d.outcome == RL_STORE_ERROR && s->store_failure == RL_STORE_FAIL_ALLOW) {
 		log_printf(lg, LOG_LEVEL_ERROR, "store-error",
 			   "%s (store-failure allow: request let through)", d.error);
 		d.outcome = RL_ALLOW;
 		d.limit = NULL;
 	}
+	if (store_down && d.outcome == RL_ALLOW)
+		d.limit = NULL;         /* no count to tell the script */
 	struct log_request lr = { rq.method, rq.path, rq.path_len, now };
 	if (d.outcome != RL_ALLOW) {
 		struct respond_opts ro;
@@ -248,7 +255,7 @@ wrapper_main(const char *rules, const char *script)
 		goto out;
 	}
 	log_decision(lg, &lr, &d, 200);
-	if (d.rule != NULL && d.rule->deduct) {
+	if (d.rule != NULL && d.rule->deduct && !store_down) {
 		/* rl_decide only checked a deduct-when= rule's request limits:
 		 * they are counted after the response, which the wrapper never
 		 * sees.  Count this request now, as a plain rule would be (not
@@ -302,7 +309,6 @@ wrapper_main(const char *rules, const char *script)
 	if (d.would_deny)
 		set_env("RL_DRY_RUN_DENY", "1");
 	unsetenv("HTTP_PROXY");         /* httpoxy */
-run:
 	{
 		/* The script path outlives the rule set only as a copy. */
 		char *path = strdup(script);

@@ -29,13 +29,49 @@ check "an argument other than SCRIPT_FILENAME is refused" \
 check "... and said in the log" "$(cat "$d/stderr")" 'argument "/bin/sh" is not SCRIPT_FILENAME: refused'
 # Apache: ScriptAlias onto rategate; "?/bin/sh" arrives as argv[1].
 check "query words are not a script" "$(cgi /bin/sh 3 "$bin" /bin/sh)" "script_filename=$echo_cgi"
-check "query words are not a sub-command" \
-	"$(cgi "cgi+-c+$d/r.rules+/bin/sh" 4 "$bin" "cgi -c $d/r.rules /bin/sh")" "script_filename=$echo_cgi"
+# Words that would make a whole command line of their own: nobody can tell
+# whether Apache appended them or the configuration wrote them, so refused.
+check "query words that form a sub-command are refused" \
+	"$(cgi "cgi+-c+$d/r.rules+/bin/sh" 4 "$bin" "cgi -c $d/r.rules /bin/sh")" "Status: 500"
+# A client repeating the configuration's own last arguments in its query
+# cannot make rategate drop them: the wrapper script "exec rategate cgi -c
+# RULES SCRIPT" (no "$@") asked for "?SCRIPT", and lighttpd's interpreter
+# form asked for "?SCRIPT_FILENAME", would otherwise run the rules'
+# upstream (or nothing) instead of SCRIPT.
+other=$d/other.cgi
+printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nother\\n"\n' > "$other"
+chmod +x "$other"
+printf 'storage shm:%s/store?size=2M\nupstream cgi:%s\n/app/** 100/minute\n' "$d" "$other" > "$d/u.rules"
+ucgi() {
+	env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/u.rules" \
+		REQUEST_METHOD=GET REQUEST_URI="/app/x?$1" QUERY_STRING="$1" REMOTE_ADDR=192.0.2.20 \
+		SCRIPT_FILENAME="$2" "$bin" $3 2>>"$d/stderr"
+}
+check "the configured script is not dropped for ?SCRIPT" \
+	"$(ucgi "$echo_cgi" "$echo_cgi" "cgi -c $d/u.rules $echo_cgi")" "Status: 500"
+check "the interpreter form's script is not dropped for ?SCRIPT_FILENAME" \
+	"$(ucgi "$echo_cgi" "$echo_cgi" "$echo_cgi")" "Status: 500"
+check "... and said in the log" "$(cat "$d/stderr")" "means something with and without them: refused"
+check "without such a query the configured script runs" \
+	"$(ucgi "a=1" "$echo_cgi" "cgi -c $d/u.rules $echo_cgi")" "script_filename=$echo_cgi"
 check "query words are not options" "$(cgi "-l+127.0.0.1:1" 5 "$bin" "-l 127.0.0.1:1")" "script_filename=$echo_cgi"
 # The limit still holds for such requests (2/minute per address).
 cgi /bin/sh 6 "$bin" /bin/sh >/dev/null
 cgi /bin/sh 6 "$bin" /bin/sh >/dev/null
 check "third request from one address is a 429" "$(cgi /bin/sh 6 "$bin" /bin/sh)" "Status: 429 Too Many Requests"
+# The store cannot be opened and store-failure is allow: the request is let
+# through, but the rules still pick the script (the rule's upstream=, not
+# the global one), the environment is still cleaned (httpoxy), and the log
+# says what happened.
+printf 'storage shm:%s/nodir/store?size=2M\nstore-failure allow\nupstream cgi:%s\n/other/** 10/minute upstream=cgi:%s\n' \
+	"$d" "$other" "$echo_cgi" > "$d/down.rules"
+down=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/down.rules" \
+	REQUEST_METHOD=GET REQUEST_URI="/other/x" QUERY_STRING="" REMOTE_ADDR=192.0.2.30 \
+	HTTP_PROXY=http://evil.example SCRIPT_FILENAME="$bin" "$bin" 2>"$d/stderr.down")
+check "store down, allow: the rule's script runs" "$down" "script_filename=$echo_cgi"
+check "... with HTTP_PROXY removed" "$down" "http_proxy=absent"
+check "... and the log says it was let through" "$(cat "$d/stderr.down")" \
+	"(store-failure allow: request let through)"
 # A Content-Length that is not a number: a 400 before any decision, and a
 # bad-request line naming the client and the path, never the query.
 cl=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \
