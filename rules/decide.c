@@ -300,8 +300,9 @@ struct who {
 	char pbuf[RL_PATH_MAX + 1];     /* the path when normalising changed it */
 	const char *path;
 	size_t path_len;
-	const char *method;
+	const char *method;             /* upper-cased into mbuf when it fits */
 	size_t method_len;
+	char mbuf[32];
 	const struct rl_rule *rule;
 	char addr_text[64];
 	size_t addr_len;
@@ -374,8 +375,24 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 			 err.msg);
 		return finish(d, RL_BAD_REQUEST);
 	}
+	/* Methods compared ignoring ASCII case: HTTP calls them
+	 * case-sensitive, but Apache passes "post" on as it came and many
+	 * applications upper-case it, so "post" must not escape a
+	 * methods=POST rule nor count apart from POST per-method. */
 	w->method = req->method ? req->method : "GET";
 	w->method_len = strlen(w->method);
+	if (w->method_len < sizeof(w->mbuf)) {
+		int lower = 0;
+		for (size_t i = 0; i < w->method_len; i++) {
+			char c = w->method[i];
+			lower |= c >= 'a' && c <= 'z';
+			w->mbuf[i] = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+		}
+		if (lower) {
+			w->mbuf[w->method_len] = '\0';
+			w->method = w->mbuf;
+		}
+	}
 	w->rule = rl_ruleset_match(rs, w->path, w->path_len,
 				   rl_method_bit(w->method, w->method_len));
 	const struct rl_rule *rule = w->rule;

@@ -267,6 +267,12 @@ Test(decide, methods_filter_and_per_method)
 	cr_assert_eq(allowed_of(3, "GET", "/item", "192.0.2.1", T0), 1);
 	cr_assert_eq(allowed_of(3, "DELETE", "/item", "192.0.2.1", T0), 1);
 	cr_assert_str_eq(last_keys[0], "rg:r/item@DELETE:addr=192.0.2.1:1/60000/fw");
+	/* another case of the same method is the same method (Apache passes
+	 * "post" on; applications upper-case it): no escape, one count */
+	cr_assert_eq(allowed_of(3, "post", "/login", "192.0.2.2", T0), 2);
+	cr_assert_eq(allowed_of(1, "pOsT", "/login", "192.0.2.2", T0), 0);
+	cr_assert_eq(allowed_of(2, "delete", "/item", "192.0.2.1", T0), 0);
+	cr_assert_str_eq(last_keys[0], "rg:r/item@DELETE:addr=192.0.2.1:1/60000/fw");
 }
 
 Test(decide, path_spellings_share_one_budget)
