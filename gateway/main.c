@@ -422,7 +422,7 @@ main(int argc, char **argv)
 	    getenv("RATEGATE_CONFIG") != NULL)
 		return wrapper_main(getenv("RATEGATE_CONFIG"), NULL);
 	/* ... or as the interpreter of a script (lighttpd cgi.assign =
-	 * ( ".cgi" => "/usr/local/bin/rategate" ), a #! line): the one
+	 * ( ".cgi" => "/usr/local/bin/rategate" )): the one
 	 * argument is the script to run once allowed. */
 	if (argc == 2 && getenv("GATEWAY_INTERFACE") != NULL &&
 	    getenv("RATEGATE_CONFIG") != NULL) {

@@ -123,6 +123,38 @@ set_env(const char *name, const char *value)
 		setenv(name, value, 1);
 }
 
+/* Whether running path would run rategate again: path is this program,
+ * or a script whose "#!" line names it.  The kernel would start rategate
+ * with the script as its argument, rategate would decide and run the
+ * script again, and so on, each round counting a hit.  (A "#!" script
+ * cannot use rategate as its interpreter: rategate needs something else
+ * to run once the request is allowed.) */
+static int
+runs_rategate_again(const char *path)
+{
+	struct stat self, st;
+	char head[256];
+
+	if (stat("/proc/self/exe", &self) != 0)
+		return 0;
+	if (stat(path, &st) == 0 && st.st_dev == self.st_dev && st.st_ino == self.st_ino)
+		return 1;
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return 0;
+	size_t n = fread(head, 1, sizeof(head) - 1, f);
+	fclose(f);
+	head[n] = '\0';
+	if (n < 3 || head[0] != '#' || head[1] != '!')
+		return 0;
+	char *p = head + 2;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	p[strcspn(p, " \t\r\n")] = '\0';
+	return *p != '\0' && stat(p, &st) == 0 && st.st_dev == self.st_dev &&
+	       st.st_ino == self.st_ino;
+}
+
 /* Make *path absolute (against the working directory), set
  * SCRIPT_FILENAME to it and change into its directory.  Returns 0 or an
  * errno. */
@@ -323,6 +355,18 @@ wrapper_main(const char *rules, const char *script)
 		 * SCRIPT_FILENAME names it, not the program the web server
 		 * started (rategate itself, with cgi.assign or alias.url). */
 		int e = wrapper_script_env(&path);
+		if (e == 0 && runs_rategate_again(path)) {
+			log_printf(lg, LOG_LEVEL_ERROR, "exec",
+				   "CGI wrapper: %s is rategate itself or names it on its #! line: running it would start rategate again (refused; name the real script with upstream cgi: or the command line)",
+				   path);
+			free(path);
+			respond_buf_init(&out);
+			fail(&out, 500, "internal_error", "Internal Server Error: the wrapper is misconfigured", f);
+			respond_buf_free(&out);
+			drain_stdin();
+			log_free(lg);
+			return 0;
+		}
 		if (e == 0) {
 			char *argv[2] = { path, NULL };
 			execve(path, argv, environ);

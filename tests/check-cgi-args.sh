@@ -72,6 +72,17 @@ check "store down, allow: the rule's script runs" "$down" "script_filename=$echo
 check "... with HTTP_PROXY removed" "$down" "http_proxy=absent"
 check "... and the log says it was let through" "$(cat "$d/stderr.down")" \
 	"(store-failure allow: request let through)"
+# A script whose #! line names rategate would start rategate again, which
+# would run the script again, each round counting a hit: refused at once.
+loop=$d/loop.cgi
+printf '#!%s\necho never\n' "$(cd "$(dirname "$bin")" && pwd)/rategate" > "$loop"
+chmod +x "$loop"
+printf 'storage shm:%s/store?size=2M\n/** 1000/minute\n' "$d" > "$d/loop.rules"
+lp=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/loop.rules" \
+	REQUEST_METHOD=GET REQUEST_URI="/loop.cgi" QUERY_STRING="" REMOTE_ADDR=192.0.2.40 \
+	SCRIPT_FILENAME="$loop" timeout 5 "$bin" "$loop" 2>"$d/stderr.loop")
+check "a script naming rategate on its #! line is refused" "$lp" "Status: 500"
+check "... and said in the log" "$(cat "$d/stderr.loop")" "names it on its #! line"
 # A Content-Length that is not a number: a 400 before any decision, and a
 # bad-request line naming the client and the path, never the query.
 cl=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \
