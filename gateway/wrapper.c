@@ -267,6 +267,29 @@ wrapper_main(const char *rules, const char *script)
 		store_down = 1;
 	}
 	int64_t now = clock_wall_ms();
+	/* A body without a length (Apache's mod_cgi and mod_cgid pass a
+	 * chunked upload so: HTTP_TRANSFER_ENCODING, no CONTENT_LENGTH) on a
+	 * path that limits bodies: the wrapper is gone once the script runs
+	 * and could neither stop it at max-body nor count it for bandwidth=,
+	 * so it asks for a length (411) before anything is counted. */
+	const char *te = getenv("HTTP_TRANSFER_ENCODING");
+	const char *cl = getenv("CONTENT_LENGTH");
+	if (te != NULL && te[0] != '\0' && (cl == NULL || cl[0] == '\0')) {
+		rl_decide(rs, &st, &rq, now, RL_TEST, &d);
+		if (d.outcome == RL_ALLOW &&
+		    (d.max_body > 0 || (d.rule != NULL && d.rule->nbandwidth > 0))) {
+			struct log_request lr = { rq.method, rq.path, rq.path_len, now };
+			snprintf(d.error, sizeof(d.error),
+				 "a body without Content-Length (Transfer-Encoding: %.40s) on a path with %s: the CGI wrapper cannot measure it",
+				 te, d.max_body > 0 ? "max-body" : "bandwidth=");
+			d.outcome = RL_TOO_LARGE;
+			log_decision(lg, &lr, &d, 411);
+			free(params);
+			fail(&out, 411, "length_required",
+			     "Length Required: this path limits request bodies; send the body with a Content-Length", f);
+			goto out;
+		}
+	}
 	rl_decide(rs, &st, &rq, now, store_down ? RL_TEST : RL_HIT, &d);
 	if (d.outcome == RL_STORE_ERROR && s->store_failure == RL_STORE_FAIL_ALLOW) {
 		log_printf(lg, LOG_LEVEL_ERROR, "store-error",
