@@ -328,10 +328,19 @@ wrapper_main(const char *rules, const char *script)
 			 d.remaining >= d.cost)
 			d.remaining -= d.cost;
 	}
+	/* Each request is a new process: said on every request that uses
+	 * such a rule, which is how an admin notices. */
 	if (d.rule != NULL && (d.rule->deduct || d.rule->concurrency > 0))
 		log_printf(lg, LOG_LEVEL_WARN, "cgi-wrapper",
-			   "rule %s (%s:%u): deduct-when and concurrency need the responder mode; counted as a plain rule here",
-			   d.rule->pattern.text, d.rule->file, d.rule->line);
+			   "rule %s (%s:%u): %s%s%s need%s the responder mode; here %s%s%s",
+			   d.rule->pattern.text, d.rule->file, d.rule->line,
+			   d.rule->deduct ? "deduct-when=" : "",
+			   d.rule->deduct && d.rule->concurrency ? " and " : "",
+			   d.rule->concurrency ? "concurrency=" : "",
+			   d.rule->deduct && d.rule->concurrency ? "" : "s",
+			   d.rule->deduct ? "every request is counted" : "",
+			   d.rule->deduct && d.rule->concurrency ? " and " : "",
+			   d.rule->concurrency ? "requests in flight are not limited" : "");
 	if (script == NULL) {
 		const struct rl_upstream *u = d.rule != NULL && d.rule->upstream != NULL
 			? d.rule->upstream : s->upstream;
@@ -363,6 +372,8 @@ wrapper_main(const char *rules, const char *script)
 	}
 	if (d.would_deny)
 		set_env("RL_DRY_RUN_DENY", "1");
+	if (d.exempt)
+		set_env("RL_EXEMPT", "1");
 	unsetenv("HTTP_PROXY");         /* httpoxy */
 	{
 		/* The script path outlives the rule set only as a copy. */

@@ -96,6 +96,25 @@ te() {
 check "a chunked body on a max-body path is a 411" "$(te /up)" "Status: 411 Length Required"
 check "... and said in the log" "$(cat "$d/stderr.te")" "event=too-large status=411"
 check "a chunked body on a path without body limits runs the script" "$(te /free/x)" "script_filename=$echo_cgi"
+# What the script is told: RL_EXEMPT on an exempt path; and a rule with
+# concurrency= says, on each request, that it is not enforced here.
+envs=$d/env.cgi
+printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nexempt=%%s\\n" "$RL_EXEMPT"\n' > "$envs"
+chmod +x "$envs"
+printf 'storage shm:%s/store?size=2M\nupstream cgi:%s\n/ping exempt\n/chat 10/minute concurrency=2\n' \
+	"$d" "$envs" > "$d/env.rules"
+ecgi() {
+	env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/env.rules" \
+		REQUEST_METHOD=GET REQUEST_URI="$1" QUERY_STRING="" REMOTE_ADDR=192.0.2.60 \
+		SCRIPT_FILENAME="$bin" "$bin" 2>>"$d/stderr.env"
+}
+check "RL_EXEMPT=1 on an exempt path" "$(ecgi /ping)" "exempt=1"
+case "$(ecgi /chat | tail -n 1)" in
+exempt=) echo "ok: RL_EXEMPT unset elsewhere" ;;
+*) echo "FAIL: RL_EXEMPT set on a path that is not exempt"; fail=1 ;;
+esac
+check "concurrency= is said not to be enforced" "$(cat "$d/stderr.env")" \
+	"concurrency= needs the responder mode; here requests in flight are not limited"
 # A Content-Length that is not a number: a 400 before any decision, and a
 # bad-request line naming the client and the path, never the query.
 cl=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \

@@ -326,7 +326,7 @@ Test(cgi_wrapper, deduct_when_counts_every_request_and_max_body_works,
 	}
 	char *log = rglog();
 	cr_expect_not_null(strstr(log, "level=warn event=cgi-wrapper msg=\"rule /app/login ("), "%s", log);
-	cr_expect_not_null(strstr(log, "deduct-when and concurrency need the responder mode; counted as a plain rule here"),
+	cr_expect_not_null(strstr(log, "deduct-when= needs the responder mode; here every request is counted"),
 			   "%s", log);
 	free(log);
 
