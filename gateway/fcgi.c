@@ -315,6 +315,7 @@ struct server {
 	struct rl_store store;
 	enum rl_storage_kind store_kind;
 	const char *store_uri;  /* of the store opened at start (owned copy) */
+	const char *store_shown; /* the same, password masked (owned copy) */
 	uint64_t store_max_moving;
 	struct log *log;
 	struct stats stats;
@@ -494,7 +495,7 @@ reload(struct server *srv)
 	if (strcmp(s->storage.uri, srv->store_uri) != 0)
 		log_printf(srv->log, LOG_LEVEL_WARN, "reload",
 			   "storage changed to %s: restart rategate to use it; until then the counters stay in %s",
-			   s->storage.uri, srv->store_uri);
+			   s->storage.shown, srv->store_shown);
 	pthread_mutex_lock(&srv->gen_mu);
 	struct gen *old = srv->current;
 	pthread_mutex_unlock(&srv->gen_mu);
@@ -1832,7 +1833,8 @@ fcgi_main(const struct fcgi_options *o)
 	if (store_redis_of(&srv.store) != NULL)
 		store_redis_set_log(store_redis_of(&srv.store), srv.log);
 	srv.store_uri = strdup(s->storage.uri);
-	if (srv.store_uri == NULL)
+	srv.store_shown = strdup(s->storage.shown);
+	if (srv.store_uri == NULL || srv.store_shown == NULL)
 		log_xrealloc(NULL, SIZE_MAX);
 	srv.store_max_moving = rl_ruleset_max_moving(rs);
 	struct shm *shm = shm_of(&srv.store);
@@ -1926,7 +1928,7 @@ fcgi_main(const struct fcgi_options *o)
 	log_printf(srv.log, LOG_LEVEL_INFO, "start",
 		   "rategate %s: FastCGI authorizer and responder on %s, %u worker%s, rules %s, storage %s",
 		   PACKAGE_VERSION, where, started, started == 1 ? "" : "s",
-		   o->rules, srv.store_uri);
+		   o->rules, srv.store_shown);
 	s = NULL;       /* may be freed by a reload from here on */
 
 	while (started == nw) {
@@ -2016,6 +2018,7 @@ out:
 	if (srv.store.ops != NULL)
 		srv.store.ops->destroy(srv.store.impl);
 	free((char *)srv.store_uri);
+	free((char *)srv.store_shown);
 	log_free(srv.log);
 	rl_ruleset_free(rs);
 	pthread_mutex_destroy(&srv.gen_mu);

@@ -520,7 +520,7 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 		}
 		if (s->storage.kind != RL_STORAGE_SHM) {
 			fprintf(errs, "rategate inspect: %s: storage %s is not shared memory: nothing to inspect\n",
-				conf, s->storage.uri);
+				conf, s->storage.shown);
 			goto done;
 		}
 		path = s->storage.path ? s->storage.path : SHM_DEFAULT_PATH;

@@ -152,7 +152,7 @@ check_shm(const char *file, const struct rl_settings *s,
 	else
 		snprintf(each, sizeof(each), "%u bytes each, names off", p.entry_bytes);
 	printf("rategate: storage %s: file %s (%s), %llu bytes: %llu counter slots (%s, %.0f with its share of the pools, locks and header), moving windows up to %llu hits in %llu slots, concurrency up to %llu in %llu slots, %u stripes\n",
-	       s->storage.uri, c.path, state, (unsigned long long)c.size,
+	       s->storage.shown, c.path, state, (unsigned long long)c.size,
 	       (unsigned long long)p.slots, each, p.bytes_per_key,
 	       (unsigned long long)p.max_moving, (unsigned long long)p.ring_slots,
 	       (unsigned long long)p.max_leases, (unsigned long long)p.lease_slots,
@@ -190,7 +190,7 @@ check(const char *file)
 	printf("rategate: %s: ok: %zu rule%s in %zu file%s; default \"%s\"; application \"%s\"; strategy %s; storage %s%s\n",
 	       file, rl_ruleset_nrules(rs), rl_ruleset_nrules(rs) == 1 ? "" : "s",
 	       rl_ruleset_nfiles(rs), rl_ruleset_nfiles(rs) == 1 ? "" : "s", d, a,
-	       rl_strategy_name(s->strategy), s->storage.uri,
+	       rl_strategy_name(s->strategy), s->storage.shown,
 	       s->enabled ? "" : "; DISABLED (enabled off)");
 	rl_ruleset_free(rs);
 	return 0;

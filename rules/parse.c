@@ -477,6 +477,50 @@ storage_query(struct pstate *ps, const struct loc *at, const char *q,
 /* storage memory | shm:NAME[?size=64M] | shm:/path[?size=..] |
  * redis://[:password@]host[:port][/db][?timeout=MS&connect-timeout=MS] |
  * redis+unix:///path[?db=N&password=P&timeout=MS] */
+/* s with the password of a redis URI ("redis://:PW@host", "redis://user:
+ * PW@host", "...?password=PW") written as "***", into arena memory (NULL
+ * out of memory): the storage line goes into -t's summary and the log. */
+static const char *
+storage_shown(struct pstate *ps, const char *s, size_t len)
+{
+	char *out = rl_arena_alloc(ps->a, 2 * len + 8);  /* each mask adds at most 4 */
+	size_t o = 0, i = 0;
+	const char *q = memchr(s, '?', len);
+	size_t blen = q ? (size_t)(q - s) : len;
+
+	if (out == NULL)
+		return NULL;
+	if (blen > 8 && memcmp(s, "redis://", 8) == 0) {
+		const char *at = memchr(s + 8, '@', blen - 8);
+		if (at != NULL) {
+			const char *colon = memchr(s + 8, ':', (size_t)(at - (s + 8)));
+			size_t keep = colon ? (size_t)(colon - s) : 8;
+			memcpy(out, s, keep);
+			o = keep;
+			memcpy(out + o, ":***", 4);
+			o += 4;
+			i = (size_t)(at - s);
+		}
+	}
+	while (i < len) {
+		/* "password=" at the start of a query parameter */
+		if ((s[i] == '?' || s[i] == '&') && len - i > 9 &&
+		    memcmp(s + i + 1, "password=", 9) == 0) {
+			memcpy(out + o, s + i, 10);
+			o += 10;
+			i += 10;
+			while (i < len && s[i] != '&')
+				i++;
+			memcpy(out + o, "***", 3);
+			o += 3;
+			continue;
+		}
+		out[o++] = s[i++];
+	}
+	out[o] = '\0';
+	return out;
+}
+
 static int
 parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 	      size_t len, struct rl_storage *st)
@@ -487,6 +531,11 @@ parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 
 	memset(st, 0, sizeof(*st));
 	st->uri = rl_arena_strndup(ps->a, s, len);
+	st->shown = storage_shown(ps, s, len);
+	if (st->uri == NULL || st->shown == NULL) {
+		ps->oom = 1;
+		return -1;
+	}
 	st->connect_timeout_ms = 200;
 	st->timeout_ms = 100;
 	if ((blen == 6 && memcmp(s, "memory", 6) == 0) ||
@@ -1996,6 +2045,7 @@ load(const char *path, const char *name, const char *text, size_t len,
 	st->message = "Too Many Requests: rate limit exceeded";
 	st->storage.kind = RL_STORAGE_SHM;
 	st->storage.uri = "shm:rategate?size=64M";
+	st->storage.shown = st->storage.uri;
 	st->storage.path = "/dev/shm/rategate";
 	st->storage.size = 64u << 20;
 	st->storage.names = 1;

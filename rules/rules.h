@@ -394,6 +394,8 @@ enum rl_storage_kind { RL_STORAGE_SHM = 0, RL_STORAGE_MEMORY, RL_STORAGE_REDIS }
 struct rl_storage {
 	enum rl_storage_kind kind;
 	const char *uri;        /* as written */
+	const char *shown;      /* uri with any password as "***": what
+				   messages and logs print */
 	const char *path;       /* shm: file path (default /dev/shm/<name>);
 				   redis+unix: socket path */
 	uint64_t size;          /* shm: bytes */

@@ -237,6 +237,9 @@ Test(parse, globals_all_set)
 	cr_assert_eq(s->storage.port, 6380);
 	cr_assert_eq(s->storage.db, 2);
 	cr_assert_str_eq(s->storage.password, "s3cret");
+	/* what -t and the log print: never the password */
+	cr_assert_null(strstr(s->storage.shown, "s3cret"), "%s", s->storage.shown);
+	cr_assert(strncmp(s->storage.shown, "redis://:***@10.0.0.5:6380/2", 28) == 0, "%s", s->storage.shown);
 	cr_assert_eq(s->storage.timeout_ms, 50);
 	cr_assert_eq(s->proxies.nnets, 2);
 	cr_assert_eq(s->proxies.nets[0].bits, 8);
@@ -267,6 +270,13 @@ Test(parse, storage_forms)
 	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.path, "/run/redis.sock");
 	cr_assert_eq(rl_ruleset_settings(rs)->storage.db, 3);
 	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.password, "pw");
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.shown,
+			 "redis+unix:///run/redis.sock?db=3&password=***");
+	rl_ruleset_free(rs);
+	rs = parse("storage redis://admin:pw2@127.0.0.1:6379?password=x&timeout=9\n");
+	cr_assert_not_null(rs);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.shown,
+			 "redis://admin:***@127.0.0.1:6379?password=***&timeout=9");
 	rl_ruleset_free(rs);
 
 	rs = parse("storage redis://127.0.0.1?fallback=/var/lib/rategate/fb.shm\n");
