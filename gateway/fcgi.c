@@ -1825,7 +1825,7 @@ fcgi_main(const struct fcgi_options *o)
 	}
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	log_set_json(srv.log, s->log_format == RL_LOG_JSON);
-	if (store_open(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &srv.store, err, sizeof(err)) != 0) {
+	if (store_open(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), srv.log, &srv.store, err, sizeof(err)) != 0) {
 		fprintf(stderr, "rategate: %s: %s\n", o->rules, err);
 		goto out;
 	}

@@ -14,7 +14,8 @@
 
 int
 store_open(const struct rl_settings *s, uint64_t max_moving,
-	   uint64_t max_leases, struct rl_store *st, char *err, size_t errcap)
+	   uint64_t max_leases, struct log *log, struct rl_store *st, char *err,
+	   size_t errcap)
 {
 	switch (s->storage.kind) {
 	case RL_STORAGE_MEMORY:
@@ -26,7 +27,8 @@ store_open(const struct rl_settings *s, uint64_t max_moving,
 	case RL_STORAGE_SHM:
 		return store_shm_open(s, max_moving, max_leases, st, err, errcap);
 	case RL_STORAGE_REDIS:
-		return store_redis_open(s, max_moving, max_leases, st, err, errcap);
+		return store_redis_open(s, max_moving, max_leases, log, st, err,
+					errcap);
 	}
 	snprintf(err, errcap, "unknown storage kind");
 	return -1;

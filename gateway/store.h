@@ -10,12 +10,15 @@
 
 #include "rules.h"
 
+struct log;
+
 /* Open the store of s, sized for rules whose largest moving-window count
- * is max_moving and largest concurrency= max_leases.  Returns 0 and fills
- * *st (close it with st->ops->destroy(st->impl)), or -1 with a message in
- * err. */
+ * is max_moving and largest concurrency= max_leases; a store that logs
+ * (Redis: down and up) writes to log (NULL: standard error), which must
+ * outlive it.  Returns 0 and fills *st (close it with
+ * st->ops->destroy(st->impl)), or -1 with a message in err. */
 int store_open(const struct rl_settings *s, uint64_t max_moving,
-	       uint64_t max_leases, struct rl_store *st, char *err,
-	       size_t errcap);
+	       uint64_t max_leases, struct log *log, struct rl_store *st,
+	       char *err, size_t errcap);
 
 #endif

@@ -1075,12 +1075,13 @@ void store_redis_config(const struct rl_settings *s, uint64_t max_moving,
 }
 
 int store_redis_open(const struct rl_settings *s, uint64_t max_moving,
-		     uint64_t max_leases, struct rl_store *st, char *err,
-		     size_t errcap)
+		     uint64_t max_leases, struct log *log, struct rl_store *st,
+		     char *err, size_t errcap)
 {
 	struct redis_config c;
 
 	store_redis_config(s, max_moving, max_leases, &c);
+	c.log = log;    /* from the start: a Redis down at start is said there */
 	return redis_store_open(&c, st, err, errcap);
 }
 

@@ -89,8 +89,8 @@ void store_redis_config(const struct rl_settings *s, uint64_t max_moving,
  * an error here: the store starts down (logged) and the failure policy
  * applies until Redis answers. */
 int store_redis_open(const struct rl_settings *s, uint64_t max_moving,
-		     uint64_t max_leases, struct rl_store *st, char *err,
-		     size_t errcap);
+		     uint64_t max_leases, struct log *log, struct rl_store *st,
+		     char *err, size_t errcap);
 /* The same from a full configuration (copied; c may go after). */
 int redis_store_open(const struct redis_config *c, struct rl_store *st,
 		     char *err, size_t errcap);

@@ -541,3 +541,31 @@ Test(redis_gateway, allow_lets_requests_through_uncounted_while_redis_is_dead,
 	cr_expect_eq(count_in_log(0, "event=deny "), 0, "%s", logs());
 	stop_gateways();
 }
+
+/* Redis not running when the gateway starts: the store starts down, and
+ * says so in the gateway's log file (-L), not on standard error, which a
+ * daemon often sends to /dev/null; then Redis comes and decides. */
+Test(redis_gateway, redis_down_at_start_is_logged_in_the_log_file,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char rules[512];
+
+	redis_port = srv_free_port();   /* nothing listens there yet */
+	snprintf(rules, sizeof(rules), rules_fmt, srv_path("fallback.shm"), "deny",
+		 (long)getpid());
+	start_gateways(rules, 1);
+	expect_503("/static.txt");
+	cr_expect_eq(count_in_log(0, "event=store-down"), 1, "%s", logs());
+	char *out = srv_read_text(srv_path("rg0.out"));
+	cr_expect_null(strstr(out ? out : "", "store-down"), "on stderr:\n%s", out);
+	free(out);
+
+	start_redis();
+	double end = srv_now() + 5;
+	long st;
+	while ((st = get_status("/static.txt")) == 503 && srv_now() < end)
+		srv_sleep_ms(100);
+	cr_expect_eq(st, 200, "%s", logs());
+	cr_expect_eq(count_in_log(0, "event=store-up"), 1, "%s", logs());
+	stop_gateways();
+}
