@@ -400,6 +400,13 @@ static int inspect_redis(const struct rl_settings *s, int stats,
 		if (reset)
 			fprintf(out, "reset %zu key%s containing \"%s\"\n", w.n,
 				w.n == 1 ? "" : "s", reset);
+		/* and every gateway's over-limit cache, which would go on
+		 * denying without asking Redis, is emptied within a second */
+		if (reset && w.n > 0 && store_redis_new_epoch(r, err, sizeof(err)) != 0) {
+			fprintf(errs, "rategate inspect: %s (the gateways' over-limit caches may deny until the waits they know end)\n",
+				err);
+			goto done;
+		}
 		if (w.n == 0) {
 			fprintf(errs, "rategate inspect: no key contains \"%s\"\n", text);
 			goto done;

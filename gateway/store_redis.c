@@ -104,6 +104,14 @@ struct redis_store {
 	char fb_path[256];      /* the fallback file, for messages */
 
 	struct cache *cache;
+	/* The epoch the cache was learnt under ("PREFIX.epoch" in Redis): a
+	 * new one (inspect --reset, or a Redis that restarted empty) empties
+	 * the cache.  Checked at most every REDIS_EPOCH_CHECK_MS, and only
+	 * when the cache is about to deny. */
+	char epoch_key[80];
+	pthread_mutex_t epoch_mu;
+	char epoch[33];
+	atomic_int_fast64_t epoch_checked;      /* monotonic ms */
 
 	struct log *_Atomic log;
 	struct log *own_log;
@@ -787,6 +795,85 @@ static int64_t now_arg(const struct redis_store *r, int64_t now_ms)
 	return now_ms < 0 ? 0 : now_ms;
 }
 
+/* 32 random hex digits. */
+static void epoch_token(char out[33])
+{
+	unsigned char b[16];
+
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		uint64_t x = (uint64_t)clock_mono_ms() * 0x9e3779b97f4a7c15ULL ^
+			     (uint64_t)getpid();
+		for (size_t i = 0; i < sizeof(b); i++, x = x * 6364136223846793005ULL + 1)
+			b[i] = (unsigned char)(x >> 56);
+	}
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* Has the epoch changed since the cache learnt what it holds?  Asks Redis
+ * at most every REDIS_EPOCH_CHECK_MS (one thread at a time; the others
+ * answer "no" meanwhile): SET PREFIX.epoch TOKEN NX GET gives the epoch,
+ * or makes ours the epoch of a Redis that has none (one that restarted
+ * empty).  A Redis that does not answer changes nothing: the cache holds
+ * only what it said. */
+static int epoch_changed(struct redis_store *r, int64_t now)
+{
+	int64_t last = atomic_load(&r->epoch_checked);
+	char token[33], msg[RL_MSG_MAX];
+	enum fail why;
+	int fresh, changed = 0;
+
+	if (now - last < REDIS_EPOCH_CHECK_MS ||
+	    !atomic_compare_exchange_strong(&r->epoch_checked, &last, now))
+		return 0;
+	struct conn *cn = pool_get(r, &fresh, msg, sizeof(msg), &why);
+	if (cn == NULL)
+		return 0;
+	epoch_token(token);
+	redisReply *rep = redisCommand(cn->c, "SET %s %s NX GET", r->epoch_key, token);
+	if (rep == NULL) {
+		conn_free(cn);
+		return 0;
+	}
+	const char *now_epoch = rep->type == REDIS_REPLY_NIL ? token :
+				rep->type == REDIS_REPLY_STRING ? rep->str : NULL;
+	if (now_epoch != NULL) {
+		pthread_mutex_lock(&r->epoch_mu);
+		changed = r->epoch[0] != '\0' && strncmp(r->epoch, now_epoch, 32) != 0;
+		snprintf(r->epoch, sizeof(r->epoch), "%.32s", now_epoch);
+		pthread_mutex_unlock(&r->epoch_mu);
+	}
+	freeReplyObject(rep);
+	pool_put(r, cn);
+	return changed;
+}
+
+int store_redis_new_epoch(struct redis_store *r, char *err, size_t errcap)
+{
+	char token[33], msg[RL_MSG_MAX];
+	enum fail why;
+	int fresh;
+	struct conn *cn = pool_get(r, &fresh, msg, sizeof(msg), &why);
+
+	if (cn == NULL) {
+		snprintf(err, errcap, "%s", msg);
+		return -1;
+	}
+	epoch_token(token);
+	redisReply *rep = redisCommand(cn->c, "SET %s %s", r->epoch_key, token);
+	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errcap, "%s: SET %s: %s", r->where, r->epoch_key,
+			 rep ? rep->str : "no answer");
+		if (rep)
+			freeReplyObject(rep);
+		conn_free(cn);
+		return -1;
+	}
+	freeReplyObject(rep);
+	pool_put(r, cn);
+	return 0;
+}
+
 static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		       enum rl_mode mode, int64_t now_ms, struct rl_diag *err)
 {
@@ -806,8 +893,11 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		return 0;
 	t0 = clock_mono_ms();
 	if (r->cache && cache_deny(r->cache, ops, n, mode, t0)) {
-		atomic_fetch_add(&r->cache_denied, 1);
-		return 0;
+		if (!epoch_changed(r, t0)) {
+			atomic_fetch_add(&r->cache_denied, 1);
+			return 0;
+		}
+		cache_clear(r->cache);  /* reset or restarted: ask Redis */
 	}
 	if (!gate(r, t0, &probe)) {
 		atomic_fetch_add(&r->refused, 1);
@@ -1036,6 +1126,7 @@ static void redis_destroy(void *impl)
 	log_free(r->own_log);
 	pthread_mutex_destroy(&r->pool_mu);
 	pthread_mutex_destroy(&r->err_mu);
+	pthread_mutex_destroy(&r->epoch_mu);
 	free(r->host);
 	free(r->path);
 	free(r->password);
@@ -1072,6 +1163,7 @@ void store_redis_config(const struct rl_settings *s, uint64_t max_moving,
 	c->fallback.max_moving = max_moving;
 	c->fallback.max_leases = max_leases > SHM_LEASES_DEFAULT ? max_leases : 0;
 	c->fallback.names = 1;
+	c->key_prefix = s->key_prefix;
 }
 
 int store_redis_open(const struct rl_settings *s, uint64_t max_moving,
@@ -1112,8 +1204,12 @@ int redis_store_open(const struct redis_config *c, struct rl_store *st,
 	}
 	pthread_mutex_init(&r->pool_mu, NULL);
 	pthread_mutex_init(&r->err_mu, NULL);
+	pthread_mutex_init(&r->epoch_mu, NULL);
+	snprintf(r->epoch_key, sizeof(r->epoch_key), "%.64s.epoch",
+		 c->key_prefix ? c->key_prefix : "rg");
 	r->pid = getpid();
 	r->c = *c;
+	r->c.key_prefix = NULL;         /* the rules' memory: used above only */
 	r->host = dup_or_null(c->host, &oom);
 	r->path = dup_or_null(c->path, &oom);
 	r->password = dup_or_null(c->password, &oom);

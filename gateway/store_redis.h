@@ -46,6 +46,7 @@
 #include "store_shm.h"
 
 #define REDIS_CACHE_ENTRIES  4096   /* over-limit cache, entries */
+#define REDIS_EPOCH_CHECK_MS 1000   /* the cache's epoch asked at most so often */
 #define REDIS_CACHE_KEY_MAX  160    /* longer keys are never cached, bytes */
 #define REDIS_BACKOFF_MIN_MS 100    /* first wait after a failure, ms */
 #define REDIS_BACKOFF_MAX_MS 2000   /* longest wait between attempts, ms */
@@ -70,6 +71,9 @@ struct redis_config {
 	 * as store_redis_set_log; NULL: standard error.  Must outlive it. */
 	struct log *log;
 	int cache_off;          /* no over-limit cache */
+	/* The rules' key-prefix: the over-limit cache's epoch lives in
+	 * "PREFIX.epoch" (NULL: "rg"). */
+	const char *key_prefix;
 	unsigned backoff_min_ms, backoff_max_ms;   /* 0: the defaults */
 	/* TESTS ONLY: the script takes the time from the now_ms the caller
 	 * passes instead of Redis TIME, so that the strategy vectors can run
@@ -121,6 +125,11 @@ struct redis_stats {
 };
 
 void store_redis_stats(struct redis_store *r, struct redis_stats *out);
+
+/* For `rategate inspect --reset`: a new epoch, so that every gateway's
+ * over-limit cache is emptied within REDIS_EPOCH_CHECK_MS.  Returns 0, or
+ * -1 with a message in err. */
+int store_redis_new_epoch(struct redis_store *r, char *err, size_t errcap);
 
 /* For `rategate inspect`: one key under the store's key prefix. */
 struct redis_key_info {

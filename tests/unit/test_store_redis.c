@@ -641,6 +641,51 @@ Test(redis, one_evalsha_per_apply_none_when_cached)
 	st.ops->destroy(st.impl);
 }
 
+/* The over-limit cache never outlives Redis's state: inspect --reset (a
+ * new epoch) or a Redis that restarted empty (no epoch at all) empties
+ * every gateway's cache within REDIS_EPOCH_CHECK_MS, and the next request
+ * is decided by Redis again. */
+Test(redis, cache_emptied_by_a_reset_or_an_empty_redis)
+{
+	struct rl_store st, in;
+	struct redis_config c = config(&srv), ci = config(&srv);
+	struct rl_diag err = { 0, "" };
+	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	char e[256];
+
+	open_ok(&c, &st);
+	cr_expect(sv_hit(&st, "ban", one, 0).allowed);
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* Redis */
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* the cache */
+	cr_expect_eq(stats(&st).cache_denied, 1);
+
+	/* rategate inspect --reset: the key deleted, a new epoch */
+	ci.cache_off = 1;
+	open_ok(&ci, &in);
+	freeReplyObject(raw(&srv, NULL, "DEL ban"));
+	cr_assert_eq(store_redis_new_epoch(store_redis_of(&in), e, sizeof(e)), 0, "%s", e);
+	in.ops->destroy(in.impl);
+	/* within the check interval the cache still answers ... */
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);
+	cr_expect_eq(stats(&st).cache_denied, 2);
+	/* ... then it sees the new epoch and asks Redis */
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	cr_expect(sv_hit(&st, "ban", one, 0).allowed, "the ban outlived the reset");
+	cr_expect_eq(stats(&st).cache_denied, 2);
+
+	/* Redis restarted empty: no epoch at all, which is a new one too */
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* epoch unchanged */
+	uint64_t cd = stats(&st).cache_denied;
+	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	cr_expect(sv_hit(&st, "ban", one, 0).allowed, "the ban outlived Redis's data");
+	cr_expect_eq(stats(&st).cache_denied, cd);
+	cr_assert_eq(err.msg[0], '\0');
+	st.ops->destroy(st.impl);
+}
+
 /* More ops than the call's stack arrays hold; all or nothing still. */
 Test(redis, batch_of_20_limits_is_one_call)
 {
