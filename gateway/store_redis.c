@@ -512,7 +512,7 @@ static void note_up(struct redis_store *r, int probe, int64_t now)
 	if (r->cache)
 		cache_clear(r->cache);
 	log_printf(log_of(r), LOG_LEVEL_INFO, "store-up",
-		   "%s answers again after %lld ms down%s", r->where,
+		   "%s answers again: the first call to succeed came %lld ms after it went down%s", r->where,
 		   (long long)(now - atomic_load(&r->down_since)),
 		   r->has_fb ? "; deciding there again (store-failure fallback)" : "");
 }
