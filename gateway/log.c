@@ -376,6 +376,18 @@ log_key(const char *key, char *out, size_t cap)
 	out[o] = '\0';
 }
 
+/* path= and method= of a request, escaped and cut. */
+static void
+field_request(struct line *ln, const struct log_request *r)
+{
+	if (r->path != NULL)
+		field(ln, "path", r->path, r->path_len, LOG_FIELD_MAX);
+	else
+		field_s(ln, "path", "-");
+	field(ln, "method", r->method ? r->method : "-",
+	      r->method ? strlen(r->method) : 1, 16);
+}
+
 void
 log_decision(struct log *l, const struct log_request *r,
 	     const struct rl_decision *d, int status)
@@ -422,12 +434,7 @@ log_decision(struct log *l, const struct log_request *r,
 		field_s(&ln, "limit", d->limit->text);
 		field_i64(&ln, "remaining", (int64_t)d->remaining);
 	}
-	if (r->path != NULL)
-		field(&ln, "path", r->path, r->path_len, LOG_FIELD_MAX);
-	else
-		field_s(&ln, "path", "-");
-	field(&ln, "method", r->method ? r->method : "-",
-	      r->method ? strlen(r->method) : 1, 16);
+	field_request(&ln, r);
 	if (d->outcome == RL_DENY || d->would_deny)
 		field_i64(&ln, "retry_after", rl_retry_seconds(d->retry_ms));
 	if (d->error[0] != '\0')
@@ -449,12 +456,7 @@ log_request_event(struct log *l, enum log_level level, const char *event,
 	log_key(d != NULL && d->key[0] != '\0' ? d->key : "-", key, sizeof(key));
 	field(&ln, "key", key, strlen(key), sizeof(key));
 	field_s(&ln, "rule", d != NULL && d->rule != NULL ? d->rule->pattern.text : "-");
-	if (r->path != NULL)
-		field(&ln, "path", r->path, r->path_len, LOG_FIELD_MAX);
-	else
-		field_s(&ln, "path", "-");
-	field(&ln, "method", r->method ? r->method : "-",
-	      r->method ? strlen(r->method) : 1, 16);
+	field_request(&ln, r);
 	field(&ln, "msg", msg, strlen(msg), LOG_LINE_MAX);
 	emit(l, &ln);
 }
