@@ -94,6 +94,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -103,6 +104,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2178,6 +2180,42 @@ int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 /* Read-only: the file is opened O_RDONLY and never mapped; the shared
  * flock, held for a few preads, only waits out a process that is creating
  * the file (openers hold the exclusive one just while they open). */
+/* Whether the gateway could create c->path (exists: it is there but
+ * blank) and give it c->size bytes: its directory writable (or the file,
+ * when it exists) and the filesystem holding that much free.  Returns 0,
+ * or -1 with the message a start would give in err. */
+static int can_create(const struct shm_config *c, int exists, char *err,
+		      size_t errcap)
+{
+	char dir[PATH_MAX];
+	struct statvfs fs;
+	const char *slash = strrchr(c->path, '/');
+	size_t dlen = slash == NULL ? 1 : slash == c->path ? 1 :
+		      (size_t)(slash - c->path);
+
+	if (dlen >= sizeof(dir))
+		return 0;       /* the open will say */
+	if (slash == NULL)
+		memcpy(dir, ".", 2);
+	else {
+		memcpy(dir, c->path, dlen);
+		dir[dlen] = '\0';
+	}
+	if (access(exists ? c->path : dir, W_OK) != 0) {
+		snprintf(err, errcap, "shm store \"%s\": %s%s", c->path,
+			 strerror(errno), exists ? "" : " (its directory)");
+		return -1;
+	}
+	if (statvfs(dir, &fs) == 0 &&
+	    (uint64_t)fs.f_bavail * fs.f_frsize < c->size) {
+		snprintf(err, errcap, "shm store \"%s\": needs %llu bytes, the filesystem of %s has %llu free: lower size= or free space",
+			 c->path, (unsigned long long)c->size, dir,
+			 (unsigned long long)fs.f_bavail * fs.f_frsize);
+		return -1;
+	}
+	return 0;
+}
+
 enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
 			      uint64_t *keys, char *err, size_t errcap)
 {
@@ -2204,8 +2242,9 @@ enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
 		goto done;
 	}
 	if (fd < 0 || file_blank(fd, (uint64_t)sb.st_size)) {
-		/* opening would create (or initialise) it */
-		r = shm_plan(c, p, err, errcap) == 0 ? SHM_PROBE_NEW :
+		/* opening would create (or initialise) it: can it? */
+		r = shm_plan(c, p, err, errcap) == 0 &&
+		    can_create(c, fd >= 0, err, errcap) == 0 ? SHM_PROBE_NEW :
 		    SHM_PROBE_REFUSED;
 		goto done;
 	}

@@ -119,4 +119,15 @@ rategate: $d/r.rules: shm store "$d/st": not a rategate store (12 bytes, shorter
 rategate: $d/r.rules: 1 error in the gateway settings
 WANT
 same "somebody else's file" 1 "$d/none" "$d/want"
+
+# A file to be created where it cannot be (here: no such directory; also a
+# read-only or too small filesystem) is the start's error already, not an
+# "ok (to be created)".
+printf 'storage shm:%s/nodir/st?size=2M\n/a 1/minute\n' "$d" > "$d/nodir.rules"
+"$bin" -t -c "$d/nodir.rules" >"$d/out" 2>"$d/err"; rc=$?
+cat > "$d/want" <<WANT
+rategate: $d/nodir.rules: shm store "$d/nodir/st": No such file or directory (its directory)
+rategate: $d/nodir.rules: 1 error in the gateway settings
+WANT
+same "a file that cannot be created" 1 "$d/none" "$d/want"
 exit $fail
