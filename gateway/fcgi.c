@@ -696,7 +696,7 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 	struct rl_addr a;
 	int ok = 0;
 	if (rq->remote_addr != NULL &&
-	    rl_addr_parse(rq->remote_addr, rq->remote_addr_len, &a) == 0)
+	    rl_addr_parse_peer(rq->remote_addr, rq->remote_addr_len, &a) == 0)
 		for (size_t i = 0; i < g->s->nstats_allow && !ok; i++)
 			ok = rl_cidr_contains(&g->s->stats_allow[i], &a);
 	const char *accept = param(w, np, "HTTP_ACCEPT");

@@ -119,8 +119,8 @@ needs_quotes(const char *s, size_t n)
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 when s does not
  * start with one (overlongs, surrogates and values past U+10FFFF are not
  * valid). */
-static size_t
-utf8_len(const unsigned char *s, size_t n)
+size_t
+log_utf8_len(const unsigned char *s, size_t n)
 {
 	unsigned c = s[0];
 	size_t len;
@@ -180,7 +180,7 @@ field_json(struct line *ln, const char *name, const char *v, size_t n,
 			put(ln, (const char *)&v[i], 1);
 			i++;
 		} else {
-			size_t l = utf8_len((const unsigned char *)v + i, n - i);
+			size_t l = log_utf8_len((const unsigned char *)v + i, n - i);
 			if (l == 0) {
 				put(ln, "\\ufffd", 6);
 				i++;

@@ -47,6 +47,11 @@ void log_free(struct log *l);   /* NULL-safe; never closes stderr */
  * start, or on reload (a line in progress keeps its format). */
 void log_set_json(struct log *l, int json);
 
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when s does not
+ * start with one (overlongs, surrogates and values past U+10FFFF are not
+ * valid). */
+size_t log_utf8_len(const unsigned char *s, size_t n);
+
 /* time=... level=... event=EVENT msg="formatted text" */
 void log_printf(struct log *l, enum log_level level, const char *event,
 		const char *fmt, ...) __attribute__((format(printf, 4, 5)));

@@ -165,20 +165,32 @@ addf(struct respond_buf *b, const char *fmt, ...)
 }
 
 /* s as a JSON string body or a Prometheus label value: both escape '"'
- * and '\' the same way; control bytes become '?' (rule patterns and file
- * names hold none, but they come from a file we do not control). */
+ * and '\' the same way; control bytes become '?' and bytes that are not
+ * UTF-8 U+FFFD (both formats must be UTF-8; rule patterns and file names
+ * come from a file we do not control). */
 static void
 add_escaped(struct respond_buf *b, const char *s)
 {
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)s[i];
 		if (c == '"' || c == '\\') {
 			char e[2] = { '\\', (char)c };
 			respond_buf_add(b, e, 2);
+			i++;
 		} else if (c < 0x20 || c == 0x7f) {
 			respond_buf_add(b, "?", 1);
+			i++;
 		} else {
-			respond_buf_add(b, (const char *)s, 1);
+			size_t l = log_utf8_len((const unsigned char *)s + i, n - i);
+			if (l == 0) {
+				respond_buf_add(b, "\xef\xbf\xbd", 3);  /* U+FFFD */
+				i++;
+			} else {
+				respond_buf_add(b, s + i, l);
+				i += l;
+			}
 		}
 	}
 }

@@ -513,6 +513,15 @@ static int is_trusted(const struct rl_proxy_conf *pc, const struct rl_addr *a)
 	return 0;
 }
 
+int rl_addr_parse_peer(const char *s, size_t len, struct rl_addr *a)
+{
+	const char *pct = s != NULL ? memchr(s, '%', len) : NULL;
+
+	if (pct != NULL && memchr(s, ':', (size_t)(pct - s)) != NULL)
+		len = (size_t)(pct - s);
+	return rl_addr_parse(s, len, a);
+}
+
 enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
 				   const char *remote, size_t remote_len,
 				   const char *const *values,
@@ -525,7 +534,9 @@ enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
 	size_t elen;
 	unsigned k = 0;
 
-	if (rl_addr_parse(remote, remote_len, &peer) < 0)
+	/* (In X-Forwarded-For and Forwarded, from clients, a zone stays an
+	 * invalid entry: only the peer's is dropped.) */
+	if (rl_addr_parse_peer(remote, remote_len, &peer) < 0)
 		return RL_ADDR_NONE;
 	*out = peer;
 	if (pc == NULL || (pc->hops == 0 && (pc->nets == NULL

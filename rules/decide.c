@@ -364,45 +364,8 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	decision_init(d, s);
 	if (!s->enabled)
 		return finish(d, RL_ALLOW);
-	if (req->path == NULL || req->path_len > RL_PATH_MAX) {
-		snprintf(d->error, sizeof(d->error), "request path missing or longer than %d bytes",
-			 RL_PATH_MAX);
-		return finish(d, RL_BAD_REQUEST);
-	}
-	if (rl_path_view(req->path, req->path_len, s->case_insensitive,
-			 w->pbuf, &w->path, &w->path_len, &err)) {
-		snprintf(d->error, sizeof(d->error), "bad request path: %s",
-			 err.msg);
-		return finish(d, RL_BAD_REQUEST);
-	}
-	/* Methods compared ignoring ASCII case: HTTP calls them
-	 * case-sensitive, but Apache passes "post" on as it came and many
-	 * applications upper-case it, so "post" must not escape a
-	 * methods=POST rule nor count apart from POST per-method. */
-	w->method = req->method ? req->method : "GET";
-	w->method_len = strlen(w->method);
-	if (w->method_len < sizeof(w->mbuf)) {
-		int lower = 0;
-		for (size_t i = 0; i < w->method_len; i++) {
-			char c = w->method[i];
-			lower |= c >= 'a' && c <= 'z';
-			w->mbuf[i] = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
-		}
-		if (lower) {
-			w->mbuf[w->method_len] = '\0';
-			w->method = w->mbuf;
-		}
-	}
-	w->rule = rl_ruleset_match(rs, w->path, w->path_len,
-				   rl_method_bit(w->method, w->method_len));
-	const struct rl_rule *rule = w->rule;
-
-	d->rule = rule;
-	if (rule && rule->message)
-		d->message = rule->message;
-
-	/* The client address, first: the 413 and exempt answers are logged
-	 * with it too. */
+	/* The client address, first: every answer is logged with it, a bad
+	 * path's, a 413 and an exempt one too. */
 	const char *vals[PROXY_VALUES_MAX];
 	size_t lens[PROXY_VALUES_MAX], nv = 0, seen = 0;
 
@@ -441,6 +404,43 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	if (d->addr_source != RL_ADDR_NONE)
 		set_field(d->client, sizeof(d->client), w->addr_text,
 			  w->addr_len);
+
+	if (req->path == NULL || req->path_len > RL_PATH_MAX) {
+		snprintf(d->error, sizeof(d->error), "request path missing or longer than %d bytes",
+			 RL_PATH_MAX);
+		return finish(d, RL_BAD_REQUEST);
+	}
+	if (rl_path_view(req->path, req->path_len, s->case_insensitive,
+			 w->pbuf, &w->path, &w->path_len, &err)) {
+		snprintf(d->error, sizeof(d->error), "bad request path: %s",
+			 err.msg);
+		return finish(d, RL_BAD_REQUEST);
+	}
+	/* Methods compared ignoring ASCII case: HTTP calls them
+	 * case-sensitive, but Apache passes "post" on as it came and many
+	 * applications upper-case it, so "post" must not escape a
+	 * methods=POST rule nor count apart from POST per-method. */
+	w->method = req->method ? req->method : "GET";
+	w->method_len = strlen(w->method);
+	if (w->method_len < sizeof(w->mbuf)) {
+		int lower = 0;
+		for (size_t i = 0; i < w->method_len; i++) {
+			char c = w->method[i];
+			lower |= c >= 'a' && c <= 'z';
+			w->mbuf[i] = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+		}
+		if (lower) {
+			w->mbuf[w->method_len] = '\0';
+			w->method = w->mbuf;
+		}
+	}
+	w->rule = rl_ruleset_match(rs, w->path, w->path_len,
+				   rl_method_bit(w->method, w->method_len));
+	const struct rl_rule *rule = w->rule;
+
+	d->rule = rule;
+	if (rule && rule->message)
+		d->message = rule->message;
 
 	/* The body: a 413 before anything is counted, exempt or not. */
 	uint64_t max_body = rule ? rule->max_body : s->max_body;

@@ -325,6 +325,10 @@ struct rl_cidr {
  * "1.2.3.4:8080", "2001:db8::1", "[2001:db8::1]:443"; "::ffff:1.2.3.4" is
  * mapped to IPv4.  Surrounding spaces are ignored.  Returns 0 or -1. */
 int rl_addr_parse(const char *s, size_t len, struct rl_addr *a);
+/* The same for the web server's own REMOTE_ADDR, which may also carry an
+ * IPv6 zone ("fe80::1%eth0": the zone names the server's interface, not
+ * the client, and is dropped).  Returns 0 or -1. */
+int rl_addr_parse_peer(const char *s, size_t len, struct rl_addr *a);
 /* "10.0.0.0/8", "2001:db8::/32", or a bare address (a /32 or /128). */
 int rl_cidr_parse(const char *s, size_t len, struct rl_cidr *c);
 int rl_cidr_contains(const struct rl_cidr *c, const struct rl_addr *a);

@@ -620,3 +620,38 @@ Test(clientaddr, text_is_parse_then_format)
 		cr_expect_eq(glen, strlen(want), "%s /%u", r, bits);
 	}
 }
+
+/* REMOTE_ADDR with an IPv6 zone (a link-local peer, "fe80::1%eth0"): the
+ * zone names the web server's interface, not the client, so it is dropped
+ * and the client counted by its address, never refused as having none.
+ * In X-Forwarded-For, from clients, a zone stays an invalid entry. */
+Test(clientaddr, remote_addr_zone_is_dropped)
+{
+	static const struct { const char *remote, *want; } cases[] = {
+		{ "fe80::1%eth0", "fe80::1" },
+		{ "2001:db8::1%lo", "2001:db8::1" },
+		{ "::ffff:1.2.3.4%lo", "1.2.3.4" },
+		{ "fe80::1%", "fe80::1" },
+	};
+	struct rl_proxy_conf none = { 0 };
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[64];
+		size_t len = 0;
+		const char *r = cases[i].remote;
+		cr_expect_eq(rl_client_addr_text(&none, r, strlen(r), NULL, NULL, 0, 32,
+						 128, got, sizeof(got), &len),
+			     RL_ADDR_REMOTE, "%s", r);
+		cr_expect_str_eq(got, cases[i].want, "%s", r);
+	}
+	/* an IPv4 address has no zone: still not an address */
+	struct rl_addr a;
+	cr_expect_eq(rl_client_addr(&none, "1.2.3.4%eth0", 12, NULL, NULL, 0, &a),
+		     RL_ADDR_NONE);
+	/* a zone from a client, in X-Forwarded-For, is an invalid entry */
+	struct rl_proxy_conf one = { .hops = 1 };
+	const char *vals[] = { "fe80::2%eth0" };
+	size_t lens[] = { 12 };
+	cr_expect_eq(rl_client_addr(&one, "10.0.0.1", 8, vals, lens, 1, &a),
+		     RL_ADDR_INVALID);
+}

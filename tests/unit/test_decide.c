@@ -307,6 +307,7 @@ Test(decide, bad_path)
 
 	setup_rules("default 1/minute\n");
 	cr_assert_eq(hit("GET", "/a%zz", "192.0.2.1", T0, &d), RL_BAD_REQUEST);
+	cr_assert_str_eq(d.client, "192.0.2.1", "a bad path's log line names its client");
 	cr_assert(strncmp(d.error, "bad request path: ", 18) == 0, "%s", d.error);
 	cr_assert_eq(hit("GET", "/a%00b", "192.0.2.1", T0, &d), RL_BAD_REQUEST);
 	cr_assert_eq(hit("GET", "relative", "192.0.2.1", T0, &d), RL_BAD_REQUEST);

@@ -148,3 +148,30 @@ Test(stats, redis_figures)
 	stats_rules_free(sr);
 	rl_ruleset_free(rs);
 }
+
+/* A rule pattern (from the admin's file) with a backslash and
+ * bytes that are not UTF-8: both answers stay valid (escaped; U+FFFD),
+ * and valid UTF-8 passes unchanged. */
+Test(stats, rule_names_are_escaped_and_utf8)
+{
+	struct rl_ruleset *rs = load("storage memory\n/a\xff\xfe 5/minute\n/caf\xc3\xa9 5/minute\n"
+				     "/q\\b 5/minute\n");
+	struct stats s;
+
+	memset(&s, 0, sizeof(s));
+	struct stats_rules *sr = stats_rules_new(rs, NULL);
+	struct stats_store st = { "shm", 0, 10, 0, 0, 0, -1, -1, -1, -1, -1 };
+	struct respond_buf b;
+	respond_buf_init(&b);
+	stats_render(&b, STATS_JSON, &s, sr, &st, 0, 1);
+	cr_expect_not_null(strstr(b.data, "\"rule\":\"/a\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
+	cr_expect_not_null(strstr(b.data, "\"rule\":\"/caf\xc3\xa9\""), "%s", b.data);
+	cr_expect_not_null(strstr(b.data, "\"rule\":\"/q\\\\b\""), "%s", b.data);
+	cr_expect_null(strstr(b.data, "\xff"), "a raw 0xff byte");
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, 0, 1);
+	cr_expect_not_null(strstr(b.data, "rule=\"/a\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
+	cr_expect_null(strstr(b.data, "\xfe"), "a raw 0xfe byte");
+	respond_buf_free(&b);
+	stats_rules_free(sr);
+	rl_ruleset_free(rs);
+}
