@@ -419,7 +419,7 @@ int main(int argc, char **argv)
 				shm_stats(shm_of(&st), &ss);
 				print_row(name, pname, "shm", procs, one, many,
 					  (double)ss.file_bytes / (double)ss.keys,
-					  ss.evict_lru);
+					  ss.evict_lru + ss.evict_limiting);
 				st.ops->destroy(st.impl);
 				unlink(path);
 			}
@@ -427,7 +427,8 @@ int main(int argc, char **argv)
 		rl_ruleset_free(rs);
 	}
 	printf("shm bytes/key: the file over the keys it holds; per key 64 bytes of counter entry + 128 of name\n"
-	       "(+ a %d-byte ring slot for moving-window); evicted: live keys evicted during the many-keys run\n",
+	       "(+ a %d-byte ring slot for moving-window); evicted: live keys evicted during the many-keys run\n"
+	       "(least recently used ones, plus any denied ones when every candidate was limiting)\n",
 	       (int)((LIMIT_COUNT + 2 + 7) / 8 * 64));
 	rmdir(dir);
 	free(keys);
