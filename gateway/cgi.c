@@ -348,7 +348,6 @@ struct run {
 	int64_t deadline;       /* CLOCK_MONOTONIC ms; 0: none */
 	uint64_t read_total;    /* body bytes read from the client */
 	int body_eof;           /* no more body will go to the script */
-	int unwatched;          /* the client's fd is no longer watched */
 	char *inbuf;            /* CGI_BODY_CHUNK bytes */
 	size_t in_off, in_len;  /* read from the client, not yet written */
 	char *outbuf;           /* CGI_OUT_CHUNK bytes */
@@ -511,28 +510,6 @@ enum end {
 	END_FAILED              /* poll failed; res->error set */
 };
 
-/* The web server's side; the time it takes is not the script's: the
- * deadline moves on by it. */
-static long
-web_read(struct run *r, char *buf, size_t cap)
-{
-	int64_t t0 = clock_mono_ms();
-	long n = r->c->read(r->c->ctx, buf, cap);
-	if (r->deadline)
-		r->deadline += clock_mono_ms() - t0;
-	return n;
-}
-
-static int
-web_write(struct run *r, const char *buf, size_t len)
-{
-	int64_t t0 = clock_mono_ms();
-	int rc = r->c->write(r->c->ctx, buf, len);
-	if (r->deadline)
-		r->deadline += clock_mono_ms() - t0;
-	return rc;
-}
-
 /* Our own answer (502 or 413) when no head was sent yet.  Returns 0, or -1
  * when the client went away. */
 static int
@@ -542,7 +519,7 @@ send_error(struct run *r, int status)
 		respond_too_large(&r->rb, r->spec->error_format);
 	else
 		respond_bad_gateway(&r->rb, r->spec->error_format);
-	if (web_write(r, r->rb.data, r->rb.len) != 0) {
+	if (proxy_write(r->c, r->rb.data, r->rb.len, &r->deadline) != 0) {
 		r->res->client_gone = 1;
 		return -1;
 	}
@@ -574,7 +551,7 @@ on_output(struct run *r, const char *data, size_t len)
 			return END_NONE;
 		proxy_head_render(&r->head, r->spec->extra_headers,
 				  r->spec->extra_len, &r->rb);
-		if (web_write(r, r->rb.data, r->rb.len) != 0)
+		if (proxy_write(r->c, r->rb.data, r->rb.len, &r->deadline) != 0)
 			return client_gone(r, "client went away before the response head was sent");
 		res->head_sent = 1;
 		res->status = r->head.status;
@@ -582,7 +559,7 @@ on_output(struct run *r, const char *data, size_t len)
 		len -= used;
 	}
 	if (len > 0) {
-		if (web_write(r, data, len) != 0)
+		if (proxy_write(r->c, data, len, &r->deadline) != 0)
 			return client_gone(r, "client went away during the response body");
 		res->body_out += len;
 	}
@@ -604,7 +581,7 @@ feed_input(struct run *r, short revents)
 			   spec->max_body - r->read_total + 1 < cap) {
 			cap = (size_t)(spec->max_body - r->read_total + 1);
 		}
-		long k = web_read(r, r->inbuf, cap);
+		long k = proxy_read(r->c, r->inbuf, cap, &r->deadline);
 		if (k < 0)
 			return client_gone(r, "client went away while sending the request body");
 		if (k == 0) {
@@ -677,8 +654,7 @@ pump(struct run *r)
 		p[1].revents = 0;
 		/* with the body read, the web server's connection: readable
 		 * when it aborts the request or hangs up */
-		p[2].fd = r->body_eof && !r->unwatched && r->c->watch != NULL ?
-			  r->c->watch(r->c->ctx) : -1;
+		p[2].fd = proxy_watch_fd(r->c, r->body_eof);
 		p[2].events = POLLIN | POLLRDHUP;
 		p[2].revents = 0;
 		int k = poll(p, 3, timeout);
@@ -704,13 +680,10 @@ pump(struct run *r)
 			if (e != END_NONE)
 				return e;
 		}
-		if (p[2].fd >= 0 && p[2].revents != 0) {
-			if (r->c->aborted(r->c->ctx))
-				return client_gone(r, r->res->head_sent ?
-						   "the web server gave up on the request during the response body" :
-						   "the web server gave up on the request before the response head was sent");
-			r->unwatched = 1;
-		}
+		if (p[2].fd >= 0 && p[2].revents != 0 && proxy_gave_up(r->c))
+			return client_gone(r, r->res->head_sent ?
+					   "the web server gave up on the request during the response body" :
+					   "the web server gave up on the request before the response head was sent");
 	}
 }
 

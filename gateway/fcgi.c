@@ -1058,8 +1058,9 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	spec.nextra_env = make_env(&d, now, envbuf, env);
 	spec.extra_env = env;
 	spec.error_format = f;
-	struct proxy_client pc = { w, client_read, client_write, client_watch,
-				   client_aborted };
+	struct proxy_client pc = { .ctx = w, .read = client_read,
+				   .write = client_write, .watch = client_watch,
+				   .aborted = client_aborted };
 	struct proxy_result res;
 	int called = prefetch_body(w, &spec) == 0;
 	if (called) {

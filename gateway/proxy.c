@@ -14,8 +14,53 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "log.h"
 #include "proxy.h"
+
+static void
+web_server_time(int64_t *deadline, int64_t t0)
+{
+	if (*deadline != 0 && *deadline != INT64_MAX)
+		*deadline += clock_mono_ms() - t0;
+}
+
+long
+proxy_read(struct proxy_client *c, char *buf, size_t cap, int64_t *deadline)
+{
+	int64_t t0 = clock_mono_ms();
+	long n = c->read(c->ctx, buf, cap);
+
+	web_server_time(deadline, t0);
+	return n;
+}
+
+int
+proxy_write(struct proxy_client *c, const char *buf, size_t len,
+	    int64_t *deadline)
+{
+	int64_t t0 = clock_mono_ms();
+	int rc = c->write(c->ctx, buf, len);
+
+	web_server_time(deadline, t0);
+	return rc;
+}
+
+int
+proxy_watch_fd(const struct proxy_client *c, int body_done)
+{
+	return body_done && !c->unwatched && c->watch != NULL ?
+	       c->watch(c->ctx) : -1;
+}
+
+int
+proxy_gave_up(struct proxy_client *c)
+{
+	if (c->aborted(c->ctx))
+		return 1;
+	c->unwatched = 1;
+	return 0;
+}
 
 void
 proxy_head_init(struct proxy_head *h)

@@ -52,7 +52,27 @@ struct proxy_client {
 	 * longer watched). */
 	int (*watch)(void *ctx);
 	int (*aborted)(void *ctx);
+	int unwatched;          /* set by proxy_gave_up; 0 at the start */
 };
+
+/* c->read and c->write for the back ends: the time they take is the web
+ * server's (bounded by the gateway's client-timeout), not the
+ * application's, so *deadline (monotonic ms; 0 or INT64_MAX: none) moves
+ * on by it. */
+long proxy_read(struct proxy_client *c, char *buf, size_t cap,
+		int64_t *deadline);
+int proxy_write(struct proxy_client *c, const char *buf, size_t len,
+		int64_t *deadline);
+
+/* The fd to poll, besides the application's, for a web server that gives
+ * up on the request: c's watch() once the body is read (body_done), -1
+ * before, without one, or once proxy_gave_up said 0. */
+int proxy_watch_fd(const struct proxy_client *c, int body_done);
+
+/* proxy_watch_fd's fd was readable: 1 when the web server gave up (stop
+ * the application, as for a client gone); 0 when the bytes are something
+ * else, and the fd is not watched any more. */
+int proxy_gave_up(struct proxy_client *c);
 
 /* How one request is proxied; the same for both back ends. */
 struct proxy_spec {

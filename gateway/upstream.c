@@ -595,8 +595,6 @@ struct xfer {
 	struct respond_buf hb;  /* the rendered head, or our error answer */
 	char errline[UPSTREAM_STDERR_LINE_MAX + 1];
 	size_t errlen;
-	int unwatched;          /* the web server's connection is no longer
-				   watched */
 };
 
 /* How one attempt on a connection ended. */
@@ -688,24 +686,12 @@ xfer_reset_conn(struct xfer *x)
 	x->res->error[0] = '\0';
 }
 
-/* Time since t0 (spent waiting for the web server) is not the
- * application's: the deadline moves on by it. */
-static void
-web_server_time(struct xfer *x, int64_t t0)
-{
-	if (x->deadline != INT64_MAX)
-		x->deadline += clock_mono_ms() - t0;
-}
-
 static int
 client_write(struct xfer *x, const char *p, size_t n)
 {
 	if (n == 0)
 		return 0;
-	int64_t t0 = clock_mono_ms();
-	int r = x->c->write(x->c->ctx, p, n);
-	web_server_time(x, t0);
-	if (r != 0) {
+	if (proxy_write(x->c, p, n, &x->deadline) != 0) {
 		x->res->client_gone = 1;
 		return -1;
 	}
@@ -946,9 +932,8 @@ next_body(struct xfer *x)
 		if (s->content_length > 0 && s->content_length - x->body_in < cap)
 			cap = (size_t)(s->content_length - x->body_in);
 		unsigned char *p = obuf_reserve(&x->out, FCGI_HEADER_LEN + cap);
-		int64_t t0 = clock_mono_ms();
-		long n = x->c->read(x->c->ctx, (char *)p + FCGI_HEADER_LEN, cap);
-		web_server_time(x, t0);
+		long n = proxy_read(x->c, (char *)p + FCGI_HEADER_LEN, cap,
+				    &x->deadline);
 		if (n < 0 || (size_t)n > cap) {
 			x->res->client_gone = 1;
 			fail(x, "client went away while sending the request body");
@@ -1019,21 +1004,17 @@ exchange(struct xfer *x, int fd)
 		/* with the body passed on, the web server's connection:
 		 * readable when it aborts the request or hangs up */
 		struct pollfd both[2] = { pfd, {
-			.fd = x->stdin_ended && !x->unwatched && x->c->watch != NULL ?
-			      x->c->watch(x->c->ctx) : -1,
+			.fd = proxy_watch_fd(x->c, x->stdin_ended),
 			.events = POLLIN | POLLRDHUP } };
 		int w = wait_ms(x->deadline);
 		int r = w == 0 ? 0 : poll(both, 2, w);
 		pfd.revents = both[0].revents;
-		if (both[1].fd >= 0 && both[1].revents != 0) {
-			if (x->c->aborted(x->c->ctx)) {
-				x->res->client_gone = 1;
-				fail(x, "the web server gave up on the request %s",
-				     x->res->head_sent ? "during the response" :
-				     "while the application was working on it");
-				return OUT_GONE;
-			}
-			x->unwatched = 1;
+		if (both[1].fd >= 0 && both[1].revents != 0 && proxy_gave_up(x->c)) {
+			x->res->client_gone = 1;
+			fail(x, "the web server gave up on the request %s",
+			     x->res->head_sent ? "during the response" :
+			     "while the application was working on it");
+			return OUT_GONE;
 		}
 		if (r < 0 && errno == EINTR)
 			continue;
