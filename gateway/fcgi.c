@@ -760,11 +760,7 @@ bad_content_length(struct worker *w, size_t np, const struct rl_request *rq,
 		      "Bad Request: Content-Length is not a number", f);
 	send_out(w);
 	atomic_fetch_add(&srv->stats.denied[STATS_BAD_REQUEST], 1);
-	log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
-		   "%s %.*s from %.64s: Content-Length \"%.40s\" is not a number: answered 400",
-		   rq->method ? rq->method : "-",
-		   rq->path ? (int)(rq->path_len > 200 ? 200 : rq->path_len) : 1,
-		   rq->path ? rq->path : "-", addr ? addr : "-", cl ? cl : "");
+	log_bad_content_length(srv->log, rq, addr, cl);
 }
 
 static void
@@ -1037,10 +1033,10 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		respond_bad_gateway(&w->out, f);
 		send_out(w);
 		atomic_fetch_add(&srv->stats.upstream_errors, 1);
+		char pb[LOG_FIELD_MAX + 1];
 		log_printf(srv->log, LOG_LEVEL_ERROR, "no-upstream",
-			   "no upstream for %.*s: set \"upstream\" in %s or upstream= on its rule",
-			   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
-			   rq.path ? rq.path : "-", srv->rules_path);
+			   "no upstream for %s: set \"upstream\" in %s or upstream= on its rule",
+			   log_path(rq.path, rq.path_len, pb), srv->rules_path);
 		goto end;
 	}
 
@@ -1085,17 +1081,16 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 			atomic_fetch_add(&srv->stats.upstream_errors, 1);
 		/* the path without its query (which may hold secrets: it is
 		 * never logged), and who asked */
-		char st[40];
+		char st[40], pb[LOG_FIELD_MAX + 1];
 		if (res.status > 0)
 			snprintf(st, sizeof(st), "answered %d", res.status);
 		else
 			snprintf(st, sizeof(st), "no answer sent");
 		log_printf(srv->log, res.client_gone || too_large ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
 			   res.client_gone ? "client-gone" : too_large ? "too-large" : "upstream-error",
-			   "%s %.*s from %s -> %s: %s: %s", rq.method ? rq.method : "-",
-			   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
-			   rq.path ? rq.path : "-", d.client[0] ? d.client : "-", b->uri,
-			   st, res.error);
+			   "%s %s from %s -> %s: %s: %s", rq.method ? rq.method : "-",
+			   log_path(rq.path, rq.path_len, pb),
+			   d.client[0] ? d.client : "-", b->uri, st, res.error);
 	}
 	struct rl_diag err;
 	if (rl_after_response(g->rs, &srv->store, &rq, res.status,
@@ -1792,6 +1787,27 @@ parse_workers(const char *s, unsigned *n)
 	return 0;
 }
 
+/* Join the workers not yet joined (joined[i] == 0) within secs seconds,
+ * marking those that end.  Returns 1 when every worker has ended. */
+static int
+join_workers(struct worker *ws, unsigned n, char *joined, int secs)
+{
+	struct timespec deadline;
+	int all = 1;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += secs;
+	for (unsigned i = 0; i < n; i++) {
+		if (joined[i])
+			continue;
+		if (pthread_timedjoin_np(ws[i].tid, NULL, &deadline) == 0)
+			joined[i] = 1;
+		else
+			all = 0;
+	}
+	return all;
+}
+
 int
 fcgi_main(const struct fcgi_options *o)
 {
@@ -1947,18 +1963,9 @@ fcgi_main(const struct fcgi_options *o)
 	atomic_store(&srv.stopping, 1);
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += FCGI_DRAIN_S;
-	int drained = 1;
 	char *joined = log_xrealloc(NULL, started ? started : 1);
 	memset(joined, 0, started ? started : 1);
-	for (unsigned i = 0; i < started; i++) {
-		if (pthread_timedjoin_np(ws[i].tid, NULL, &deadline) == 0)
-			joined[i] = 1;
-		else
-			drained = 0;
-	}
+	int drained = join_workers(ws, started, joined, FCGI_DRAIN_S);
 	if (!drained) {
 		/* CGI scripts still running are killed (their requests end as
 		 * for a crash: a 502, or a cut body), never left behind as
@@ -1969,17 +1976,7 @@ fcgi_main(const struct fcgi_options *o)
 			log_printf(srv.log, LOG_LEVEL_WARN, "stop",
 				   "%u CGI script%s still running after %d s: killed",
 				   killed, killed == 1 ? "" : "s", FCGI_DRAIN_S);
-			clock_gettime(CLOCK_REALTIME, &deadline);
-			deadline.tv_sec += FCGI_KILL_GRACE_S;
-			drained = 1;
-			for (unsigned i = 0; i < started; i++) {
-				if (joined[i])
-					continue;
-				if (pthread_timedjoin_np(ws[i].tid, NULL, &deadline) == 0)
-					joined[i] = 1;
-				else
-					drained = 0;
-			}
+			drained = join_workers(ws, started, joined, FCGI_KILL_GRACE_S);
 		}
 		if (!drained) {
 			/* A worker is stuck on a connection that sends nothing,

@@ -329,6 +329,31 @@ log_printf(struct log *l, enum log_level level, const char *event,
 	emit(l, &ln);
 }
 
+const char *
+log_path(const char *path, size_t len, char buf[LOG_FIELD_MAX + 1])
+{
+	if (path == NULL)
+		return "-";
+	if (len > LOG_FIELD_MAX)
+		len = LOG_FIELD_MAX;
+	memcpy(buf, path, len);
+	buf[len] = '\0';
+	return buf;
+}
+
+void
+log_bad_content_length(struct log *l, const struct rl_request *rq,
+		       const char *addr, const char *cl)
+{
+	char pb[LOG_FIELD_MAX + 1];
+
+	log_printf(l, LOG_LEVEL_WARN, "bad-request",
+		   "%s %s from %.64s: Content-Length \"%.40s\" is not a number: answered 400",
+		   rq->method ? rq->method : "-",
+		   log_path(rq->path, rq->path_len, pb), addr ? addr : "-",
+		   cl ? cl : "");
+}
+
 void
 log_key(const char *key, char *out, size_t cap)
 {

@@ -52,6 +52,16 @@ void log_set_json(struct log *l, int json);
  * valid). */
 size_t log_utf8_len(const unsigned char *s, size_t n);
 
+/* A request's path for a message: path cut at LOG_FIELD_MAX bytes into
+ * buf, or "-" when there is none (rl_request.path never holds the query,
+ * which is never logged). */
+const char *log_path(const char *path, size_t len, char buf[LOG_FIELD_MAX + 1]);
+
+/* The bad-request line of a CONTENT_LENGTH that is not a number (answered
+ * 400 before any decision): method, path, the peer addr and the value. */
+void log_bad_content_length(struct log *l, const struct rl_request *rq,
+			    const char *addr, const char *cl);
+
 /* time=... level=... event=EVENT msg="formatted text" */
 void log_printf(struct log *l, enum log_level level, const char *event,
 		const char *fmt, ...) __attribute__((format(printf, 4, 5)));

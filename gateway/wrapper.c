@@ -235,12 +235,8 @@ wrapper_main(const char *rules, const char *script)
 	struct rl_request rq;
 	struct rl_decision d;
 	if (fcgi_request(params, k, target, sizeof(target), &rq) != 0) {
-		const char *cl = getenv("CONTENT_LENGTH"), *addr = getenv("REMOTE_ADDR");
-		log_printf(lg, LOG_LEVEL_WARN, "bad-request",
-			   "%s %.*s from %.64s: Content-Length \"%.40s\" is not a number: answered 400",
-			   rq.method ? rq.method : "-",
-			   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
-			   rq.path ? rq.path : "-", addr ? addr : "-", cl ? cl : "");
+		log_bad_content_length(lg, &rq, getenv("REMOTE_ADDR"),
+				       getenv("CONTENT_LENGTH"));
 		free(params);
 		status = fail(&out, 400, "bad_request",
 			      "Bad Request: Content-Length is not a number", f);
@@ -345,10 +341,10 @@ wrapper_main(const char *rules, const char *script)
 		const struct rl_upstream *u = d.rule != NULL && d.rule->upstream != NULL
 			? d.rule->upstream : s->upstream;
 		if (u == NULL || u->kind != RL_UPSTREAM_CGI) {
+			char pb[LOG_FIELD_MAX + 1];
 			log_printf(lg, LOG_LEVEL_ERROR, "no-upstream",
-				   "CGI wrapper: no script for %.*s: give it on the command line or set upstream cgi:/path in %s",
-				   rq.path ? (int)(rq.path_len > 200 ? 200 : rq.path_len) : 1,
-				   rq.path ? rq.path : "-", rules);
+				   "CGI wrapper: no script for %s: give it on the command line or set upstream cgi:/path in %s",
+				   log_path(rq.path, rq.path_len, pb), rules);
 			free(params);
 			status = fail(&out, 502, "bad_gateway",
 				      "Bad Gateway: no script is configured for this path", f);
