@@ -792,15 +792,10 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	 * rule (and reload) that these options do nothing here. */
 	if (d.rule != NULL && (d.rule->deduct || d.rule->concurrency > 0) &&
 	    !atomic_exchange(&g->warned[d.rule->index], 1))
-		log_printf(srv->log, LOG_LEVEL_WARN, "authorizer-limits",
-			   "rule %s (%s:%u): %s%s%s need%s the responder role; as an authorizer rategate %s",
-			   d.rule->pattern.text, d.rule->file, d.rule->line,
-			   d.rule->deduct ? "deduct-when" : "",
-			   d.rule->deduct && d.rule->concurrency ? " and " : "",
-			   d.rule->concurrency ? "concurrency=" : "",
-			   d.rule->deduct && d.rule->concurrency ? "" : "s",
-			   d.rule->deduct ? "checks the rule's limits but never counts them"
-					  : "does not limit requests in flight");
+		log_responder_only(srv->log, "authorizer-limits", d.rule,
+				   "as an authorizer rategate",
+				   "checks the rule's limits but never counts them",
+				   "does not limit requests in flight");
 	stats_count(&srv->stats, g->stats, &d, d.outcome != RL_ALLOW,
 		    reason_of(&d, 0));
 	struct log_request lr = { rq.method, rq.path, rq.path_len, now };

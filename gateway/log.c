@@ -355,6 +355,22 @@ log_bad_content_length(struct log *l, const struct rl_request *rq,
 }
 
 void
+log_responder_only(struct log *l, const char *event, const struct rl_rule *r,
+		   const char *here, const char *deduct_does,
+		   const char *concurrency_does)
+{
+	int both = r->deduct && r->concurrency > 0;
+
+	log_printf(l, LOG_LEVEL_WARN, event,
+		   "rule %s (%s:%u): %s%s%s need%s the responder mode; %s %s%s%s",
+		   r->pattern.text, r->file, r->line,
+		   r->deduct ? "deduct-when=" : "", both ? " and " : "",
+		   r->concurrency > 0 ? "concurrency=" : "", both ? "" : "s",
+		   here, r->deduct ? deduct_does : "", both ? " and " : "",
+		   r->concurrency > 0 ? concurrency_does : "");
+}
+
+void
 log_key(const char *key, char *out, size_t cap)
 {
 	size_t o = 0, max = cap - 4 < LOG_KEY_MAX ? cap - 4 : LOG_KEY_MAX;

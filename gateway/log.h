@@ -62,6 +62,14 @@ const char *log_path(const char *path, size_t len, char buf[LOG_FIELD_MAX + 1]);
 void log_bad_content_length(struct log *l, const struct rl_request *rq,
 			    const char *addr, const char *cl);
 
+/* A rule whose deduct-when= or concurrency= only the responder mode can
+ * honour, used where it cannot: "rule R (F:L): deduct-when= and
+ * concurrency= need the responder mode; HERE DEDUCT_DOES and
+ * CONCURRENCY_DOES" (each part only for the options the rule has). */
+void log_responder_only(struct log *l, const char *event,
+			const struct rl_rule *r, const char *here,
+			const char *deduct_does, const char *concurrency_does);
+
 /* time=... level=... event=EVENT msg="formatted text" */
 void log_printf(struct log *l, enum log_level level, const char *event,
 		const char *fmt, ...) __attribute__((format(printf, 4, 5)));

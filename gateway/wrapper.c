@@ -327,16 +327,9 @@ wrapper_main(const char *rules, const char *script)
 	/* Each request is a new process: said on every request that uses
 	 * such a rule, which is how an admin notices. */
 	if (d.rule != NULL && (d.rule->deduct || d.rule->concurrency > 0))
-		log_printf(lg, LOG_LEVEL_WARN, "cgi-wrapper",
-			   "rule %s (%s:%u): %s%s%s need%s the responder mode; here %s%s%s",
-			   d.rule->pattern.text, d.rule->file, d.rule->line,
-			   d.rule->deduct ? "deduct-when=" : "",
-			   d.rule->deduct && d.rule->concurrency ? " and " : "",
-			   d.rule->concurrency ? "concurrency=" : "",
-			   d.rule->deduct && d.rule->concurrency ? "" : "s",
-			   d.rule->deduct ? "every request is counted" : "",
-			   d.rule->deduct && d.rule->concurrency ? " and " : "",
-			   d.rule->concurrency ? "requests in flight are not limited" : "");
+		log_responder_only(lg, "cgi-wrapper", d.rule, "here",
+				   "every request is counted",
+				   "requests in flight are not limited");
 	if (script == NULL) {
 		const struct rl_upstream *u = d.rule != NULL && d.rule->upstream != NULL
 			? d.rule->upstream : s->upstream;

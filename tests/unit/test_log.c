@@ -248,3 +248,30 @@ Test(log, request_event_line)
 	cr_assert_not_null(strstr(s, "Z level=warn event=client-timeout status=0 client=- key=- rule=- "
 				  "path=- method=- msg=x\n"), "%s", s);
 }
+
+/* A rule with options only the responder mode honours: each option named
+ * once, the verb agreeing, each effect said. */
+Test(log, responder_only_options)
+{
+	struct rl_rule rule;
+
+	memset(&rule, 0, sizeof(rule));
+	rule.pattern.text = "/chat";
+	rule.file = "site.rules";
+	rule.line = 7;
+	rule.deduct = 1;
+	rule.concurrency = 2;
+	log_responder_only(lg, "cgi-wrapper", &rule, "here", "every request is counted",
+			   "requests in flight are not limited");
+	rule.deduct = 0;
+	log_responder_only(lg, "authorizer-limits", &rule, "as an authorizer rategate",
+			   "checks the rule's limits but never counts them",
+			   "does not limit requests in flight");
+	const char *t = contents();
+	cr_expect_not_null(strstr(t, "level=warn event=cgi-wrapper msg=\"rule /chat (site.rules:7): "
+				  "deduct-when= and concurrency= need the responder mode; here every request "
+				  "is counted and requests in flight are not limited\""), "%s", t);
+	cr_expect_not_null(strstr(t, "event=authorizer-limits msg=\"rule /chat (site.rules:7): "
+				  "concurrency= needs the responder mode; as an authorizer rategate does not "
+				  "limit requests in flight\""), "%s", t);
+}
