@@ -246,30 +246,49 @@ replay(int argc, char **argv)
 	return r;
 }
 
+/* The arguments of `cgi -c FILE [SCRIPT]` (argv[0] is "cgi"): *conf and
+ * *script (NULL when absent; the last -c counts).  Returns CGI_ARGS_OK, or
+ * what is wrong with *bad the argument at fault. */
+enum cgi_args { CGI_ARGS_OK, CGI_ARGS_OPTION, CGI_ARGS_SCRIPTS, CGI_ARGS_NO_CONF };
+
+static enum cgi_args
+cgi_args(int argc, char **argv, const char **conf, const char **script,
+	 const char **bad)
+{
+	*conf = *script = *bad = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+			*conf = argv[++i];
+		} else if (argv[i][0] == '-' || *script != NULL) {
+			*bad = argv[i];
+			return argv[i][0] == '-' ? CGI_ARGS_OPTION : CGI_ARGS_SCRIPTS;
+		} else {
+			*script = argv[i];
+		}
+	}
+	return *conf == NULL ? CGI_ARGS_NO_CONF : CGI_ARGS_OK;
+}
+
 static int
 cgi(int argc, char **argv)
 {
-	const char *conf = NULL, *script = NULL;
+	const char *conf, *script, *bad;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
-			conf = argv[++i];
-		else if (argv[i][0] == '-') {
-			fprintf(stderr, "rategate cgi: unknown option \"%s\"\n", argv[i]);
-			usage(stderr);
-			return 2;
-		} else if (script == NULL)
-			script = argv[i];
-		else {
-			fprintf(stderr, "rategate cgi: one script (\"%s\")\n", argv[i]);
-			return 2;
-		}
-	}
-	if (conf == NULL) {
-		fprintf(stderr, "rategate cgi: -c FILE is required\n");
+	switch (cgi_args(argc, argv, &conf, &script, &bad)) {
+	case CGI_ARGS_OK:
+		return wrapper_main(conf, script);
+	case CGI_ARGS_OPTION:
+		fprintf(stderr, "rategate cgi: unknown option \"%s\"\n", bad);
+		usage(stderr);
 		return 2;
+	case CGI_ARGS_SCRIPTS:
+		fprintf(stderr, "rategate cgi: one script (\"%s\")\n", bad);
+		return 2;
+	case CGI_ARGS_NO_CONF:
+		break;
 	}
-	return wrapper_main(conf, script);
+	fprintf(stderr, "rategate cgi: -c FILE is required\n");
+	return 2;
 }
 
 /* One %XX-decoded word of a query, as Apache's ap_unescape_url does it
@@ -313,25 +332,17 @@ enum cgi_form { CGI_FORM_NONE, CGI_FORM_ENV, CGI_FORM_INTERP, CGI_FORM_CGI };
 static enum cgi_form
 cgi_form(int argc, char **argv)
 {
-	const char *sf = getenv("SCRIPT_FILENAME");
-	int conf = 0, script = 0;
+	const char *sf = getenv("SCRIPT_FILENAME"), *conf, *script, *bad;
 
 	if (argc == 1)
 		return getenv("RATEGATE_CONFIG") != NULL ? CGI_FORM_ENV : CGI_FORM_NONE;
 	if (argc == 2 && getenv("RATEGATE_CONFIG") != NULL && sf != NULL &&
 	    strcmp(sf, argv[1]) == 0)
 		return CGI_FORM_INTERP;
-	if (strcmp(argv[1], "cgi") != 0)
+	if (strcmp(argv[1], "cgi") != 0 ||
+	    cgi_args(argc - 1, argv + 1, &conf, &script, &bad) != CGI_ARGS_OK)
 		return CGI_FORM_NONE;
-	for (int i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc && !conf)
-			conf = ++i;
-		else if (argv[i][0] == '-' || script)
-			return CGI_FORM_NONE;
-		else
-			script = i;
-	}
-	return conf ? CGI_FORM_CGI : CGI_FORM_NONE;
+	return CGI_FORM_CGI;
 }
 
 /* Apache's mod_cgi and mod_cgid pass a query string without '=' to a CGI
