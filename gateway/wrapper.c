@@ -123,6 +123,16 @@ set_env(const char *name, const char *value)
 		setenv(name, value, 1);
 }
 
+/* path is the file self describes. */
+static int
+is_self(const char *path, const struct stat *self)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && st.st_dev == self->st_dev &&
+	       st.st_ino == self->st_ino;
+}
+
 /* Whether running path would run rategate again: path is this program,
  * or a script whose "#!" line names it.  The kernel would start rategate
  * with the script as its argument, rategate would decide and run the
@@ -132,12 +142,12 @@ set_env(const char *name, const char *value)
 static int
 runs_rategate_again(const char *path)
 {
-	struct stat self, st;
+	struct stat self;
 	char head[256];
 
 	if (stat("/proc/self/exe", &self) != 0)
 		return 0;
-	if (stat(path, &st) == 0 && st.st_dev == self.st_dev && st.st_ino == self.st_ino)
+	if (is_self(path, &self))
 		return 1;
 	FILE *f = fopen(path, "rb");
 	if (f == NULL)
@@ -151,8 +161,7 @@ runs_rategate_again(const char *path)
 	while (*p == ' ' || *p == '\t')
 		p++;
 	p[strcspn(p, " \t\r\n")] = '\0';
-	return *p != '\0' && stat(p, &st) == 0 && st.st_dev == self.st_dev &&
-	       st.st_ino == self.st_ino;
+	return *p != '\0' && is_self(p, &self);
 }
 
 /* Make *path absolute (against the working directory), set
@@ -378,28 +387,28 @@ wrapper_main(const char *rules, const char *script)
 		 * SCRIPT_FILENAME names it, not the program the web server
 		 * started (rategate itself, with cgi.assign or alias.url). */
 		int e = wrapper_script_env(&path);
-		if (e == 0 && runs_rategate_again(path)) {
+		/* a script that would start rategate again is refused (500:
+		 * the wrapper is misconfigured); one that cannot run is a 502 */
+		int again = e == 0 && runs_rategate_again(path);
+		if (again) {
 			log_printf(lg, LOG_LEVEL_ERROR, "exec",
 				   "CGI wrapper: %s is rategate itself or names it on its #! line: running it would start rategate again (refused; name the real script with upstream cgi: or the command line)",
 				   path);
-			free(path);
-			respond_buf_init(&out);
-			fail(&out, 500, "internal_error", "Internal Server Error: the wrapper is misconfigured", f);
-			respond_buf_free(&out);
-			drain_stdin();
-			log_free(lg);
-			return 0;
+		} else {
+			if (e == 0) {
+				char *argv[2] = { path, NULL };
+				execve(path, argv, environ);
+				e = errno;
+			}
+			log_printf(lg, LOG_LEVEL_ERROR, "exec", "CGI wrapper: cannot run %s: %s",
+				   path, strerror(e));
 		}
-		if (e == 0) {
-			char *argv[2] = { path, NULL };
-			execve(path, argv, environ);
-			e = errno;
-		}
-		log_printf(lg, LOG_LEVEL_ERROR, "exec", "CGI wrapper: cannot run %s: %s",
-			   path, strerror(e));
 		free(path);
 		respond_buf_init(&out);
-		fail(&out, 502, "bad_gateway", "Bad Gateway: the script cannot be run", f);
+		if (again)
+			fail(&out, 500, "internal_error", "Internal Server Error: the wrapper is misconfigured", f);
+		else
+			fail(&out, 502, "bad_gateway", "Bad Gateway: the script cannot be run", f);
 		respond_buf_free(&out);
 		drain_stdin();
 		log_free(lg);
