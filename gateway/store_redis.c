@@ -848,32 +848,6 @@ static int epoch_changed(struct redis_store *r, int64_t now)
 	return changed;
 }
 
-int store_redis_new_epoch(struct redis_store *r, char *err, size_t errcap)
-{
-	char token[33], msg[RL_MSG_MAX];
-	enum fail why;
-	int fresh;
-	struct conn *cn = pool_get(r, &fresh, msg, sizeof(msg), &why);
-
-	if (cn == NULL) {
-		snprintf(err, errcap, "%s", msg);
-		return -1;
-	}
-	epoch_token(token);
-	redisReply *rep = redisCommand(cn->c, "SET %s %s", r->epoch_key, token);
-	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-		snprintf(err, errcap, "%s: SET %s: %s", r->where, r->epoch_key,
-			 rep ? rep->str : "no answer");
-		if (rep)
-			freeReplyObject(rep);
-		conn_free(cn);
-		return -1;
-	}
-	freeReplyObject(rep);
-	pool_put(r, cn);
-	return 0;
-}
-
 static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		       enum rl_mode mode, int64_t now_ms, struct rl_diag *err)
 {
@@ -1344,6 +1318,27 @@ static redisReply *inspect_cmd(struct redis_store *r, struct conn *cn,
 		return NULL;
 	}
 	return rep;
+}
+
+int store_redis_new_epoch(struct redis_store *r, char *err, size_t errcap)
+{
+	char token[33];
+	enum fail why;
+	int fresh;
+	struct conn *cn = pool_get(r, &fresh, err, errcap, &why);
+
+	if (cn == NULL)
+		return -1;
+	epoch_token(token);
+	redisReply *rep = inspect_cmd(r, cn, err, errcap, "SET %s %s",
+				      r->epoch_key, token);
+	if (rep == NULL) {
+		conn_free(cn);
+		return -1;
+	}
+	freeReplyObject(rep);
+	pool_put(r, cn);
+	return 0;
 }
 
 /* What k's key holds, in k->state. */
