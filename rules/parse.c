@@ -1013,12 +1013,9 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 				 Q(a, qb));
 			break;
 		}
+		uint64_t port;
 		if (!path) {
-			unsigned long port = 0;
-			size_t i;
-			for (i = 0; i < pl && i < 6 && colon[1 + i] >= '0' && colon[1 + i] <= '9'; i++)
-				port = port * 10 + (unsigned long)(colon[1 + i] - '0');
-			if (pl == 0 || i != pl || port < 1 || port > 65535) {
+			if (parse_uint(colon + 1, pl, 65535, &port) || port == 0) {
 				struct loc e = at;
 				if (!a->quoted)
 					e.col += (size_t)(colon + 1 - a->v);
