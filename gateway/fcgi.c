@@ -1023,7 +1023,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	stats_count(&srv->stats, g->stats, &d, 0, STATS_RATE);
 	log_decision(srv->log, &lr, &d, 200);   /* dry-run denials */
 
-	struct backend *b = g->backends[d.rule != NULL ? d.rule->index : rl_ruleset_nrules(g->rs)];
+	struct backend *b = g->backends[d.upstream_rule != NULL ? d.upstream_rule->index : rl_ruleset_nrules(g->rs)];
 	if (b == NULL) {
 		respond_bad_gateway(&w->out, f);
 		send_out(w);

@@ -340,8 +340,8 @@ wrapper_main(const char *rules, const char *script)
 				   "every request is counted",
 				   "requests in flight are not limited");
 	if (script == NULL) {
-		const struct rl_upstream *u = d.rule != NULL && d.rule->upstream != NULL
-			? d.rule->upstream : s->upstream;
+		const struct rl_upstream *u = d.upstream_rule != NULL
+			? d.upstream_rule->upstream : s->upstream;
 		if (u == NULL || u->kind != RL_UPSTREAM_CGI) {
 			char pb[LOG_FIELD_MAX + 1];
 			log_printf(lg, LOG_LEVEL_ERROR, "no-upstream",

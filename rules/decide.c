@@ -321,6 +321,7 @@ decision_init(struct rl_decision *d, const struct rl_settings *s)
 	d->would_deny = 0;
 	d->exempt = 0;
 	d->rule = NULL;
+	d->upstream_rule = NULL;
 	d->limit = NULL;
 	d->origin = RL_FROM_RULE;
 	d->remaining = 0;
@@ -434,16 +435,19 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 			w->method = w->mbuf;
 		}
 	}
-	w->rule = rl_ruleset_match(rs, w->path, w->path_len,
-				   rl_method_bit(w->method, w->method_len));
-	const struct rl_rule *rule = w->rule;
+	struct rl_match m;
+
+	rl_ruleset_match(rs, w->path, w->path_len,
+			 rl_method_bit(w->method, w->method_len), &m);
+	const struct rl_rule *rule = w->rule = m.rule;
 
 	d->rule = rule;
+	d->upstream_rule = m.upstream;
 	if (rule && rule->message)
 		d->message = rule->message;
 
 	/* The body: a 413 before anything is counted, exempt or not. */
-	uint64_t max_body = rule ? rule->max_body : s->max_body;
+	uint64_t max_body = m.body ? m.body->max_body : s->max_body;
 	int dry = s->dry_run || (rule && rule->dry_run);
 
 	if (max_body > 0 && req->body_bytes > max_body) {

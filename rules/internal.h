@@ -71,10 +71,18 @@ enum rl_addr_source rl_client_addr_text(const struct rl_proxy_conf *pc,
 					unsigned v6bits, char *out, size_t cap,
 					size_t *out_len);
 
-/* The rule for a normalised path and method, or NULL (defaults apply). */
-const struct rl_rule *rl_ruleset_match(const struct rl_ruleset *rs,
-				       const char *path, size_t len,
-				       unsigned method_bit);
+/* The rules that apply to a normalised path and method: the first
+ * matching rule in precedence order that is not a settings rule (one of
+ * only max-body= and upstream=) gives the limits, or none (the defaults);
+ * max-body= and upstream= come from the first matching rule up to it that
+ * sets them, or from the globals (NULL). */
+struct rl_match {
+	const struct rl_rule *rule;     /* whose limits apply; NULL: defaults */
+	const struct rl_rule *body;     /* whose max-body= applies */
+	const struct rl_rule *upstream; /* whose upstream= applies */
+};
+void rl_ruleset_match(const struct rl_ruleset *rs, const char *path,
+		      size_t len, unsigned method_bit, struct rl_match *m);
 
 /* s[0..n) double-quoted for a message: bytes outside printable ASCII and
  * the quote and backslash escaped, cut to 40 bytes plus "...".  buf needs

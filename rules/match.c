@@ -204,8 +204,8 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 {
 	char q[200];
 	size_t i, first_star = len, stars = 0;
-	unsigned wildcards = 0;
-	int nev = 0;
+	unsigned wildcards = 0, globstars = 0;
+	int nev = 0, enc = 0;
 
 	if (never != NULL)
 		*never = 0;
@@ -233,6 +233,7 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 			if (first_star == len)
 				first_star = a;
 			stars += 2;
+			globstars++;
 			k = e;
 		} else {
 			k = a;
@@ -244,8 +245,13 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 				return rl_fail(d, k, "bad path pattern %s: a "
 					    "pattern cannot contain a NUL "
 					    "byte", rl_quote(q, sizeof q, s, len));
-			if (c == '?' || c == '#' || c == '%' || c == ';')
+			/* ';' starts a parameter, dropped from every
+			 * segment; '?', '#' and '%' can only come from
+			 * an escape (%3F, %23, %25) */
+			if (c == ';')
 				nev = 1;
+			else if (c == '?' || c == '#' || c == '%')
+				enc = 1;
 			if (c != '*')
 				continue;
 			if (k + 1 < e && s[k + 1] == '*')
@@ -282,11 +288,12 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 	p->literal_prefix = first_star;
 	p->literal_chars = len - stars;
 	p->wildcards = wildcards;
+	p->globstars = globstars;
 	p->subtree = wildcards == 1 && len >= 3 && first_star == len - 2 &&
 		     memcmp(buf + len - 3, "/**", 3) == 0 &&
 		     (len == 3 || buf[len - 4] != '/');
 	if (never != NULL)
-		*never = nev;
+		*never = nev ? RL_PAT_NEVER : enc ? RL_PAT_ENCODED : RL_PAT_OK;
 	return 0;
 }
 

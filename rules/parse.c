@@ -1575,7 +1575,8 @@ path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
 		return;
 	}
 	/* A rule of only max-body= and upstream= sets those for its paths
-	 * and leaves the rate limits as if no rule matched: the defaults. */
+	 * and leaves the rate limits to the next matching rule, or to the
+	 * defaults (rl_ruleset_match). */
 	uint64_t path_only = option_bit("max-body") | option_bit("upstream") |
 			     option_bit("methods") | option_bit("defaults");
 	int settings_only = !pr->r.exempt && nlimitwords == 0 &&
@@ -1584,11 +1585,11 @@ path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
 			    (seen & ~path_only) == 0;
 	if (settings_only) {
 		if ((seen & option_bit("defaults")) && !pr->r.defaults_add) {
-			error_at(ps, &pr->where, "rule for \"%s\" has no limits of its own, so the default limits apply: remove defaults=replace (or use exempt for no limits)",
+			error_at(ps, &pr->where, "rule for \"%s\" has no limits of its own, so the next matching rule's limits (or the defaults) apply: remove defaults=replace (or use exempt for no limits)",
 				 Q(&toks[0], qb));
 			return;
 		}
-		pr->r.defaults_add = 1;
+		pr->r.settings_only = 1;
 	} else if (!pr->r.exempt && nlimitwords == 0 && pr->r.concurrency == 0 &&
 		   pr->r.nbandwidth == 0) {
 		error_at(ps, &pr->where, "rule for \"%s\" has options but no limits: limits come right after the path",
@@ -1799,6 +1800,33 @@ include_files(struct pstate *ps, const struct loc *at, const struct tok *arg)
 /* ------------------------------------------------------------------ */
 /* Final pass                                                          */
 
+/* A pattern with '?', '#' or '%': paths are matched decoded and without
+ * the query, so it matches only a request that escaped the character. */
+static void
+warn_encoded(struct pstate *ps, const struct prule *pr)
+{
+	static const struct {
+		char c;
+		const char *esc, *why;
+	} tab[] = {
+		{ '?', "%3F", "the query string is never part of the path, so it cannot be matched here" },
+		{ '#', "%23", "a fragment never reaches the server" },
+		{ '%', "%25", "patterns are matched against the decoded path: write the character itself, not its escape" },
+	};
+
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		const char *at = memchr(pr->pat, tab[i].c, pr->pat_len);
+		if (at == NULL)
+			continue;
+		struct loc l = pr->where;
+		l.col += (size_t)(at - pr->pat);
+		warn_at(ps, &l, "'%c' in rule \"%.*s\" matches only a request path that spells it %s: %s",
+			tab[i].c, (int)pr->pat_len, pr->pat, tab[i].esc,
+			tab[i].why);
+		return;
+	}
+}
+
 static int
 cmp_exact(const void *x, const void *y)
 {
@@ -1812,7 +1840,9 @@ cmp_exact(const void *x, const void *y)
 }
 
 /* Wildcard precedence: the longest literal prefix, then the most literal
- * bytes, then the fewest wildcards, then file order. */
+ * bytes, then the fewest globstars (a whole-segment double star matches
+ * any depth, so a one-segment star goes first), then the fewest wildcards,
+ * then file order. */
 static int
 cmp_glob(const void *x, const void *y)
 {
@@ -1824,6 +1854,8 @@ cmp_glob(const void *x, const void *y)
 		return pa->literal_prefix > pb->literal_prefix ? -1 : 1;
 	if (pa->literal_chars != pb->literal_chars)
 		return pa->literal_chars > pb->literal_chars ? -1 : 1;
+	if (pa->globstars != pb->globstars)
+		return pa->globstars < pb->globstars ? -1 : 1;
 	if (pa->wildcards != pb->wildcards)
 		return pa->wildcards < pb->wildcards ? -1 : 1;
 	return a->index < b->index ? -1 : a->index > b->index;
@@ -1941,9 +1973,11 @@ finish(struct pstate *ps)
 			error_at(ps, &at, "%s", d.msg);
 			continue;
 		}
-		if (never)
-			warn_at(ps, &pr->where, "rule \"%.*s\" can never match: request paths are matched after normalisation (no '//', '.', '..', '%%', ';', '?', '#' or trailing '/'); write it as a normalised path",
+		if (never == RL_PAT_NEVER)
+			warn_at(ps, &pr->where, "rule \"%.*s\" can never match: request paths are matched after normalisation (no '//', '.', '..', ';' or trailing '/'); write it as a normalised path",
 				(int)pr->pat_len, pr->pat);
+		else if (never == RL_PAT_ENCODED)
+			warn_encoded(ps, pr);
 		if (!pr->has_strategy)
 			r->strategy = st->strategy;
 		if (!pr->has_burst)
@@ -1957,6 +1991,7 @@ finish(struct pstate *ps)
 			     r->strategy, r->cost, r->burst);
 		check_bandwidth(ps, &pr->bandwidth_at, r->bandwidth,
 				r->nbandwidth, r->strategy);
+		r->sets_max_body = pr->has_max_body;
 		if (!pr->has_max_body)
 			r->max_body = st->max_body;
 		if (r->concurrency > rs->max_inflight)
@@ -1997,6 +2032,14 @@ finish(struct pstate *ps)
 		for (size_t j = 0; j < i; j++) {
 			const struct rl_rule *e = rs->rules[j];
 			if (strcmp(e->pattern.text, r->pattern.text) != 0)
+				continue;
+			/* a settings rule and a rule with limits both apply;
+			 * a settings rule is taken by an earlier one only if
+			 * that sets all it sets */
+			if (e->settings_only != r->settings_only ||
+			    (r->settings_only &&
+			     ((r->sets_max_body && !e->sets_max_body) ||
+			      (r->upstream != NULL && e->upstream == NULL))))
 				continue;
 			covered |= e->methods ? e->methods : ~0u;
 			by = e;
@@ -2140,13 +2183,30 @@ rl_ruleset_max_inflight(const struct rl_ruleset *rs)
 	return rs->max_inflight;
 }
 
-/* Exact rules first (the earliest whose methods fit), then wildcard rules
- * in precedence order; NULL when none applies. */
-const struct rl_rule *
+/* One matching rule, in precedence order: take its settings when none
+ * was taken yet.  Returns 1 when it ends the search (it has limits). */
+static int
+match_take(const struct rl_rule *r, struct rl_match *m)
+{
+	if (m->body == NULL && r->sets_max_body)
+		m->body = r;
+	if (m->upstream == NULL && r->upstream != NULL)
+		m->upstream = r;
+	if (r->settings_only)
+		return 0;
+	m->rule = r;
+	return 1;
+}
+
+/* Exact rules first (in file order, those whose methods fit), then
+ * wildcard rules in precedence order. */
+void
 rl_ruleset_match(const struct rl_ruleset *rs, const char *path, size_t len,
-		 unsigned method_bit)
+		 unsigned method_bit, struct rl_match *m)
 {
 	size_t lo = 0, hi = rs->nexact;
+
+	m->rule = m->body = m->upstream = NULL;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
@@ -2163,14 +2223,15 @@ rl_ruleset_match(const struct rl_ruleset *rs, const char *path, size_t len,
 		const struct rl_rule *r = rs->exact[i];
 		if (r->pattern.len != len || memcmp(r->pattern.text, path, len) != 0)
 			break;
-		if (r->methods == 0 || (r->methods & method_bit))
-			return r;
+		if ((r->methods == 0 || (r->methods & method_bit)) &&
+		    match_take(r, m))
+			return;
 	}
 	for (size_t i = 0; i < rs->nglobs; i++) {
 		const struct rl_rule *r = rs->globs[i];
 		if ((r->methods == 0 || (r->methods & method_bit)) &&
-		    rl_pattern_match(&r->pattern, path, len))
-			return r;
+		    rl_pattern_match(&r->pattern, path, len) &&
+		    match_take(r, m))
+			return;
 	}
-	return NULL;
 }

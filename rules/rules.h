@@ -290,17 +290,23 @@ struct rl_pattern {
 	size_t literal_prefix;  /* bytes before the first wildcard */
 	size_t literal_chars;   /* non-wildcard bytes in total */
 	unsigned wildcards;     /* number of '*' and '**' */
+	unsigned globstars;     /* of which '**' */
 	/* A plain subtree: a literal prefix without a final '/' ("/api" or
 	 * nothing) and one final "**" segment, matched by a prefix test; 0
 	 * (the general matcher, same results) when not known to be one. */
 	int subtree;
 };
 
+/* What rl_pattern_compile says of a valid pattern, for the caller to warn:
+ * RL_PAT_NEVER, no normalised path can match it ("/a//b", "/a/../b",
+ * "/a/", "/a;x"); RL_PAT_ENCODED, it has '?', '#' or '%', which a
+ * normalised path holds only when the request spelled them %3F, %23, %25
+ * (the query string is never part of the path). */
+enum { RL_PAT_OK = 0, RL_PAT_NEVER = 1, RL_PAT_ENCODED = 2 };
+
 /* Compile s into p, writing the normalised text into buf (len + 1 bytes).
  * Returns 0, or -1 with d (col into s) for something that is not a path
- * pattern.  Sets *never (when never is not NULL) to 1 for a valid pattern
- * that no normalised path can match (e.g. "/a//b", "/a/../b", "/a?x"); the
- * caller warns about it. */
+ * pattern.  Sets *never (when never is not NULL) to one of RL_PAT_*. */
 int rl_pattern_compile(const char *s, size_t len, int fold_case,
 		       struct rl_pattern *p, char *buf, int *never,
 		       struct rl_diag *d);
@@ -503,6 +509,11 @@ struct rl_rule {
 	int deduct;
 	uint64_t deduct_status[RL_DEDUCT_WORDS];
 	const struct rl_upstream *upstream; /* upstream=; NULL: the global */
+	/* A settings rule: only max-body= and/or upstream= (and methods=).
+	 * It sets those for its paths and leaves the limits to the next
+	 * matching rule in precedence order, or to the defaults. */
+	int settings_only;
+	int sets_max_body;      /* max-body= was written on it */
 };
 
 /* Does r count its request limits after a response with this status
@@ -643,7 +654,11 @@ struct rl_decision {
 	enum rl_outcome outcome;
 	int would_deny;         /* dry-run: a limit would have denied */
 	int exempt;
-	const struct rl_rule *rule;  /* matched rule, or NULL (defaults) */
+	const struct rl_rule *rule;  /* the rule whose limits applied, or NULL
+					(defaults); never a settings rule */
+	/* The rule whose upstream= applies (a settings rule or rule), or
+	 * NULL: the global upstream. */
+	const struct rl_rule *upstream_rule;
 	/* The deciding limit: for a denial the one with the longest wait; when
 	 * allowed, the one with the fewest hits remaining.  NULL if none. */
 	const struct rl_limit *limit;

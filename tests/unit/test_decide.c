@@ -328,6 +328,20 @@ Test(decide, glob_precedence)
 	cr_assert_str_eq(d.rule->pattern.text, "/api/**");
 	hit("GET", "/apis", "192.0.2.1", T0, &d);
 	cr_assert_null(d.rule);
+
+	/* at equal literal text, a one-segment star goes before a
+	 * whole-segment double star (any depth), whatever the file order */
+	setup_rules("/e/** 1/minute\n/e/* 2/minute\n/** 3/minute\n/* 4/minute\n");
+	hit("GET", "/e/x", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/e/*");
+	hit("GET", "/e/x/y", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/e/**");
+	hit("GET", "/e", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/e/**");
+	hit("GET", "/f", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/*");
+	hit("GET", "/f/g", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/**");
 }
 
 Test(decide, subtree_is_one_budget)
@@ -734,6 +748,49 @@ Test(decide, too_large_before_counting)
 	setup_rules("enabled off\nmax-body 1K\n");
 	cr_assert_eq(with_body("/up", 5000, T0, &d), RL_ALLOW);
 	cr_assert_eq(d.max_body, 0);
+}
+
+/* A settings rule (only max-body= / upstream=) sets those for its paths
+ * and leaves the limits to the next matching rule: adding a body limit to
+ * one path under a subtree must not lift the subtree's rate limit. */
+Test(decide, settings_rule_keeps_the_next_rules_limits)
+{
+	struct rl_decision d;
+
+	setup_rules("default 1000/day\n"
+		    "upstream fcgi://127.0.0.1:9000\n"
+		    "/api/** 2/hour upstream=fcgi://127.0.0.1:9001\n"
+		    "/api/upload max-body=10\n"
+		    "/api/up* upstream=fcgi://127.0.0.1:9002 methods=POST\n"
+		    "/api/uploader max-body=20 upstream=fcgi://127.0.0.1:9003\n"
+		    "/plain max-body=5\n");
+	const struct rl_rule *api = rl_ruleset_rule(rs, 0);
+
+	cr_assert_eq(with_body("/api/upload", 11, T0, &d), RL_TOO_LARGE);
+	cr_assert_eq(d.max_body, 10);
+	cr_assert_eq(with_body("/api/upload", 10, T0, &d), RL_ALLOW);
+	cr_assert_eq(d.rule, api, "the subtree's limits decide");
+	cr_assert_eq(d.upstream_rule, rl_ruleset_rule(rs, 2),
+		     "the settings rule's upstream= for its method (POST)");
+	cr_assert_eq(d.remaining, 1);
+	cr_assert_eq(hit("GET", "/api/upload", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(d.rule, api);
+	cr_assert_eq(d.upstream_rule, api, "the subtree's upstream for GET");
+	cr_assert_eq(d.remaining, 0);
+	cr_assert_eq(hit("GET", "/api/upload", "192.0.2.1", T0, &d), RL_DENY,
+		     "one budget with the rest of /api/**");
+	cr_assert_eq(hit("GET", "/api/x", "192.0.2.1", T0, &d), RL_DENY);
+	/* the first settings rule that sets a thing wins */
+	cr_assert_eq(with_body("/api/uploader", 21, T0, &d), RL_TOO_LARGE);
+	cr_assert_eq(hit("POST", "/api/uploader", "192.0.2.2", T0, &d), RL_ALLOW);
+	cr_assert_eq(d.upstream_rule, rl_ruleset_rule(rs, 3));
+	cr_assert_eq(d.rule, api);
+	/* nothing after it: the defaults, and the global upstream */
+	cr_assert_eq(with_body("/plain", 6, T0, &d), RL_TOO_LARGE);
+	cr_assert_eq(with_body("/plain", 5, T0, &d), RL_ALLOW);
+	cr_assert_null(d.rule);
+	cr_assert_null(d.upstream_rule);
+	cr_assert_eq(d.remaining, 999);
 }
 
 Test(decide, bandwidth_charged_by_body_bytes)

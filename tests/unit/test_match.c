@@ -207,7 +207,8 @@ static const struct pat_case pats[] = {
 	{ __LINE__, "/a.b", 0, "/a.b", 1, 4, 4, 0, 0 },
 	{ __LINE__, "/.well-known/x", 0, "/.well-known/x", 1, 14, 14, 0, 0 },
 	{ __LINE__, "/...", 0, "/...", 1, 4, 4, 0, 0 },
-	/* valid, but no normalised request path reaches them */
+	/* valid, but no normalised request path reaches them (RL_PAT_NEVER),
+	 * or only one that escaped '?', '#' or '%' (RL_PAT_ENCODED) */
 	{ __LINE__, "/a//b", 0, "/a//b", 1, 5, 5, 0, 1 },
 	{ __LINE__, "/a/./b", 0, "/a/./b", 1, 6, 6, 0, 1 },
 	{ __LINE__, "/a/../b", 0, "/a/../b", 1, 7, 7, 0, 1 },
@@ -215,13 +216,13 @@ static const struct pat_case pats[] = {
 	{ __LINE__, "//", 0, "//", 1, 2, 2, 0, 1 },
 	{ __LINE__, "/.", 0, "/.", 1, 2, 2, 0, 1 },
 	{ __LINE__, "/..", 0, "/..", 1, 3, 3, 0, 1 },
-	{ __LINE__, "/a?x", 0, "/a?x", 1, 4, 4, 0, 1 },
-	{ __LINE__, "/a#x", 0, "/a#x", 1, 4, 4, 0, 1 },
-	{ __LINE__, "/a%20b", 0, "/a%20b", 1, 6, 6, 0, 1 },
+	{ __LINE__, "/a?x", 0, "/a?x", 1, 4, 4, 0, RL_PAT_ENCODED },
+	{ __LINE__, "/a#x", 0, "/a#x", 1, 4, 4, 0, RL_PAT_ENCODED },
+	{ __LINE__, "/a%20b", 0, "/a%20b", 1, 6, 6, 0, RL_PAT_ENCODED },
 	{ __LINE__, "/a;x", 0, "/a;x", 1, 4, 4, 0, 1 },
 	{ __LINE__, "/a/*/", 0, "/a/*/", 0, 3, 4, 1, 1 },
 	{ __LINE__, "/a/**/", 0, "/a/**/", 0, 3, 4, 1, 1 },
-	{ __LINE__, "/a/*?", 0, "/a/*?", 0, 3, 4, 1, 1 },
+	{ __LINE__, "/a/*?", 0, "/a/*?", 0, 3, 4, 1, RL_PAT_ENCODED },
 };
 
 Test(match, compile)

@@ -468,7 +468,13 @@ Test(parse, pattern_errors)
 Test(parse, warnings)
 {
 	expect_warning("/a//b 1/second\n",
-		       "t.rules:1:1: warning: rule \"/a//b\" can never match: request paths are matched after normalisation (no '//', '.', '..', '%', ';', '?', '#' or trailing '/'); write it as a normalised path");
+		       "t.rules:1:1: warning: rule \"/a//b\" can never match: request paths are matched after normalisation (no '//', '.', '..', ';' or trailing '/'); write it as a normalised path");
+	expect_warning("/m?x 1/second\n",
+		       "t.rules:1:3: warning: '?' in rule \"/m?x\" matches only a request path that spells it %3F: the query string is never part of the path, so it cannot be matched here");
+	expect_warning("/h#x 1/second\n",
+		       "t.rules:1:3: warning: '#' in rule \"/h#x\" matches only a request path that spells it %23: a fragment never reaches the server");
+	expect_warning("/n%20b 1/second\n",
+		       "t.rules:1:3: warning: '%' in rule \"/n%20b\" matches only a request path that spells it %25: patterns are matched against the decoded path: write the character itself, not its escape");
 	expect_warning("/a 1/second\n/a 2/second\n",
 		       "t.rules:2:1: warning: rule \"/a\" can never match: t.rules:1 has the same pattern");
 	expect_warning("/a 1/second methods=GET,POST\n/a 2/second methods=POST\n",
@@ -905,12 +911,17 @@ Test(parse, max_body_option)
 	cr_assert_eq(rl_ruleset_rule(rs, 2)->max_body, 0);
 	cr_assert_eq(rl_ruleset_rule(rs, 3)->max_body, 0);
 	cr_assert_eq(rl_ruleset_rule(rs, 4)->max_body, 2ULL << 30);
-	/* a rule of only max-body= / upstream=: the defaults apply */
+	/* a rule of only max-body= / upstream=: a settings rule (its limits
+	 * are the next matching rule's, or the defaults: test_decide) */
 	cr_assert_eq(rl_ruleset_rule(rs, 5)->max_body, 10u << 20);
-	cr_assert_eq(rl_ruleset_rule(rs, 5)->defaults_add, 1);
+	cr_assert_eq(rl_ruleset_rule(rs, 5)->settings_only, 1);
+	cr_assert_eq(rl_ruleset_rule(rs, 5)->sets_max_body, 1);
 	cr_assert_eq(rl_ruleset_rule(rs, 5)->nlimits, 0);
-	cr_assert_eq(rl_ruleset_rule(rs, 6)->defaults_add, 1);
+	cr_assert_eq(rl_ruleset_rule(rs, 6)->settings_only, 1);
 	cr_assert_str_eq(rl_ruleset_rule(rs, 6)->upstream->path, "/bin/g");
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->settings_only, 0);
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->sets_max_body, 0);
+	cr_assert_eq(rl_ruleset_rule(rs, 1)->sets_max_body, 1);
 	rl_ruleset_free(rs);
 
 	expect_error("/x 1/second max-body=0\n",
@@ -918,7 +929,7 @@ Test(parse, max_body_option)
 	expect_error("/x 1/second max-body=5Q\n",
 		     "t.rules:1:23: bad size unit \"Q\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)");
 	expect_error("/x max-body=1M defaults=replace\n",
-		     "t.rules:1:1: rule for \"/x\" has no limits of its own, so the default limits apply: remove defaults=replace (or use exempt for no limits)");
+		     "t.rules:1:1: rule for \"/x\" has no limits of its own, so the next matching rule's limits (or the defaults) apply: remove defaults=replace (or use exempt for no limits)");
 	expect_error("/x max-body=1M cost=2\n",
 		     "t.rules:1:1: rule for \"/x\" has options but no limits: limits come right after the path");
 }
