@@ -138,6 +138,31 @@ copy(char *dst, size_t cap, const char *s, size_t n)
 	return 0;
 }
 
+/* Is w[0..n) a client address the engine takes (IPv4, IPv6)? */
+static int
+is_addr(const char *w, size_t n)
+{
+	struct rl_addr a;
+
+	return rl_addr_parse_peer(w, n, &a) == 0;
+}
+
+static void
+bad_addr(const char *w, size_t n, char *err, size_t errcap)
+{
+	char q[48];
+	size_t k = 0;
+
+	/* printable ASCII only, cut short: it goes to a terminal */
+	for (size_t i = 0; i < n && k + 4 < sizeof(q); i++)
+		q[k++] = w[i] > ' ' && w[i] < 0x7f && w[i] != '"' ? w[i] : '?';
+	if (k < n)
+		q[k++] = '.', q[k++] = '.', q[k++] = '.';
+	q[k] = '\0';
+	snprintf(err, errcap, "bad client address \"%s\": expected an IPv4 or IPv6 address (a log written with host names, HostnameLookups, cannot be replayed)",
+		 q);
+}
+
 int
 replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		  char *err, size_t errcap)
@@ -181,6 +206,10 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 				snprintf(err, errcap, "expected a client address after the time");
 				return -1;
 			}
+			if (!is_addr(w, n)) {
+				bad_addr(w, n, err, errcap);
+				return -1;
+			}
 			if ((n = word(s, len, &pos, &w)) == 0 ||
 			    copy(out->method, sizeof(out->method), w, n)) {
 				snprintf(err, errcap, "expected a method after the address");
@@ -222,7 +251,20 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 			return 1;
 		}
 	}
-	/* Combined/common log: host ident user [time] "request" ... */
+	/* Combined/common log: host ident user [time] "request" ...; Apache's
+	 * vhost_combined puts "vhost:port" first. */
+	if (!is_addr(first, firstlen)) {
+		size_t p2 = pos;
+		n = word(s, len, &p2, &w);
+		if (n > 0 && is_addr(w, n) && memchr(first, '[', firstlen) == NULL) {
+			first = w;
+			firstlen = n;
+			pos = p2;
+		} else if (memchr(s + pos, '[', len - pos) != NULL) {
+			bad_addr(first, firstlen, err, errcap);
+			return -1;
+		}
+	}
 	if (copy(out->addr, sizeof(out->addr), first, firstlen)) {
 		snprintf(err, errcap, "expected a trace line or a combined log line");
 		return -1;
@@ -247,6 +289,10 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	}
 	size_t rp = 0, rlen = (size_t)(q2 - q1 - 1);
 	const char *r = q1 + 1;
+	/* "-": no request line (Apache's 408, nginx's 400 for a connection
+	 * that sent nothing usable): nothing to decide */
+	if (rlen == 1 && r[0] == '-')
+		return 2;
 	if ((n = word(r, rlen, &rp, &w)) == 0 ||
 	    copy(out->method, sizeof(out->method), w, n) ||
 	    (n = word(r, rlen, &rp, &w)) == 0 || (tr = target(w, n, out)) == -1) {
@@ -357,7 +403,8 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	char *line = malloc(MAX_LINE + 2);
 	struct replay_line *rl = malloc(sizeof(*rl));
 	struct tally clients = { 0 }, paths = { 0 };
-	uint64_t index = 0, denied = 0, errors = 0, lineno = 0;
+	uint64_t index = 0, denied = 0, errors = 0, lineno = 0, dry = 0;
+	uint64_t norequest = 0;
 	int bad = 0;
 
 	if (line == NULL || rl == NULL || memstore_new(1u << 22, &st) != 0) {
@@ -387,6 +434,10 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		int r = replay_parse_line(line, len, rl, err, sizeof(err));
 		if (r == 0)
 			continue;
+		if (r == 2) {
+			norequest++;
+			continue;
+		}
 		if (r < 0) {
 			fprintf(errs, "%s:%llu: %s\n", name,
 				(unsigned long long)lineno, err);
@@ -412,6 +463,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 				(unsigned long long)lineno, d.error);
 		}
 		if (summary) {
+			dry += d.would_deny && o == RL_ALLOW;
 			/* a missing key under missing-key=deny is a denial
 			 * too: the client was refused by the rules */
 			if (o == RL_DENY || o == RL_DENY_KEY) {
@@ -455,13 +507,22 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	if (summary) {
 		fprintf(out, "%llu requests, %llu denied", (unsigned long long)index,
 			(unsigned long long)denied);
+		if (dry > 0)
+			fprintf(out, ", %llu would be denied by dry-run limits",
+				(unsigned long long)dry);
 		if (errors > 0)
 			fprintf(out, ", %llu refused as errors (see standard error)",
 				(unsigned long long)errors);
+		if (norequest > 0)
+			fprintf(out, "; %llu log lines without a request (\"-\") skipped",
+				(unsigned long long)norequest);
 		fputc('\n', out);
 		tally_print(&clients, "denied requests by client:", out);
 		tally_print(&paths, "denied requests by path:", out);
 	}
+	if (!summary && norequest > 0)
+		fprintf(errs, "%s: %llu log lines without a request (\"-\") skipped\n",
+			name, (unsigned long long)norequest);
 	if (ferror(in)) {
 		fprintf(errs, "%s: read error\n", name);
 		bad = 1;

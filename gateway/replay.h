@@ -27,7 +27,8 @@ struct replay_line {
 };
 
 /* Parse one line (no newline).  Returns 1 and fills *out, 0 for a line to
- * skip, or -1 with a message in err. */
+ * skip (blank, comment), 2 for a log line without a request ("-": skipped,
+ * counted), or -1 with a message in err. */
 int replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		      char *err, size_t errcap);
 

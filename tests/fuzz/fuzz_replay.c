@@ -3,7 +3,7 @@
  * the reader of `rategate replay`'s input: a plain trace line or an
  * Apache/nginx combined or common access-log line.  The input up to its
  * first '\n' is one line, in a buffer of its exact size so ASan sees any
- * read past its length.  Checks: the answer is -1, 0 or 1; a refusal says
+ * read past its length.  Checks: the answer is -1, 0, 1 or 2; a refusal says
  * why; a parsed line has a method, a non-empty target path (the engine
  * judges it), a non-negative time, and every text field NUL-terminated inside its array.
  */
@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	memcpy(line, data, len);
 	int r = replay_parse_line(line, len, &out, err, sizeof err);
-	if (r < -1 || r > 1)
+	if (r < -1 || r > 2)
 		abort();
 	if (r == -1 && err[0] == '\0')
 		abort();

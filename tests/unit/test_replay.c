@@ -53,6 +53,13 @@ Test(replay, combined_log_lines)
 	cr_assert_eq(parse("::1 - - [23/Nov/2026:09:00:00 +0000] \"POST http://example.com/login HTTP/1.1\" 401 5"), 1);
 	cr_assert_eq(L.t_ms, 1795424400000LL);
 	cr_assert_str_eq(L.path, "/login");
+
+	/* Apache's vhost_combined: "vhost:port" first */
+	cr_assert_eq(parse("www.example.com:443 192.0.2.8 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
+	cr_assert_str_eq(L.addr, "192.0.2.8");
+	cr_assert_str_eq(L.path, "/login");
+	/* no request line (a 408 or 400): skipped, not an error */
+	cr_assert_eq(parse("192.0.2.8 - - [14/Nov/2023:22:13:26 +0000] \"-\" 408 0 \"-\" \"-\""), 2);
 }
 
 Test(replay, bad_lines)
@@ -75,6 +82,14 @@ Test(replay, bad_lines)
 	cr_assert_eq(parse("1.2.3.4 - - [01/Jan/1970:01:00:00 +0100] \"GET / HTTP/1.0\" 200 1"), 1);
 	cr_assert_eq(parse("1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] \"GET\" 200 1"), -1);
 	cr_assert_str_eq(err, "bad request line \"GET\": expected METHOD /path HTTP/x");
+	/* a client that is not an address is an error, not a denial for a
+	 * missing key */
+	cr_assert_eq(parse("1700000000 foo GET /login"), -1);
+	cr_assert_str_eq(err, "bad client address \"foo\": expected an IPv4 or IPv6 address (a log written with host names, HostnameLookups, cannot be replayed)");
+	cr_assert_eq(parse("1700000000 999.1.1.1 GET /login"), -1);
+	cr_assert_eq(parse("host.example.com - - [10/Oct/2000:13:55:36 -0700] \"GET / HTTP/1.0\" 200 1"), -1);
+	cr_assert_str_eq(err, "bad client address \"host.example.com\": expected an IPv4 or IPv6 address (a log written with host names, HostnameLookups, cannot be replayed)");
+	cr_assert_eq(parse("unix: - - [10/Oct/2000:13:55:36 -0700] \"GET / HTTP/1.0\" 200 1"), -1);
 }
 
 static char *
@@ -182,6 +197,36 @@ Test(replay, summary_counts_missing_key_denials_and_errors)
 			 "         2\t/d\n");
 	cr_assert_eq(status, 0);
 	cr_assert(strstr(errs, "log:4: bad request path: ") == errs, "%s", errs);
+	free(out);
+	free(errs);
+}
+
+Test(replay, summary_counts_dry_run_and_skipped_lines)
+{
+	int status;
+	char *errs;
+	char *out = run("/d 1/minute dry-run\n",
+			"1700000000 192.0.2.7 GET /d\n"
+			"1700000000 192.0.2.7 GET /d\n"
+			"192.0.2.7 - - [14/Nov/2023:22:13:26 +0000] \"-\" 408 0 \"-\" \"-\"\n",
+			1, &status, &errs);
+	cr_assert_str_eq(out,
+			 "2 requests, 0 denied, 1 would be denied by dry-run limits; 1 log lines without a request (\"-\") skipped\n"
+			 "denied requests by client:\n"
+			 "          \t(none)\n"
+			 "denied requests by path:\n"
+			 "          \t(none)\n");
+	cr_assert_eq(status, 0);
+	cr_assert_str_eq(errs, "");
+	free(out);
+	free(errs);
+	out = run("/d 1/minute\n",
+		  "192.0.2.7 - - [14/Nov/2023:22:13:26 +0000] \"-\" 400 0 \"-\" \"-\"\n"
+		  "1700000000 192.0.2.7 GET /d\n",
+		  0, &status, &errs);
+	cr_assert_str_eq(out, "0\tallow\t1/minute\t0\t-\n");
+	cr_assert_eq(status, 0);
+	cr_assert_str_eq(errs, "log: 1 log lines without a request (\"-\") skipped\n");
 	free(out);
 	free(errs);
 }
