@@ -58,8 +58,14 @@ struct tok {
 	size_t col;
 	const char *v;
 	size_t vlen;
-	int quoted;
+	int quoted;             /* 0, or a QUOTED_* form */
 };
+
+/* How a quoted word maps onto its line, for the columns of errors inside
+ * its value: QUOTED_SIMPLE is "value" or name="value" without escapes (the
+ * value's byte k is at the quote's column + 1 + k); anything else,
+ * QUOTED_OTHER, has errors point at the value's start. */
+enum { QUOTED_SIMPLE = 1, QUOTED_OTHER = 2 };
 
 /* A rule while loading: the public rule plus what the final pass needs. */
 struct prule {
@@ -260,6 +266,20 @@ rl_method_bit(const char *m, size_t len)
 /* ------------------------------------------------------------------ */
 /* Tokenizer                                                           */
 
+/* The QUOTED_* form of a word s[0..len) that holds a quote. */
+static int
+quote_form(const char *s, size_t len)
+{
+	const char *q = memchr(s, '"', len), *eq = memchr(s, '=', len);
+
+	if (q == NULL || memchr(s, '\\', len) != NULL ||
+	    s[len - 1] != '"' || q == s + len - 1 ||
+	    memchr(q + 1, '"', (size_t)(s + len - 1 - (q + 1))) != NULL)
+		return QUOTED_OTHER;
+	return q == s || (eq != NULL && q == eq + 1) ? QUOTED_SIMPLE :
+						       QUOTED_OTHER;
+}
+
 /* Split one line into words.  Returns the count, or -1 after reporting. */
 static int
 tokenize(struct pstate *ps, const struct loc *ln, const char *s, size_t len,
@@ -312,7 +332,7 @@ tokenize(struct pstate *ps, const struct loc *ln, const char *s, size_t len,
 		t->s = s + start;
 		t->len = i - start;
 		t->col = start;
-		t->quoted = quoted;
+		t->quoted = quoted ? quote_form(t->s, t->len) : 0;
 		if (!quoted) {
 			t->v = t->s;
 			t->vlen = t->len;
@@ -377,6 +397,24 @@ span(const struct tok *toks, size_t n, const char **s, size_t *len)
 {
 	*s = toks[0].s;
 	*len = (size_t)(toks[n - 1].s + toks[n - 1].len - toks[0].s);
+}
+
+/* Limits written in toks[0..n): their text and the column of its first
+ * byte.  One quoted word ("10 per hour") is its value, so a quoted limit
+ * string reads as the unquoted one. */
+static void
+limit_words(const struct tok *toks, size_t n, const char **s, size_t *len,
+	    size_t *col)
+{
+	if (n == 1 && toks[0].quoted) {
+		*s = toks[0].v;
+		*len = toks[0].vlen;
+		/* no escape inside: the value's columns are the line's */
+		*col = toks[0].col + (toks[0].vlen + 2 == toks[0].len);
+		return;
+	}
+	span(toks, n, s, len);
+	*col = toks[0].col;
 }
 
 static int
@@ -644,9 +682,11 @@ parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 }
 
 
-/* A value's column in the line: the offset off into a token's value is a
- * column only when the token was not quoted (quotes and escapes shift the
- * text); a quoted value's errors point at its opening quote. */
+/* A value's column in the line, at the place of its first byte (its
+ * opening quote when quoted): the offset off into the value is a column
+ * offset when the token was not quoted, one more when it is a simple
+ * quoted word (tok.quoted); escapes shift the text, so such a value's
+ * errors point at its start. */
 static struct loc
 value_loc(const struct loc *at, int quoted, size_t off)
 {
@@ -654,7 +694,33 @@ value_loc(const struct loc *at, int quoted, size_t off)
 
 	if (!quoted)
 		l.col += off;
+	else if (quoted == QUOTED_SIMPLE)
+		l.col += 1 + off;
 	return l;
+}
+
+/* A deny message (the global or message=) at at: 1 to MAX_MESSAGE bytes
+ * without control bytes; a control byte is reported where it is.  Returns
+ * 1 when it is fine, 0 after reporting. */
+static int
+message_ok(struct pstate *ps, const struct loc *at, int quoted, const char *v,
+	   size_t vlen, const char *hint)
+{
+	for (size_t i = 0; i < vlen; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c < 0x20 || c == 0x7f) {
+			struct loc e = value_loc(at, quoted, i);
+			error_at(ps, &e, "control byte 0x%02x%s in the message: expected printable text",
+				 c, c == '\t' ? " (a tab)" : "");
+			return 0;
+		}
+	}
+	if (vlen == 0 || vlen > MAX_MESSAGE) {
+		error_at(ps, at, "bad message: expected 1 to %d bytes of printable text%s",
+			 MAX_MESSAGE, hint);
+		return 0;
+	}
+	return 1;
 }
 
 /* upstream cgi:/path | fcgi://HOST:PORT | fcgi+unix:///path, into arena
@@ -1027,20 +1093,10 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 		*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
 		break;
 	}
-	case D_MESSAGE: {
-		size_t bad = a->vlen;
-		for (size_t i = 0; i < a->vlen; i++)
-			if ((unsigned char)a->v[i] < 0x20 || a->v[i] == 0x7f) {
-				bad = i;
-				break;
-			}
-		if (a->vlen == 0 || a->vlen > MAX_MESSAGE || bad < a->vlen)
-			error_at(ps, &at, "bad message: expected 1 to %d bytes of printable text",
-				 MAX_MESSAGE);
-		else
+	case D_MESSAGE:
+		if (message_ok(ps, &at, a->quoted, a->v, a->vlen, ""))
 			*(const char **)field = rl_arena_strndup(ps->a, a->v, a->vlen);
 		break;
-	}
 	case D_LIMITS: {
 		const char *s;
 		size_t len, n = 0;
@@ -1049,8 +1105,9 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 				 d->name, d->name);
 			break;
 		}
-		span(args, nargs, &s, &len);
-		struct rl_limit *l = limits_at(ps, ln, s, len, a->col, &n);
+		size_t col;
+		limit_words(args, nargs, &s, &len, &col);
+		struct rl_limit *l = limits_at(ps, ln, s, len, col, &n);
 		if (l) {
 			*(struct rl_limit **)field = l;
 			*(size_t *)((char *)st + d->off2) = n;
@@ -1065,8 +1122,8 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 		struct rl_diag dg;
 		struct rl_key *k = rl_key_compile(ps->a, a->v, a->vlen, &dg);
 		if (k == NULL) {
-			at.col += a->quoted ? 0 : dg.col;
-			error_at(ps, &at, "%s", dg.msg);
+			struct loc e = value_loc(&at, a->quoted, dg.col);
+			error_at(ps, &e, "%s", dg.msg);
 		} else {
 			*(const struct rl_key **)field = k;
 		}
@@ -1393,7 +1450,7 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 				j++;
 			unsigned b = rl_method_bit(v + i, j - i);
 			if (b == RL_METHOD_OTHER) {
-				struct loc mat = loc_of(ln, vcol + i);
+				struct loc mat = value_loc(&vat, t->quoted, i);
 				error_at(ps, &mat, "unknown method \"%s\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','",
 					 quote(v + i, j - i, qb, sizeof(qb)));
 				return;
@@ -1414,8 +1471,8 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 		struct rl_diag dg;
 		r->key = rl_key_compile(ps->a, v, vlen, &dg);
 		if (r->key == NULL) {
-			vat.col += t->quoted ? 0 : dg.col;
-			error_at(ps, &vat, "%s", dg.msg);
+			struct loc e = value_loc(&vat, t->quoted, dg.col);
+			error_at(ps, &e, "%s", dg.msg);
 		}
 		break;
 	}
@@ -1443,14 +1500,8 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 		}
 		break;
 	case O_MESSAGE: {
-		int bad = vlen == 0 || vlen > MAX_MESSAGE;
-		for (size_t i = 0; i < vlen; i++)
-			if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-				bad = 1;
-		if (bad)
-			error_at(ps, &vat, "bad message: expected 1 to %d bytes of printable text (quote it: message=\"...\")",
-				 MAX_MESSAGE);
-		else
+		if (message_ok(ps, &vat, t->quoted, v, vlen,
+			       " (quote it: message=\"...\")"))
 			r->message = rl_arena_strndup(ps->a, v, vlen);
 		break;
 	}
@@ -1547,11 +1598,10 @@ path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
 	size_t nlimitwords = i - 1;
 	if (i > 1) {
 		const char *s;
-		size_t len;
-		span(toks + 1, i - 1, &s, &len);
+		size_t len, col;
+		limit_words(toks + 1, i - 1, &s, &len, &col);
 		pr->limits_at = loc_of(ln, toks[1].col);
-		pr->r.limits = limits_at(ps, ln, s, len, toks[1].col,
-					 &pr->r.nlimits);
+		pr->r.limits = limits_at(ps, ln, s, len, col, &pr->r.nlimits);
 	}
 	for (; i < n; i++) {
 		if (!is_option(&toks[i])) {

@@ -465,6 +465,35 @@ Test(parse, pattern_errors)
 	cr_assert(strstr(rep.errors[0], "\"/a**\"") != NULL, "%s", rep.errors[0]);
 }
 
+/* Errors inside a quoted value point at the fault, as unquoted ones do;
+ * a quoted limit string is the limit string. */
+Test(parse, quoted_values)
+{
+	expect_error("/a 1/day methods=\"GET,FOO\"\n",
+		     "t.rules:1:23: unknown method \"FOO\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','");
+	expect_error("/a 1/day key=\"header:X|adr\"\n",
+		     "t.rules:1:24: bad key part \"adr\": expected addr, header:NAME, cookie:NAME, query:NAME or var:NAME");
+	expect_error("/a 1/day deduct-when=\"401,abc\"\n",
+		     "t.rules:1:27: bad status \"abc\" in deduct-when=: expected a status from 100 to 599, a class such as 4xx or a range such as 401-403, separated by ','");
+	expect_error("message \"a\tb\"\n",
+		     "t.rules:1:11: control byte 0x09 (a tab) in the message: expected printable text");
+	expect_error("/a 1/day message=\"x\ty\"\n",
+		     "t.rules:1:20: control byte 0x09 (a tab) in the message: expected printable text");
+	/* with an escape the columns no longer line up: the value's start */
+	expect_error("/a 1/day methods=\"G\\\"T\"\n",
+		     "t.rules:1:18: unknown method \"G\\\"T\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','");
+	expect_error("/a \"5/minte\"\n",
+		     "t.rules:1:7: bad limit unit \"minte\": expected second, minute, hour, day, month or year");
+
+	struct rl_ruleset *rs = parse("default \"10/hour\"\napplication \"10 per hour; 100/day\"\n/a \"5/minute\" methods=GET\n");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rl_ruleset_settings(rs)->ndefaults, 1);
+	cr_assert_eq(rl_ruleset_settings(rs)->napplication, 2);
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->nlimits, 1);
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->limits[0].count, 5);
+	rl_ruleset_free(rs);
+}
+
 Test(parse, warnings)
 {
 	expect_warning("/a//b 1/second\n",
@@ -870,7 +899,7 @@ Test(parse, responder_global_errors)
 	expect_error("max-body 10XB\n",
 		     "t.rules:1:12: bad size unit \"XB\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)");
 	expect_error("max-body \"10 XB\"\n",
-		     "t.rules:1:10: bad size unit \"XB\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)");
+		     "t.rules:1:14: bad size unit \"XB\": expected B, K, KB, KiB, M, MB, MiB, G, GB or GiB (all 1024-based)");
 	expect_error("store-failure open\n",
 		     "t.rules:1:15: bad value \"open\" for \"store-failure\": expected deny, allow or fallback");
 	expect_error("store-failure fallback\n",
