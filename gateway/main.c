@@ -111,6 +111,20 @@ check_upstream(const struct rl_upstream *u)
 	return 0;
 }
 
+/* The start of a message about the store: the storage line's place, or
+ * for the default storage (no line to point at) the file and what the
+ * default is. */
+static void
+storage_place(const char *file, const struct rl_settings *s)
+{
+	if (s->storage.file != NULL)
+		fprintf(stderr, "%s:%u:%zu: ", s->storage.file, s->storage.line,
+			s->storage.col + 1);
+	else
+		fprintf(stderr, "rategate: %s: the default storage %s: ", file,
+			s->storage.shown);
+}
+
 /* The store of `storage shm:` as the gateway would open it.  When the file
  * exists it is checked the way opening checks it (read-only: gateways may
  * be using it), and a file that opening would refuse is an error, not a
@@ -133,11 +147,13 @@ check_shm(const char *file, const struct rl_settings *s,
 	store_shm_config(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &c);
 	switch (shm_probe_file(&c, &p, &keys, err, sizeof(err))) {
 	case SHM_PROBE_REFUSED:
-		fprintf(stderr, "rategate: %s: %s\n", file, err);
+		storage_place(file, s);
+		fprintf(stderr, "%s\n", err);
 		return 1;
 	case SHM_PROBE_UNREADABLE:
-		fprintf(stderr, "rategate: %s: warning: %s: the existing file is not checked against these rules (run -t as the gateway's user)\n",
-			file, err);
+		storage_place(file, s);
+		fprintf(stderr, "warning: %s: the existing file is not checked against these rules (run -t as the gateway's user)\n",
+			err);
 		return 0;
 	case SHM_PROBE_NEW:
 		snprintf(state, sizeof(state), "to be created");

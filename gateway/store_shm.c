@@ -2152,14 +2152,14 @@ int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
 	return shm_store_open(&c, st, err, errcap);
 }
 
-/* What a geometry holds.  moving: whether to report its ring pool (a new
- * file for rules without moving windows has a token one). */
-static void plan_of(const struct shm_geom *g, int moving, struct shm_plan *p)
+/* What a geometry holds.  A file for rules without moving windows still
+ * has a small ring pool, and it is reported: it is what the file holds. */
+static void plan_of(const struct shm_geom *g, struct shm_plan *p)
 {
 	p->stripes = g->stripes;
 	p->slots = (uint64_t)g->stripes * g->bps * SHM_WAYS;
-	p->ring_slots = moving ? (uint64_t)g->stripes * g->ring_n : 0;
-	p->max_moving = moving ? g->ring_words - 2 : 0;
+	p->ring_slots = (uint64_t)g->stripes * g->ring_n;
+	p->max_moving = g->ring_words - 2;
 	p->lease_slots = (uint64_t)g->stripes * g->lease_n;
 	p->max_leases = (g->lease_words - 1) / 2;
 	p->entry_bytes = SHM_ENTRY_BYTES + g->name_bytes;
@@ -2173,7 +2173,7 @@ int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 
 	if (geom_plan(c, &g, err, errcap) != 0)
 		return -1;
-	plan_of(&g, c->max_moving > 1, p);
+	plan_of(&g, p);
 	return 0;
 }
 
@@ -2259,7 +2259,7 @@ enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
 	}
 	if (header_check(&h, c, (uint64_t)sb.st_size, &g, err, errcap) < 0)
 		goto done;
-	plan_of(&g, 1, p);
+	plan_of(&g, p);
 	for (uint32_t s = 0; s < g.stripes; s++) {
 		uint64_t k;
 		off_t off = (off_t)(g.off_stripes + s * g.stripe_bytes +

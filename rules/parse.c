@@ -568,6 +568,9 @@ parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 	size_t blen = q ? (size_t)(q - s) : len;
 
 	memset(st, 0, sizeof(*st));
+	st->file = at->file;
+	st->line = at->line;
+	st->col = at->col;
 	st->uri = rl_arena_strndup(ps->a, s, len);
 	st->shown = storage_shown(ps, s, len);
 	if (st->uri == NULL || st->shown == NULL) {

@@ -417,6 +417,9 @@ struct rl_storage {
 				      fallback uses; NULL: the default */
 	const char *password;   /* NULL when none */
 	unsigned connect_timeout_ms, timeout_ms;
+	const char *file;       /* where the storage line's URI is (its */
+	unsigned line;          /* first byte, col from 0), for messages */
+	size_t col;             /* about the store; file NULL: the default */
 };
 
 enum rl_retry_format { RL_RETRY_SECONDS = 0, RL_RETRY_HTTP_DATE };

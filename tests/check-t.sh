@@ -74,7 +74,7 @@ geometry="2097152 bytes: 10304 counter slots (192 bytes each with its name, 204 
 summary="ok: 1 rule in 1 file; default \"none\"; application \"none\"; strategy fixed-window; storage shm:$d/st?size=2M"
 "$bin" -t -c "$d/r.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
-rategate: storage shm:$d/st?size=2M: file $d/st (to be created), $geometry, moving windows up to 0 hits in 0 slots, concurrency up to 67 in 36 slots, 4 stripes
+rategate: storage shm:$d/st?size=2M: file $d/st (to be created), $geometry, moving windows up to 6 hits in 4 slots, concurrency up to 67 in 36 slots, 4 stripes
 rategate: $d/r.rules: $summary
 WANT
 same "no store file yet: the geometry it would be created with" 0 "$d/want" "$d/none"
@@ -92,14 +92,14 @@ same "an existing store that fits: its own geometry and keys" 0 "$d/want" "$d/no
 
 "$bin" -t -c "$d/mw.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
-rategate: $d/mw.rules: shm store "$d/st": the rules use moving-window counts up to 10 but the file's slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots
+$d/mw.rules:1:9: shm store "$d/st": the rules use moving-window counts up to 10 but the file's slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots
 rategate: $d/mw.rules: 1 error in the gateway settings
 WANT
 same "rules needing bigger moving-window slots than the file's: the start's error" 1 "$d/none" "$d/want"
 
 "$bin" -t -c "$d/big.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
-rategate: $d/big.rules: shm store "$d/st": the file holds size=2M but storage asks for size=4M: stop the gateways and delete the file (its counters are lost), or set size=2M
+$d/big.rules:1:9: shm store "$d/st": the file holds size=2M but storage asks for size=4M: stop the gateways and delete the file (its counters are lost), or set size=2M
 rategate: $d/big.rules: 1 error in the gateway settings
 WANT
 same "another size than the file's: the start's error" 1 "$d/none" "$d/want"
@@ -115,7 +115,7 @@ same "... the gateway refuses to start with the same message" 1 "$d/none" "$d/wa
 printf 'not a store\n' > "$d/st"
 "$bin" -t -c "$d/r.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
-rategate: $d/r.rules: shm store "$d/st": not a rategate store (12 bytes, shorter than a header): move it away or choose another path
+$d/r.rules:1:9: shm store "$d/st": not a rategate store (12 bytes, shorter than a header): move it away or choose another path
 rategate: $d/r.rules: 1 error in the gateway settings
 WANT
 same "somebody else's file" 1 "$d/none" "$d/want"
@@ -126,7 +126,7 @@ same "somebody else's file" 1 "$d/none" "$d/want"
 printf 'storage shm:%s/nodir/st?size=2M\n/a 1/minute\n' "$d" > "$d/nodir.rules"
 "$bin" -t -c "$d/nodir.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
-rategate: $d/nodir.rules: shm store "$d/nodir/st": No such file or directory (its directory)
+$d/nodir.rules:1:9: shm store "$d/nodir/st": No such file or directory (its directory)
 rategate: $d/nodir.rules: 1 error in the gateway settings
 WANT
 same "a file that cannot be created" 1 "$d/none" "$d/want"
