@@ -10,6 +10,8 @@
  *   --client TEXT  the counters of every key whose name contains TEXT
  *   --reset TEXT   removes every key whose name contains TEXT: the client
  *                  starts afresh on those limits (lifts a ban)
+ *                  (an address TEXT must be a whole field of the name:
+ *                  rl_key_name_match)
  *
  * Rows are tab-separated: hits, denied, remaining/limit, expires, key.
  * Names exist only when the store keeps them (the default); a key whose
@@ -127,7 +129,8 @@ static int visit(void *ctx, const struct shm_key_info *k)
 		rank(&w->denials, k, w->now);
 	if (k->kind != SHM_KIND_INFLIGHT && k->expiry_ms > w->now)
 		rank(&w->nearest, k, w->now);
-	if (w->text && k->name_known && strstr(k->name, w->text)) {
+	if (w->text && k->name_known &&
+	    rl_key_name_match(k->name, strlen(k->name), w->text)) {
 		if (w->nmatch == w->capmatch) {
 			size_t cap = w->capmatch ? w->capmatch * 2 : 16;
 			void *p = realloc(w->match, cap * sizeof(*w->match));

@@ -1452,7 +1452,8 @@ long store_redis_keys(struct redis_store *r, const char *prefix,
 		for (size_t i = 0; i < rep->element[1]->elements && !stop; i++) {
 			const redisReply *e = rep->element[1]->element[i];
 			if (e->type != REDIS_REPLY_STRING ||
-			    (text != NULL && strstr(e->str, text) == NULL))
+			    (text != NULL &&
+			     !rl_key_name_match(e->str, e->len, text)))
 				continue;
 			found++;
 			if (fn == NULL && !reset)

@@ -486,3 +486,25 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 	}
 	return -1;
 }
+
+int
+rl_key_name_match(const char *name, size_t len, const char *text)
+{
+	size_t n = strlen(text);
+	struct rl_cidr c;
+	int whole = rl_cidr_parse(text, n, &c) == 0;
+
+	if (n == 0 || n > len)
+		return n == 0;
+	for (size_t p = 0; p + n <= len; p++) {
+		if (memcmp(name + p, text, n) != 0)
+			continue;
+		if (!whole)
+			return 1;
+		char before = p ? name[p - 1] : ':';
+		char after = p + n < len ? name[p + n] : ':';
+		if (strchr("=:+", before) != NULL && strchr(":+", after) != NULL)
+			return 1;
+	}
+	return 0;
+}

@@ -374,6 +374,14 @@ enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
 				   const size_t *value_lens, size_t nvalues,
 				   struct rl_addr *out);
 
+/* Does the counter key name[0..len) match TEXT (rategate inspect --client
+ * and --reset)?  A TEXT that is a client address or network as keys write
+ * them ("192.0.2.7", "2001:db8::/64") must be a whole field of the name,
+ * between '=', ':', '+' or its start and ':', '+' or its end, so that
+ * 192.0.2.7 does not take 192.0.2.70 along; any other TEXT matches
+ * anywhere in the name.  1 or 0. */
+int rl_key_name_match(const char *name, size_t len, const char *text);
+
 /* ------------------------------------------------------------------ */
 /* Rule sets                                                           */
 

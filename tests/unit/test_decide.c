@@ -926,3 +926,20 @@ Test(decide, after_response_store_failure)
 	cr_assert_eq(after("/login", 401, 0, T0), -1);
 	cr_assert_eq(after("/login", 200, 0, T0), 0);
 }
+
+/* inspect --client/--reset TEXT: an address is a whole field. */
+Test(decide, key_name_match)
+{
+	const char *k = "rg:r/login:addr=192.0.2.70:5/60000/fw";
+	const char *k6 = "rg:a:h.x-api-key=k1+addr=2001:db8::/64:10/60000/fw";
+
+	cr_assert_eq(rl_key_name_match(k, strlen(k), "192.0.2.7"), 0);
+	cr_assert_eq(rl_key_name_match(k, strlen(k), "192.0.2.70"), 1);
+	cr_assert_eq(rl_key_name_match(k, strlen(k), "92.0.2.70"), 0);
+	cr_assert_eq(rl_key_name_match(k, strlen(k), "login"), 1, "other text: anywhere");
+	cr_assert_eq(rl_key_name_match(k, strlen(k), "192.0.2"), 1, "not an address: anywhere");
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "2001:db8::/64"), 1);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "2001:db8::/6"), 0);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "k1"), 1);
+	cr_assert_eq(rl_key_name_match(k, strlen(k), k), 1, "the whole key");
+}

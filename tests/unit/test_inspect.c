@@ -130,18 +130,30 @@ Test(inspect, client_and_reset)
 	char err[512];
 
 	fill();
-	cr_assert_eq(run_inspect("--store", store_path, "--client", "login:addr=192.0.2.7",
+	/* a neighbour whose address starts with the banned one's */
+	struct rl_store_op op70 = { "rg:r/login:addr=192.0.2.70:5/60000/fw", 37,
+				    { RL_FIXED_WINDOW, 5, 60000, 0, 1 },
+				    { 0, 0, 0, 0, 0 }, 0 };
+	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(st.ops->apply(st.impl, &op70, 1, RL_HIT, T0, &e), 0);
+	st.ops->destroy(st.impl);
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "login:addr=192.0.2.7:",
 			 "--now", "1700000001000", NULL), 0);
 	cr_expect_str_eq(out_text,
 		"key: rg:r/login:addr=192.0.2.7:5/60000/fw\n"
 		"  fixed-window, count 5, remaining 0, limiting (denied at its last hit)\n"
 		"  hits 5, denied 2, expires in 59s\n"
 		"  state: 1700000000000 5 0\n");
+	/* an address matches whole fields only: 192.0.2.70 stays */
 	cr_assert_eq(run_inspect("--store", store_path, "--reset", "192.0.2.7", NULL), 0);
 	cr_expect_str_eq(out_text,
 		"reset: rg:a:addr=192.0.2.7:100/3600000/fw\n"
 		"reset: rg:r/login:addr=192.0.2.7:5/60000/fw\n"
 		"reset 2 keys containing \"192.0.2.7\"\n");
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "192.0.2.70",
+			 "--now", "1700000001000", NULL), 0);
+	cr_expect(strstr(out_text, "key: rg:r/login:addr=192.0.2.70:5/60000/fw\n  fixed-window, count 5, remaining 4") == out_text,
+		  "%s", out_text);
 	/* the ban is lifted; the other client is untouched */
 	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(st.ops->apply(st.impl, &op, 1, RL_TEST, T0 + 1000, &e), 0);
@@ -151,7 +163,7 @@ Test(inspect, client_and_reset)
 	cr_expect_str_eq(out_text, "reset 0 keys containing \"192.0.2.7\"\n");
 	cr_expect_str_eq(err_text, "rategate inspect: no key contains \"192.0.2.7\"\n");
 	cr_assert_eq(run_inspect("--store", store_path, "--stats", NULL), 0);
-	cr_expect(strstr(out_text, "\nkeys: 2 of ") != NULL, "%s", out_text);
+	cr_expect(strstr(out_text, "\nkeys: 3 of ") != NULL, "%s", out_text);
 	cr_expect(strstr(out_text, "\nkeys reset: 2\n") != NULL, "%s", out_text);
 }
 
