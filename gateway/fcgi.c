@@ -1804,6 +1804,30 @@ join_workers(struct worker *ws, unsigned n, char *joined, int secs)
 }
 
 int
+fcgi_check_options(const struct fcgi_options *o, char *err, size_t cap)
+{
+	unsigned nw;
+
+	if (parse_workers(o->workers, &nw) != 0) {
+		snprintf(err, cap, "-j \"%s\": expected a number of worker threads from 1 to %d",
+			 o->workers, FCGI_WORKERS_MAX);
+		return -1;
+	}
+	if (o->mode != NULL) {
+		char *end;
+		errno = 0;
+		unsigned long m = strtoul(o->mode, &end, 8);
+		if (errno != 0 || end == o->mode || *end != '\0' || m > 0777 ||
+		    o->mode[0] == '-') {
+			snprintf(err, cap, "-M \"%s\": expected an octal mode such as 0660",
+				 o->mode);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int
 fcgi_main(const struct fcgi_options *o)
 {
 	struct server srv;
@@ -1815,11 +1839,11 @@ fcgi_main(const struct fcgi_options *o)
 	sigset_t set;
 	struct rl_ruleset *rs = NULL;
 
-	if (parse_workers(o->workers, &nw) != 0) {
-		fprintf(stderr, "rategate: -j \"%s\": expected a number of worker threads from 1 to %d\n",
-			o->workers, FCGI_WORKERS_MAX);
+	if (fcgi_check_options(o, err, sizeof(err)) != 0) {
+		fprintf(stderr, "rategate: %s\n", err);
 		return 2;
 	}
+	parse_workers(o->workers, &nw);
 	memset(&srv, 0, sizeof(srv));
 	srv.listen_fd = -1;
 	srv.rules_path = o->rules;

@@ -64,6 +64,10 @@ struct fcgi_options {
 	const char *owner;      /* -U USER[:GROUP]: its owner, or NULL */
 };
 
+/* The syntax of -j and -M (-t checks it too).  Returns 0, or -1 with a
+ * message in err. */
+int fcgi_check_options(const struct fcgi_options *o, char *err, size_t cap);
+
 /* Load the rules, open the store and the socket, serve until a stop
  * signal.  Returns the process exit status: 0 after a clean stop, 1 when
  * something could not be set up (said on standard error), 2 for bad

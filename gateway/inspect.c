@@ -463,6 +463,10 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 			stats = 1;
 			continue;
 		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(out);
+			return 0;
+		}
 		if (!v || (strcmp(a, "-c") && strcmp(a, "--store") &&
 			   strcmp(a, "--top") && strcmp(a, "--client") &&
 			   strcmp(a, "--reset") && strcmp(a, "--now"))) {
@@ -471,14 +475,18 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 			return 2;
 		}
 		i++;
-		if (strcmp(a, "-c") == 0) {
-			conf = v;
-		} else if (strcmp(a, "--store") == 0) {
-			path = v;
-		} else if (strcmp(a, "--client") == 0) {
-			client = v;
-		} else if (strcmp(a, "--reset") == 0) {
-			reset = v;
+		const char **dst = strcmp(a, "-c") == 0 ? &conf :
+				   strcmp(a, "--store") == 0 ? &path :
+				   strcmp(a, "--client") == 0 ? &client :
+				   strcmp(a, "--reset") == 0 ? &reset : NULL;
+		if ((dst != NULL && *dst != NULL) ||
+		    (strcmp(a, "--top") == 0 && have_top) ||
+		    (strcmp(a, "--now") == 0 && have_now)) {
+			fprintf(errs, "rategate inspect: %s given twice\n", a);
+			return 2;
+		}
+		if (dst != NULL) {
+			*dst = v;
 		} else if (strcmp(a, "--top") == 0) {
 			if (parse_u64(v, &top) || top < 1 || top > INSPECT_TOP_MAX) {
 				fprintf(errs, "rategate inspect: bad --top \"%s\": expected 1 to %d\n",
@@ -495,7 +503,11 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 			have_now = 1;
 		}
 	}
-	if ((conf == NULL) == (path == NULL)) {
+	if (conf != NULL && path != NULL) {
+		fprintf(errs, "rategate inspect: -c and --store are exclusive: give one\n");
+		return 2;
+	}
+	if (conf == NULL && path == NULL) {
 		fprintf(errs, "rategate inspect: give -c RULES or --store FILE\n");
 		usage(errs);
 		return 2;

@@ -39,9 +39,10 @@ usage(FILE *f)
 		"usage: rategate -c FILE [-l LISTEN] [-M MODE] [-U USER[:GROUP]] [-j N] [-L LOGFILE]\n"
 		"       rategate -t -c FILE\n"
 		"       rategate replay -c FILE [--summary] [LOG]\n"
-		"       rategate inspect -c FILE [--stats] [--top N] [--client TEXT] [--reset TEXT]\n"
+		"       rategate inspect (-c FILE | --store PATH) [--stats] [--top N]\n"
+		"                        [--client TEXT] [--reset TEXT]\n"
 		"       rategate cgi -c FILE [SCRIPT]\n"
-		"       rategate -V\n"
+		"       rategate -V | --version, -h | --help\n"
 		"\n"
 		"  -t            check FILE and everything it includes, print a summary\n"
 		"  -c FILE       the rule file\n"
@@ -60,12 +61,42 @@ usage(FILE *f)
 		"                remaining, retry-after seconds\n"
 		"  --summary     with replay: the clients and paths that would have\n"
 		"                been limited, most-limited first\n"
+		"  inspect       look inside the shared-memory store (or Redis): --stats,\n"
+		"                --top N keys, --client TEXT's counters, --reset TEXT\n"
+		"  --store PATH  with inspect: the store file itself, without rules\n"
 		"  cgi           run as a CGI program: decide on the request in the\n"
 		"                environment, print the denial or exec SCRIPT (else\n"
 		"                the rules' upstream cgi:/path); with no arguments and\n"
 		"                RATEGATE_CONFIG=FILE in the environment the same\n"
 		"\n"
 		"See rategate(8) and rategate.rules(5).\n");
+}
+
+/* An option with a value: argv[*i] is name.  Takes argv[*i + 1] into
+ * *dst and returns 1; or says what is wrong (no value, given twice) and
+ * returns -1, the caller then exits 2. */
+static int
+opt_value(int argc, char **argv, int *i, const char *prog, const char **dst)
+{
+	const char *name = argv[*i];
+
+	if (*i + 1 >= argc) {
+		fprintf(stderr, "%s: %s needs a value (%s)\n", prog, name,
+			strcmp(name, "-c") == 0 ? "the rule file" :
+			strcmp(name, "-j") == 0 ? "a number of worker threads" :
+			strcmp(name, "-l") == 0 ? "a socket: /path, 127.0.0.1:PORT" :
+			strcmp(name, "-L") == 0 ? "a log file" :
+			strcmp(name, "-M") == 0 ? "an octal mode such as 0660" :
+			strcmp(name, "-U") == 0 ? "USER[:GROUP]" : "see --help");
+		return -1;
+	}
+	if (*dst != NULL) {
+		fprintf(stderr, "%s: %s given twice (\"%s\" and \"%s\")\n", prog,
+			name, *dst, argv[*i + 1]);
+		return -1;
+	}
+	*dst = argv[++*i];
+	return 1;
 }
 
 static void
@@ -219,10 +250,15 @@ replay(int argc, char **argv)
 	int summary = 0;
 
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
-			conf = argv[++i];
-		else if (strcmp(argv[i], "--summary") == 0)
+		if (strcmp(argv[i], "-c") == 0) {
+			if (opt_value(argc, argv, &i, "rategate replay", &conf) < 0)
+				return 2;
+		} else if (strcmp(argv[i], "--summary") == 0)
 			summary = 1;
+		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		}
 		else if (argv[i][0] == '-' && argv[i][1] != '\0') {
 			fprintf(stderr, "rategate replay: unknown option \"%s\"\n", argv[i]);
 			usage(stderr);
@@ -275,6 +311,8 @@ cgi_args(int argc, char **argv, const char **conf, const char **script,
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
 			*conf = argv[++i];
+		} else if (strcmp(argv[i], "-c") == 0) {
+			return CGI_ARGS_NO_CONF;
 		} else if (argv[i][0] == '-' || *script != NULL) {
 			*bad = argv[i];
 			return argv[i][0] == '-' ? CGI_ARGS_OPTION : CGI_ARGS_SCRIPTS;
@@ -303,7 +341,7 @@ cgi(int argc, char **argv)
 	case CGI_ARGS_NO_CONF:
 		break;
 	}
-	fprintf(stderr, "rategate cgi: -c FILE is required\n");
+	fprintf(stderr, "rategate cgi: -c FILE is required (-c needs the rule file)\n");
 	return 2;
 }
 
@@ -465,20 +503,17 @@ main(int argc, char **argv)
 		return wrapper_main(getenv("RATEGATE_CONFIG"), argv[1]);
 	}
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-t") == 0)
+		static const char *const valued[] = { "-c", "-j", "-l", "-L", "-M", "-U" };
+		const char **dst[] = { &conf, &fo.workers, &fo.listen, &fo.log,
+				       &fo.mode, &fo.owner };
+		size_t k = 0;
+		while (k < 6 && strcmp(argv[i], valued[k]) != 0)
+			k++;
+		if (k < 6) {
+			if (opt_value(argc, argv, &i, "rategate", dst[k]) < 0)
+				return 2;
+		} else if (strcmp(argv[i], "-t") == 0)
 			test = 1;
-		else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
-			conf = argv[++i];
-		else if (strcmp(argv[i], "-j") == 0 && i + 1 < argc)
-			fo.workers = argv[++i];
-		else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
-			fo.listen = argv[++i];
-		else if (strcmp(argv[i], "-L") == 0 && i + 1 < argc)
-			fo.log = argv[++i];
-		else if (strcmp(argv[i], "-M") == 0 && i + 1 < argc)
-			fo.mode = argv[++i];
-		else if (strcmp(argv[i], "-U") == 0 && i + 1 < argc)
-			fo.owner = argv[++i];
 		else if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
 			printf("rategate %s\n", PACKAGE_VERSION);
 			return 0;
@@ -497,7 +532,15 @@ main(int argc, char **argv)
 	if (conf == NULL)
 		conf = getenv("RATEGATE_CONFIG");
 	if (conf == NULL) {
+		fprintf(stderr, "rategate: no rule file: give -c FILE (or RATEGATE_CONFIG=FILE in the environment)\n");
 		usage(stderr);
+		return 2;
+	}
+	/* The options' syntax is checked before anything else, -t included:
+	 * a command line that -t passes must not fail at the start. */
+	char oerr[256];
+	if (fcgi_check_options(&fo, oerr, sizeof(oerr)) != 0) {
+		fprintf(stderr, "rategate: %s\n", oerr);
 		return 2;
 	}
 	if (test)

@@ -130,4 +130,30 @@ $d/nodir.rules:1:9: shm store "$d/nodir/st": No such file or directory (its dire
 rategate: $d/nodir.rules: 1 error in the gateway settings
 WANT
 same "a file that cannot be created" 1 "$d/none" "$d/want"
+
+# Command-line mistakes: a message naming the option, exit 2 (usage), before
+# anything is loaded; -t checks -j and -M too, so that a command line -t
+# passes does not fail at the start.
+usage_error() {  # name, expected first line of stderr, arguments...
+	name=$1 want=$2
+	shift 2
+	"$bin" "$@" >"$d/out" 2>"$d/err"; rc=$?
+	if [ "$rc" != 2 ]; then
+		echo "FAIL: $name: exit status $rc, expected 2"; fail=1
+	elif [ "$(head -n 1 "$d/err")" != "$want" ]; then
+		echo "FAIL: $name: stderr starts with:"; head -n 1 "$d/err"; fail=1
+	else
+		echo "ok: $name"
+	fi
+}
+usage_error "-c without its file" 'rategate: -c needs a value (the rule file)' -t -c
+usage_error "-l without its socket" 'rategate: -l needs a value (a socket: /path, 127.0.0.1:PORT)' -c "$d/r.rules" -l
+usage_error "-c twice" "rategate: -c given twice (\"$d/r.rules\" and \"$d/big.rules\")" -t -c "$d/r.rules" -c "$d/big.rules"
+usage_error "-t with -j 0" 'rategate: -j "0": expected a number of worker threads from 1 to 256' -t -c "$d/r.rules" -j 0
+usage_error "a bad -M" 'rategate: -M "999": expected an octal mode such as 0660' -c "$d/r.rules" -l "$d/s.sock" -M 999
+usage_error "no rule file" 'rategate: no rule file: give -c FILE (or RATEGATE_CONFIG=FILE in the environment)' -t
+usage_error "replay -c without its file" 'rategate replay: -c needs a value (the rule file)' replay -c
+usage_error "inspect with -c and --store" 'rategate inspect: -c and --store are exclusive: give one' inspect -c "$d/r.rules" --store "$d/st"
+usage_error "inspect --client twice" 'rategate inspect: --client given twice' inspect --client a --client b --store "$d/st"
+[ -e "$d/s.sock" ] && { echo "FAIL: a bad -M left a socket"; fail=1; }
 exit $fail
