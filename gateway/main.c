@@ -527,8 +527,8 @@ main(int argc, char **argv)
 		}
 	}
 	/* A process manager that passes no arguments (mod_fcgid's
-	 * FcgidInitialEnv, spawn-fcgi -e) can name the rules in the
-	 * environment. */
+	 * FcgidInitialEnv; spawn-fcgi passes its environment on) can name
+	 * the rules in the environment. */
 	if (conf == NULL)
 		conf = getenv("RATEGATE_CONFIG");
 	if (conf == NULL) {
