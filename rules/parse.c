@@ -99,6 +99,13 @@ struct pstate {
 	size_t nrules, caprules;
 	struct loc defaults_at, application_at;
 	int has_strategy;
+	/* every file read so far: identity (arena) and the include that
+	 * read it (line 0: the top file) */
+	struct read_file {
+		const char *id;
+		struct loc from;
+	} *read;
+	size_t nread;
 };
 
 /* ------------------------------------------------------------------ */
@@ -1753,6 +1760,21 @@ has_glob_chars(const char *s)
 	return strpbrk(s, "*?[") != NULL;
 }
 
+/* Is path one of the files being read (the include stack)? */
+static int
+being_read(struct pstate *ps, const char *path)
+{
+	char id[512];
+
+	if (ps->io->identity == NULL ||
+	    ps->io->identity(ps->io->ctx, path, id, sizeof(id)) != 0)
+		snprintf(id, sizeof(id), "%s", path);
+	for (int i = 0; i < ps->depth; i++)
+		if (strcmp(ps->stack[i], id) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 parse_file(struct pstate *ps, const struct loc *from, const char *path)
 {
@@ -1775,6 +1797,18 @@ parse_file(struct pstate *ps, const struct loc *from, const char *path)
 			return;
 		}
 	}
+	/* Read once: a second include of a file (two overlapping globs)
+	 * would only set its globals twice and shadow its own rules. */
+	for (size_t i = 0; i < ps->nread; i++) {
+		if (strcmp(ps->read[i].id, id) != 0)
+			continue;
+		if (ps->read[i].from.line == 0)
+			warn_at(ps, from, "\"%s\" is the top rule file: not read again", path);
+		else
+			warn_at(ps, from, "\"%s\" was already included (at %s:%u): not read again",
+				path, ps->read[i].from.file, ps->read[i].from.line);
+		return;
+	}
 	msg[0] = '\0';
 	if (ps->io->read_file(ps->io->ctx, path, &data, &len, msg, sizeof(msg))) {
 		if (from->line == 0) {
@@ -1787,8 +1821,16 @@ parse_file(struct pstate *ps, const struct loc *from, const char *path)
 		return;
 	}
 	const char *file = rl_arena_strndup(ps->a, path, strlen(path));
+	struct read_file *nr = realloc(ps->read, (ps->nread + 1) * sizeof(*nr));
+	if (nr != NULL) {
+		ps->read = nr;
+		nr[ps->nread].id = rl_arena_strndup(ps->a, id, strlen(id));
+		nr[ps->nread].from = *from;
+		if (nr[ps->nread].id != NULL)
+			ps->nread++;
+	}
 	ps->stack[ps->depth] = strdup(id);
-	if (file == NULL || ps->stack[ps->depth] == NULL) {
+	if (file == NULL || nr == NULL || ps->stack[ps->depth] == NULL) {
 		ps->oom = 1;
 		free(ps->stack[ps->depth]);
 		free(data);
@@ -1841,8 +1883,14 @@ include_files(struct pstate *ps, const struct loc *at, const struct tok *arg)
 			qsort(paths, n, sizeof(*paths), cmp_path);
 		if (n == 0 && has_glob_chars(pat))
 			warn_at(ps, at, "include \"%s\" matches no file", pat);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			/* a glob that matches the file including it (or one
+			 * of its includers: "include *.rules" in site.rules)
+			 * means the others */
+			if (has_glob_chars(pat) && being_read(ps, paths[i]))
+				continue;
 			parse_file(ps, at, paths[i]);
+		}
 	}
 	for (size_t i = 0; i < n; i++)
 		free(paths[i]);
@@ -2166,6 +2214,7 @@ load(const char *path, const char *name, const char *text, size_t len,
 	if (!ps.oom)
 		finish(&ps);
 	free(ps.rules);
+	free(ps.read);
 	if (ps.oom && rep->nerrors == 0) {
 		struct loc at = { path ? path : name, 1, 0 };
 		error_at(&ps, &at, "out of memory while loading rules");

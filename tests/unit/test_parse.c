@@ -611,6 +611,28 @@ Test(parse, include_glob_relative_sorted)
 	rl_ruleset_free(rs);
 }
 
+/* "include *.rules" in a file that the glob matches means the other
+ * files; a file included twice is read once, with a warning. */
+Test(parse, include_self_glob_and_twice)
+{
+	struct memfile fs[] = {
+		{ "/s/site.rules", "default 10/minute\ninclude *.rules\n", 0 },
+		{ "/s/a.rules", "/a 1/second\n", 0 },
+		{ "/s/b.rules", "/b 1/second\ninclude a.rules\n", 0 },
+	};
+	files = fs;
+	nfiles = sizeof(fs) / sizeof(fs[0]);
+
+	struct rl_ruleset *rs = load("/s/site.rules");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rl_ruleset_nfiles(rs), 3);
+	cr_assert_eq(rl_ruleset_nrules(rs), 2);
+	cr_assert_eq(rep.nwarnings, 1);
+	cr_assert_str_eq(rep.warnings[0],
+			 "/s/b.rules:2:9: warning: \"/s/a.rules\" was already included (at /s/site.rules:2): not read again");
+	rl_ruleset_free(rs);
+}
+
 Test(parse, include_errors)
 {
 	struct memfile fs[] = {
