@@ -42,6 +42,7 @@
 #include "config.h"
 #endif
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -201,7 +202,8 @@ static int parse_item(const char *t, size_t n, size_t base, int sizes,
 				    rl_quote(q1, sizeof q1, t, n));
 		count = read_number(t, n, &i);
 		cend = i;
-		if (count == 0)
+		/* "0x10/hour" is junk after the count, not a count of 0 */
+		if (count == 0 && (cend == n || !isalpha((unsigned char)t[cend])))
 			return rl_fail(d, base, "bad limit count %s: count must "
 				    "be at least 1; use `exempt` to lift limits",
 				    rl_quote(q1, sizeof q1, t, cend));

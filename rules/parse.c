@@ -99,6 +99,7 @@ struct pstate {
 	size_t nrules, caprules;
 	struct loc defaults_at, application_at;
 	int has_strategy;
+	const char *top;        /* the top file's name, for file-wide warnings */
 	/* every file read so far: identity (arena) and the include that
 	 * read it (line 0: the top file) */
 	struct read_file {
@@ -1458,7 +1459,14 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 			size_t j = i;
 			while (j < vlen && v[j] != ',')
 				j++;
-			unsigned b = rl_method_bit(v + i, j - i);
+			/* any case, as requests' methods are compared */
+			char up[16];
+			unsigned b = RL_METHOD_OTHER;
+			if (j - i < sizeof(up)) {
+				for (size_t k = i; k < j; k++)
+					up[k - i] = (char)toupper((unsigned char)v[k]);
+				b = rl_method_bit(up, j - i);
+			}
 			if (b == RL_METHOD_OTHER) {
 				struct loc mat = value_loc(&vat, t->quoted, i);
 				error_at(ps, &mat, "unknown method \"%s\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','",
@@ -1728,6 +1736,13 @@ parse_text(struct pstate *ps, const char *file, const char *text, size_t len)
 		error_at(ps, &ln, "file too large (%zu bytes, at most %u)", len,
 			 RL_FILE_SIZE_MAX);
 		return;
+	}
+	/* Editors do not count a byte order mark as a column: skipped, so
+	 * line 1's columns are the editor's. */
+	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+		struct loc at = { file, 1, 0 };
+		warn_at(ps, &at, "the file starts with a UTF-8 byte order mark: ignored (save the file without one)");
+		pos = 3;
 	}
 	while (pos < len && !ps->oom) {
 		const char *nl = memchr(text + pos, '\n', len - pos);
@@ -2123,6 +2138,20 @@ finish(struct pstate *ps)
 	qsort(rs->exact, rs->nexact, sizeof(*rs->exact), cmp_exact);
 	qsort(rs->globs, rs->nglobs, sizeof(*rs->globs), cmp_glob);
 
+	/* Rules that limit nothing (an empty file, only exempt or settings
+	 * rules): loading them is no mistake, but it is rarely meant. */
+	int limits = st->ndefaults > 0 || st->napplication > 0 ||
+		     st->max_body > 0;
+	for (size_t i = 0; i < ps->nrules && !limits; i++) {
+		const struct rl_rule *r = rs->rules[i];
+		limits = r->nlimits > 0 || r->concurrency > 0 ||
+			 r->nbandwidth > 0 || r->max_body > 0;
+	}
+	if (!limits) {
+		struct loc at = { ps->top, 1, 0 };
+		warn_at(ps, &at, "nothing is limited: no default, application or path limits (every request is allowed)");
+	}
+
 	/* Shadowed rules: same pattern, and every method it covers is taken by
 	 * an earlier rule. */
 	for (size_t i = 0; i < ps->nrules; i++) {
@@ -2202,9 +2231,11 @@ load(const char *path, const char *name, const char *text, size_t len,
 		ps.oom = 1;
 	else if (path != NULL) {
 		struct loc none = { path, 0, 0 };
+		ps.top = path;
 		parse_file(&ps, &none, path);
 	} else {
 		const char *file = rl_arena_strndup(ps.a, name, strlen(name));
+		ps.top = file;
 		rs->nfiles = 1;
 		if (file == NULL)
 			ps.oom = 1;

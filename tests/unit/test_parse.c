@@ -496,6 +496,8 @@ Test(parse, quoted_values)
 
 Test(parse, warnings)
 {
+	struct rl_ruleset *rs;
+
 	expect_warning("/a//b 1/second\n",
 		       "t.rules:1:1: warning: rule \"/a//b\" can never match: request paths are matched after normalisation (no '//', '.', '..', ';' or trailing '/'); write it as a normalised path");
 	expect_warning("/m?x 1/second\n",
@@ -512,11 +514,27 @@ Test(parse, warnings)
 		       "t.rules:1:19: warning: burst= only applies to the gcra strategy; this rule uses fixed-window");
 	expect_warning("/a 5/second cost=6\n",
 		       "t.rules:1:4: warning: cost 6 exceeds limit \"5/second\": every request will be denied");
-	expect_warning("/a exempt cost=2\n",
+	expect_warning("/a exempt cost=2\n/b 1/second\n",
 		       "t.rules:1:1: warning: options other than methods=, max-body= and upstream= have no effect on an exempt rule");
 
+	expect_warning("storage memory\n/ping exempt\n",
+		       "t.rules:1:1: warning: nothing is limited: no default, application or path limits (every request is allowed)");
+	expect_warning("",
+		       "t.rules:1:1: warning: nothing is limited: no default, application or path limits (every request is allowed)");
+	expect_warning("\xef\xbb\xbf/a 1/second\n",
+		       "t.rules:1:1: warning: the file starts with a UTF-8 byte order mark: ignored (save the file without one)");
+	expect_error("\xef\xbb\xbf/a 1/eon\n",
+		     "t.rules:1:6: bad limit unit \"eon\": expected second, minute, hour, day, month or year");
+	expect_error("/a 0x10/hour\n",
+		     "t.rules:1:5: bad limit \"0x10/hour\": expected \"/\" or \"per\" after the count, found \"x10/hour\"");
+	/* methods in any case, as requests' methods are compared */
+	rs = parse("/a 1/second methods=post,Get\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_rule(rs, 0)->methods, RL_METHOD_POST | RL_METHOD_GET);
+	rl_ruleset_free(rs);
+
 	/* different methods on one pattern are fine */
-	struct rl_ruleset *rs = parse("/a 1/second methods=GET\n/a 2/second methods=POST\n");
+	rs = parse("/a 1/second methods=GET\n/a 2/second methods=POST\n");
 	cr_assert_not_null(rs);
 	cr_assert_eq(rep.nwarnings, 0);
 	rl_ruleset_free(rs);
@@ -912,7 +930,7 @@ Test(parse, responder_global_errors)
 		     "t.rules:1:17: bad duration unit \"d\": expected ms, s, m or h; a bare number is seconds");
 	expect_error("concurrency-lease 500ms\n",
 		     "t.rules:1:19: bad value \"500ms\" for \"concurrency-lease\": expected a duration from 1s to 48h");
-	expect_warning("upstream-timeout 60s\nconcurrency-lease 30s\n",
+	expect_warning("upstream-timeout 60s\nconcurrency-lease 30s\ndefault 1/second\n",
 		       "t.rules:2:19: warning: concurrency-lease 30s is shorter than upstream-timeout 1m: a slow request's in-flight slot may expire while it still runs");
 	expect_error("max-body 0\n",
 		     "t.rules:1:10: bad value \"0\" for \"max-body\": expected at least 1 byte (or none for no limit)");
@@ -938,7 +956,7 @@ Test(parse, responder_global_errors)
 		     "t.rules:2:23: bad stats-allow network \"10.0.0.0/33\": expected an address or CIDR such as 127.0.0.1, 10.0.0.0/8 or ::1");
 	expect_error("stats-allow\n",
 		     "t.rules:1:1: \"stats-allow\" needs networks, e.g. \"stats-allow 127.0.0.1 ::1 10.0.0.0/8\"");
-	expect_warning("stats-allow 10.0.0.0/8\n",
+	expect_warning("stats-allow 10.0.0.0/8\ndefault 1/second\n",
 		       "t.rules:1:1: warning: stats-allow has no effect without stats PATH");
 }
 
