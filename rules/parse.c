@@ -710,6 +710,61 @@ value_loc(const struct loc *at, int quoted, size_t off)
 	return l;
 }
 
+/* Two key parts that read the same thing (header names differing only in
+ * case or '-'/'_' are one CGI variable). */
+static int
+same_part(const struct rl_key_part *a, const struct rl_key_part *b)
+{
+	if (a->src == RL_KEY_ADDR || b->src == RL_KEY_ADDR)
+		return a->src == b->src;
+	if (a->var != NULL && b->var != NULL &&
+	    (a->src == RL_KEY_HEADER || a->src == RL_KEY_VAR) &&
+	    (b->src == RL_KEY_HEADER || b->src == RL_KEY_VAR))
+		return strcmp(a->var, b->var) == 0;
+	return a->src == b->src && strcmp(a->name, b->name) == 0;
+}
+
+static int
+same_alt(const struct rl_key_alt *a, const struct rl_key_alt *b)
+{
+	if (a->nparts != b->nparts)
+		return 0;
+	for (size_t i = 0; i < a->nparts; i++)
+		if (!same_part(&a->parts[i], &b->parts[i]))
+			return 0;
+	return 1;
+}
+
+/* Key specs that mean less than they say: a part twice in one alternative,
+ * an alternative twice, alternatives after a plain addr (an address is
+ * always there, so they are never tried). */
+static void
+check_key(struct pstate *ps, const struct loc *at, const struct rl_key *k)
+{
+	for (size_t i = 0; i < k->nalts; i++) {
+		const struct rl_key_alt *a = &k->alts[i];
+		for (size_t p = 0; p < a->nparts; p++)
+			for (size_t q = 0; q < p; q++)
+				if (same_part(&a->parts[p], &a->parts[q])) {
+					warn_at(ps, at, "key \"%s\": the same part twice in one alternative (counted once)",
+						k->text);
+					return;
+				}
+		for (size_t j = 0; j < i; j++)
+			if (same_alt(a, &k->alts[j])) {
+				warn_at(ps, at, "key \"%s\": an alternative is given twice (header names differing in case, '-' or '_' are one variable)",
+					k->text);
+				return;
+			}
+		if (i + 1 < k->nalts && a->nparts == 1 &&
+		    a->parts[0].src == RL_KEY_ADDR) {
+			warn_at(ps, at, "key \"%s\": the alternatives after addr are never used (a client address is always there)",
+				k->text);
+			return;
+		}
+	}
+}
+
 /* A deny message (the global or message=) at at: 1 to MAX_MESSAGE bytes
  * without control bytes; a control byte is reported where it is.  Returns
  * 1 when it is fine, 0 after reporting. */
@@ -1136,6 +1191,7 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 			struct loc e = value_loc(&at, a->quoted, dg.col);
 			error_at(ps, &e, "%s", dg.msg);
 		} else {
+			check_key(ps, &at, k);
 			*(const struct rl_key **)field = k;
 		}
 		break;
@@ -1491,6 +1547,8 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 		if (r->key == NULL) {
 			struct loc e = value_loc(&vat, t->quoted, dg.col);
 			error_at(ps, &e, "%s", dg.msg);
+		} else {
+			check_key(ps, &vat, r->key);
 		}
 		break;
 	}

@@ -527,6 +527,12 @@ Test(parse, warnings)
 		     "t.rules:1:6: bad limit unit \"eon\": expected second, minute, hour, day, month or year");
 	expect_error("/a 0x10/hour\n",
 		     "t.rules:1:5: bad limit \"0x10/hour\": expected \"/\" or \"per\" after the count, found \"x10/hour\"");
+	expect_warning("/a 1/second key=addr+addr\n",
+		       "t.rules:1:17: warning: key \"addr+addr\": the same part twice in one alternative (counted once)");
+	expect_warning("key header:x-api-key|header:X_API_KEY\ndefault 1/second\n",
+		       "t.rules:1:5: warning: key \"header:x-api-key|header:X_API_KEY\": an alternative is given twice (header names differing in case, '-' or '_' are one variable)");
+	expect_warning("/a 1/second key=addr|header:X-Api-Key\n",
+		       "t.rules:1:17: warning: key \"addr|header:X-Api-Key\": the alternatives after addr are never used (a client address is always there)");
 	/* methods in any case, as requests' methods are compared */
 	rs = parse("/a 1/second methods=post,Get\n");
 	cr_assert_not_null(rs);
