@@ -211,6 +211,7 @@ static const char rules_basic[] =
 	"headers          on\n"
 	"upstream         @APP@\n"
 	"/cgi/**          100/minute  upstream=cgi:@CGI@\n"
+	"/cgi/app         upstream=@APP@\n"
 	"/fcgi/**         100/minute\n"
 	"/ping            exempt\n";
 
@@ -280,6 +281,17 @@ Test(responder, allowed_requests_reach_both_apps_intact,
 	cr_expect_eq(r.status, 200);
 	cr_expect_eq(srv_header_count(&r, "X-RateLimit-Limit"), 0, "%s", r.headers);
 	srv_resp_free(&r);
+
+	/* A settings rule (upstream= only) under the /cgi subtree: its upstream, the
+	 * subtree's budget (two CGI requests taken above) */
+	before = calls();
+	r = req("GET", "/cgi/app", NULL, NULL);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	srv_expect_field(&r, "uri", "/cgi/app");
+	expect_hdr(&r, "X-RateLimit-Limit", "100");
+	expect_hdr(&r, "X-RateLimit-Remaining", "97");
+	srv_resp_free(&r);
+	cr_expect_eq(calls(), before + 1, "the FastCGI application answered");
 	finish();
 }
 
