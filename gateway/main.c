@@ -38,7 +38,7 @@ usage(FILE *f)
 	fprintf(f,
 		"usage: rategate -c FILE [-l LISTEN] [-M MODE] [-U USER[:GROUP]] [-j N] [-L LOGFILE]\n"
 		"       rategate -t -c FILE\n"
-		"       rategate replay -c FILE [--summary] [LOG]\n"
+		"       rategate replay -c FILE [--summary | --verbose] [LOG]\n"
 		"       rategate inspect (-c FILE | --store PATH) [--stats] [--top N]\n"
 		"                        [--client TEXT] [--reset TEXT]\n"
 		"       rategate cgi -c FILE [SCRIPT]\n"
@@ -61,6 +61,8 @@ usage(FILE *f)
 		"                remaining, retry-after seconds\n"
 		"  --summary     with replay: the clients and paths that would have\n"
 		"                been limited, most-limited first\n"
+		"  --verbose     with replay: each line also says rule=PATTERN and\n"
+		"                origin=rule|default|application (which limits decided)\n"
 		"  inspect       look inside the shared-memory store (or Redis): --stats,\n"
 		"                --top N keys, --client TEXT's counters, --reset TEXT\n"
 		"  --store PATH  with inspect: the store file itself, without rules\n"
@@ -247,14 +249,16 @@ static int
 replay(int argc, char **argv)
 {
 	const char *conf = NULL, *log = NULL;
-	int summary = 0;
+	int flags = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0) {
 			if (opt_value(argc, argv, &i, "rategate replay", &conf) < 0)
 				return 2;
 		} else if (strcmp(argv[i], "--summary") == 0)
-			summary = 1;
+			flags |= REPLAY_SUMMARY;
+		else if (strcmp(argv[i], "--verbose") == 0)
+			flags |= REPLAY_VERBOSE;
 		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -289,7 +293,7 @@ replay(int argc, char **argv)
 			return 1;
 		}
 	}
-	int r = replay_run(rs, in, log ? log : "-", summary, stdout, stderr);
+	int r = replay_run(rs, in, log ? log : "-", flags, stdout, stderr);
 	if (in != stdin)
 		fclose(in);
 	rl_ruleset_free(rs);

@@ -395,10 +395,23 @@ tally_print(struct tally *t, const char *title, FILE *out)
 	free(t->counts);
 }
 
+/* --verbose: which rule and which limits decided. */
+static void
+why(FILE *out, const struct rl_decision *d)
+{
+	static const char *const origins[] = { "rule", "default", "application" };
+
+	fprintf(out, "\trule=%s\torigin=%s",
+		d->rule != NULL ? d->rule->pattern.text : "-",
+		d->limit != NULL ? origins[d->origin] : "-");
+}
+
 int
 replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
-	   int summary, FILE *out, FILE *errs)
+	   int flags, FILE *out, FILE *errs)
 {
+	int summary = (flags & REPLAY_SUMMARY) != 0;
+	int verbose = (flags & REPLAY_VERBOSE) != 0;
 	struct rl_store st;
 	char *line = malloc(MAX_LINE + 2);
 	struct replay_line *rl = malloc(sizeof(*rl));
@@ -483,25 +496,29 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 				fprintf(out, "%llu\tallow\t%s\t%llu\t-",
 					(unsigned long long)index, d.limit->text,
 					(unsigned long long)d.remaining);
-			fputs(d.would_deny ? "\tdry-run-deny\n" : "\n", out);
+			if (d.would_deny)
+				fputs("\tdry-run-deny", out);
 			break;
 		case RL_DENY:
-			fprintf(out, "%llu\tdeny\t%s\t%llu\t%lld\n",
+			fprintf(out, "%llu\tdeny\t%s\t%llu\t%lld",
 				(unsigned long long)index, d.limit->text,
 				(unsigned long long)d.remaining,
 				(long long)rl_retry_seconds(d.retry_ms));
 			break;
 		case RL_DENY_KEY:
-			fprintf(out, "%llu\tdeny\tmissing-key\t-\t-\n",
+			fprintf(out, "%llu\tdeny\tmissing-key\t-\t-",
 				(unsigned long long)index);
 			break;
 		case RL_BAD_REQUEST:
 		case RL_TOO_LARGE:
 		case RL_STORE_ERROR:
-			fprintf(out, "%llu\terror\t-\t-\t-\n",
+			fprintf(out, "%llu\terror\t-\t-\t-",
 				(unsigned long long)index);
 			break;
 		}
+		if (verbose)
+			why(out, &d);
+		fputc('\n', out);
 		index++;
 	}
 	if (summary) {

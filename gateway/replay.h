@@ -32,10 +32,14 @@ struct replay_line {
 int replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		      char *err, size_t errcap);
 
+/* replay_run's flags: --summary, --verbose. */
+enum { REPLAY_SUMMARY = 1, REPLAY_VERBOSE = 2 };
+
 /* Replay every line of in through rs, printing one line per request to out
- * (or, with summary, the most-limited clients and paths) and problems as
- * "NAME:LINE: message" to errs.  Returns 0, or 1 when a line was bad. */
+ * (with REPLAY_VERBOSE followed by rule=PATTERN and origin=ORIGIN; with
+ * REPLAY_SUMMARY instead the most-limited clients and paths) and problems
+ * as "NAME:LINE: message" to errs.  Returns 0, or 1 when a line was bad. */
 int replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
-	       int summary, FILE *out, FILE *errs);
+	       int flags, FILE *out, FILE *errs);
 
 #endif

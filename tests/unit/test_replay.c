@@ -145,6 +145,31 @@ Test(replay, decisions_printed)
 	free(errs);
 }
 
+/* --verbose names the rule and the limits that decided. */
+Test(replay, verbose_names_rule_and_origin)
+{
+	int status;
+	char *errs;
+	char *out = run("default 3/minute\napplication 100/hour\n/e/** 2/minute\n/e/* 2/minute\n/ping exempt\n",
+			"1700000000 192.0.2.7 GET /e/x\n"
+			"1700000000 192.0.2.7 GET /e/x/y\n"
+			"1700000000 192.0.2.7 GET /other\n"
+			"1700000000 192.0.2.7 GET /ping\n"
+			"1700000000 192.0.2.7 GET /e/x\n"
+			"1700000000 192.0.2.7 GET /e/x\n",
+			REPLAY_VERBOSE, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\tallow\t2/minute\t1\t-\trule=/e/*\torigin=rule\n"
+			 "1\tallow\t2/minute\t1\t-\trule=/e/**\torigin=rule\n"
+			 "2\tallow\t3/minute\t2\t-\trule=-\torigin=default\n"
+			 "3\tallow\t-\t-\t-\trule=/ping\torigin=-\n"
+			 "4\tallow\t2/minute\t0\t-\trule=/e/*\torigin=rule\n"
+			 "5\tdeny\t2/minute\t0\t60\trule=/e/*\torigin=rule\n");
+	cr_assert_eq(status, 0);
+	free(out);
+	free(errs);
+}
+
 /* A path longer than the gateway takes is decided as the gateway would
  * decide it, a bad request ("error"), in both line formats; only a query
  * too long to hold makes the line malformed. */
