@@ -183,28 +183,33 @@ fcgi_target(const char *request_uri, const char *script_name,
 	if (request_uri != NULL && request_uri[0] != '\0') {
 		const char *p = request_uri;
 		/* absolute-form (a proxy request): drop scheme and authority */
+		/* A raw '#' ends the target: lighttpd and nginx pass it in
+		 * REQUEST_URI but route without the fragment, so "/login#x"
+		 * is /login to them and must be to us. */
+		size_t end = strcspn(p, "#");
 		if (strncasecmp(p, "http://", 7) == 0 ||
 		    strncasecmp(p, "https://", 8) == 0) {
 			const char *auth = strstr(p, "//") + 2;
-			const char *slash = strpbrk(auth, "/?");
-			if (slash == NULL || *slash == '?') {
+			const char *slash = strpbrk(auth, "/?#");
+			if (slash == NULL || *slash != '/') {
 				/* no path: the root, then any query */
 				t->path = "/";
 				t->path_len = 1;
-				if (slash != NULL) {
+				if (slash != NULL && *slash == '?') {
 					t->query = slash + 1;
-					t->query_len = strlen(slash + 1);
+					t->query_len = (size_t)(p + end - t->query);
 				}
 				return 0;
 			}
+			end -= (size_t)(slash - p);
 			p = slash;
 		}
-		const char *q = strchr(p, '?');
+		const char *q = memchr(p, '?', end);
 		t->path = p;
-		t->path_len = q ? (size_t)(q - p) : strlen(p);
+		t->path_len = q ? (size_t)(q - p) : end;
 		if (q != NULL) {
 			t->query = q + 1;
-			t->query_len = strlen(q + 1);
+			t->query_len = (size_t)(p + end - t->query);
 		}
 		return 0;
 	}

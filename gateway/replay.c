@@ -97,7 +97,8 @@ static int
 target(const char *s, size_t len, struct replay_line *out)
 {
 	const char *p = s;
-	size_t n = len;
+	const char *hash = memchr(s, '#', len);
+	size_t n = hash ? (size_t)(hash - s) : len;     /* as fcgi_target */
 
 	if (n > 7 && (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0)) {
 		const char *h = memchr(p, ':', n) + 3;

@@ -1984,7 +1984,7 @@ warn_encoded(struct pstate *ps, const struct prule *pr)
 		const char *esc, *why;
 	} tab[] = {
 		{ '?', "%3F", "the query string is never part of the path, so it cannot be matched here" },
-		{ '#', "%23", "a fragment never reaches the server" },
+		{ '#', "%23", "a raw '#' starts the fragment, which is not part of the path" },
 		{ '%', "%25", "patterns are matched against the decoded path: write the character itself, not its escape" },
 	};
 

@@ -27,6 +27,13 @@ Test(fcgi, target)
 		{ "http://example.com/x/y?q", NULL, NULL, NULL, 0, "/x/y", "q", __LINE__ },
 		{ "HTTPS://example.com", NULL, NULL, NULL, 0, "/", NULL, __LINE__ },
 		{ "http://example.com?z", NULL, NULL, NULL, 0, "/", "z", __LINE__ },
+		/* a raw '#' ends the target (the servers route without it) */
+		{ "/login#x", "/login", NULL, "", 0, "/login", NULL, __LINE__ },
+		{ "/q/x?user=alice#7", NULL, NULL, NULL, 0, "/q/x", "user=alice", __LINE__ },
+		{ "/api/upload#/../../x", NULL, NULL, NULL, 0, "/api/upload", NULL, __LINE__ },
+		{ "http://h/x#f?y", NULL, NULL, NULL, 0, "/x", NULL, __LINE__ },
+		{ "http://example.com#f?y", NULL, NULL, NULL, 0, "/", NULL, __LINE__ },
+		{ "http://example.com?z#f", NULL, NULL, NULL, 0, "/", "z", __LINE__ },
 		{ NULL, "/app/p", "/extra", "k=v", 0, "/app/p/extra", "k=v", __LINE__ },
 		{ "", "/app/p", NULL, "", 0, "/app/p", NULL, __LINE__ },
 		{ NULL, NULL, "/only-info", NULL, 0, "/only-info", NULL, __LINE__ },

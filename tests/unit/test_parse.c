@@ -503,7 +503,7 @@ Test(parse, warnings)
 	expect_warning("/m?x 1/second\n",
 		       "t.rules:1:3: warning: '?' in rule \"/m?x\" matches only a request path that spells it %3F: the query string is never part of the path, so it cannot be matched here");
 	expect_warning("/h#x 1/second\n",
-		       "t.rules:1:3: warning: '#' in rule \"/h#x\" matches only a request path that spells it %23: a fragment never reaches the server");
+		       "t.rules:1:3: warning: '#' in rule \"/h#x\" matches only a request path that spells it %23: a raw '#' starts the fragment, which is not part of the path");
 	expect_warning("/n%20b 1/second\n",
 		       "t.rules:1:3: warning: '%' in rule \"/n%20b\" matches only a request path that spells it %25: patterns are matched against the decoded path: write the character itself, not its escape");
 	expect_warning("/a 1/second\n/a 2/second\n",

@@ -54,6 +54,14 @@ Test(replay, combined_log_lines)
 	cr_assert_eq(L.t_ms, 1795424400000LL);
 	cr_assert_str_eq(L.path, "/login");
 
+	/* a raw '#' ends the target, as in the gateway */
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET /login#x?y"), 1);
+	cr_assert_str_eq(L.path, "/login");
+	cr_assert_eq(L.has_query, 0);
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET /q?user=a#7"), 1);
+	cr_assert_str_eq(L.path, "/q");
+	cr_assert_str_eq(L.query, "user=a");
+
 	/* Apache's vhost_combined: "vhost:port" first */
 	cr_assert_eq(parse("www.example.com:443 192.0.2.8 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
 	cr_assert_str_eq(L.addr, "192.0.2.8");
