@@ -493,7 +493,18 @@ rl_key_name_match(const char *name, size_t len, const char *text)
 	size_t n = strlen(text);
 	struct rl_cidr c;
 	int whole = rl_cidr_parse(text, n, &c) == 0;
+	char esc[RL_STORE_KEY_MAX];
+	size_t elen = 0;
 
+	/* an address is written in keys escaped ("2001%3Adb8%3A%3A/64"):
+	 * look for it so */
+	if (whole) {
+		esc[0] = '\0';
+		if (rl_key_escape(esc, sizeof(esc), &elen, text, n) != 0)
+			return 0;
+		text = esc;
+		n = elen;
+	}
 	if (n == 0 || n > len)
 		return n == 0;
 	for (size_t p = 0; p + n <= len; p++) {

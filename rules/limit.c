@@ -42,7 +42,6 @@
 #include "config.h"
 #endif
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -185,7 +184,7 @@ static int parse_item(const char *t, size_t n, size_t base, int sizes,
 		      struct rl_limit *l, struct rl_diag *d)
 {
 	char q1[64], q2[64];
-	size_t i = 0, cend, nstart, nend, ustart, uend;
+	size_t i = 0, cend = 0, nstart, nend, ustart, uend;
 	uint64_t count, mult = 1;
 	const struct unit *u;
 	const char *ex = sizes ? BW_EXAMPLE : EXAMPLE;
@@ -202,11 +201,6 @@ static int parse_item(const char *t, size_t n, size_t base, int sizes,
 				    rl_quote(q1, sizeof q1, t, n));
 		count = read_number(t, n, &i);
 		cend = i;
-		/* "0x10/hour" is junk after the count, not a count of 0 */
-		if (count == 0 && (cend == n || !isalpha((unsigned char)t[cend])))
-			return rl_fail(d, base, "bad limit count %s: count must "
-				    "be at least 1; use `exempt` to lift limits",
-				    rl_quote(q1, sizeof q1, t, cend));
 		if (count > RL_MAX_COUNT)
 			return rl_fail(d, base, "bad limit count %s: at most "
 				    "%llu hits per period",
@@ -234,6 +228,12 @@ static int parse_item(const char *t, size_t n, size_t base, int sizes,
 			    sizes ? "size" : "count",
 			    rl_quote(q2, sizeof q2, t + i, e - i));
 	}
+	/* A count of 0 once the separator is known, so that "0x10/hour"
+	 * is junk after the count rather than a count of 0. */
+	if (!sizes && count == 0)
+		return rl_fail(d, base, "bad limit count %s: count must "
+			    "be at least 1; use `exempt` to lift limits",
+			    rl_quote(q1, sizeof q1, t, cend));
 
 	i = skip_ws(t, n, i);
 	nstart = i;

@@ -417,8 +417,10 @@ limit_words(const struct tok *toks, size_t n, const char **s, size_t *len,
 	if (n == 1 && toks[0].quoted) {
 		*s = toks[0].v;
 		*len = toks[0].vlen;
-		/* no escape inside: the value's columns are the line's */
-		*col = toks[0].col + (toks[0].vlen + 2 == toks[0].len);
+		/* "..." without escapes: the value's columns are the
+		 * line's, one after the quote; else the word's start */
+		*col = toks[0].col + (toks[0].quoted == QUOTED_SIMPLE &&
+				      toks[0].s[0] == '"');
 		return;
 	}
 	span(toks, n, s, len);
@@ -2221,13 +2223,15 @@ finish(struct pstate *ps)
 			const struct rl_rule *e = rs->rules[j];
 			if (strcmp(e->pattern.text, r->pattern.text) != 0)
 				continue;
-			/* a settings rule and a rule with limits both apply;
-			 * a settings rule is taken by an earlier one only if
-			 * that sets all it sets */
-			if (e->settings_only != r->settings_only ||
-			    (r->settings_only &&
-			     ((r->sets_max_body && !e->sets_max_body) ||
-			      (r->upstream != NULL && e->upstream == NULL))))
+			/* an earlier settings rule lets matching go on: a
+			 * rule with limits after it still applies, and so
+			 * does a settings rule that sets more; a settings
+			 * rule after a rule with limits (or exempt) is
+			 * never reached */
+			if (e->settings_only &&
+			    (!r->settings_only ||
+			     (r->sets_max_body && !e->sets_max_body) ||
+			     (r->upstream != NULL && e->upstream == NULL)))
 				continue;
 			covered |= e->methods ? e->methods : ~0u;
 			by = e;

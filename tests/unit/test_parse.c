@@ -525,6 +525,25 @@ Test(parse, warnings)
 		       "t.rules:1:1: warning: the file starts with a UTF-8 byte order mark: ignored (save the file without one)");
 	expect_error("\xef\xbb\xbf/a 1/eon\n",
 		     "t.rules:1:6: bad limit unit \"eon\": expected second, minute, hour, day, month or year");
+	expect_error("/a 0per hour\n",
+		     "t.rules:1:4: bad limit count \"0\": count must be at least 1; use `exempt` to lift limits");
+	expect_error("/a 0PER 2 minutes\n",
+		     "t.rules:1:4: bad limit count \"0\": count must be at least 1; use `exempt` to lift limits");
+	expect_error("/a 0 / hour\n",
+		     "t.rules:1:4: bad limit count \"0\": count must be at least 1; use `exempt` to lift limits");
+	expect_error("/x 0\"/hour\"\n",
+		     "t.rules:1:4: bad limit count \"0\": count must be at least 1; use `exempt` to lift limits");
+	/* a settings rule after a rule with limits on the same pattern is
+	 * never reached; before it, both apply */
+	expect_warning("/u 10/hour\n/u max-body=10\n",
+		       "t.rules:2:1: warning: rule \"/u\" can never match: t.rules:1 has the same pattern");
+	expect_warning("/api/** 5/hour\n/api/** max-body=10\n",
+		       "t.rules:2:1: warning: rule \"/api/**\" can never match: t.rules:1 has the same pattern");
+	rs = parse("/u max-body=10\n/u 10/hour\n/u max-body=20 upstream=cgi:/bin/true\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rep.nwarnings, 1, "%s", rep.nwarnings ? rep.warnings[0] : "");
+	cr_assert_str_eq(rep.warnings[0], "t.rules:3:1: warning: rule \"/u\" can never match: t.rules:2 has the same pattern");
+	rl_ruleset_free(rs);
 	expect_error("/a 0x10/hour\n",
 		     "t.rules:1:5: bad limit \"0x10/hour\": expected \"/\" or \"per\" after the count, found \"x10/hour\"");
 	expect_warning("/a 1/second key=addr+addr\n",
