@@ -276,7 +276,12 @@ fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	rq->remote_addr_len = rq->remote_addr ? strlen(rq->remote_addr) : 0;
 	rq->params = params;
 	rq->nparams = np;
+	/* lighttpd's authorizer gets no CONTENT_LENGTH (the FastCGI spec
+	 * says so) but the client's Content-Length header, whose length
+	 * lighttpd holds the body to: max-body and bandwidth= use it */
 	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
+	if (cl == NULL)
+		cl = fcgi_param(params, np, "HTTP_CONTENT_LENGTH");
 	if (cl != NULL && cl[0] != '\0') {
 		uint64_t v = 0;
 		for (const char *p = cl; *p != '\0'; p++) {
@@ -760,6 +765,9 @@ bad_content_length(struct worker *w, size_t np, const struct rl_request *rq,
 	struct server *srv = w->srv;
 	const char *cl = param(w, np, "CONTENT_LENGTH");
 	const char *addr = param(w, np, "REMOTE_ADDR");
+
+	if (cl == NULL)
+		cl = param(w, np, "HTTP_CONTENT_LENGTH");
 
 	respond_error(&w->out, 400, 0, "bad_request",
 		      "Bad Request: Content-Length is not a number", f);

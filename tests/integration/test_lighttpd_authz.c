@@ -42,7 +42,8 @@ static const char rules_a[] =
 	"/static.txt      3/minute  message=\"static: slow down\"\n"
 	"/cgi/count.cgi   2/minute  message=\"count.cgi: slow down\"\n"
 	"/json.txt        1/minute  message=\"json: \\\"slow\\\" down\"\n"
-	"/xff/**          1/minute  message=\"xff: slow down\"\n";
+	"/xff/**          1/minute  message=\"xff: slow down\"\n"
+	"/up/**           100/minute  max-body=1K\n";
 
 static const char rules_b[] =
 	"# lighttpd integration test, one trusted proxy\n"
@@ -210,6 +211,32 @@ Test(lighttpd_authz, denied_request_gets_429_and_never_runs_the_script,
 	cr_assert_eq(n, 1, "rategate did not exit with lighttpd");
 	cr_expect_eq(st[0], 0, "rategate exit status %d; log:\n%s", st[0], errlog());
 	cr_expect_null(strstr(errlog(), "Sanitizer"), "log:\n%s", errlog());
+}
+
+/* lighttpd gives its authorizer no CONTENT_LENGTH, only the client's
+ * Content-Length header (HTTP_CONTENT_LENGTH): max-body is enforced from
+ * it, before anything is counted. */
+Test(lighttpd_authz, max_body_from_the_content_length_header,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	static char body[2048];
+	char url[128];
+	struct srv_resp r;
+
+	memset(body, 'a', sizeof(body));
+	cr_assert_eq(mkdir(srv_path("docroot/up"), 0755), 0);
+	const char *cnt[] = { "@COUNT@", srv_path("count"), NULL };
+	srv_write_subst("docroot/up/env.cgi", count_cgi, cnt, 0755);
+	start_example(rules_a);
+	snprintf(url, sizeof(url), "%s/up/env.cgi", base);
+	srv_http_body("POST", url, NULL, body, 1025, 0, &r);
+	cr_expect_eq(r.status, 413, "%s\n%s", r.status_line, errlog());
+	srv_resp_free(&r);
+	srv_http_body("POST", url, NULL, body, 1024, 0, &r);
+	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	cr_expect_not_null(strstr(r.body, "RL_REMAINING=99\n"),
+			   "the 413 cost no budget: %s", r.body);
+	srv_resp_free(&r);
 }
 
 Test(lighttpd_authz, json_body_when_the_client_prefers_json,
