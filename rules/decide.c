@@ -353,6 +353,19 @@ addr_key(char *buf, size_t cap, const struct who *w)
 	return len;
 }
 
+/* The request's first parameter named name, or NULL. */
+static const struct rl_param *
+param_of(const struct rl_request *req, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < req->nparams; i++)
+		if (req->params[i].name_len == len &&
+		    memcmp(req->params[i].name, name, len) == 0)
+			return &req->params[i];
+	return NULL;
+}
+
 /* Fill w and the identity fields of d.  Returns -1 to go on deciding, or
  * the final outcome (disabled, exempt, bad request, no usable key). */
 static int
@@ -396,12 +409,27 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 		}
 		nv = seen > PROXY_VALUES_MAX ? PROXY_VALUES_MAX : seen;
 	}
+	/* lighttpd joins repeated header lines into one value, but passes
+	 * name variants (X_Forwarded_For, X-Forwarded_For) as more params of
+	 * the same CGI name.  A trusted proxy appends to the real header
+	 * only, so with two or more it cannot be told which one holds its
+	 * entry: the header is not trusted, and the client counts as the
+	 * nearest trusted hop (REMOTE_ADDR), as for garbage. */
+	int variants = 0;
+	if (seen > 1) {
+		const struct rl_param *ss = param_of(req, "SERVER_SOFTWARE");
+		variants = ss != NULL && ss->value_len >= 9 &&
+			   memcmp(ss->value, "lighttpd/", 9) == 0;
+	}
 	d->addr_source = rl_client_addr_text(&s->proxies, req->remote_addr,
 					     req->remote_addr ?
 					     req->remote_addr_len : 0,
-					     vals, lens, nv, s->ipv4_prefix,
+					     vals, lens, variants ? 0 : nv,
+					     s->ipv4_prefix,
 					     s->ipv6_prefix, w->addr_text,
 					     sizeof(w->addr_text), &w->addr_len);
+	if (variants && d->addr_source == RL_ADDR_REMOTE)
+		d->addr_source = RL_ADDR_INVALID;
 	if (d->addr_source != RL_ADDR_NONE)
 		set_field(d->client, sizeof(d->client), w->addr_text,
 			  w->addr_len);

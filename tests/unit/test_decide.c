@@ -477,6 +477,37 @@ Test(decide, trusted_proxy_hops)
 	cr_assert_eq(d.addr_source, RL_ADDR_REMOTE);
 }
 
+/* lighttpd passes X_Forwarded_For as a second HTTP_X_FORWARDED_FOR after
+ * the real one, which a trusted proxy appended to: with lighttpd, two of
+ * them are not trusted (the client is REMOTE_ADDR, the nearest hop). */
+Test(decide, lighttpd_header_variants_are_not_trusted)
+{
+	struct rl_decision d;
+	const char *x2[] = { "SERVER_SOFTWARE=lighttpd/1.4.69",
+			     "HTTP_X_FORWARDED_FOR=1.1.1.1, 203.0.113.5",
+			     "HTTP_X_FORWARDED_FOR=9.9.8.1", NULL };
+	const char *x3[] = { "SERVER_SOFTWARE=lighttpd/1.4.69",
+			     "HTTP_X_FORWARDED_FOR=1.1.1.1, 203.0.113.5",
+			     "HTTP_X_FORWARDED_FOR=9.9.8.2", NULL };
+	const char *one[] = { "SERVER_SOFTWARE=lighttpd/1.4.69",
+			      "HTTP_X_FORWARDED_FOR=1.1.1.1, 203.0.113.5", NULL };
+	const char *ng[] = { "SERVER_SOFTWARE=nginx/1.22.1",
+			     "HTTP_X_FORWARDED_FOR=1.1.1.1",
+			     "HTTP_X_FORWARDED_FOR=203.0.113.7", NULL };
+
+	setup_rules("trusted-proxies 1\n/a 1/minute\n");
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", x2, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "10.0.0.1");
+	cr_assert_eq(d.addr_source, RL_ADDR_INVALID);
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", x3, T0, RL_HIT, 0, &d), RL_DENY,
+		      "another invented address is the same client");
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", one, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "203.0.113.5");
+	/* nginx 1.22 passes repeated lines as they came: read in order */
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", ng, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "203.0.113.7");
+}
+
 Test(decide, no_proxies_ignores_header)
 {
 	struct rl_decision d;
