@@ -33,6 +33,16 @@ struct rl_key_head {
 	size_t len;
 };
 
+/* A wildcard pattern of the rule set: a rule's own, or the implicit
+ * subtree (the pattern, then a double-star segment) of a rule that names
+ * a file, such as "/report.cgi", since web servers hand "/report.cgi/x"
+ * to report.cgi as PATH_INFO (parse.c, names_file). */
+struct rl_glob {
+	const struct rl_pattern *pattern;
+	const struct rl_rule *rule;
+	int implicit;
+};
+
 struct rl_ruleset {
 	struct rl_arena arena;
 	struct rl_settings settings;
@@ -41,7 +51,8 @@ struct rl_ruleset {
 	struct rl_rule **exact;         /* exact rules sorted by path, then
 					   file order */
 	size_t nexact;
-	struct rl_rule **globs;         /* wildcard rules in precedence order */
+	struct rl_glob *globs;          /* wildcard patterns in precedence
+					   order */
 	size_t nglobs;
 	size_t nfiles;
 	uint64_t max_moving;

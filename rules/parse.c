@@ -2015,6 +2015,53 @@ cmp_exact(const void *x, const void *y)
 	return a->index < b->index ? -1 : a->index > b->index;
 }
 
+/* Does the pattern name a file: a last segment with an extension of
+ * letters (or a star) after its last '.', as "/report.cgi", "/index.php"
+ * or a glob for PDF files, but not "/api/v1.2" or a subtree? */
+static int
+names_file(const struct rl_pattern *p)
+{
+	const char *seg = strrchr(p->text, '/') + 1;
+	const char *dot = strrchr(seg, '.');
+
+	if (dot == NULL || dot == seg || strcmp(seg, "**") == 0)
+		return 0;
+	size_t n = strlen(dot + 1);
+	if (n == 0 || n > 10 || !(isalpha((unsigned char)dot[1]) || dot[1] == '*'))
+		return 0;
+	for (size_t i = 1; i <= n; i++)
+		if (!isalnum((unsigned char)dot[i]) && dot[i] != '*')
+			return 0;
+	return 1;
+}
+
+/* A rule naming a file also covers the file followed by more segments:
+ * web servers hand "/report.cgi/x" to report.cgi (PATH_INFO) and lighttpd
+ * serves "/files/a.pdf/x" as a.pdf, so that spelling must not escape the
+ * rule.  It takes such paths as "PATTERN/ **" (without the space) would,
+ * in precedence order, after a rule written with the same pattern. */
+static void
+add_file_subtree(struct pstate *ps, struct rl_rule *r)
+{
+	struct rl_ruleset *rs = ps->rs;
+	size_t len = r->pattern.len + 3;
+	char *src = rl_arena_alloc(ps->a, len + 1);
+	char *buf = rl_arena_alloc(ps->a, len + 1);
+	struct rl_pattern *p = rl_arena_alloc(ps->a, sizeof(*p));
+	struct rl_diag d;
+
+	if (src == NULL || buf == NULL || p == NULL) {
+		ps->oom = 1;
+		return;
+	}
+	memcpy(src, r->pattern.text, r->pattern.len);
+	memcpy(src + r->pattern.len, "/**", 4);
+	/* the text is folded already: no second folding */
+	if (rl_pattern_compile(src, len, 0, p, buf, NULL, &d) != 0)
+		return;         /* too long: the rule itself still matches */
+	rs->globs[rs->nglobs++] = (struct rl_glob){ p, r, 1 };
+}
+
 /* Wildcard precedence: the longest literal prefix, then the most literal
  * bytes, then the fewest globstars (a whole-segment double star matches
  * any depth, so a one-segment star goes first), then the fewest wildcards,
@@ -2022,9 +2069,9 @@ cmp_exact(const void *x, const void *y)
 static int
 cmp_glob(const void *x, const void *y)
 {
-	const struct rl_rule *a = *(const struct rl_rule *const *)x;
-	const struct rl_rule *b = *(const struct rl_rule *const *)y;
-	const struct rl_pattern *pa = &a->pattern, *pb = &b->pattern;
+	const struct rl_glob *ga = x, *gb = y;
+	const struct rl_rule *a = ga->rule, *b = gb->rule;
+	const struct rl_pattern *pa = ga->pattern, *pb = gb->pattern;
 
 	if (pa->literal_prefix != pb->literal_prefix)
 		return pa->literal_prefix > pb->literal_prefix ? -1 : 1;
@@ -2034,6 +2081,8 @@ cmp_glob(const void *x, const void *y)
 		return pa->globstars < pb->globstars ? -1 : 1;
 	if (pa->wildcards != pb->wildcards)
 		return pa->wildcards < pb->wildcards ? -1 : 1;
+	if (ga->implicit != gb->implicit)
+		return ga->implicit ? 1 : -1;   /* written before implied */
 	return a->index < b->index ? -1 : a->index > b->index;
 }
 
@@ -2120,7 +2169,7 @@ finish(struct pstate *ps)
 	rs->nrules = ps->nrules;
 	rs->rules = rl_arena_alloc(ps->a, (ps->nrules + 1) * sizeof(*rs->rules));
 	rs->exact = rl_arena_alloc(ps->a, (ps->nrules + 1) * sizeof(*rs->exact));
-	rs->globs = rl_arena_alloc(ps->a, (ps->nrules + 1) * sizeof(*rs->globs));
+	rs->globs = rl_arena_alloc(ps->a, (2 * ps->nrules + 1) * sizeof(*rs->globs));
 	if (rs->rules == NULL || rs->exact == NULL || rs->globs == NULL) {
 		ps->oom = 1;
 		return;
@@ -2179,7 +2228,9 @@ finish(struct pstate *ps)
 		if (r->pattern.exact)
 			rs->exact[rs->nexact++] = r;
 		else
-			rs->globs[rs->nglobs++] = r;
+			rs->globs[rs->nglobs++] = (struct rl_glob){ &r->pattern, r, 0 };
+		if (never == RL_PAT_OK && names_file(&r->pattern))
+			add_file_subtree(ps, r);
 	}
 	if (st->strategy == RL_MOVING_WINDOW) {
 		for (size_t j = 0; j < st->ndefaults; j++)
@@ -2423,9 +2474,9 @@ rl_ruleset_match(const struct rl_ruleset *rs, const char *path, size_t len,
 			return;
 	}
 	for (size_t i = 0; i < rs->nglobs; i++) {
-		const struct rl_rule *r = rs->globs[i];
+		const struct rl_rule *r = rs->globs[i].rule;
 		if ((r->methods == 0 || (r->methods & method_bit)) &&
-		    rl_pattern_match(&r->pattern, path, len) &&
+		    rl_pattern_match(rs->globs[i].pattern, path, len) &&
 		    match_take(r, m))
 			return;
 	}

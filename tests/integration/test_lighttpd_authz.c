@@ -239,6 +239,25 @@ Test(lighttpd_authz, max_body_from_the_content_length_header,
 	srv_resp_free(&r);
 }
 
+/* lighttpd serves /static.txt/x as static.txt (path info): the rule for
+ * the file counts it. */
+Test(lighttpd_authz, path_info_after_a_file_counts_as_the_file,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	static const char *const paths[] = { "/static.txt/x", "/static.txt",
+					      "/static.txt/y/z" };
+	start_example(rules_a);
+	for (size_t i = 0; i < 3; i++) {
+		struct srv_resp r = get(paths[i], NULL, NULL);
+		cr_expect_eq(r.status, 200, "%s: %s\n%s", paths[i], r.status_line, errlog());
+		cr_expect_str_eq(r.body, "static file content\n", "%s", paths[i]);
+		srv_resp_free(&r);
+	}
+	struct srv_resp r = get("/static.txt/w", NULL, NULL);
+	expect_429(&r, "3", "static: slow down\n");
+	srv_resp_free(&r);
+}
+
 Test(lighttpd_authz, json_body_when_the_client_prefers_json,
      .init = setup, .fini = teardown, .timeout = 20)
 {

@@ -344,6 +344,44 @@ Test(decide, glob_precedence)
 	cr_assert_str_eq(d.rule->pattern.text, "/**");
 }
 
+/* A rule naming a file also takes the file followed by more segments
+ * (PATH_INFO: servers hand /report.cgi/x to report.cgi), as if its
+ * pattern's subtree had been written after it. */
+Test(decide, file_rule_covers_path_info)
+{
+	struct rl_decision d;
+
+	setup_rules("default 100/minute\n"
+		    "/api/** 50/minute\n"
+		    "/report.cgi 2/minute\n"
+		    "/files/*.pdf 3/minute\n"
+		    "/api/index.php 4/minute\n"
+		    "/api/index.php/login 5/minute\n"
+		    "/v1.2 6/minute\n"
+		    "/ping.txt exempt\n");
+	hit("GET", "/report.cgi/x", "192.0.2.1", T0, &d);
+	cr_assert_not_null(d.rule);
+	cr_assert_str_eq(d.rule->pattern.text, "/report.cgi");
+	cr_assert_eq(d.remaining, 1, "one budget with /report.cgi");
+	hit("GET", "/report.cgi", "192.0.2.1", T0, &d);
+	cr_assert_eq(hit("GET", "/report.cgi/y/z", "192.0.2.1", T0, &d), RL_DENY);
+	hit("GET", "/files/a.pdf/anything", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/files/*.pdf");
+	/* more specific than the subtree rule; less than a rule of its own */
+	hit("GET", "/api/index.php/users", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/api/index.php");
+	hit("GET", "/api/index.php/login", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/api/index.php/login");
+	/* not file names: no subtree */
+	hit("GET", "/v1.2/x", "192.0.2.1", T0, &d);
+	cr_assert_null(d.rule);
+	hit("GET", "/reportXcgi/x", "192.0.2.1", T0, &d);
+	cr_assert_null(d.rule);
+	/* exempt, too: the same file */
+	hit("GET", "/ping.txt/x", "192.0.2.1", T0, &d);
+	cr_assert_eq(d.exempt, 1);
+}
+
 Test(decide, subtree_is_one_budget)
 {
 	setup_rules("/api/** 3/minute\n");
