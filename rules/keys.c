@@ -315,6 +315,11 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 		if (dn < 0 || (size_t)dn != strlen(name) ||
 		    memcmp(nbuf, name, (size_t)dn) != 0)
 			continue;
+		/* a raw ';' separates parameters to some applications (Perl's
+		 * CGI.pm, older Python and Go): "user=alice;x=1" is alice to
+		 * them, so the value is ambiguous, that is unusable */
+		if (eq != NULL && memchr(eq + 1, ';', plen - nl - 1) != NULL)
+			return -1;
 		long dv = eq ? qdecode(eq + 1, plen - nl - 1, vbuf, vcap) : 0;
 		if (dv < 0 || (size_t)dv > sizeof(first))
 			return -1;      /* too long: unusable */
@@ -336,10 +341,16 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 	return 0;
 }
 
+/* Each cookie named name in s: its value unquoted and, as PHP and Rack
+ * read cookies, percent-decoded ('+' as space), so "ab%63" and "abc" are
+ * one key, as they are one session to such an application.  The value is
+ * copied into buf (cap bytes); one that does not fit is unusable. */
 static void
-cookie_scan(const char *s, size_t len, const char *name, struct found *f)
+cookie_scan(const char *s, size_t len, const char *name, struct found *f,
+	    char *buf, size_t cap)
 {
 	size_t nlen = strlen(name), pos = 0;
+	char tmp[RL_KEYPART_MAX + 1];
 
 	while (pos < len) {
 		const char *semi = memchr(s + pos, ';', len - pos);
@@ -355,7 +366,19 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f)
 				v++;
 				vl -= 2;
 			}
-			found_add(f, v, vl);
+			long dl = qdecode(v, vl, tmp, sizeof(tmp));
+			if (dl < 0 || (size_t)dl > cap) {
+				f->ambiguous = 1;       /* too long */
+				f->n++;
+			} else {
+				if (f->n > 0 && (f->len != (size_t)dl ||
+						 memcmp(f->v, tmp, (size_t)dl) != 0))
+					f->ambiguous = 1;
+				memcpy(buf, tmp, (size_t)dl);
+				f->v = buf;
+				f->len = (size_t)dl;
+				f->n++;
+			}
 		}
 		pos = end + 1;
 	}
@@ -434,7 +457,8 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 						continue;
 					if (p->src == RL_KEY_COOKIE) {
 						cookie_scan(pm->value, pm->value_len,
-							    p->name, &f);
+							    p->name, &f, qv,
+							    sizeof(qv));
 					} else {
 						const char *v = pm->value;
 						size_t l = pm->value_len;

@@ -462,6 +462,13 @@ Test(decide, cookie_and_query_keys)
 	/* two different values: ambiguous, so the address decides */
 	cr_assert_eq(req_full("GET", "/c", "192.0.2.1", c2, T0, RL_HIT, 0, &d), RL_ALLOW);
 	cr_assert_str_eq(d.key, "addr=192.0.2.1");
+	/* percent-encoded, the same session to PHP or Rack: the same key */
+	const char *c3[] = { "HTTP_COOKIE=sid=ab%63", NULL };
+	const char *c4[] = { "HTTP_COOKIE=sid=\"%61bc\"; sid=abc", NULL };
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.2", c3, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_str_eq(d.key, "c.sid=abc");
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.3", c4, T0, RL_HIT, 0, &d), RL_DENY);
+	cr_assert_str_eq(d.key, "c.sid=abc");
 
 	cr_assert_eq(req_full("GET", "/q?api_key=a%62", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
 	cr_assert_str_eq(d.key, "q.api_key=ab");
@@ -475,6 +482,9 @@ Test(decide, cookie_and_query_keys)
 	cr_assert_str_eq(d.key, "q.api_key=ab");
 	cr_assert_eq(req_full("GET", "/q?api_key=ab&api_key=%09ab", "192.0.2.5", NULL, T0, RL_HIT, 0, &d), RL_DENY);
 	cr_assert_str_eq(d.key, "q.api_key=ab");
+	/* a raw ';' (a separator to some applications) makes it ambiguous */
+	cr_assert_eq(req_full("GET", "/q?api_key=ab;x=1", "192.0.2.9", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.9");
 	/* a value of only spaces is empty, that is missing: never a bucket
 	 * shared by everyone who sends "?api_key=+" */
 	cr_assert_eq(req_full("GET", "/q?api_key=+", "192.0.2.6", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
