@@ -27,7 +27,6 @@
 #include "config.h"
 #endif
 
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -367,41 +366,6 @@ param_of(const struct rl_request *req, const char *name)
 	return NULL;
 }
 
-/* The methods a method-override header names (X-HTTP-Method-Override,
- * X-HTTP-Method, X-Method-Override: "GET" sent with "POST" in one of them
- * is a POST to applications that honour it), so that a methods= rule
- * cannot be escaped through one; 0 when none. */
-static unsigned
-override_bits(const struct rl_request *req)
-{
-	static const char *const names[] = {
-		"HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD",
-		"HTTP_X_METHOD_OVERRIDE",
-	};
-	unsigned bits = 0;
-
-	for (size_t i = 0; i < req->nparams; i++) {
-		const struct rl_param *p = &req->params[i];
-		for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-			size_t nl = strlen(names[k]);
-			if (p->name_len != nl || memcmp(p->name, names[k], nl) != 0)
-				continue;
-			char up[16];
-			const char *v = p->value;
-			size_t vl = p->value_len;
-			rl_trim(&v, &vl);
-			if (vl == 0 || vl >= sizeof(up))
-				continue;
-			for (size_t j = 0; j < vl; j++)
-				up[j] = (char)toupper((unsigned char)v[j]);
-			unsigned b = rl_method_bit(up, vl);
-			if (b != RL_METHOD_OTHER)
-				bits |= b;
-		}
-	}
-	return bits;
-}
-
 /* Fill w and the identity fields of d.  Returns -1 to go on deciding, or
  * the final outcome (disabled, exempt, bad request, no usable key). */
 static int
@@ -502,8 +466,7 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	struct rl_match m;
 
 	rl_ruleset_match(rs, w->path, w->path_len,
-			 rl_method_bit(w->method, w->method_len) |
-			 override_bits(req), &m);
+			 rl_method_bit(w->method, w->method_len), &m);
 	const struct rl_rule *rule = w->rule = m.rule;
 
 	d->rule = rule;

@@ -382,24 +382,6 @@ Test(decide, file_rule_covers_path_info)
 	cr_assert_eq(d.exempt, 1);
 }
 
-/* A method-override header names the method applications act on: a
- * methods=POST rule takes a GET that says POST in one. */
-Test(decide, method_override_header_cannot_escape_methods)
-{
-	struct rl_decision d;
-	const char *o1[] = { "HTTP_X_HTTP_METHOD_OVERRIDE= post ", NULL };
-	const char *o2[] = { "HTTP_X_METHOD_OVERRIDE=DELETE", NULL };
-
-	setup_rules("/login 1/minute methods=POST\n");
-	cr_assert_eq(req_full("GET", "/login", "192.0.2.1", o1, T0, RL_HIT, 0, &d), RL_ALLOW);
-	cr_assert_not_null(d.rule);
-	cr_assert_eq(req_full("POST", "/login", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_DENY);
-	cr_assert_eq(req_full("GET", "/login", "192.0.2.1", o2, T0, RL_HIT, 0, &d), RL_ALLOW);
-	cr_assert_null(d.rule, "another method: the rule does not apply");
-	cr_assert_eq(req_full("GET", "/login", "192.0.2.1", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
-	cr_assert_null(d.rule);
-}
-
 Test(decide, subtree_is_one_budget)
 {
 	setup_rules("/api/** 3/minute\n");
