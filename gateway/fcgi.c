@@ -255,6 +255,19 @@ fcgi_param(const struct rl_param *params, size_t n, const char *name)
 	return NULL;
 }
 
+/* Decimal digits into *v.  Returns 0, or -1 for anything else. */
+static int
+parse_length(const char *s, uint64_t *v)
+{
+	*v = 0;
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9' || *v > (UINT64_MAX - 9) / 10)
+			return -1;
+		*v = *v * 10 + (uint64_t)(*p - '0');
+	}
+	return 0;
+}
+
 int
 fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	     struct rl_request *rq)
@@ -276,20 +289,24 @@ fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	rq->remote_addr_len = rq->remote_addr ? strlen(rq->remote_addr) : 0;
 	rq->params = params;
 	rq->nparams = np;
+	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
+	if (cl != NULL && cl[0] != '\0')
+		return parse_length(cl, &rq->body_bytes);
 	/* lighttpd's authorizer gets no CONTENT_LENGTH (the FastCGI spec
 	 * says so) but the client's Content-Length header, whose length
-	 * lighttpd holds the body to: max-body and bandwidth= use it */
-	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
-	if (cl == NULL)
-		cl = fcgi_param(params, np, "HTTP_CONTENT_LENGTH");
-	if (cl != NULL && cl[0] != '\0') {
-		uint64_t v = 0;
-		for (const char *p = cl; *p != '\0'; p++) {
-			if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
-				return -1;
-			v = v * 10 + (uint64_t)(*p - '0');
-		}
-		rq->body_bytes = v;
+	 * lighttpd holds the body to: max-body and bandwidth= use it.  A
+	 * name variant (Content_Length) comes as another param of the same
+	 * name, in the client's order: the largest counts. */
+	for (size_t i = 0; i < np; i++) {
+		uint64_t v;
+		if (params[i].name_len != 19 ||
+		    memcmp(params[i].name, "HTTP_CONTENT_LENGTH", 19) != 0 ||
+		    params[i].value[0] == '\0')
+			continue;
+		if (parse_length(params[i].value, &v) != 0)
+			return -1;
+		if (v > rq->body_bytes)
+			rq->body_bytes = v;
 	}
 	return 0;
 }

@@ -409,17 +409,22 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 		}
 		nv = seen > PROXY_VALUES_MAX ? PROXY_VALUES_MAX : seen;
 	}
-	/* lighttpd joins repeated header lines into one value, but passes
-	 * name variants (X_Forwarded_For, X-Forwarded_For) as more params of
-	 * the same CGI name.  A trusted proxy appends to the real header
-	 * only, so with two or more it cannot be told which one holds its
-	 * entry: the header is not trusted, and the client counts as the
-	 * nearest trusted hop (REMOTE_ADDR), as for garbage. */
+	/* Two or more proxy-header params: lighttpd and Apache join
+	 * repeated header lines into one value, so a second one is a name
+	 * variant (X_Forwarded_For, which lighttpd, and nginx with
+	 * underscores_in_headers, pass under the same CGI name), which a
+	 * client wrote: a trusted proxy appends to the real header only, and
+	 * which param holds its entry cannot be told.  The header is then
+	 * not trusted and the client counts as the nearest trusted hop
+	 * (REMOTE_ADDR), as for garbage.  nginx 1.22 passes repeated lines
+	 * as they came (a proxy that adds a line of its own, HAProxy's
+	 * "option forwardfor"): read in order there, as documented, unless
+	 * its SERVER_SOFTWARE param was changed. */
 	int variants = 0;
 	if (seen > 1) {
 		const struct rl_param *ss = param_of(req, "SERVER_SOFTWARE");
-		variants = ss != NULL && ss->value_len >= 9 &&
-			   memcmp(ss->value, "lighttpd/", 9) == 0;
+		variants = ss == NULL || ss->value_len < 6 ||
+			   memcmp(ss->value, "nginx/", 6) != 0;
 	}
 	d->addr_source = rl_client_addr_text(&s->proxies, req->remote_addr,
 					     req->remote_addr ?

@@ -510,7 +510,8 @@ Test(decide, trusted_proxy_hops)
 {
 	struct rl_decision d;
 	const char *x1[] = { "HTTP_X_FORWARDED_FOR=6.6.6.6, 203.0.113.5", NULL };
-	const char *x2[] = { "HTTP_X_FORWARDED_FOR=1.1.1.1", "HTTP_X_FORWARDED_FOR=7.7.7.7, 203.0.113.5", NULL };
+	/* two lines as nginx 1.22 passes them */
+	const char *x2[] = { "SERVER_SOFTWARE=nginx/1.22.1", "HTTP_X_FORWARDED_FOR=1.1.1.1", "HTTP_X_FORWARDED_FOR=7.7.7.7, 203.0.113.5", NULL };
 	const char *none[] = { NULL };
 
 	setup_rules("trusted-proxies 1\n/a 1/minute\n");
@@ -526,8 +527,9 @@ Test(decide, trusted_proxy_hops)
 }
 
 /* lighttpd passes X_Forwarded_For as a second HTTP_X_FORWARDED_FOR after
- * the real one, which a trusted proxy appended to: with lighttpd, two of
- * them are not trusted (the client is REMOTE_ADDR, the nearest hop). */
+ * the real one, which a trusted proxy appended to: two of them are not
+ * trusted (the client is REMOTE_ADDR, the nearest hop), except from nginx,
+ * which passes repeated lines as they came. */
 Test(decide, lighttpd_header_variants_are_not_trusted)
 {
 	struct rl_decision d;
@@ -554,6 +556,16 @@ Test(decide, lighttpd_header_variants_are_not_trusted)
 	/* nginx 1.22 passes repeated lines as they came: read in order */
 	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", ng, T0, RL_HIT, 0, &d), RL_ALLOW);
 	cr_assert_str_eq(d.client, "203.0.113.7");
+	/* a lighttpd whose server.tag hides its name, or any other server */
+	const char *tag[] = { "SERVER_SOFTWARE=Apache",
+			      "HTTP_X_FORWARDED_FOR=9.9.9.9",
+			      "HTTP_X_FORWARDED_FOR=6.6.6.6", NULL };
+	const char *none[] = { "HTTP_X_FORWARDED_FOR=9.9.9.9",
+			       "HTTP_X_FORWARDED_FOR=6.6.6.7", NULL };
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.2", tag, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "10.0.0.2");
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.3", none, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "10.0.0.3");
 }
 
 Test(decide, no_proxies_ignores_header)

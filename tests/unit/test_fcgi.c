@@ -66,3 +66,32 @@ Test(fcgi, target)
 	struct fcgi_target t;
 	cr_expect_eq(fcgi_target(NULL, "/aaaaaaaa", "/bbbbbbbb", NULL, buf, 10, &t), -1);
 }
+
+/* The body's length: CONTENT_LENGTH, else (lighttpd's authorizer) the
+ * largest HTTP_CONTENT_LENGTH: a Content_Length variant before the real
+ * header cannot make the body look smaller. */
+Test(fcgi, request_body_length)
+{
+	static const struct rl_param p1[] = {
+		{ "REQUEST_URI", 11, "/mb", 3 },
+		{ "HTTP_CONTENT_LENGTH", 19, "5", 1 },
+		{ "HTTP_CONTENT_LENGTH", 19, "1000", 4 },
+	};
+	static const struct rl_param p2[] = {
+		{ "REQUEST_URI", 11, "/mb", 3 },
+		{ "CONTENT_LENGTH", 14, "7", 1 },
+		{ "HTTP_CONTENT_LENGTH", 19, "1000", 4 },
+	};
+	static const struct rl_param p3[] = {
+		{ "REQUEST_URI", 11, "/mb", 3 },
+		{ "HTTP_CONTENT_LENGTH", 19, "12x", 3 },
+	};
+	struct rl_request rq;
+	char buf[64];
+
+	cr_assert_eq(fcgi_request(p1, 3, buf, sizeof(buf), &rq), 0);
+	cr_expect_eq(rq.body_bytes, 1000);
+	cr_assert_eq(fcgi_request(p2, 3, buf, sizeof(buf), &rq), 0);
+	cr_expect_eq(rq.body_bytes, 7, "CONTENT_LENGTH is the server's own");
+	cr_expect_eq(fcgi_request(p3, 2, buf, sizeof(buf), &rq), -1);
+}
