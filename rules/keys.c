@@ -303,6 +303,13 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 	size_t pos = 0, qlen = req->query ? req->query_len : 0;
 	long firstlen = -1;
 
+	/* A raw ';' separates parameters to some applications (Perl's
+	 * CGI.pm, older Python and Go): "x=1;user=alice&user=bob" is alice
+	 * to them and bob to us, so any such query is ambiguous, that is
+	 * unusable for a key. */
+	if (qlen > 0 && memchr(req->query, ';', qlen) != NULL)
+		return -1;
+
 	while (pos < qlen) {
 		const char *q = req->query + pos;
 		const char *amp = memchr(q, '&', qlen - pos);
@@ -315,11 +322,6 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 		if (dn < 0 || (size_t)dn != strlen(name) ||
 		    memcmp(nbuf, name, (size_t)dn) != 0)
 			continue;
-		/* a raw ';' separates parameters to some applications (Perl's
-		 * CGI.pm, older Python and Go): "user=alice;x=1" is alice to
-		 * them, so the value is ambiguous, that is unusable */
-		if (eq != NULL && memchr(eq + 1, ';', plen - nl - 1) != NULL)
-			return -1;
 		long dv = eq ? qdecode(eq + 1, plen - nl - 1, vbuf, vcap) : 0;
 		if (dv < 0 || (size_t)dv > sizeof(first))
 			return -1;      /* too long: unusable */

@@ -482,9 +482,12 @@ Test(decide, cookie_and_query_keys)
 	cr_assert_str_eq(d.key, "q.api_key=ab");
 	cr_assert_eq(req_full("GET", "/q?api_key=ab&api_key=%09ab", "192.0.2.5", NULL, T0, RL_HIT, 0, &d), RL_DENY);
 	cr_assert_str_eq(d.key, "q.api_key=ab");
-	/* a raw ';' (a separator to some applications) makes it ambiguous */
+	/* a raw ';' anywhere (a separator to some applications) makes the
+	 * query ambiguous */
 	cr_assert_eq(req_full("GET", "/q?api_key=ab;x=1", "192.0.2.9", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
 	cr_assert_str_eq(d.key, "addr=192.0.2.9");
+	cr_assert_eq(req_full("GET", "/q?x=1;api_key=alice&api_key=n1", "192.0.2.10", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.10");
 	/* a value of only spaces is empty, that is missing: never a bucket
 	 * shared by everyone who sends "?api_key=+" */
 	cr_assert_eq(req_full("GET", "/q?api_key=+", "192.0.2.6", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
