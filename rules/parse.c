@@ -2016,30 +2016,36 @@ cmp_exact(const void *x, const void *y)
 }
 
 /* Does the pattern name a file: a last segment with an extension of
- * letters (or a star) after its last '.', as "/report.cgi", "/index.php"
- * or a glob for PDF files, but not "/api/v1.2" or a subtree? */
+ * letters and digits (or a star), not digits alone, after its last '.',
+ * as "/report.cgi", "/index.php", "/dl/big.7z" or a glob for PDF files,
+ * but not "/api/v1.2" or a subtree? */
 static int
 names_file(const struct rl_pattern *p)
 {
 	const char *seg = strrchr(p->text, '/') + 1;
 	const char *dot = strrchr(seg, '.');
+	int letters = 0;
 
 	if (dot == NULL || dot == seg || strcmp(seg, "**") == 0)
 		return 0;
 	size_t n = strlen(dot + 1);
-	if (n == 0 || n > 10 || !(isalpha((unsigned char)dot[1]) || dot[1] == '*'))
+	if (n == 0 || n > 10)
 		return 0;
-	for (size_t i = 1; i <= n; i++)
+	for (size_t i = 1; i <= n; i++) {
 		if (!isalnum((unsigned char)dot[i]) && dot[i] != '*')
 			return 0;
-	return 1;
+		letters |= !isdigit((unsigned char)dot[i]);
+	}
+	return letters;
 }
 
 /* A rule naming a file also covers the file followed by more segments:
  * web servers hand "/report.cgi/x" to report.cgi (PATH_INFO) and lighttpd
  * serves "/files/a.pdf/x" as a.pdf, so that spelling must not escape the
  * rule.  It takes such paths as "PATTERN/ **" (without the space) would,
- * in precedence order, after a rule written with the same pattern. */
+ * but after every written wildcard pattern (cmp_glob): only paths no
+ * written rule takes, so a directory or route named like a file
+ * ("/pkg/chart.js") under a written subtree stays the subtree's. */
 static void
 add_file_subtree(struct pstate *ps, struct rl_rule *r)
 {
@@ -2073,6 +2079,10 @@ cmp_glob(const void *x, const void *y)
 	const struct rl_rule *a = ga->rule, *b = gb->rule;
 	const struct rl_pattern *pa = ga->pattern, *pb = gb->pattern;
 
+	/* implied file subtrees only where no written pattern matches: a
+	 * written subtree of /pkg keeps "/pkg/chart.js/readme.html" */
+	if (ga->implicit != gb->implicit)
+		return ga->implicit ? 1 : -1;
 	if (pa->literal_prefix != pb->literal_prefix)
 		return pa->literal_prefix > pb->literal_prefix ? -1 : 1;
 	if (pa->literal_chars != pb->literal_chars)
@@ -2081,8 +2091,6 @@ cmp_glob(const void *x, const void *y)
 		return pa->globstars < pb->globstars ? -1 : 1;
 	if (pa->wildcards != pb->wildcards)
 		return pa->wildcards < pb->wildcards ? -1 : 1;
-	if (ga->implicit != gb->implicit)
-		return ga->implicit ? 1 : -1;   /* written before implied */
 	return a->index < b->index ? -1 : a->index > b->index;
 }
 

@@ -358,6 +358,7 @@ Test(decide, file_rule_covers_path_info)
 		    "/api/index.php 4/minute\n"
 		    "/api/index.php/login 5/minute\n"
 		    "/v1.2 6/minute\n"
+		    "/dl/big.7z 7/minute\n"
 		    "/ping.txt exempt\n");
 	hit("GET", "/report.cgi/x", "192.0.2.1", T0, &d);
 	cr_assert_not_null(d.rule);
@@ -367,11 +368,16 @@ Test(decide, file_rule_covers_path_info)
 	cr_assert_eq(hit("GET", "/report.cgi/y/z", "192.0.2.1", T0, &d), RL_DENY);
 	hit("GET", "/files/a.pdf/anything", "192.0.2.1", T0, &d);
 	cr_assert_str_eq(d.rule->pattern.text, "/files/*.pdf");
-	/* more specific than the subtree rule; less than a rule of its own */
+	/* only where no written rule matches: a written subtree keeps its
+	 * paths (a route named like a file, /pkg/chart.js/v/4.0, is not
+	 * the file's); a rule of its own wins */
 	hit("GET", "/api/index.php/users", "192.0.2.1", T0, &d);
-	cr_assert_str_eq(d.rule->pattern.text, "/api/index.php");
+	cr_assert_str_eq(d.rule->pattern.text, "/api/**");
 	hit("GET", "/api/index.php/login", "192.0.2.1", T0, &d);
 	cr_assert_str_eq(d.rule->pattern.text, "/api/index.php/login");
+	/* an extension may hold digits, not digits alone */
+	hit("GET", "/dl/big.7z/x", "192.0.2.1", T0, &d);
+	cr_assert_str_eq(d.rule->pattern.text, "/dl/big.7z");
 	/* not file names: no subtree */
 	hit("GET", "/v1.2/x", "192.0.2.1", T0, &d);
 	cr_assert_null(d.rule);
