@@ -1835,15 +1835,23 @@ has_glob_chars(const char *s)
 	return strpbrk(s, "*?[") != NULL;
 }
 
+/* The identity of a file (the rl_io callback's, else its name): what
+ * cycles and repeated includes are found by. */
+static void
+file_id(struct pstate *ps, const char *path, char *id, size_t cap)
+{
+	if (ps->io->identity == NULL ||
+	    ps->io->identity(ps->io->ctx, path, id, cap) != 0)
+		snprintf(id, cap, "%s", path);
+}
+
 /* Is path one of the files being read (the include stack)? */
 static int
 being_read(struct pstate *ps, const char *path)
 {
 	char id[512];
 
-	if (ps->io->identity == NULL ||
-	    ps->io->identity(ps->io->ctx, path, id, sizeof(id)) != 0)
-		snprintf(id, sizeof(id), "%s", path);
+	file_id(ps, path, id, sizeof(id));
 	for (int i = 0; i < ps->depth; i++)
 		if (strcmp(ps->stack[i], id) == 0)
 			return 1;
@@ -1862,9 +1870,7 @@ parse_file(struct pstate *ps, const struct loc *from, const char *path)
 			 RL_INCLUDE_DEPTH_MAX, path);
 		return;
 	}
-	if (ps->io->identity == NULL ||
-	    ps->io->identity(ps->io->ctx, path, id, sizeof(id)) != 0)
-		snprintf(id, sizeof(id), "%s", path);
+	file_id(ps, path, id, sizeof(id));
 	for (int i = 0; i < ps->depth; i++) {
 		if (strcmp(ps->stack[i], id) == 0) {
 			error_at(ps, from, "include cycle: \"%s\" is already being read",
