@@ -40,7 +40,7 @@ usage(FILE *f)
 		"       rategate -t -c FILE\n"
 		"       rategate replay -c FILE [--summary | --verbose] [LOG]\n"
 		"       rategate inspect (-c FILE | --store PATH) [--stats] [--top N]\n"
-		"                        [--client TEXT] [--reset TEXT]\n"
+		"                        [--client TEXT] [--reset TEXT] [--now MS]\n"
 		"       rategate cgi -c FILE [SCRIPT]\n"
 		"       rategate -V | --version, -h | --help\n"
 		"\n"
@@ -273,6 +273,10 @@ replay(int argc, char **argv)
 			fprintf(stderr, "rategate replay: one log at a time (\"%s\")\n", argv[i]);
 			return 2;
 		}
+	}
+	if (flags == (REPLAY_SUMMARY | REPLAY_VERBOSE)) {
+		fprintf(stderr, "rategate replay: --summary and --verbose are exclusive: give one\n");
+		return 2;
 	}
 	if (conf == NULL) {
 		fprintf(stderr, "rategate replay: -c FILE is required\n");
