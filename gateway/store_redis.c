@@ -872,6 +872,11 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 			return 0;
 		}
 		cache_clear(r->cache);  /* reset or restarted: ask Redis */
+		/* It answered: ask it now, not the fallback store until the
+		 * backoff ends (a fresh fallback window there would add a
+		 * second budget to the one Redis starts afresh). */
+		if (atomic_load(&r->down))
+			atomic_store(&r->next_try, t0);
 	}
 	if (!gate(r, t0, &probe)) {
 		atomic_fetch_add(&r->refused, 1);

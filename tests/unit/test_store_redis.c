@@ -1212,6 +1212,45 @@ Test(redis, killed_and_restarted_fallback)
 	kill_and_restart(RL_STORE_FAIL_FALLBACK);
 }
 
+/* Redis restarted empty while a client was banned in the cache and the
+ * store was down with a long backoff: the epoch probe that sees the empty
+ * Redis also brings the store up, so the client gets one fresh budget
+ * (Redis's), not a second one from a fresh fallback window. */
+Test(redis, restart_seen_by_the_cache_asks_redis_not_the_fallback)
+{
+	struct redis_config c = config(&srv);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	char fb[128];
+
+	snprintf(fb, sizeof(fb), "%s/fallback2", tdir);
+	c.failure = RL_STORE_FAIL_FALLBACK;
+	c.fallback.path = fb;
+	c.fallback.size = 1 << 20;
+	c.backoff_min_ms = 60000;
+	c.backoff_max_ms = 60000;
+	open_ok(&c, &st);
+	cr_expect(sv_hit(&st, "ban", one, 0).allowed);
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* Redis */
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* the cache */
+	cr_expect_eq(stats(&st).cache_denied, 1);               /* epoch known */
+	stop_sig(&srv, SIGKILL);
+	/* another key's call finds Redis gone: down, next try in 60 s */
+	sv_hit(&st, "other", one, 0);
+	cr_expect(!stats(&st).up);
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* the cache */
+	start(&srv);                                            /* empty */
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	uint64_t fbn = stats(&st).fallback;
+	cr_expect(sv_hit(&st, "ban", one, 0).allowed, "Redis starts afresh");
+	cr_expect_eq(stats(&st).fallback, fbn, "decided on the fallback store");
+	cr_expect(stats(&st).up);
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed, "one budget, not two");
+	cr_assert_eq(err.msg[0], '\0');
+	st.ops->destroy(st.impl);
+}
+
 /* Down at open: the store opens, fails at once, comes up by itself. */
 Test(redis, down_at_open_then_up)
 {
