@@ -409,7 +409,7 @@ cgi_form(int argc, char **argv)
 
 /* Apache's mod_cgi and mod_cgid pass a query string without '=' to a CGI
  * program as arguments after those of the server's configuration (the
- * ISINDEX convention): split at '+', empty words left out, each
+ * ISINDEX convention): split at '+', empty words kept, each
  * %-decoded and shell-escaped, at most APACHE_ARG_MAX - 1 words counted.
  * They are the client's, never options, a sub-command or a script to run
  * ("/app/x?/bin/sh" must not make rategate exec /bin/sh): when the last
@@ -441,10 +441,10 @@ drop_query_words(int argc, char **argv)
 		char *plus = strchr(p, '+');
 		if (plus != NULL)
 			*plus = '\0';
-		if (*p != '\0') {
-			decode_word(p);
-			words[nw++] = p;
-		}
+		/* empty words too: Apache 2.4 keeps them (ap_getword_nulls):
+		 * "?a++b" gives "a", "", "b" */
+		decode_word(p);
+		words[nw++] = p;
 		p = plus != NULL ? plus + 1 : NULL;
 	}
 	int keep = argc;

@@ -83,6 +83,20 @@ lp=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/loo
 	SCRIPT_FILENAME="$loop" timeout 5 "$bin" "$loop" 2>"$d/stderr.loop")
 check "a script naming rategate on its #! line is refused" "$lp" "Status: 500"
 check "... and said in the log" "$(cat "$d/stderr.loop")" "names it on its #! line"
+# ... also through env ("#!/usr/bin/env rategate", "#!/usr/bin/env -S /path/rategate x")
+for shebang in "/usr/bin/env $(cd "$(dirname "$bin")" && pwd)/rategate" \
+	       "/usr/bin/env -S A=1 $(cd "$(dirname "$bin")" && pwd)/rategate x"; do
+	printf '#!%s\necho never\n' "$shebang" > "$loop"
+	lp=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/loop.rules" \
+		REQUEST_METHOD=GET REQUEST_URI="/loop.cgi" QUERY_STRING="" REMOTE_ADDR=192.0.2.41 \
+		SCRIPT_FILENAME="$loop" timeout 5 "$bin" "$loop" 2>"$d/stderr.loop")
+	check "#!$shebang is refused" "$lp" "Status: 500"
+done
+printf '#!/usr/bin/env sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nviaenv\\n"\n' > "$loop"
+lp=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/loop.rules" \
+	REQUEST_METHOD=GET REQUEST_URI="/loop.cgi" QUERY_STRING="" REMOTE_ADDR=192.0.2.42 \
+	SCRIPT_FILENAME="$loop" timeout 5 "$bin" "$loop" 2>"$d/stderr.loop")
+check "#!/usr/bin/env sh runs" "$lp" "viaenv"
 # A chunked upload (Apache passes HTTP_TRANSFER_ENCODING and no
 # CONTENT_LENGTH) on a path that limits bodies: the wrapper could not
 # measure it once the script runs, so it asks for a length, before counting.
@@ -115,6 +129,18 @@ exempt=) echo "ok: RL_EXEMPT unset elsewhere" ;;
 esac
 check "concurrency= is said not to be enforced" "$(cat "$d/stderr.env")" \
 	"concurrency= needs the responder mode; here requests in flight are not limited"
+# Apache 2.4 keeps empty words ("?a++b" gives "a", "", "b"; "?hello+" gives
+# "hello", ""): they are the query's words too, so the script runs.
+words() {  # query, address, then the arguments Apache passes
+	q=$1 a=$2
+	shift 2
+	env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/u.rules" \
+		REQUEST_METHOD=GET REQUEST_URI="/app/x?$q" QUERY_STRING="$q" REMOTE_ADDR=192.0.2.$a \
+		SCRIPT_FILENAME="$bin" "$bin" "$@" 2>>"$d/stderr"
+}
+check "empty query words (a++b) are query words" "$(words 'a++b' 30 a '' b)" "other"
+check "a trailing empty word (hello+)" "$(words 'hello+' 31 hello '')" "other"
+check "a leading empty word (+/bin/sh)" "$(words '+/bin/sh' 32 '' /bin/sh)" "other"
 # A Content-Length that is not a number: a 400 before any decision, and a
 # bad-request line naming the client and the path, never the query.
 cl=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \
