@@ -2008,7 +2008,14 @@ fcgi_main(const struct fcgi_options *o)
 		break;
 	}
 
-	/* Stop: no new connections; requests in flight finish. */
+	/* Stop: no new connections; requests in flight finish.  Said at
+	 * once, so that a stop that a process manager cuts short with
+	 * SIGKILL (mod_fcgid does after some 9 s) leaves a line. */
+	long inflight = (long)atomic_load(&srv.stats.inflight);
+	if (inflight > 0)
+		log_printf(srv.log, LOG_LEVEL_INFO, "stop",
+			   "stopping: %ld request%s in flight, waiting up to %d s for them",
+			   inflight, inflight == 1 ? "" : "s", FCGI_DRAIN_S);
 	atomic_store(&srv.stopping, 1);
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);

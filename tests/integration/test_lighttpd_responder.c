@@ -711,6 +711,8 @@ Test(responder, sigterm_kills_scripts_still_running,
 		cr_expect_eq(hr[i].status, 502, "request %d: %ld\n%s", i, hr[i].status, logs());
 	}
 	char *log = rglog();
+	cr_expect_not_null(strstr(log, "event=stop msg=\"stopping: 2 requests in flight, waiting up to 10 s for them\""),
+			   "said when the stop begins: %s", log);
 	cr_expect_not_null(strstr(log, "event=stop msg=\"2 CGI scripts still running after 10 s: killed\""),
 			   "%s", log);
 	cr_expect_not_null(strstr(log, "event=stop msg=stopped"), "%s", log);
