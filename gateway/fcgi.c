@@ -290,8 +290,11 @@ fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	rq->params = params;
 	rq->nparams = np;
 	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
+	const char *role = fcgi_param(params, np, "FCGI_ROLE");
 	if (cl != NULL && cl[0] != '\0')
 		return parse_length(cl, &rq->body_bytes);
+	if (role == NULL || strcmp(role, "AUTHORIZER") != 0)
+		return 0;       /* a responder's CONTENT_LENGTH is the body's */
 	/* lighttpd's authorizer gets no CONTENT_LENGTH (the FastCGI spec
 	 * says so) but the client's Content-Length header, whose length
 	 * lighttpd holds the body to: max-body and bandwidth= use it.  A

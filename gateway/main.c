@@ -447,6 +447,14 @@ drop_query_words(int argc, char **argv)
 		words[nw++] = p;
 		p = plus != NULL ? plus + 1 : NULL;
 	}
+	/* Apache passes at most 4094 words (mod_cgi) or 4091 (mod_cgid):
+	 * with more in the query it passed fewer than were counted, and
+	 * which of the arguments are the client's cannot be told */
+	if (nw >= 4091) {
+		free(words);
+		free(copy);
+		return -1;
+	}
 	int keep = argc;
 	if (nw > 0 && nw <= (size_t)argc - 1) {
 		keep = argc - (int)nw;

@@ -182,8 +182,18 @@ runs_rategate_again(const char *path)
 			first = 0;
 			continue;
 		}
-		if (w[0] == '-' || strchr(w, '=') != NULL)
+		if (strncmp(w, "-S", 2) == 0 && w[2] != '\0') {
+			w += 2;                 /* "-Sprogram args": its program */
+		} else if (strcmp(w, "-u") == 0 || strcmp(w, "-C") == 0 ||
+			   strcmp(w, "-P") == 0) {
+			p += strspn(p, " \t"); /* an option and its value */
+			p += strcspn(p, " \t");
+			continue;
+		} else if (w[0] == '-' || strchr(w, '=') != NULL) {
 			continue;               /* env's options and NAME=VALUE */
+		}
+		if (is_self(w, &self))
+			return 1;
 		/* the program env runs: a name is looked up in PATH */
 		if (strchr(w, '/') == NULL && strcmp(w, "rategate") == 0)
 			return 1;

@@ -85,7 +85,9 @@ check "a script naming rategate on its #! line is refused" "$lp" "Status: 500"
 check "... and said in the log" "$(cat "$d/stderr.loop")" "names it on its #! line"
 # ... also through env ("#!/usr/bin/env rategate", "#!/usr/bin/env -S /path/rategate x")
 for shebang in "/usr/bin/env $(cd "$(dirname "$bin")" && pwd)/rategate" \
-	       "/usr/bin/env -S A=1 $(cd "$(dirname "$bin")" && pwd)/rategate x"; do
+	       "/usr/bin/env -S A=1 $(cd "$(dirname "$bin")" && pwd)/rategate x" \
+	       "/usr/bin/env -u HOME $(cd "$(dirname "$bin")" && pwd)/rategate" \
+	       "/usr/bin/env -S$(cd "$(dirname "$bin")" && pwd)/rategate"; do
 	printf '#!%s\necho never\n' "$shebang" > "$loop"
 	lp=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/loop.rules" \
 		REQUEST_METHOD=GET REQUEST_URI="/loop.cgi" QUERY_STRING="" REMOTE_ADDR=192.0.2.41 \
@@ -141,6 +143,11 @@ words() {  # query, address, then the arguments Apache passes
 check "empty query words (a++b) are query words" "$(words 'a++b' 30 a '' b)" "other"
 check "a trailing empty word (hello+)" "$(words 'hello+' 31 hello '')" "other"
 check "a leading empty word (+/bin/sh)" "$(words '+/bin/sh' 32 '' /bin/sh)" "other"
+# More words than Apache passes (4091 under mod_cgid): which arguments are
+# the client's cannot be told, so refused, never read as options.
+q=-t; set -- -t; i=1
+while [ $i -lt 4091 ]; do q="$q+-t"; set -- "$@" -t; i=$((i + 1)); done
+check "4091 query words are refused" "$(words "$q" 33 "$@")" "Status: 500"
 # A Content-Length that is not a number: a 400 before any decision, and a
 # bad-request line naming the client and the path, never the query.
 cl=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \

@@ -73,8 +73,15 @@ Test(fcgi, target)
 Test(fcgi, request_body_length)
 {
 	static const struct rl_param p1[] = {
+		{ "FCGI_ROLE", 9, "AUTHORIZER", 10 },
 		{ "REQUEST_URI", 11, "/mb", 3 },
 		{ "HTTP_CONTENT_LENGTH", 19, "5", 1 },
+		{ "HTTP_CONTENT_LENGTH", 19, "1000", 4 },
+	};
+	/* a responder's body is what CONTENT_LENGTH says, or none */
+	static const struct rl_param p4[] = {
+		{ "FCGI_ROLE", 9, "RESPONDER", 9 },
+		{ "REQUEST_URI", 11, "/mb", 3 },
 		{ "HTTP_CONTENT_LENGTH", 19, "1000", 4 },
 	};
 	static const struct rl_param p2[] = {
@@ -83,15 +90,18 @@ Test(fcgi, request_body_length)
 		{ "HTTP_CONTENT_LENGTH", 19, "1000", 4 },
 	};
 	static const struct rl_param p3[] = {
+		{ "FCGI_ROLE", 9, "AUTHORIZER", 10 },
 		{ "REQUEST_URI", 11, "/mb", 3 },
 		{ "HTTP_CONTENT_LENGTH", 19, "12x", 3 },
 	};
 	struct rl_request rq;
 	char buf[64];
 
-	cr_assert_eq(fcgi_request(p1, 3, buf, sizeof(buf), &rq), 0);
+	cr_assert_eq(fcgi_request(p1, 4, buf, sizeof(buf), &rq), 0);
 	cr_expect_eq(rq.body_bytes, 1000);
+	cr_assert_eq(fcgi_request(p4, 3, buf, sizeof(buf), &rq), 0);
+	cr_expect_eq(rq.body_bytes, 0);
 	cr_assert_eq(fcgi_request(p2, 3, buf, sizeof(buf), &rq), 0);
 	cr_expect_eq(rq.body_bytes, 7, "CONTENT_LENGTH is the server's own");
-	cr_expect_eq(fcgi_request(p3, 2, buf, sizeof(buf), &rq), -1);
+	cr_expect_eq(fcgi_request(p3, 3, buf, sizeof(buf), &rq), -1);
 }
