@@ -268,6 +268,23 @@ parse_length(const char *s, uint64_t *v)
 	return 0;
 }
 
+const char *
+fcgi_bad_length(const struct rl_param *params, size_t np)
+{
+	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
+	uint64_t v;
+
+	if (cl != NULL && cl[0] != '\0')
+		return parse_length(cl, &v) != 0 ? cl : NULL;
+	for (size_t i = 0; i < np; i++)
+		if (params[i].name_len == 19 &&
+		    memcmp(params[i].name, "HTTP_CONTENT_LENGTH", 19) == 0 &&
+		    params[i].value[0] != '\0' &&
+		    parse_length(params[i].value, &v) != 0)
+			return params[i].value;
+	return NULL;
+}
+
 int
 fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	     struct rl_request *rq)
@@ -783,11 +800,8 @@ bad_content_length(struct worker *w, size_t np, const struct rl_request *rq,
 		   enum respond_format f)
 {
 	struct server *srv = w->srv;
-	const char *cl = param(w, np, "CONTENT_LENGTH");
+	const char *cl = fcgi_bad_length(w->params, np);
 	const char *addr = param(w, np, "REMOTE_ADDR");
-
-	if (cl == NULL)
-		cl = param(w, np, "HTTP_CONTENT_LENGTH");
 
 	respond_error(&w->out, 400, 0, "bad_request",
 		      "Bad Request: Content-Length is not a number", f);

@@ -100,19 +100,33 @@ target(const char *s, size_t len, struct replay_line *out)
 	const char *hash = memchr(s, '#', len);
 	size_t n = hash ? (size_t)(hash - s) : len;     /* as fcgi_target */
 
+	const char *q;
+	size_t plen;
+
 	if (n > 7 && (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0)) {
+		/* as fcgi_target: the path starts at the first '/' after the
+		 * authority; a '?' before any '/' starts the query of "/" */
 		const char *h = memchr(p, ':', n) + 3;
-		const char *sl = memchr(h, '/', (size_t)(p + n - h));
-		if (sl == NULL) {
-			p = "/";
-			n = 1;
-		} else {
-			n -= (size_t)(sl - p);
-			p = sl;
+		size_t hn = (size_t)(p + n - h), k = 0;
+		while (k < hn && h[k] != '/' && h[k] != '?')
+			k++;
+		if (k == hn || h[k] == '?') {
+			q = k < hn ? h + k : NULL;
+			if (q && (size_t)(p + n - q - 1) > RL_PATH_MAX)
+				return -2;
+			memcpy(out->path, "/", 2);
+			out->has_query = q != NULL;
+			if (q) {
+				memcpy(out->query, q + 1, (size_t)(p + n - q - 1));
+				out->query[p + n - q - 1] = '\0';
+			}
+			return 0;
 		}
+		n -= (size_t)(h + k - p);
+		p = h + k;
 	}
-	const char *q = memchr(p, '?', n);
-	size_t plen = q ? (size_t)(q - p) : n;
+	q = memchr(p, '?', n);
+	plen = q ? (size_t)(q - p) : n;
 	if (plen == 0)
 		return -1;
 	if (q && n - plen - 1 > RL_PATH_MAX)

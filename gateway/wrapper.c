@@ -283,7 +283,7 @@ wrapper_main(const char *rules, const char *script)
 	struct rl_decision d;
 	if (fcgi_request(params, k, target, sizeof(target), &rq) != 0) {
 		log_bad_content_length(lg, &rq, getenv("REMOTE_ADDR"),
-				       getenv("CONTENT_LENGTH"));
+				       fcgi_bad_length(params, k));
 		free(params);
 		status = fail(&out, 400, "bad_request",
 			      "Bad Request: Content-Length is not a number", f);

@@ -104,4 +104,7 @@ Test(fcgi, request_body_length)
 	cr_assert_eq(fcgi_request(p2, 3, buf, sizeof(buf), &rq), 0);
 	cr_expect_eq(rq.body_bytes, 7, "CONTENT_LENGTH is the server's own");
 	cr_expect_eq(fcgi_request(p3, 3, buf, sizeof(buf), &rq), -1);
+	/* the log names the value refused */
+	cr_expect_str_eq(fcgi_bad_length(p3, 3), "12x");
+	cr_expect_null(fcgi_bad_length(p1, 4));
 }

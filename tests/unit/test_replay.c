@@ -54,6 +54,17 @@ Test(replay, combined_log_lines)
 	cr_assert_eq(L.t_ms, 1795424400000LL);
 	cr_assert_str_eq(L.path, "/login");
 
+	/* absolute-form without a path: "/" and the query, as in the gateway */
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET http://h?q=1/x"), 1);
+	cr_assert_str_eq(L.path, "/");
+	cr_assert_eq(L.has_query, 1);
+	cr_assert_str_eq(L.query, "q=1/x");
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET https://h"), 1);
+	cr_assert_str_eq(L.path, "/");
+	cr_assert_eq(L.has_query, 0);
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET http://h/a?b"), 1);
+	cr_assert_str_eq(L.path, "/a");
+	cr_assert_str_eq(L.query, "b");
 	/* a raw '#' ends the target, as in the gateway */
 	cr_assert_eq(parse("1700000000 192.0.2.7 GET /login#x?y"), 1);
 	cr_assert_str_eq(L.path, "/login");
