@@ -238,6 +238,14 @@ name_ok(const char *s, size_t len, const char *extra)
 unsigned
 rl_method_bit(const char *m, size_t len)
 {
+	char up[8];
+
+	/* any ASCII case: Apache passes "post" on as it came */
+	if (len >= sizeof(up))
+		return RL_METHOD_OTHER;
+	for (size_t i = 0; i < len; i++)
+		up[i] = m[i] >= 'a' && m[i] <= 'z' ? (char)(m[i] - 'a' + 'A') : m[i];
+	m = up;
 	switch (len) {
 	case 3:
 		if (memcmp(m, "GET", 3) == 0)
@@ -1517,14 +1525,7 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 			size_t j = i;
 			while (j < vlen && v[j] != ',')
 				j++;
-			/* any case, as requests' methods are compared */
-			char up[16];
-			unsigned b = RL_METHOD_OTHER;
-			if (j - i < sizeof(up)) {
-				for (size_t k = i; k < j; k++)
-					up[k - i] = (char)toupper((unsigned char)v[k]);
-				b = rl_method_bit(up, j - i);
-			}
+			unsigned b = rl_method_bit(v + i, j - i);
 			if (b == RL_METHOD_OTHER) {
 				struct loc mat = value_loc(&vat, t->quoted, i);
 				error_at(ps, &mat, "unknown method \"%s\" in methods=: expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT or TRACE, separated by ','",

@@ -539,6 +539,8 @@ enum {
 	RL_METHOD_CONNECT = 1 << 7, RL_METHOD_TRACE = 1 << 8,
 	RL_METHOD_OTHER = 1 << 9
 };
+/* The bit of method m[0..len), in any ASCII case; RL_METHOD_OTHER for
+ * one not listed. */
 unsigned rl_method_bit(const char *m, size_t len);
 
 /* Globals of a rule set.  Everything is validated; strings live in the
