@@ -1846,38 +1846,32 @@ file_id(struct pstate *ps, const char *path, char *id, size_t cap)
 		snprintf(id, cap, "%s", path);
 }
 
-/* Is path one of the files being read (the include stack)? */
-static int
-being_read(struct pstate *ps, const char *path)
-{
-	char id[512];
-
-	file_id(ps, path, id, sizeof(id));
-	for (int i = 0; i < ps->depth; i++)
-		if (strcmp(ps->stack[i], id) == 0)
-			return 1;
-	return 0;
-}
-
+/* Read path, included from from.  A file being read (the include stack)
+ * is a cycle; but a glob's match (glob) that is one of them is skipped:
+ * "include *.rules" in site.rules means the other files. */
 static void
-parse_file(struct pstate *ps, const struct loc *from, const char *path)
+parse_file(struct pstate *ps, const struct loc *from, const char *path,
+	   int glob)
 {
 	char msg[200], id[512];
 	char *data = NULL;
 	size_t len = 0;
 
+	file_id(ps, path, id, sizeof(id));
+	int cycle = 0;
+	for (int i = 0; i < ps->depth && !cycle; i++)
+		cycle = strcmp(ps->stack[i], id) == 0;
+	if (cycle && glob)
+		return;
 	if (ps->depth >= RL_INCLUDE_DEPTH_MAX) {
 		error_at(ps, from, "includes nested deeper than %d: \"%s\" not read",
 			 RL_INCLUDE_DEPTH_MAX, path);
 		return;
 	}
-	file_id(ps, path, id, sizeof(id));
-	for (int i = 0; i < ps->depth; i++) {
-		if (strcmp(ps->stack[i], id) == 0) {
-			error_at(ps, from, "include cycle: \"%s\" is already being read",
-				 path);
-			return;
-		}
+	if (cycle) {
+		error_at(ps, from, "include cycle: \"%s\" is already being read",
+			 path);
+		return;
 	}
 	/* Read once: a second include of a file (two overlapping globs)
 	 * would only set its globals twice and shadow its own rules. */
@@ -1965,14 +1959,8 @@ include_files(struct pstate *ps, const struct loc *at, const struct tok *arg)
 			qsort(paths, n, sizeof(*paths), cmp_path);
 		if (n == 0 && has_glob_chars(pat))
 			warn_at(ps, at, "include \"%s\" matches no file", pat);
-		for (size_t i = 0; i < n; i++) {
-			/* a glob that matches the file including it (or one
-			 * of its includers: "include *.rules" in site.rules)
-			 * means the others */
-			if (has_glob_chars(pat) && being_read(ps, paths[i]))
-				continue;
-			parse_file(ps, at, paths[i]);
-		}
+		for (size_t i = 0; i < n; i++)
+			parse_file(ps, at, paths[i], has_glob_chars(pat));
 	}
 	for (size_t i = 0; i < n; i++)
 		free(paths[i]);
@@ -2360,7 +2348,7 @@ load(const char *path, const char *name, const char *text, size_t len,
 	else if (path != NULL) {
 		struct loc none = { path, 0, 0 };
 		ps.top = path;
-		parse_file(&ps, &none, path);
+		parse_file(&ps, &none, path, 0);
 	} else {
 		const char *file = rl_arena_strndup(ps.a, name, strlen(name));
 		ps.top = file;
