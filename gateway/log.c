@@ -470,8 +470,7 @@ log_decision(struct log *l, const struct log_request *r,
 	field(&ln, "key", key, strlen(key), sizeof(key));
 	field_s(&ln, "rule", d->rule ? d->rule->pattern.text : "-");
 	if (d->limit != NULL) {
-		static const char *const origins[] = { "rule", "default", "application" };
-		field_s(&ln, "origin", origins[d->origin]);
+		field_s(&ln, "origin", rl_origin_name(d->origin));
 		field_s(&ln, "limit", d->limit->text);
 		field_i64(&ln, "remaining", (int64_t)d->remaining);
 	}

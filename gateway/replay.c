@@ -414,11 +414,9 @@ tally_print(struct tally *t, const char *title, FILE *out)
 static void
 why(FILE *out, const struct rl_decision *d)
 {
-	static const char *const origins[] = { "rule", "default", "application" };
-
 	fprintf(out, "\trule=%s\torigin=%s",
 		d->rule != NULL ? d->rule->pattern.text : "-",
-		d->limit != NULL ? origins[d->origin] : "-");
+		d->limit != NULL ? rl_origin_name(d->origin) : "-");
 }
 
 int

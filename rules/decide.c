@@ -353,6 +353,14 @@ addr_key(char *buf, size_t cap, const struct who *w)
 	return len;
 }
 
+const char *
+rl_origin_name(enum rl_origin o)
+{
+	static const char *const names[] = { "rule", "default", "application" };
+
+	return (unsigned)o < sizeof(names) / sizeof(names[0]) ? names[o] : "unknown";
+}
+
 /* The request's first parameter named name, or NULL. */
 static const struct rl_param *
 param_of(const struct rl_request *req, const char *name)

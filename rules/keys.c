@@ -373,13 +373,11 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 				f->ambiguous = 1;       /* too long */
 				f->n++;
 			} else {
-				if (f->n > 0 && (f->len != (size_t)dl ||
-						 memcmp(f->v, tmp, (size_t)dl) != 0))
-					f->ambiguous = 1;
+				/* compared with the value before, then kept in
+				 * buf: tmp is the next value's */
+				found_add(f, tmp, (size_t)dl);
 				memcpy(buf, tmp, (size_t)dl);
 				f->v = buf;
-				f->len = (size_t)dl;
-				f->n++;
 			}
 		}
 		pos = end + 1;

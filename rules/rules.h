@@ -658,6 +658,8 @@ enum rl_outcome {
 
 /* Why a counter applies to the request. */
 enum rl_origin { RL_FROM_RULE = 0, RL_FROM_DEFAULT, RL_FROM_APPLICATION };
+/* "rule", "default" or "application", as logs and replay print it. */
+const char *rl_origin_name(enum rl_origin o);
 
 #define RL_DECISION_KEY_MAX 192
 
