@@ -268,21 +268,54 @@ parse_length(const char *s, uint64_t *v)
 	return 0;
 }
 
+/* The body's length from the params into *bytes: CONTENT_LENGTH; or,
+ * in the authorizer role, which gets none (the FastCGI spec says so),
+ * the client's Content-Length header (HTTP_CONTENT_LENGTH), whose length
+ * lighttpd holds the body to, so that max-body and bandwidth= can use
+ * it.  A name variant (Content_Length) comes as another param of the
+ * same name, in the client's order: the largest counts.  Returns 0, or
+ * -1 with *bad the value that is not a number. */
+static int
+body_length(const struct rl_param *params, size_t np, uint64_t *bytes,
+	    const char **bad)
+{
+	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
+	const char *role = fcgi_param(params, np, "FCGI_ROLE");
+
+	*bytes = 0;
+	*bad = NULL;
+	if (cl != NULL && cl[0] != '\0') {
+		if (parse_length(cl, bytes) == 0)
+			return 0;
+		*bad = cl;
+		return -1;
+	}
+	if (role == NULL || strcmp(role, "AUTHORIZER") != 0)
+		return 0;       /* a responder's CONTENT_LENGTH is the body's */
+	for (size_t i = 0; i < np; i++) {
+		uint64_t v;
+		if (params[i].name_len != 19 ||
+		    memcmp(params[i].name, "HTTP_CONTENT_LENGTH", 19) != 0 ||
+		    params[i].value[0] == '\0')
+			continue;
+		if (parse_length(params[i].value, &v) != 0) {
+			*bad = params[i].value;
+			return -1;
+		}
+		if (v > *bytes)
+			*bytes = v;
+	}
+	return 0;
+}
+
 const char *
 fcgi_bad_length(const struct rl_param *params, size_t np)
 {
-	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
 	uint64_t v;
+	const char *bad;
 
-	if (cl != NULL && cl[0] != '\0')
-		return parse_length(cl, &v) != 0 ? cl : NULL;
-	for (size_t i = 0; i < np; i++)
-		if (params[i].name_len == 19 &&
-		    memcmp(params[i].name, "HTTP_CONTENT_LENGTH", 19) == 0 &&
-		    params[i].value[0] != '\0' &&
-		    parse_length(params[i].value, &v) != 0)
-			return params[i].value;
-	return NULL;
+	body_length(params, np, &v, &bad);
+	return bad;
 }
 
 int
@@ -306,29 +339,8 @@ fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	rq->remote_addr_len = rq->remote_addr ? strlen(rq->remote_addr) : 0;
 	rq->params = params;
 	rq->nparams = np;
-	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
-	const char *role = fcgi_param(params, np, "FCGI_ROLE");
-	if (cl != NULL && cl[0] != '\0')
-		return parse_length(cl, &rq->body_bytes);
-	if (role == NULL || strcmp(role, "AUTHORIZER") != 0)
-		return 0;       /* a responder's CONTENT_LENGTH is the body's */
-	/* lighttpd's authorizer gets no CONTENT_LENGTH (the FastCGI spec
-	 * says so) but the client's Content-Length header, whose length
-	 * lighttpd holds the body to: max-body and bandwidth= use it.  A
-	 * name variant (Content_Length) comes as another param of the same
-	 * name, in the client's order: the largest counts. */
-	for (size_t i = 0; i < np; i++) {
-		uint64_t v;
-		if (params[i].name_len != 19 ||
-		    memcmp(params[i].name, "HTTP_CONTENT_LENGTH", 19) != 0 ||
-		    params[i].value[0] == '\0')
-			continue;
-		if (parse_length(params[i].value, &v) != 0)
-			return -1;
-		if (v > rq->body_bytes)
-			rq->body_bytes = v;
-	}
-	return 0;
+	const char *bad;
+	return body_length(params, np, &rq->body_bytes, &bad);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1714,6 +1726,18 @@ listen_tcp(const char *spec, char *err, size_t cap)
 	return fd;
 }
 
+/* -M's octal mode, 0 to 0777.  Returns 0, or -1 for anything else. */
+static int
+parse_mode(const char *s, unsigned long *m)
+{
+	char *end;
+
+	errno = 0;
+	*m = strtoul(s, &end, 8);
+	return errno != 0 || end == s || *end != '\0' || *m > 0777 ||
+	       s[0] == '-' ? -1 : 0;
+}
+
 /* -M MODE and -U USER[:GROUP] on the socket file we made (as spawn-fcgi's
  * -M, -U and -G): so that a web server running as another user (Apache's
  * www-data) can connect.  The socket is made 0660 first, so there is no
@@ -1760,10 +1784,8 @@ socket_access(const char *path, const char *mode, const char *owner,
 		}
 	}
 	if (mode != NULL) {
-		char *end;
-		errno = 0;
-		unsigned long m = strtoul(mode, &end, 8);
-		if (errno != 0 || end == mode || *end != '\0' || m > 0777) {
+		unsigned long m;
+		if (parse_mode(mode, &m) != 0) {
 			snprintf(err, cap, "-M \"%s\": expected an octal mode such as 0660", mode);
 			return -1;
 		}
@@ -1860,16 +1882,11 @@ fcgi_check_options(const struct fcgi_options *o, char *err, size_t cap)
 			 o->workers, FCGI_WORKERS_MAX);
 		return -1;
 	}
-	if (o->mode != NULL) {
-		char *end;
-		errno = 0;
-		unsigned long m = strtoul(o->mode, &end, 8);
-		if (errno != 0 || end == o->mode || *end != '\0' || m > 0777 ||
-		    o->mode[0] == '-') {
-			snprintf(err, cap, "-M \"%s\": expected an octal mode such as 0660",
-				 o->mode);
-			return -1;
-		}
+	unsigned long m;
+	if (o->mode != NULL && parse_mode(o->mode, &m) != 0) {
+		snprintf(err, cap, "-M \"%s\": expected an octal mode such as 0660",
+			 o->mode);
+		return -1;
 	}
 	return 0;
 }

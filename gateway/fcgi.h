@@ -98,10 +98,11 @@ const char *fcgi_param(const struct rl_param *params, size_t n,
  * target via fcgi_target into buf, REMOTE_ADDR, CONTENT_LENGTH as
  * body_bytes).  rq points into params and buf.  Returns 0, or -1 when
  * CONTENT_LENGTH is not a decimal number (the caller answers 400). */
+int fcgi_request(const struct rl_param *params, size_t np, char *buf,
+		 size_t cap, struct rl_request *rq);
+
 /* The length value fcgi_request refused (CONTENT_LENGTH, or in the
  * authorizer role an HTTP_CONTENT_LENGTH), for the log; NULL if none. */
 const char *fcgi_bad_length(const struct rl_param *params, size_t np);
-int fcgi_request(const struct rl_param *params, size_t np, char *buf,
-		 size_t cap, struct rl_request *rq);
 
 #endif
