@@ -157,27 +157,24 @@ runs_rategate_again(const char *path)
 	head[n] = '\0';
 	if (n < 3 || head[0] != '#' || head[1] != '!')
 		return 0;
-	/* the interpreter, then (for "#!/usr/bin/env [-S] [-i] [NAME=VALUE]
-	 * rategate") the words env passes over: each word that is this
-	 * program, up to the first that env would run */
-	char *p = head + 2, *end;
-	head[strcspn(head, "\r\n")] = '\0';
-	end = head + strlen(head);
+	/* the interpreter; for "#!/usr/bin/env [-S] [-i] [-u NAME]
+	 * [NAME=VALUE] rategate", the program env runs */
+	char *p = head + 2;
 	int first = 1;
-	while (p < end) {
+	head[strcspn(head, "\r\n")] = '\0';
+	for (;;) {
 		p += strspn(p, " \t");
 		if (*p == '\0')
-			break;
+			return 0;
 		char *w = p;
 		p += strcspn(p, " \t");
 		if (*p != '\0')
 			*p++ = '\0';
-		const char *base = strrchr(w, '/');
-		base = base != NULL ? base + 1 : w;
-		if (is_self(w, &self))
-			return 1;
 		if (first) {
-			if (strcmp(base, "env") != 0)
+			const char *base = strrchr(w, '/');
+			if (is_self(w, &self))
+				return 1;
+			if (strcmp(base != NULL ? base + 1 : w, "env") != 0)
 				return 0;       /* a real interpreter */
 			first = 0;
 			continue;
@@ -192,14 +189,10 @@ runs_rategate_again(const char *path)
 		} else if (w[0] == '-' || strchr(w, '=') != NULL) {
 			continue;               /* env's options and NAME=VALUE */
 		}
-		if (is_self(w, &self))
-			return 1;
-		/* the program env runs: a name is looked up in PATH */
-		if (strchr(w, '/') == NULL && strcmp(w, "rategate") == 0)
-			return 1;
-		return 0;
+		/* the program: this one, or a name looked up in PATH */
+		return is_self(w, &self) ||
+		       (strchr(w, '/') == NULL && strcmp(w, "rategate") == 0);
 	}
-	return 0;
 }
 
 /* Make *path absolute (against the working directory), set
