@@ -97,6 +97,7 @@
 #include "clock.h"
 #include "cgi.h"
 #include "fcgi.h"
+#include "target.h"
 #include "fileio.h"
 #include "log.h"
 #include "respond.h"
@@ -169,65 +170,6 @@ ls_destroy(void *impl)
 static const struct rl_store_ops locked_ops = {
 	"memory", ls_apply, ls_acquire, ls_release, ls_destroy
 };
-
-/* ------------------------------------------------------------------ */
-/* Request target                                                      */
-
-int
-fcgi_target(const char *request_uri, const char *script_name,
-	    const char *path_info, const char *query_string, char *buf,
-	    size_t cap, struct fcgi_target *t)
-{
-	t->query = NULL;
-	t->query_len = 0;
-	if (request_uri != NULL && request_uri[0] != '\0') {
-		const char *p = request_uri;
-		/* absolute-form (a proxy request): drop scheme and authority */
-		/* A raw '#' ends the target: lighttpd and nginx pass it in
-		 * REQUEST_URI but route without the fragment, so "/login#x"
-		 * is /login to them and must be to us. */
-		size_t end = strcspn(p, "#");
-		if (strncasecmp(p, "http://", 7) == 0 ||
-		    strncasecmp(p, "https://", 8) == 0) {
-			const char *auth = strstr(p, "//") + 2;
-			const char *slash = strpbrk(auth, "/?#");
-			if (slash == NULL || *slash != '/') {
-				/* no path: the root, then any query */
-				t->path = "/";
-				t->path_len = 1;
-				if (slash != NULL && *slash == '?') {
-					t->query = slash + 1;
-					t->query_len = (size_t)(p + end - t->query);
-				}
-				return 0;
-			}
-			end -= (size_t)(slash - p);
-			p = slash;
-		}
-		const char *q = memchr(p, '?', end);
-		t->path = p;
-		t->path_len = q ? (size_t)(q - p) : end;
-		if (q != NULL) {
-			t->query = q + 1;
-			t->query_len = (size_t)(p + end - t->query);
-		}
-		return 0;
-	}
-	size_t sl = script_name ? strlen(script_name) : 0;
-	size_t pl = path_info ? strlen(path_info) : 0;
-	if (sl + pl == 0 || sl + pl + 1 > cap)
-		return -1;
-	memcpy(buf, script_name ? script_name : "", sl);
-	memcpy(buf + sl, path_info ? path_info : "", pl);
-	buf[sl + pl] = '\0';
-	t->path = buf;
-	t->path_len = sl + pl;
-	if (query_string != NULL && query_string[0] != '\0') {
-		t->query = query_string;
-		t->query_len = strlen(query_string);
-	}
-	return 0;
-}
 
 static const char *
 storage_kind_name(enum rl_storage_kind k)
@@ -322,11 +264,11 @@ int
 fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	     struct rl_request *rq)
 {
-	struct fcgi_target t;
+	struct target t;
 
 	memset(rq, 0, sizeof(*rq));
 	rq->method = fcgi_param(params, np, "REQUEST_METHOD");
-	if (fcgi_target(fcgi_param(params, np, "REQUEST_URI"),
+	if (target_parse(fcgi_param(params, np, "REQUEST_URI"),
 			fcgi_param(params, np, "SCRIPT_NAME"),
 			fcgi_param(params, np, "PATH_INFO"),
 			fcgi_param(params, np, "QUERY_STRING"), buf, cap, &t) == 0) {

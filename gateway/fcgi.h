@@ -74,28 +74,12 @@ int fcgi_check_options(const struct fcgi_options *o, char *err, size_t cap);
  * options. */
 int fcgi_main(const struct fcgi_options *o);
 
-/* The pieces of a request fcgi.c reads from the FastCGI params, exposed for
- * tests.  path: REQUEST_URI up to '?' (an absolute-form URI loses its
- * scheme and authority), or SCRIPT_NAME + PATH_INFO without REQUEST_URI;
- * query: REQUEST_URI's query, else QUERY_STRING.  buf holds the
- * concatenation when one is needed.  Returns 0, or -1 when there is no
- * path at all. */
-struct fcgi_target {
-	const char *path;
-	size_t path_len;
-	const char *query;      /* NULL when none */
-	size_t query_len;
-};
-int fcgi_target(const char *request_uri, const char *script_name,
-		const char *path_info, const char *query_string,
-		char *buf, size_t cap, struct fcgi_target *t);
-
 /* The first value of the param name, or NULL. */
 const char *fcgi_param(const struct rl_param *params, size_t n,
 		       const char *name);
 
 /* The engine's view of a request from its CGI/FastCGI params (method,
- * target via fcgi_target into buf, REMOTE_ADDR, CONTENT_LENGTH as
+ * target via target_parse into buf, REMOTE_ADDR, CONTENT_LENGTH as
  * body_bytes).  rq points into params and buf.  Returns 0, or -1 when
  * CONTENT_LENGTH is not a decimal number (the caller answers 400). */
 int fcgi_request(const struct rl_param *params, size_t np, char *buf,

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "replay.h"
+#include "target.h"
 
 #define MAX_LINE 65536
 
@@ -87,60 +88,42 @@ clf_time(const char *s, size_t len, int64_t *ms)
 	return 0;
 }
 
-/* Split a request target into path and query; absolute-form targets
- * ("http://host/p") lose their scheme and authority.  A path longer than
- * RL_PATH_MAX keeps RL_PATH_MAX + 1 bytes, so that the decision refuses it
- * as the gateway would (a bad request, "error" in the listing) instead of
- * the line being skipped as malformed.  Returns 0, -1 (no path) or -2 (a
- * query longer than RL_PATH_MAX). */
+/* Split a request target into path and query as the gateway does
+ * (target_parse: absolute-form targets lose their scheme and authority, a
+ * raw '#' ends the target).  A path longer than RL_PATH_MAX keeps
+ * RL_PATH_MAX + 1 bytes, so that the decision refuses it as the gateway
+ * would (a bad request, "error" in the listing) instead of the line being
+ * skipped as malformed.  Returns 0, -1 (no path) or -2 (a query longer
+ * than RL_PATH_MAX). */
 static int
 target(const char *s, size_t len, struct replay_line *out)
 {
-	const char *p = s;
-	const char *hash = memchr(s, '#', len);
-	size_t n = hash ? (size_t)(hash - s) : len;     /* as fcgi_target */
+	char *uri = malloc(len + 1);
+	struct target t;
+	int r = -1;
 
-	const char *q;
-	size_t plen;
-
-	if (n > 7 && (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0)) {
-		/* as fcgi_target: the path starts at the first '/' after the
-		 * authority; a '?' before any '/' starts the query of "/" */
-		const char *h = memchr(p, ':', n) + 3;
-		size_t hn = (size_t)(p + n - h), k = 0;
-		while (k < hn && h[k] != '/' && h[k] != '?')
-			k++;
-		if (k == hn || h[k] == '?') {
-			q = k < hn ? h + k : NULL;
-			if (q && (size_t)(p + n - q - 1) > RL_PATH_MAX)
-				return -2;
-			memcpy(out->path, "/", 2);
-			out->has_query = q != NULL;
-			if (q) {
-				memcpy(out->query, q + 1, (size_t)(p + n - q - 1));
-				out->query[p + n - q - 1] = '\0';
-			}
-			return 0;
-		}
-		n -= (size_t)(h + k - p);
-		p = h + k;
-	}
-	q = memchr(p, '?', n);
-	plen = q ? (size_t)(q - p) : n;
-	if (plen == 0)
+	if (uri == NULL)
 		return -1;
-	if (q && n - plen - 1 > RL_PATH_MAX)
-		return -2;
-	if (plen > RL_PATH_MAX + 1)
-		plen = RL_PATH_MAX + 1;
-	memcpy(out->path, p, plen);
+	memcpy(uri, s, len);
+	uri[len] = '\0';
+	if (target_parse(uri, NULL, NULL, NULL, NULL, 0, &t) != 0 ||
+	    t.path_len == 0)
+		goto out;
+	r = -2;
+	if (t.query != NULL && t.query_len > RL_PATH_MAX)
+		goto out;
+	size_t plen = t.path_len > RL_PATH_MAX + 1 ? RL_PATH_MAX + 1 : t.path_len;
+	memcpy(out->path, t.path, plen);
 	out->path[plen] = '\0';
-	out->has_query = q != NULL;
-	if (q) {
-		memcpy(out->query, q + 1, n - plen - 1);
-		out->query[n - plen - 1] = '\0';
+	out->has_query = t.query != NULL;
+	if (t.query != NULL) {
+		memcpy(out->query, t.query, t.query_len);
+		out->query[t.query_len] = '\0';
 	}
-	return 0;
+	r = 0;
+out:
+	free(uri);
+	return r;
 }
 
 static int

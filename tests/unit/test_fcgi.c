@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fcgi.h"
+#include "target.h"
 
 struct tcase {
 	const char *uri, *script, *info, *qs;
@@ -43,8 +44,8 @@ Test(fcgi, target)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct tcase *c = &cases[i];
-		struct fcgi_target t;
-		int r = fcgi_target(c->uri, c->script, c->info, c->qs, buf,
+		struct target t;
+		int r = target_parse(c->uri, c->script, c->info, c->qs, buf,
 				    sizeof(buf), &t);
 		cr_expect_eq(r, c->ret, "line %d", c->line);
 		if (r != 0)
@@ -63,8 +64,8 @@ Test(fcgi, target)
 		}
 	}
 	/* SCRIPT_NAME + PATH_INFO longer than the buffer: no path. */
-	struct fcgi_target t;
-	cr_expect_eq(fcgi_target(NULL, "/aaaaaaaa", "/bbbbbbbb", NULL, buf, 10, &t), -1);
+	struct target t;
+	cr_expect_eq(target_parse(NULL, "/aaaaaaaa", "/bbbbbbbb", NULL, buf, 10, &t), -1);
 }
 
 /* The body's length: CONTENT_LENGTH, else (lighttpd's authorizer) the
