@@ -2177,9 +2177,6 @@ int shm_plan(const struct shm_config *c, struct shm_plan *p, char *err,
 	return 0;
 }
 
-/* Read-only: the file is opened O_RDONLY and never mapped; the shared
- * flock, held for a few preads, only waits out a process that is creating
- * the file (openers hold the exclusive one just while they open). */
 /* Whether the gateway could create c->path (exists: it is there but
  * blank) and give it c->size bytes: its directory writable (or the file,
  * when it exists) and the filesystem holding that much free.  Returns 0,
@@ -2216,6 +2213,9 @@ static int can_create(const struct shm_config *c, int exists, char *err,
 	return 0;
 }
 
+/* Read-only: the file is opened O_RDONLY and never mapped; the shared
+ * flock, held for a few preads, only waits out a process that is creating
+ * the file (openers hold the exclusive one just while they open). */
 enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
 			      uint64_t *keys, char *err, size_t errcap)
 {
