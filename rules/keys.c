@@ -240,7 +240,8 @@ usable(const char *s, size_t len)
 }
 
 /* One value seen for a name.  A second, different value makes it
- * ambiguous. */
+ * ambiguous.  v is NULL until a value is kept (a value too long to keep
+ * only counts), hence the length test before memcmp. */
 struct found {
 	const char *v;
 	size_t len;
@@ -251,7 +252,7 @@ struct found {
 static void
 found_add(struct found *f, const char *v, size_t len)
 {
-	if (f->n > 0 && (f->len != len || memcmp(f->v, v, len) != 0))
+	if (f->n > 0 && (f->len != len || (len > 0 && memcmp(f->v, v, len) != 0)))
 		f->ambiguous = 1;
 	f->v = v;
 	f->len = len;

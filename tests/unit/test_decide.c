@@ -515,6 +515,24 @@ Test(decide, oversized_key_part_falls_back)
 	cr_assert_str_eq(d.key, "addr=192.0.2.1");
 }
 
+/* A cookie too long to be a key, then an empty one of the same name: still
+ * ambiguous, so the address decides (this once passed a NULL value to
+ * memcmp; found by fuzz_decide under UBSan). */
+Test(decide, oversized_cookie_then_empty_cookie_falls_back)
+{
+	struct rl_decision d;
+	char big[400] = "HTTP_COOKIE=sid=";
+	size_t n = strlen(big);
+	memset(big + n, 'k', 300);
+	strcpy(big + n + 300, "; sid=");
+	const char *p[] = { big, NULL };
+
+	setup_rules("/c 1/minute key=cookie:sid\n");
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.1", p, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.1");
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.1", p, T0, RL_HIT, 0, &d), RL_DENY);
+}
+
 Test(decide, trusted_proxy_hops)
 {
 	struct rl_decision d;
