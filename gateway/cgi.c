@@ -2,21 +2,26 @@
  * cgi.c - the responder's CGI back end (see cgi.h): one legacy CGI/1.1
  * program per allowed request, its answer streamed to the web server.
  *
- * Starting the program: posix_spawn, not fork.  glibc runs it as
- * clone(CLONE_VM|CLONE_VFORK), which costs the same in a large
- * multithreaded gateway as in a small one (no page tables to copy) and runs
- * nothing between clone and exec that is unsafe in a threaded process.
- * glibc 2.34 or later has every step we need: the pipes onto fds 0 and 1,
- * every fd from 3 up closed (addclosefrom_np: libfcgi's sockets and
- * anything another thread opened without O_CLOEXEC never reach the
- * script), the working directory (addchdir_np), a process group of its own
- * (POSIX_SPAWN_SETPGROUP, so a timeout kills whatever the script started
- * too), an empty signal mask and the default disposition for every signal
- * (the gateway ignores SIGPIPE and blocks its stop signals in workers; an
- * exec would keep both).  glibc reports a failed chdir or exec (ENOENT,
- * EACCES, ENOEXEC) to posix_spawn's caller, which becomes a 502 naming the
- * error.  No shell: argv is { script, NULL }, and a script without a "#!"
- * line fails with ENOEXEC rather than being run by /bin/sh.
+ * Starting the program: fork, then in the child only async-signal-safe
+ * system calls before execve (spawn_child): the pipes onto fds 0 and 1,
+ * every other fd from 3 up closed (libfcgi's sockets and anything another
+ * thread opened without O_CLOEXEC never reach the script), the working
+ * directory, a process group of its own (so a timeout kills whatever the
+ * script started too), an empty signal mask and the default disposition
+ * for every signal (the gateway ignores SIGPIPE and blocks its stop
+ * signals in workers; an exec would keep both), and PR_SET_PDEATHSIG
+ * SIGKILL: when the gateway dies, even by SIGKILL (mod_fcgid sends one
+ * some 9 s into a stop, before our 10 s drain ends), the kernel kills the
+ * script, so it is never left behind as an orphan.  (What the script
+ * itself started in the background survives that case; a SIGTERM stop
+ * or a timeout kills the whole process group.)  posix_spawn, which we
+ * used first, cannot ask for the death signal.  The fork copies no page
+ * tables of the shared store (a shared mapping is faulted in again), so
+ * it stays cheap beside the script's own exec.  A failed chdir or exec
+ * (ENOENT, EACCES, ENOEXEC) reaches the caller through a close-on-exec
+ * pipe and becomes a 502 naming the error.  No shell: argv is { script,
+ * NULL }, and a script without a "#!" line fails with ENOEXEC rather than
+ * being run by /bin/sh.
  *
  * Working directory: the script's own directory, as RFC 3875 (section 7.2)
  * suggests and Apache and lighttpd do, so scripts find their files by
@@ -97,10 +102,10 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -110,7 +115,7 @@
 #include "log.h"
 
 #if !defined(__GLIBC__) || __GLIBC__ < 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ < 34)
-#error "gateway/cgi.c needs glibc 2.34 or later (posix_spawn_file_actions_addclosefrom_np)"
+#error "gateway/cgi.c needs glibc 2.34 or later (close_range)"
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -294,44 +299,107 @@ fail:;
 	return e ? e : EMFILE;
 }
 
-/* Returns 0, or an errno (from posix_spawn: also a failed chdir or exec). */
+/* The child's side of spawn(), between fork and exec: async-signal-safe
+ * system calls only (the gateway has other threads, whose locks may be
+ * held).  Reports a failure as its errno on ep and exits 127. */
+static void __attribute__((noreturn))
+spawn_child(const char *path, const char *dir, char *const envp[], int in_r,
+	    int out_w, int need_null, int ep, pid_t parent)
+{
+	char *argv[2] = { (char *)path, NULL };
+	struct sigaction dfl;
+	sigset_t none;
+	int e;
+
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &dfl, NULL);   /* fails for glibc's own: fine */
+	/* a process group of its own: a timeout or a stop kills the script
+	 * and what it started */
+	if (setpgid(0, 0) != 0)
+		goto fail;
+	/* killed by the kernel when the worker thread that started it ends,
+	 * SIGKILL of the gateway included (mod_fcgid sends one ~9 s into a
+	 * stop); a gateway that died before this line is seen by getppid */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+		goto fail;
+	if (getppid() != parent) {
+		errno = ESRCH;
+		goto fail;
+	}
+	if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0)
+		goto fail;
+	if (need_null) {
+		int fd = open("/dev/null", O_WRONLY);
+		if (fd < 0 || (fd != 2 && (dup2(fd, 2) < 0 || close(fd) != 0)))
+			goto fail;
+	}
+	/* every fd from 3 up closed but ep (close-on-exec: it reports a
+	 * failed exec, and a successful one closes it) */
+	if ((ep > 3 && close_range(3, (unsigned)ep - 1, 0) != 0) ||
+	    close_range((unsigned)ep + 1, ~0u, 0) != 0)
+		goto fail;
+	if (chdir(dir) != 0)
+		goto fail;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(path, argv, envp);
+fail:
+	e = errno;
+	while (write(ep, &e, sizeof(e)) < 0 && errno == EINTR)
+		;
+	_exit(127);
+}
+
+/* Starts the script; returns 0, or an errno (also a failed chdir or exec,
+ * reported by the child on a close-on-exec pipe, as posix_spawn would). */
 static int
 spawn(pid_t *pid, const char *path, const char *dir, char *const envp[],
       int in_r, int out_w)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, all;
-	char *argv[2] = { (char *)path, NULL };
-	int e;
+	int need_null = fcntl(2, F_GETFD) < 0;
+	pid_t parent = getpid();
+	sigset_t all, old;
+	int ep[2], e = 0;
+	ssize_t n;
 
-	if ((e = posix_spawn_file_actions_init(&fa)) != 0)
-		return e;
-	if ((e = posix_spawnattr_init(&at)) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
+	if (pipe2(ep, O_CLOEXEC) != 0)
+		return errno;
+	if ((ep[0] = fd_above_stdio(ep[0])) < 0 ||
+	    (ep[1] = fd_above_stdio(ep[1])) < 0) {
+		e = errno;
+		if (ep[0] >= 0)
+			close(ep[0]);
+		if (ep[1] >= 0)
+			close(ep[1]);
 		return e;
 	}
-	sigemptyset(&none);
+	/* no handler of ours may run in the child */
 	sigfillset(&all);
-	if ((e = posix_spawn_file_actions_adddup2(&fa, in_r, 0)) != 0 ||
-	    (e = posix_spawn_file_actions_adddup2(&fa, out_w, 1)) != 0)
-		goto out;
-	if (fcntl(2, F_GETFD) < 0 &&
-	    (e = posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0)) != 0)
-		goto out;
-	if ((e = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
-	    (e = posix_spawn_file_actions_addchdir_np(&fa, dir)) != 0 ||
-	    (e = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP |
-					  POSIX_SPAWN_SETSIGMASK |
-					  POSIX_SPAWN_SETSIGDEF)) != 0 ||
-	    (e = posix_spawnattr_setpgroup(&at, 0)) != 0 ||
-	    (e = posix_spawnattr_setsigmask(&at, &none)) != 0 ||
-	    (e = posix_spawnattr_setsigdefault(&at, &all)) != 0)
-		goto out;
-	e = posix_spawn(pid, path, &fa, &at, argv, envp);
-out:
-	posix_spawnattr_destroy(&at);
-	posix_spawn_file_actions_destroy(&fa);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	*pid = fork();
+	if (*pid == 0)
+		spawn_child(path, dir, envp, in_r, out_w, need_null, ep[1],
+			    parent);
+	if (*pid < 0)
+		e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(ep[1]);
+	if (*pid > 0) {
+		while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
+			;
+		if (n == (ssize_t)sizeof(e)) {
+			/* not started: reap the child that reported it */
+			while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			*pid = -1;
+		} else {
+			e = 0;
+		}
+	}
+	close(ep[0]);
 	return e;
 }
 
@@ -827,10 +895,8 @@ run(const char *script, const struct rl_param *params, size_t nparams,
 		rc = send_error(&r, 502);
 		goto out;
 	}
-	/* posix_spawn reports a failed exec too, but only where the child
-	 * shares our memory until exec (not under valgrind, which runs the
-	 * clone as a fork: the script then "exits with status 127"); the
-	 * common cases get a clear reason everywhere. */
+	/* spawn reports a failed exec too; asking first spares the fork in
+	 * the common cases (a missing or non-executable script). */
 	if (faccessat(AT_FDCWD, abs, X_OK, AT_EACCESS) != 0) {
 		snprintf(res->error, sizeof(res->error), "cannot run script %s: %s",
 			 abs, strerror(errno));

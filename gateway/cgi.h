@@ -1,8 +1,8 @@
 /*
  * cgi.h - the responder's CGI back end: run a legacy CGI/1.1 program
  * (RFC 3875) for one allowed request and stream its answer to the web
- * server.  The program is started directly (posix_spawn, no shell), in its
- * own directory and its own process group, with an environment made from
+ * server.  The program is started directly (fork and exec, no shell), in its
+ * own directory and its own process group, killed with the gateway, with an environment made from
  * the request's FastCGI params; the request body streams to its standard
  * input while its output streams back, its head re-rendered by
  * proxy_head_render with the rate-limit headers added.  What the

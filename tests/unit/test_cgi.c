@@ -733,6 +733,51 @@ Test(cgi, timeout_kills_the_whole_process_group)
 		kill((pid_t)child, SIGKILL);
 }
 
+/* A gateway killed with SIGKILL (mod_fcgid does, some 9 s into a stop)
+ * leaves no script behind: the kernel kills it (PR_SET_PDEATHSIG). */
+Test(cgi, gateway_killed_takes_the_script_with_it)
+{
+	char pidfile[128], ph[160];
+	long script = 0, child = 0;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/pids", tmpdir);
+	snprintf(ph, sizeof(ph), "HTTP_X_PID_FILE=%s", pidfile);
+	pid_t gw = fork();
+	cr_assert_geq(gw, 0);
+	if (gw == 0) {
+		struct proxy_spec s = spec_default();
+		struct proxy_result res;
+		struct mem m;
+		const char *extra[] = { ph, NULL };
+		s.timeout_ms = 60000;
+		mem_init(&m, NULL, 0);
+		run(echo, "hang", extra, &s, &m, &res);
+		_exit(0);
+	}
+	for (int i = 0; i < 500 && script == 0; i++) {
+		FILE *f = fopen(pidfile, "r");
+		if (f != NULL) {
+			if (fscanf(f, "%ld %ld", &script, &child) != 2)
+				script = 0;
+			fclose(f);
+		}
+		if (script == 0)
+			usleep(10000);
+	}
+	cr_assert(script > 0 && child > 0, "the script wrote no pid file");
+	cr_assert(!dead(script));
+	cr_assert_eq(kill(gw, SIGKILL), 0);
+	cr_assert_eq(waitpid(gw, NULL, 0), gw);
+	int i;
+	for (i = 0; i < 200 && !dead(script); i++)
+		usleep(10000);
+	cr_expect(dead(script), "script %ld outlived its gateway", script);
+	/* what the script started itself is not covered (documented) */
+	kill((pid_t)child, SIGKILL);
+	if (!dead(script))
+		kill((pid_t)script, SIGKILL);
+}
+
 Test(cgi, missing_script_is_502)
 {
 	struct proxy_spec s = spec_default();
