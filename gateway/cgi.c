@@ -2,7 +2,7 @@
  * cgi.c - the responder's CGI back end (see cgi.h): one legacy CGI/1.1
  * program per allowed request, its answer streamed to the web server.
  *
- * Starting the program: fork, then in the child only async-signal-safe
+ * Starting the program: vfork, then in the child only async-signal-safe
  * system calls before execve (spawn_child): the pipes onto fds 0 and 1,
  * every other fd from 3 up closed (libfcgi's sockets and anything another
  * thread opened without O_CLOEXEC never reach the script), the working
@@ -15,13 +15,17 @@
  * script, so it is never left behind as an orphan.  (What the script
  * itself started in the background survives that case; a SIGTERM stop
  * or a timeout kills the whole process group.)  posix_spawn, which we
- * used first, cannot ask for the death signal.  The fork copies no page
- * tables of the shared store (a shared mapping is faulted in again), so
- * it stays cheap beside the script's own exec.  A failed chdir or exec
- * (ENOENT, EACCES, ENOEXEC) reaches the caller through a close-on-exec
- * pipe and becomes a 502 naming the error.  No shell: argv is { script,
- * NULL }, and a script without a "#!" line fails with ENOEXEC rather than
- * being run by /bin/sh.
+ * used first, cannot ask for the death signal.  vfork, not fork: the
+ * child borrows the gateway's memory until its exec (the calling thread
+ * waits meanwhile, every signal blocked), so the cost does not grow with
+ * the gateway's heap (a fork would copy the page tables of a `memory`
+ * store's million keys, then fault on every page it writes).  The child
+ * writes nothing of ours but its own stack frames below the caller's and
+ * errno.  A failed chdir or exec (ENOENT, EACCES, ENOEXEC) reaches the
+ * caller through a close-on-exec pipe (valgrind runs a vfork as a fork)
+ * and becomes a 502 naming the error.  No shell: argv is { script, NULL },
+ * and a script without a "#!" line fails with ENOEXEC rather than being
+ * run by /bin/sh.
  *
  * Working directory: the script's own directory, as RFC 3875 (section 7.2)
  * suggests and Apache and lighttpd do, so scripts find their files by
@@ -353,6 +357,20 @@ fail:
 	_exit(127);
 }
 
+/* vfork, the child going straight on to spawn_child.  In a function of
+ * its own, so that nothing of the caller's is live across the vfork. */
+static pid_t
+vfork_child(const char *path, const char *dir, char *const envp[], int in_r,
+	    int out_w, int need_null, int ep, pid_t parent)
+{
+	pid_t pid = vfork();
+
+	if (pid == 0)
+		spawn_child(path, dir, envp, in_r, out_w, need_null, ep,
+			    parent);
+	return pid;
+}
+
 /* Starts the script; returns 0, or an errno (also a failed chdir or exec,
  * reported by the child on a close-on-exec pipe, as posix_spawn would). */
 static int
@@ -379,10 +397,8 @@ spawn(pid_t *pid, const char *path, const char *dir, char *const envp[],
 	/* no handler of ours may run in the child */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	*pid = fork();
-	if (*pid == 0)
-		spawn_child(path, dir, envp, in_r, out_w, need_null, ep[1],
-			    parent);
+	*pid = vfork_child(path, dir, envp, in_r, out_w, need_null, ep[1],
+			   parent);
 	if (*pid < 0)
 		e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
