@@ -330,6 +330,8 @@ struct server {
 	atomic_int failed;      /* a worker could not accept any more */
 	atomic_int running;     /* workers still in their loop */
 	atomic_int_fast64_t store_err_logged_ms; /* last store-error line */
+	atomic_int_fast64_t proxy_logged_ms;    /* last proxy-header line */
+	atomic_uint_fast64_t proxy_unlogged;    /* such requests since */
 };
 
 static struct gen *
@@ -679,6 +681,40 @@ store_failed(struct server *srv, const struct gen *g, struct rl_decision *d,
 	return 1;
 }
 
+/* A request whose proxy header could not be trusted: the client counts as
+ * the nearest trusted hop, often the proxy itself, so every client behind
+ * it may share one budget.  Counted always; logged at most once a minute
+ * per process, with how many such requests came since the last line,
+ * since any client can cause it at will. */
+static void
+proxy_header_note(struct worker *w, const struct gen *g, size_t np,
+		  const struct rl_decision *d, int64_t now)
+{
+	struct server *srv = w->srv;
+
+	if (d->addr_source != RL_ADDR_INVALID &&
+	    d->addr_source != RL_ADDR_VARIANTS)
+		return;
+	atomic_fetch_add(&srv->stats.proxy_header_untrusted, 1);
+	atomic_fetch_add(&srv->proxy_unlogged, 1);
+	int64_t last = atomic_load(&srv->proxy_logged_ms);
+	if ((last != 0 && now - last < 60000) ||
+	    !atomic_compare_exchange_strong(&srv->proxy_logged_ms, &last, now))
+		return;
+	unsigned long long n = atomic_exchange(&srv->proxy_unlogged, 0);
+	const char *hdr = g->s->proxies.forwarded ? "Forwarded" : "X-Forwarded-For";
+	const char *sw = param(w, np, "SERVER_SOFTWARE");
+	if (d->addr_source == RL_ADDR_VARIANTS)
+		log_printf(srv->log, LOG_LEVEL_WARN, "proxy-header",
+			   "%s came as two or more params behind %s, which joins repeated header lines: one is a name variant a client wrote (X_Forwarded_For), so the header is not trusted and the client counts as %s, the nearest trusted hop (%llu such request%s since the last line like this)",
+			   hdr, sw != NULL ? sw : "a web server without SERVER_SOFTWARE",
+			   d->client, n, n == 1 ? "" : "s");
+	else
+		log_printf(srv->log, LOG_LEVEL_WARN, "proxy-header",
+			   "an entry of %s that a trusted proxy wrote is not an address: the client counts as %s, the nearest valid trusted hop (%llu such request%s since the last line like this)",
+			   hdr, d->client, n, n == 1 ? "" : "s");
+}
+
 /* The statistics endpoint, when path is its path.  Only REMOTE_ADDR --
  * the peer of the web server, never a forwarded header -- is checked
  * against stats-allow.  Returns 1 when the request was answered. */
@@ -781,6 +817,7 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	if (maybe_stats(w, g, np, &rq, 1, now))
 		return;
 	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+	proxy_header_note(w, g, np, &d, now);
 	if (d.outcome == RL_STORE_ERROR)
 		store_failed(srv, g, &d, now);
 	struct respond_opts ro = g->ropts;
@@ -996,6 +1033,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	if (maybe_stats(w, g, np, &rq, 0, now))
 		return;
 	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+	proxy_header_note(w, g, np, &d, now);
 	if (d.outcome == RL_STORE_ERROR)
 		store_failed(srv, g, &d, now);
 	if (d.outcome == RL_ALLOW && d.rule != NULL && d.rule->concurrency > 0) {

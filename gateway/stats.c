@@ -219,9 +219,9 @@ render_json(struct respond_buf *b, const struct stats *s,
 	respond_buf_add(b, "\"denials\":{", 11);
 	for (int i = 0; i < STATS_REASONS; i++)
 		addf(b, "%s\"%s\":%llu", i ? "," : "", reason_names[i], LD(s->denied[i]));
-	addf(b, "},\"inflight\":%lld,\"upstream_errors\":%llu,\"client_timeouts\":%llu,",
+	addf(b, "},\"inflight\":%lld,\"upstream_errors\":%llu,\"client_timeouts\":%llu,\"proxy_header_untrusted\":%llu,",
 	     (long long)atomic_load(&s->inflight), LD(s->upstream_errors),
-	     LD(s->client_timeouts));
+	     LD(s->client_timeouts), LD(s->proxy_header_untrusted));
 	addf(b, "\"reloads\":{\"ok\":%llu,\"failed\":%llu},", LD(s->reloads_ok),
 	     LD(s->reloads_failed));
 	addf(b, "\"store\":{\"kind\":\"%s\",\"errors\":%llu,\"keys\":%lld,\"slots\":%lld,\"evictions\":%lld,\"evictions_limiting\":%lld,\"full\":%lld",
@@ -292,6 +292,8 @@ render_prometheus(struct respond_buf *b, const struct stats *s,
 	addf(b, "rategate_upstream_errors_total %llu\n", LD(s->upstream_errors));
 	metric(b, "rategate_client_timeouts_total", "counter", "Connections and requests given up after client-timeout without progress from the web server.");
 	addf(b, "rategate_client_timeouts_total %llu\n", LD(s->client_timeouts));
+	metric(b, "rategate_proxy_header_untrusted_total", "counter", "Requests whose proxy header was not trusted (an entry from a trusted hop that is not an address, or the header in several params behind lighttpd or Apache): the client counted as the nearest trusted hop.");
+	addf(b, "rategate_proxy_header_untrusted_total %llu\n", LD(s->proxy_header_untrusted));
 	metric(b, "rategate_store_errors_total", "counter", "Store failures.");
 	addf(b, "rategate_store_errors_total %llu\n", LD(s->store_errors));
 	if (st->keys >= 0) {

@@ -44,6 +44,11 @@ struct stats {
 	/* connections and requests given up because the web server made no
 	 * progress for client-timeout (params, body or answer) */
 	atomic_uint_fast64_t client_timeouts;
+	/* requests whose proxy header a trusted hop could not vouch for (an
+	 * entry that is not an address, or the header in two or more params
+	 * behind lighttpd or Apache): the client counted as the nearest
+	 * trusted hop */
+	atomic_uint_fast64_t proxy_header_untrusted;
 	atomic_int_fast64_t inflight;           /* requests now with the application */
 	atomic_uint_fast64_t reloads_ok, reloads_failed;
 };

@@ -442,7 +442,7 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 					     s->ipv6_prefix, w->addr_text,
 					     sizeof(w->addr_text), &w->addr_len);
 	if (variants && d->addr_source == RL_ADDR_REMOTE)
-		d->addr_source = RL_ADDR_INVALID;
+		d->addr_source = RL_ADDR_VARIANTS;
 	if (d->addr_source != RL_ADDR_NONE)
 		set_field(d->client, sizeof(d->client), w->addr_text,
 			  w->addr_len);

@@ -352,6 +352,10 @@ enum rl_addr_source {
 	RL_ADDR_SHORT,          /* fewer entries than trusted hops: leftmost */
 	RL_ADDR_INVALID,        /* a hop we trust wrote garbage: the nearest
 				   valid trusted hop is used */
+	RL_ADDR_VARIANTS,       /* the header came as two or more params
+				   behind a server that joins repeated lines
+				   (one is a client's name variant): not
+				   trusted, the client is REMOTE_ADDR */
 	RL_ADDR_NONE            /* REMOTE_ADDR itself missing or invalid */
 };
 

@@ -349,7 +349,18 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	cr_expect_eq(r.status, 200);
 	cr_expect_not_null(strstr(r.body, "RL_CLIENT=10.0.0.2\n"), "%s", r.body);
 	srv_resp_free(&r);
-	cr_expect_eq(srv_count_lines(srv_path("count")), 2);
+
+	/* X_Forwarded_For, a name variant lighttpd passes as a second
+	 * HTTP_X_FORWARDED_FOR: neither is trusted, the client is the proxy
+	 * (REMOTE_ADDR), and one warning says so for both requests. */
+	r = get("/xff/env.cgi", "X-Forwarded-For: 10.0.0.3", "X_Forwarded_For: 10.0.0.9");
+	cr_expect_eq(r.status, 200);
+	cr_expect_not_null(strstr(r.body, "RL_CLIENT=127.0.0.1\n"), "%s", r.body);
+	srv_resp_free(&r);
+	r = get("/xff/env.cgi", "X-Forwarded-For: 10.0.0.4", "X_Forwarded_For: 10.0.0.8");
+	expect_429(&r, "1", "xff: slow down\n");
+	srv_resp_free(&r);
+	cr_expect_eq(srv_count_lines(srv_path("count")), 3);
 
 	srv_stop(lighttpd, 10);
 	/* SIGTERM: rategate finishes and exits 0, removing its socket. */
@@ -361,6 +372,13 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	cr_expect_not_null(strstr(log, "event=deny status=429 client=10.0.0.1 key=\"addr=10.0.0.1\" rule=/xff/** origin=rule limit=1/minute remaining=0 path=/xff/env.cgi method=GET retry_after="),
 			   "log:\n%s", log);
 	cr_expect_not_null(strstr(log, "event=stop"), "log:\n%s", log);
+	const char *warn = strstr(log, "level=warn event=proxy-header msg=\"X-Forwarded-For came as two or more params behind lighttpd/");
+	cr_expect_not_null(warn, "log:\n%s", log);
+	if (warn != NULL) {
+		cr_expect_not_null(strstr(warn, "the client counts as 127.0.0.1, the nearest trusted hop (1 such request since the last line like this)\"\n"),
+				   "log:\n%s", log);
+		cr_expect_null(strstr(warn + strlen("level=warn event="), "event=proxy-header"), "a second line within the minute:\n%s", log);
+	}
 	free(log);
 	char *out = srv_read(srv_path("rategate.out"));
 	cr_expect(out == NULL || strstr(out, "Sanitizer") == NULL, "stderr:\n%s", out);

@@ -575,7 +575,7 @@ Test(decide, lighttpd_header_variants_are_not_trusted)
 	setup_rules("trusted-proxies 1\n/a 1/minute\n");
 	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", x2, T0, RL_HIT, 0, &d), RL_ALLOW);
 	cr_assert_str_eq(d.client, "10.0.0.1");
-	cr_assert_eq(d.addr_source, RL_ADDR_INVALID);
+	cr_assert_eq(d.addr_source, RL_ADDR_VARIANTS);
 	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", x3, T0, RL_HIT, 0, &d), RL_DENY,
 		      "another invented address is the same client");
 	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", one, T0, RL_HIT, 0, &d), RL_ALLOW);

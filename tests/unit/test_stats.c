@@ -49,6 +49,7 @@ Test(stats, counts_render_and_carry_over)
 	stats_count(&s, sr, NULL, 1, STATS_BAD_REQUEST);
 	atomic_store(&s.inflight, 2);
 	atomic_store(&s.client_timeouts, 4);
+	atomic_store(&s.proxy_header_untrusted, 5);
 	atomic_store(&s.reloads_ok, 1);
 
 	struct stats_store st = { "shm", 7, 1000, 3, 2, 0, -1, -1, -1, -1, -1 };
@@ -63,7 +64,7 @@ Test(stats, counts_render_and_carry_over)
 		 "{\"version\":\"%s\",\"pid\":42,\"uptime_s\":60,"
 		 "\"requests\":{\"allowed\":2,\"denied\":3,\"dry_run_denied\":1},"
 		 "\"denials\":{\"rate\":2,\"concurrency\":0,\"missing_key\":0,\"too_large\":0,\"bad_request\":1,\"store_error\":0},"
-		 "\"inflight\":2,\"upstream_errors\":0,\"client_timeouts\":4,\"reloads\":{\"ok\":1,\"failed\":0},"
+		 "\"inflight\":2,\"upstream_errors\":0,\"client_timeouts\":4,\"proxy_header_untrusted\":5,\"reloads\":{\"ok\":1,\"failed\":0},"
 		 "\"store\":{\"kind\":\"shm\",\"errors\":0,\"keys\":7,\"slots\":1000,\"evictions\":3,\"evictions_limiting\":2,\"full\":0},"
 		 "\"rules\":[{\"rule\":\"/login\",\"file\":\"site.rules\",\"line\":3,\"allowed\":1,\"denied\":2},"
 		 "{\"rule\":\"/api/**\",\"file\":\"site.rules\",\"line\":4,\"allowed\":0,\"denied\":0},"
@@ -91,6 +92,8 @@ Test(stats, counts_render_and_carry_over)
 	cr_assert_not_null(strstr(b.data, "\nrategate_inflight 2\n"));
 	cr_assert_not_null(strstr(b.data, "\n# TYPE rategate_client_timeouts_total counter\n"
 				  "rategate_client_timeouts_total 4\n"));
+	cr_assert_not_null(strstr(b.data, "\n# TYPE rategate_proxy_header_untrusted_total counter\n"
+				  "rategate_proxy_header_untrusted_total 5\n"));
 
 	/* A reload: /login moves to line 4 and keeps its totals; /api is
 	 * gone; /new starts at zero. */
