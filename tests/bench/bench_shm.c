@@ -20,7 +20,8 @@
  *
  * The store files live in a fresh directory under /dev/shm (tmpfs), or
  * under $BENCH_SHM_DIR, and are removed at the end.  Prints figures;
- * asserts nothing.  Usage: bench_shm [KEYS]
+ * asserts nothing.  Usage: bench_shm [KEYS]; BENCH_STRATEGY=NAME and
+ * BENCH_PATH=apply|decide run one strategy or one path only.
  */
 
 #include <sched.h>
@@ -282,6 +283,8 @@ int main(int argc, char **argv)
 {
 	size_t nkeys = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
 	const char *base = getenv("BENCH_SHM_DIR");
+	const char *only_strategy = getenv("BENCH_STRATEGY");
+	const char *only_path = getenv("BENCH_PATH");
 	char *keys, *addrs, path[512];
 	uint16_t *lens;
 	uint32_t *order, one_order = 0;
@@ -325,6 +328,8 @@ int main(int argc, char **argv)
 		const char *name = rl_strategy_name((enum rl_strategy)s);
 		struct rl_step p = { (enum rl_strategy)s, LIMIT_COUNT,
 				     LIMIT_PERIOD_MS, 0, 1 };
+		if (only_strategy != NULL && strcmp(only_strategy, name) != 0)
+			continue;
 		char text[256];
 		struct rl_report rep;
 		struct rl_ruleset *rs;
@@ -345,6 +350,9 @@ int main(int argc, char **argv)
 		if (!rs)
 			return 1;
 		for (int decide = 0; decide < 2; decide++) {
+			if (only_path != NULL &&
+			    strcmp(only_path, decide ? "decide" : "apply") != 0)
+				continue;
 			const char *pname = decide ? "decide" : "apply";
 			struct job base_job = { decide, NULL, rs, p, keys, lens,
 						addrs, NULL, 0, 0,
