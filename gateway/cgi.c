@@ -13,17 +13,24 @@
  * SIGKILL: when the gateway dies, even by SIGKILL (mod_fcgid sends one
  * some 9 s into a stop, before our 10 s drain ends), the kernel kills the
  * script, so it is never left behind as an orphan.  (What the script
- * itself started in the background survives that case; a SIGTERM stop
- * or a timeout kills the whole process group.)  posix_spawn, which we
+ * itself started in the background survives that case, and so does a
+ * set-user-ID or set-group-ID script, or one that changes its
+ * credentials: the kernel clears the death signal then; a SIGTERM stop or
+ * a timeout kills the whole process group.)  posix_spawn, which we
  * used first, cannot ask for the death signal.  vfork, not fork: the
  * child borrows the gateway's memory until its exec (the calling thread
  * waits meanwhile, every signal blocked), so the cost does not grow with
  * the gateway's heap (a fork would copy the page tables of a `memory`
- * store's million keys, then fault on every page it writes).  The child
- * writes nothing of ours but its own stack frames below the caller's and
- * errno.  A failed chdir or exec (ENOENT, EACCES, ENOEXEC) reaches the
- * caller through a close-on-exec pipe (valgrind runs a vfork as a fork)
- * and becomes a 502 naming the error.  No shell: argv is { script, NULL },
+ * store's million keys, then fault on every page it writes).  What the
+ * child writes of ours: its own stack frames below the caller's, errno,
+ * and what glibc itself does in any thread (lazy binding of the calls'
+ * GOT entries; open, close and write set and restore the thread's
+ * cancellation state, and rategate never cancels a thread).  Closing the
+ * fds falls back from close_range (Linux 5.9; a seccomp filter may refuse
+ * it) to closing one by one below the descriptor limit.  A failed chdir
+ * or exec (ENOENT, EACCES, ENOEXEC) reaches the caller through a
+ * close-on-exec pipe (valgrind runs a vfork as a fork) and becomes a 502
+ * naming the error.  No shell: argv is { script, NULL },
  * and a script without a "#!" line fails with ENOEXEC rather than being
  * run by /bin/sh.
  *
@@ -303,12 +310,24 @@ fail:;
 	return e ? e : EMFILE;
 }
 
-/* The child's side of spawn(), between fork and exec: async-signal-safe
+/* Closes the fds lo..hi.  close_range where the kernel has it (5.9) and
+ * lets us (a seccomp filter may refuse it); else one by one below maxfd,
+ * the descriptor limit read before the vfork. */
+static void
+close_fds(unsigned lo, unsigned hi, long maxfd)
+{
+	if (lo > hi || close_range(lo, hi, 0) == 0)
+		return;
+	for (long fd = lo; fd <= (long)hi && fd < maxfd; fd++)
+		close((int)fd);
+}
+
+/* The child's side of spawn(), between vfork and exec: async-signal-safe
  * system calls only (the gateway has other threads, whose locks may be
  * held).  Reports a failure as its errno on ep and exits 127. */
 static void __attribute__((noreturn))
 spawn_child(const char *path, const char *dir, char *const envp[], int in_r,
-	    int out_w, int need_null, int ep, pid_t parent)
+	    int out_w, int need_null, int ep, pid_t parent, long maxfd)
 {
 	char *argv[2] = { (char *)path, NULL };
 	struct sigaction dfl;
@@ -342,9 +361,8 @@ spawn_child(const char *path, const char *dir, char *const envp[], int in_r,
 	}
 	/* every fd from 3 up closed but ep (close-on-exec: it reports a
 	 * failed exec, and a successful one closes it) */
-	if ((ep > 3 && close_range(3, (unsigned)ep - 1, 0) != 0) ||
-	    close_range((unsigned)ep + 1, ~0u, 0) != 0)
-		goto fail;
+	close_fds(3, (unsigned)ep - 1, maxfd);
+	close_fds((unsigned)ep + 1, ~0u, maxfd);
 	if (chdir(dir) != 0)
 		goto fail;
 	sigemptyset(&none);
@@ -361,13 +379,13 @@ fail:
  * its own, so that nothing of the caller's is live across the vfork. */
 static pid_t
 vfork_child(const char *path, const char *dir, char *const envp[], int in_r,
-	    int out_w, int need_null, int ep, pid_t parent)
+	    int out_w, int need_null, int ep, pid_t parent, long maxfd)
 {
 	pid_t pid = vfork();
 
 	if (pid == 0)
 		spawn_child(path, dir, envp, in_r, out_w, need_null, ep,
-			    parent);
+			    parent, maxfd);
 	return pid;
 }
 
@@ -379,6 +397,7 @@ spawn(pid_t *pid, const char *path, const char *dir, char *const envp[],
 {
 	int need_null = fcntl(2, F_GETFD) < 0;
 	pid_t parent = getpid();
+	long maxfd = sysconf(_SC_OPEN_MAX);
 	sigset_t all, old;
 	int ep[2], e = 0;
 	ssize_t n;
@@ -398,7 +417,7 @@ spawn(pid_t *pid, const char *path, const char *dir, char *const envp[],
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	*pid = vfork_child(path, dir, envp, in_r, out_w, need_null, ep[1],
-			   parent);
+			   parent, maxfd < 0 ? 65536 : maxfd);
 	if (*pid < 0)
 		e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -411,6 +430,8 @@ spawn(pid_t *pid, const char *path, const char *dir, char *const envp[],
 			while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
 				;
 			*pid = -1;
+			if (e == 0)
+				e = EIO;        /* never "started" with no pid */
 		} else {
 			e = 0;
 		}
