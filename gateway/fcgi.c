@@ -661,13 +661,15 @@ reason_of(const struct rl_decision *d, int concurrency)
  * `store-failure allow` the request goes on as allowed.  Returns 1 when it
  * should be let through. */
 static int
-store_failed(struct server *srv, const struct gen *g, struct rl_decision *d,
-	     int64_t now)
+store_failed(struct server *srv, const struct gen *g, struct rl_decision *d)
 {
 	atomic_fetch_add(&srv->stats.store_errors, 1);
+	/* the second is the monotonic clock's (a wall clock set back must
+	 * not silence the line) */
+	int64_t now = clock_mono_ms();
 	int64_t last = atomic_load(&srv->store_err_logged_ms);
 	int allow = g->s->store_failure == RL_STORE_FAIL_ALLOW;
-	if (now - last >= 1000 &&
+	if ((now - last >= 1000 || now < last) &&
 	    atomic_compare_exchange_strong(&srv->store_err_logged_ms, &last, now))
 		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
 			   "%s (store-failure %s: requests are %s; this one from %s, rule %s)",
@@ -685,20 +687,22 @@ store_failed(struct server *srv, const struct gen *g, struct rl_decision *d,
  * the nearest trusted hop, often the proxy itself, so every client behind
  * it may share one budget.  Counted always; logged at most once a minute
  * per process, with how many such requests came since the last line,
- * since any client can cause it at will. */
+ * since any client can cause it at will.  The minute is the monotonic
+ * clock's: a wall clock set back must not silence the line for as long. */
 static void
 proxy_header_note(struct worker *w, const struct gen *g, size_t np,
-		  const struct rl_decision *d, int64_t now)
+		  const struct rl_decision *d)
 {
 	struct server *srv = w->srv;
 
 	if (d->addr_source != RL_ADDR_INVALID &&
 	    d->addr_source != RL_ADDR_VARIANTS)
 		return;
+	int64_t now = clock_mono_ms();
 	atomic_fetch_add(&srv->stats.proxy_header_untrusted, 1);
 	atomic_fetch_add(&srv->proxy_unlogged, 1);
 	int64_t last = atomic_load(&srv->proxy_logged_ms);
-	if ((last != 0 && now - last < 60000) ||
+	if ((last != 0 && now - last < 60000 && now >= last) ||
 	    !atomic_compare_exchange_strong(&srv->proxy_logged_ms, &last, now))
 		return;
 	unsigned long long n = atomic_exchange(&srv->proxy_unlogged, 0);
@@ -706,12 +710,12 @@ proxy_header_note(struct worker *w, const struct gen *g, size_t np,
 	const char *sw = param(w, np, "SERVER_SOFTWARE");
 	if (d->addr_source == RL_ADDR_VARIANTS)
 		log_printf(srv->log, LOG_LEVEL_WARN, "proxy-header",
-			   "%s came as two or more params behind %s, which joins repeated header lines: one is a name variant a client wrote (X_Forwarded_For), so the header is not trusted and the client counts as %s, the nearest trusted hop (%llu such request%s since the last line like this)",
+			   "%s came as two or more params behind %s, which joins repeated header lines: one is a name variant a client wrote (X_Forwarded_For), so the header is not trusted and the client counts as %s, the nearest trusted hop (%llu request%s with an untrusted proxy header since the last line like this)",
 			   hdr, sw != NULL ? sw : "a web server without SERVER_SOFTWARE",
 			   d->client, n, n == 1 ? "" : "s");
 	else
 		log_printf(srv->log, LOG_LEVEL_WARN, "proxy-header",
-			   "an entry of %s that a trusted proxy wrote is not an address: the client counts as %s, the nearest valid trusted hop (%llu such request%s since the last line like this)",
+			   "an entry of %s that a trusted proxy wrote is not an address: the client counts as %s, the nearest valid trusted hop (%llu request%s with an untrusted proxy header since the last line like this)",
 			   hdr, d->client, n, n == 1 ? "" : "s");
 }
 
@@ -817,9 +821,9 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	if (maybe_stats(w, g, np, &rq, 1, now))
 		return;
 	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
-	proxy_header_note(w, g, np, &d, now);
+	proxy_header_note(w, g, np, &d);
 	if (d.outcome == RL_STORE_ERROR)
-		store_failed(srv, g, &d, now);
+		store_failed(srv, g, &d);
 	struct respond_opts ro = g->ropts;
 	ro.apache = param(w, np, "FCGI_APACHE_ROLE") != NULL;
 	ro.deny_status = auth_request ? 403 : 0;
@@ -1033,14 +1037,14 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	if (maybe_stats(w, g, np, &rq, 0, now))
 		return;
 	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
-	proxy_header_note(w, g, np, &d, now);
+	proxy_header_note(w, g, np, &d);
 	if (d.outcome == RL_STORE_ERROR)
-		store_failed(srv, g, &d, now);
+		store_failed(srv, g, &d);
 	if (d.outcome == RL_ALLOW && d.rule != NULL && d.rule->concurrency > 0) {
 		struct rl_decision d2;
 		enum rl_outcome o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
 						      g->s->lease_ms, &lease, &d2);
-		if (o == RL_STORE_ERROR && store_failed(srv, g, &d2, now))
+		if (o == RL_STORE_ERROR && store_failed(srv, g, &d2))
 			o = RL_ALLOW;
 		if (o != RL_ALLOW) {
 			d = d2;

@@ -441,8 +441,19 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 					     s->ipv4_prefix,
 					     s->ipv6_prefix, w->addr_text,
 					     sizeof(w->addr_text), &w->addr_len);
-	if (variants && d->addr_source == RL_ADDR_REMOTE)
-		d->addr_source = RL_ADDR_VARIANTS;
+	/* VARIANTS only when the header would have been read: not for a
+	 * client that reaches us directly, outside the trusted networks
+	 * (asked with the values, as nginx would be; a rare case) */
+	if (variants && d->addr_source == RL_ADDR_REMOTE) {
+		char t[sizeof(w->addr_text)];
+		size_t tl;
+		if (rl_client_addr_text(&s->proxies, req->remote_addr,
+					req->remote_addr ?
+					req->remote_addr_len : 0, vals, lens,
+					nv, s->ipv4_prefix, s->ipv6_prefix, t,
+					sizeof(t), &tl) != RL_ADDR_REMOTE)
+			d->addr_source = RL_ADDR_VARIANTS;
+	}
 	if (d->addr_source != RL_ADDR_NONE)
 		set_field(d->client, sizeof(d->client), w->addr_text,
 			  w->addr_len);

@@ -375,7 +375,7 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	const char *warn = strstr(log, "level=warn event=proxy-header msg=\"X-Forwarded-For came as two or more params behind lighttpd/");
 	cr_expect_not_null(warn, "log:\n%s", log);
 	if (warn != NULL) {
-		cr_expect_not_null(strstr(warn, "the client counts as 127.0.0.1, the nearest trusted hop (1 such request since the last line like this)\"\n"),
+		cr_expect_not_null(strstr(warn, "the client counts as 127.0.0.1, the nearest trusted hop (1 request with an untrusted proxy header since the last line like this)\"\n"),
 				   "log:\n%s", log);
 		cr_expect_null(strstr(warn + strlen("level=warn event="), "event=proxy-header"), "a second line within the minute:\n%s", log);
 	}

@@ -595,6 +595,25 @@ Test(decide, lighttpd_header_variants_are_not_trusted)
 	cr_assert_str_eq(d.client, "10.0.0.3");
 }
 
+/* Variants are "not trusted" only where the header would have been read:
+ * a client outside the trusted networks never had its header read, and
+ * must not be able to drive the warning and its counter. */
+Test(decide, header_variants_from_an_untrusted_peer_are_not_reported)
+{
+	struct rl_decision d;
+	const char *x2[] = { "SERVER_SOFTWARE=lighttpd/1.4.69",
+			     "HTTP_X_FORWARDED_FOR=203.0.113.5",
+			     "HTTP_X_FORWARDED_FOR=9.9.8.1", NULL };
+
+	setup_rules("trusted-proxies 10.0.0.0/8\n/a 5/minute\n");
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.7", x2, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "192.0.2.7");
+	cr_assert_eq(d.addr_source, RL_ADDR_REMOTE);
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", x2, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.client, "10.0.0.1");
+	cr_assert_eq(d.addr_source, RL_ADDR_VARIANTS);
+}
+
 Test(decide, no_proxies_ignores_header)
 {
 	struct rl_decision d;
