@@ -17,13 +17,17 @@
  *                   FcgidAccessChecker rategate (RATEGATE_CONFIG from
  *                   FcgidInitialEnv) with ErrorDocument 401 -> a mod_asis
  *                   429: the client sees 429 with rategate's Retry-After
- *                   and X-RateLimit-*.
+ *                   and X-RateLimit-*.  A rategate process killed
+ *                   outright (as mod_fcgid does past FcgidBusyTimeout)
+ *                   takes the CGI script it runs (upstream=cgi:) with it.
  *
  * Apache refuses to run as root and drops to www-data, so this needs root
  * (the tests are skipped otherwise); everything the workers or the
  * processes mod_fcgid starts write to belongs to www-data.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +53,7 @@ static const char fcgid_rules[] =
 	"upstream         fcgi://127.0.0.1:@APP@\n"
 	"/app/**          5/minute   message=\"app: slow down\"\n"
 	"/app/upload/**   100/minute\n"
+	"/app/cgi/**      100/minute upstream=cgi:@CGI@\n"
 	"/static/**       2/minute\n";
 
 static const char asis_429[] =
@@ -95,7 +100,9 @@ write_rules(const char *rules)
 {
 	char appport[16];
 	snprintf(appport, sizeof(appport), "%d", app_port);
-	const char *pairs[] = { "@DIR@", srv_dir, "@APP@", appport, NULL };
+	char echo_cgi[SRV_PATH_MAX];
+	srv_built("tests/apps/echo_cgi", echo_cgi);
+	const char *pairs[] = { "@DIR@", srv_dir, "@APP@", appport, "@CGI@", echo_cgi, NULL };
 
 	srv_write_subst("site.rules", rules, pairs, 0644);
 }
@@ -322,6 +329,81 @@ Test(apache_responder, fcgid_spawned_processes_share_one_count,
 	 * sanitizer build, found nothing) */
 	cr_expect_eq(errlog_count("event=stop msg=stopped"), procs, "%s", logs());
 	cr_expect_eq(errlog_count("Sanitizer"), 0, "%s", logs());
+}
+
+/* GET /app/cgi/x?hang (echo_cgi, which writes its pid and its child's to
+ * the X-Pid-File, then sleeps), in a thread. */
+static void *
+fcgid_hang_get(void *arg)
+{
+	const char *hdr = arg;
+	char rq[SRV_PATH_MAX + 128];
+	size_t got = 0;
+
+	snprintf(rq, sizeof(rq), "GET /app/cgi/x?hang HTTP/1.1\r\nHost: x\r\n%s\r\nConnection: close\r\n\r\n",
+		 hdr);
+	free(srv_raw(port, rq, strlen(rq), 30, &got));
+	return NULL;
+}
+
+/* The parent of pid (from /proc/PID/stat), or 0. */
+static pid_t
+parent_of(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')');
+	long ppid = 0;
+	if (p == NULL || sscanf(p + 1, " %*c %ld", &ppid) != 1)
+		return 0;
+	return (pid_t)ppid;
+}
+
+/* A rategate process that mod_fcgid kills outright (SIGKILL: it does when
+ * a request passes FcgidBusyTimeout, and on a stop that takes too long)
+ * while a CGI script runs behind it: the kernel kills the script too
+ * (parent-death signal), so nothing is left behind.  (What the script
+ * started itself is not covered: documented.) */
+Test(apache_responder, fcgid_killed_rategate_leaves_no_cgi_script_behind,
+     .fini = teardown, .timeout = 90)
+{
+	char hdr[SRV_PATH_MAX + 32];
+	pthread_t th;
+	long script = 0, child = 0;
+
+	setup_fcgid();
+	cr_assert_eq(mkdir(srv_path("pids"), 0755), 0);
+	srv_chown_www(srv_path("pids"));
+	snprintf(hdr, sizeof(hdr), "X-Pid-File: %s", srv_path("pids/hang"));
+	cr_assert_eq(pthread_create(&th, NULL, fcgid_hang_get, hdr), 0);
+	for (int i = 0; i < 500 && script == 0; i++) {
+		char *p = srv_read(srv_path("pids/hang"));
+		if (p == NULL || sscanf(p, "%ld %ld", &script, &child) != 2)
+			script = 0;
+		free(p);
+		if (script == 0)
+			srv_sleep_ms(20);
+	}
+	cr_assert(script > 0 && child > 0, "the script wrote no pid file\n%s", logs());
+	pid_t gw = parent_of((pid_t)script);
+	cr_assert(gw > 1 && srv_alive(gw), "no parent for script %ld", script);
+	cr_assert_eq(kill(gw, SIGKILL), 0);
+	int i;
+	for (i = 0; i < 100 && srv_alive((pid_t)script); i++)
+		srv_sleep_ms(20);
+	cr_expect(!srv_alive((pid_t)script), "the script %ld outlived its rategate %ld\n%s",
+		  script, (long)gw, logs());
+	kill((pid_t)child, SIGKILL);
+	if (srv_alive((pid_t)script))
+		kill((pid_t)script, SIGKILL);
+	srv_stop(apache, 30);
+	pthread_join(th, NULL);
 }
 
 Test(apache_responder, fcgid_access_checker_with_the_401_workaround,
