@@ -42,7 +42,12 @@
 #define FCGI_DRAIN_S 10          /* wait for requests in flight at exit */
 #define FCGI_KILL_GRACE_S 2      /* then for workers whose CGI script was killed */
 #define FCGI_PARAMS_MAX (1u << 20) /* bytes of params copied per request */
-#define FCGI_BACKLOG 128
+/* listen() backlog of a socket rategate makes (-l, listen): as deep as the
+ * kernel allows (it caps it at net.core.somaxconn, 4096 by default since
+ * Linux 5.4).  128 made lighttpd and nginx fail most requests with 500 once
+ * some 130 came at once ("connection was dropped after accept()", EAGAIN
+ * on a unix socket), which lighttpd's own socket (bin-path, 1024) did not. */
+#define FCGI_BACKLOG 4096
 /* client-timeout (see fcgi.c): bytes of a request's BEGIN_REQUEST and
  * params seen whole before libfcgi reads them (a larger head is bounded
  * by the socket's timeouts only); a body of known length up to
