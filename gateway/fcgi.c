@@ -1892,6 +1892,15 @@ fcgi_main(const struct fcgi_options *o)
 		return 2;
 	}
 	parse_workers(o->workers, &nw);
+	/* A reload signal during start-up (loading the rules, opening the
+	 * store: 100 ms and more with a Redis that does not answer) would
+	 * kill the process by default, silently: held until the main loop
+	 * takes it (a reload then).  SIGTERM and SIGINT keep their default
+	 * meaning until then: nothing is in flight yet. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	memset(&srv, 0, sizeof(srv));
 	srv.listen_fd = -1;
 	srv.rules_path = o->rules;

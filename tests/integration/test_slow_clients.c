@@ -22,14 +22,18 @@
  *     not bad requests.
  */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "servers.h"
@@ -545,4 +549,59 @@ Test(slow, params_cut_short_are_no_bad_request)
 	a = request("GET", "/f", NULL, 5 * srv_slow());
 	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
 	free(a.out);
+}
+
+/* A reload signal during start-up (here a Redis store at an address that
+ * accepts connections and never answers: start-up waits out the command
+ * timeout) is held until rategate is ready, then taken as a reload: never
+ * a silent death (the default action of SIGHUP).  Not under valgrind,
+ * whose own start-up, before rategate can hold anything, is longer than
+ * the wait here. */
+Test(slow_clients, hup_during_start_up_is_a_reload_not_a_death,
+     .init = srv_setup, .fini = srv_cleanup, .timeout = 30)
+{
+	if (getenv("RATEGATE_WRAPPER") != NULL)
+		cr_skip_test("under valgrind");
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(lfd, 16), 0);
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	char text[256];
+	snprintf(text, sizeof(text),
+		 "storage        redis://127.0.0.1:%d/0?timeout=500&connect-timeout=500\n"
+		 "store-failure  allow\n"
+		 "/a             1/minute\n", ntohs(sa.sin_port));
+	srv_write("r.rules", text, 0644);
+	char sock[SRV_PATH_MAX + 8];
+	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		execl(srv_rategate(), "rategate", "-c", srv_path("r.rules"), "-l", sock,
+		      "-L", srv_path("rategate.log"), (char *)NULL);
+		_exit(127);
+	}
+	srv_sleep_ms(100);
+	cr_assert_eq(kill(pid, SIGHUP), 0);
+	char *log = NULL;
+	for (int i = 0; i < 250; i++) {
+		free(log);
+		log = srv_read(srv_path("rategate.log"));
+		if (log != NULL && strstr(log, "event=reload ") != NULL)
+			break;
+		srv_sleep_ms(20);
+	}
+	cr_expect(srv_alive(pid), "rategate died of the SIGHUP sent during its start-up");
+	cr_expect(log != NULL && strstr(log, "event=reload ") != NULL,
+		  "the held SIGHUP was not taken as a reload:\n%s", log ? log : "(no log)");
+	free(log);
+	kill(pid, SIGTERM);
+	int st = 0;
+	cr_expect_eq(waitpid(pid, &st, 0), pid);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+	close(lfd);
 }
