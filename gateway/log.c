@@ -7,11 +7,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +24,11 @@ struct log {
 	int fd;
 	int own;                /* close fd in log_free */
 	int json;               /* log-format json */
+	/* a pipe, socket or terminal: a reader that stops reading would
+	 * block write(2), so a line is written only when poll says it fits
+	 * (see emit) */
+	int may_block;
+	unsigned long long dropped;     /* lines dropped since the last report */
 	pthread_mutex_t mu;
 };
 
@@ -56,6 +63,10 @@ log_new(const char *path, char *err, size_t errcap)
 		}
 		l->own = 1;
 	}
+	struct stat st;
+	l->may_block = fstat(l->fd, &st) != 0 || S_ISFIFO(st.st_mode) ||
+		       S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+	l->dropped = 0;
 	pthread_mutex_init(&l->mu, NULL);
 	return l;
 }
@@ -293,22 +304,66 @@ start(const struct log *l, struct line *ln, int64_t now_ms,
 	field_s(ln, "event", event);
 }
 
-static void
-emit(struct log *l, struct line *ln)
+/* Writes buf whole, or drops it: returns 0 when written.  On a pipe,
+ * socket or terminal a line goes out only when poll says the fd takes it
+ * now (on a pipe that means PIPE_BUF bytes free, more than LOG_LINE_MAX:
+ * the write then neither blocks nor tears), so a reader that stops
+ * reading (a stalled logger, a full breakagelog pipe) costs lines, never
+ * a worker or the stop.  A line cut short (a full disk) is ended with a
+ * newline when possible, so the next one starts on a line of its own. */
+static int
+write_line(struct log *l, const char *buf, size_t len)
 {
 	size_t off = 0;
 
+	while (off < len) {
+		if (l->may_block) {
+			struct pollfd p = { l->fd, POLLOUT, 0 };
+			int r = poll(&p, 1, 0);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r != 1 || !(p.revents & POLLOUT))
+				break;
+		}
+		ssize_t w = write(l->fd, buf + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	if (off == len)
+		return 0;
+	if (off > 0) {
+		ssize_t w = write(l->fd, "\n", 1);
+		(void)w;
+	}
+	return -1;
+}
+
+static void
+emit(struct log *l, struct line *ln)
+{
 	if (ln->json)
 		ln->buf[ln->len++] = '}';
 	ln->buf[ln->len++] = '\n';
 	pthread_mutex_lock(&l->mu);
-	while (off < ln->len) {
-		ssize_t w = write(l->fd, ln->buf + off, ln->len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;          /* nowhere to report it: drop the line */
-		off += (size_t)w;
+	if (write_line(l, ln->buf, ln->len) != 0) {
+		l->dropped++;   /* nowhere to report it now: counted */
+	} else if (l->dropped > 0) {
+		/* the log takes lines again: say how many it missed */
+		struct line d;
+		char msg[160];
+		snprintf(msg, sizeof(msg),
+			 "%llu log line%s dropped: the log's reader did not take them (a stalled pipe or a full disk)",
+			 l->dropped, l->dropped == 1 ? "" : "s");
+		start(l, &d, clock_wall_ms(), LOG_LEVEL_WARN, "log-dropped");
+		field(&d, "msg", msg, strlen(msg), sizeof(msg));
+		if (d.json)
+			d.buf[d.len++] = '}';
+		d.buf[d.len++] = '\n';
+		if (write_line(l, d.buf, d.len) == 0)
+			l->dropped = 0;
 	}
 	pthread_mutex_unlock(&l->mu);
 }

@@ -17,6 +17,9 @@
  *
  * Thread-safe: a line is built on the caller's stack and written with one
  * write(2) under a mutex, so lines of concurrent workers never interleave.
+ * Never blocking: on a pipe, socket or terminal a line is written only when
+ * it fits at once, else dropped and counted; the next line that goes
+ * through is followed by event=log-dropped with the count (see emit).
  */
 #ifndef GATEWAY_LOG_H
 #define GATEWAY_LOG_H

@@ -4,9 +4,11 @@
  * hashed so secrets never reach the log.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -274,4 +276,55 @@ Test(log, responder_only_options)
 	cr_expect_not_null(strstr(t, "event=authorizer-limits msg=\"rule /chat (site.rules:7): "
 				  "concurrency= needs the responder mode; as an authorizer rategate does not "
 				  "limit requests in flight\""), "%s", t);
+}
+
+/* A log whose reader stops reading (a FIFO nobody reads: a stalled logger,
+ * a breakagelog pipe) never blocks the caller: lines that do not fit are
+ * dropped and counted, and once the reader catches up the next line is
+ * followed by one that says how many were lost.  (Blocking here would
+ * hang every worker and the stop: the test's timeout catches that.) */
+Test(log, stalled_pipe_drops_lines_and_says_so, .timeout = 20)
+{
+	char fifo[] = "/tmp/test_log_fifo.XXXXXX", err[200];
+	cr_assert_not_null(mkdtemp(fifo));
+	char fpath[64];
+	snprintf(fpath, sizeof(fpath), "%s/f", fifo);
+	cr_assert_eq(mkfifo(fpath, 0600), 0);
+	int rd = open(fpath, O_RDONLY | O_NONBLOCK);
+	cr_assert_geq(rd, 0);
+	struct log *pl = log_new(fpath, err, sizeof(err));
+	cr_assert_not_null(pl, "%s", err);
+
+	/* 64 KiB of pipe takes some 500 of these; 2000 must not block */
+	for (int i = 0; i < 2000; i++)
+		log_printf(pl, LOG_LEVEL_INFO, "flood", "line %d of a flood the reader does not read", i);
+	static char buf[1 << 17];
+	size_t got = 0;
+	ssize_t n;
+	while ((n = read(rd, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+	size_t lines = 0;
+	for (size_t i = 0; i < got; i++)
+		lines += buf[i] == '\n';
+	cr_assert(lines > 100 && lines < 2000, "%zu lines got through", lines);
+	cr_assert_eq(buf[got - 1], '\n', "the last line written is whole");
+	cr_assert_null(strstr(buf, "event=log-dropped"));
+
+	/* the reader caught up: the next line, then the count of the lost */
+	log_printf(pl, LOG_LEVEL_INFO, "after", "back");
+	got = 0;
+	while ((n = read(rd, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+	char want[200];
+	snprintf(want, sizeof(want),
+		 "level=warn event=log-dropped msg=\"%zu log lines dropped: the log's reader did not take them (a stalled pipe or a full disk)\"\n",
+		 2000 - lines);
+	cr_expect_not_null(strstr(buf, "level=info event=after msg=back\n"), "%s", buf);
+	cr_expect_not_null(strstr(buf, want), "%s\nwanted %s", buf, want);
+	log_free(pl);
+	close(rd);
+	unlink(fpath);
+	rmdir(fifo);
 }
