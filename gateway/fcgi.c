@@ -485,6 +485,11 @@ static void
 reload(struct server *srv)
 {
 	char err[512];
+	/* the -L file first, so that a rotation's new file gets this
+	 * reload's lines (logrotate's postrotate: kill -HUP) */
+	if (log_reopen(srv->log, err, sizeof(err)) != 0)
+		log_printf(srv->log, LOG_LEVEL_ERROR, "reload",
+			   "%s: still writing to the file opened before", err);
 	struct rl_ruleset *rs = load_logged(srv, "reload-error");
 
 	if (rs == NULL) {

@@ -22,6 +22,7 @@
 
 struct log {
 	int fd;
+	char *path;             /* the -L file, for log_reopen; NULL: stderr */
 	int own;                /* close fd in log_free */
 	int json;               /* log-format json */
 	/* a pipe, socket or terminal: a reader that stops reading would
@@ -54,6 +55,7 @@ log_new(const char *path, char *err, size_t errcap)
 	l->fd = 2;
 	l->own = 0;
 	l->json = 0;
+	l->path = NULL;
 	if (path != NULL && strcmp(path, "-") != 0) {
 		l->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 		if (l->fd < 0) {
@@ -62,6 +64,9 @@ log_new(const char *path, char *err, size_t errcap)
 			return NULL;
 		}
 		l->own = 1;
+		size_t n = strlen(path) + 1;
+		l->path = log_xrealloc(NULL, n);
+		memcpy(l->path, path, n);
 	}
 	struct stat st;
 	l->may_block = fstat(l->fd, &st) != 0 || S_ISFIFO(st.st_mode) ||
@@ -78,8 +83,38 @@ log_free(struct log *l)
 		return;
 	if (l->own)
 		close(l->fd);
+	free(l->path);
 	pthread_mutex_destroy(&l->mu);
 	free(l);
+}
+
+int
+log_reopen(struct log *l, char *err, size_t errcap)
+{
+	if (l->path == NULL)
+		return 0;
+	int fd = open(l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		snprintf(err, errcap, "log file %s: %s", l->path, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	int may_block = fstat(fd, &st) != 0 || S_ISFIFO(st.st_mode) ||
+			S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+	/* dup3 replaces the fd in one step: a line being written goes
+	 * wholly to the old file or wholly to the new one */
+	pthread_mutex_lock(&l->mu);
+	int r = dup3(fd, l->fd, O_CLOEXEC);
+	if (r >= 0)
+		l->may_block = may_block;
+	pthread_mutex_unlock(&l->mu);
+	int e = errno;
+	close(fd);
+	if (r < 0) {
+		snprintf(err, errcap, "log file %s: %s", l->path, strerror(e));
+		return -1;
+	}
+	return 0;
 }
 
 void

@@ -41,6 +41,11 @@ struct log;
  * NULL or "-".  Returns NULL with a message in err when the file cannot be
  * opened. */
 struct log *log_new(const char *path, char *err, size_t errcap);
+/* Opens the -L file again by its path (after a log rotation moved it, or
+ * its directory was removed and made again) and writes there from now on;
+ * nothing for standard error.  Returns 0, or -1 with a message in err (the
+ * old file is kept then). */
+int log_reopen(struct log *l, char *err, size_t errcap);
 void log_free(struct log *l);   /* NULL-safe; never closes stderr */
 
 /* `log-format json`: each line one JSON object with the same fields, in

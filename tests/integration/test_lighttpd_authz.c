@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include <pthread.h>
+#include <signal.h>
 
 #include "servers.h"
 
@@ -362,13 +363,31 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	srv_resp_free(&r);
 	cr_expect_eq(srv_count_lines(srv_path("count")), 3);
 
+	/* log rotation (logrotate's postrotate: kill -HUP): the -L file
+	 * moved away, SIGHUP makes a new one and the lines go there */
+	cr_assert_eq(rename(srv_path("rategate.log"), srv_path("rategate.log.1")), 0);
+	cr_assert_eq(kill(rg, SIGHUP), 0);
+	for (int i = 0; i < 250 && srv_count_in_file(srv_path("rategate.log"), "loaded\"") < 1; i++)
+		srv_sleep_ms(20);
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "1 rule loaded\""), 1, "%s", errlog());
+	r = get("/xff/env.cgi", "X-Forwarded-For: 10.0.0.2", NULL);
+	expect_429(&r, "1", "xff: slow down\n");
+	srv_resp_free(&r);
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "event=deny status=429 client=10.0.0.2"), 1,
+		     "%s", errlog());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log.1"), "loaded\""), 0);
+
 	srv_stop(lighttpd, 10);
 	/* SIGTERM: rategate finishes and exits 0, removing its socket. */
 	cr_expect_eq(srv_stop(rg, 10), 0);
 	cr_expect_neq(stat(srv_path("rg.sock"), &sb), 0, "socket file left behind");
 
-	char *log = srv_read(srv_path("rategate.log"));
-	cr_assert_not_null(log);
+	/* the lines before the rotation, then those after it */
+	char *log0 = srv_read(srv_path("rategate.log.1")), *log1 = srv_read(srv_path("rategate.log"));
+	char *log = NULL;
+	cr_assert(asprintf(&log, "%s%s", log0 ? log0 : "", log1 ? log1 : "") > 0);
+	free(log0);
+	free(log1);
 	cr_expect_not_null(strstr(log, "event=deny status=429 client=10.0.0.1 key=\"addr=10.0.0.1\" rule=/xff/** origin=rule limit=1/minute remaining=0 path=/xff/env.cgi method=GET retry_after="),
 			   "log:\n%s", log);
 	cr_expect_not_null(strstr(log, "event=stop"), "log:\n%s", log);
