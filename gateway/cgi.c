@@ -12,8 +12,8 @@
  * signals in workers; an exec would keep both), and PR_SET_PDEATHSIG
  * SIGKILL: when the gateway dies, even by SIGKILL (mod_fcgid sends one
  * some 9 s into a stop, before our 10 s drain ends), the kernel kills the
- * script, so it is never left behind as an orphan.  (What the script
- * itself started in the background survives that case, and so does a
+ * script, so it is never left behind as an orphan.  (Every process the
+ * script itself started survives that case, and so does a
  * set-user-ID or set-group-ID script, or one that changes its
  * credentials: the kernel clears the death signal then; a SIGTERM stop or
  * a timeout kills the whole process group.)  posix_spawn, which we

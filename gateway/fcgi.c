@@ -490,6 +490,14 @@ reload(struct server *srv)
 	if (log_reopen(srv->log, err, sizeof(err)) != 0)
 		log_printf(srv->log, LOG_LEVEL_ERROR, "reload",
 			   "%s: still writing to the file opened before", err);
+	/* the store is never reopened (its counters would be lost), but a
+	 * file deleted or replaced under running gateways splits them: said
+	 * on every reload until they are restarted */
+	struct shm *shm = shm_of(&srv->store);
+	if (shm != NULL && shm_file_replaced(shm))
+		log_printf(srv->log, LOG_LEVEL_ERROR, "reload",
+			   "the store file of %s was deleted or replaced since this process opened it: this process still counts in the old file, apart from any process started since (a client then has a budget in each); stop every rategate process and start them again",
+			   srv->store_shown);
 	struct rl_ruleset *rs = load_logged(srv, "reload-error");
 
 	if (rs == NULL) {

@@ -123,6 +123,7 @@
 #define SHM_TOUCH_MAX     512   /* journaled addresses per batch */
 #define SHM_CLAIM_MAX     128   /* entries a batch uses */
 #define SHM_SCAN_BUCKETS  32    /* buckets copied per lock in shm_scan */
+#define SHM_LOCK_WAIT_MS  2000  /* longest wait for a stripe's lock */
 
 static const char shm_magic[8] = { 'R', 'G', 'S', 'H', 'M', 0, 0x1a, '\n' };
 
@@ -220,6 +221,8 @@ struct shm {
 	struct shm_geom g;
 	uint64_t k0, k1;        /* the hash secret */
 	char *path;             /* for messages */
+	dev_t dev;              /* the file mapped, to tell whether the path */
+	ino_t ino;              /* still names it (shm_file_replaced) */
 };
 
 void (*shm_test_hook)(enum shm_hook where);
@@ -805,11 +808,32 @@ static void stripe_recover(struct shm *m, uint32_t s)
 	counter_add(&st->c.recoveries, 1);
 }
 
+/* A stripe's lock, waited for at most SHM_LOCK_WAIT_MS: a holder that
+ * does not progress (stopped by SIGSTOP or a debugger, or frozen) would
+ * otherwise stop every request on that stripe in every process; after the
+ * wait the batch fails and the gateway's store-failure policy applies.  A
+ * holder that died is recovered at once (EOWNERDEAD). */
 static int lock_stripe(struct shm *m, uint32_t s, struct rl_diag *err)
 {
 	struct shm_stripe *st = stripe_at(m, s);
-	int r = pthread_mutex_lock(&st->lock);
+	int r = pthread_mutex_trylock(&st->lock);
 
+	if (r == EBUSY) {
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		t.tv_sec += SHM_LOCK_WAIT_MS / 1000;
+		t.tv_nsec += (long)(SHM_LOCK_WAIT_MS % 1000) * 1000000L;
+		if (t.tv_nsec >= 1000000000L) {
+			t.tv_sec++;
+			t.tv_nsec -= 1000000000L;
+		}
+		r = pthread_mutex_clocklock(&st->lock, CLOCK_MONOTONIC, &t);
+	}
+	if (r == ETIMEDOUT) {
+		diag(err, "shm store \"%s\": stripe %u's lock held for more than %d ms by a process that does not progress (stopped or traced?)",
+		     m->path, s, SHM_LOCK_WAIT_MS);
+		return -1;
+	}
 	if (r == EOWNERDEAD) {
 		stripe_recover(m, s);
 		r = pthread_mutex_consistent(&st->lock);
@@ -2116,6 +2140,8 @@ int shm_store_open(const struct shm_config *c, struct rl_store *st,
 			       errcap) < 0) {
 		goto done;
 	}
+	m->dev = sb.st_dev;
+	m->ino = sb.st_ino;
 	st->ops = &shm_ops;
 	st->impl = m;
 	m = NULL;
@@ -2129,6 +2155,14 @@ done:
 	}
 	shm_destroy(m);
 	return rc;
+}
+
+int shm_file_replaced(const struct shm *m)
+{
+	struct stat sb;
+
+	return stat(m->path, &sb) != 0 || sb.st_dev != m->dev ||
+	       sb.st_ino != m->ino;
 }
 
 void store_shm_config(const struct rl_settings *s, uint64_t max_moving,

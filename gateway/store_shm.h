@@ -147,6 +147,12 @@ struct shm_stats {
 
 void shm_stats(struct shm *m, struct shm_stats *out);
 
+/* 1 when the store's path no longer names the file this process mapped
+ * (deleted, or replaced by another file): this process then counts alone
+ * in the old file, apart from any process started since.  The gateway
+ * asks on every reload and logs it. */
+int shm_file_replaced(const struct shm *m);
+
 /* Kind of an entry after the strategies (enum rl_strategy). */
 #define SHM_KIND_INFLIGHT RL_STRATEGY_COUNT
 

@@ -1005,6 +1005,16 @@ Test(responder, sighup_reloads_good_rules_and_refuses_broken_ones,
 	cr_expect_eq(r.status, 200);
 	cr_expect_not_null(strstr(r.body, "\"reloads\":{\"ok\":2,\"failed\":1}"), "%s", r.body);
 	srv_resp_free(&r);
+
+	/* the store file deleted under the running gateway: the next reload
+	 * says so (a process started now would count apart) */
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "was deleted or replaced"), 0);
+	cr_assert_eq(unlink(srv_path("counters")), 0);
+	hup_and_wait("rules loaded\"", 3);
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
+				       "level=error event=reload msg=\"the store file of shm:"), 1, "%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
+				       "was deleted or replaced since this process opened it"), 1, "%s", logs());
 	cr_expect(srv_alive(rg));
 	free(v2);
 	finish();

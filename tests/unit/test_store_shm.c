@@ -528,6 +528,14 @@ Test(shm, batches_over_two_stripes_stay_all_or_nothing)
 /* ------------------------------------------------------------------ */
 /* kill -9 inside the critical section                                 */
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int hook_fd = -1;
 static enum shm_hook hook_at;
 
@@ -623,6 +631,51 @@ Test(shm, kill9_before_commit_rolls_back)
 	carry_on(&st, ka, kb, allowed);
 	cr_expect_eq(*allowed, 97);
 	cr_expect_eq(sv_remaining(&st, kb, ops[1].step, T0), 900);
+	st.ops->destroy(st.impl);
+}
+
+/* A holder that stops inside the critical section (SIGSTOP, a debugger)
+ * never blocks the others for ever: after 2 s their batch on that stripe
+ * fails with a clear error (the gateway's store-failure policy applies),
+ * and once the holder goes on, so do they. */
+Test(shm, stopped_lock_holder_times_out, .timeout = 30)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	int fds[2];
+	char ch;
+
+	open_ok(&c, &st);
+	struct rl_store_op op = { "k", 1, sv_limit(RL_FIXED_WINDOW, 100, 60000), { 0 }, 0 };
+	struct rl_diag err;
+	cr_assert_eq(pipe(fds), 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		hook_fd = fds[1];
+		hook_at = SHM_HOOK_WRITING;
+		shm_test_hook = stop_here;
+		st.ops->apply(st.impl, &op, 1, RL_HIT, T0, &err);
+		_exit(4);
+	}
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &ch, 1), 1, "the child reached the hook");
+	close(fds[0]);
+	cr_assert_eq(kill(pid, SIGSTOP), 0);
+	double t0 = now_s();
+	int r = st.ops->apply(st.impl, &op, 1, RL_HIT, T0, &err);
+	double took = now_s() - t0;
+	cr_expect_eq(r, -1);
+	cr_expect(took > 1.9 && took < 4, "waited %.2f s", took);
+	cr_expect(strstr(err.msg, "lock held for more than 2000 ms by a process that does not progress") != NULL,
+		  "%s", err.msg);
+	/* the holder dies (as it would be killed): recovered, the others go on */
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect_eq(st.ops->apply(st.impl, &op, 1, RL_HIT, T0, &err), 0, "%s", err.msg);
+	cr_expect(op.v.allowed);
 	st.ops->destroy(st.impl);
 }
 
