@@ -498,6 +498,18 @@ reload(struct server *srv)
 		log_printf(srv->log, LOG_LEVEL_ERROR, "reload",
 			   "the store file of %s was deleted or replaced since this process opened it: this process still counts in the old file, apart from any process started since (a client then has a budget in each); stop every rategate process and start them again",
 			   srv->store_shown);
+	/* An empty file is what an editor or a deploy that truncates, then
+	 * writes, leaves for a moment: reloading it would lift every limit.
+	 * (To run without limits on purpose, say so: "enabled off".) */
+	struct stat sb;
+	if (stat(srv->rules_path, &sb) == 0 && S_ISREG(sb.st_mode) &&
+	    sb.st_size == 0) {
+		atomic_fetch_add(&srv->stats.reloads_failed, 1);
+		log_printf(srv->log, LOG_LEVEL_ERROR, "reload",
+			   "%s is empty (still being written?): still running the rules loaded before; write \"enabled off\" to run without limits",
+			   srv->rules_path);
+		return;
+	}
 	struct rl_ruleset *rs = load_logged(srv, "reload-error");
 
 	if (rs == NULL) {

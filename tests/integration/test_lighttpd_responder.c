@@ -998,12 +998,19 @@ Test(responder, sighup_reloads_good_rules_and_refuses_broken_ones,
 	srv_resp_free(&r);
 	cr_expect_eq(status("GET", "/typo"), 200, "the broken file was half-loaded");
 
+	/* an empty file (a save caught half-way): refused, limits kept */
+	srv_write("site.rules", "", 0644);
+	hup_and_wait("is empty (still being written?): still running the rules loaded before", 1);
+	r = req("GET", "/new", NULL, NULL);
+	expect_429(&r, "1", 60, NULL);
+	srv_resp_free(&r);
+
 	/* and a good file after the broken one loads again */
 	srv_write("site.rules", v2, 0644);
 	hup_and_wait("rules loaded\"", 2);
 	r = req("GET", "/rategate-status", NULL, NULL);
 	cr_expect_eq(r.status, 200);
-	cr_expect_not_null(strstr(r.body, "\"reloads\":{\"ok\":2,\"failed\":1}"), "%s", r.body);
+	cr_expect_not_null(strstr(r.body, "\"reloads\":{\"ok\":2,\"failed\":2}"), "%s", r.body);
 	srv_resp_free(&r);
 
 	/* the store file deleted under the running gateway: the next reload
