@@ -685,6 +685,21 @@ reason_of(const struct rl_decision *d, int concurrency)
  * process (a dead store would otherwise write a line per request).  With
  * `store-failure allow` the request goes on as allowed.  Returns 1 when it
  * should be let through. */
+/* SIGBUS: a page of the mapped shm store is gone (the file was truncated
+ * under the running gateway).  Say so in the log, then die of it (the
+ * handler is reset: the faulting access runs again and kills the process
+ * as before, for the web server to see and restart). */
+static struct log *sigbus_log;
+
+static void
+on_sigbus(int sig)
+{
+	(void)sig;
+	if (sigbus_log != NULL)
+		log_fatal(sigbus_log, "crash",
+			  "SIGBUS: the shared-memory store file was truncated under the running gateway (leave it alone while gateways run); this process dies");
+}
+
 static int
 store_failed(struct server *srv, const struct gen *g, struct rl_decision *d)
 {
@@ -1948,6 +1963,17 @@ fcgi_main(const struct fcgi_options *o)
 		goto out;
 	}
 	srv.store_kind = s->storage.kind;
+	if (s->storage.kind != RL_STORAGE_MEMORY) {
+		/* shm, or Redis with its shm fallback: a truncated file is a
+		 * SIGBUS, said in the log before it kills us */
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_sigbus;
+		sa.sa_flags = SA_RESETHAND;
+		sigemptyset(&sa.sa_mask);
+		sigbus_log = srv.log;
+		sigaction(SIGBUS, &sa, NULL);
+	}
 	if (store_redis_of(&srv.store) != NULL)
 		store_redis_set_log(store_redis_of(&srv.store), srv.log);
 	srv.store_uri = strdup(s->storage.uri);

@@ -117,6 +117,58 @@ log_reopen(struct log *l, char *err, size_t errcap)
 	return 0;
 }
 
+/* n as exactly width decimal digits at p (no libc: async-signal-safe). */
+static char *
+digits(char *p, long long n, int width)
+{
+	for (int i = width - 1; i >= 0; i--) {
+		p[i] = (char)('0' + n % 10);
+		n /= 10;
+	}
+	return p + width;
+}
+
+void
+log_fatal(struct log *l, const char *event, const char *msg)
+{
+	char buf[512], *p = buf;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* civil date from days since 1970 (Howard Hinnant's algorithm) */
+	long long secs = (long long)ts.tv_sec, days = secs / 86400, sod = secs % 86400;
+	long long z = days + 719468, era = z / 146097, doe = z - era * 146097;
+	long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	long long d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+	long long y = yoe + era * 400 + (m <= 2);
+	const char *parts[] = { " level=error event=", event, " msg=\"", msg, "\"\n" };
+
+	memcpy(p, "time=", 5);
+	p = digits(p + 5, y, 4);
+	*p++ = '-';
+	p = digits(p, m, 2);
+	*p++ = '-';
+	p = digits(p, d, 2);
+	*p++ = 'T';
+	p = digits(p, sod / 3600, 2);
+	*p++ = ':';
+	p = digits(p, sod / 60 % 60, 2);
+	*p++ = ':';
+	p = digits(p, sod % 60, 2);
+	*p++ = '.';
+	p = digits(p, ts.tv_nsec / 1000000, 3);
+	*p++ = 'Z';
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		size_t n = strlen(parts[i]);
+		if (n > (size_t)(buf + sizeof(buf) - p))
+			n = (size_t)(buf + sizeof(buf) - p);
+		memcpy(p, parts[i], n);
+		p += n;
+	}
+	ssize_t w = write(l->fd, buf, (size_t)(p - buf));
+	(void)w;
+}
+
 void
 log_set_json(struct log *l, int json)
 {

@@ -461,3 +461,52 @@ Test(lighttpd_authz, four_processes_share_one_budget_exactly,
 	cr_expect_eq(r.status, 429);
 	srv_resp_free(&r);
 }
+
+/* The shm store file truncated under a running gateway: the next request
+ * that touches the lost pages is a SIGBUS, which kills the process (the
+ * web server answers 500 and restarts a process it manages), but only
+ * after a log line that says why.  Not under valgrind. */
+Test(lighttpd_authz, truncated_store_file_is_logged_before_the_crash,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char portbuf[16], rules[SRV_PATH_MAX + 64];
+
+	/* valgrind reports a death by signal in its log, which the valgrind
+	 * run counts as an error: this one is meant */
+	if (getenv("RATEGATE_WRAPPER") != NULL)
+		cr_skip_test("under valgrind");
+	srv_need("lighttpd", "lighttpd");
+	snprintf(rules, sizeof(rules), "storage shm:%s?size=4M\n/xff/** 100/minute\n",
+		 srv_path("store"));
+	srv_write("site.rules", rules, 0644);
+	port = srv_free_port();
+	snprintf(portbuf, sizeof(portbuf), "%d", port);
+	const char *pairs[] = { "@DIR@", srv_dir, "@PORT@", portbuf, NULL };
+	char *conf = srv_subst(lighttpd_socket_conf, pairs);
+	char sock[SRV_PATH_MAX];
+	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
+	pid_t rg = srv_start_rategate(srv_path("site.rules"), sock, 2, srv_path("rategate.log"),
+				      srv_path("rategate.out"));
+	lighttpd = srv_start_lighttpd(conf, port);
+	free(conf);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+
+	struct srv_resp r = get("/xff/env.cgi", NULL, NULL);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	srv_resp_free(&r);
+	cr_assert_eq(truncate(srv_path("store"), 4096), 0);
+	for (int i = 0; i < 3; i++) {
+		r = get("/xff/env.cgi", NULL, NULL);
+		cr_expect_neq(r.status, 200);
+		srv_resp_free(&r);
+	}
+	for (int i = 0; i < 100 && srv_alive(rg); i++)
+		srv_sleep_ms(20);
+	cr_expect(!srv_alive(rg), "rategate survived a truncated store?");
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
+				       "level=error event=crash msg=\"SIGBUS: the shared-memory store file was truncated under the running gateway"),
+		     1, "%s", errlog());
+	srv_stop(lighttpd, 10);
+	if (srv_alive(rg))
+		srv_stop(rg, 5);
+}
