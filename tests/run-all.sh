@@ -40,7 +40,7 @@ for t in build/gcc/tests/unit/test_*; do
 	case "$t" in *.log|*.trs|*.o) continue ;; esac
 	[ -x "$t" ] || continue
 	# redis-server (started by test_store_redis) is not ours to check.
-	top_srcdir="$top" top_builddir="$top/build/gcc" valgrind -q --trace-children=yes --trace-children-skip='*/redis-server' \
+	top_srcdir="$top" top_builddir="$top/build/gcc" valgrind -q --vgdb=no --trace-children=yes --trace-children-skip='*/redis-server' \
 		--error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite "$t" --jobs 1 >/dev/null 2>build/valgrind.out ||
 		{ echo "valgrind: $t"; cat build/valgrind.out; exit 1; }
@@ -50,14 +50,17 @@ done
 step "integration tests with rategate under valgrind"
 # Every integration test again (gcc build), each rategate the web servers
 # and the tests start being run by valgrind through RATEGATE_WRAPPER
-# (tests/integration/servers.c).  The scripts rategate executes as CGI
+# (tests/integration/servers.c), without valgrind's gdbserver (--vgdb=no):
+# a process the tests kill leaves its /tmp/vgdb-pipe-* files behind, and a
+# later process of another user (www-data) with the same pid cannot make
+# its own, fails, and the web server answers 500.  The scripts rategate executes as CGI
 # upstreams, and the servers, run natively.  A web server may run rategate
 # as another user: the log directory is writable by all.
 vg=$top/build/valgrind-gateway
 rm -rf "$vg"
 mkdir -p "$vg/logs"
 chmod 1777 "$vg/logs"
-printf '#!/bin/sh\nexec valgrind -q --log-file=%s/logs/vg.%%p --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite %s/build/gcc/rategate "$@"\n' \
+printf '#!/bin/sh\nexec valgrind -q --vgdb=no --log-file=%s/logs/vg.%%p --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite %s/build/gcc/rategate "$@"\n' \
 	"$vg" "$top" >"$vg/rategate"
 chmod 755 "$vg/rategate"
 for t in build/gcc/tests/integration/test_*; do
