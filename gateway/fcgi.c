@@ -698,6 +698,9 @@ on_sigbus(int sig)
 	if (sigbus_log != NULL)
 		log_fatal(sigbus_log, "crash",
 			  "SIGBUS: the shared-memory store file was truncated under the running gateway (leave it alone while gateways run); this process dies");
+	/* the default action now (SA_RESETHAND), also for a SIGBUS sent by
+	 * kill, which returning would not repeat */
+	raise(SIGBUS);
 }
 
 static int
@@ -1935,8 +1938,9 @@ fcgi_main(const struct fcgi_options *o)
 	/* A reload signal during start-up (loading the rules, opening the
 	 * store: 100 ms and more with a Redis that does not answer) would
 	 * kill the process by default, silently: held until the main loop
-	 * takes it (a reload then).  SIGTERM and SIGINT keep their default
-	 * meaning until then: nothing is in flight yet. */
+	 * takes it (SIGHUP a reload then, SIGUSR1 a stop).  SIGTERM and
+	 * SIGINT keep their default meaning until then: nothing is in
+	 * flight yet. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);

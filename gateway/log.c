@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,10 +26,9 @@ struct log {
 	char *path;             /* the -L file, for log_reopen; NULL: stderr */
 	int own;                /* close fd in log_free */
 	int json;               /* log-format json */
-	/* a pipe, socket or terminal: a reader that stops reading would
-	 * block write(2), so a line is written only when poll says it fits
-	 * (see emit) */
-	int may_block;
+	/* How a line is written without ever waiting for a reader that
+	 * stopped reading (see write_line). */
+	enum { W_PLAIN, W_NONBLOCK, W_SEND, W_POLL } how;
 	unsigned long long dropped;     /* lines dropped since the last report */
 	pthread_mutex_t mu;
 };
@@ -47,6 +47,40 @@ log_xrealloc(void *p, size_t n)
 	return q;
 }
 
+/* How to write to fd, which may be replaced by a descriptor of our own
+ * (*fd, *own).  A regular file: plainly (a full disk fails, it does not
+ * wait).  A pipe, FIFO or terminal: through a new open file description
+ * of it with O_NONBLOCK (opened by /proc/self/fd/N, so the one we share
+ * with the web server, and with the CGI scripts that inherit fd 2, keeps
+ * its blocking mode): a line that does not fit fails with EAGAIN.  A
+ * socket (journald's stream): send with MSG_DONTWAIT.  Else (no /proc):
+ * poll before each write, which leaves a small window. */
+static int
+write_mode(int *fd, int *own)
+{
+	struct stat st;
+
+	if (fstat(*fd, &st) != 0)
+		return W_POLL;
+	if (S_ISSOCK(st.st_mode))
+		return W_SEND;
+	if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
+		return W_PLAIN;
+	int fl = fcntl(*fd, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK))
+		return W_NONBLOCK;
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", *fd);
+	int nfd = open(p, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (nfd < 0)
+		return W_POLL;
+	if (*own)
+		close(*fd);
+	*fd = nfd;
+	*own = 1;
+	return W_NONBLOCK;
+}
+
 struct log *
 log_new(const char *path, char *err, size_t errcap)
 {
@@ -57,7 +91,8 @@ log_new(const char *path, char *err, size_t errcap)
 	l->json = 0;
 	l->path = NULL;
 	if (path != NULL && strcmp(path, "-") != 0) {
-		l->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		l->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+			     O_NONBLOCK, 0640);
 		if (l->fd < 0) {
 			snprintf(err, errcap, "log file %s: %s", path, strerror(errno));
 			free(l);
@@ -68,9 +103,7 @@ log_new(const char *path, char *err, size_t errcap)
 		l->path = log_xrealloc(NULL, n);
 		memcpy(l->path, path, n);
 	}
-	struct stat st;
-	l->may_block = fstat(l->fd, &st) != 0 || S_ISFIFO(st.st_mode) ||
-		       S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+	l->how = write_mode(&l->fd, &l->own);
 	l->dropped = 0;
 	pthread_mutex_init(&l->mu, NULL);
 	return l;
@@ -93,20 +126,21 @@ log_reopen(struct log *l, char *err, size_t errcap)
 {
 	if (l->path == NULL)
 		return 0;
-	int fd = open(l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	/* O_NONBLOCK: a FIFO without a reader is an error, not a wait (this
+	 * is the thread that takes the stop signals) */
+	int fd = open(l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+		      O_NONBLOCK, 0640);
 	if (fd < 0) {
 		snprintf(err, errcap, "log file %s: %s", l->path, strerror(errno));
 		return -1;
 	}
-	struct stat st;
-	int may_block = fstat(fd, &st) != 0 || S_ISFIFO(st.st_mode) ||
-			S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+	int own = 1, how = write_mode(&fd, &own);
 	/* dup3 replaces the fd in one step: a line being written goes
 	 * wholly to the old file or wholly to the new one */
 	pthread_mutex_lock(&l->mu);
 	int r = dup3(fd, l->fd, O_CLOEXEC);
 	if (r >= 0)
-		l->may_block = may_block;
+		l->how = how;
 	pthread_mutex_unlock(&l->mu);
 	int e = errno;
 	close(fd);
@@ -128,23 +162,23 @@ digits(char *p, long long n, int width)
 	return p + width;
 }
 
+static int write_line(struct log *l, const char *buf, size_t len);
+
 void
 log_fatal(struct log *l, const char *event, const char *msg)
 {
-	char buf[512], *p = buf;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	char ts[32], buf[512], *p = ts;
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
 	/* civil date from days since 1970 (Howard Hinnant's algorithm) */
-	long long secs = (long long)ts.tv_sec, days = secs / 86400, sod = secs % 86400;
+	long long secs = (long long)t.tv_sec, days = secs / 86400, sod = secs % 86400;
 	long long z = days + 719468, era = z / 146097, doe = z - era * 146097;
 	long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
 	long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
 	long long d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
 	long long y = yoe + era * 400 + (m <= 2);
-	const char *parts[] = { " level=error event=", event, " msg=\"", msg, "\"\n" };
 
-	memcpy(p, "time=", 5);
-	p = digits(p + 5, y, 4);
+	p = digits(p, y, 4);
 	*p++ = '-';
 	p = digits(p, m, 2);
 	*p++ = '-';
@@ -156,17 +190,23 @@ log_fatal(struct log *l, const char *event, const char *msg)
 	*p++ = ':';
 	p = digits(p, sod % 60, 2);
 	*p++ = '.';
-	p = digits(p, ts.tv_nsec / 1000000, 3);
+	p = digits(p, t.tv_nsec / 1000000, 3);
 	*p++ = 'Z';
-	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+	*p = '\0';
+	const char *lf[] = { "time=", ts, " level=error event=", event, " msg=\"", msg, "\"\n" };
+	const char *js[] = { "{\"time\":\"", ts, "\",\"level\":\"error\",\"event\":\"", event,
+			     "\",\"msg\":\"", msg, "\"}\n" };
+	const char *const *parts = l->json ? js : lf;
+	p = buf;
+	for (size_t i = 0; i < 7; i++) {
 		size_t n = strlen(parts[i]);
 		if (n > (size_t)(buf + sizeof(buf) - p))
 			n = (size_t)(buf + sizeof(buf) - p);
 		memcpy(p, parts[i], n);
 		p += n;
 	}
-	ssize_t w = write(l->fd, buf, (size_t)(p - buf));
-	(void)w;
+	/* never waits: a process stuck here would keep its store lock */
+	write_line(l, buf, (size_t)(p - buf));
 }
 
 void
@@ -391,20 +431,20 @@ start(const struct log *l, struct line *ln, int64_t now_ms,
 	field_s(ln, "event", event);
 }
 
-/* Writes buf whole, or drops it: returns 0 when written.  On a pipe,
- * socket or terminal a line goes out only when poll says the fd takes it
- * now (on a pipe that means PIPE_BUF bytes free, more than LOG_LINE_MAX:
- * the write then neither blocks nor tears), so a reader that stops
- * reading (a stalled logger, a full breakagelog pipe) costs lines, never
- * a worker or the stop.  A line cut short (a full disk) is ended with a
- * newline when possible, so the next one starts on a line of its own. */
+/* Writes buf whole, or drops it: returns 0 when written.  Never waits
+ * for a reader (see write_mode): on a pipe a line up to PIPE_BUF bytes
+ * (more than LOG_LINE_MAX) goes whole or fails with EAGAIN, so a reader
+ * that stops reading (a stalled logger, a full pipe) costs lines, never a
+ * worker or the stop.  A line cut short (a full disk, a terminal) is
+ * ended with a newline when possible, so the next one starts on a line of
+ * its own. */
 static int
 write_line(struct log *l, const char *buf, size_t len)
 {
 	size_t off = 0;
 
 	while (off < len) {
-		if (l->may_block) {
+		if (l->how == W_POLL) {
 			struct pollfd p = { l->fd, POLLOUT, 0 };
 			int r = poll(&p, 1, 0);
 			if (r < 0 && errno == EINTR)
@@ -412,17 +452,21 @@ write_line(struct log *l, const char *buf, size_t len)
 			if (r != 1 || !(p.revents & POLLOUT))
 				break;
 		}
-		ssize_t w = write(l->fd, buf + off, len - off);
+		ssize_t w = l->how == W_SEND ?
+			send(l->fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL) :
+			write(l->fd, buf + off, len - off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			break;
+			break;          /* EAGAIN: the reader is behind */
 		off += (size_t)w;
 	}
 	if (off == len)
 		return 0;
 	if (off > 0) {
-		ssize_t w = write(l->fd, "\n", 1);
+		ssize_t w = l->how == W_SEND ?
+			send(l->fd, "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL) :
+			write(l->fd, "\n", 1);
 		(void)w;
 	}
 	return -1;

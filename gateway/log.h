@@ -55,10 +55,11 @@ void log_free(struct log *l);   /* NULL-safe; never closes stderr */
  * start, or on reload (a line in progress keeps its format). */
 void log_set_json(struct log *l, int json);
 
-/* Writes one line "time=... level=error event=EVENT msg=\"MSG\"" (msg
- * written as given: no quotes or control bytes in it) with nothing but
- * async-signal-safe calls, for a fatal signal's handler; no mutex, so it
- * may interleave with a line being written. */
+/* Writes one line "time=... level=error event=EVENT msg=\"MSG\"" (or its
+ * JSON form; msg written as given: no quotes or control bytes in it) with
+ * nothing but async-signal-safe calls, for a fatal signal's handler, and
+ * never waits for the reader; no mutex, so it may interleave with a line
+ * being written. */
 void log_fatal(struct log *l, const char *event, const char *msg);
 
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 when s does not

@@ -2161,8 +2161,9 @@ int shm_file_replaced(const struct shm *m)
 {
 	struct stat sb;
 
-	return stat(m->path, &sb) != 0 || sb.st_dev != m->dev ||
-	       sb.st_ino != m->ino;
+	if (stat(m->path, &sb) != 0)
+		return errno == ENOENT;    /* another error tells nothing */
+	return sb.st_dev != m->dev || sb.st_ino != m->ino;
 }
 
 void store_shm_config(const struct rl_settings *s, uint64_t max_moving,

@@ -328,3 +328,33 @@ Test(log, stalled_pipe_drops_lines_and_says_so, .timeout = 20)
 	unlink(fpath);
 	rmdir(fifo);
 }
+
+/* Standard error a terminal nobody reads (a pty whose master is never
+ * read): lines never block, through a descriptor of the log's own; the
+ * shared one (which CGI scripts inherit) keeps its blocking mode. */
+Test(log, unread_terminal_never_blocks, .timeout = 20)
+{
+	char err[200];
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	cr_assert_geq(master, 0);
+	cr_assert_eq(grantpt(master), 0);
+	cr_assert_eq(unlockpt(master), 0);
+	int slave = open(ptsname(master), O_WRONLY | O_NOCTTY);
+	cr_assert_geq(slave, 0);
+	int saved = dup(2);
+	cr_assert_eq(dup2(slave, 2), 2);
+	struct log *tl = log_new(NULL, err, sizeof(err));
+	cr_assert_not_null(tl, "%s", err);
+	char msg[1001];
+	memset(msg, 'x', 1000);
+	msg[1000] = '\0';
+	for (int i = 0; i < 2000; i++)
+		log_printf(tl, LOG_LEVEL_INFO, "flood", "%s", msg);
+	int fl = fcntl(2, F_GETFL);
+	log_free(tl);
+	dup2(saved, 2);
+	close(saved);
+	close(slave);
+	close(master);
+	cr_expect(fl >= 0 && !(fl & O_NONBLOCK), "fd 2 was made non-blocking");
+}
