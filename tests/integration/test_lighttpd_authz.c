@@ -287,6 +287,28 @@ Test(lighttpd_authz, json_body_when_the_client_prefers_json,
 	srv_resp_free(&r);
 }
 
+/* The own-socket set-up: rategate -l unix:DIR/rg.sock -L DIR/rategate.log
+ * with rules, started first, then lighttpd on it.  Returns rategate's PID. */
+static pid_t
+start_own_socket(const char *rules)
+{
+	char portbuf[16], sock[SRV_PATH_MAX];
+
+	srv_need("lighttpd", "lighttpd");
+	srv_write("site.rules", rules, 0644);
+	port = srv_free_port();
+	snprintf(portbuf, sizeof(portbuf), "%d", port);
+	const char *pairs[] = { "@DIR@", srv_dir, "@PORT@", portbuf, NULL };
+	char *conf = srv_subst(lighttpd_socket_conf, pairs);
+	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
+	pid_t rg = srv_start_rategate(srv_path("site.rules"), sock, 2, srv_path("rategate.log"),
+				      srv_path("rategate.out"));
+	lighttpd = srv_start_lighttpd(conf, port);
+	free(conf);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	return rg;
+}
+
 Test(lighttpd_authz, forwarded_for_cannot_pick_the_key_without_trusted_proxies,
      .init = setup, .fini = teardown, .timeout = 20)
 {
@@ -310,26 +332,11 @@ Test(lighttpd_authz, forwarded_for_cannot_pick_the_key_without_trusted_proxies,
 Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
      .init = setup, .fini = teardown, .timeout = 20)
 {
-	char portbuf[16];
 	struct stat sb;
 
-	srv_need("lighttpd", "lighttpd");
-	srv_write("site.rules", rules_b, 0644);
-	port = srv_free_port();
-	snprintf(portbuf, sizeof(portbuf), "%d", port);
-	const char *pairs[] = { "@DIR@", srv_dir, "@PORT@", portbuf, NULL };
-	char *conf = srv_subst(lighttpd_socket_conf, pairs);
-
-	char sock[SRV_PATH_MAX];
-	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
-	pid_t rg = srv_start_rategate(srv_path("site.rules"), sock, 2, srv_path("rategate.log"),
-				      srv_path("rategate.out"));
+	pid_t rg = start_own_socket(rules_b);
 	cr_assert_eq(stat(srv_path("rg.sock"), &sb), 0);
 	cr_expect_eq(sb.st_mode & 0777, 0660, "socket mode %o", sb.st_mode & 0777);
-
-	lighttpd = srv_start_lighttpd(conf, port);
-	free(conf);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
 
 	/* The client is the hop our one trusted proxy appended. */
 	struct srv_resp r = get("/xff/env.cgi", "X-Forwarded-For: 203.0.113.9, 10.0.0.1", NULL);
@@ -469,27 +476,15 @@ Test(lighttpd_authz, four_processes_share_one_budget_exactly,
 Test(lighttpd_authz, truncated_store_file_is_logged_before_the_crash,
      .init = setup, .fini = teardown, .timeout = 30)
 {
-	char portbuf[16], rules[SRV_PATH_MAX + 64];
+	char rules[SRV_PATH_MAX + 64];
 
 	/* valgrind reports a death by signal in its log, which the valgrind
 	 * run counts as an error: this one is meant */
 	if (getenv("RATEGATE_WRAPPER") != NULL)
 		cr_skip_test("under valgrind");
-	srv_need("lighttpd", "lighttpd");
 	snprintf(rules, sizeof(rules), "storage shm:%s?size=4M\n/xff/** 100/minute\n",
 		 srv_path("store"));
-	srv_write("site.rules", rules, 0644);
-	port = srv_free_port();
-	snprintf(portbuf, sizeof(portbuf), "%d", port);
-	const char *pairs[] = { "@DIR@", srv_dir, "@PORT@", portbuf, NULL };
-	char *conf = srv_subst(lighttpd_socket_conf, pairs);
-	char sock[SRV_PATH_MAX];
-	snprintf(sock, sizeof(sock), "unix:%s", srv_path("rg.sock"));
-	pid_t rg = srv_start_rategate(srv_path("site.rules"), sock, 2, srv_path("rategate.log"),
-				      srv_path("rategate.out"));
-	lighttpd = srv_start_lighttpd(conf, port);
-	free(conf);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	pid_t rg = start_own_socket(rules);
 
 	struct srv_resp r = get("/xff/env.cgi", NULL, NULL);
 	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
