@@ -703,17 +703,25 @@ on_sigbus(int sig)
 	raise(SIGBUS);
 }
 
+/* 1 for the one caller that may write a rate-limited line now: at most
+ * once every every_ms per process, by the monotonic clock (a wall clock
+ * set back must not silence the line). */
+static int
+log_due(atomic_int_fast64_t *last_ms, int64_t every_ms)
+{
+	int64_t now = clock_mono_ms(), last = atomic_load(last_ms);
+
+	if (last != 0 && now >= last && now - last < every_ms)
+		return 0;
+	return atomic_compare_exchange_strong(last_ms, &last, now);
+}
+
 static int
 store_failed(struct server *srv, const struct gen *g, struct rl_decision *d)
 {
 	atomic_fetch_add(&srv->stats.store_errors, 1);
-	/* the second is the monotonic clock's (a wall clock set back must
-	 * not silence the line) */
-	int64_t now = clock_mono_ms();
-	int64_t last = atomic_load(&srv->store_err_logged_ms);
 	int allow = g->s->store_failure == RL_STORE_FAIL_ALLOW;
-	if ((now - last >= 1000 || now < last) &&
-	    atomic_compare_exchange_strong(&srv->store_err_logged_ms, &last, now))
+	if (log_due(&srv->store_err_logged_ms, 1000))
 		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
 			   "%s (store-failure %s: requests are %s; this one from %s, rule %s)",
 			   d->error, allow ? "allow" : "deny",
@@ -730,8 +738,7 @@ store_failed(struct server *srv, const struct gen *g, struct rl_decision *d)
  * the nearest trusted hop, often the proxy itself, so every client behind
  * it may share one budget.  Counted always; logged at most once a minute
  * per process, with how many such requests came since the last line,
- * since any client can cause it at will.  The minute is the monotonic
- * clock's: a wall clock set back must not silence the line for as long. */
+ * since any client can cause it at will (log_due). */
 static void
 proxy_header_note(struct worker *w, const struct gen *g, size_t np,
 		  const struct rl_decision *d)
@@ -741,12 +748,9 @@ proxy_header_note(struct worker *w, const struct gen *g, size_t np,
 	if (d->addr_source != RL_ADDR_INVALID &&
 	    d->addr_source != RL_ADDR_VARIANTS)
 		return;
-	int64_t now = clock_mono_ms();
 	atomic_fetch_add(&srv->stats.proxy_header_untrusted, 1);
 	atomic_fetch_add(&srv->proxy_unlogged, 1);
-	int64_t last = atomic_load(&srv->proxy_logged_ms);
-	if ((last != 0 && now - last < 60000 && now >= last) ||
-	    !atomic_compare_exchange_strong(&srv->proxy_logged_ms, &last, now))
+	if (!log_due(&srv->proxy_logged_ms, 60000))
 		return;
 	unsigned long long n = atomic_exchange(&srv->proxy_unlogged, 0);
 	const char *hdr = g->s->proxies.forwarded ? "Forwarded" : "X-Forwarded-For";
