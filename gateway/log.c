@@ -81,6 +81,20 @@ write_mode(int *fd, int *own)
 	return W_NONBLOCK;
 }
 
+/* The -L file, appended; O_NONBLOCK: a FIFO without a reader is an error,
+ * not a wait (log_reopen runs in the thread that takes the stop
+ * signals).  -1 with a message in err. */
+static int
+open_log_file(const char *path, char *err, size_t errcap)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+		      O_NONBLOCK, 0640);
+
+	if (fd < 0)
+		snprintf(err, errcap, "log file %s: %s", path, strerror(errno));
+	return fd;
+}
+
 struct log *
 log_new(const char *path, char *err, size_t errcap)
 {
@@ -91,10 +105,8 @@ log_new(const char *path, char *err, size_t errcap)
 	l->json = 0;
 	l->path = NULL;
 	if (path != NULL && strcmp(path, "-") != 0) {
-		l->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
-			     O_NONBLOCK, 0640);
+		l->fd = open_log_file(path, err, errcap);
 		if (l->fd < 0) {
-			snprintf(err, errcap, "log file %s: %s", path, strerror(errno));
 			free(l);
 			return NULL;
 		}
@@ -126,14 +138,9 @@ log_reopen(struct log *l, char *err, size_t errcap)
 {
 	if (l->path == NULL)
 		return 0;
-	/* O_NONBLOCK: a FIFO without a reader is an error, not a wait (this
-	 * is the thread that takes the stop signals) */
-	int fd = open(l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
-		      O_NONBLOCK, 0640);
-	if (fd < 0) {
-		snprintf(err, errcap, "log file %s: %s", l->path, strerror(errno));
+	int fd = open_log_file(l->path, err, errcap);
+	if (fd < 0)
 		return -1;
-	}
 	int own = 1, how = write_mode(&fd, &own);
 	/* dup3 replaces the fd in one step: a line being written goes
 	 * wholly to the old file or wholly to the new one */
@@ -438,6 +445,15 @@ start(const struct log *l, struct line *ln, int64_t now_ms,
  * worker or the stop.  A line cut short (a full disk, a terminal) is
  * ended with a newline when possible, so the next one starts on a line of
  * its own. */
+/* One write(2), or send(2) without waiting on a socket. */
+static ssize_t
+out(const struct log *l, const char *buf, size_t len)
+{
+	return l->how == W_SEND ?
+	       send(l->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) :
+	       write(l->fd, buf, len);
+}
+
 static int
 write_line(struct log *l, const char *buf, size_t len)
 {
@@ -452,9 +468,7 @@ write_line(struct log *l, const char *buf, size_t len)
 			if (r != 1 || !(p.revents & POLLOUT))
 				break;
 		}
-		ssize_t w = l->how == W_SEND ?
-			send(l->fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL) :
-			write(l->fd, buf + off, len - off);
+		ssize_t w = out(l, buf + off, len - off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
@@ -464,20 +478,25 @@ write_line(struct log *l, const char *buf, size_t len)
 	if (off == len)
 		return 0;
 	if (off > 0) {
-		ssize_t w = l->how == W_SEND ?
-			send(l->fd, "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL) :
-			write(l->fd, "\n", 1);
+		ssize_t w = out(l, "\n", 1);
 		(void)w;
 	}
 	return -1;
 }
 
+/* Closes a line: its JSON brace, its newline (start keeps room for both). */
 static void
-emit(struct log *l, struct line *ln)
+line_end(struct line *ln)
 {
 	if (ln->json)
 		ln->buf[ln->len++] = '}';
 	ln->buf[ln->len++] = '\n';
+}
+
+static void
+emit(struct log *l, struct line *ln)
+{
+	line_end(ln);
 	pthread_mutex_lock(&l->mu);
 	if (write_line(l, ln->buf, ln->len) != 0) {
 		l->dropped++;   /* nowhere to report it now: counted */
@@ -490,9 +509,7 @@ emit(struct log *l, struct line *ln)
 			 l->dropped, l->dropped == 1 ? "" : "s");
 		start(l, &d, clock_wall_ms(), LOG_LEVEL_WARN, "log-dropped");
 		field(&d, "msg", msg, strlen(msg), sizeof(msg));
-		if (d.json)
-			d.buf[d.len++] = '}';
-		d.buf[d.len++] = '\n';
+		line_end(&d);
 		if (write_line(l, d.buf, d.len) == 0)
 			l->dropped = 0;
 	}
