@@ -187,6 +187,27 @@ send_body(const char *method, const char *path, const void *body, size_t len,
 	srv_http_body(method, url, hdrs, body, len, chunked, r);
 }
 
+/* GET path until it is not 429 (for up to 2 s): its status, and in *took
+ * the seconds it took. */
+static long
+status_once_free(const char *path, double *took)
+{
+	struct srv_resp r;
+	long st = 0;
+	double t0 = srv_now();
+
+	for (int i = 0; i < 100; i++) {
+		get(path, NULL, &r);
+		st = r.status;
+		srv_resp_free(&r);
+		if (st != 429)
+			break;
+		srv_sleep_ms(20);
+	}
+	*took = srv_now() - t0;
+	return st;
+}
+
 /* A client that gives up: nginx closes its connection to rategate
  * (fastcgi_ignore_client_abort off, the default), and rategate stops the
  * application at once -- the CGI script killed with its child, the
@@ -226,35 +247,15 @@ Test(nginx, client_giving_up_stops_the_app_and_frees_the_slot,
 	/* the slot comes back once rategate has reaped the script, which
 	 * can be a moment after the test sees it dead (under valgrind):
 	 * asked again for up to 2 s, far below the 30 s upstream-timeout */
-	struct srv_resp r;
-	long sst = 0;
-	t0 = srv_now();
-	for (int i = 0; i < 100; i++) {
-		get("/slot?next", NULL, &r);
-		sst = r.status;
-		srv_resp_free(&r);
-		if (sst != 429)
-			break;
-		srv_sleep_ms(20);
-	}
-	cr_expect_eq(sst, 200, "the slot was not given back\n%s", logs());
-	cr_expect_lt(srv_now() - t0, 2.5, "the CGI slot came back after %.1f s", srv_now() - t0);
+	double took;
+	cr_expect_eq(status_once_free("/slot?next", &took), 200, "the slot was not given back\n%s", logs());
+	cr_expect_lt(took, 2.5, "the CGI slot came back after %.1f s", took);
 
 	const char *fq = "GET /fslot?sleep=5000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 	free(srv_raw(port, fq, strlen(fq), 0.5, &got));
 	/* the slot comes back well before the application's 5 s are up */
-	long st = 0;
-	t0 = srv_now();
-	for (int i = 0; i < 100; i++) {
-		get("/fslot", NULL, &r);
-		st = r.status;
-		srv_resp_free(&r);
-		if (st != 429)
-			break;
-		srv_sleep_ms(20);
-	}
-	cr_expect_eq(st, 200, "the FastCGI slot was not given back\n%s", logs());
-	cr_expect_lt(srv_now() - t0, 3.0, "the FastCGI slot came back after %.1f s", srv_now() - t0);
+	cr_expect_eq(status_once_free("/fslot", &took), 200, "the FastCGI slot was not given back\n%s", logs());
+	cr_expect_lt(took, 3.0, "the FastCGI slot came back after %.1f s", took);
 	char *log = srv_read(srv_path("rategate.log"));
 	cr_assert_not_null(log);
 	cr_expect_not_null(strstr(log, "event=client-gone msg=\"GET /slot from 127.0.0.1 -> cgi:"), "%s", log);
