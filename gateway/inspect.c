@@ -451,6 +451,7 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 	struct rl_store st = { NULL, NULL };
 	struct shm_config c = { .attach_only = 1 };
 	struct walk w;
+	struct rl_diag sd = { 0, "" };
 	char err[512];
 	struct shm *m;
 
@@ -571,9 +572,13 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 	if (ranking_init(&w.hits, have_top ? top : 0, by_hits) < 0 ||
 	    ranking_init(&w.denials, have_top ? top : 0, by_denials) < 0 ||
 	    ranking_init(&w.nearest, have_top ? top : 0, by_nearest) < 0 ||
-	    ((have_top || w.text) && shm_scan(m, visit, &w) != 0) || w.oom) {
-		fprintf(errs, "rategate inspect: %s: %s\n", path,
-			w.oom ? "out of memory" : "cannot read the store");
+	    ((have_top || w.text) && shm_scan(m, visit, &w, &sd) != 0) ||
+	    w.oom) {
+		if (sd.msg[0] && !w.oom)
+			fprintf(errs, "rategate inspect: %s\n", sd.msg);
+		else
+			fprintf(errs, "rategate inspect: %s: out of memory\n",
+				path);
 		goto done;
 	}
 	if (stats)

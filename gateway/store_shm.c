@@ -1795,14 +1795,17 @@ static void key_info(struct shm *m, uint32_t s, struct shm_entry *e,
 }
 
 int shm_scan(struct shm *m,
-	     int (*fn)(void *ctx, const struct shm_key_info *k), void *ctx)
+	     int (*fn)(void *ctx, const struct shm_key_info *k), void *ctx,
+	     struct rl_diag *err)
 {
 	struct shm_key_info *buf = malloc(SHM_SCAN_BUCKETS * SHM_WAYS *
 					  sizeof(*buf));
 	int rc = 0;
 
-	if (!buf)
+	if (!buf) {
+		diag(err, "shm store \"%s\": out of memory", m->path);
 		return -1;
+	}
 	for (uint32_t s = 0; s < m->g.stripes && rc == 0; s++) {
 		for (uint32_t b0 = 0; b0 < m->g.bps && rc == 0;
 		     b0 += SHM_SCAN_BUCKETS) {
@@ -1811,7 +1814,7 @@ int shm_scan(struct shm *m,
 
 			if (end > m->g.bps)
 				end = m->g.bps;
-			if (lock_stripe(m, s, NULL) < 0) {
+			if (lock_stripe(m, s, err) < 0) {
 				rc = -1;
 				break;
 			}

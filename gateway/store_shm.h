@@ -175,9 +175,11 @@ struct shm_key_info {
 
 /* Calls fn on every key, in table order, holding each stripe's lock only
  * while a few buckets are copied out.  fn returns 0 to go on.  Returns 0,
- * or fn's non-zero value. */
+ * fn's non-zero value, or -1 with err set when a stripe's lock cannot be
+ * had (held past SHM_LOCK_WAIT_MS, or broken) or memory is short. */
 int shm_scan(struct shm *m,
-	     int (*fn)(void *ctx, const struct shm_key_info *k), void *ctx);
+	     int (*fn)(void *ctx, const struct shm_key_info *k), void *ctx,
+	     struct rl_diag *err);
 
 /* Removes the key whose hash is hash (from shm_scan), as if it had never
  * been hit: lifts a ban.  Returns 1 removed, 0 not there, -1 (err). */

@@ -638,6 +638,14 @@ Test(shm, kill9_before_commit_rolls_back)
  * never blocks the others for ever: after 2 s their batch on that stripe
  * fails with a clear error (the gateway's store-failure policy applies),
  * and once the holder goes on, so do they. */
+static int count_key(void *ctx, const struct shm_key_info *k)
+{
+	(void)k;
+	if (ctx)
+		++*(size_t *)ctx;
+	return 0;
+}
+
 Test(shm, stopped_lock_holder_times_out, .timeout = 30)
 {
 	struct shm_config c = config("s", 1 << 20, 0);
@@ -670,12 +678,20 @@ Test(shm, stopped_lock_holder_times_out, .timeout = 30)
 	cr_expect(took > 1.9 && took < 4, "waited %.2f s", took);
 	cr_expect(strstr(err.msg, "lock held for more than 2000 ms by a process that does not progress") != NULL,
 		  "%s", err.msg);
+	/* rategate inspect's walk says the same, not "cannot read" */
+	struct rl_diag serr = { 0, "" };
+	cr_expect_eq(shm_scan(shm_of(&st), count_key, NULL, &serr), -1);
+	cr_expect(strstr(serr.msg, "lock held for more than 2000 ms by a process that does not progress") != NULL,
+		  "%s", serr.msg);
 	/* the holder dies (as it would be killed): recovered, the others go on */
 	cr_assert_eq(kill(pid, SIGKILL), 0);
 	int status;
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_expect_eq(st.ops->apply(st.impl, &op, 1, RL_HIT, T0, &err), 0, "%s", err.msg);
 	cr_expect(op.v.allowed);
+	size_t keys = 0;
+	cr_expect_eq(shm_scan(shm_of(&st), count_key, &keys, &serr), 0, "%s", serr.msg);
+	cr_expect_eq(keys, 1);
 	st.ops->destroy(st.impl);
 }
 
