@@ -200,12 +200,19 @@ log_fatal(struct log *l, const char *event, const char *msg)
 	p = digits(p, t.tv_nsec / 1000000, 3);
 	*p++ = 'Z';
 	*p = '\0';
-	const char *lf[] = { "time=", ts, " level=error event=", event, " msg=\"", msg, "\"\n" };
-	const char *js[] = { "{\"time\":\"", ts, "\",\"level\":\"error\",\"event\":\"", event,
+	char pid[24], *q = pid + sizeof(pid) - 1;
+	long long v = (long long)getpid();
+	*q = '\0';
+	do {
+		*--q = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	const char *lf[] = { "time=", ts, " pid=", q, " level=error event=", event, " msg=\"", msg, "\"\n" };
+	const char *js[] = { "{\"time\":\"", ts, "\",\"pid\":", q, ",\"level\":\"error\",\"event\":\"", event,
 			     "\",\"msg\":\"", msg, "\"}\n" };
 	const char *const *parts = l->json ? js : lf;
 	p = buf;
-	for (size_t i = 0; i < 7; i++) {
+	for (size_t i = 0; i < sizeof(lf) / sizeof(lf[0]); i++) {
 		size_t n = strlen(parts[i]);
 		if (n > (size_t)(buf + sizeof(buf) - p))
 			n = (size_t)(buf + sizeof(buf) - p);
@@ -434,6 +441,9 @@ start(const struct log *l, struct line *ln, int64_t now_ms,
 		puts_(ln, "time=");
 		puts_(ln, ts);
 	}
+	/* which process: several share one log (lighttpd max-procs,
+	 * mod_fcgid), and kill -HUP wants a pid */
+	field_i64(ln, "pid", (int64_t)getpid());
 	field_s(ln, "level", names[level]);
 	field_s(ln, "event", event);
 }

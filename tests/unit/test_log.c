@@ -37,15 +37,33 @@ teardown(void)
 	unlink(path);
 }
 
+/* The log file's text, each line's pid field checked (this process's,
+ * right after the time) and taken out, so the lines below read as they
+ * would with any pid. */
 static char *
 contents(void)
 {
 	FILE *f = fopen(path, "r");
 	static char buf[8192];
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	char plain[40], json[40];
 
 	fclose(f);
 	buf[n] = '\0';
+	snprintf(plain, sizeof(plain), "Z pid=%ld ", (long)getpid());
+	snprintf(json, sizeof(json), "Z\",\"pid\":%ld,", (long)getpid());
+	for (char *line = buf; *line; ) {
+		char *end = strchr(line, '\n');
+		const char *want = line[0] == '{' ? json : plain;
+		char *at = strstr(line, want);
+		cr_assert(at != NULL && (end == NULL || at < end),
+			  "no \"%s\" after the time: %s", want, line);
+		/* keep "Z " or "Z\"," and drop the field */
+		size_t keep = line[0] == '{' ? 3 : 2, cut = strlen(want) - keep;
+		memmove(at + keep, at + keep + cut, strlen(at + keep + cut) + 1);
+		end = strchr(line, '\n');
+		line = end ? end + 1 : line + strlen(line);
+	}
 	return buf;
 }
 
@@ -357,4 +375,21 @@ Test(log, unread_terminal_never_blocks, .timeout = 20)
 	close(slave);
 	close(master);
 	cr_expect(fl >= 0 && !(fl & O_NONBLOCK), "fd 2 was made non-blocking");
+}
+
+/* The last line of a dying process (async-signal-safe, its own code):
+ * the same time, pid, level and event fields as every other line. */
+Test(log, fatal_line)
+{
+	log_fatal(lg, "crash", "SIGBUS: the store file was truncated");
+	char *s = contents();
+	cr_assert_eq(strncmp(s, "time=", 5), 0, "%s", s);
+	cr_assert_not_null(strstr(s, "Z level=error event=crash msg=\"SIGBUS: the store file was truncated\"\n"),
+			   "%s", s);
+	truncate(path, 0);
+	log_set_json(lg, 1);
+	log_fatal(lg, "crash", "SIGBUS");
+	s = contents();
+	cr_assert_eq(strncmp(s, "{\"time\":\"", 9), 0, "%s", s);
+	cr_assert_not_null(strstr(s, "Z\",\"level\":\"error\",\"event\":\"crash\",\"msg\":\"SIGBUS\"}\n"), "%s", s);
 }
