@@ -2125,7 +2125,7 @@ finish_settings(struct pstate *ps)
 
 	if (st->store_failure == RL_STORE_FAIL_FALLBACK &&
 	    st->storage.kind != RL_STORAGE_REDIS)
-		error_at(ps, &ps->value_at[sf], "store-failure fallback needs redis storage (it would fall back to process-local counters when redis is unreachable): use deny or allow");
+		error_at(ps, &ps->value_at[sf], "store-failure fallback needs redis storage (it falls back to this host's shared-memory store while Redis is away): use deny or allow");
 	if (ps->seen[lease].line == 0) {
 		st->lease_ms = st->upstream_timeout_ms + LEASE_MARGIN_MS;
 	} else if (st->lease_ms > 0 &&     /* 0: its line had an error */

@@ -968,7 +968,7 @@ Test(parse, responder_global_errors)
 	expect_error("store-failure open\n",
 		     "t.rules:1:15: bad value \"open\" for \"store-failure\": expected deny, allow or fallback");
 	expect_error("store-failure fallback\n",
-		     "t.rules:1:15: store-failure fallback needs redis storage (it would fall back to process-local counters when redis is unreachable): use deny or allow");
+		     "t.rules:1:15: store-failure fallback needs redis storage (it falls back to this host's shared-memory store while Redis is away): use deny or allow");
 	expect_error("log-format xml\n",
 		     "t.rules:1:12: bad value \"xml\" for \"log-format\": expected logfmt or json");
 	expect_error("stats rategate\n",
