@@ -52,15 +52,31 @@ target_parse(const char *request_uri, const char *script_name,
 		}
 		return 0;
 	}
-	size_t sl = script_name ? strlen(script_name) : 0;
-	size_t pl = path_info ? strlen(path_info) : 0;
-	if (sl + pl == 0 || sl + pl + 1 > cap)
+	/* SCRIPT_NAME and PATH_INFO come decoded, and the rules decode the
+	 * path once more: a '%' of theirs is written "%25" so that a client
+	 * who sent "%252e%252e" does not get ".." (and a literal "100%"
+	 * stays a path) */
+	const char *part[2] = { script_name, path_info };
+	size_t n = 0;
+
+	for (int k = 0; k < 2; k++) {
+		for (const char *c = part[k]; c != NULL && *c; c++) {
+			size_t need = *c == '%' ? 3 : 1;
+			if (n + need + 1 > cap)
+				return -1;
+			if (*c == '%') {
+				memcpy(buf + n, "%25", 3);
+			} else {
+				buf[n] = *c;
+			}
+			n += need;
+		}
+	}
+	if (n == 0)
 		return -1;
-	memcpy(buf, script_name ? script_name : "", sl);
-	memcpy(buf + sl, path_info ? path_info : "", pl);
-	buf[sl + pl] = '\0';
+	buf[n] = '\0';
 	t->path = buf;
-	t->path_len = sl + pl;
+	t->path_len = n;
 	if (query_string != NULL && query_string[0] != '\0') {
 		t->query = query_string;
 		t->query_len = strlen(query_string);

@@ -9,7 +9,8 @@
 /* path: REQUEST_URI up to '?' or '#' (an absolute-form URI loses its
  * scheme and authority; a raw '#', which lighttpd and nginx pass on but
  * route without, ends the target), or SCRIPT_NAME + PATH_INFO without
- * REQUEST_URI; query: REQUEST_URI's query, else QUERY_STRING.  buf (cap
+ * REQUEST_URI (decoded already: each '%' of theirs is written "%25", so
+ * that the rules' one decoding gives them back as they were); query: REQUEST_URI's query, else QUERY_STRING.  buf (cap
  * bytes) holds the concatenation when one is needed; path and query point
  * into the arguments or buf.  Returns 0, or -1 when there is no path at
  * all. */

@@ -126,6 +126,8 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 	}
 
 	/* Decode once into out; o never passes i, so out needs len + 1. */
+	int enc_slash = 0;
+
 	for (i = 0; i < len; i++) {
 		char c = in[i];
 
@@ -143,6 +145,7 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 				return rl_fail(d, i, "bad path escape %s: it "
 					    "decodes to a NUL byte",
 					    rl_quote(q, sizeof q, in + i, 3));
+			enc_slash |= c == '/';
 			i += 2;
 		} else if (c == '\0') {
 			return rl_fail(d, i, "bad path %s: a path cannot contain "
@@ -153,7 +156,16 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 
 	/* Resolve segments in place: w (write) never passes r (read), since
 	 * each kept segment is written with at most the '/' it was read
-	 * with. */
+	 * with.
+	 *
+	 * A dot segment is a whole segment "." or "..": lighttpd, Apache and
+	 * nginx read "..;", ".;x" and ";x" as names (a script gets them in
+	 * PATH_INFO; a ".." after them removes them), so they are kept as
+	 * written.  Any other segment loses its ";parameters" (servlet
+	 * style: "/login;jsessionid=1" is "/login"); a server that does not
+	 * strip them finds no such file, so this only ever counts more. */
+	int dots = 0;
+
 	r = 0;
 	w = 0;
 	while (r < o) {
@@ -164,20 +176,35 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 		s = r;
 		while (r < o && out[r] != '/')
 			r++;
-		e = s;
-		while (e < r && out[e] != ';')
-			e++;
-		if (e == s || (e - s == 1 && out[s] == '.'))
+		if (r == s)
 			continue;
-		if (e - s == 2 && out[s] == '.' && out[s + 1] == '.') {
+		if (r - s == 1 && out[s] == '.') {
+			dots = 1;
+			continue;
+		}
+		if (r - s == 2 && out[s] == '.' && out[s + 1] == '.') {
+			dots = 1;
 			while (w > 0 && out[--w] != '/')
 				;
 			continue;
 		}
+		e = s;
+		while (e < r && out[e] != ';')
+			e++;
+		if (e == s || (e - s == 1 && out[s] == '.') ||
+		    (e - s == 2 && out[s] == '.' && out[s + 1] == '.'))
+			e = r;
 		out[w++] = '/';
 		for (k = s; k < e; k++)
 			out[w++] = out[k];
 	}
+	/* "%2F" with a dot segment: lighttpd and nginx decode it before they
+	 * resolve "..", Apache after ("/a.cgi/%2F/.." runs a.cgi there, and
+	 * is "/" here), so no one reading is safe for both */
+	if (enc_slash && dots)
+		return rl_fail(d, 0, "ambiguous path %s: an encoded '/' (%%2F) "
+			    "with a \".\" or \"..\" segment, which web servers "
+			    "resolve differently", rl_quote(q, sizeof q, in, len));
 	if (w == 0)
 		out[w++] = '/';
 	out[w] = '\0';
@@ -221,6 +248,7 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 
 	for (i = 1;; i++) {
 		size_t a = i, e = i, k;
+		int semi = 0;
 
 		while (e < len && s[e] != '/')
 			e++;
@@ -245,12 +273,18 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 				return rl_fail(d, k, "bad path pattern %s: a "
 					    "pattern cannot contain a NUL "
 					    "byte", rl_quote(q, sizeof q, s, len));
-			/* ';' starts a parameter, dropped from every
-			 * segment; '?', '#' and '%' can only come from
-			 * an escape (%3F, %23, %25) */
-			if (c == ';')
-				nev = 1;
-			else if (c == '?' || c == '#' || c == '%')
+			/* ';' starts a parameter, dropped from a segment
+			 * unless what comes before it is empty, "." or
+			 * "..": only such a segment keeps a ';' (see
+			 * rl_path_normalize); '?', '#' and '%' can only
+			 * come from an escape (%3F, %23, %25) */
+			if (c == ';' && !semi) {
+				size_t n = k - a;
+				semi = 1;
+				if (!(n == 0 || (n == 1 && s[a] == '.') ||
+				      (n == 2 && s[a] == '.' && s[a + 1] == '.')))
+					nev = 1;
+			} else if (c == '?' || c == '#' || c == '%')
 				enc = 1;
 			if (c != '*')
 				continue;

@@ -4,7 +4,8 @@
  * NUL: all of it is both); the first byte's low bit chooses case folding.
  * Matching is compared with a plain dynamic-programming reference.
  * Checks: out_len <= len, the result starts with '/', has no "//", no "."
- * or ".." segment, no ';', no trailing '/', and normalising it again
+ * or ".." segment, a ';' only in a segment whose name before it is empty,
+ * "." or "..", no trailing '/', and normalising it again
  * changes nothing (when no '%' is left to decode again); a compiled pattern matches its own text when it has no
  * wildcard and is not flagged never; matching never crashes.
  */
@@ -25,8 +26,19 @@ static void check_normalised(const char *p, size_t n)
 	if (n > 1 && p[n - 1] == '/')
 		abort();
 	for (i = 0; i < n; i++) {
-		if (p[i] == ';' || p[i] == '\0')
+		if (p[i] == '\0')
 			abort();
+		if (p[i] == '/') {
+			/* a ';' stays only after an empty, "." or ".." name */
+			const char *semi = memchr(p + i + 1, ';', n - i - 1);
+			const char *next = memchr(p + i + 1, '/', n - i - 1);
+			if (semi != NULL && (next == NULL || semi < next)) {
+				size_t k = (size_t)(semi - (p + i + 1));
+				if (!(k == 0 || (k == 1 && p[i + 1] == '.') ||
+				      (k == 2 && p[i + 1] == '.' && p[i + 2] == '.')))
+					abort();
+			}
+		}
 		if (p[i] != '/')
 			continue;
 		if (i + 1 < n && p[i + 1] == '/')

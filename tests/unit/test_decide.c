@@ -294,6 +294,41 @@ Test(decide, path_spellings_share_one_budget)
 	cr_assert_null(d.rule);
 }
 
+/* Spellings lighttpd and Apache hand to the script a rule names (found
+ * by a review against real servers): ";" segments are names there, not
+ * dot segments, so "/login.cgi/..;" runs login.cgi and must count on its
+ * rule; an encoded '/' with a dot segment is resolved differently by
+ * lighttpd and Apache, so it is refused. */
+Test(decide, semicolon_and_encoded_slash_spellings_do_not_escape)
+{
+	struct rl_decision d;
+
+	setup_rules("/login.cgi 1/minute\n/api/** 1/minute\n/ping exempt\n");
+	cr_assert_eq(hit("GET", "/login.cgi", "192.0.2.1", T0, &d), RL_ALLOW);
+	static const char *const script[] = {
+		"/login.cgi/..;", "/login.cgi/..%3B", "/login.cgi/.;",
+		"/login.cgi/;/..", "/login.cgi/..;/ping", "/x;/../login.cgi",
+	};
+	for (size_t i = 0; i < sizeof(script) / sizeof(script[0]); i++) {
+		cr_assert_eq(hit("GET", script[i], "192.0.2.1", T0, &d), RL_DENY,
+			     "%s", script[i]);
+		cr_assert_str_eq(d.rule->pattern.text, "/login.cgi", "%s", script[i]);
+	}
+	cr_assert_eq(hit("GET", "/api/x", "192.0.2.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(hit("GET", "/api/x/..;/..;", "192.0.2.1", T0, &d), RL_DENY);
+	cr_assert_eq(hit("GET", "/api/;x/../y", "192.0.2.1", T0, &d), RL_DENY);
+	static const char *const ambiguous[] = {
+		"/login.cgi/%2f/..", "/sub/%2F/../login.cgi", "/api/%2f/./x",
+	};
+	for (size_t i = 0; i < sizeof(ambiguous) / sizeof(ambiguous[0]); i++) {
+		cr_assert_eq(hit("GET", ambiguous[i], "192.0.2.1", T0, &d),
+			     RL_BAD_REQUEST, "%s", ambiguous[i]);
+		cr_assert(strstr(d.error, "ambiguous path") != NULL, "%s", d.error);
+	}
+	/* an encoded '/' alone is one reading for every server */
+	cr_assert_eq(hit("GET", "/api/a%2Fb", "192.0.2.1", T0, &d), RL_DENY);
+}
+
 Test(decide, case_insensitive)
 {
 	setup_rules("case-insensitive on\n/Login 2/minute\n");

@@ -38,6 +38,9 @@ Test(fcgi, target)
 		{ NULL, "/app/p", "/extra", "k=v", 0, "/app/p/extra", "k=v", __LINE__ },
 		{ "", "/app/p", NULL, "", 0, "/app/p", NULL, __LINE__ },
 		{ NULL, NULL, "/only-info", NULL, 0, "/only-info", NULL, __LINE__ },
+		/* decoded already: not decoded twice ("%252e" sent) */
+		{ NULL, "/api/app.cgi", "/%2e%2e/x", NULL, 0, "/api/app.cgi/%252e%252e/x", NULL, __LINE__ },
+		{ NULL, "/100%", NULL, NULL, 0, "/100%25", NULL, __LINE__ },
 		{ NULL, NULL, NULL, "k=v", -1, NULL, NULL, __LINE__ },
 	};
 	char buf[64];
