@@ -13,8 +13,10 @@
  * What the wrapper cannot do, since it is gone once the script runs:
  * deduct-when (it never sees the response), concurrency= (nothing would
  * release the slot), counting a chunked body, or adding X-RateLimit-*
- * headers to an allowed response.  Rules with deduct-when or concurrency
- * are counted as plain rules here, and the first is said in the log.
+ * headers to an allowed response.  A deduct-when rule is counted as a
+ * plain rule here; a concurrency= rule's slots are not enforced (its other
+ * limits apply); both are said in the log on every run (each run is a
+ * process of its own).
  * max-body works from CONTENT_LENGTH.  The facts of the decision reach the
  * script as RL_CLIENT, RL_RULE, RL_LIMIT, RL_REMAINING, RL_RESET.  As in
  * the responder's CGI back end, the script runs in its own directory with
