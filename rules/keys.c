@@ -293,6 +293,52 @@ qdecode(const char *s, size_t len, char *out, size_t cap)
 	return (long)o;
 }
 
+/* A parameter or cookie name longer than this, decoded, makes the lookup
+ * ambiguous (see name_is: it could not be compared the way PHP reads it). */
+#define NAME_SCAN_MAX 1024
+
+/* n[0..len) as PHP registers a variable name: leading spaces dropped, an
+ * array subscript ("[...]" with its ']') and what follows cut off, and
+ * ' ', '.' and an unclosed '[' made '_'.  Written to out (NAME_MAX_LEN
+ * bytes at most); returns its length, or NAME_MAX_LEN + 1 when longer
+ * (no key name is). */
+static size_t
+php_name(const char *n, size_t len, char *out)
+{
+	size_t i = 0, o = 0;
+
+	while (i < len && n[i] == ' ')
+		i++;
+	for (; i < len; i++) {
+		char c = n[i];
+		if (c == '[' && memchr(n + i, ']', len - i) != NULL)
+			break;
+		if (o == NAME_MAX_LEN)
+			return NAME_MAX_LEN + 1;
+		out[o++] = c == ' ' || c == '.' || c == '[' ? '_' : c;
+	}
+	return o;
+}
+
+/* Is the (decoded) parameter or cookie name cand[0..clen) the key's name?
+ * Spelled the same, or the same to PHP, which reads "api.key", "api key",
+ * " api_key" and "api_key[x]" all as api_key: a client sending both
+ * "api_key=made-up" and "api.key=real" would otherwise be counted under
+ * a value of its choosing while the application reads the real one.  The
+ * two then count as two values of one name (ambiguous, unless equal). */
+static int
+name_is(const char *cand, size_t clen, const char *name)
+{
+	size_t nlen = strlen(name);
+	char a[NAME_MAX_LEN + 1], b[NAME_MAX_LEN + 1];
+
+	if (clen == nlen && memcmp(cand, name, nlen) == 0)
+		return 1;
+	size_t al = php_name(cand, clen, a), bl = php_name(name, nlen, b);
+	return al == bl && al > 0 && al <= NAME_MAX_LEN &&
+	       memcmp(a, b, al) == 0;
+}
+
 /* Query parameter name: decoded values, trimmed of spaces and tabs as
  * header values are, compared, so "a%62", "ab" and "+ab" are one key and
  * a value of only spaces ("?user=+") is empty, that is missing. */
@@ -300,7 +346,7 @@ static int
 query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 	     size_t vcap, size_t *vlen)
 {
-	char nbuf[NAME_MAX_LEN + 1], first[RL_KEYPART_MAX + 1];
+	char nbuf[NAME_SCAN_MAX], first[RL_KEYPART_MAX + 1];
 	size_t pos = 0, qlen = req->query ? req->query_len : 0;
 	long firstlen = -1;
 
@@ -317,11 +363,12 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 		size_t plen = amp ? (size_t)(amp - q) : qlen - pos;
 		const char *eq = memchr(q, '=', plen);
 		size_t nl = eq ? (size_t)(eq - q) : plen;
-		long dn = qdecode(q, nl, nbuf, sizeof(nbuf) - 1);
+		long dn = qdecode(q, nl, nbuf, sizeof(nbuf));
 
 		pos += plen + 1;
-		if (dn < 0 || (size_t)dn != strlen(name) ||
-		    memcmp(nbuf, name, (size_t)dn) != 0)
+		if (dn < 0)
+			return -1;      /* a name too long to compare */
+		if (!name_is(nbuf, (size_t)dn, name))
 			continue;
 		long dv = eq ? qdecode(eq + 1, plen - nl - 1, vbuf, vcap) : 0;
 		if (dv < 0 || (size_t)dv > sizeof(first))
@@ -344,7 +391,8 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 	return 0;
 }
 
-/* Each cookie named name in s: its value unquoted and, as PHP and Rack
+/* Each cookie named name in s (its name percent-decoded and compared by
+ * name_is, as PHP reads names): its value unquoted and, as PHP and Rack
  * read cookies, percent-decoded ('+' as space), so "ab%63" and "abc" are
  * one key, as they are one session to such an application.  The value is
  * copied into buf (cap bytes); one that does not fit is unusable. */
@@ -352,7 +400,7 @@ static void
 cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 	    char *buf, size_t cap)
 {
-	size_t nlen = strlen(name), pos = 0;
+	size_t pos = 0;
 	char tmp[RL_KEYPART_MAX + 1];
 
 	while (pos < len) {
@@ -362,9 +410,16 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 		size_t clen = end - pos;
 
 		rl_trim(&c, &clen);
-		if (clen > nlen && c[nlen] == '=' && memcmp(c, name, nlen) == 0) {
-			const char *v = c + nlen + 1;
-			size_t vl = clen - nlen - 1;
+		const char *eq = memchr(c, '=', clen);
+		size_t cn = eq ? (size_t)(eq - c) : 0;
+		char nbuf[NAME_SCAN_MAX];
+		long dn = eq ? qdecode(c, cn, nbuf, sizeof(nbuf)) : 0;
+		if (dn < 0) {
+			f->ambiguous = 1;       /* a name too long to compare */
+			f->n++;
+		} else if (eq && name_is(nbuf, (size_t)dn, name)) {
+			const char *v = eq + 1;
+			size_t vl = clen - cn - 1;
 			if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
 				v++;
 				vl -= 2;

@@ -537,6 +537,53 @@ Test(decide, cookie_and_query_keys)
 	cr_assert_str_eq(d.key, "addr=192.0.2.7");
 }
 
+/* PHP reads "api.key", "api key", " api_key" and "api_key[x]" as api_key
+ * (and decodes cookie names): a client sending a made-up api_key beside
+ * the real value under another spelling must not be counted under the
+ * made-up one (found by a review against php-cgi). */
+Test(decide, php_name_spellings_are_one_name)
+{
+	struct rl_decision d;
+	char longname[1200];
+
+	setup_rules("/c 1/minute key=cookie:sess_id\n/q 1/minute key=query:api_key\n");
+	static const char *const queries[] = {
+		"/q?api_key=R1&api.key=VALID", "/q?api_key=R2&api+key=VALID",
+		"/q?api_key=R3&api%5Bkey=VALID", "/q?api_key=R4&+api_key=VALID",
+		"/q?api_key=R5&api_key[0]=VALID", "/q?api.key=VALID&api_key=R6",
+	};
+	for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
+		cr_assert_eq(req_full("GET", queries[i], "192.0.2.1", NULL, T0, RL_HIT, 0, &d),
+			     i == 0 ? RL_ALLOW : RL_DENY, "%s", queries[i]);
+		cr_assert_str_eq(d.key, "addr=192.0.2.1", "%s", queries[i]);
+	}
+	/* one value under two spellings is still that value */
+	cr_assert_eq(req_full("GET", "/q?api_key=K&api.key=K", "192.0.2.2", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "q.api_key=K");
+	/* a name too long to compare makes the query unusable */
+	memset(longname, ' ', sizeof(longname));
+	memcpy(longname, "/q?api_key=R7&", 14);
+	strcpy(longname + sizeof(longname) - 14, "api_key=VALID");
+	cr_assert_eq(req_full("GET", longname, "192.0.2.3", NULL, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "addr=192.0.2.3");
+
+	static const char *const cookies[] = {
+		"HTTP_COOKIE=sess.id=VALID; sess_id=R1",
+		"HTTP_COOKIE=sess id=VALID; sess_id=R2",
+		"HTTP_COOKIE=sess%5Fid=VALID; sess_id=R3",
+		"HTTP_COOKIE=sess_id=R4; sess[id=VALID",
+	};
+	for (size_t i = 0; i < sizeof(cookies) / sizeof(cookies[0]); i++) {
+		const char *c[] = { cookies[i], NULL };
+		cr_assert_eq(req_full("GET", "/c", "192.0.2.4", c, T0, RL_HIT, 0, &d),
+			     i == 0 ? RL_ALLOW : RL_DENY, "%s", cookies[i]);
+		cr_assert_str_eq(d.key, "addr=192.0.2.4", "%s", cookies[i]);
+	}
+	const char *same[] = { "HTTP_COOKIE=sess.id=S; sess_id=S", NULL };
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.5", same, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "c.sess_id=S");
+}
+
 Test(decide, oversized_key_part_falls_back)
 {
 	struct rl_decision d;
