@@ -198,9 +198,9 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 		for (k = s; k < e; k++)
 			out[w++] = out[k];
 	}
-	/* "%2F" with a dot segment: lighttpd and nginx decode it before they
-	 * resolve "..", Apache after ("/a.cgi/%2F/.." runs a.cgi there, and
-	 * is "/" here), so no one reading is safe for both */
+	/* "%2F" with a dot segment: nginx decodes it before it resolves "..",
+	 * Apache after ("/a.cgi/%2F/.." runs a.cgi there, and is "/" to
+	 * nginx), so no one reading is safe for both */
 	if (enc_slash && dots)
 		return rl_fail(d, 0, "ambiguous path %s: an encoded '/' (%%2F) "
 			    "with a \".\" or \"..\" segment, which web servers "

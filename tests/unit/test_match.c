@@ -134,8 +134,8 @@ static const struct err_case norm_err[] = {
 	  "bad path escape \"%00\": it decodes to a NUL byte" },
 	{ __LINE__, "/a\0b", 4, 2,
 	  "bad path \"/a\\x00b\": a path cannot contain a NUL byte" },
-	/* lighttpd and nginx decode %2F before they resolve "..", Apache
-	 * after: no reading is right for both */
+	/* nginx decodes %2F before it resolves "..", Apache after: no
+	 * reading is right for both */
 	{ __LINE__, "/x%2F..%2Flogin", 0, 0,
 	  "ambiguous path \"/x%2F..%2Flogin\": an encoded '/' (%2F) with a \".\" or \"..\" segment, which web servers resolve differently" },
 	{ __LINE__, "/login.cgi/%2f/..", 0, 0,
