@@ -813,6 +813,16 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 			st.fallback = (int64_t)rs.fallback;
 			st.cache_denied = (int64_t)rs.cache_denied;
 		}
+		if (w->srv->store.ops == &locked_ops) {
+			/* storage memory: its keys and evictions */
+			struct locked_store *ls = w->srv->store.impl;
+			uint64_t lim = 0;
+			pthread_mutex_lock(&ls->mu);
+			st.keys = (int64_t)memstore_count(&ls->inner);
+			st.evictions = (int64_t)memstore_evictions(&ls->inner, &lim);
+			pthread_mutex_unlock(&ls->mu);
+			st.evictions_limiting = (int64_t)lim;
+		}
 		struct shm *m = shm_of(&w->srv->store);
 		if (m != NULL) {
 			struct shm_stats ss;

@@ -9,7 +9,9 @@
 #include "store_redis.h"
 #include "store_shm.h"
 
-/* Keys the process-local store holds at most (about 170 bytes each). */
+/* Keys the process-local store holds at most (about 170 bytes each);
+ * when it is full a new key evicts an old one (memstore_evict_lru), as the
+ * shared-memory store does, so no client can make it refuse everyone. */
 #define MEMORY_MAX_KEYS (1u << 20)
 
 int
@@ -23,6 +25,7 @@ store_open(const struct rl_settings *s, uint64_t max_moving,
 			snprintf(err, errcap, "out of memory for the process-local store");
 			return -1;
 		}
+		memstore_evict_lru(st);
 		return 0;
 	case RL_STORAGE_SHM:
 		return store_shm_open(s, max_moving, max_leases, st, err, errcap);

@@ -25,6 +25,17 @@
  * none is, the op fails with "store full" rather than forget a live
  * counter.  The store keeps a lower bound of all expiries, so a full table
  * of live keys answers "full" without rescanning itself for every new key.
+ * That is exact, and right for `rategate replay`; a gateway facing clients
+ * calls memstore_evict_lru instead, so that one client inventing keys
+ * cannot make the store refuse everyone: a new key that does not fit then
+ * takes the place of one of the MEM_EVICT_CANDIDATES used slots from its
+ * home on (its probe neighbourhood, a random sample of the table): the
+ * expired one that expired first, else the least recently hit among those
+ * not limiting a client (not denied at their last hit), else the least
+ * recently hit of the limiting ones (a ban lifted early; counted apart),
+ * as the shared-memory store does.  Never a key of the batch itself, nor
+ * an in-flight counter holding a live lease; when every candidate is such
+ * the op fails with "store full".
  *
  * The hash is not keyed with a secret: the seed comes from the store's own
  * address, which varies with ASLR but is not secret.  Keys carry client
@@ -54,7 +65,12 @@
 #define MEM_MIN_CAP 64          /* slots in a new table */
 #define MEM_BATCH_STACK 16      /* ops per batch handled without malloc */
 #define MEM_INLINE_WORDS 3      /* state words kept in the slot */
-#define MEM_KEY_INLINE 80       /* key bytes kept in the slot */
+#define MEM_KEY_INLINE 72       /* key bytes kept in the slot */
+/* memstore_evict_lru: the victim is chosen among the used slots from the
+ * new key's home on, MEM_EVICT_CANDIDATES of them (or MEM_EVICT_SCAN slots
+ * looked at, used or not) */
+#define MEM_EVICT_CANDIDATES 16
+#define MEM_EVICT_SCAN 4096
 /* A longer key keeps its first MEM_KEY_HEAD bytes in the slot and the
  * rest on the heap, pointed to from the last 8 bytes of the key area. */
 #define MEM_KEY_HEAD (MEM_KEY_INLINE - sizeof(char *))
@@ -67,6 +83,9 @@ struct mem_slot {
 	uint16_t key_len;
 	uint8_t kind;           /* enum rl_strategy or MEM_INFLIGHT */
 	uint8_t used;           /* 0: empty slot */
+	uint32_t stamp;         /* the store's clock at its last hit (LRU) */
+	uint8_t limiting;       /* its last hit was denied */
+	uint8_t pad[3];
 	char key[MEM_KEY_INLINE];
 };
 
@@ -84,6 +103,9 @@ struct memstore {
 	/* No slot expires before this (ms); INT64_MAX when empty.  Lowered on
 	 * every write, recomputed by a sweep. */
 	int64_t min_expiry;
+	int evict;              /* memstore_evict_lru: evict instead of "full" */
+	uint32_t clock;         /* hits so far, for the LRU stamps */
+	uint64_t evictions, evictions_limiting;
 };
 
 static const struct rl_store_ops memstore_ops;
@@ -377,12 +399,77 @@ static void table_sweep(struct memstore *m, int64_t now_ms)
 	m->min_expiry = min;
 }
 
-/* Makes room for need more keys: sweeps when they do not fit and some
- * slot may have expired, then grows the table.  Slot pointers taken
- * before are invalid.  Returns 0, or -1 with err set. */
-static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
-			 struct rl_diag *err)
+/* memstore_evict_lru: drops one slot among the candidates from near's
+ * home on (see the top of the file), never one whose hash is in keep[0..n).
+ * Returns 0, or -1 when no candidate may go. */
+static int table_evict(struct memstore *m, uint64_t near, const uint64_t *keep,
+		       size_t nkeep, int64_t now_ms)
 {
+	size_t i = home_of(near, m->cap), best = SIZE_MAX;
+	int best_class = 3;
+	uint64_t best_rank = 0;
+
+	for (size_t seen = 0, looked = 0;
+	     seen < MEM_EVICT_CANDIDATES && looked < MEM_EVICT_SCAN &&
+	     looked < m->cap; looked++, i = next_of(i, m->cap)) {
+		const struct mem_slot *c = &m->slots[i];
+		size_t k;
+		int cls;
+		uint64_t rank;
+
+		if (!c->used)
+			continue;
+		seen++;
+		for (k = 0; k < nkeep && keep[k] != c->hash; k++)
+			;
+		if (k < nkeep)
+			continue;
+		if (c->expiry <= now_ms) {
+			/* expired first, the earliest expiry best */
+			cls = 0;
+			rank = (uint64_t)INT64_MAX - (uint64_t)c->expiry;
+		} else if (c->kind == MEM_INFLIGHT) {
+			continue;       /* a live lease */
+		} else {
+			cls = c->limiting ? 2 : 1;
+			rank = (uint32_t)(m->clock - c->stamp);  /* age */
+		}
+		if (cls < best_class || (cls == best_class && rank > best_rank)) {
+			best = i;
+			best_class = cls;
+			best_rank = rank;
+		}
+	}
+	if (best == SIZE_MAX)
+		return -1;
+	if (best_class == 1)
+		m->evictions++;
+	if (best_class == 2)
+		m->evictions_limiting++;
+	table_drop(m, &m->slots[best]);
+	return 0;
+}
+
+/* Makes room for need more keys: sweeps when they do not fit and some
+ * slot may have expired (or, with memstore_evict_lru, evicts near the
+ * homes of keep[0..nkeep), the batch's keys, which are never evicted),
+ * then grows the table.  Slot pointers taken before are invalid.  Returns
+ * 0, or -1 with err set. */
+static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
+			 struct rl_diag *err, const uint64_t *keep,
+			 size_t nkeep)
+{
+	for (size_t k = 0; m->evict && m->count + need > m->max_keys; k++) {
+		if (table_evict(m, keep[k % nkeep], keep, nkeep, now_ms) < 0) {
+			if (err) {
+				err->col = 0;
+				snprintf(err->msg, sizeof(err->msg),
+					 "store full: %zu keys, none that may go (live in-flight counters)",
+					 m->max_keys);
+			}
+			return -1;
+		}
+	}
 	if (m->count + need > m->max_keys && m->min_expiry <= now_ms)
 		table_sweep(m, now_ms);
 	if (m->count + need > m->max_keys) {
@@ -586,6 +673,8 @@ static void apply_outcome(struct memstore *m, struct rl_store_op *ops,
 			rl_strategy_penalize(p, st, now_ms, &ops[i].v);
 			set_expiry(m, slots[i], rl_strategy_expiry(p, st));
 		}
+		slots[i]->stamp = ++m->clock;
+		slots[i]->limiting = !ops[i].v.allowed;
 	}
 }
 
@@ -602,7 +691,7 @@ static int apply_one(struct memstore *m, struct rl_store_op *op,
 		return 0;
 	}
 	if (!s) {
-		if (table_reserve(m, 1, now_ms, err) < 0)
+		if (table_reserve(m, 1, now_ms, err, &h, 1) < 0)
 			return -1;
 		s = table_get(m, op->key, op->key_len, h, p->strategy,
 			      p->count);
@@ -614,6 +703,8 @@ static int apply_one(struct memstore *m, struct rl_store_op *op,
 	/* check, then consume or penalize: what apply_outcome does for a
 	 * batch of one, in one step */
 	set_expiry(m, s, rl_strategy_hit(p, slot_state(s), now_ms, &op->v));
+	s->stamp = ++m->clock;
+	s->limiting = !op->v.allowed;
 	return 0;
 }
 
@@ -650,7 +741,8 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		/* Every structural change first (sweep, growth, new keys,
 		 * layout resets); none of them moves a slot found after.
 		 * Probes get no slot: they are looked up again at the end. */
-		if (missing && table_reserve(m, missing, now_ms, err) < 0)
+		if (missing &&
+		    table_reserve(m, missing, now_ms, err, hashes, n) < 0)
 			return -1;
 		for (size_t i = 0; i < n; i++) {
 			const struct rl_step *p = &ops[i].step;
@@ -744,7 +836,7 @@ static int mem_acquire(void *impl, const char *key, size_t key_len,
 	h = key_hash(m, key, key_len);
 	s = table_find(m, key, key_len, h);
 	if (!s) {
-		if (table_reserve(m, 1, now_ms, err) < 0)
+		if (table_reserve(m, 1, now_ms, err, &h, 1) < 0)
 			return -1;
 		s = table_get(m, key, key_len, h, MEM_INFLIGHT, max);
 		if (!s)
@@ -760,6 +852,8 @@ static int mem_acquire(void *impl, const char *key, size_t key_len,
 	if (held)
 		*held = n;
 	set_expiry(m, s, inflight_expiry(st, max));
+	s->stamp = ++m->clock;
+	s->limiting = !got;
 	return got;
 }
 
@@ -830,6 +924,22 @@ int memstore_new(size_t max_keys, struct rl_store *st)
 fail:
 	free(m);
 	return -1;
+}
+
+void memstore_evict_lru(struct rl_store *st)
+{
+	struct memstore *m = st->impl;
+
+	m->evict = 1;
+}
+
+uint64_t memstore_evictions(const struct rl_store *st, uint64_t *limiting)
+{
+	const struct memstore *m = st->impl;
+
+	if (limiting)
+		*limiting = m->evictions_limiting;
+	return m->evictions;
 }
 
 size_t memstore_count(const struct rl_store *st)

@@ -260,6 +260,17 @@ int rl_store_op_valid(const struct rl_store_op *op, struct rl_diag *err);
  * apply fails (-1, "store full") rather than forget a live counter.
  * Returns 0 and fills *st, or -1 (out of memory). */
 int memstore_new(size_t max_keys, struct rl_store *st);
+/* From now on a new key that does not fit evicts an old one (the expired
+ * first, then the least recently hit; see rules/memstore.c) instead of
+ * failing with "store full": for a gateway, where one client inventing
+ * keys must not make the store refuse everyone.  Exact counting until the
+ * table is full either way. */
+void memstore_evict_lru(struct rl_store *st);
+/* Live keys not limiting a client evicted so far by memstore_evict_lru
+ * (expired ones are not counted), and in *limiting (may be NULL) the keys
+ * of clients being limited evicted (bans lifted early), as the
+ * shared-memory store counts them. */
+uint64_t memstore_evictions(const struct rl_store *st, uint64_t *limiting);
 /* Keys currently held (for tests and statistics). */
 size_t memstore_count(const struct rl_store *st);
 /* Approximate heap bytes held (for the bench). */

@@ -91,15 +91,15 @@ Test(memstore, key_isolation)
 	const size_t n = sizeof(keys) / sizeof(keys[0]);
 	struct rl_store st;
 	struct rl_verdict v;
-	/* long keys: 80 bytes fit a slot; longer ones keep 72 bytes in the
+	/* long keys: 72 bytes fit a slot; longer ones keep 64 bytes in the
 	 * slot and the tail on the heap */
 	char long_keys[6][120];
-	static const size_t long_len[6] = { 80, 80, 81, 81, 119, 119 };
+	static const size_t long_len[6] = { 72, 72, 73, 73, 119, 119 };
 
 	for (int i = 0; i < 6; i++)
 		memset(long_keys[i], 'L', sizeof(long_keys[i]));
-	long_keys[1][79] = 'x';         /* last inline byte */
-	long_keys[3][71] = 'x';         /* last byte of the slot part */
+	long_keys[1][71] = 'x';         /* last inline byte */
+	long_keys[3][63] = 'x';         /* last byte of the slot part */
 	long_keys[5][118] = 'x';        /* last byte of the heap tail */
 
 	cr_assert_eq(memstore_new(100, &st), 0);
@@ -479,5 +479,121 @@ Test(memstore, churn_against_model)
 		cr_assert_eq(memstore_count(&st), nheld, "op %lld",
 			     (long long)now);
 	}
+	st.ops->destroy(st.impl);
+}
+
+/* memstore_evict_lru (the gateway's storage memory): a flood of new keys
+ * recycles its own idle entries; a client being limited that keeps
+ * hitting keeps its ban; the count never passes max_keys. */
+Test(memstore, evict_lru_flood_keeps_an_active_ban)
+{
+	enum { MAX = 100, FLOOD = 20000 };
+	struct rl_store st;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	char key[32];
+	uint64_t lim = 7;
+
+	cr_assert_eq(memstore_new(MAX, &st), 0);
+	memstore_evict_lru(&st);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(hit(&st, "heavy", fixed(5, 3600000, 1), i, &v, &err), 0);
+	cr_assert_eq(hit(&st, "heavy", fixed(5, 3600000, 1), 10, &v, &err), 0);
+	cr_assert_eq(v.allowed, 0);
+	for (int i = 0; i < FLOOD; i++) {
+		snprintf(key, sizeof(key), "flood-%d", i);
+		cr_assert_eq(hit(&st, key, fixed(5, 3600000, 1), 100 + i, &v, &err), 0,
+			     "%s: %s", key, err.msg);
+		cr_assert_eq(v.allowed, 1);
+		cr_assert_leq(memstore_count(&st), MAX);
+		if (i % 50 == 0) {
+			cr_assert_eq(hit(&st, "heavy", fixed(5, 3600000, 1), 100 + i, &v,
+					 &err), 0);
+			cr_assert_eq(v.allowed, 0, "the ban lifted after %d new keys", i);
+		}
+	}
+	cr_expect_eq(memstore_count(&st), MAX);
+	cr_expect_eq(memstore_evictions(&st, &lim), FLOOD + 1 - MAX);
+	cr_expect_eq(lim, 0);
+	st.ops->destroy(st.impl);
+}
+
+/* The expired go first (not counted as evictions), then the least recently
+ * hit; when every candidate is limiting, the least recently hit of those
+ * (counted apart). */
+Test(memstore, evict_lru_order)
+{
+	struct rl_store st;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	uint64_t lim = 0;
+
+	cr_assert_eq(memstore_new(3, &st), 0);
+	memstore_evict_lru(&st);
+	cr_assert_eq(hit(&st, "a", fixed(1, 100000, 1), 0, &v, &err), 0);
+	cr_assert_eq(hit(&st, "b", fixed(1, 500, 1), 1, &v, &err), 0);
+	cr_assert_eq(hit(&st, "c", fixed(1, 100000, 1), 2, &v, &err), 0);
+	/* b expired at 501: it goes, a and c stay */
+	cr_assert_eq(hit(&st, "d", fixed(1, 100000, 1), 600, &v, &err), 0);
+	cr_expect_eq(memstore_evictions(&st, &lim), 0);
+	cr_expect_eq(remaining(&st, "a", 1, fixed(1, 100000, 1), 600), 0);
+	cr_expect_eq(remaining(&st, "c", 1, fixed(1, 100000, 1), 600), 0);
+	/* none expired: a, least recently hit, goes */
+	cr_assert_eq(hit(&st, "c", fixed(1, 100000, 1), 700, &v, &err), 0);
+	cr_assert_eq(v.allowed, 0);
+	cr_assert_eq(hit(&st, "e", fixed(1, 100000, 1), 800, &v, &err), 0);
+	cr_expect_eq(memstore_evictions(&st, &lim), 1);
+	cr_expect_eq(remaining(&st, "a", 1, fixed(1, 100000, 1), 800), 1);
+	cr_expect_eq(remaining(&st, "c", 1, fixed(1, 100000, 1), 800), 0);
+	/* d and e denied too: all three limiting; c, hit longest ago, goes */
+	cr_assert_eq(hit(&st, "d", fixed(1, 100000, 1), 900, &v, &err), 0);
+	cr_assert_eq(hit(&st, "e", fixed(1, 100000, 1), 900, &v, &err), 0);
+	cr_assert_eq(hit(&st, "f", fixed(1, 100000, 1), 1000, &v, &err), 0);
+	cr_expect_eq(memstore_evictions(&st, &lim), 1);
+	cr_expect_eq(lim, 1);
+	cr_expect_eq(remaining(&st, "c", 1, fixed(1, 100000, 1), 1000), 1);
+	cr_expect_eq(remaining(&st, "d", 1, fixed(1, 100000, 1), 1000), 0);
+	cr_expect_eq(memstore_count(&st), 3);
+	st.ops->destroy(st.impl);
+}
+
+/* Never evicted: a live in-flight lease, and a key of the batch itself. */
+Test(memstore, evict_lru_spares_leases_and_the_batch)
+{
+	struct rl_store st;
+	struct rl_store_op ops[3];
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	uint64_t id = 0, held = 0;
+
+	cr_assert_eq(memstore_new(1, &st), 0);
+	memstore_evict_lru(&st);
+	cr_expect_eq(st.ops->acquire(st.impl, "i", 1, 3, 100, 0, &id, &held, &err), 1);
+	cr_expect_eq(hit(&st, "k", fixed(1, 1000, 1), 50, &v, &err), -1);
+	cr_expect_str_eq(err.msg, "store full: 1 keys, none that may go (live in-flight counters)");
+	/* the lease expired: it may go */
+	cr_expect_eq(hit(&st, "k", fixed(1, 1000, 1), 100, &v, &err), 0);
+	cr_expect_eq(v.allowed, 1);
+	st.ops->destroy(st.impl);
+
+	cr_assert_eq(memstore_new(2, &st), 0);
+	memstore_evict_lru(&st);
+	cr_assert_eq(hit(&st, "a", fixed(5, 10000, 1), 0, &v, &err), 0);
+	memset(ops, 0, sizeof(ops));
+	ops[0].key = "a";
+	ops[1].key = "b";
+	ops[2].key = "c";
+	for (int i = 0; i < 3; i++) {
+		ops[i].key_len = 1;
+		ops[i].step = fixed(5, 10000, 1);
+	}
+	/* b and c need a's place, which the batch itself uses */
+	cr_expect_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, 10, &err), -1);
+	cr_expect_str_eq(err.msg, "store full: 2 keys, none that may go (live in-flight counters)");
+	cr_expect_eq(remaining(&st, "a", 1, fixed(5, 10000, 1), 10), 4);
+	/* two of them fit, with a new one evicting nothing of theirs */
+	cr_expect_eq(st.ops->apply(st.impl, ops, 2, RL_HIT, 10, &err), 0, "%s", err.msg);
+	cr_expect_eq(remaining(&st, "a", 1, fixed(5, 10000, 1), 10), 3);
+	cr_expect_eq(remaining(&st, "b", 1, fixed(5, 10000, 1), 10), 4);
 	st.ops->destroy(st.impl);
 }
