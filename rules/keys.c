@@ -331,6 +331,11 @@ name_is(const char *cand, size_t clen, const char *name)
 {
 	size_t nlen = strlen(name);
 	char a[NAME_MAX_LEN + 1], b[NAME_MAX_LEN + 1];
+	const char *nul = memchr(cand, '\0', clen);
+
+	/* PHP's names are C strings: "api_key%00x" is api_key to it */
+	if (nul != NULL)
+		clen = (size_t)(nul - cand);
 
 	if (clen == nlen && memcmp(cand, name, nlen) == 0)
 		return 1;
@@ -410,6 +415,12 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 		size_t clen = end - pos;
 
 		rl_trim(&c, &clen);
+		/* PHP skips every leading isspace() byte of a cookie's name */
+		while (clen > 0 && (*c == '\v' || *c == '\f' || *c == '\r' ||
+				    *c == '\n' || *c == ' ' || *c == '\t')) {
+			c++;
+			clen--;
+		}
 		const char *eq = memchr(c, '=', clen);
 		size_t cn = eq ? (size_t)(eq - c) : 0;
 		char nbuf[NAME_SCAN_MAX];

@@ -279,11 +279,12 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 			 * rl_path_normalize); '?', '#' and '%' can only
 			 * come from an escape (%3F, %23, %25) */
 			if (c == ';' && !semi) {
-				size_t n = k - a;
+				/* never, unless the name before it may be
+				 * empty, "." or "..": only '*' and '.' */
 				semi = 1;
-				if (!(n == 0 || (n == 1 && s[a] == '.') ||
-				      (n == 2 && s[a] == '.' && s[a + 1] == '.')))
-					nev = 1;
+				for (size_t j = a; j < k; j++)
+					if (s[j] != '*' && s[j] != '.')
+						nev = 1;
 			} else if (c == '?' || c == '#' || c == '%')
 				enc = 1;
 			if (c != '*')

@@ -104,7 +104,11 @@ struct memstore {
 	 * every write, recomputed by a sweep. */
 	int64_t min_expiry;
 	int evict;              /* memstore_evict_lru: evict instead of "full" */
-	uint32_t clock;         /* hits so far, for the LRU stamps */
+	/* Hits so far, for the LRU stamps.  32 bits, as the shared-memory
+	 * store's: after a wrap (4e9 hits) an entry idle for longer than one
+	 * wrap ranks as younger than it is, in the LRU order only. */
+	uint32_t clock;
+	size_t added;           /* new keys since the last sweep */
 	uint64_t evictions, evictions_limiting;
 };
 
@@ -397,6 +401,7 @@ static void table_sweep(struct memstore *m, int64_t now_ms)
 		i++;
 	}
 	m->min_expiry = min;
+	m->added = 0;
 }
 
 /* memstore_evict_lru: drops one slot among the candidates from near's
@@ -459,8 +464,20 @@ static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
 			 struct rl_diag *err, const uint64_t *keep,
 			 size_t nkeep)
 {
+	/* Evicting: the expired anywhere go first, by a sweep, but at most
+	 * once per max_keys / 16 new keys: a steady flood whose keys expire
+	 * one per new key would otherwise sweep the whole table on every
+	 * request.  In between, the expired near a new key go first. */
+	if (m->evict && m->count + need > m->max_keys &&
+	    m->min_expiry <= now_ms && m->added >= m->max_keys / 16)
+		table_sweep(m, now_ms);
 	for (size_t k = 0; m->evict && m->count + need > m->max_keys; k++) {
-		if (table_evict(m, keep[k % nkeep], keep, nkeep, now_ms) < 0) {
+		size_t tried = 0;
+		while (tried < nkeep &&
+		       table_evict(m, keep[(k + tried) % nkeep], keep, nkeep,
+				   now_ms) < 0)
+			tried++;        /* another key's neighbourhood */
+		if (tried == nkeep) {
 			if (err) {
 				err->col = 0;
 				snprintf(err->msg, sizeof(err->msg),
@@ -532,6 +549,7 @@ static struct mem_slot *table_get(struct memstore *m, const char *key,
 	}
 	s->used = 1;
 	m->count++;
+	m->added++;
 	return s;
 }
 
@@ -722,9 +740,11 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		table_prefetch(m, home_of(hashes[i], m->cap));
 	}
 	for (size_t i = 0; i < n; i++) {
+		int counted = 0;        /* an earlier op brings this key */
 		for (size_t j = 0; j < i; j++) {
 			if (!same_key(&ops[j], &ops[i]))
 				continue;
+			counted |= !ops[j].probe;
 			if (ops[j].step.strategy != ops[i].step.strategy ||
 			    ops[j].step.count != ops[i].step.count) {
 				set_err(err, "one key with two strategies or counts in one batch");
@@ -734,7 +754,7 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		}
 		slots[i] = table_find(m, ops[i].key, ops[i].key_len,
 				      hashes[i]);
-		missing += !slots[i] && !ops[i].probe;
+		missing += !slots[i] && !ops[i].probe && !counted;
 	}
 
 	if (mode == RL_HIT) {

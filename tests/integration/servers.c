@@ -484,6 +484,9 @@ http_perform(CURL *c, struct curl_slist *list, long timeout_s, int last_head,
 	char errbuf[CURL_ERROR_SIZE] = "";
 
 	curl_easy_setopt(c, CURLOPT_URL, url);
+	/* the path as the test wrote it: libcurl would resolve "." and ".."
+	 * itself, and a spelling test would test nothing */
+	curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(c, CURLOPT_PROXY, "");         /* never a proxy from the environment */
 	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);

@@ -802,7 +802,7 @@ Test(responder, upload_example_max_body_and_bandwidth,
 	cr_expect_eq(r.status, 413, "%s", r.status_line);
 	srv_resp_free(&r);
 	srv_http_body("POST", url, NULL, body, 64 * 1024, 0, &r);
-	cr_expect_eq(r.status, 200, "%s", r.status_line);
+	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, logs());
 	srv_expect_field(&r, "body_len", "65536");
 	srv_resp_free(&r);
 	cr_expect_eq(calls(), before + 1, "a 413 reached the application");

@@ -551,6 +551,7 @@ Test(decide, php_name_spellings_are_one_name)
 		"/q?api_key=R1&api.key=VALID", "/q?api_key=R2&api+key=VALID",
 		"/q?api_key=R3&api%5Bkey=VALID", "/q?api_key=R4&+api_key=VALID",
 		"/q?api_key=R5&api_key[0]=VALID", "/q?api.key=VALID&api_key=R6",
+		"/q?api_key=R7&api_key%00x=VALID", "/q?api_key=R8&api_key%00=VALID",
 	};
 	for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
 		cr_assert_eq(req_full("GET", queries[i], "192.0.2.1", NULL, T0, RL_HIT, 0, &d),
@@ -572,6 +573,9 @@ Test(decide, php_name_spellings_are_one_name)
 		"HTTP_COOKIE=sess id=VALID; sess_id=R2",
 		"HTTP_COOKIE=sess%5Fid=VALID; sess_id=R3",
 		"HTTP_COOKIE=sess_id=R4; sess[id=VALID",
+		"HTTP_COOKIE=a=1;\vsess_id=VALID; sess_id=R5",
+		"HTTP_COOKIE=a=1;\fsess_id=VALID; sess_id=R6",
+		"HTTP_COOKIE=sess_id%00x=VALID; sess_id=R7",
 	};
 	for (size_t i = 0; i < sizeof(cookies) / sizeof(cookies[0]); i++) {
 		const char *c[] = { cookies[i], NULL };

@@ -597,3 +597,53 @@ Test(memstore, evict_lru_spares_leases_and_the_batch)
 	cr_expect_eq(remaining(&st, "b", 1, fixed(5, 10000, 1), 10), 4);
 	st.ops->destroy(st.impl);
 }
+
+/* Evicting, the expired anywhere go before any live key (a sweep, at most
+ * once per max_keys / 16 new keys); a batch naming one new key twice
+ * needs one place, not two (found by a review). */
+Test(memstore, evict_lru_sweeps_the_expired_first)
+{
+	enum { MAX = 1000 };
+	struct rl_store st;
+	struct rl_verdict v;
+	struct rl_diag err = { 0, "" };
+	char key[32];
+	uint64_t lim = 0;
+
+	cr_assert_eq(memstore_new(MAX, &st), 0);
+	memstore_evict_lru(&st);
+	for (int i = 0; i < MAX; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		cr_assert_eq(hit(&st, key, fixed(5, i < 100 ? 1000 : 3600000, 1), 0,
+				 &v, &err), 0);
+	}
+	for (int i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "new%d", i);
+		cr_assert_eq(hit(&st, key, fixed(5, 3600000, 1), 5000, &v, &err), 0);
+	}
+	cr_expect_eq(memstore_evictions(&st, &lim), 0, "live keys evicted");
+	for (int i = 100; i < MAX; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		cr_expect_eq(remaining(&st, key, strlen(key), fixed(5, 3600000, 1), 5000), 4,
+			     "%s", key);
+	}
+	st.ops->destroy(st.impl);
+
+	struct rl_store_op ops[2];
+	cr_assert_eq(memstore_new(8, &st), 0);
+	memstore_evict_lru(&st);
+	for (int i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		cr_assert_eq(hit(&st, key, fixed(5, 3600000, 1), 0, &v, &err), 0);
+	}
+	memset(ops, 0, sizeof(ops));
+	for (int i = 0; i < 2; i++) {
+		ops[i].key = "twice";
+		ops[i].key_len = 5;
+		ops[i].step = fixed(5, 3600000, 1);
+	}
+	cr_assert_eq(st.ops->apply(st.impl, ops, 2, RL_HIT, 10, &err), 0, "%s", err.msg);
+	cr_expect_eq(memstore_evictions(&st, &lim), 1);
+	cr_expect_eq(memstore_count(&st), 8);
+	st.ops->destroy(st.impl);
+}
