@@ -198,6 +198,17 @@ Test(memstore, sweep_keeps_live_keys)
 	st.ops->destroy(st.impl);
 }
 
+/* Three ops on keys "a", "b", "c", each 5 per 10 s. */
+static void abc_ops(struct rl_store_op ops[3])
+{
+	memset(ops, 0, 3 * sizeof(ops[0]));
+	for (int i = 0; i < 3; i++) {
+		ops[i].key = i == 0 ? "a" : i == 1 ? "b" : "c";
+		ops[i].key_len = 1;
+		ops[i].step = fixed(5, 10000, 1);
+	}
+}
+
 /* A batch that needs two new keys when one fits fails whole: nothing is
  * created and the existing key is not consumed. */
 Test(memstore, full_batch_changes_nothing)
@@ -209,14 +220,7 @@ Test(memstore, full_batch_changes_nothing)
 
 	cr_assert_eq(memstore_new(2, &st), 0);
 	cr_assert_eq(hit(&st, "a", fixed(5, 10000, 1), 0, &v, &err), 0);
-	memset(ops, 0, sizeof(ops));
-	ops[0].key = "a";
-	ops[1].key = "b";
-	ops[2].key = "c";
-	for (int i = 0; i < 3; i++) {
-		ops[i].key_len = 1;
-		ops[i].step = fixed(5, 10000, 1);
-	}
+	abc_ops(ops);
 	cr_expect_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, 10, &err), -1);
 	cr_expect_str_eq(err.msg, "store full: 2 keys, none expired");
 	cr_expect_eq(memstore_count(&st), 1);
@@ -579,14 +583,7 @@ Test(memstore, evict_lru_spares_leases_and_the_batch)
 	cr_assert_eq(memstore_new(2, &st), 0);
 	memstore_evict_lru(&st);
 	cr_assert_eq(hit(&st, "a", fixed(5, 10000, 1), 0, &v, &err), 0);
-	memset(ops, 0, sizeof(ops));
-	ops[0].key = "a";
-	ops[1].key = "b";
-	ops[2].key = "c";
-	for (int i = 0; i < 3; i++) {
-		ops[i].key_len = 1;
-		ops[i].step = fixed(5, 10000, 1);
-	}
+	abc_ops(ops);
 	/* b and c need a's place, which the batch itself uses */
 	cr_expect_eq(st.ops->apply(st.impl, ops, 3, RL_HIT, 10, &err), -1);
 	cr_expect_str_eq(err.msg, "store full: 2 keys, none that may go (live in-flight counters)");
