@@ -834,6 +834,7 @@ finish(struct run *r, enum end e)
 		break;
 	case END_TOO_LARGE:
 		kill_and_reap(r);
+		res->too_large = 1;
 		snprintf(res->error, sizeof(res->error),
 			 "request body exceeds max_body (%llu bytes)%s",
 			 (unsigned long long)spec->max_body,
@@ -919,6 +920,7 @@ run(const char *script, const struct rl_param *params, size_t nparams,
 	proxy_head_init(&r.head);
 
 	if (spec->max_body > 0 && spec->content_length > spec->max_body) {
+		res->too_large = 1;
 		snprintf(res->error, sizeof(res->error),
 			 "request body of %llu bytes exceeds max_body (%llu bytes)",
 			 (unsigned long long)spec->content_length,

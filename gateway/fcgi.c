@@ -1168,10 +1168,11 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	if (w->stalled != STALL_NONE) {
 		client_stalled(w, &d, &lr, &spec, &res, called);
 	} else if (res.error[0] != '\0') {
-		/* our 413: a body (chunked, or longer than its Content-Length
-		 * said) found over max-body while streaming is the client's
-		 * doing, not the application's */
-		int too_large = res.status == 413 && !res.client_gone;
+		/* a body (chunked, or longer than its Content-Length said)
+		 * found over max-body while streaming is the client's doing,
+		 * not the application's, whether the 413 could still be sent
+		 * or the application's head had gone out already */
+		int too_large = res.too_large && !res.client_gone;
 		if (!res.client_gone && !too_large)
 			atomic_fetch_add(&srv->stats.upstream_errors, 1);
 		/* the path without its query (which may hold secrets: it is

@@ -101,6 +101,9 @@ struct proxy_result {
 	int status;
 	int head_sent;          /* a head reached the client */
 	int client_gone;        /* the client went away */
+	int too_large;          /* the request body exceeded max_body (the
+				 * client's doing, whether or not a head
+				 * had gone out) */
 	uint64_t body_in;       /* request body bytes passed to the application */
 	uint64_t body_out;      /* response body bytes passed to the client */
 	char error[256];

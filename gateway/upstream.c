@@ -1118,6 +1118,7 @@ upstream_run(struct upstream *u, const struct rl_param *params, size_t nparams,
 	respond_buf_init(&x.hb);
 
 	if (spec->max_body > 0 && spec->content_length > spec->max_body) {
+		res->too_large = 1;
 		snprintf(res->error, sizeof(res->error),
 			 "request body of %llu bytes exceeds max_body (%llu bytes)",
 			 (unsigned long long)spec->content_length,
@@ -1168,6 +1169,7 @@ upstream_run(struct upstream *u, const struct rl_param *params, size_t nparams,
 		}
 		break;
 	case OUT_TOO_LARGE:
+		res->too_large = 1;
 		snprintf(res->error, sizeof(res->error),
 			 "request body exceeds max_body (%llu bytes)%s",
 			 (unsigned long long)spec->max_body,

@@ -454,6 +454,7 @@ Test(cgi, content_length_over_max_body_is_413_without_running)
 	cr_expect_eq(res.status, 413);
 	cr_expect_eq(res.head_sent, 0);
 	cr_expect_str_eq(res.error, "request body of 2000 bytes exceeds max_body (1000 bytes)");
+	cr_expect(res.too_large);
 	cr_expect_str_eq(m.out,
 		"Status: 413 Content Too Large\r\n"
 		"Cache-Control: no-store\r\n"
@@ -483,6 +484,7 @@ Test(cgi, streamed_body_over_max_body_is_413_and_kills)
 	cr_assert_eq(run(echo, "", extra, &s, &m, &res), 0);
 	cr_expect_eq(res.status, 413);
 	cr_expect_str_eq(res.error, "request body exceeds max_body (102400 bytes); script killed");
+	cr_expect(res.too_large);
 	cr_expect_eq(strncmp(m.out, "Status: 413 Content Too Large\r\n", 31), 0, "%s", m.out);
 	cr_expect_not_null(strstr(m.out, "application/json"), "%s", m.out);
 	cr_expect_leq(m.pos, 100 * 1024 + 1, "read %zu bytes past the limit", m.pos);
@@ -878,6 +880,7 @@ Test(cgi, hang_after_head_times_out)
 	cr_assert_eq(run(echo, "hang-after-head", NULL, &s, &m, &res), 0);
 	cr_expect_eq(res.status, 200);
 	cr_expect_str_eq(res.error, "script timed out after 1500 ms; response body cut short");
+	cr_expect(!res.too_large);
 	cr_expect_str_eq(resp_body(&m, NULL), "partial\n");
 }
 

@@ -1169,6 +1169,9 @@ Test(upstream, max_body_after_the_head_cuts_the_body)
 	cr_expect(r.res.head_sent);
 	cr_expect_leq(r.res.body_in, 4 * MiB);
 	cr_expect_str_eq(r.res.error, "request body exceeds max_body (4194304 bytes); response body cut short");
+	/* the client's doing, though the head had gone out: too-large, not
+	 * an application error */
+	cr_expect(r.res.too_large);
 	cr_expect(strstr(body_of(&r.m), "body_len=") == NULL, "the app saw the end of the body");
 	req_free(&r);
 	uint64_t c, re, f;
