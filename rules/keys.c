@@ -416,8 +416,7 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 
 		rl_trim(&c, &clen);
 		/* PHP skips every leading isspace() byte of a cookie's name */
-		while (clen > 0 && (*c == '\v' || *c == '\f' || *c == '\r' ||
-				    *c == '\n' || *c == ' ' || *c == '\t')) {
+		while (clen > 0 && isspace((unsigned char)*c)) {
 			c++;
 			clen--;
 		}

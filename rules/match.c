@@ -56,6 +56,14 @@ static int hex_value(char c)
 	return -1;
 }
 
+/* 1 for the segment name ".", 2 for "..", else 0. */
+static int dot_name(const char *p, size_t n)
+{
+	if (n == 0 || n > 2 || p[0] != '.')
+		return 0;
+	return n == 1 ? 1 : p[1] == '.' ? 2 : 0;
+}
+
 static int is_globstar(const char *s, size_t a, size_t e)
 {
 	return e - a == 2 && s[a] == '*' && s[a + 1] == '*';
@@ -178,21 +186,18 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 			r++;
 		if (r == s)
 			continue;
-		if (r - s == 1 && out[s] == '.') {
+		int dot = dot_name(out + s, r - s);
+		if (dot) {
 			dots = 1;
-			continue;
-		}
-		if (r - s == 2 && out[s] == '.' && out[s + 1] == '.') {
-			dots = 1;
-			while (w > 0 && out[--w] != '/')
-				;
+			if (dot == 2)
+				while (w > 0 && out[--w] != '/')
+					;
 			continue;
 		}
 		e = s;
 		while (e < r && out[e] != ';')
 			e++;
-		if (e == s || (e - s == 1 && out[s] == '.') ||
-		    (e - s == 2 && out[s] == '.' && out[s + 1] == '.'))
+		if (e == s || dot_name(out + s, e - s))
 			e = r;
 		out[w++] = '/';
 		for (k = s; k < e; k++)
@@ -305,9 +310,7 @@ int rl_pattern_compile(const char *s, size_t len, int fold_case,
 		}
 		/* Normalised paths have no empty, "." or ".." segment; the
 		 * root "/" alone is the one empty path. */
-		if (len > 1 && (e == a || (e - a == 1 && s[a] == '.')
-				|| (e - a == 2 && s[a] == '.'
-				    && s[a + 1] == '.')))
+		if (len > 1 && (e == a || dot_name(s + a, e - a)))
 			nev = 1;
 		if (e == len)
 			break;
