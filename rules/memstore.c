@@ -211,6 +211,14 @@ static void slot_free_heap(struct memstore *m, struct mem_slot *s)
 	}
 }
 
+/* A hit written to s: its place in the LRU order, and whether it was
+ * denied (memstore_evict_lru's victims). */
+static void slot_hit(struct memstore *m, struct mem_slot *s, int denied)
+{
+	s->stamp = ++m->clock;
+	s->limiting = (uint8_t)(denied != 0);
+}
+
 static void set_expiry(struct memstore *m, struct mem_slot *s, int64_t exp)
 {
 	s->expiry = exp;
@@ -455,6 +463,18 @@ static int table_evict(struct memstore *m, uint64_t near, const uint64_t *keep,
 	return 0;
 }
 
+/* "store full", and why no key could go.  Returns -1. */
+static int store_full(const struct memstore *m, struct rl_diag *err,
+		      const char *why)
+{
+	if (err) {
+		err->col = 0;
+		snprintf(err->msg, sizeof(err->msg), "store full: %zu keys, %s",
+			 m->max_keys, why);
+	}
+	return -1;
+}
+
 /* Makes room for need more keys: sweeps when they do not fit and some
  * slot may have expired (or, with memstore_evict_lru, evicts near the
  * homes of keep[0..nkeep), the batch's keys, which are never evicted),
@@ -464,12 +484,12 @@ static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
 			 struct rl_diag *err, const uint64_t *keep,
 			 size_t nkeep)
 {
-	/* Evicting: the expired anywhere go first, by a sweep, but at most
+	/* The expired anywhere go first, by a sweep; when evicting, at most
 	 * once per max_keys / 16 new keys: a steady flood whose keys expire
 	 * one per new key would otherwise sweep the whole table on every
 	 * request.  In between, the expired near a new key go first. */
-	if (m->evict && m->count + need > m->max_keys &&
-	    m->min_expiry <= now_ms && m->added >= m->max_keys / 16)
+	if (m->count + need > m->max_keys && m->min_expiry <= now_ms &&
+	    (!m->evict || m->added >= m->max_keys / 16))
 		table_sweep(m, now_ms);
 	for (size_t k = 0; m->evict && m->count + need > m->max_keys; k++) {
 		size_t tried = 0;
@@ -477,27 +497,11 @@ static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
 		       table_evict(m, keep[(k + tried) % nkeep], keep, nkeep,
 				   now_ms) < 0)
 			tried++;        /* another key's neighbourhood */
-		if (tried == nkeep) {
-			if (err) {
-				err->col = 0;
-				snprintf(err->msg, sizeof(err->msg),
-					 "store full: %zu keys, none that may go (live in-flight counters)",
-					 m->max_keys);
-			}
-			return -1;
-		}
+		if (tried == nkeep)
+			return store_full(m, err, "none that may go (live in-flight counters)");
 	}
-	if (m->count + need > m->max_keys && m->min_expiry <= now_ms)
-		table_sweep(m, now_ms);
-	if (m->count + need > m->max_keys) {
-		if (err) {
-			err->col = 0;
-			snprintf(err->msg, sizeof(err->msg),
-				 "store full: %zu keys, none expired",
-				 m->max_keys);
-		}
-		return -1;
-	}
+	if (m->count + need > m->max_keys)
+		return store_full(m, err, "none expired");
 	if (table_fit(m, need) < 0) {
 		if (err) {
 			err->col = 0;
@@ -691,8 +695,7 @@ static void apply_outcome(struct memstore *m, struct rl_store_op *ops,
 			rl_strategy_penalize(p, st, now_ms, &ops[i].v);
 			set_expiry(m, slots[i], rl_strategy_expiry(p, st));
 		}
-		slots[i]->stamp = ++m->clock;
-		slots[i]->limiting = !ops[i].v.allowed;
+		slot_hit(m, slots[i], !ops[i].v.allowed);
 	}
 }
 
@@ -721,8 +724,7 @@ static int apply_one(struct memstore *m, struct rl_store_op *op,
 	/* check, then consume or penalize: what apply_outcome does for a
 	 * batch of one, in one step */
 	set_expiry(m, s, rl_strategy_hit(p, slot_state(s), now_ms, &op->v));
-	s->stamp = ++m->clock;
-	s->limiting = !op->v.allowed;
+	slot_hit(m, s, !op->v.allowed);
 	return 0;
 }
 
@@ -872,8 +874,7 @@ static int mem_acquire(void *impl, const char *key, size_t key_len,
 	if (held)
 		*held = n;
 	set_expiry(m, s, inflight_expiry(st, max));
-	s->stamp = ++m->clock;
-	s->limiting = !got;
+	slot_hit(m, s, !got);
 	return got;
 }
 
