@@ -21,4 +21,10 @@ int store_open(const struct rl_settings *s, uint64_t max_moving,
 	       uint64_t max_leases, struct log *log, struct rl_store *st,
 	       char *err, size_t errcap);
 
+/* A process-local store of max_keys keys under a random hash secret
+ * (memstore_secret), exact (no eviction: the caller may ask for it).
+ * Returns 0, or -1 with a message in err. */
+int store_memory_new(size_t max_keys, struct rl_store *st, char *err,
+		     size_t errcap);
+
 #endif

@@ -78,7 +78,7 @@ struct cache {
 	size_t mask;            /* slots - 1; slots are a power of two */
 	struct cache_slot *slots;
 	pthread_mutex_t mu[CACHE_STRIPES];
-	uint8_t seed[16];
+	struct rl_sipkey sip;   /* made from 16 random bytes */
 	atomic_uint_fast64_t entries;
 };
 
@@ -562,13 +562,16 @@ static struct cache *cache_new(size_t entries)
 		return NULL;
 	while (n < entries && n < ((size_t)1 << 24))
 		n *= 2;
+	uint8_t seed[16];
+
 	k->slots = calloc(n, sizeof(*k->slots));
-	if (k->slots == NULL || getrandom(k->seed, sizeof(k->seed), 0) !=
-	    (ssize_t)sizeof(k->seed)) {
+	if (k->slots == NULL || getrandom(seed, sizeof(seed), 0) !=
+	    (ssize_t)sizeof(seed)) {
 		free(k->slots);
 		free(k);
 		return NULL;
 	}
+	k->sip = rl_sipkey_of(seed);
 	k->mask = n - 1;
 	for (int i = 0; i < CACHE_STRIPES; i++)
 		pthread_mutex_init(&k->mu[i], NULL);
@@ -624,7 +627,7 @@ static int cache_lookup(struct cache *k, const struct rl_store_op *op,
 	    op->step.cost > (op->step.strategy == RL_GCRA && op->step.burst ?
 			     op->step.burst : op->step.count))
 		return 0;
-	h = shm_siphash24(k->seed, op->key, op->key_len);
+	h = rl_siphash24(&k->sip, op->key, op->key_len);
 	i = (size_t)h & k->mask & ~(size_t)1;
 	mu = &k->mu[(i >> 1) % CACHE_STRIPES];
 	pthread_mutex_lock(mu);
@@ -679,7 +682,7 @@ static int cache_deny(struct cache *k, struct rl_store_op *ops, size_t n,
 static void cache_insert(struct cache *k, const struct rl_store_op *op,
 			 int64_t until)
 {
-	uint64_t h = shm_siphash24(k->seed, op->key, op->key_len);
+	uint64_t h = rl_siphash24(&k->sip, op->key, op->key_len);
 	size_t i = (size_t)h & k->mask & ~(size_t)1;
 	pthread_mutex_t *mu = &k->mu[(i >> 1) % CACHE_STRIPES];
 	struct cache_slot *s = NULL;

@@ -91,7 +91,6 @@
  */
 #include "config.h"
 
-#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -219,7 +218,7 @@ struct shm {
 	uint8_t *base;
 	size_t map_bytes;
 	struct shm_geom g;
-	uint64_t k0, k1;        /* the hash secret */
+	struct rl_sipkey sip;   /* the hash secret */
 	char *path;             /* for messages */
 	dev_t dev;              /* the file mapped, to tell whether the path */
 	ino_t ino;              /* still names it (shm_file_replaced) */
@@ -295,72 +294,6 @@ static uint64_t counter_get(const uint64_t *p)
 {
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
-
-/* ------------------------------------------------------------------ */
-/* SipHash-2-4 (Aumasson and Bernstein), little-endian words           */
-
-/* One load (memcpy), byte-swapped only on a big-endian host: the byte
- * loop it replaces cost SipHash half its instructions. */
-static uint64_t le64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                         \
-	do {                                                             \
-		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32); \
-		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                    \
-		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                    \
-		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32); \
-	} while (0)
-
-static uint64_t siphash(uint64_t k0, uint64_t k1, const void *data,
-			size_t len)
-{
-	uint64_t v0 = 0x736f6d6570736575ULL ^ k0;
-	uint64_t v1 = 0x646f72616e646f6dULL ^ k1;
-	uint64_t v2 = 0x6c7967656e657261ULL ^ k0;
-	uint64_t v3 = 0x7465646279746573ULL ^ k1;
-	const uint8_t *p = data;
-	size_t left = len & 7;
-	uint64_t b = (uint64_t)len << 56;
-
-	for (const uint8_t *end = p + (len - left); p != end; p += 8) {
-		uint64_t mi = le64(p);
-		v3 ^= mi;
-		SIPROUND;
-		SIPROUND;
-		v0 ^= mi;
-	}
-	if (left > 0) {
-		uint8_t tail[8] = { 0 };
-
-		memcpy(tail, p, left);
-		b |= le64(tail);
-	}
-	v3 ^= b;
-	SIPROUND;
-	SIPROUND;
-	v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
-}
-
-uint64_t shm_siphash24(const uint8_t key[16], const void *data, size_t len)
-{
-	return siphash(le64(key), le64(key + 8), data, len);
-}
-
-/* ------------------------------------------------------------------ */
-/* Geometry                                                            */
 
 static uint64_t layout_words(unsigned kind, uint64_t count)
 {
@@ -576,7 +509,7 @@ struct shm_loc {
 
 static uint64_t key_hash(const struct shm *m, const char *key, size_t len)
 {
-	uint64_t h = siphash(m->k0, m->k1, key, len);
+	uint64_t h = rl_siphash24(&m->sip, key, len);
 
 	return h ? h : 1;       /* 0 marks an empty entry */
 }
@@ -2060,8 +1993,7 @@ static int attach_file(struct shm *m, int fd, const struct shm_config *c,
 			 &m->g, err, errcap) < 0)
 		return -1;
 	h = (const struct shm_header *)m->base;
-	m->k0 = le64(h->secret);
-	m->k1 = le64(h->secret + 8);
+	m->sip = rl_sipkey_of(h->secret);
 	return 0;
 }
 
@@ -2137,8 +2069,7 @@ int shm_store_open(const struct shm_config *c, struct rl_store *st,
 		}
 		if (init_file(m, fd, c, err, errcap) < 0)
 			goto done;
-		m->k0 = le64(((struct shm_header *)m->base)->secret);
-		m->k1 = le64(((struct shm_header *)m->base)->secret + 8);
+		m->sip = rl_sipkey_of(((struct shm_header *)m->base)->secret);
 	} else if (attach_file(m, fd, c, (uint64_t)sb.st_size, err,
 			       errcap) < 0) {
 		goto done;

@@ -194,9 +194,6 @@ unsigned shm_key_stripe(const struct shm *m, const char *key, size_t len);
 long shm_key_place(const struct shm *m, const char *key, size_t len,
 		   unsigned *stripe, unsigned *b1, unsigned *b2);
 
-/* SipHash-2-4 of data under a 128-bit key (little-endian bytes). */
-uint64_t shm_siphash24(const uint8_t key[16], const void *data, size_t len);
-
 /* Test hook: when not NULL, called with a stripe lock held, between writes
  * of a batch, so that a test can stop (and kill) a process there. */
 enum shm_hook {

@@ -2,16 +2,24 @@
  * memstore.c - the process-local store ("memory"): strategy state per key in
  * a hash table on this process's heap.
  *
- * The table is open addressing with linear probing over 128-byte slots, and
- * a slot is the whole entry: the key's 64-bit hash, its expiry, its state
- * and the key bytes themselves.  With 1,000,000 keys the table is far
- * larger than the caches, so a decision's cost is its cache misses; here a
- * decision that finds its key touches one slot, two adjacent cache lines
- * that the CPU fetches together, and allocates nothing.  What does not fit
- * a slot lives on the heap: the state of moving-window (count + 2 words)
- * and in-flight counters (1 + 2 * max words), and the tail of a key longer
- * than MEM_KEY_INLINE bytes.  Deletion shifts the following slots back, so
- * there are no tombstones.
+ * The table is open addressing with linear probing over 64-byte slots (one
+ * cache line each), and a slot is the whole entry: the key's identity, its
+ * expiry and its state.  With 1,000,000 keys the table is far larger than
+ * the caches, so a decision's cost is its cache misses; here a decision
+ * that finds its key at home touches one cache line and allocates nothing.
+ * What does not fit a slot lives on the heap: the state of moving-window
+ * (count + 2 words) and in-flight counters (1 + 2 * max words).  Deletion
+ * shifts the following slots back, so there are no tombstones.
+ *
+ * A key is known by its 128-bit SipHash-1-3 under the store's secret
+ * (memstore_secret; rl_siphash13_128): the first half picks the home slot,
+ * and both halves are compared; the key's text is not kept.  A slot of
+ * 128 bytes with the text in it cost ~20 ns more a decision at 1M keys
+ * (two lines from memory instead of one: bench_decide), and twice the
+ * memory; the hash costs ~5 ns more than the unkeyed one it replaced plus
+ * the text compare.  Two keys share a counter only when all 128 bits
+ * agree: by chance about n^2 / 2^129 for n live keys (1e-27 for a
+ * million), and clients who do not know the secret cannot aim at it.
  *
  * A key's state layout depends on its strategy and count, so a slot
  * remembers both and starts over from a fresh state when an op disagrees
@@ -37,11 +45,11 @@
  * an in-flight counter holding a live lease; when every candidate is such
  * the op fails with "store full".
  *
- * The hash is not keyed with a secret: the seed comes from the store's own
- * address, which varies with ASLR but is not secret.  Keys carry client
- * data, so a gateway exposed to hostile clients should keep max_keys
- * modest; a keyed hash would need a random source, which this pure library
- * does not read.
+ * The secret: this pure library reads no random source, so a new store's
+ * comes from its own address (varies with ASLR, but is not secret); the
+ * gateway gives every store it makes 16 random bytes (memstore_secret)
+ * before its first key, so that clients can neither aim keys at one probe
+ * sequence (hash flooding) nor at one identity.
  *
  * A probe op (rl_store_op.probe) is checked with its batch but never
  * written: no slot is created for it, and RL_HIT neither consumes nor
@@ -65,31 +73,31 @@
 #define MEM_MIN_CAP 64          /* slots in a new table */
 #define MEM_BATCH_STACK 16      /* ops per batch handled without malloc */
 #define MEM_INLINE_WORDS 3      /* state words kept in the slot */
-#define MEM_KEY_INLINE 72       /* key bytes kept in the slot */
 /* memstore_evict_lru: the victim is chosen among the used slots from the
  * new key's home on, MEM_EVICT_CANDIDATES of them (or MEM_EVICT_SCAN slots
  * looked at, used or not) */
 #define MEM_EVICT_CANDIDATES 16
 #define MEM_EVICT_SCAN 4096
-/* A longer key keeps its first MEM_KEY_HEAD bytes in the slot and the
- * rest on the heap, pointed to from the last 8 bytes of the key area. */
-#define MEM_KEY_HEAD (MEM_KEY_INLINE - sizeof(char *))
+/* A key's identity: its 128-bit keyed hash (the top of the file). */
+struct mem_id {
+	uint64_t hash;          /* picks the home slot */
+	uint64_t check;
+};
 
 struct mem_slot {
-	uint64_t hash;
+	uint64_t hash;          /* the key's mem_id */
+	uint64_t check;
 	int64_t expiry;         /* ms: state is fresh again from then */
 	uint64_t w[MEM_INLINE_WORDS]; /* state, or w[0] = heap state */
 	uint32_t count;         /* limit count or in-flight max (layout) */
-	uint16_t key_len;
+	uint32_t stamp;         /* the store's clock at its last hit (LRU) */
 	uint8_t kind;           /* enum rl_strategy or MEM_INFLIGHT */
 	uint8_t used;           /* 0: empty slot */
-	uint32_t stamp;         /* the store's clock at its last hit (LRU) */
 	uint8_t limiting;       /* its last hit was denied */
-	uint8_t pad[3];
-	char key[MEM_KEY_INLINE];
+	uint8_t pad[5];
 };
 
-_Static_assert(sizeof(struct mem_slot) == 128, "a slot is two cache lines");
+_Static_assert(sizeof(struct mem_slot) == 64, "a slot is one cache line");
 
 struct memstore {
 	struct mem_slot *slots;
@@ -97,8 +105,8 @@ struct memstore {
 	size_t max_cap;         /* slots at which the table stops growing */
 	size_t count;           /* keys held */
 	size_t max_keys;
-	size_t heap_bytes;      /* heap states and key tails, approximately */
-	uint64_t seed;
+	size_t heap_bytes;      /* heap states, approximately */
+	struct rl_sipkey secret;
 	uint64_t last_lease;    /* lease ids are 1, 2, 3... */
 	/* No slot expires before this (ms); INT64_MAX when empty.  Lowered on
 	 * every write, recomputed by a sweep. */
@@ -151,23 +159,9 @@ static uint64_t *slot_state(struct mem_slot *s)
 	return layout_inline(s->kind) ? s->w : heap_state(s);
 }
 
-static char *key_tail(const struct mem_slot *s)
+static int slot_is(const struct mem_slot *s, struct mem_id id)
 {
-	char *p;
-
-	memcpy(&p, s->key + MEM_KEY_HEAD, sizeof(p));
-	return p;
-}
-
-static int slot_key_eq(const struct mem_slot *s, const char *key, size_t len)
-{
-	if (s->key_len != len)
-		return 0;
-	if (len <= MEM_KEY_INLINE)
-		return len == 0 || memcmp(s->key, key, len) == 0;
-	return memcmp(s->key, key, MEM_KEY_HEAD) == 0 &&
-	       memcmp(key_tail(s), key + MEM_KEY_HEAD,
-		      len - MEM_KEY_HEAD) == 0;
+	return s->hash == id.hash && s->check == id.check;
 }
 
 /* Gives s a fresh state of layout (kind, count), allocating a heap state
@@ -205,10 +199,6 @@ static void slot_free_heap(struct memstore *m, struct mem_slot *s)
 					   sizeof(uint64_t));
 		free(heap_state(s));
 	}
-	if (s->key_len > MEM_KEY_INLINE) {
-		m->heap_bytes -= heap_size(s->key_len - MEM_KEY_HEAD);
-		free(key_tail(s));
-	}
 }
 
 /* A hit written to s: its place in the LRU order, and whether it was
@@ -240,34 +230,16 @@ static int64_t inflight_expiry(const uint64_t *st, uint64_t max)
 /* ------------------------------------------------------------------ */
 /* Hash table                                                          */
 
-/* Eight bytes at a time, then the splitmix finaliser.  Fast for the
- * 30-100 byte keys the engine builds; not a defence against chosen keys
- * (see the top of the file). */
-static uint64_t key_hash(const struct memstore *m, const char *key, size_t len)
+static struct mem_id key_id(const struct memstore *m, const char *key,
+			    size_t len)
 {
-	uint64_t h = m->seed ^ (len * 0x9e3779b97f4a7c15ULL);
-	uint64_t w;
+	uint64_t h[2];
+	struct mem_id id;
 
-	if (len >= 8) {
-		/* whole words, then the last eight bytes (overlapping the
-		 * last word read: no variable-length copy) */
-		const char *last = key + len - 8;
-
-		while (key < last) {
-			memcpy(&w, key, 8);
-			h = (h ^ (w * 0xff51afd7ed558ccdULL)) *
-			    0xc4ceb9fe1a85ec53ULL;
-			h ^= h >> 29;
-			key += 8;
-		}
-		memcpy(&w, last, 8);
-	} else {
-		w = 0;
-		for (size_t i = 0; i < len; i++)
-			w |= (uint64_t)(unsigned char)key[i] << (8 * i);
-	}
-	h = (h ^ (w * 0xff51afd7ed558ccdULL)) * 0xc4ceb9fe1a85ec53ULL;
-	return rl_mix64(h);
+	rl_siphash13_128(&m->secret, key, len, h);
+	id.hash = h[0];
+	id.check = h[1];
+	return id;
 }
 
 /* The slot a hash probes first: the high bits scaled to the capacity, so
@@ -282,33 +254,28 @@ static size_t next_of(size_t i, size_t cap)
 	return i + 1 == cap ? 0 : i + 1;
 }
 
-/* Asks for the four cache lines of slots home and home + 1 at once.  At a
- * load near 1/2 a key is found past its home slot about half of the time
- * (linear probing: 1.5 slots per successful search), and the key's bytes
- * reach into a slot's second line: fetched one after the other, as the
- * loop below reads them, those are up to four dependent trips to memory;
- * asked for together they cost about one (bench_decide, 1M keys:
- * 330-355 ns a decision before, 265-280 after). */
+/* Asks for slot home and home + 1 at once.  At a load near 1/2 a key is
+ * found past its home slot about a third of the time (linear probing: 1.5
+ * slots per successful search); fetched one after the other, as the loop
+ * below reads them, those are two dependent trips to memory, asked for
+ * together about one.  A batch asks for every key's slots before it reads
+ * the first. */
 static void table_prefetch(const struct memstore *m, size_t home)
 {
-	const char *p = (const char *)&m->slots[home];
-
-	__builtin_prefetch(p + 64);
-	__builtin_prefetch(p + sizeof(struct mem_slot));
-	__builtin_prefetch(p + sizeof(struct mem_slot) + 64);
+	__builtin_prefetch(&m->slots[home]);
+	__builtin_prefetch(&m->slots[home + 1]);
 }
 
-static struct mem_slot *table_find(const struct memstore *m, const char *key,
-				   size_t len, uint64_t h)
+static struct mem_slot *table_find(const struct memstore *m, struct mem_id id)
 {
-	size_t home = home_of(h, m->cap);
+	size_t home = home_of(id.hash, m->cap);
 
 	table_prefetch(m, home);
 	for (size_t i = home;; i = next_of(i, m->cap)) {
 		struct mem_slot *s = &m->slots[i];
 		if (!s->used)
 			return NULL;
-		if (s->hash == h && slot_key_eq(s, key, len))
+		if (slot_is(s, id))
 			return s;
 	}
 }
@@ -329,7 +296,7 @@ static struct mem_slot *slots_alloc(size_t cap)
 	/* one slot more than cap, never used: table_prefetch asks for slot
 	 * home + 1 without a test for the end (a test there cost ~20 ns a
 	 * decision in bench_decide, 1M keys) */
-	struct mem_slot *s = aligned_alloc(128, (cap + 1) * sizeof(*s));
+	struct mem_slot *s = aligned_alloc(64, (cap + 1) * sizeof(*s));
 
 	if (s)
 		memset(s, 0, (cap + 1) * sizeof(*s));
@@ -413,12 +380,12 @@ static void table_sweep(struct memstore *m, int64_t now_ms)
 }
 
 /* memstore_evict_lru: drops one slot among the candidates from near's
- * home on (see the top of the file), never one whose hash is in keep[0..n).
- * Returns 0, or -1 when no candidate may go. */
-static int table_evict(struct memstore *m, uint64_t near, const uint64_t *keep,
-		       size_t nkeep, int64_t now_ms)
+ * home on (see the top of the file), never a key of keep[0..n).  Returns 0,
+ * or -1 when no candidate may go. */
+static int table_evict(struct memstore *m, struct mem_id near,
+		       const struct mem_id *keep, size_t nkeep, int64_t now_ms)
 {
-	size_t i = home_of(near, m->cap), best = SIZE_MAX;
+	size_t i = home_of(near.hash, m->cap), best = SIZE_MAX;
 	int best_class = 3;
 	uint64_t best_rank = 0;
 
@@ -433,7 +400,7 @@ static int table_evict(struct memstore *m, uint64_t near, const uint64_t *keep,
 		if (!c->used)
 			continue;
 		seen++;
-		for (k = 0; k < nkeep && keep[k] != c->hash; k++)
+		for (k = 0; k < nkeep && !slot_is(c, keep[k]); k++)
 			;
 		if (k < nkeep)
 			continue;
@@ -481,7 +448,7 @@ static int store_full(const struct memstore *m, struct rl_diag *err,
  * then grows the table.  Slot pointers taken before are invalid.  Returns
  * 0, or -1 with err set. */
 static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
-			 struct rl_diag *err, const uint64_t *keep,
+			 struct rl_diag *err, const struct mem_id *keep,
 			 size_t nkeep)
 {
 	/* The expired anywhere go first, by a sweep; when evicting, at most
@@ -517,40 +484,21 @@ static int table_reserve(struct memstore *m, size_t need, int64_t now_ms,
  * A new slot's expiry (0) is not folded into min_expiry: every caller
  * sets the real expiry once its op ran, or lowers min_expiry to 0 when it
  * fails before that. */
-static struct mem_slot *table_get(struct memstore *m, const char *key,
-				  size_t len, uint64_t h, unsigned kind,
-				  uint64_t count)
+static struct mem_slot *table_get(struct memstore *m, struct mem_id id,
+				  unsigned kind, uint64_t count)
 {
-	struct mem_slot *s = table_find(m, key, len, h);
-	char *tail = NULL;
+	struct mem_slot *s = table_find(m, id);
 
 	if (s)
 		return s;
-	s = table_free_slot(m->slots, m->cap, h);
-	if (len > MEM_KEY_INLINE) {
-		tail = malloc(len - MEM_KEY_HEAD);
-		if (!tail)
-			return NULL;
-		memcpy(tail, key + MEM_KEY_HEAD, len - MEM_KEY_HEAD);
-		m->heap_bytes += heap_size(len - MEM_KEY_HEAD);
-	}
+	s = table_free_slot(m->slots, m->cap, id.hash);
 	memset(s, 0, sizeof(*s));
 	if (slot_set_layout(m, s, kind, count) < 0) {
-		if (tail) {
-			m->heap_bytes -= heap_size(len - MEM_KEY_HEAD);
-			free(tail);
-		}
 		memset(s, 0, sizeof(*s));
 		return NULL;
 	}
-	s->hash = h;
-	s->key_len = (uint16_t)len;
-	if (tail) {
-		memcpy(s->key, key, MEM_KEY_HEAD);
-		memcpy(s->key + MEM_KEY_HEAD, &tail, sizeof(tail));
-	} else if (len) {
-		memcpy(s->key, key, len);
-	}
+	s->hash = id.hash;
+	s->check = id.check;
 	s->used = 1;
 	m->count++;
 	m->added++;
@@ -704,18 +652,17 @@ static int apply_one(struct memstore *m, struct rl_store_op *op,
 		     enum rl_mode mode, int64_t now_ms, struct rl_diag *err)
 {
 	const struct rl_step *p = &op->step;
-	uint64_t h = key_hash(m, op->key, op->key_len);
-	struct mem_slot *s = table_find(m, op->key, op->key_len, h);
+	struct mem_id id = key_id(m, op->key, op->key_len);
+	struct mem_slot *s = table_find(m, id);
 
 	if (mode != RL_HIT || op->probe) {
 		rl_strategy_check(p, state_for_check(s, p), now_ms, &op->v);
 		return 0;
 	}
 	if (!s) {
-		if (table_reserve(m, 1, now_ms, err, &h, 1) < 0)
+		if (table_reserve(m, 1, now_ms, err, &id, 1) < 0)
 			return -1;
-		s = table_get(m, op->key, op->key_len, h, p->strategy,
-			      p->count);
+		s = table_get(m, id, p->strategy, p->count);
 		if (!s)
 			return fail_oom(m, err);
 	} else if (slot_fit(m, s, p->strategy, p->count) < 0) {
@@ -730,7 +677,7 @@ static int apply_one(struct memstore *m, struct rl_store_op *op,
 
 static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		      enum rl_mode mode, int64_t now_ms, struct rl_diag *err,
-		      struct mem_slot **slots, uint64_t *hashes)
+		      struct mem_slot **slots, struct mem_id *ids)
 {
 	size_t missing = 0;
 	int dup = 0;
@@ -738,8 +685,8 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 	/* every key's slots on their way from memory before the first is
 	 * read: a batch's misses overlap instead of adding up */
 	for (size_t i = 0; i < n; i++) {
-		hashes[i] = key_hash(m, ops[i].key, ops[i].key_len);
-		table_prefetch(m, home_of(hashes[i], m->cap));
+		ids[i] = key_id(m, ops[i].key, ops[i].key_len);
+		table_prefetch(m, home_of(ids[i].hash, m->cap));
 	}
 	for (size_t i = 0; i < n; i++) {
 		int counted = 0;        /* an earlier op brings this key */
@@ -754,8 +701,7 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 			}
 			dup = 1;
 		}
-		slots[i] = table_find(m, ops[i].key, ops[i].key_len,
-				      hashes[i]);
+		slots[i] = table_find(m, ids[i]);
 		missing += !slots[i] && !ops[i].probe && !counted;
 	}
 
@@ -764,14 +710,13 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		 * layout resets); none of them moves a slot found after.
 		 * Probes get no slot: they are looked up again at the end. */
 		if (missing &&
-		    table_reserve(m, missing, now_ms, err, hashes, n) < 0)
+		    table_reserve(m, missing, now_ms, err, ids, n) < 0)
 			return -1;
 		for (size_t i = 0; i < n; i++) {
 			const struct rl_step *p = &ops[i].step;
 			if (ops[i].probe)
 				continue;
-			slots[i] = table_get(m, ops[i].key, ops[i].key_len,
-					     hashes[i], p->strategy, p->count);
+			slots[i] = table_get(m, ids[i], p->strategy, p->count);
 			if (!slots[i])
 				return fail_oom(m, err);
 		}
@@ -786,8 +731,7 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 		}
 		for (size_t i = 0; i < n; i++)
 			if (ops[i].probe)
-				slots[i] = table_find(m, ops[i].key,
-						      ops[i].key_len, hashes[i]);
+				slots[i] = table_find(m, ids[i]);
 	}
 
 	if (dup) {
@@ -809,7 +753,7 @@ static int mem_apply(void *impl, struct rl_store_op *ops, size_t n,
 		     enum rl_mode mode, int64_t now_ms, struct rl_diag *err)
 {
 	struct mem_slot *slots_stack[MEM_BATCH_STACK], **slots = slots_stack;
-	uint64_t hashes_stack[MEM_BATCH_STACK], *hashes = hashes_stack;
+	struct mem_id ids_stack[MEM_BATCH_STACK], *ids = ids_stack;
 	int rc;
 
 	for (size_t i = 0; i < n; i++)
@@ -819,18 +763,18 @@ static int mem_apply(void *impl, struct rl_store_op *ops, size_t n,
 		return apply_one(impl, ops, mode, now_ms, err);
 	if (n > MEM_BATCH_STACK) {
 		slots = malloc(n * sizeof(*slots));
-		hashes = malloc(n * sizeof(*hashes));
-		if (!slots || !hashes) {
+		ids = malloc(n * sizeof(*ids));
+		if (!slots || !ids) {
 			free(slots);
-			free(hashes);
+			free(ids);
 			set_err(err, "out of memory");
 			return -1;
 		}
 	}
-	rc = apply_many(impl, ops, n, mode, now_ms, err, slots, hashes);
+	rc = apply_many(impl, ops, n, mode, now_ms, err, slots, ids);
 	if (slots != slots_stack) {
 		free(slots);
-		free(hashes);
+		free(ids);
 	}
 	return rc;
 }
@@ -843,7 +787,8 @@ static int mem_acquire(void *impl, const char *key, size_t key_len,
 		       uint64_t *lease_id, uint64_t *held, struct rl_diag *err)
 {
 	struct memstore *m = impl;
-	uint64_t h, n, *st;
+	uint64_t n, *st;
+	struct mem_id id;
 	struct mem_slot *s;
 	int got;
 
@@ -855,12 +800,12 @@ static int mem_acquire(void *impl, const char *key, size_t key_len,
 		set_err(err, "in-flight maximum above RL_INFLIGHT_MAX");
 		return -1;
 	}
-	h = key_hash(m, key, key_len);
-	s = table_find(m, key, key_len, h);
+	id = key_id(m, key, key_len);
+	s = table_find(m, id);
 	if (!s) {
-		if (table_reserve(m, 1, now_ms, err, &h, 1) < 0)
+		if (table_reserve(m, 1, now_ms, err, &id, 1) < 0)
 			return -1;
-		s = table_get(m, key, key_len, h, MEM_INFLIGHT, max);
+		s = table_get(m, id, MEM_INFLIGHT, max);
 		if (!s)
 			return fail_oom(m, err);
 	} else if (slot_fit(m, s, MEM_INFLIGHT, max) < 0) {
@@ -883,12 +828,11 @@ static int mem_release(void *impl, const char *key, size_t key_len,
 		       uint64_t lease_id, int64_t now_ms, struct rl_diag *err)
 {
 	struct memstore *m = impl;
-	uint64_t h, n, *st;
+	uint64_t n, *st;
 	struct mem_slot *s;
 
 	(void)err;
-	h = key_hash(m, key, key_len);
-	s = table_find(m, key, key_len, h);
+	s = table_find(m, key_id(m, key, key_len));
 	if (!s || s->kind != MEM_INFLIGHT)
 		return 0;
 	st = slot_state(s);
@@ -937,14 +881,25 @@ int memstore_new(size_t max_keys, struct rl_store *st)
 	if (!m->slots)
 		goto fail;
 	m->min_expiry = INT64_MAX;
-	m->seed = rl_mix64((uint64_t)(uintptr_t)m ^
-			((uint64_t)(uintptr_t)&memstore_ops << 17));
+	m->secret.k0 = rl_mix64((uint64_t)(uintptr_t)m ^
+				((uint64_t)(uintptr_t)&memstore_ops << 17));
+	m->secret.k1 = rl_mix64(m->secret.k0 ^ (uint64_t)(uintptr_t)m->slots);
 	st->ops = &memstore_ops;
 	st->impl = m;
 	return 0;
 fail:
 	free(m);
 	return -1;
+}
+
+int memstore_secret(struct rl_store *st, const uint8_t secret[16])
+{
+	struct memstore *m = st->impl;
+
+	if (m->count > 0)
+		return -1;      /* its keys were placed under the old one */
+	m->secret = rl_sipkey_of(secret);
+	return 0;
 }
 
 void memstore_evict_lru(struct rl_store *st)

@@ -260,6 +260,11 @@ int rl_store_op_valid(const struct rl_store_op *op, struct rl_diag *err);
  * apply fails (-1, "store full") rather than forget a live counter.
  * Returns 0 and fills *st, or -1 (out of memory). */
 int memstore_new(size_t max_keys, struct rl_store *st);
+/* Makes secret (16 bytes, random) the store's hash secret, so that
+ * clients cannot aim keys at one slot or one identity (see
+ * rules/memstore.c).  Only on an empty store: -1 once it holds a key.
+ * Without it a store's secret comes from its address (not secret). */
+int memstore_secret(struct rl_store *st, const uint8_t secret[16]);
 /* From now on a new key that does not fit evicts an old one (the expired
  * first, then the least recently hit; see rules/memstore.c) instead of
  * failing with "store full": for a gateway, where one client inventing
@@ -781,6 +786,24 @@ void rl_trim(const char **s, size_t *len);
 uint64_t rl_fnv1a(const char *s, size_t len);
 /* splitmix64's finaliser: spreads the bits of x. */
 uint64_t rl_mix64(uint64_t x);
+/* SipHash (Aumasson and Bernstein) under a 128-bit secret: the stores'
+ * keyed hash, so that clients cannot choose keys that collide.  A key is
+ * made from 16 bytes read as two little-endian words.  rl_siphash24 is
+ * SipHash-2-4 with a 64-bit output (the shared-memory store, the Redis
+ * store's cache); the _128 forms give the 128-bit output variant in
+ * out[0] (first 8 bytes of the tag, little-endian) and out[1];
+ * rl_siphash13_128 does 1 compression and 3 finalisation rounds (the
+ * memory store, where it is on every decision's path; SipHash-1-3 is
+ * what Rust's and Python's hash tables use against hash flooding). */
+struct rl_sipkey {
+	uint64_t k0, k1;
+};
+struct rl_sipkey rl_sipkey_of(const uint8_t key[16]);
+uint64_t rl_siphash24(const struct rl_sipkey *k, const void *data, size_t len);
+void rl_siphash24_128(const struct rl_sipkey *k, const void *data, size_t len,
+		      uint64_t out[2]);
+void rl_siphash13_128(const struct rl_sipkey *k, const void *data, size_t len,
+		      uint64_t out[2]);
 
 /* Seconds for Retry-After: retry_ms rounded up, never 0. */
 int64_t rl_retry_seconds(int64_t retry_ms);

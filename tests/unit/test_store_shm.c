@@ -99,28 +99,6 @@ static struct shm_stats stats(struct rl_store *st)
 
 /* ------------------------------------------------------------------ */
 
-Test(shm, siphash_reference_vectors)
-{
-	/* Aumasson and Bernstein's vectors: key 00..0f, message 00..n-1. */
-	static const struct {
-		size_t n;
-		uint64_t h;
-	} v[] = {
-		{ 0, 0x726fdb47dd0e0e31ULL }, { 1, 0x74f839c593dc67fdULL },
-		{ 7, 0xab0200f58b01d137ULL }, { 8, 0x93f5f5799a932462ULL },
-		{ 15, 0xa129ca6149be45e5ULL }, { 63, 0x958a324ceb064572ULL },
-	};
-	uint8_t key[16], msg[64];
-
-	for (int i = 0; i < 16; i++)
-		key[i] = (uint8_t)i;
-	for (int i = 0; i < 64; i++)
-		msg[i] = (uint8_t)i;
-	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-		cr_expect_eq(shm_siphash24(key, msg, v[i].n), v[i].h,
-			     "length %zu", v[i].n);
-}
-
 static int vec_n;
 
 static int make_shm(struct rl_store *st, void *ctx)
