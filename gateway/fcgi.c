@@ -578,6 +578,7 @@ struct worker {
 	int64_t timeout_ms;     /* client-timeout, as set on the connection */
 	enum stall stalled;
 	uint64_t body_got;      /* body bytes read from the web server */
+	uint64_t body_len;      /* the body's CONTENT_LENGTH; 0: none given */
 	char *pre;              /* a prefetched body (FCGI_BODY_PREFETCH) */
 	size_t pre_len, pre_pos;
 	char peek[FCGI_HEAD_PEEK]; /* head_ready's look at the connection */
@@ -906,7 +907,11 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 /* The web server's connection while the application works: once the body
  * is read, the only bytes it can send are an FCGI_ABORT_REQUEST (type 2;
  * Apache and nginx send it, or close, when their client disconnects) or
- * nothing but a hang-up; lighttpd closes the connection. */
+ * nothing but a hang-up; lighttpd closes the connection.  And, for a body
+ * of known length, the empty FCGI_STDIN record that ends it: the back ends
+ * stop reading at CONTENT_LENGTH bytes, so that record is still to come
+ * when the web server sends it after the body (late, or in a write of its
+ * own). */
 static int
 client_watch(void *ctx)
 {
@@ -915,18 +920,39 @@ client_watch(void *ctx)
 	return w->req.ipcFd;
 }
 
-static int
+/* The late end of a body of known length is taken off the connection here,
+ * exactly its bytes (header and padding), so that the watch goes on and
+ * sees a hang-up or an FCGI_ABORT_REQUEST after it; before, it counted as
+ * "something else", the watch ended, and a web server that hung up then
+ * left the application running to upstream-timeout.  Read with recv, not
+ * through libfcgi, whose stream would read on into its buffer and swallow
+ * an FCGI_ABORT_REQUEST behind the record; nothing reads this request's
+ * input through libfcgi afterwards (FCGX_Finish_r does not drain it), and
+ * a kept connection's next request starts at the record that follows. */
+static enum proxy_watch
 client_aborted(void *ctx)
 {
 	struct worker *w = ctx;
-	unsigned char h[8];
+	unsigned char h[8], pad[255];
 	ssize_t n = recv(w->req.ipcFd, h, sizeof(h), MSG_PEEK | MSG_DONTWAIT);
 
 	if (n == 0)
-		return 1;               /* hung up */
+		return PROXY_WATCH_GONE;        /* hung up */
 	if (n < 0)
-		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-	return n >= 2 && h[1] == FCGI_ABORT_REQUEST;
+		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR ?
+		       PROXY_WATCH_GONE : PROXY_WATCH_OTHER;
+	if (n >= 2 && h[1] == FCGI_ABORT_REQUEST)
+		return PROXY_WATCH_GONE;
+	if (n < (ssize_t)sizeof(h) || h[0] != FCGI_VERSION_1 || h[1] != FCGI_STDIN ||
+	    ((int)h[2] << 8 | h[3]) != w->req.requestId || h[4] != 0 || h[5] != 0 ||
+	    w->body_len == 0 || w->body_got < w->body_len)
+		return PROXY_WATCH_OTHER;
+	/* the whole record, its padding included: waits at most
+	 * client-timeout (SO_RCVTIMEO) for padding still on its way */
+	if (recv(w->req.ipcFd, h, sizeof(h), MSG_WAITALL) != (ssize_t)sizeof(h) ||
+	    (h[6] > 0 && recv(w->req.ipcFd, pad, h[6], MSG_WAITALL) != (ssize_t)h[6]))
+		return PROXY_WATCH_GONE;        /* hung up or stalled inside it */
+	return PROXY_WATCH_AGAIN;
 }
 
 /* The web server's side of a proxied request: libfcgi's streams, the
@@ -1153,6 +1179,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 				   .write = client_write, .watch = client_watch,
 				   .aborted = client_aborted };
 	struct proxy_result res;
+	w->body_len = spec.content_length;
 	int called = prefetch_body(w, &spec) == 0;
 	if (called) {
 		atomic_fetch_add(&srv->stats.inflight, 1);
@@ -1209,6 +1236,7 @@ serve_one(struct worker *w)
 
 	w->stalled = STALL_NONE;
 	w->body_got = 0;
+	w->body_len = 0;
 	w->pre_len = w->pre_pos = 0;
 	/* libfcgi puts its own FCGI_ROLE first (Apache sends a second one). */
 	const char *role = FCGX_GetParam("FCGI_ROLE", w->req.envp);

@@ -56,8 +56,14 @@ proxy_watch_fd(const struct proxy_client *c, int body_done)
 int
 proxy_gave_up(struct proxy_client *c)
 {
-	if (c->aborted(c->ctx))
+	switch (c->aborted(c->ctx)) {
+	case PROXY_WATCH_GONE:
 		return 1;
+	case PROXY_WATCH_AGAIN:
+		return 0;
+	case PROXY_WATCH_OTHER:
+		break;
+	}
 	c->unwatched = 1;
 	return 0;
 }

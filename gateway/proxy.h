@@ -33,6 +33,16 @@
 #include "respond.h"
 #include "rules.h"
 
+/* What the bytes on a watched web-server connection were (see
+ * proxy_client.aborted). */
+enum proxy_watch {
+	PROXY_WATCH_OTHER = 0,  /* something else: stop watching */
+	PROXY_WATCH_GONE,       /* the web server gave up on the request */
+	PROXY_WATCH_AGAIN,      /* the record that ends the request body,
+				   sent after its last byte, now taken off
+				   the connection: go on watching */
+};
+
 /* The web server's side of one proxied request. */
 struct proxy_client {
 	void *ctx;
@@ -45,13 +55,14 @@ struct proxy_client {
 	/* Optional (NULL: the back end does not watch).  Once the whole body
 	 * has been read, the back end polls watch()'s fd (-1: none), which
 	 * becomes readable when the web server gives up on the request; then
-	 * aborted() says 1 when it did (it aborted the request or closed the
-	 * connection: the back end stops the application at once, as for a
-	 * client gone, instead of running it to the end or to the timeout),
-	 * or 0 when the readable bytes are something else (the fd is then no
-	 * longer watched). */
+	 * aborted() says PROXY_WATCH_GONE when it did (it aborted the request
+	 * or closed the connection: the back end stops the application at
+	 * once, as for a client gone, instead of running it to the end or to
+	 * the timeout), PROXY_WATCH_AGAIN when the bytes were the late end of
+	 * the body, taken (the fd is watched on), or PROXY_WATCH_OTHER when
+	 * they are something else (the fd is then no longer watched). */
 	int (*watch)(void *ctx);
-	int (*aborted)(void *ctx);
+	enum proxy_watch (*aborted)(void *ctx);
 	int unwatched;          /* set by proxy_gave_up; 0 at the start */
 };
 
@@ -70,8 +81,9 @@ int proxy_write(struct proxy_client *c, const char *buf, size_t len,
 int proxy_watch_fd(const struct proxy_client *c, int body_done);
 
 /* proxy_watch_fd's fd was readable: 1 when the web server gave up (stop
- * the application, as for a client gone); 0 when the bytes are something
- * else, and the fd is not watched any more. */
+ * the application, as for a client gone); 0 when it did not: the late end
+ * of the body was taken and the fd is still watched, or the bytes are
+ * something else and it is not watched any more. */
 int proxy_gave_up(struct proxy_client *c);
 
 /* How one request is proxied; the same for both back ends. */

@@ -19,7 +19,10 @@
  *     timer does not run while the web server is waited for;
  *   - 4 answers nobody reads free their workers after client-timeout;
  *   - params cut by a hang-up or an FCGI_ABORT_REQUEST are client-gone,
- *     not bad requests.
+ *     not bad requests;
+ *   - a web server that sends the empty FCGI_STDIN record ending a body
+ *     late and then hangs up is client-gone at once, not the
+ *     application's timeout.
  */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
@@ -547,6 +550,53 @@ Test(slow, params_cut_short_are_no_bad_request)
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "client-timeout"), 0, "%s", logs());
 	/* and the next request is served */
 	a = request("GET", "/f", NULL, 5 * srv_slow());
+	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	free(a.out);
+}
+
+/* POST uri with a 3-byte body of known length, then, 200 ms later, the
+ * empty FCGI_STDIN record that ends it (a web server may send it late,
+ * after the last body byte), then a hang-up 100 ms after that. */
+static void
+late_end_then_hang_up(const char *uri)
+{
+	struct buf b = { 0 };
+	int fd = conn();
+
+	head(&b, "POST", uri, 3);
+	record(&b, 5, "abc", 3);
+	send_buf(fd, &b);
+	srv_sleep_ms(200);
+	record(&b, 5, NULL, 0);
+	send_buf(fd, &b);
+	srv_sleep_ms(100);
+	close(fd);
+}
+
+/* The late end of the body is taken off the connection and the watch
+ * goes on: the hang-up after it stops the application at once and is
+ * client-gone, for the FastCGI application and the CGI script, not an
+ * upstream-error when upstream-timeout runs out. */
+Test(slow, late_end_of_body_then_hang_up_is_client_gone)
+{
+	const char *log = srv_path("rategate.log");
+
+	late_end_then_hang_up("/f?sleep=5000");
+	cr_expect_eq(wait_log("event=client-gone", 1, 3), 1, "%s", logs());
+	srv_expect_in_file(log, "msg=\"POST /f from 127.0.0.1 -> fcgi+unix://");
+	srv_expect_in_file(log, "app.sock: no answer sent: the web server gave up on the request "
+			   "while the application was working on it\"");
+
+	late_end_then_hang_up("/cgi/x?hang");
+	cr_expect_eq(wait_log("event=client-gone", 2, 3), 2, "%s", logs());
+	srv_expect_in_file(log, "msg=\"POST /cgi/x from 127.0.0.1 -> cgi:");
+	srv_expect_in_file(log, "echo_cgi: no answer sent: the web server gave up on the request "
+			   "before the response head was sent\"");
+
+	cr_expect_eq(srv_count_in_file(log, "upstream-error"), 0, "%s", logs());
+	cr_expect_eq(srv_count_in_file(log, "timed out"), 0, "%s", logs());
+	/* and the workers are free again */
+	struct answer a = request("GET", "/f", NULL, 5 * srv_slow());
 	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
 	free(a.out);
 }

@@ -2,7 +2,8 @@
  * test_proxy.c - gateway/proxy.c, the response head parser: LF and CRLF
  * heads, the status from Status / Location / neither, every malformed kind
  * with its exact message, a head split across feeds at every byte
- * boundary, the PROXY_HEAD_MAX limit, and the exact bytes render writes.
+ * boundary, the PROXY_HEAD_MAX limit, the exact bytes render writes, and
+ * what proxy_gave_up makes of each answer of a client's aborted().
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -313,4 +314,50 @@ Test(proxy_head, reusable_after_free)
 	cr_assert_eq(h.status, 204);
 	proxy_head_free(&h);
 	proxy_head_free(&h);
+}
+
+/* ------------------------------------------------------------------ */
+/* Watching the web server's connection                                */
+
+static enum proxy_watch watch_answer;
+
+static int
+watch_fd(void *ctx)
+{
+	(void)ctx;
+	return 7;
+}
+
+static enum proxy_watch
+watch_aborted(void *ctx)
+{
+	(void)ctx;
+	return watch_answer;
+}
+
+/* Gone stops the application; the late end of the body, taken, keeps the
+ * fd watched; anything else ends the watch. */
+Test(proxy_watch, gave_up)
+{
+	static const struct {
+		enum proxy_watch answer;
+		int gave_up, fd_after;
+		int line;
+	} watches[] = {
+		{ PROXY_WATCH_GONE, 1, 7, __LINE__ },
+		{ PROXY_WATCH_AGAIN, 0, 7, __LINE__ },
+		{ PROXY_WATCH_OTHER, 0, -1, __LINE__ },
+	};
+
+	for (size_t i = 0; i < sizeof(watches) / sizeof(watches[0]); i++) {
+		struct proxy_client c = { .watch = watch_fd, .aborted = watch_aborted };
+		cr_expect_eq(proxy_watch_fd(&c, 0), -1, "line %d: watched before the body's end",
+			     watches[i].line);
+		cr_expect_eq(proxy_watch_fd(&c, 1), 7, "line %d", watches[i].line);
+		watch_answer = watches[i].answer;
+		cr_expect_eq(proxy_gave_up(&c), watches[i].gave_up, "line %d", watches[i].line);
+		cr_expect_eq(proxy_watch_fd(&c, 1), watches[i].fd_after, "line %d", watches[i].line);
+	}
+	struct proxy_client none = { 0 };
+	cr_expect_eq(proxy_watch_fd(&none, 1), -1, "no watch()");
 }
