@@ -81,7 +81,12 @@
  * gateway's client-timeout, and the deadline moves on by the time it took,
  * so a slow web server is never reported as a slow script.  When the
  * deadline passes, the script's process group gets SIGKILL (a child that
- * left the group with setsid escapes it).
+ * left the group with setsid escapes it).  The answer ends when the
+ * script's output closes, so a script that exits while another process
+ * (a child it left in the background) still holds its output open is
+ * ended by the deadline too, as Apache's mod_cgi would; res->error then
+ * says the script exited, with its status, and who kept the output open,
+ * not that it timed out.
  *
  * What the client gets:
  *   the script's head (re-rendered, with spec->extra_headers) and body, as
@@ -595,6 +600,23 @@ describe_exit(const struct run *r, char *buf, size_t cap)
 	return buf;
 }
 
+/* Whether the script has exited, seen without reaping it (WNOWAIT): its
+ * pid, and so its process group id, stay reserved for kill_script. */
+static int
+exited_unreaped(const struct run *r)
+{
+	siginfo_t si;
+
+	if (r->reaped)
+		return 1;
+	memset(&si, 0, sizeof(si));
+	while (waitid(P_PID, (id_t)r->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) {
+		if (errno != EINTR)
+			return 0;
+	}
+	return si.si_pid == r->pid;
+}
+
 static int
 exit_ok(const struct run *r)
 {
@@ -825,10 +847,28 @@ finish(struct run *r, enum end e)
 		}
 		break;
 	case END_TIMEOUT:
-		kill_and_reap(r);
-		snprintf(res->error, sizeof(res->error), "script timed out after %lld ms%s",
-			 (long long)spec->timeout_ms,
-			 res->head_sent ? "; response body cut short" : "");
+		if (exited_unreaped(r)) {
+			/* The script itself was done: another process holds its
+			 * output open (a child it left in the background), and
+			 * the answer could only end now (Apache waits the
+			 * same).  Say so, not "timed out". */
+			kill_and_reap(r);
+			if (res->head_sent)
+				snprintf(res->error, sizeof(res->error),
+					 "script %s, but another process (one it started?) kept its output open until the timeout (%lld ms): the response was ended there and its process group killed",
+					 describe_exit(r, how, sizeof(how)),
+					 (long long)spec->timeout_ms);
+			else
+				snprintf(res->error, sizeof(res->error),
+					 "script %s before its response head was complete, and another process (one it started?) kept its output open until the timeout (%lld ms): its process group was killed",
+					 describe_exit(r, how, sizeof(how)),
+					 (long long)spec->timeout_ms);
+		} else {
+			kill_and_reap(r);
+			snprintf(res->error, sizeof(res->error), "script timed out after %lld ms%s",
+				 (long long)spec->timeout_ms,
+				 res->head_sent ? "; response body cut short" : "");
+		}
 		if (!res->head_sent)
 			rc = send_error(r, 502);
 		break;

@@ -19,6 +19,10 @@
  *                    HTTP_X_PID_FILE set, first start a child that sleeps
  *                    too and write "SCRIPT_PID CHILD_PID\n" into that file
  *   hang-after-head  write the head and a little body, then sleep forever
+ *   background       first start a child that keeps stdout open and sleeps
+ *                    forever (HTTP_X_PID_FILE as for hang), then go on:
+ *                    the default answer and exit 0 (or exit=N);
+ *                    background=nohead: exit 0 without writing anything
  *   garbage          write something that is not a CGI head
  *   early            write the head and bigout bytes (default 1 MiB) of
  *                    body before reading anything; never read stdin
@@ -192,6 +196,19 @@ main(int argc, char **argv)
 			}
 		}
 		hang();
+	}
+	if (has(q, "background", &v)) {
+		pid_t child = fork();
+		if (child == 0)
+			hang();
+		const char *pf = getenv("HTTP_X_PID_FILE");
+		FILE *f = pf != NULL ? fopen(pf, "w") : NULL;
+		if (f != NULL) {
+			fprintf(f, "%ld %ld\n", (long)getpid(), (long)child);
+			fclose(f);
+		}
+		if (strcmp(v, "nohead") == 0)
+			return 0;
 	}
 	if (has(q, "garbage", NULL)) {
 		outs("this is not a CGI head\n\n");

@@ -554,6 +554,30 @@ Test(responder, cgi_crash_hang_garbage_are_502_without_zombies,
 	free(log);
 	expect_no_children();
 
+	/* a script that answers and exits 0, leaving a child in the
+	 * background that keeps its output open: the answer ends at
+	 * upstream-timeout (as behind Apache), the child is killed, and the
+	 * log says the script exited, not that it timed out */
+	snprintf(hdr, sizeof(hdr), "X-Pid-File: %s", srv_path("bg.pids"));
+	r = req("GET", "/cgi/x?background", hdr, NULL);
+	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	srv_expect_field(&r, "query", "background");
+	srv_resp_free(&r);
+	pids = srv_read(srv_path("bg.pids"));
+	cr_assert_not_null(pids, "the script wrote no pid file");
+	cr_assert_eq(sscanf(pids, "%ld %ld", &script, &child), 2, "%s", pids);
+	free(pids);
+	for (int i = 0; i < 100 && srv_alive((pid_t)child); i++)
+		srv_sleep_ms(20);
+	cr_expect(!srv_alive((pid_t)child), "the script's background child %ld survived", child);
+	log = rglog();
+	cr_expect_not_null(strstr(log, "answered 200: script exited with status 0, but another process "
+				  "(one it started?) kept its output open until the timeout (1000 ms): "
+				  "the response was ended there and its process group killed\"\n"),
+			   "%s", log);
+	free(log);
+	expect_no_children();
+
 	/* still serving, the same process */
 	r = req("GET", "/cgi/x?fine", NULL, NULL);
 	cr_expect_eq(r.status, 200);

@@ -884,6 +884,58 @@ Test(cgi, hang_after_head_times_out)
 	cr_expect_str_eq(resp_body(&m, NULL), "partial\n");
 }
 
+/* A script that answers and exits 0, leaving a child in the background
+ * that keeps its output open: the answer can only end at the timeout (as
+ * behind Apache), the whole process group is killed then, and the error
+ * says the script exited, not that it timed out.  Likewise before a head
+ * (502).  A background child left running is killed here, not leaked. */
+static void
+background(const char *query, int status, const char *error)
+{
+	struct proxy_spec s = spec_default();
+	struct proxy_result res;
+	struct mem m;
+	char pidfile[128], ph[160];
+	const char *extra[] = { ph, NULL };
+	long script = 0, child = 0;
+
+	snprintf(pidfile, sizeof(pidfile), "%s/pids", tmpdir);
+	snprintf(ph, sizeof(ph), "HTTP_X_PID_FILE=%s", pidfile);
+	unlink(pidfile);
+	s.timeout_ms = 1000;
+	mem_init(&m, NULL, 0);
+	cr_assert_eq(run(echo, query, extra, &s, &m, &res), 0, "%s", res.error);
+	cr_expect_eq(res.status, status, "%s", res.error);
+	cr_expect_str_eq(res.error, error);
+	FILE *f = fopen(pidfile, "r");
+	cr_assert_not_null(f, "the script wrote no pid file");
+	cr_assert_eq(fscanf(f, "%ld %ld", &script, &child), 2);
+	fclose(f);
+	int i;
+	for (i = 0; i < 200 && !dead(child); i++)
+		usleep(10000);
+	cr_expect(dead(child), "the script's child %ld still runs", child);
+	if (!dead(child))
+		kill((pid_t)child, SIGKILL);
+	if (status == 200)
+		cr_expect_field(&m, "query", query);
+	else
+		cr_expect_str_eq(m.out, bad_gateway);
+	free(m.out);
+}
+
+Test(cgi, background_child_keeping_the_output_open)
+{
+	background("background", 200,
+		   "script exited with status 0, but another process (one it started?) kept its "
+		   "output open until the timeout (1000 ms): the response was ended there and its "
+		   "process group killed");
+	background("background=nohead", 502,
+		   "script exited with status 0 before its response head was complete, and another "
+		   "process (one it started?) kept its output open until the timeout (1000 ms): "
+		   "its process group was killed");
+}
+
 Test(cgi, exit_status_noted)
 {
 	struct proxy_spec s = spec_default();
