@@ -5,7 +5,8 @@
  * The head is collected whole (at most PROXY_HEAD_MAX bytes) before
  * anything reaches the client, so a malformed head becomes our 502 instead
  * of half an answer.  Lines are checked as they complete; the status comes
- * from Status, else Location (302), else 200.
+ * from Status (200..599: a 1xx is malformed), else Location (302), else
+ * 200.
  */
 #include "config.h"
 
@@ -161,7 +162,15 @@ check_line(struct proxy_head *h, const char *s, size_t len, int *seen,
 			code = code * 10 + (v[k++] - '0');
 		if (k != 3 || code < 100 || code > 599 ||
 		    (k < vl && v[k] != ' ')) {
-			snprintf(msg, cap, "malformed Status header \"%s\" (expected a code from 100 to 599)",
+			snprintf(msg, cap, "malformed Status header \"%s\" (expected a code from 200 to 599)",
+				 quote(v, vl, q));
+			return -1;
+		}
+		/* A 1xx is an interim response: CGI has no way to send one
+		 * before the answer, and passed on as the final status it
+		 * would leave the client waiting for the real one. */
+		if (code < 200) {
+			snprintf(msg, cap, "malformed Status header \"%s\" (an interim 1xx status; expected a final code from 200 to 599)",
 				 quote(v, vl, q));
 			return -1;
 		}

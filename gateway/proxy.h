@@ -130,8 +130,9 @@ struct proxy_result {
  * the head ends at the first empty line.  Each line is "Name: value" with a
  * token name; obsolete line folding, a line without a colon, a NUL or a bare
  * CR inside a line is malformed.  The status is the Status header's
- * ("Status: 404" or "Status: 404 Not Found", 100..599), else 302 with a
- * Location header, else 200.  A head with none of Status, Location and
+ * ("Status: 404" or "Status: 404 Not Found", 200..599: a 1xx interim
+ * status is malformed, it is no final answer), else 302 with a Location
+ * header, else 200.  A head with none of Status, Location and
  * Content-Type is malformed (RFC 3875 requires one). */
 struct proxy_head {
 	char *buf;              /* the head's bytes so far (owned) */

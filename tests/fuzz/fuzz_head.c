@@ -9,7 +9,7 @@
  *     answer, and for a complete head the same bytes used, status and
  *     reason, and the same rendered head;
  *   - "needs more" takes every byte given, a complete head uses no more
- *     than it was given, its status is 100..599;
+ *     than it was given, its status is 200..599 (a 1xx is malformed);
  *   - the rendered head starts with "Status: ", every line ends in CRLF,
  *     there is no other CR or LF and no NUL, it ends with an empty line,
  *     and every other line is "Name: value" with a token name: whatever the
@@ -91,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (u1 != u2 || whole.status != pieces.status ||
 		    strcmp(whole.reason, pieces.reason) != 0)
 			abort();
-		if (whole.status < 100 || whole.status > 599)
+		if (whole.status < 200 || whole.status > 599)
 			abort();
 		respond_buf_init(&b1);
 		respond_buf_init(&b2);

@@ -11,7 +11,7 @@
  * always gets a head (the application's, or our 502) that starts with
  * "Status: ", is made of "Name: value" lines ending in CRLF without any
  * other CR, LF or NUL, and ends with an empty line; the status is
- * 100..599; and no socket is left open.
+ * 200..599; and no socket is left open.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -217,7 +217,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r = upstream_run(up, params, 3, &spec, &c, &res);
 	if (r != 0 || res.client_gone)
 		abort();
-	if (res.status < 100 || res.status > 599)
+	if (res.status < 200 || res.status > 599)
 		abort();
 	if (cl.out == NULL)
 		abort();                        /* the client got nothing */

@@ -683,6 +683,30 @@ Test(cgi, garbage_is_502)
 	cr_expect_str_eq(m.out, bad_gateway);
 }
 
+/* A 1xx Status (an interim response) is no final answer: malformed, 502,
+ * as from a FastCGI application. */
+Test(cgi, interim_status_is_502)
+{
+	static const char *const queries[] = { "status=100", "status=199" };
+	static const char *const errors[] = {
+		"script output: malformed Status header \"100\" (an interim 1xx status; expected a final code from 200 to 599)",
+		"script output: malformed Status header \"199\" (an interim 1xx status; expected a final code from 200 to 599)",
+	};
+
+	for (size_t i = 0; i < 2; i++) {
+		struct proxy_spec s = spec_default();
+		struct proxy_result res;
+		struct mem m;
+
+		mem_init(&m, NULL, 0);
+		cr_assert_eq(run(echo, queries[i], NULL, &s, &m, &res), 0, "%s", queries[i]);
+		cr_expect_eq(res.status, 502, "%s: %d", queries[i], res.status);
+		cr_expect_str_eq(res.error, errors[i]);
+		cr_expect_str_eq(m.out, bad_gateway, "%s", queries[i]);
+		free(m.out);
+	}
+}
+
 Test(cgi, hang_times_out_with_502)
 {
 	struct proxy_spec s = spec_default();

@@ -1,6 +1,7 @@
 /*
  * test_proxy.c - gateway/proxy.c, the response head parser: LF and CRLF
- * heads, the status from Status / Location / neither, every malformed kind
+ * heads, the status from Status / Location / neither (a 1xx Status is
+ * malformed: no final answer), every malformed kind
  * with its exact message, a head split across feeds at every byte
  * boundary, the PROXY_HEAD_MAX limit, the exact bytes render writes, and
  * what proxy_gave_up makes of each answer of a client's aborted().
@@ -35,6 +36,8 @@ static const struct head_case cases[] = {
 	  1, 404, "Not Found", 51, NULL },
 	{ __LINE__, S("Status:201   Made  it \n\n"), 1, 201, "Made  it", 24, NULL },
 	{ __LINE__, S("status: 500\n\n"), 1, 500, "", 13, NULL },
+	{ __LINE__, S("Status: 200\n\n"), 1, 200, "", 13, NULL },
+	{ __LINE__, S("Status: 599\n\n"), 1, 599, "", 13, NULL },
 	{ __LINE__, S("Location: /x\r\n\r\n"), 1, 302, "", 16, NULL },
 	{ __LINE__, S("Location: http://example.com/\r\nStatus: 301\r\n\r\n"),
 	  1, 301, "", 46, NULL },
@@ -77,18 +80,27 @@ static const struct head_case cases[] = {
 	  "malformed header: control byte 0x00 in the value of Content-Type" },
 	{ __LINE__, S("Content-Type: a\x7f\r\n\r\n"), -1, 0, "", 0,
 	  "malformed header: control byte 0x7f in the value of Content-Type" },
+	/* a 1xx is an interim response, never the answer: malformed too */
+	{ __LINE__, S("Status: 100\r\n\r\n"), -1, 0, "", 0,
+	  "malformed Status header \"100\" (an interim 1xx status; expected a final code from 200 to 599)" },
+	{ __LINE__, S("Status: 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"), -1, 0, "", 0,
+	  "malformed Status header \"101 Switching Protocols\" (an interim 1xx status; expected a final code from 200 to 599)" },
+	{ __LINE__, S("Content-Type: text/html\r\nStatus: 103 Early Hints\r\n\r\n"), -1, 0, "", 0,
+	  "malformed Status header \"103 Early Hints\" (an interim 1xx status; expected a final code from 200 to 599)" },
+	{ __LINE__, S("Status: 199\r\n\r\n"), -1, 0, "", 0,
+	  "malformed Status header \"199\" (an interim 1xx status; expected a final code from 200 to 599)" },
 	{ __LINE__, S("Status: 99\r\n\r\n"), -1, 0, "", 0,
-	  "malformed Status header \"99\" (expected a code from 100 to 599)" },
+	  "malformed Status header \"99\" (expected a code from 200 to 599)" },
 	{ __LINE__, S("Status: 600 Big\r\n\r\n"), -1, 0, "", 0,
-	  "malformed Status header \"600 Big\" (expected a code from 100 to 599)" },
+	  "malformed Status header \"600 Big\" (expected a code from 200 to 599)" },
 	{ __LINE__, S("Status: 2000\r\n\r\n"), -1, 0, "", 0,
-	  "malformed Status header \"2000\" (expected a code from 100 to 599)" },
+	  "malformed Status header \"2000\" (expected a code from 200 to 599)" },
 	{ __LINE__, S("Status: abc\r\n\r\n"), -1, 0, "", 0,
-	  "malformed Status header \"abc\" (expected a code from 100 to 599)" },
+	  "malformed Status header \"abc\" (expected a code from 200 to 599)" },
 	{ __LINE__, S("Status:\r\n\r\n"), -1, 0, "", 0,
-	  "malformed Status header \"\" (expected a code from 100 to 599)" },
+	  "malformed Status header \"\" (expected a code from 200 to 599)" },
 	{ __LINE__, S("Status: 404Not Found\r\n\r\n"), -1, 0, "", 0,
-	  "malformed Status header \"404Not Found\" (expected a code from 100 to 599)" },
+	  "malformed Status header \"404Not Found\" (expected a code from 200 to 599)" },
 };
 
 Test(proxy_head, table)

@@ -993,6 +993,8 @@ static const struct failure {
 	{ "close", 502, 1, "the application closed the connection without answering", 0,
 	  "the application closed the connection without answering (sending: Broken pipe)" },
 	{ "badhead", 502, 1, "malformed response head from the application: malformed header line \"this is not a CGI head\" (expected \"Name: value\")", 0, NULL },
+	/* a 1xx Status is no final answer: never passed on as one */
+	{ "status=103+Early+Hints", 502, 1, "malformed response head from the application: malformed Status header \"103 Early Hints\" (an interim 1xx status; expected a final code from 200 to 599)", 0, NULL },
 	{ "crash-after-head", 200, 1, "the application closed the connection before FCGI_END_REQUEST: response body cut short", 1,
 	  "the application reset the connection before FCGI_END_REQUEST (Connection reset by peer): response body cut short" },
 };
@@ -1028,7 +1030,7 @@ Test(upstream, app_failures)
 		req_free(r);
 	}
 	stats(u, &c, &re, &f);
-	cr_expect_eq(f, 5);
+	cr_expect_eq(f, 6);
 	upstream_free(u);
 	app_stop(pid);
 	expect_no_fd_leak();
