@@ -12,7 +12,8 @@
  * empty record.  We always use requestId 1 (one request per connection at
  * a time) and send no padding; we accept padding and records cut anywhere.
  * The answer is FCGI_STDOUT (the CGI head, then the body), FCGI_STDERR
- * (logged by line) and one FCGI_END_REQUEST, whose protocolStatus must be
+ * (logged by line, at most UPSTREAM_STDERR_LINES_MAX lines a request, then
+ * one line counting the rest) and one FCGI_END_REQUEST, whose protocolStatus must be
  * FCGI_REQUEST_COMPLETE; FCGI_CANT_MPX_CONN, FCGI_OVERLOADED and
  * FCGI_UNKNOWN_ROLE become a 502 naming them.  Anything else -- another
  * version, another requestId, a management record, FCGI_UNKNOWN_TYPE, an
@@ -595,6 +596,12 @@ struct xfer {
 	struct respond_buf hb;  /* the rendered head, or our error answer */
 	char errline[UPSTREAM_STDERR_LINE_MAX + 1];
 	size_t errlen;
+	/* The request's FCGI_STDERR lines: logged, then (past
+	 * UPSTREAM_STDERR_LINES_MAX) dropped and counted, text bytes without
+	 * the line ends.  Kept across a retry, which happens only before any
+	 * byte came back. */
+	unsigned err_logged;
+	uint64_t err_dropped, err_dropped_bytes;
 };
 
 /* How one attempt on a connection ended. */
@@ -698,6 +705,10 @@ client_write(struct xfer *x, const char *p, size_t n)
 	return 0;
 }
 
+/* One line of the application's stderr to the log, while the request has
+ * logged fewer than UPSTREAM_STDERR_LINES_MAX: an application that floods
+ * its stderr must not flood the log (one line per line, unbounded, from
+ * every request), nor spend the gateway's time writing it. */
 static void
 stderr_flush(struct xfer *x)
 {
@@ -705,10 +716,29 @@ stderr_flush(struct xfer *x)
 
 	if (n > 0 && x->errline[n - 1] == '\r')
 		n--;
-	if (n > 0 && x->u->log != NULL)
+	x->errlen = 0;
+	if (n == 0 || x->u->log == NULL)
+		return;
+	if (x->err_logged < UPSTREAM_STDERR_LINES_MAX) {
+		x->err_logged++;
 		log_printf(x->u->log, LOG_LEVEL_WARN, "upstream-stderr", "%.*s",
 			   (int)n, x->errline);
-	x->errlen = 0;
+	} else {
+		x->err_dropped++;
+		x->err_dropped_bytes += n;
+	}
+}
+
+/* At the end of the request: how much of its stderr was not logged. */
+static void
+stderr_dropped(const struct xfer *x)
+{
+	if (x->err_dropped == 0 || x->u->log == NULL)
+		return;
+	log_printf(x->u->log, LOG_LEVEL_WARN, "upstream-stderr-dropped",
+		   "%s: %llu more lines (%llu bytes) of a request's stderr not logged: at most %d a request",
+		   x->u->name, (unsigned long long)x->err_dropped,
+		   (unsigned long long)x->err_dropped_bytes, UPSTREAM_STDERR_LINES_MAX);
 }
 
 static void
@@ -1195,6 +1225,7 @@ out:
 	if (fd >= 0)
 		conn_abort(fd);
 	stderr_flush(&x);       /* a last line without its newline */
+	stderr_dropped(&x);
 	res->body_in = x.body_in;
 	proxy_head_free(&x.head);
 	respond_buf_free(&x.hb);

@@ -30,6 +30,9 @@
 #define UPSTREAM_IDLE_MAX 64
 /* Longest FCGI_STDERR line logged, bytes; longer lines are split. */
 #define UPSTREAM_STDERR_LINE_MAX 512
+/* FCGI_STDERR lines logged per request, at most: the rest are counted, and
+ * one line at the end of the request says how many (and their bytes). */
+#define UPSTREAM_STDERR_LINES_MAX 20
 
 struct upstream;
 
@@ -47,8 +50,10 @@ struct upstream *upstream_new(const char *uri, char *err, size_t errcap);
 void upstream_free(struct upstream *u);
 
 /* Where the application's FCGI_STDERR lines go: one log line each (level
- * warn, event upstream-stderr).  NULL (the default): dropped.  Set before
- * the first upstream_run; the log must outlive u. */
+ * warn, event upstream-stderr), the first UPSTREAM_STDERR_LINES_MAX of a
+ * request; then, at its end, one line (event upstream-stderr-dropped)
+ * saying how many more there were and their bytes.  NULL (the default):
+ * dropped.  Set before the first upstream_run; the log must outlive u. */
 void upstream_set_log(struct upstream *u, struct log *log);
 
 /* Keep at most n idle connections (clamped to UPSTREAM_IDLE_MAX); 0: ask

@@ -1562,6 +1562,23 @@ fake_serve(int fd)
 			while (read(fd, &c, 1) > 0)
 				;
 			break;
+		} else if (strncmp(m, "stderr=", 7) == 0) {
+			/* N lines "fake stderr line I" on FCGI_STDERR, in
+			 * records of 100 bytes that cut lines anywhere, then
+			 * the answer */
+			struct respond_buf e;
+			char line[64];
+			respond_buf_init(&e);
+			for (long i = 1, n = atol(m + 7); i <= n; i++) {
+				snprintf(line, sizeof(line), "fake stderr line %ld\n", i);
+				respond_buf_add(&e, line, strlen(line));
+			}
+			int r = 0;
+			for (size_t off = 0; off < e.len && r == 0; off += 100)
+				r = send_rec(fd, 7, 1, e.data + off, e.len - off < 100 ? e.len - off : 100, 0, 0);
+			respond_buf_free(&e);
+			send_out(fd, OK_HEAD);
+			send_end(fd, 1, 0, 8);
 		} else {
 			send_out(fd, OK_HEAD);
 			send_end(fd, 1, 0, 8);
@@ -1736,6 +1753,65 @@ Test(upstream, fake_body_and_stdin_records)
 	expect_field(&r.m, "stdin_fnv", want);
 	req_free(&r);
 	free(body);
+	upstream_free(u);
+	fake_stop(&f);
+	expect_no_fd_leak();
+}
+
+/* How many times needle occurs in text. */
+static int
+occurrences(const char *text, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* An application that writes a flood to its stderr: the first
+ * UPSTREAM_STDERR_LINES_MAX lines of each request are logged, then one
+ * line says how many more (and their bytes of text) were not. */
+Test(upstream, stderr_flood_is_cut_per_request)
+{
+	struct fake f;
+	fake_start(&f);
+	struct upstream *u = tcp_upstream(f.port);
+	char err[256], want[256];
+	struct log *lg = log_new(path_in("gw.log"), err, sizeof(err));
+
+	cr_assert_not_null(lg, "%s", err);
+	upstream_set_log(u, lg);
+	struct req *r = get(u, "stderr=500");
+	cr_expect_eq(r->res.status, 200, "%s", r->res.error);
+	req_free(r);
+	/* the limit is per request: the next one logs its own */
+	r = get(u, "stderr=3");
+	cr_expect_eq(r->res.status, 200, "%s", r->res.error);
+	req_free(r);
+	log_free(lg);
+
+	char *text = read_text_file(path_in("gw.log"));
+	cr_expect_eq(occurrences(text, "level=warn event=upstream-stderr msg="),
+		     UPSTREAM_STDERR_LINES_MAX + 3, "%s", text);
+	for (int i = 1; i <= UPSTREAM_STDERR_LINES_MAX; i++) {
+		snprintf(want, sizeof(want), "event=upstream-stderr msg=\"fake stderr line %d\"\n", i);
+		cr_expect_eq(occurrences(text, want), i <= 3 ? 2 : 1, "%s\n%s", want, text);
+	}
+	snprintf(want, sizeof(want), "event=upstream-stderr msg=\"fake stderr line %d\"",
+		 UPSTREAM_STDERR_LINES_MAX + 1);
+	cr_expect_null(strstr(text, want), "%s", text);
+	/* lines 21..500: "fake stderr line " and the number, no newline */
+	unsigned long long bytes = 0;
+	for (int i = UPSTREAM_STDERR_LINES_MAX + 1; i <= 500; i++)
+		bytes += 17 + (i < 100 ? 2 : 3);
+	snprintf(want, sizeof(want),
+		 "level=warn event=upstream-stderr-dropped msg=\"fcgi://127.0.0.1:%d: %d more lines "
+		 "(%llu bytes) of a request's stderr not logged: at most %d a request\"\n",
+		 f.port, 500 - UPSTREAM_STDERR_LINES_MAX, bytes, UPSTREAM_STDERR_LINES_MAX);
+	cr_expect_eq(occurrences(text, want), 1, "%s\n%s", want, text);
+	cr_expect_eq(occurrences(text, "upstream-stderr-dropped"), 1, "%s", text);
+	free(text);
 	upstream_free(u);
 	fake_stop(&f);
 	expect_no_fd_leak();
