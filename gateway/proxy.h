@@ -132,8 +132,10 @@ struct proxy_result {
  * CR inside a line is malformed.  The status is the Status header's
  * ("Status: 404" or "Status: 404 Not Found", 200..599: a 1xx interim
  * status is malformed, it is no final answer), else 302 with a Location
- * header, else 200.  A head with none of Status, Location and
- * Content-Type is malformed (RFC 3875 requires one). */
+ * header, else 200.  A bare local "Location: /path" (RFC 3875's local
+ * redirect response) is no exception: rategate has no internal redirects,
+ * it goes to the client as a 302.  A head with none of Status, Location
+ * and Content-Type is malformed (RFC 3875 requires one). */
 struct proxy_head {
 	char *buf;              /* the head's bytes so far (owned) */
 	size_t len, cap;

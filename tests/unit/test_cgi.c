@@ -291,6 +291,9 @@ Test(cgi, status_header)
 		     "%s", m.out);
 }
 
+/* A bare local Location without Status (RFC 3875's local redirect
+ * response) is not followed inside the gateway: the client gets a 302
+ * with that Location and asks for the path itself. */
 Test(cgi, location_is_302)
 {
 	static const char hdrs[] = "X-RateLimit-Limit: 10\r\n";

@@ -1562,6 +1562,10 @@ fake_serve(int fd)
 			while (read(fd, &c, 1) > 0)
 				;
 			break;
+		} else if (strcmp(m, "local-redirect") == 0) {
+			/* RFC 3875's local redirect: a bare local Location */
+			send_out(fd, "Location: /next?a=1\r\n\r\n");
+			send_end(fd, 1, 0, 8);
 		} else if (strncmp(m, "stderr=", 7) == 0) {
 			/* N lines "fake stderr line I" on FCGI_STDERR, in
 			 * records of 100 bytes that cut lines anywhere, then
@@ -1812,6 +1816,32 @@ Test(upstream, stderr_flood_is_cut_per_request)
 	cr_expect_eq(occurrences(text, want), 1, "%s\n%s", want, text);
 	cr_expect_eq(occurrences(text, "upstream-stderr-dropped"), 1, "%s", text);
 	free(text);
+	upstream_free(u);
+	fake_stop(&f);
+	expect_no_fd_leak();
+}
+
+/* A bare local Location without Status (RFC 3875's local redirect
+ * response) is not followed inside the gateway: the client gets it as a
+ * 302 with that Location, as from a CGI script (test_cgi.c). */
+Test(upstream, local_location_is_302_not_followed)
+{
+	static const char extra[] = "X-RateLimit-Limit: 10\r\n";
+	struct fake f;
+	fake_start(&f);
+	struct upstream *u = tcp_upstream(f.port);
+	struct req r;
+
+	req_init(&r, "GET", "local-redirect");
+	r.spec.extra_headers = extra;
+	r.spec.extra_len = sizeof(extra) - 1;
+	cr_assert_eq(req_run(u, &r), 0, "%s", r.res.error);
+	cr_expect_eq(r.res.status, 302);
+	cr_expect_str_eq(r.res.error, "");
+	cr_expect_str_eq(r.m.out, "Status: 302 Found\r\nLocation: /next?a=1\r\n"
+			 "X-RateLimit-Limit: 10\r\n\r\n");
+	cr_expect_eq(r.res.body_out, 0);
+	req_free(&r);
 	upstream_free(u);
 	fake_stop(&f);
 	expect_no_fd_leak();
