@@ -4,7 +4,6 @@
 #include "config.h"
 
 #include <stdio.h>
-#include <sys/random.h>
 
 #include "store.h"
 #include "store_redis.h"
@@ -15,24 +14,6 @@
  * when it is full a new key evicts an old one (memstore_evict_lru), as the
  * shared-memory store does, so no client can make it refuse everyone. */
 #define MEMORY_MAX_KEYS (1u << 20)
-
-int
-store_memory_new(size_t max_keys, struct rl_store *st, char *err,
-		 size_t errcap)
-{
-	uint8_t secret[16];
-
-	if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
-		snprintf(err, errcap, "no random bytes for the process-local store's hash secret (getrandom)");
-		return -1;
-	}
-	if (memstore_new(max_keys, st) != 0) {
-		snprintf(err, errcap, "out of memory for the process-local store");
-		return -1;
-	}
-	memstore_secret(st, secret);
-	return 0;
-}
 
 int
 store_open(const struct rl_settings *s, uint64_t max_moving,

@@ -22,7 +22,7 @@ for target in limits path xff rules decide head upstream replay; do
 	case $target in
 	head) extra="gateway/proxy.c gateway/respond.c gateway/log.c gateway/clock.c" ;;
 	upstream) extra="gateway/upstream.c gateway/proxy.c gateway/respond.c gateway/log.c gateway/clock.c -pthread" ;;
-	replay) extra="gateway/replay.c gateway/target.c" ;;
+	replay) extra="gateway/replay.c gateway/target.c gateway/store_memory.c" ;;
 	*) extra="" ;;
 	esac
 	bin="$out/fuzz_$target"
