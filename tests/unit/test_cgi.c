@@ -243,6 +243,7 @@ Test(cgi, environment_and_head)
 	cr_expect_field(&m, "argv0", echo);
 	cr_expect_field(&m, "argc", "1");
 	cr_expect_field(&m, "body_len", "0");
+	mem_free(&m);
 }
 
 Test(cgi, params_win_over_defaults)
@@ -258,6 +259,7 @@ Test(cgi, params_win_over_defaults)
 	cr_assert_eq(run(echo, "", extra, &s, &m, &res), 0, "%s", res.error);
 	cr_expect_field(&m, "gateway_interface", "CGI/1.0");
 	cr_expect_field(&m, "path", "/opt/bin");
+	mem_free(&m);
 }
 
 Test(cgi, relative_script_path)
@@ -276,6 +278,7 @@ Test(cgi, relative_script_path)
 	cr_expect_field(&m, "script_filename", echo);
 	cr_expect_field(&m, "argv0", echo);
 	cr_expect_field(&m, "cwd", echo_dir);
+	mem_free(&m);
 }
 
 Test(cgi, status_header)
@@ -289,6 +292,7 @@ Test(cgi, status_header)
 	cr_expect_eq(res.status, 401);
 	cr_expect_eq(strncmp(m.out, "Status: 401 Unauthorized\r\nContent-Type: text/plain\r\n\r\n", 54), 0,
 		     "%s", m.out);
+	mem_free(&m);
 }
 
 /* A bare local Location without Status (RFC 3875's local redirect
@@ -308,6 +312,7 @@ Test(cgi, location_is_302)
 	cr_expect_eq(res.status, 302);
 	cr_expect_str_eq(m.out, "Status: 302 Found\r\nLocation: /x\r\nX-RateLimit-Limit: 10\r\n\r\n");
 	cr_expect_eq(res.body_out, 0);
+	mem_free(&m);
 }
 
 Test(cgi, no_fd_leaks)
@@ -322,6 +327,7 @@ Test(cgi, no_fd_leaks)
 	cr_assert_eq(run(echo, "fds", NULL, &s, &m, &res), 0, "%s", res.error);
 	close(leak);
 	cr_expect_str_eq(resp_body(&m, NULL), "fds=0,1,2\n");
+	mem_free(&m);
 }
 
 /* Where close_range is missing (Linux before 5.9) or refused (a seccomp
@@ -356,6 +362,7 @@ Test(cgi, no_close_range_still_closes_every_fd)
 	close(leak);
 	cr_expect_eq(res.status, 200, "%s", res.error);
 	cr_expect_str_eq(resp_body(&m, NULL), "fds=0,1,2\n");
+	mem_free(&m);
 }
 
 Test(cgi, signals_reset_and_sigpipe_restored)
@@ -383,6 +390,7 @@ Test(cgi, signals_reset_and_sigpipe_restored)
 	cr_expect_eq(sigismember(&after, SIGUSR1), 1);
 	pthread_sigmask(SIG_SETMASK, &before, NULL);
 	signal(SIGPIPE, SIG_DFL);
+	mem_free(&m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -467,6 +475,7 @@ Test(cgi, content_length_over_max_body_is_413_without_running)
 	cr_expect_eq(m.reads, 0);
 	cr_expect(!exists(done));
 	free(body);
+	mem_free(&m);
 }
 
 Test(cgi, streamed_body_over_max_body_is_413_and_kills)
@@ -496,6 +505,7 @@ Test(cgi, streamed_body_over_max_body_is_413_and_kills)
 	 * the file, and it is reaped, so it never will. */
 	cr_expect(!exists(done));
 	free(body);
+	mem_free(&m);
 }
 
 Test(cgi, script_closing_stdin_early)
@@ -604,6 +614,7 @@ Test(cgi, answer_first_then_read_gets_the_whole_body)
 	snprintf(want, sizeof(want), "%zu %016llx\n", len, (unsigned long long)fnv(body, len));
 	cr_expect_str_eq(got, want);
 	free(body);
+	mem_free(&m);
 }
 
 Test(cgi, big_output_streamed)
@@ -650,6 +661,7 @@ Test(cgi, crash_is_502)
 	cr_expect_eq(res.head_sent, 0);
 	cr_expect_str_eq(res.error, "script killed by signal 11 before its response head was complete");
 	cr_expect_str_eq(m.out, bad_gateway);
+	mem_free(&m);
 }
 
 Test(cgi, crash_with_a_body_waiting_is_502)
@@ -670,6 +682,7 @@ Test(cgi, crash_with_a_body_waiting_is_502)
 	cr_expect_str_eq(res.error, "script killed by signal 11 before its response head was complete");
 	cr_expect_lt(res.body_in, len);
 	free(body);
+	mem_free(&m);
 }
 
 Test(cgi, garbage_is_502)
@@ -684,6 +697,7 @@ Test(cgi, garbage_is_502)
 	cr_expect_str_eq(res.error,
 		"script output: malformed header line \"this is not a CGI head\" (expected \"Name: value\")");
 	cr_expect_str_eq(m.out, bad_gateway);
+	mem_free(&m);
 }
 
 /* A 1xx Status (an interim response) is no final answer: malformed, 502,
@@ -725,6 +739,7 @@ Test(cgi, hang_times_out_with_502)
 	cr_expect_str_eq(res.error, "script timed out after 300 ms");
 	cr_expect_str_eq(m.out, bad_gateway);
 	cr_expect_lt(took, 10000, "took %lld ms", (long long)took);
+	mem_free(&m);
 }
 
 /* script timeouts count only the time the script is waited for: a web
@@ -799,6 +814,7 @@ Test(cgi, timeout_kills_the_whole_process_group)
 	cr_expect(dead(child), "the script's child %ld still runs", child);
 	if (!dead(child))
 		kill((pid_t)child, SIGKILL);
+	mem_free(&m);
 }
 
 /* A gateway killed with SIGKILL (mod_fcgid does, some 9 s into a stop)
@@ -857,6 +873,7 @@ Test(cgi, missing_script_is_502)
 	cr_expect_eq(res.status, 502);
 	cr_expect_str_eq(res.error, "cannot run script /nonexistent/dir/x.cgi: No such file or directory");
 	cr_expect_str_eq(m.out, bad_gateway);
+	mem_free(&m);
 }
 
 Test(cgi, script_not_executable_is_502)
@@ -876,6 +893,7 @@ Test(cgi, script_not_executable_is_502)
 	cr_expect_eq(res.status, 502);
 	snprintf(want, sizeof(want), "cannot run script %s: Permission denied", path);
 	cr_expect_str_eq(res.error, want);
+	mem_free(&m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -893,6 +911,7 @@ Test(cgi, crash_after_head_keeps_200)
 	cr_expect_eq(res.head_sent, 1);
 	cr_expect_str_eq(res.error, "script killed by signal 11 after its response head was sent");
 	cr_expect_str_eq(resp_body(&m, NULL), "partial\n");
+	mem_free(&m);
 }
 
 Test(cgi, hang_after_head_times_out)
@@ -909,6 +928,7 @@ Test(cgi, hang_after_head_times_out)
 	cr_expect_str_eq(res.error, "script timed out after 1500 ms; response body cut short");
 	cr_expect(!res.too_large);
 	cr_expect_str_eq(resp_body(&m, NULL), "partial\n");
+	mem_free(&m);
 }
 
 /* A script that answers and exits 0, leaving a child in the background
@@ -974,6 +994,7 @@ Test(cgi, exit_status_noted)
 	cr_expect_eq(res.status, 200);
 	cr_expect_str_eq(res.error, "script exited with status 3 after its response head was sent");
 	cr_expect_field(&m, "query", "exit=3");
+	mem_free(&m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1010,6 +1031,7 @@ Test(cgi, client_gone_before_head)
 	cr_expect_eq(res.status, 0);
 	cr_expect_eq(res.head_sent, 0);
 	cr_expect_str_eq(res.error, "client went away before the response head was sent");
+	mem_free(&m);
 }
 
 Test(cgi, client_gone_before_our_502)
@@ -1024,6 +1046,7 @@ Test(cgi, client_gone_before_our_502)
 	cr_expect_eq(res.client_gone, 1);
 	cr_expect_eq(res.status, 0);
 	cr_expect_str_eq(res.error, "script killed by signal 11 before its response head was complete");
+	mem_free(&m);
 }
 
 Test(cgi, client_read_fails)
@@ -1046,6 +1069,7 @@ Test(cgi, client_read_fails)
 	cr_expect_eq(m.len, 0);
 	cr_expect_str_eq(res.error, "client went away while sending the request body");
 	free(body);
+	mem_free(&m);
 }
 
 Test(cgi, body_shorter_than_content_length)
@@ -1063,4 +1087,5 @@ Test(cgi, body_shorter_than_content_length)
 	cr_expect_eq(res.client_gone, 1);
 	cr_expect_eq(m.len, 0);
 	cr_expect_str_eq(res.error, "request body ended after 500 of 1000 bytes");
+	mem_free(&m);
 }
