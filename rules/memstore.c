@@ -27,7 +27,7 @@
  * defence).
  *
  * Memory is bounded by max_keys: the table grows by doubling up to the size
- * that holds max_keys at a load of 3/4 (128 * 4/3 = 171 bytes per key when
+ * that holds max_keys at a load of 3/4 (64 * 4/3 = 85 bytes per key when
  * full).  When a new key does not fit, expired slots (state equivalent to
  * fresh: rl_strategy_expiry <= now, or every lease expired) are swept; if
  * none is, the op fails with "store full" rather than forget a live
