@@ -822,7 +822,7 @@ finish(struct run *r, enum end e)
 	struct proxy_result *res = r->res;
 	const struct proxy_spec *spec = r->spec;
 	char how[64];
-	int rc = 0;
+	int rc = 0, exited;
 
 	/* Kill before closing the script's stdin: an end of input would tell
 	 * it that a cut body was complete. */
@@ -847,12 +847,13 @@ finish(struct run *r, enum end e)
 		}
 		break;
 	case END_TIMEOUT:
-		if (exited_unreaped(r)) {
+		exited = exited_unreaped(r);
+		kill_and_reap(r);
+		if (exited) {
 			/* The script itself was done: another process holds its
 			 * output open (a child it left in the background), and
 			 * the answer could only end now (Apache waits the
 			 * same).  Say so, not "timed out". */
-			kill_and_reap(r);
 			if (res->head_sent)
 				snprintf(res->error, sizeof(res->error),
 					 "script %s, but another process (one it started?) kept its output open until the timeout (%lld ms): the response was ended there and its process group killed",
@@ -864,7 +865,6 @@ finish(struct run *r, enum end e)
 					 describe_exit(r, how, sizeof(how)),
 					 (long long)spec->timeout_ms);
 		} else {
-			kill_and_reap(r);
 			snprintf(res->error, sizeof(res->error), "script timed out after %lld ms%s",
 				 (long long)spec->timeout_ms,
 				 res->head_sent ? "; response body cut short" : "");
@@ -959,12 +959,7 @@ run(const char *script, const struct rl_param *params, size_t nparams,
 	respond_buf_init(&r.rb);
 	proxy_head_init(&r.head);
 
-	if (spec->max_body > 0 && spec->content_length > spec->max_body) {
-		res->too_large = 1;
-		snprintf(res->error, sizeof(res->error),
-			 "request body of %llu bytes exceeds max_body (%llu bytes)",
-			 (unsigned long long)spec->content_length,
-			 (unsigned long long)spec->max_body);
+	if (proxy_declared_too_large(spec, res)) {
 		rc = send_error(&r, 413);
 		goto out;
 	}

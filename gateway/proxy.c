@@ -55,6 +55,20 @@ proxy_watch_fd(const struct proxy_client *c, int body_done)
 }
 
 int
+proxy_declared_too_large(const struct proxy_spec *spec,
+			 struct proxy_result *res)
+{
+	if (spec->max_body == 0 || spec->content_length <= spec->max_body)
+		return 0;
+	res->too_large = 1;
+	snprintf(res->error, sizeof(res->error),
+		 "request body of %llu bytes exceeds max_body (%llu bytes)",
+		 (unsigned long long)spec->content_length,
+		 (unsigned long long)spec->max_body);
+	return 1;
+}
+
+int
 proxy_gave_up(struct proxy_client *c)
 {
 	switch (c->aborted(c->ctx)) {

@@ -121,6 +121,12 @@ struct proxy_result {
 	char error[256];
 };
 
+/* A CONTENT_LENGTH above max_body, known before the application is
+ * started or asked: 1 with res->too_large and res->error set (the caller
+ * answers 413 without running it), else 0.  Both back ends. */
+int proxy_declared_too_large(const struct proxy_spec *spec,
+			     struct proxy_result *res);
+
 /* ------------------------------------------------------------------ */
 /* Response heads                                                      */
 

@@ -1147,12 +1147,7 @@ upstream_run(struct upstream *u, const struct rl_param *params, size_t nparams,
 	proxy_head_init(&x.head);
 	respond_buf_init(&x.hb);
 
-	if (spec->max_body > 0 && spec->content_length > spec->max_body) {
-		res->too_large = 1;
-		snprintf(res->error, sizeof(res->error),
-			 "request body of %llu bytes exceeds max_body (%llu bytes)",
-			 (unsigned long long)spec->content_length,
-			 (unsigned long long)spec->max_body);
+	if (proxy_declared_too_large(spec, res)) {
 		ret = answer_error(&x, 413);
 		goto out;
 	}
