@@ -159,9 +159,18 @@ static uint64_t *slot_state(struct mem_slot *s)
 	return layout_inline(s->kind) ? s->w : heap_state(s);
 }
 
+/* One key, as the table knows keys (two ops of a batch are on one key
+ * when their ids are the same). */
+static int same_id(struct mem_id a, struct mem_id b)
+{
+	return a.hash == b.hash && a.check == b.check;
+}
+
 static int slot_is(const struct mem_slot *s, struct mem_id id)
 {
-	return s->hash == id.hash && s->check == id.check;
+	struct mem_id here = { s->hash, s->check };
+
+	return same_id(here, id);
 }
 
 /* Gives s a fresh state of layout (kind, count), allocating a heap state
@@ -538,12 +547,6 @@ static int slot_fit(struct memstore *m, struct mem_slot *s, unsigned kind,
 /* ------------------------------------------------------------------ */
 /* apply                                                               */
 
-static int same_key(const struct rl_store_op *a, const struct rl_store_op *b)
-{
-	return a->key_len == b->key_len &&
-	       (a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0);
-}
-
 int rl_store_op_valid(const struct rl_store_op *op, struct rl_diag *err)
 {
 	const struct rl_step *p = &op->step;
@@ -585,6 +588,7 @@ static const uint64_t *state_for_check(struct mem_slot *s,
  * the batch never consumes more than the limit allows.  Returns 0 or -1
  * (out of memory). */
 static int check_with_duplicates(struct rl_store_op *ops, size_t n,
+				 const struct mem_id *ids,
 				 struct mem_slot **slots, int64_t now_ms)
 {
 	uint64_t **scratch = calloc(n, sizeof(*scratch));
@@ -597,7 +601,7 @@ static int check_with_duplicates(struct rl_store_op *ops, size_t n,
 		struct rl_verdict dummy;
 		size_t f = 0;
 
-		while (!same_key(&ops[f], &ops[i]))
+		while (!same_id(ids[f], ids[i]))
 			f++;
 		if (!scratch[f]) {
 			size_t words = rl_strategy_state_words(p->strategy,
@@ -691,7 +695,7 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		int counted = 0;        /* an earlier op brings this key */
 		for (size_t j = 0; j < i; j++) {
-			if (!same_key(&ops[j], &ops[i]))
+			if (!same_id(ids[j], ids[i]))
 				continue;
 			counted |= !ops[j].probe;
 			if (ops[j].step.strategy != ops[i].step.strategy ||
@@ -735,7 +739,7 @@ static int apply_many(struct memstore *m, struct rl_store_op *ops, size_t n,
 	}
 
 	if (dup) {
-		if (check_with_duplicates(ops, n, slots, now_ms) < 0)
+		if (check_with_duplicates(ops, n, ids, slots, now_ms) < 0)
 			return fail_oom(m, err);
 	} else {
 		for (size_t i = 0; i < n; i++)
