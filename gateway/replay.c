@@ -417,15 +417,10 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	uint64_t norequest = 0;
 	int bad = 0;
 
-	char serr[200];
+	char serr[200] = "out of memory";
 
-	if (line == NULL || rl == NULL) {
-		fprintf(errs, "rategate: out of memory\n");
-		free(line);
-		free(rl);
-		return 1;
-	}
-	if (store_memory_new(1u << 22, &st, serr, sizeof(serr)) != 0) {
+	if (line == NULL || rl == NULL ||
+	    store_memory_new(1u << 22, &st, serr, sizeof(serr)) != 0) {
 		fprintf(errs, "rategate: %s\n", serr);
 		free(line);
 		free(rl);

@@ -295,6 +295,9 @@ static uint64_t counter_get(const uint64_t *p)
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
+/* ------------------------------------------------------------------ */
+/* Geometry                                                            */
+
 static uint64_t layout_words(unsigned kind, uint64_t count)
 {
 	if (kind == SHM_KIND_INFLIGHT)
