@@ -116,6 +116,23 @@ hang(void)
 		pause();
 }
 
+/* A child that sleeps forever (holding our stdout, as every child does),
+ * and "SCRIPT_PID CHILD_PID\n" in the file HTTP_X_PID_FILE names, if any. */
+static void
+sleeping_child(void)
+{
+	pid_t child = fork();
+
+	if (child == 0)
+		hang();
+	const char *pf = getenv("HTTP_X_PID_FILE");
+	FILE *f = pf != NULL ? fopen(pf, "w") : NULL;
+	if (f != NULL) {
+		fprintf(f, "%ld %ld\n", (long)getpid(), (long)child);
+		fclose(f);
+	}
+}
+
 struct body {
 	uint64_t len;
 	uint64_t fnv;
@@ -184,29 +201,12 @@ main(int argc, char **argv)
 	if (has(q, "crash", NULL))
 		crash();
 	if (has(q, "hang", NULL)) {
-		const char *pf = getenv("HTTP_X_PID_FILE");
-		if (pf != NULL) {
-			pid_t child = fork();
-			if (child == 0)
-				hang();
-			FILE *f = fopen(pf, "w");
-			if (f != NULL) {
-				fprintf(f, "%ld %ld\n", (long)getpid(), (long)child);
-				fclose(f);
-			}
-		}
+		if (getenv("HTTP_X_PID_FILE") != NULL)
+			sleeping_child();
 		hang();
 	}
 	if (has(q, "background", &v)) {
-		pid_t child = fork();
-		if (child == 0)
-			hang();
-		const char *pf = getenv("HTTP_X_PID_FILE");
-		FILE *f = pf != NULL ? fopen(pf, "w") : NULL;
-		if (f != NULL) {
-			fprintf(f, "%ld %ld\n", (long)getpid(), (long)child);
-			fclose(f);
-		}
+		sleeping_child();
 		if (strcmp(v, "nohead") == 0)
 			return 0;
 	}

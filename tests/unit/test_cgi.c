@@ -720,7 +720,7 @@ Test(cgi, interim_status_is_502)
 		cr_expect_eq(res.status, 502, "%s: %d", queries[i], res.status);
 		cr_expect_str_eq(res.error, errors[i]);
 		cr_expect_str_eq(m.out, bad_gateway, "%s", queries[i]);
-		free(m.out);
+		mem_free(&m);
 	}
 }
 
@@ -786,6 +786,35 @@ dead(long pid)
 	return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
 
+/* dead() within 2 s. */
+static int
+dies(long pid)
+{
+	for (int i = 0; i < 200 && !dead(pid); i++)
+		usleep(10000);
+	return dead(pid);
+}
+
+/* Where echo_cgi's hang and background write "SCRIPT_PID CHILD_PID": the
+ * file (removed) and the variable that names it, "HTTP_X_PID_FILE=...". */
+static void
+pid_file(char pidfile[128], char ph[160])
+{
+	snprintf(pidfile, 128, "%s/pids", tmpdir);
+	snprintf(ph, 160, "HTTP_X_PID_FILE=%s", pidfile);
+	unlink(pidfile);
+}
+
+static void
+read_pids(const char *pidfile, long *script, long *child)
+{
+	FILE *f = fopen(pidfile, "r");
+
+	cr_assert_not_null(f, "the script wrote no pid file");
+	cr_assert_eq(fscanf(f, "%ld %ld", script, child), 2);
+	fclose(f);
+}
+
 Test(cgi, timeout_kills_the_whole_process_group)
 {
 	struct proxy_spec s = spec_default();
@@ -795,23 +824,16 @@ Test(cgi, timeout_kills_the_whole_process_group)
 	const char *extra[] = { ph, NULL };
 	long script = 0, child = 0;
 
-	snprintf(pidfile, sizeof(pidfile), "%s/pids", tmpdir);
-	snprintf(ph, sizeof(ph), "HTTP_X_PID_FILE=%s", pidfile);
+	pid_file(pidfile, ph);
 	s.timeout_ms = 1000;
 	mem_init(&m, NULL, 0);
 	cr_assert_eq(run(echo, "hang", extra, &s, &m, &res), 0);
 	cr_expect_eq(res.status, 502);
 	cr_expect_str_eq(res.error, "script timed out after 1000 ms");
-	FILE *f = fopen(pidfile, "r");
-	cr_assert_not_null(f, "the script wrote no pid file");
-	cr_assert_eq(fscanf(f, "%ld %ld", &script, &child), 2);
-	fclose(f);
+	read_pids(pidfile, &script, &child);
 	cr_assert(script > 0 && child > 0);
-	int i;
-	for (i = 0; i < 200 && !(dead(script) && dead(child)); i++)
-		usleep(10000);
-	cr_expect(dead(script), "script %ld still runs", script);
-	cr_expect(dead(child), "the script's child %ld still runs", child);
+	cr_expect(dies(script), "script %ld still runs", script);
+	cr_expect(dies(child), "the script's child %ld still runs", child);
 	if (!dead(child))
 		kill((pid_t)child, SIGKILL);
 	mem_free(&m);
@@ -824,8 +846,7 @@ Test(cgi, gateway_killed_takes_the_script_with_it)
 	char pidfile[128], ph[160];
 	long script = 0, child = 0;
 
-	snprintf(pidfile, sizeof(pidfile), "%s/pids", tmpdir);
-	snprintf(ph, sizeof(ph), "HTTP_X_PID_FILE=%s", pidfile);
+	pid_file(pidfile, ph);
 	pid_t gw = fork();
 	cr_assert_geq(gw, 0);
 	if (gw == 0) {
@@ -852,10 +873,7 @@ Test(cgi, gateway_killed_takes_the_script_with_it)
 	cr_assert(!dead(script));
 	cr_assert_eq(kill(gw, SIGKILL), 0);
 	cr_assert_eq(waitpid(gw, NULL, 0), gw);
-	int i;
-	for (i = 0; i < 200 && !dead(script); i++)
-		usleep(10000);
-	cr_expect(dead(script), "script %ld outlived its gateway", script);
+	cr_expect(dies(script), "script %ld outlived its gateway", script);
 	/* what the script started itself is not covered (documented) */
 	kill((pid_t)child, SIGKILL);
 	if (!dead(script))
@@ -946,22 +964,14 @@ background(const char *query, int status, const char *error)
 	const char *extra[] = { ph, NULL };
 	long script = 0, child = 0;
 
-	snprintf(pidfile, sizeof(pidfile), "%s/pids", tmpdir);
-	snprintf(ph, sizeof(ph), "HTTP_X_PID_FILE=%s", pidfile);
-	unlink(pidfile);
+	pid_file(pidfile, ph);
 	s.timeout_ms = 1000;
 	mem_init(&m, NULL, 0);
 	cr_assert_eq(run(echo, query, extra, &s, &m, &res), 0, "%s", res.error);
 	cr_expect_eq(res.status, status, "%s", res.error);
 	cr_expect_str_eq(res.error, error);
-	FILE *f = fopen(pidfile, "r");
-	cr_assert_not_null(f, "the script wrote no pid file");
-	cr_assert_eq(fscanf(f, "%ld %ld", &script, &child), 2);
-	fclose(f);
-	int i;
-	for (i = 0; i < 200 && !dead(child); i++)
-		usleep(10000);
-	cr_expect(dead(child), "the script's child %ld still runs", child);
+	read_pids(pidfile, &script, &child);
+	cr_expect(dies(child), "the script's child %ld still runs", child);
 	if (!dead(child))
 		kill((pid_t)child, SIGKILL);
 	if (status == 200)
