@@ -805,11 +805,21 @@ pid_file(char pidfile[128], char ph[160])
 	unlink(pidfile);
 }
 
+/* echo_cgi with query under a 1000 ms timeout; the pids it wrote in
+ * *script and *child. */
 static void
-read_pids(const char *pidfile, long *script, long *child)
+run_with_pids(const char *query, struct mem *m, struct proxy_result *res,
+	      long *script, long *child)
 {
-	FILE *f = fopen(pidfile, "r");
+	struct proxy_spec s = spec_default();
+	char pidfile[128], ph[160];
+	const char *extra[] = { ph, NULL };
 
+	pid_file(pidfile, ph);
+	s.timeout_ms = 1000;
+	mem_init(m, NULL, 0);
+	cr_assert_eq(run(echo, query, extra, &s, m, res), 0, "%s", res->error);
+	FILE *f = fopen(pidfile, "r");
 	cr_assert_not_null(f, "the script wrote no pid file");
 	cr_assert_eq(fscanf(f, "%ld %ld", script, child), 2);
 	fclose(f);
@@ -817,20 +827,13 @@ read_pids(const char *pidfile, long *script, long *child)
 
 Test(cgi, timeout_kills_the_whole_process_group)
 {
-	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char pidfile[128], ph[160];
-	const char *extra[] = { ph, NULL };
 	long script = 0, child = 0;
 
-	pid_file(pidfile, ph);
-	s.timeout_ms = 1000;
-	mem_init(&m, NULL, 0);
-	cr_assert_eq(run(echo, "hang", extra, &s, &m, &res), 0);
+	run_with_pids("hang", &m, &res, &script, &child);
 	cr_expect_eq(res.status, 502);
 	cr_expect_str_eq(res.error, "script timed out after 1000 ms");
-	read_pids(pidfile, &script, &child);
 	cr_assert(script > 0 && child > 0);
 	cr_expect(dies(script), "script %ld still runs", script);
 	cr_expect(dies(child), "the script's child %ld still runs", child);
@@ -957,20 +960,13 @@ Test(cgi, hang_after_head_times_out)
 static void
 background(const char *query, int status, const char *error)
 {
-	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char pidfile[128], ph[160];
-	const char *extra[] = { ph, NULL };
 	long script = 0, child = 0;
 
-	pid_file(pidfile, ph);
-	s.timeout_ms = 1000;
-	mem_init(&m, NULL, 0);
-	cr_assert_eq(run(echo, query, extra, &s, &m, &res), 0, "%s", res.error);
+	run_with_pids(query, &m, &res, &script, &child);
 	cr_expect_eq(res.status, status, "%s", res.error);
 	cr_expect_str_eq(res.error, error);
-	read_pids(pidfile, &script, &child);
 	cr_expect(dies(child), "the script's child %ld still runs", child);
 	if (!dead(child))
 		kill((pid_t)child, SIGKILL);
