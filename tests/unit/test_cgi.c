@@ -185,6 +185,27 @@ random_body(size_t len)
 	return b;
 }
 
+/* A request with a body: len random bytes for the client to send, and
+ * CONTENT_LENGTH, which is extra[0] (extra[1] may take one more param).
+ * The test frees body. */
+struct body_req {
+	char *body;
+	char cl[64];
+	const char *extra[3];
+};
+
+static void
+body_req(struct body_req *b, size_t len, struct proxy_spec *s, struct mem *m)
+{
+	b->body = random_body(len);
+	snprintf(b->cl, sizeof(b->cl), "CONTENT_LENGTH=%zu", len);
+	b->extra[0] = b->cl;
+	b->extra[1] = NULL;
+	b->extra[2] = NULL;
+	s->content_length = len;
+	mem_init(m, b->body, len);
+}
+
 static int
 exists(const char *path)
 {
@@ -513,96 +534,83 @@ Test(cgi, script_closing_stdin_early)
 	/* Writing to a script that closed its stdin raises SIGPIPE; this test
 	 * process does not ignore it, and must survive. */
 	size_t len = MiB;
-	char *body = random_body(len);
 	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char cl[64];
-	const char *extra[] = { cl, NULL };
+	struct body_req rq;
 	sigset_t pend;
 
 	signal(SIGPIPE, SIG_DFL);
-	snprintf(cl, sizeof(cl), "CONTENT_LENGTH=%zu", len);
-	s.content_length = len;
-	mem_init(&m, body, len);
-	cr_assert_eq(run(echo, "close-stdin", extra, &s, &m, &res), 0, "%s", res.error);
+	body_req(&rq, len, &s, &m);
+	cr_assert_eq(run(echo, "close-stdin", rq.extra, &s, &m, &res), 0, "%s", res.error);
 	cr_expect_eq(res.status, 200);
 	cr_expect_str_eq(res.error, "");
 	cr_expect_field(&m, "body_len", "0");
 	cr_expect_lt(res.body_in, len);
 	sigpending(&pend);
 	cr_expect_eq(sigismember(&pend, SIGPIPE), 0);
-	free(body);
+	free(rq.body);
 	free(m.out);
 }
 
 Test(cgi, early_writer_does_not_deadlock)
 {
 	size_t len = MiB;
-	char *body = random_body(len);
 	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char cl[64];
-	const char *extra[] = { cl, NULL };
+	struct body_req rq;
 	size_t blen;
 
-	snprintf(cl, sizeof(cl), "CONTENT_LENGTH=%zu", len);
-	s.content_length = len;
-	mem_init(&m, body, len);
-	cr_assert_eq(run(echo, "early", extra, &s, &m, &res), 0, "%s", res.error);
+	body_req(&rq, len, &s, &m);
+	cr_assert_eq(run(echo, "early", rq.extra, &s, &m, &res), 0, "%s", res.error);
 	cr_expect_eq(res.status, 200);
 	cr_expect_str_eq(res.error, "");
 	const char *b = resp_body(&m, &blen);
 	cr_expect_eq(blen, MiB);
 	cr_expect_eq(res.body_out, MiB);
 	cr_expect(blen > 0 && b[0] == 'a' && b[blen - 1] == (char)('a' + (MiB - 1) % 26));
-	free(body);
+	free(rq.body);
 	free(m.out);
 }
 
 Test(cgi, early_writer_then_reader_gets_the_whole_body)
 {
 	size_t len = MiB + 3;
-	char *body = random_body(len);
 	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char cl[64], want[96];
-	const char *extra[] = { cl, NULL };
+	struct body_req rq;
+	char want[96];
 
-	snprintf(cl, sizeof(cl), "CONTENT_LENGTH=%zu", len);
-	s.content_length = len;
-	mem_init(&m, body, len);
-	cr_assert_eq(run(echo, "early-echo", extra, &s, &m, &res), 0, "%s", res.error);
+	body_req(&rq, len, &s, &m);
+	cr_assert_eq(run(echo, "early-echo", rq.extra, &s, &m, &res), 0, "%s", res.error);
 	cr_expect_eq(res.status, 200);
 	cr_expect_str_eq(res.error, "");
 	cr_expect_eq(res.body_in, len);
 	const char *tail = strstr(m.out + m.len - 60, "\nbody_len=");
 	cr_assert_not_null(tail);
 	snprintf(want, sizeof(want), "\nbody_len=%zu\nbody_fnv=%016llx\n", len,
-		 (unsigned long long)fnv(body, len));
+		 (unsigned long long)fnv(rq.body, len));
 	cr_expect_str_eq(tail, want);
-	free(body);
+	free(rq.body);
 	free(m.out);
 }
 
 Test(cgi, answer_first_then_read_gets_the_whole_body)
 {
 	size_t len = MiB + 5;
-	char *body = random_body(len);
 	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char cl[64], done[128], dh[160], got[128] = "", want[128];
-	const char *extra[] = { cl, dh, NULL };
+	struct body_req rq;
+	char done[128], dh[160], got[128] = "", want[128];
 
-	snprintf(cl, sizeof(cl), "CONTENT_LENGTH=%zu", len);
 	snprintf(done, sizeof(done), "%s/done", tmpdir);
 	snprintf(dh, sizeof(dh), "HTTP_X_DONE_FILE=%s", done);
-	s.content_length = len;
-	mem_init(&m, body, len);
-	cr_assert_eq(run(echo, "answer-first", extra, &s, &m, &res), 0, "%s", res.error);
+	body_req(&rq, len, &s, &m);
+	rq.extra[1] = dh;
+	cr_assert_eq(run(echo, "answer-first", rq.extra, &s, &m, &res), 0, "%s", res.error);
 	cr_expect_eq(res.status, 200);
 	cr_expect_str_eq(res.error, "");
 	cr_expect_str_eq(resp_body(&m, NULL), "accepted\n");
@@ -611,9 +619,9 @@ Test(cgi, answer_first_then_read_gets_the_whole_body)
 	cr_assert_not_null(f, "the script did not finish reading its body");
 	cr_assert_not_null(fgets(got, sizeof(got), f));
 	fclose(f);
-	snprintf(want, sizeof(want), "%zu %016llx\n", len, (unsigned long long)fnv(body, len));
+	snprintf(want, sizeof(want), "%zu %016llx\n", len, (unsigned long long)fnv(rq.body, len));
 	cr_expect_str_eq(got, want);
-	free(body);
+	free(rq.body);
 	mem_free(&m);
 }
 
@@ -667,21 +675,17 @@ Test(cgi, crash_is_502)
 Test(cgi, crash_with_a_body_waiting_is_502)
 {
 	size_t len = MiB;
-	char *body = random_body(len);
 	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char cl[64];
-	const char *extra[] = { cl, NULL };
+	struct body_req rq;
 
-	snprintf(cl, sizeof(cl), "CONTENT_LENGTH=%zu", len);
-	s.content_length = len;
-	mem_init(&m, body, len);
-	cr_assert_eq(run(echo, "crash", extra, &s, &m, &res), 0);
+	body_req(&rq, len, &s, &m);
+	cr_assert_eq(run(echo, "crash", rq.extra, &s, &m, &res), 0);
 	cr_expect_eq(res.status, 502);
 	cr_expect_str_eq(res.error, "script killed by signal 11 before its response head was complete");
 	cr_expect_lt(res.body_in, len);
-	free(body);
+	free(rq.body);
 	mem_free(&m);
 }
 
@@ -1058,23 +1062,19 @@ Test(cgi, client_gone_before_our_502)
 Test(cgi, client_read_fails)
 {
 	size_t len = MiB;
-	char *body = random_body(len);
 	struct proxy_spec s = spec_default();
 	struct proxy_result res;
 	struct mem m;
-	char cl[64];
-	const char *extra[] = { cl, NULL };
+	struct body_req rq;
 
-	snprintf(cl, sizeof(cl), "CONTENT_LENGTH=%zu", len);
-	s.content_length = len;
-	mem_init(&m, body, len);
+	body_req(&rq, len, &s, &m);
 	m.fail_read_at = 200 * 1024;
-	cr_assert_eq(run(echo, "", extra, &s, &m, &res), -1);
+	cr_assert_eq(run(echo, "", rq.extra, &s, &m, &res), -1);
 	cr_expect_eq(res.client_gone, 1);
 	cr_expect_eq(res.status, 0);
 	cr_expect_eq(m.len, 0);
 	cr_expect_str_eq(res.error, "client went away while sending the request body");
-	free(body);
+	free(rq.body);
 	mem_free(&m);
 }
 
