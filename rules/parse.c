@@ -234,11 +234,12 @@ name_ok(const char *s, size_t len, const char *extra)
 	return 1;
 }
 
-/* A method of up to 7 bytes packed into a word, first byte lowest. */
-#define METHOD_WORD(a, b, c, d, e, f, g) \
+/* A method of up to 7 bytes packed into a word, first byte lowest, its
+ * length in the top byte (so that "GET" and "GET\0" differ). */
+#define METHOD_WORD(n, a, b, c, d, e, f, g) \
 	((uint64_t)(a) | (uint64_t)(b) << 8 | (uint64_t)(c) << 16 | \
 	 (uint64_t)(d) << 24 | (uint64_t)(e) << 32 | (uint64_t)(f) << 40 | \
-	 (uint64_t)(g) << 48)
+	 (uint64_t)(g) << 48 | (uint64_t)(n) << 56)
 
 /* By the bytes packed into one word, upper-cased on the way: this runs on
  * every request, and the word stays in a register (upper-casing into a
@@ -246,7 +247,7 @@ name_ok(const char *s, size_t len, const char *extra)
 unsigned
 rl_method_bit(const char *m, size_t len)
 {
-	uint64_t w = 0;
+	uint64_t w = (uint64_t)len << 56;
 
 	/* any ASCII case: Apache passes "post" on as it came */
 	if (len == 0 || len > 7)
@@ -258,23 +259,23 @@ rl_method_bit(const char *m, size_t len)
 		w |= (uint64_t)c << (8 * i);
 	}
 	switch (w) {
-	case METHOD_WORD('G', 'E', 'T', 0, 0, 0, 0):
+	case METHOD_WORD(3, 'G', 'E', 'T', 0, 0, 0, 0):
 		return RL_METHOD_GET;
-	case METHOD_WORD('P', 'O', 'S', 'T', 0, 0, 0):
+	case METHOD_WORD(4, 'P', 'O', 'S', 'T', 0, 0, 0):
 		return RL_METHOD_POST;
-	case METHOD_WORD('H', 'E', 'A', 'D', 0, 0, 0):
+	case METHOD_WORD(4, 'H', 'E', 'A', 'D', 0, 0, 0):
 		return RL_METHOD_HEAD;
-	case METHOD_WORD('P', 'U', 'T', 0, 0, 0, 0):
+	case METHOD_WORD(3, 'P', 'U', 'T', 0, 0, 0, 0):
 		return RL_METHOD_PUT;
-	case METHOD_WORD('D', 'E', 'L', 'E', 'T', 'E', 0):
+	case METHOD_WORD(6, 'D', 'E', 'L', 'E', 'T', 'E', 0):
 		return RL_METHOD_DELETE;
-	case METHOD_WORD('P', 'A', 'T', 'C', 'H', 0, 0):
+	case METHOD_WORD(5, 'P', 'A', 'T', 'C', 'H', 0, 0):
 		return RL_METHOD_PATCH;
-	case METHOD_WORD('O', 'P', 'T', 'I', 'O', 'N', 'S'):
+	case METHOD_WORD(7, 'O', 'P', 'T', 'I', 'O', 'N', 'S'):
 		return RL_METHOD_OPTIONS;
-	case METHOD_WORD('T', 'R', 'A', 'C', 'E', 0, 0):
+	case METHOD_WORD(5, 'T', 'R', 'A', 'C', 'E', 0, 0):
 		return RL_METHOD_TRACE;
-	case METHOD_WORD('C', 'O', 'N', 'N', 'E', 'C', 'T'):
+	case METHOD_WORD(7, 'C', 'O', 'N', 'N', 'E', 'C', 'T'):
 		return RL_METHOD_CONNECT;
 	}
 	return RL_METHOD_OTHER;

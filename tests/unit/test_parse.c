@@ -1109,3 +1109,35 @@ Test(parse, max_inflight)
 	cr_assert_eq(rl_ruleset_max_inflight(rs), 7);
 	rl_ruleset_free(rs);
 }
+
+/* rl_method_bit: every method it knows in any ASCII case, and the near
+ * misses (a byte more or less, a NUL inside, other bytes of the same
+ * upper-cased value) are RL_METHOD_OTHER. */
+Test(parse, method_bit)
+{
+	static const struct {
+		const char *m;
+		size_t len;             /* 0: strlen */
+		unsigned bit;
+	} cases[] = {
+		{ "GET", 0, RL_METHOD_GET }, { "get", 0, RL_METHOD_GET },
+		{ "gEt", 0, RL_METHOD_GET }, { "HEAD", 0, RL_METHOD_HEAD },
+		{ "POST", 0, RL_METHOD_POST }, { "post", 0, RL_METHOD_POST },
+		{ "PUT", 0, RL_METHOD_PUT }, { "DELETE", 0, RL_METHOD_DELETE },
+		{ "PATCH", 0, RL_METHOD_PATCH }, { "options", 0, RL_METHOD_OPTIONS },
+		{ "CONNECT", 0, RL_METHOD_CONNECT }, { "Trace", 0, RL_METHOD_TRACE },
+		{ "", 0, RL_METHOD_OTHER }, { "GE", 0, RL_METHOD_OTHER },
+		{ "GETS", 0, RL_METHOD_OTHER }, { "GET\0", 4, RL_METHOD_OTHER },
+		{ "\0GET", 4, RL_METHOD_OTHER }, { "G\0T", 3, RL_METHOD_OTHER },
+		{ "OPTIONSX", 0, RL_METHOD_OTHER }, { "CONNECTS", 0, RL_METHOD_OTHER },
+		{ "G\xc5T", 0, RL_METHOD_OTHER }, { "gE\xd4", 0, RL_METHOD_OTHER },
+		{ "DELET", 0, RL_METHOD_OTHER }, { "PROPFIND", 0, RL_METHOD_OTHER },
+		{ "GET ", 0, RL_METHOD_OTHER }, { " GET", 0, RL_METHOD_OTHER },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = cases[i].len ? cases[i].len : strlen(cases[i].m);
+		cr_expect_eq(rl_method_bit(cases[i].m, len), cases[i].bit,
+			     "case %zu", i);
+	}
+}
