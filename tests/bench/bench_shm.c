@@ -9,7 +9,13 @@
  * (default 1,000,000) visited in a shuffled order after a warm-up pass
  * that creates them (their text copied into visiting order first, since a
  * request's key is in the cache when it is decided: the figure pays for
- * the store's memory, not for the bench's key array).  The shared-memory store runs with 1 process and with
+ * the store's memory, not for the bench's key array).  The many-keys run is
+ * timed twice: "many", decisions one after the other as fast as they go,
+ * where the CPU may start the next one's hash and miss while the previous
+ * miss is out; and "chained", where each key depends on the previous
+ * answer (through a test that is always false but that neither the
+ * compiler nor the CPU can know), so that no two decisions overlap, as in
+ * a gateway (see bench_store.c).  The shared-memory store runs with 1 process and with
  * 2 processes (fork): on one key both hit the same counter; on KEYS keys
  * each process takes its own half.  For 2 processes the figure is the
  * wall time of a run divided by the decisions of both, i.e. the inverse of
@@ -82,6 +88,7 @@ struct job {
 	size_t norder, n;
 	int64_t now;
 	uint64_t allowed, errors;
+	int chained;            /* each key waits for the previous answer */
 };
 
 static void pass(struct job *j)
@@ -92,10 +99,15 @@ static void pass(struct job *j)
 
 	memset(&op, 0, sizeof(op));
 	op.step = j->p;
+	d.reset_ms = 0;
 	for (size_t i = 0, k = 0; i < j->n; i++) {
 		uint32_t x = j->order[k];
 		if (++k == j->norder)
 			k = 0;
+		/* reset_ms is never negative: x stays, but only once the
+		 * previous answer is in */
+		if (j->chained)
+			x += (j->decide ? d.reset_ms : op.v.reset_ms) < 0;
 		if (j->decide) {
 			const char *a = j->addrs + (size_t)x * ADDR_STRIDE;
 			struct rl_request req = {
@@ -270,12 +282,15 @@ static void shm_fresh(struct rl_store *st, size_t nkeys, enum rl_strategy s,
 
 static void print_row(const char *strategy, const char *path,
 		      const char *store, int procs, struct figure one,
-		      struct figure many, double bytes, uint64_t evicted)
+		      struct figure many, struct figure chain, double bytes,
+		      uint64_t evicted)
 {
-	printf("%-28s %-6s %-6s %5d %9.1f %6.1f%% %9.1f %6.1f%% %9.1f %8llu%s\n",
+	printf("%-28s %-6s %-6s %5d %9.1f %6.1f%% %9.1f %6.1f%% %9.1f %9.1f %8llu%s\n",
 	       strategy, path, store, procs, one.ns, 100 * one.allowed,
-	       many.ns, 100 * many.allowed, bytes, (unsigned long long)evicted,
-	       one.errors || many.errors ? "  (store errors!)" : "");
+	       many.ns, 100 * many.allowed, chain.ns, bytes,
+	       (unsigned long long)evicted,
+	       one.errors || many.errors || chain.errors ?
+	       "  (store errors!)" : "");
 	fflush(stdout);
 }
 
@@ -321,9 +336,9 @@ int main(int argc, char **argv)
 	       "(their text laid out in visiting order, as a request's key is in the cache);\n"
 	       "2 procs: wall time / decisions of both (1 key: same counter; many keys: a half each); store files in %s\n",
 	       RUNS, LIMIT_COUNT, LIMIT_PERIOD_MS, nkeys, dir);
-	printf("%-28s %-6s %-6s %5s %9s %7s %9s %7s %9s %8s\n", "strategy",
+	printf("%-28s %-6s %-6s %5s %9s %7s %9s %7s %9s %9s %8s\n", "strategy",
 	       "path", "store", "procs", "1 key", "allow", "many", "allow",
-	       "bytes/key", "evicted");
+	       "chained", "bytes/key", "evicted");
 	for (int s = 0; s < RL_STRATEGY_COUNT; s++) {
 		const char *name = rl_strategy_name((enum rl_strategy)s);
 		struct rl_step p = { (enum rl_strategy)s, LIMIT_COUNT,
@@ -356,9 +371,9 @@ int main(int argc, char **argv)
 			const char *pname = decide ? "decide" : "apply";
 			struct job base_job = { decide, NULL, rs, p, keys, lens,
 						addrs, NULL, 0, 0,
-						1700000000000LL, 0, 0 };
+						1700000000000LL, 0, 0, 0 };
 			struct job jobs[2];
-			struct figure one, many;
+			struct figure one, many, chain;
 			struct rl_store st;
 			struct shm_stats ss;
 
@@ -385,7 +400,10 @@ int main(int argc, char **argv)
 			visit_in(&jobs[0], keys, lens, addrs, order, 0, nkeys);
 			jobs[0].allowed = 0;
 			many = measure(jobs, 1);
-			print_row(name, pname, "memory", 1, one, many,
+			jobs[0].allowed = jobs[0].errors = 0;
+			jobs[0].chained = 1;
+			chain = measure(jobs, 1);
+			print_row(name, pname, "memory", 1, one, many, chain,
 				  (double)memstore_bytes(&st) /
 				  (double)memstore_count(&st), 0);
 			st.ops->destroy(st.impl);
@@ -424,8 +442,13 @@ int main(int argc, char **argv)
 						 lo, hi);
 				}
 				many = measure(jobs, procs);
+				for (int k = 0; k < procs; k++) {
+					jobs[k].allowed = jobs[k].errors = 0;
+					jobs[k].chained = 1;
+				}
+				chain = measure(jobs, procs);
 				shm_stats(shm_of(&st), &ss);
-				print_row(name, pname, "shm", procs, one, many,
+				print_row(name, pname, "shm", procs, one, many, chain,
 					  (double)ss.file_bytes / (double)ss.keys,
 					  ss.evict_lru + ss.evict_limiting);
 				st.ops->destroy(st.impl);
@@ -434,6 +457,7 @@ int main(int argc, char **argv)
 		}
 		rl_ruleset_free(rs);
 	}
+	printf("chained: the many-keys run again, each key waiting for the previous answer (as in a gateway)\n");
 	printf("shm bytes/key: the file over the keys it holds; per key 64 bytes of counter entry + 128 of name\n"
 	       "(+ a %d-byte ring slot for moving-window); evicted: live keys evicted during the many-keys run\n"
 	       "(least recently used ones, plus any denied ones when every candidate was limiting)\n",
