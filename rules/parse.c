@@ -249,8 +249,9 @@ rl_method_bit(const char *m, size_t len)
 {
 	uint64_t w = (uint64_t)len << 56;
 
-	/* any ASCII case: Apache passes "post" on as it came */
-	if (len == 0 || len > 7)
+	/* any ASCII case: Apache passes "post" on as it came; "" packs to
+	 * a word no method has */
+	if (len > 7)
 		return RL_METHOD_OTHER;
 	for (size_t i = 0; i < len; i++) {
 		unsigned c = (unsigned char)m[i];
