@@ -878,16 +878,36 @@ authorize(struct worker *w, struct gen *g, size_t np, int64_t now,
 	}
 	if (maybe_stats(w, g, np, &rq, 1, now))
 		return;
-	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+	/* nginx runs auth_request again after each internal redirect of one
+	 * client request (index, a try_files fallback, error_page), with the
+	 * same REQUEST_URI, client and headers.  An allowed answer carries
+	 * `Rategate-Decision: allow`; the example configuration keeps it
+	 * (auth_request_set, a variable of the client's request that
+	 * survives its redirects) and passes it back as RATEGATE_DECIDED.
+	 * Such a repeat was counted already: it is looked at, not counted,
+	 * and allowed even where the first run took the last hit, so that
+	 * its X-RateLimit-* figures are current; it is neither logged nor
+	 * counted in the statistics.  Only nginx sets the param (a client's
+	 * header arrives as HTTP_*), and only from rategate's own answer. */
+	const char *decided = auth_request ? param(w, np, "RATEGATE_DECIDED") : NULL;
+	int repeat = decided != NULL && strcmp(decided, "allow") == 0;
+	rl_decide(g->rs, &srv->store, &rq, now, repeat ? RL_TEST : RL_HIT, &d);
+	if (repeat && d.outcome == RL_DENY) {
+		d.outcome = RL_ALLOW;
+		d.would_deny = 0;
+	}
 	proxy_header_note(w, g, np, &d);
 	if (d.outcome == RL_STORE_ERROR)
 		store_failed(srv, g, &d);
 	struct respond_opts ro = g->ropts;
 	ro.apache = param(w, np, "FCGI_APACHE_ROLE") != NULL;
 	ro.deny_status = auth_request ? 403 : 0;
+	ro.auth_request = auth_request;
 	/* the log says what the web server got */
 	int status = respond_authorizer(&w->out, &ro, &d, now, f);
 	send_out(w);
+	if (repeat && d.outcome == RL_ALLOW)
+		return;
 	/* An authorizer sees neither the response nor its end: say once per
 	 * rule (and reload) that these options do nothing here. */
 	if (d.rule != NULL && (d.rule->deduct || d.rule->concurrency > 0) &&

@@ -182,6 +182,7 @@ respond_opts_from_settings(struct respond_opts *o, const struct rl_settings *s)
 	o->retry_after = s->retry_after;
 	o->apache = 0;
 	o->deny_status = 0;
+	o->auth_request = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -584,6 +585,8 @@ respond_authorizer(struct respond_buf *b, const struct respond_opts *o,
 		}
 		if (d->would_deny)
 			variable(b, "RL_DRY_RUN_DENY", "1");
+		if (o->auth_request)
+			add_str(b, "Rategate-Decision: allow\r\n");
 		respond_ratelimit_headers(b, o, d, now_ms);
 		add_str(b, "\r\n");
 		return 200;

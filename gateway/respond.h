@@ -84,6 +84,12 @@ struct respond_opts {
 	 * for nginx's error_page 403 to turn back into a 429.  Set per
 	 * request. */
 	int deny_status;
+	/* nginx auth_request: an allowed answer also carries
+	 * `Rategate-Decision: allow`, which the example configuration hands
+	 * back as RATEGATE_DECIDED when nginx asks again about the same
+	 * request after an internal redirect (fcgi.c authorize()).  Set per
+	 * request. */
+	int auth_request;
 };
 
 void respond_opts_from_settings(struct respond_opts *o,

@@ -50,7 +50,8 @@ static const char auth_rules[] =
 	"storage          shm:@DIR@/store?size=8M\n"
 	"headers          on\n"
 	"/static.txt      2/minute\n"
-	"/q.txt           1/minute   key=query:user\n";
+	"/q.txt           1/minute   key=query:user\n"
+	"/                3/minute\n";
 
 static int port;
 static pid_t nginx, rg, app;
@@ -159,6 +160,7 @@ setup_auth(void)
 	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
 	srv_write("docroot/static.txt", "static file content\n", 0644);
 	srv_write("docroot/q.txt", "q\n", 0644);
+	srv_write("docroot/index.html", "index\n", 0644);
 	start_rategate(auth_rules, 0);
 	start_nginx("nginx-auth-request.conf", "127.0.0.1:8083", NULL);
 }
@@ -469,6 +471,51 @@ Test(nginx, auth_request_serves_the_file_or_429,
 
 	srv_expect_in_file(srv_path("rategate.log"),
 			   "event=deny status=403 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/static.txt");
+	cr_expect_eq(srv_stop(nginx, 10), 0);
+	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
+}
+
+/* nginx runs auth_request again after an internal redirect (here its
+ * default `index index.html`: GET / is served as /index.html), with the
+ * client's REQUEST_URI, so rategate decides on "/" both times.  With the
+ * example's RATEGATE_DECIDED lines the second run looks and does not count:
+ * "/ 3/minute" allows three requests for / with Remaining 2, 1, 0 (two hits
+ * each would give 1, then a 429). */
+Test(nginx, auth_request_counts_a_redirected_request_once,
+     .init = setup_auth, .fini = teardown, .timeout = 30)
+{
+	char v[128];
+	struct srv_resp r;
+
+	for (int i = 0; i < 3; i++) {
+		get("/", NULL, &r);
+		cr_assert_eq(r.status, 200, "request %d: %s\n%s\n%s", i,
+			     r.status_line, r.body, logs());
+		cr_expect_str_eq(r.body, "index\n");
+		/* the headers of the second run, which looked: current */
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Limit", v, sizeof(v)), "3");
+		cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)),
+				 i == 0 ? "2" : i == 1 ? "1" : "0");
+		srv_resp_free(&r);
+	}
+	get("/", NULL, &r);
+	cr_expect_eq(r.status, 429, "%s", logs());
+	cr_expect_str_eq(srv_header(&r, "X-RateLimit-Remaining", v, sizeof(v)), "0");
+	srv_resp_free(&r);
+	/* /index.html asked for by name is its own path (no rule): allowed */
+	get("/index.html", NULL, &r);
+	cr_expect_eq(r.status, 200);
+	srv_resp_free(&r);
+
+	/* a client cannot claim the repeat: its header is HTTP_RATEGATE_DECIDED */
+	const char *h[] = { "Rategate-Decided: allow", "Rategate-Decision: allow", NULL };
+	get("/", h, &r);
+	cr_expect_eq(r.status, 429);
+	srv_resp_free(&r);
+
+	/* denials are logged with the 403 nginx got */
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "event=deny status=403 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/ ");
 	cr_expect_eq(srv_stop(nginx, 10), 0);
 	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
 }

@@ -28,6 +28,7 @@ setup(void)
 	o.retry_after = RL_RETRY_SECONDS;
 	o.apache = 0;
 	o.deny_status = 0;
+	o.auth_request = 0;
 }
 
 static void
@@ -99,6 +100,27 @@ Test(respond, deny_as_403_for_auth_request)
 	cr_assert(strncmp(b.data, "Status: 403 Forbidden\r\n", 23) == 0, "%s", b.data);
 	d.outcome = RL_ALLOW;
 	cr_assert_eq(respond_authorizer(&b, &o, &d, NOW, RESPOND_TEXT), 200);
+	cr_assert_null(strstr(b.data, "Rategate-Decision"), "%s", b.data);
+	/* with auth_request set (what RATEGATE_ROLE auth-request sets), an
+	 * allowed answer says so, for the example's RATEGATE_DECIDED */
+	o.auth_request = 1;
+	cr_assert_eq(respond_authorizer(&b, &o, &d, NOW, RESPOND_TEXT), 200);
+	cr_assert_str_eq(b.data,
+		"Status: 200 OK\r\n"
+		"Variable-RL_CLIENT: 192.0.2.7\r\n"
+		"Variable-RL_KEY: addr=192.0.2.7\r\n"
+		"Variable-RL_RULE: /login\r\n"
+		"Variable-RL_LIMIT: 10/minute\r\n"
+		"Variable-RL_REMAINING: 0\r\n"
+		"Variable-RL_RESET: 30\r\n"
+		"Rategate-Decision: allow\r\n"
+		"X-RateLimit-Limit: 10\r\n"
+		"X-RateLimit-Remaining: 0\r\n"
+		"X-RateLimit-Reset: 30\r\n"
+		"\r\n");
+	d.outcome = RL_DENY;
+	cr_assert_eq(respond_authorizer(&b, &o, &d, NOW, RESPOND_TEXT), 403);
+	cr_assert_null(strstr(b.data, "Rategate-Decision"), "%s", b.data);
 }
 
 Test(respond, deny_json_with_ietf_fields)
