@@ -280,6 +280,12 @@ Test(quickstart, script_gives_429_and_stop_command_stops_everything,
 	cr_expect(atoi(v) >= 1 && atoi(v) <= 60, "Retry-After %s", v);
 	cr_expect_str_eq(r.body, "Too many login attempts\n");
 	srv_resp_free(&r);
+	/* Nothing in front of lighttpd here, and site.rules trusts no proxy:
+	 * a client's own X-Forwarded-For does not give it a new key. */
+	const char *xff[] = { "X-Forwarded-For: 10.9.9.1", NULL };
+	srv_http("POST", url, xff, &r);
+	cr_expect_eq(r.status, 429, "X-Forwarded-For chose the key: %s", r.status_line);
+	srv_resp_free(&r);
 
 	/* /pay: 1 per 10 seconds. */
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/pay", port);
