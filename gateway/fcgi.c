@@ -477,6 +477,33 @@ load_logged(struct server *srv, const char *event)
 	return rs;
 }
 
+/* A reload whose `storage` differs: said, with what a restart would do
+ * when the new file is a shm store that opening would refuse (the same
+ * file with another size=: the restart must come with deleting it). */
+static void
+storage_changed(struct server *srv, const struct rl_ruleset *rs)
+{
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	char e[512];
+
+	if (s->storage.kind == RL_STORAGE_SHM) {
+		struct shm_config c;
+		struct shm_plan p;
+		uint64_t keys;
+		store_shm_config(s, rl_ruleset_max_moving(rs),
+				 rl_ruleset_max_inflight(rs), &c);
+		if (shm_probe_file(&c, &p, &keys, e, sizeof(e)) == SHM_PROBE_REFUSED) {
+			log_printf(srv->log, LOG_LEVEL_WARN, "reload",
+				   "storage changed to %s, but a restart would stop on it: %s; until then the counters stay in %s",
+				   s->storage.shown, e, srv->store_shown);
+			return;
+		}
+	}
+	log_printf(srv->log, LOG_LEVEL_WARN, "reload",
+		   "storage changed to %s: restart rategate to use it; until then the counters stay in %s",
+		   s->storage.shown, srv->store_shown);
+}
+
 /* SIGHUP: load the file again and swap it in whole, or keep the old
  * rules.  The store stays: counters survive; a changed `storage` needs a
  * restart (said in the log), since the new rules would otherwise count
@@ -521,9 +548,7 @@ reload(struct server *srv)
 	}
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	if (strcmp(s->storage.uri, srv->store_uri) != 0)
-		log_printf(srv->log, LOG_LEVEL_WARN, "reload",
-			   "storage changed to %s: restart rategate to use it; until then the counters stay in %s",
-			   s->storage.shown, srv->store_shown);
+		storage_changed(srv, rs);
 	pthread_mutex_lock(&srv->gen_mu);
 	struct gen *old = srv->current;
 	pthread_mutex_unlock(&srv->gen_mu);

@@ -165,12 +165,13 @@ storage_place(const char *file, const struct rl_settings *s)
  * would not; the message is the one the gateway would stop with, and says
  * what to do (deleting the file loses its counters, which is the
  * administrator's call to make, before the restart rather than after a
- * failed one).  A file that cannot be read here (another user's) is only
- * a warning: the gateway's user may well read it.  Prints the geometry
- * line; returns the number of errors. */
+ * failed one).  So is a file this user may not read and write (a gateway
+ * running as this user would stop on it); one that cannot be read for
+ * another reason is only a warning.  Prints the geometry line unless quiet (other errors);
+ * returns the number of errors. */
 static int
 check_shm(const char *file, const struct rl_settings *s,
-	  const struct rl_ruleset *rs)
+	  const struct rl_ruleset *rs, int quiet)
 {
 	struct shm_config c;
 	struct shm_plan p;
@@ -185,7 +186,7 @@ check_shm(const char *file, const struct rl_settings *s,
 		return 1;
 	case SHM_PROBE_UNREADABLE:
 		storage_place(file, s);
-		fprintf(stderr, "warning: %s: the existing file is not checked against these rules (run -t as the gateway's user)\n",
+		fprintf(stderr, "warning: %s: the existing file is not checked against these rules\n",
 			err);
 		return 0;
 	case SHM_PROBE_NEW:
@@ -196,6 +197,8 @@ check_shm(const char *file, const struct rl_settings *s,
 			 (unsigned long long)keys, keys == 1 ? "" : "s");
 		break;
 	}
+	if (quiet)
+		return 0;       /* -t failed elsewhere: no "ok" geometry */
 	if (p.entry_bytes > SHM_ENTRY_BYTES)
 		snprintf(each, sizeof(each), "%u bytes each with its name", p.entry_bytes);
 	else
@@ -225,7 +228,7 @@ check(const char *file)
 	for (size_t i = 0; i < rl_ruleset_nrules(rs); i++)
 		errors += check_upstream(rl_ruleset_rule(rs, i)->upstream);
 	if (s->storage.kind == RL_STORAGE_SHM)
-		errors += check_shm(file, s, rs);
+		errors += check_shm(file, s, rs, errors > 0);
 	else if (s->storage.kind == RL_STORAGE_MEMORY)
 		printf("rategate: storage memory: counters are private to each rategate process (one process per site; refused in CGI wrapper mode)\n");
 	if (errors) {

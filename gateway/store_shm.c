@@ -93,8 +93,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2038,6 +2040,41 @@ static int file_blank(int fd, uint64_t size)
 	return 1;
 }
 
+/* The message for a file this process may not open read-write (EACCES):
+ * who owns it, its mode, who we are, and the two ways out.  What happens
+ * after a quickstart run as root, whose file a www-data gateway then
+ * cannot open ("0660 less the umask", root:root). */
+static void
+no_access(const char *path, char *err, size_t errcap)
+{
+	struct stat sb;
+	char own[64] = "?", grp[64] = "?", me[64];
+	uid_t uid = geteuid();
+
+	if (stat(path, &sb) != 0) {
+		snprintf(err, errcap, "shm store \"%s\": %s", path, strerror(EACCES));
+		return;
+	}
+	struct passwd *pw = getpwuid(sb.st_uid);
+	struct group *gr = getgrgid(sb.st_gid);
+	if (pw)
+		snprintf(own, sizeof(own), "%s", pw->pw_name);
+	else
+		snprintf(own, sizeof(own), "%lu", (unsigned long)sb.st_uid);
+	if (gr)
+		snprintf(grp, sizeof(grp), "%s", gr->gr_name);
+	else
+		snprintf(grp, sizeof(grp), "%lu", (unsigned long)sb.st_gid);
+	pw = getpwuid(uid);
+	if (pw)
+		snprintf(me, sizeof(me), "%s", pw->pw_name);
+	else
+		snprintf(me, sizeof(me), "%lu", (unsigned long)uid);
+	snprintf(err, errcap, "shm store \"%s\": %s: the file is %s:%s mode %04o and this process runs as %s (uid %lu), which must read and write it: give it to the gateways' user (chown %s %s) or delete it (its counters are lost) so that the first gateway creates it",
+		 path, strerror(EACCES), own, grp, (unsigned)(sb.st_mode & 07777),
+		 me, (unsigned long)uid, me, path);
+}
+
 int shm_store_open(const struct shm_config *c, struct rl_store *st,
 		   char *err, size_t errcap)
 {
@@ -2055,6 +2092,8 @@ int shm_store_open(const struct shm_config *c, struct rl_store *st,
 		if (c->attach_only && errno == ENOENT)
 			snprintf(err, errcap, "shm store \"%s\": no such file (no gateway has created it yet)",
 				 c->path);
+		else if (errno == EACCES)
+			no_access(c->path, err, errcap);
 		else
 			snprintf(err, errcap, "shm store \"%s\": %s", c->path,
 				 strerror(errno));
@@ -2198,6 +2237,13 @@ enum shm_probe shm_probe_file(const struct shm_config *c, struct shm_plan *p,
 	int fd;
 
 	*keys = 0;
+	/* the gateway opens it read-write: a file this user cannot would
+	 * stop a gateway running as this user */
+	if (faccessat(AT_FDCWD, c->path, R_OK | W_OK, AT_EACCESS) != 0 &&
+	    errno == EACCES) {
+		no_access(c->path, err, errcap);
+		return SHM_PROBE_REFUSED;
+	}
 	fd = open(c->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 && errno != ENOENT) {
 		snprintf(err, errcap, "shm store \"%s\": %s", c->path,

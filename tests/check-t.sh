@@ -34,7 +34,7 @@ upstream   fcgi+unix://$d/app.sock
 /c 1/minute upstream=cgi:$d/noexec.cgi
 /d 1/minute upstream=cgi:$d/ok.cgi
 RULES
-"$bin" -t -c "$d/bad.rules" >/dev/null 2>"$d/err"; rc=$?
+"$bin" -t -c "$d/bad.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
 $d/bad.rules:2:12: warning: upstream fcgi+unix://$d/app.sock: No such file or directory (the application is not running yet?)
 $d/bad.rules:3:22: upstream cgi:$d/missing.cgi: No such file or directory
@@ -43,6 +43,10 @@ $d/bad.rules:5:22: upstream cgi:$d/noexec.cgi: not executable
 rategate: $d/bad.rules: 3 errors in the gateway settings
 WANT
 expect "bad upstreams: one line each, at the URI" 1 "$d/want"
+# nothing on stdout: no storage geometry line for a check that failed
+if [ -s "$d/out" ]; then
+	echo "FAIL: bad upstreams: stdout not empty:"; cat "$d/out"; fail=1
+fi
 
 printf 'storage shm:%s/store?size=2M\nupstream fcgi+unix://%s/app.sock\n/d 1/minute upstream=cgi:%s/ok.cgi\n' \
 	"$d" "$d" "$d" > "$d/warn.rules"

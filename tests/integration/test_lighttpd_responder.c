@@ -1037,11 +1037,29 @@ Test(responder, sighup_reloads_good_rules_and_refuses_broken_ones,
 	cr_expect_not_null(strstr(r.body, "\"reloads\":{\"ok\":2,\"failed\":2}"), "%s", r.body);
 	srv_resp_free(&r);
 
+	/* storage size= changed: the reload says a restart is needed, and
+	 * that it would stop on the file as it is (the same file, another
+	 * size), with the way out */
+	{
+		const char *sz[] = { "?size=4M", "?size=8M", NULL };
+		char *v3 = srv_subst_some(v2, sz);
+		srv_write("site.rules", v3, 0644);
+		free(v3);
+		hup_and_wait("rules loaded\"", 3);
+		snprintf(want, sizeof(want),
+			 "level=warn event=reload msg=\"storage changed to shm:%s?size=8M, but a restart would stop on it: shm store \\\"%s\\\": the file holds size=4M but storage asks for size=8M: stop the gateways and delete the file (its counters are lost), or set size=4M; until then the counters stay in shm:%s?size=4M\"",
+			 srv_path("counters"), srv_path("counters"), srv_path("counters"));
+		cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), want), 1,
+			     "%s\n%s", want, logs());
+		srv_write("site.rules", v2, 0644);
+		hup_and_wait("rules loaded\"", 4);
+	}
+
 	/* the store file deleted under the running gateway: the next reload
 	 * says so (a process started now would count apart) */
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "was deleted or replaced"), 0);
 	cr_assert_eq(unlink(srv_path("counters")), 0);
-	hup_and_wait("rules loaded\"", 3);
+	hup_and_wait("rules loaded\"", 5);
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
 				       "level=error event=reload msg=\"the store file of shm:"), 1, "%s", logs());
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),

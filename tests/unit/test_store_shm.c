@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,6 +328,51 @@ Test(shm, probe_file_new_fits_refused)
 	cr_assert_eq(shm_store_open(&c, &st, open_err, sizeof(open_err)), -1);
 	cr_expect_str_eq(err, open_err);
 	st.ops->destroy(st.impl);
+}
+
+/* A file another user made (a quickstart run as root, then a www-data
+ * gateway): refused by opening and by the probe (-t) with one message
+ * naming its owner, its mode, this process's user and the two fixes. */
+Test(shm, a_file_this_user_cannot_write_names_owner_mode_and_fix)
+{
+	struct passwd *pw = getpwnam("www-data");
+
+	if (geteuid() != 0 || pw == NULL)
+		cr_skip_test("needs root and a www-data user");
+	struct shm_config c = config("theirs", 1 << 20, 0);
+	struct rl_store st;
+	mode_t old = umask(022);
+	open_ok(&c, &st);
+	st.ops->destroy(st.impl);
+	umask(old);
+	cr_assert_eq(chmod(dir, 0755), 0);
+	char want[1024];
+	snprintf(want, sizeof(want), "shm store \"%s/theirs\": Permission denied: the file is root:root mode 0640 and this process runs as www-data (uid %lu), which must read and write it: give it to the gateways' user (chown www-data %s/theirs) or delete it (its counters are lost) so that the first gateway creates it",
+		 dir, (unsigned long)pw->pw_uid, dir);
+
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		char e1[1024] = "", e2[1024] = "";
+		struct shm_plan p;
+		uint64_t keys;
+		if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+			_exit(10);
+		if (shm_probe_file(&c, &p, &keys, e1, sizeof(e1)) != SHM_PROBE_REFUSED)
+			_exit(11);
+		if (shm_store_open(&c, &st, e2, sizeof(e2)) != -1)
+			_exit(12);
+		if (strcmp(e1, want) != 0 || strcmp(e2, want) != 0) {
+			fprintf(stderr, "probe: %s\nopen:  %s\nwant:  %s\n", e1, e2, want);
+			_exit(13);
+		}
+		_exit(0);
+	}
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "child status %d (10 setuid, 11 probe not refused, 12 opened, 13 message)",
+		  status);
 }
 
 /* ------------------------------------------------------------------ */
