@@ -292,6 +292,13 @@ struct who {
 	size_t path_len;
 	const char *method;             /* upper-cased into mbuf when it fits */
 	size_t method_len;
+	/* What per-method counts under: the method, but HEAD as GET (servers
+	 * answer HEAD by running GET's handler) and every method outside
+	 * RL_METHOD_* as "OTHER" (a client picks its method: Apache and
+	 * nginx pass any token on, so one budget per made-up method would
+	 * be unbounded). */
+	const char *cmethod;
+	size_t cmethod_len;
 	char mbuf[32];
 	const struct rl_rule *rule;
 	char addr_text[64];
@@ -514,9 +521,18 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 		}
 	}
 	struct rl_match m;
+	unsigned mbit = rl_method_bit(w->method, w->method_len);
 
-	rl_ruleset_match(rs, w->path, w->path_len,
-			 rl_method_bit(w->method, w->method_len), &m);
+	w->cmethod = w->method;
+	w->cmethod_len = w->method_len;
+	if (mbit == RL_METHOD_HEAD) {
+		w->cmethod = "GET";
+		w->cmethod_len = 3;
+	} else if (mbit == RL_METHOD_OTHER) {
+		w->cmethod = "OTHER";
+		w->cmethod_len = 5;
+	}
+	rl_ruleset_match(rs, w->path, w->path_len, mbit, &m);
 	const struct rl_rule *rule = w->rule = m.rule;
 
 	d->rule = rule;
@@ -627,8 +643,8 @@ decide(const struct rl_ruleset *rs, struct rl_store *st,
 		};
 		char *base = b.keys[b.n];
 		blen = key_base(base, &rs->rule_heads[rule->index], "", 0,
-				rule->per_method ? w->method : NULL,
-				w->method_len, w->rkey, w->rkey_len);
+				rule->per_method ? w->cmethod : NULL,
+				w->cmethod_len, w->rkey, w->rkey_len);
 		if (blen == 0 ||
 		    add_group(&b, base, blen, rule->limits, rule->nlimits, &g))
 			goto too_long;
@@ -781,7 +797,7 @@ rl_after_response(const struct rl_ruleset *rs, struct rl_store *st,
 	};
 	char *base = b.keys[0];
 	blen = key_base(base, &rs->rule_heads[rule->index], "", 0,
-			rule->per_method ? w.method : NULL, w.method_len,
+			rule->per_method ? w.cmethod : NULL, w.cmethod_len,
 			w.rkey, w.rkey_len);
 	b.n = 0;
 	if (blen == 0)

@@ -1535,7 +1535,9 @@ rule_option(struct pstate *ps, const struct loc *ln, struct prule *pr,
 					 quote(v + i, j - i, qb, sizeof(qb)));
 				return;
 			}
-			r->methods |= b;
+			/* GET admits HEAD: servers answer HEAD by running
+			 * GET's handler, so HEAD must not escape the rule */
+			r->methods |= b == RL_METHOD_GET ? b | RL_METHOD_HEAD : b;
 			i = j + 1;
 		}
 		break;

@@ -275,6 +275,36 @@ Test(decide, methods_filter_and_per_method)
 	cr_assert_str_eq(last_keys[0], "rg:r/item@DELETE:addr=192.0.2.1:1/60000/fw");
 }
 
+/* Found by a review against Apache and nginx, which pass any method token
+ * on: per-method gave a budget per made-up method (FOO, BAR, ...), and
+ * HEAD, which servers answer by running GET's handler, escaped a
+ * methods=GET rule and had a per-method budget of its own. */
+Test(decide, head_is_get_and_made_up_methods_share_one_budget)
+{
+	setup_rules("/item 1/minute per-method\n/search 2/minute methods=GET\n/put 1/minute methods=PUT\n");
+	cr_assert_eq(allowed_of(1, "GET", "/item", "192.0.2.1", T0), 1);
+	cr_assert_eq(allowed_of(2, "HEAD", "/item", "192.0.2.1", T0), 0);
+	cr_assert_str_eq(last_keys[0], "rg:r/item@GET:addr=192.0.2.1:1/60000/fw");
+	cr_assert_eq(allowed_of(1, "FOO", "/item", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:r/item@OTHER:addr=192.0.2.1:1/60000/fw");
+	cr_assert_eq(allowed_of(1, "BAR", "/item", "192.0.2.1", T0), 0);
+	cr_assert_eq(allowed_of(1, "PROPFIND", "/item", "192.0.2.1", T0), 0);
+	cr_assert_eq(allowed_of(1, "other", "/item", "192.0.2.1", T0), 0);
+	cr_assert_str_eq(last_keys[0], "rg:r/item@OTHER:addr=192.0.2.1:1/60000/fw");
+	/* the known methods keep their own budgets */
+	cr_assert_eq(allowed_of(1, "OPTIONS", "/item", "192.0.2.1", T0), 1);
+
+	/* methods=GET admits HEAD: two GET, then HEAD is denied */
+	cr_assert_eq(allowed_of(1, "GET", "/search", "192.0.2.1", T0), 1);
+	cr_assert_eq(allowed_of(1, "HEAD", "/search", "192.0.2.1", T0), 1);
+	cr_assert_eq(allowed_of(2, "head", "/search", "192.0.2.1", T0), 0);
+	cr_assert_eq(allowed_of(1, "GET", "/search", "192.0.2.1", T0), 0);
+	/* but only GET does: methods=PUT does not admit HEAD or GET, which
+	 * are unlimited here (no defaults) */
+	cr_assert_eq(allowed_of(3, "HEAD", "/put", "192.0.2.1", T0), 3);
+	cr_assert_eq(allowed_of(2, "PUT", "/put", "192.0.2.1", T0), 1);
+}
+
 Test(decide, path_spellings_share_one_budget)
 {
 	struct rl_decision d;
