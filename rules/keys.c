@@ -396,11 +396,50 @@ query_lookup(const struct rl_request *req, const char *name, char *vbuf,
 	return 0;
 }
 
-/* Each cookie named name in s (its name percent-decoded and compared by
- * name_is, as PHP reads names): its value unquoted and, as PHP and Rack
- * read cookies, percent-decoded ('+' as space), so "ab%63" and "abc" are
- * one key, as they are one session to such an application.  The value is
- * copied into buf (cap bytes); one that does not fit is unusable. */
+/* RFC 6265 cookie-octets, optionally inside one pair of DQUOTEs: what a
+ * cookie value is.  A value with anything else (a space, ',', '\\', a
+ * quote inside) is split or read differently by different parsers (old
+ * Rack splits on ','), so it cannot be a key. */
+static int
+cookie_octets(const char *v, size_t len)
+{
+	if (len >= 2 && v[0] == '"' && v[len - 1] == '"') {
+		v++;
+		len -= 2;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == ';' ||
+		    c == '\\')
+			return 0;
+	}
+	return 1;
+}
+
+/* Each cookie named name in s, read so that rategate never counts a
+ * cookie the application does not see, nor one value of it under two
+ * keys (found by a review against PHP 8.2):
+ *
+ * - Names.  PHP compares them as sent (not percent-decoded, since PHP
+ *   7.4.11), through its name mangling (name_is); Rack and Go decode or
+ *   trim them.  A cookie whose name is NAME only once decoded or trimmed
+ *   ("s%69d", "sid ") is NAME to some applications and not to others:
+ *   ambiguous, so the key falls to its next alternative.  (Decoding it,
+ *   as before, let "s%69d=made-up" pick the key while PHP saw no sid.)
+ * - A cookie without '=' ("sid") is NAME with an empty value, as PHP
+ *   reads it: "sid; sid=made-up" is two values (ambiguous), not made-up.
+ * - Values.  One made of cookie-octets (in quotes or not), else
+ *   ambiguous; then percent-decoded, every '+' (sent or decoded) read as
+ *   a space and one pair of surrounding quotes dropped.  PHP decodes
+ *   without '+' as space and keeps quotes, Rack decodes '+' as space,
+ *   Python and Go drop quotes: the key is a function of what any of them
+ *   reads ("a+b", "a%2Bb", "a%20b" are one key, as are "q1", "\"q1\""
+ *   and "%22q1%22"), so one session cannot be spelled into several
+ *   budgets; the price is that values only such spellings tell apart
+ *   share one.
+ *
+ * The value is copied into buf (cap bytes); one that does not fit is
+ * unusable. */
 static void
 cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 	    char *buf, size_t cap)
@@ -414,39 +453,56 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 		const char *c = s + pos;
 		size_t clen = end - pos;
 
+		pos = end + 1;
 		rl_trim(&c, &clen);
 		/* PHP skips every leading isspace() byte of a cookie's name */
 		while (clen > 0 && isspace((unsigned char)*c)) {
 			c++;
 			clen--;
 		}
+		if (clen == 0)
+			continue;
 		const char *eq = memchr(c, '=', clen);
-		size_t cn = eq ? (size_t)(eq - c) : 0;
-		char nbuf[NAME_SCAN_MAX];
-		long dn = eq ? qdecode(c, cn, nbuf, sizeof(nbuf)) : 0;
-		if (dn < 0) {
-			f->ambiguous = 1;       /* a name too long to compare */
-			f->n++;
-		} else if (eq && name_is(nbuf, (size_t)dn, name)) {
-			const char *v = eq + 1;
-			size_t vl = clen - cn - 1;
-			if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
-				v++;
-				vl -= 2;
-			}
-			long dl = qdecode(v, vl, tmp, sizeof(tmp));
-			if (dl < 0 || (size_t)dl > cap) {
-				f->ambiguous = 1;       /* too long */
+		size_t cn = eq ? (size_t)(eq - c) : clen;
+		if (!name_is(c, cn, name)) {
+			char nbuf[NAME_SCAN_MAX];
+			long dn = qdecode(c, cn, nbuf, sizeof(nbuf));
+			const char *d = nbuf;
+			size_t dl = dn < 0 ? 0 : (size_t)dn;
+			rl_trim(&d, &dl);
+			if (dn < 0 || name_is(d, dl, name)) {
+				f->ambiguous = 1;       /* see above; or too long */
 				f->n++;
-			} else {
-				/* compared with the value before, then kept in
-				 * buf: tmp is the next value's */
-				found_add(f, tmp, (size_t)dl);
-				memcpy(buf, tmp, (size_t)dl);
-				f->v = buf;
 			}
+			continue;
 		}
-		pos = end + 1;
+		if (eq == NULL) {
+			found_add(f, "", 0);
+			continue;
+		}
+		const char *v = eq + 1;
+		size_t vl = clen - cn - 1;
+		long dl = cookie_octets(v, vl) ?
+			  qdecode(v, vl, tmp, sizeof(tmp)) : -1;
+		if (dl < 0 || (size_t)dl > cap) {
+			f->ambiguous = 1;       /* not a cookie value, or too long */
+			f->n++;
+			continue;
+		}
+		size_t o = (size_t)dl;
+		for (size_t i = 0; i < o; i++)
+			if (tmp[i] == '+')
+				tmp[i] = ' ';
+		char *t = tmp;
+		if (o >= 2 && t[0] == '"' && t[o - 1] == '"') {
+			t++;
+			o -= 2;
+		}
+		/* compared with the value before, then kept in buf: tmp is
+		 * the next value's */
+		found_add(f, t, o);
+		memcpy(buf, t, o);
+		f->v = buf;
 	}
 }
 

@@ -618,6 +618,45 @@ Test(decide, php_name_spellings_are_one_name)
 	cr_assert_str_eq(d.key, "c.sess_id=S");
 }
 
+/* Cookies as PHP 8.2 reads them (found by a review against php-cgi):
+ * names are not decoded there, a cookie without '=' is an empty value,
+ * '+' stays '+' and quotes stay.  rategate must never count a cookie PHP
+ * does not see, nor split one value into several keys. */
+Test(decide, cookies_never_counted_where_php_sees_none)
+{
+	struct rl_decision d;
+
+	setup_rules("/c 1/minute key=cookie:sid|addr\n");
+	/* a name PHP does not read as sid (Rack and Go would): ambiguous,
+	 * the address decides (it used to be c.sid=r1, a key per value) */
+	static const char *const addr_only[] = {
+		"HTTP_COOKIE=s%69d=r1", "HTTP_COOKIE=sid; sid=r2", "HTTP_COOKIE=sid",
+		"HTTP_COOKIE=sid =r3", "HTTP_COOKIE=sid=r4, x=1",
+		"HTTP_COOKIE=sid=r\\5", "HTTP_COOKIE=sid=\"r6", "HTTP_COOKIE=x=1; sid=",
+	};
+	for (size_t i = 0; i < sizeof(addr_only) / sizeof(addr_only[0]); i++) {
+		const char *c[] = { addr_only[i], NULL };
+		cr_assert_eq(req_full("GET", "/c", "192.0.2.1", c, T0, RL_HIT, 0, &d),
+			     i == 0 ? RL_ALLOW : RL_DENY, "%s", addr_only[i]);
+		cr_assert_str_eq(d.key, "addr=192.0.2.1", "%s", addr_only[i]);
+	}
+	/* one value, several spellings: one key ('+' and %2B are both a
+	 * space; quotes, sent or encoded, dropped) */
+	static const char *const ab[] = {
+		"HTTP_COOKIE=sid=a+b", "HTTP_COOKIE=sid=a%2Bb", "HTTP_COOKIE=sid=a%20b",
+		"HTTP_COOKIE=sid=\"a+b\"", "HTTP_COOKIE=sid=%22a%2bb%22",
+	};
+	for (size_t i = 0; i < sizeof(ab) / sizeof(ab[0]); i++) {
+		const char *c[] = { ab[i], NULL };
+		cr_assert_eq(req_full("GET", "/c", "192.0.2.2", c, T0, RL_HIT, 0, &d),
+			     i == 0 ? RL_ALLOW : RL_DENY, "%s", ab[i]);
+		cr_assert_str_eq(d.key, "c.sid=a%20b", "%s: %s", ab[i], d.key);
+	}
+	const char *q[] = { "HTTP_COOKIE=sid=\"q1\"; sid=%22q1%22; sid=q1", NULL };
+	cr_assert_eq(req_full("GET", "/c", "192.0.2.3", q, T0, RL_HIT, 0, &d), RL_ALLOW);
+	cr_assert_str_eq(d.key, "c.sid=q1");
+}
+
 Test(decide, oversized_key_part_falls_back)
 {
 	struct rl_decision d;
