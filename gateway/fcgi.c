@@ -1042,6 +1042,16 @@ client_write(void *ctx, const char *buf, size_t len)
 		buf += chunk;
 		len -= (size_t)chunk;
 	}
+	/* What the application wrote goes out now, not when libfcgi's 8 KiB
+	 * buffer fills or the request ends: server-sent events, progress
+	 * output and heartbeats must stream (a review found ticks held back
+	 * until upstream-timeout).  The proxy writes each read of the
+	 * application's output at once, so this is one record per read. */
+	if (FCGX_FFlush(w->req.out) != 0) {
+		if (timed_out(FCGX_GetError(w->req.out)))
+			w->stalled = STALL_WRITE;
+		return -1;
+	}
 	return 0;
 }
 

@@ -38,6 +38,9 @@
  *                    a test can ask how many requests reached the app)
  *   crash            abort() once the params are read (no core file)
  *   crash-after-head write the head and "partial\n", flush, abort()
+ *   trickle=MS       write the head and "tick 0\n", flush, wait MS
+ *                    milliseconds, write "tick 1\n" and end (a stream:
+ *                    server-sent events, progress output)
  *   garbage          write bytes that are not FastCGI records straight onto
  *                    the connection, then shut it down
  *   badhead          answer a malformed CGI head through FCGI_STDOUT
@@ -265,6 +268,16 @@ serve(FCGX_Request *r)
 	}
 	if (has(q, "badhead", NULL, NULL)) {
 		FCGX_FPrintF(r->out, "this is not a CGI head\n\n");
+		return;
+	}
+	unsigned long long tms = num(q, "trickle", 0);
+	if (tms > 0) {
+		FCGX_FPrintF(r->out, "Content-Type: text/plain\r\n\r\ntick 0\n");
+		FCGX_FFlush(r->out);
+		struct timespec ts = { (time_t)(tms / 1000), (long)(tms % 1000) * 1000000L };
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		FCGX_FPrintF(r->out, "tick 1\n");
 		return;
 	}
 	if (has(q, "crash-after-head", NULL, NULL)) {

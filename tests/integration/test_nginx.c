@@ -25,6 +25,7 @@
  * examples say.
  */
 #include <criterion/criterion.h>
+#include <curl/curl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -516,6 +517,61 @@ Test(nginx, auth_request_counts_a_redirected_request_once,
 	/* denials are logged with the 403 nginx got */
 	srv_expect_in_file(srv_path("rategate.log"),
 			   "event=deny status=403 client=127.0.0.1 key=\"addr=127.0.0.1\" rule=/ ");
+	cr_expect_eq(srv_stop(nginx, 10), 0);
+	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
+}
+
+struct grab { char buf[256]; size_t len; };
+
+static size_t
+grab_body(char *p, size_t size, size_t n, void *ud)
+{
+	struct grab *g = ud;
+	size_t len = size * n, room = sizeof(g->buf) - 1 - g->len;
+
+	memcpy(g->buf + g->len, p, len < room ? len : room);
+	g->len += len < room ? len : room;
+	g->buf[g->len] = '\0';
+	return len;
+}
+
+/* What the application writes reaches the client as it writes it (found
+ * by a review: rategate's answer sat in libfcgi's 8 KiB buffer, so a
+ * stream's ticks came out at the end, or at upstream-timeout).  The app
+ * writes "tick 0", waits 4 s, writes "tick 1"; nginx does not buffer
+ * (fastcgi_buffering off); the client gives up after 2 s, and by then
+ * must have "tick 0" and only that. */
+Test(nginx, responder_streams_what_the_application_writes,
+     .init = srv_setup, .fini = teardown, .timeout = 30)
+{
+	const char *extra[] = { "fastcgi_pass unix:", "fastcgi_buffering off; fastcgi_pass unix:", NULL };
+	start_responder(0, extra);
+
+	char url[128];
+	struct grab g = { "", 0 };
+	snprintf(url, sizeof(url), "%s/app/stream?trickle=4000", base);
+	CURL *c = curl_easy_init();
+	cr_assert_not_null(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grab_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
+	CURLcode rc = curl_easy_perform(c);
+	long status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	cr_expect_eq(rc, CURLE_OPERATION_TIMEDOUT, "%s", curl_easy_strerror(rc));
+	cr_expect_eq(status, 200, "%s", logs());
+	cr_expect_str_eq(g.buf, "tick 0\n", "after 2 s the client had \"%s\"\n%s", g.buf, logs());
+
+	/* and the whole stream when the client waits */
+	struct srv_resp r;
+	get("/app/stream?trickle=500", NULL, &r);
+	cr_expect_eq(r.status, 200);
+	cr_expect_str_eq(r.body, "tick 0\ntick 1\n");
+	srv_resp_free(&r);
 	cr_expect_eq(srv_stop(nginx, 10), 0);
 	cr_expect_eq(srv_stop(rg, 10), 0, "rategate after SIGTERM; %s", logs());
 }
