@@ -19,7 +19,10 @@ read_file(void *ctx, const char *path, char **data, size_t *len, char *msg,
 	  size_t msgcap)
 {
 	struct stat sb;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO among the rule files must be refused below, not
+	 * block the open until a writer comes (a review found a reload hung
+	 * so, and SIGTERM with it); a regular file ignores the flag */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	(void)ctx;
 	if (fd < 0) {

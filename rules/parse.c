@@ -1901,6 +1901,16 @@ parse_file(struct pstate *ps, const struct loc *from, const char *path,
 		}
 		return;
 	}
+	/* An included file of 0 bytes is what an editor or a deploy that
+	 * truncates, then writes, leaves for a moment; loading it would
+	 * silently lift its limits (a review found a reload doing so).  An
+	 * include meant to be empty says so with a comment. */
+	if (len == 0 && from->line != 0) {
+		error_at(ps, from, "included file \"%s\" is empty (still being written?): loading it would lift its limits; put a comment in it to keep it empty on purpose",
+			 path);
+		free(data);
+		return;
+	}
 	const char *file = rl_arena_strndup(ps->a, path, strlen(path));
 	struct read_file *nr = realloc(ps->read, (ps->nread + 1) * sizeof(*nr));
 	if (nr != NULL) {

@@ -160,4 +160,13 @@ usage_error "replay -c without its file" 'rategate replay: -c needs a value (the
 usage_error "inspect with -c and --store" 'rategate inspect: -c and --store are exclusive: give one' inspect -c "$d/r.rules" --store "$d/st"
 usage_error "inspect --client twice" 'rategate inspect: --client given twice' inspect --client a --client b --store "$d/st"
 [ -e "$d/s.sock" ] && { echo "FAIL: a bad -M left a socket"; fail=1; }
+
+# A FIFO among the rule files is refused at once, not waited on (the open
+# used to block until a writer came: a reload hung, and SIGTERM with it).
+mkfifo "$d/fifo.rules"
+printf 'include fifo.rules\n/x 1/minute\n' > "$d/f.rules"
+timeout 10 "$bin" -t -c "$d/f.rules" >/dev/null 2>"$d/err"; rc=$?
+printf '%s/f.rules:1:9: cannot read included file "%s/fifo.rules": not a regular file\nrategate: %s/f.rules: rules not loaded\n' \
+	"$d" "$d" "$d" > "$d/want"
+expect "a FIFO among the rule files" 1 "$d/want"
 exit $fail

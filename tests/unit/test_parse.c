@@ -689,6 +689,9 @@ Test(parse, include_errors)
 		{ "/r/bad.rules", "include sub/bad2.rules\n", 0 },
 		{ "/r/sub/bad2.rules", "/x 1/second\n/y 1/lightyear\n", 0 },
 		{ "/r/none.rules", "include nothing/*.rules\n/x 1/second\n", 0 },
+		{ "/r/site.rules", "/x 1/second\ninclude empty.rules\ninclude comment.rules\n", 0 },
+		{ "/r/empty.rules", "", 0 },
+		{ "/r/comment.rules", "# nothing yet\n", 0 },
 	};
 	files = fs;
 	nfiles = sizeof(fs) / sizeof(fs[0]);
@@ -721,6 +724,14 @@ Test(parse, include_errors)
 	cr_assert_str_eq(rep.warnings[0],
 			 "/r/none.rules:1:9: warning: include \"/r/nothing/*.rules\" matches no file");
 	rl_ruleset_free(rs);
+
+	/* an included file of 0 bytes (being written?) is refused: loading
+	 * it would lift its limits; one with only a comment is empty on
+	 * purpose */
+	cr_assert_null(load("/r/site.rules"));
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert_str_eq(rep.errors[0],
+			 "/r/site.rules:2:9: included file \"/r/empty.rules\" is empty (still being written?): loading it would lift its limits; put a comment in it to keep it empty on purpose");
 
 	cr_assert_null(parse("include x.rules\n"));
 }
