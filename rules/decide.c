@@ -605,6 +605,45 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	return -1;
 }
 
+/* The length of path that the default limits count: all of it, but a
+ * path that continues past a segment naming a file ("/page.php/a") is
+ * that file's ("/page.php"), as web servers hand it to the file's script
+ * (PATH_INFO) or serve it as the file.  Otherwise each made-up suffix was
+ * a fresh default budget for one script (found by a review).  "Names a
+ * file" is what gives a rule its implied FILE/ ** (names_file in parse.c):
+ * a dot inside the segment, not first, then 1-10 letters or digits, not
+ * all digits ("v1.2" is no file). */
+static size_t
+default_path_len(const char *path, size_t len)
+{
+	size_t seg = 1;         /* start of the current segment */
+
+	for (size_t i = 1; i < len; i++) {
+		if (path[i] != '/')
+			continue;
+		/* segment [seg, i) is followed by more */
+		size_t dot = i;
+		for (size_t j = i; j > seg; j--)
+			if (path[j - 1] == '.') {
+				dot = j - 1;
+				break;
+			}
+		size_t n = i - dot - 1;
+		if (dot < i && dot > seg && n >= 1 && n <= 10) {
+			int letters = 0, ok = 1;
+			for (size_t j = dot + 1; j < i; j++) {
+				unsigned char c = (unsigned char)path[j];
+				ok &= (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+				letters |= !(c >= '0' && c <= '9');
+			}
+			if (ok && letters)
+				return i;
+		}
+		seg = i + 1;
+	}
+	return len;
+}
+
 /* rl_decide() but for d->client and d->key, which are left to names(). */
 static enum rl_outcome
 decide(const struct rl_ruleset *rs, struct rl_store *st,
@@ -662,7 +701,8 @@ decide(const struct rl_ruleset *rs, struct rl_store *st,
 			.dry = s->dry_run,
 		};
 		char *base = b.keys[b.n];
-		blen = key_base(base, &rs->default_head, w->path, w->path_len,
+		blen = key_base(base, &rs->default_head, w->path,
+				default_path_len(w->path, w->path_len),
 				NULL, 0, w->gkey, w->gkey_len);
 		if (blen == 0 ||
 		    add_group(&b, base, blen, s->defaults, s->ndefaults, &g))

@@ -258,6 +258,31 @@ Test(decide, shared_scope)
 	cr_assert_str_eq(last_keys[0], "rg:rauth:addr=192.0.2.1:3/60000/fw");
 }
 
+/* The default limits count a path that continues past a file as that
+ * file (PATH_INFO: "/page.php/a" runs page.php): a client varying the
+ * suffix used to get a fresh default budget each time (found by a review
+ * against lighttpd). */
+Test(decide, default_limits_count_path_info_as_its_file)
+{
+	setup_rules("default 2/minute\n");
+	cr_assert_eq(allowed_of(1, "GET", "/page.php", "192.0.2.1", T0), 1);
+	cr_assert_eq(allowed_of(1, "GET", "/page.php/a", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:d/page.php:addr=192.0.2.1:2/60000/fw");
+	cr_assert_eq(allowed_of(3, "GET", "/page.php/b/c", "192.0.2.1", T0), 0);
+	cr_assert_eq(allowed_of(1, "GET", "/page.php/", "192.0.2.1", T0), 0);
+	cr_assert_eq(allowed_of(1, "GET", "/dir/x.tar.gz/more", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:d/dir/x.tar.gz:addr=192.0.2.1:2/60000/fw");
+	/* not a file: all-digit extension, a leading dot, the last segment */
+	cr_assert_eq(allowed_of(1, "GET", "/v1.2/users", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:d/v1.2/users:addr=192.0.2.1:2/60000/fw");
+	cr_assert_eq(allowed_of(1, "GET", "/.well-known/x", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:d/.well-known/x:addr=192.0.2.1:2/60000/fw");
+	cr_assert_eq(allowed_of(1, "GET", "/a/b.html", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:d/a/b.html:addr=192.0.2.1:2/60000/fw");
+	cr_assert_eq(allowed_of(1, "GET", "/x.toolongextension/y", "192.0.2.1", T0), 1);
+	cr_assert_str_eq(last_keys[0], "rg:d/x.toolongextension/y:addr=192.0.2.1:2/60000/fw");
+}
+
 Test(decide, methods_filter_and_per_method)
 {
 	setup_rules("default 100/minute\n/login 2/minute methods=POST\n/item 1/minute per-method\n");
