@@ -74,6 +74,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <limits.h>
+#include <malloc.h>
 #include <fastcgi.h>
 #include <fcgiapp.h>
 #include <netdb.h>
@@ -607,6 +608,8 @@ struct worker {
 	char *pre;              /* a prefetched body (FCGI_BODY_PREFETCH) */
 	size_t pre_len, pre_pos;
 	char peek[FCGI_HEAD_PEEK]; /* head_ready's look at the connection */
+	size_t peek_len;        /* bytes of it head_ready saw last */
+	int trim;               /* give libfcgi's params memory back after */
 };
 
 /* A read or write that failed on SO_RCVTIMEO / SO_SNDTIMEO. */
@@ -1298,8 +1301,14 @@ serve_one(struct worker *w)
 	long np = copy_params(w, w->req.envp);
 
 	if (np < 0) {
+		const char *ra = FCGX_GetParam("REMOTE_ADDR", w->req.envp);
+		const char *ru = FCGX_GetParam("REQUEST_URI", w->req.envp);
 		log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
-			   "request params exceed %u bytes", FCGI_PARAMS_MAX);
+			   "request params exceed %u bytes (client %s, REQUEST_URI %.200s): answered 400",
+			   FCGI_PARAMS_MAX, ra ? ra : "-", ru ? ru : "-");
+		/* libfcgi read them all into memory first (it cannot be told
+		 * to stop): hand that memory back once the request is done */
+		w->trim = 1;
 		respond_error(&w->out, 400, 0, "bad_request",
 			      "Bad Request: request headers too large", RESPOND_TEXT);
 		send_out(w);
@@ -1530,6 +1539,7 @@ head_ready(struct worker *w)
 	for (;;) {
 		ssize_t n = recv(fd, w->peek, sizeof(w->peek), MSG_PEEK | MSG_DONTWAIT);
 		if (n > 0) {
+			w->peek_len = (size_t)n;
 			if ((size_t)n == sizeof(w->peek) ||
 			    head_complete((const unsigned char *)w->peek, (size_t)n))
 				return 1;
@@ -1699,6 +1709,21 @@ worker_main(void *arg)
 					   "the web server sent an incomplete request and then nothing for %s; connection closed",
 					   duration_text(w->timeout_ms, t, sizeof(t)));
 				atomic_fetch_add(&srv->stats.client_timeouts, 1);
+			} else {
+				/* at once: what it sent is not a request libfcgi
+				 * reads (another version, a malformed or unknown
+				 * record); say what the first record was */
+				const unsigned char *h = (const unsigned char *)w->peek;
+				if (w->peek_len >= 8)
+					log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
+						   "the web server sent what is not a FastCGI request rategate can read (first record: version %u, type %u, request id %u, %u bytes); connection closed",
+						   h[0], h[1], (unsigned)h[2] << 8 | h[3],
+						   (unsigned)h[4] << 8 | h[5]);
+				else
+					log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
+						   "the web server sent %zu bytes that are not a FastCGI record; connection closed",
+						   w->peek_len);
+				atomic_fetch_add(&srv->stats.denied[STATS_BAD_REQUEST], 1);
 			}
 			continue;
 		}
@@ -1706,6 +1731,10 @@ worker_main(void *arg)
 			continue;
 		serve_one(w);
 		finish_request(w);
+		if (w->trim) {
+			malloc_trim(0);
+			w->trim = 0;
+		}
 	}
 	atomic_fetch_sub(&srv->running, 1);
 	return NULL;

@@ -577,6 +577,70 @@ late_end_then_hang_up(const char *uri)
  * goes on: the hang-up after it stops the application at once and is
  * client-gone, for the FastCGI application and the CGI script, not an
  * upstream-error when upstream-timeout runs out. */
+/* What libfcgi cannot read as a request (another version, an unknown
+ * management record) used to close the connection with no line at all
+ * (found by a review): now a bad-request line names the first record,
+ * the statistics count it, and the next request is served. */
+Test(slow, malformed_records_are_logged_bad_requests)
+{
+	static const unsigned char v2[] = { 2, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 };
+	static const unsigned char mgmt[] = { 1, 77, 0, 0, 0, 2, 0, 0, 'x', 'x' };
+	struct { const void *p; size_t n; const char *line; } cases[] = {
+		{ v2, sizeof(v2), "level=warn event=bad-request msg=\"the web server sent what is not a FastCGI request rategate can read (first record: version 2, type 1, request id 1, 8 bytes); connection closed\"" },
+		{ mgmt, sizeof(mgmt), "level=warn event=bad-request msg=\"the web server sent what is not a FastCGI request rategate can read (first record: version 1, type 77, request id 0, 2 bytes); connection closed\"" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int fd = conn();
+		send_all(fd, cases[i].p, cases[i].n);
+		struct answer a = answer(fd, 3);
+		cr_expect(a.closed, "case %zu: connection not closed", i);
+		free(a.out);
+		close(fd);
+		cr_expect_eq(wait_log(cases[i].line, 1, 3), 1, "case %zu: %s\n%s", i,
+			     cases[i].line, logs());
+	}
+	struct answer a = request("GET", "/after", NULL, 3);
+	cr_expect_eq(status_of(&a), 200, "%s", a.out);
+	free(a.out);
+	char *st = stats();
+	cr_expect_not_null(strstr(st, "\"bad_request\":2"), "%s", st);
+	free(st);
+}
+
+/* Params over 1 MiB: 400, and a line with the client and the path. */
+Test(slow, params_over_the_limit_are_400_with_client_and_path)
+{
+	struct buf b = { 0 }, p = { 0 };
+	static char big[60000];
+
+	memset(big, 'v', sizeof(big));
+	begin(&b, 1);
+	nv(&p, "REQUEST_METHOD", "GET");
+	nv(&p, "REQUEST_URI", "/big/head");
+	nv(&p, "REMOTE_ADDR", "192.0.2.9");
+	record(&b, 4, p.p, p.len);
+	free(p.p);
+	for (int i = 0; i < 20; i++) {
+		unsigned char l[5] = { 4, 0x80, 0, (unsigned char)(sizeof(big) >> 8),
+				       (unsigned char)sizeof(big) };
+		char rec[5 + 4 + sizeof(big)];
+		memcpy(rec, l, 5);
+		snprintf(rec + 5, 5, "X_%02d", i);
+		memcpy(rec + 9, big, sizeof(big));
+		record(&b, 4, rec, sizeof(rec));
+	}
+	record(&b, 4, NULL, 0);
+	record(&b, 5, NULL, 0);
+	int fd = conn();
+	send_buf(fd, &b);
+	struct answer a = answer(fd, 5);
+	close(fd);
+	cr_expect_eq(status_of(&a), 400, "%s\n%s", a.out, logs());
+	free(a.out);
+	cr_expect_eq(wait_log("level=warn event=bad-request msg=\"request params exceed 1048576 bytes (client 192.0.2.9, REQUEST_URI /big/head): answered 400\"", 1, 3), 1,
+		     "%s", logs());
+}
+
 Test(slow, late_end_of_body_then_hang_up_is_client_gone)
 {
 	const char *log = srv_path("rategate.log");
