@@ -633,10 +633,84 @@ rl_key_render(const struct rl_key *k, const struct rl_request *req,
 	return -1;
 }
 
+/* Is text[0..n) a key part as the log's key= field writes it: "addr=..."
+ * or "h.NAME=...", "c.NAME=", "q.NAME=", "v.NAME="?  Its label's length
+ * (up to and with the '='), or 0. */
+static size_t
+part_label(const char *text, size_t n)
+{
+	const char *eq = memchr(text, '=', n);
+
+	if (eq == NULL)
+		return 0;
+	size_t l = (size_t)(eq - text);
+	if ((l == 4 && memcmp(text, "addr", 4) == 0) ||
+	    (l >= 3 && text[1] == '.' && strchr("hcqv", text[0]) != NULL &&
+	     memchr(text, ':', l) == NULL && memchr(text, '+', l) == NULL))
+		return l + 1;
+	return 0;
+}
+
+/* A whole key part of name: "LABEL=VALUE", or "LABEL=#HASH" as the log
+ * writes a header, cookie or query value (rl_fnv1a of the value as the
+ * key holds it, 16 hex digits); an address value may be written as the
+ * address ("addr=2001:db8::/64").  Whole: between ':' or '+' (or the
+ * start) and ':' or '+' (or the end), so that addr=192.0.2.1 does not
+ * take addr=192.0.2.10 along. */
+static int
+part_match(const char *name, size_t len, const char *text, size_t n,
+	   size_t label)
+{
+	const char *v = text + label;
+	size_t vl = n - label;
+	/* "h.x-api-key=k1:", the old way to end a value, still works */
+	if (vl > 0 && v[vl - 1] == ':')
+		n--, vl--;
+	char want[RL_STORE_KEY_MAX];
+	size_t wl = 0;
+	uint64_t h = 0;
+	int hashed = vl == 17 && v[0] == '#';
+
+	for (size_t i = 1; hashed && i < 17; i++) {
+		hashed = hexval((unsigned char)v[i]) >= 0;
+		h = h << 4 | (uint64_t)(hashed ? hexval((unsigned char)v[i]) : 0);
+	}
+	if (!hashed) {
+		struct rl_cidr c;
+		if (label + vl > sizeof(want))
+			return 0;
+		memcpy(want, text, label);
+		wl = label;
+		if (rl_cidr_parse(v, vl, &c) == 0) {
+			if (rl_key_escape(want, sizeof(want), &wl, v, vl) != 0)
+				return 0;
+		} else {
+			memcpy(want + wl, v, vl);
+			wl += vl;
+		}
+	}
+	for (size_t p = 0; p + label <= len; p++) {
+		if ((p > 0 && name[p - 1] != ':' && name[p - 1] != '+') ||
+		    memcmp(name + p, text, label) != 0)
+			continue;
+		size_t e = p + label;
+		while (e < len && name[e] != ':' && name[e] != '+')
+			e++;
+		if (hashed ? rl_fnv1a(name + p + label, e - p - label) == h :
+			     e - p == wl && memcmp(name + p, want, wl) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 int
 rl_key_name_match(const char *name, size_t len, const char *text)
 {
 	size_t n = strlen(text);
+	size_t label = part_label(text, n);
+
+	if (label > 0)
+		return part_match(name, len, text, n, label);
 	struct rl_cidr c;
 	int whole = rl_cidr_parse(text, n, &c) == 0;
 	char esc[RL_STORE_KEY_MAX];

@@ -398,8 +398,11 @@ enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
  * and --reset)?  A TEXT that is a client address or network as keys write
  * them ("192.0.2.7", "2001:db8::/64") must be a whole field of the name,
  * between '=', ':', '+' or its start and ':', '+' or its end, so that
- * 192.0.2.7 does not take 192.0.2.70 along; any other TEXT matches
- * anywhere in the name.  1 or 0. */
+ * 192.0.2.7 does not take 192.0.2.70 along.  A TEXT that is a key part as
+ * the log's key= writes it ("addr=192.0.2.7", "h.x-api-key=k1", or with
+ * the value hashed, "h.x-api-key=#5d2c0e0a0b8a7f31") must be a whole part
+ * of the name, its value compared by that hash when hashed.  Any other
+ * TEXT matches anywhere in the name.  1 or 0. */
 int rl_key_name_match(const char *name, size_t len, const char *text);
 
 /* ------------------------------------------------------------------ */

@@ -1260,4 +1260,26 @@ Test(decide, key_name_match)
 	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "2001:db8::/6"), 0);
 	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "k1"), 1);
 	cr_assert_eq(rl_key_name_match(k, strlen(k), k), 1, "the whole key");
+
+	/* a key part as the log writes it: whole (a review found
+	 * "addr=192.0.2.7" resetting 192.0.2.70 too), or hashed */
+	const char *k7 = "rg:r/login:addr=192.0.2.7:5/60000/fw";
+	cr_assert_eq(rl_key_name_match(k, strlen(k), "addr=192.0.2.7"), 0);
+	cr_assert_eq(rl_key_name_match(k7, strlen(k7), "addr=192.0.2.7"), 1);
+	cr_assert_eq(rl_key_name_match(k, strlen(k), "addr=192.0.2.70"), 1);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "addr=2001:db8::/64"), 1);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "addr=2001%3Adb8%3A%3A/64"), 1);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k1"), 1);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k"), 0);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k1:"), 1);
+	char hashed[64];
+	snprintf(hashed, sizeof(hashed), "h.x-api-key=#%016llx",
+		 (unsigned long long)rl_fnv1a("k1", 2));
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), hashed), 1, "%s", hashed);
+	snprintf(hashed, sizeof(hashed), "h.x-api-key=#%016llx",
+		 (unsigned long long)rl_fnv1a("k2", 2));
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), hashed), 0);
+	snprintf(hashed, sizeof(hashed), "c.x-api-key=#%016llx",
+		 (unsigned long long)rl_fnv1a("k1", 2));
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), hashed), 0, "another label");
 }
