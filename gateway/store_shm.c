@@ -1963,14 +1963,14 @@ static int header_check(const struct shm_header *h,
 		return -1;
 	}
 	if (c->max_moving > 1 && c->max_moving + 2 > g.ring_words) {
-		snprintf(err, errcap, "shm store \"%s\": the rules use moving-window counts up to %llu but the file's slots hold counts up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots",
+		snprintf(err, errcap, "shm store \"%s\": the rules and storage line need moving-window counts up to %llu but the file's slots hold counts up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)",
 			 c->path, (unsigned long long)c->max_moving,
 			 (unsigned long long)(g.ring_words - 2));
 		return -1;
 	}
 	if (c->max_leases && rl_inflight_state_words(c->max_leases) >
 	    g.lease_words) {
-		snprintf(err, errcap, "shm store \"%s\": the rules use concurrency up to %llu but the file's slots hold up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots",
+		snprintf(err, errcap, "shm store \"%s\": the rules and storage line need concurrency up to %llu but the file's slots hold up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (concurrency-max=N on the storage line reserves room for later rules)",
 			 c->path, (unsigned long long)c->max_leases,
 			 (unsigned long long)((g.lease_words - 1) / 2));
 		return -1;
@@ -2148,6 +2148,10 @@ void store_shm_config(const struct rl_settings *s, uint64_t max_moving,
 	memset(c, 0, sizeof(*c));
 	c->path = s->storage.path ? s->storage.path : SHM_DEFAULT_PATH;
 	c->size = s->storage.size ? s->storage.size : SHM_DEFAULT_SIZE;
+	if (s->storage.moving_max > max_moving)
+		max_moving = s->storage.moving_max;
+	if (s->storage.concurrency_max > max_leases)
+		max_leases = s->storage.concurrency_max;
 	c->max_moving = max_moving;
 	c->max_leases = max_leases > SHM_LEASES_DEFAULT ? max_leases : 0;
 	c->names = s->storage.names;

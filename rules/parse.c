@@ -475,12 +475,28 @@ storage_query(struct pstate *ps, const struct loc *at, const char *q,
 
 #define KEY(k) (nlen == strlen(k) && memcmp(q, k, nlen) == 0)
 		if (KEY("size") && st->kind == RL_STORAGE_SHM) {
-			if (parse_size(v, vlen, &n) || n < (1u << 20)) {
-				error_at(ps, at, "bad storage size \"%s\": expected bytes with an optional K, M or G suffix, at least 1M and at most 64G",
+			struct rl_diag dg;
+			/* the sizes of the rest of the file (64M, 64MB,
+			 * 64MiB: binary units), or a bare K/M/G number */
+			if ((parse_size(v, vlen, &n) &&
+			     rl_size_parse(v, vlen, &n, &dg)) ||
+			    n < (1u << 20) || n > (64ULL << 30)) {
+				error_at(ps, at, "bad storage size \"%s\": expected a size such as 64M (K, M or G, also written KB/KiB, MB/MiB, GB/GiB), at least 1M and at most 64G",
 					 quote(v, vlen, qb, sizeof(qb)));
 				return -1;
 			}
 			st->size = n;
+		} else if ((KEY("moving-window-max") || KEY("concurrency-max")) &&
+			   st->kind == RL_STORAGE_SHM) {
+			if (parse_uint(v, vlen, 1000000, &n) || n == 0) {
+				error_at(ps, at, "bad %.*s \"%s\": expected a count from 1 to 1000000",
+					 (int)nlen, q, quote(v, vlen, qb, sizeof(qb)));
+				return -1;
+			}
+			if (KEY("moving-window-max"))
+				st->moving_max = n;
+			else
+				st->concurrency_max = n;
 		} else if (KEY("names") && st->kind == RL_STORAGE_SHM) {
 			if (vlen == 2 && memcmp(v, "on", 2) == 0)
 				st->names = 1;

@@ -441,6 +441,10 @@ struct rl_storage {
 				   redis+unix: socket path */
 	uint64_t size;          /* shm: bytes */
 	int names;              /* shm: keep key text for inspect (names=on) */
+	/* shm: slots reserved at creation for moving-window counts and
+	 * concurrency= maximums up to these (0: what the rules need), so
+	 * that rules can grow into them without a new file */
+	uint64_t moving_max, concurrency_max;
 	const char *host;       /* redis */
 	unsigned port;
 	unsigned db;

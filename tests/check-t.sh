@@ -96,7 +96,7 @@ same "an existing store that fits: its own geometry and keys" 0 "$d/want" "$d/no
 
 "$bin" -t -c "$d/mw.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
-$d/mw.rules:1:9: shm store "$d/st": the rules use moving-window counts up to 10 but the file's slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots
+$d/mw.rules:1:9: shm store "$d/st": the rules and storage line need moving-window counts up to 10 but the file's slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)
 rategate: $d/mw.rules: 1 error in the gateway settings
 WANT
 same "rules needing bigger moving-window slots than the file's: the start's error" 1 "$d/none" "$d/want"
@@ -112,7 +112,7 @@ cmp -s "$d/st" "$d/st.before" || { echo "FAIL: -t changed the store file"; fail=
 # ... and what a start with those rules says: the same
 # (a timeout, should it start after all)
 timeout 10 "$bin" -c "$d/mw.rules" -l "$d/gw.sock" >"$d/out" 2>"$d/err"; rc=$?
-printf 'rategate: %s/mw.rules: shm store "%s/st": the rules use moving-window counts up to 10 but the file'"'"'s slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots\n' \
+printf 'rategate: %s/mw.rules: shm store "%s/st": the rules and storage line need moving-window counts up to 10 but the file'"'"'s slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)\n' \
 	"$d" "$d" > "$d/want"
 same "... the gateway refuses to start with the same message" 1 "$d/none" "$d/want"
 
@@ -160,6 +160,21 @@ usage_error "replay -c without its file" 'rategate replay: -c needs a value (the
 usage_error "inspect with -c and --store" 'rategate inspect: -c and --store are exclusive: give one' inspect -c "$d/r.rules" --store "$d/st"
 usage_error "inspect --client twice" 'rategate inspect: --client given twice' inspect --client a --client b --store "$d/st"
 [ -e "$d/s.sock" ] && { echo "FAIL: a bad -M left a socket"; fail=1; }
+
+# moving-window-max= reserves room when the file is created: a later rule
+# set with a moving window of 40 fits the file a start made without one.
+printf 'storage shm:%s/res?size=2M&moving-window-max=50\n/x 1/minute\n' "$d" > "$d/res1.rules"
+"$bin" -c "$d/res1.rules" -l "$d/res.sock" >/dev/null 2>&1 &
+res_pid=$!
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -S "$d/res.sock" ] && break; sleep 0.2; done
+kill "$res_pid"; wait "$res_pid"
+printf 'storage shm:%s/res?size=2M\n/x 40/minute strategy=moving-window\n' "$d" > "$d/res2.rules"
+"$bin" -t -c "$d/res2.rules" >"$d/out" 2>"$d/err"; rc=$?
+if [ "$rc" != 0 ] || ! grep -q "file $d/res (exists, 0 keys held).*moving windows up to 54 hits" "$d/out"; then
+	echo "FAIL: moving-window-max=50 reserved no room (exit $rc):"; cat "$d/out" "$d/err"; fail=1
+else
+	echo "ok: moving-window-max= reserves room for later rules"
+fi
 
 # A FIFO among the rule files is refused at once, not waited on (the open
 # used to block until a writer came: a reload hung, and SIGTERM with it).

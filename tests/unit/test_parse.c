@@ -288,6 +288,17 @@ Test(parse, storage_forms)
 	cr_assert_str_eq(rep.errors[0], "t.rules:1:9: bad redis fallback \"fb.shm\": expected the absolute path of a shared-memory store file");
 	rl_report_free(&rep);
 
+	/* sizes in the units of the rest of the file, and slot reservations */
+	rs = parse("storage shm:rg?size=64MiB&moving-window-max=1000&concurrency-max=200\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.size, 64u << 20);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.moving_max, 1000);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.concurrency_max, 200);
+	rl_ruleset_free(rs);
+	rs = parse("storage shm:rg?size=2GB\n");
+	cr_assert_not_null(rs);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.size, 2ull << 30);
+	rl_ruleset_free(rs);
 	rs = parse("storage shm:rg?names=off&size=8M\n");
 	cr_assert_not_null(rs);
 	cr_assert_eq(rl_ruleset_settings(rs)->storage.names, 0);
@@ -383,7 +394,13 @@ Test(parse, storage_errors)
 	expect_error("storage mysql://x\n",
 		     "t.rules:1:9: unknown storage \"mysql://x\": expected shm:NAME, shm:/path, memory, redis://host:port/db or redis+unix:///path");
 	expect_error("storage shm:rg?size=10\n",
-		     "t.rules:1:9: bad storage size \"10\": expected bytes with an optional K, M or G suffix, at least 1M and at most 64G");
+		     "t.rules:1:9: bad storage size \"10\": expected a size such as 64M (K, M or G, also written KB/KiB, MB/MiB, GB/GiB), at least 1M and at most 64G");
+	expect_error("storage shm:rg?size=65G\n",
+		     "t.rules:1:9: bad storage size \"65G\": expected a size such as 64M (K, M or G, also written KB/KiB, MB/MiB, GB/GiB), at least 1M and at most 64G");
+	expect_error("storage shm:rg?moving-window-max=0\n",
+		     "t.rules:1:9: bad moving-window-max \"0\": expected a count from 1 to 1000000");
+	expect_error("storage shm:rg?concurrency-max=x\n",
+		     "t.rules:1:9: bad concurrency-max \"x\": expected a count from 1 to 1000000");
 	expect_error("storage shm:a/b\n",
 		     "t.rules:1:9: bad shm name \"a/b\": expected letters, digits, '_', '.' or '-' (or an absolute path)");
 	expect_error("storage redis://host:99999\n",

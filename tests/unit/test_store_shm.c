@@ -238,7 +238,7 @@ Test(shm, mismatch_messages)
 
 	c.size = 1 << 20;
 	c.max_moving = 100;
-	snprintf(want, sizeof(want), "shm store \"%s/s\": the rules use moving-window counts up to 100 but the file's slots hold counts up to 14: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots", dir);
+	snprintf(want, sizeof(want), "shm store \"%s/s\": the rules and storage line need moving-window counts up to 100 but the file's slots hold counts up to 14: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)", dir);
 	expect_open_error(&c, want);
 
 	c.max_moving = 10;
