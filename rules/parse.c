@@ -1706,8 +1706,21 @@ path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
 	for (; i < n; i++) {
 		if (!is_option(&toks[i])) {
 			struct loc at = loc_of(ln, toks[i].col);
-			error_at(ps, &at, "unexpected \"%s\" among the options: limits come right after the path, options (name=value or a flag) after them",
-				 Q(&toks[i], qb));
+			size_t pn;
+			const struct option *po = i > 1 &&
+				memchr(toks[i - 1].s, '=', toks[i - 1].len) ?
+				find_option(&toks[i - 1], &pn) : NULL;
+			if (po != NULL) {
+				/* message=Slow down: the value's second word */
+				char qv[200];
+				const char *v = toks[i - 1].s + pn + 1;
+				size_t vl = toks[i - 1].len - pn - 1;
+				error_at(ps, &at, "unexpected \"%s\" among the options: a value with spaces needs quotes (%s=\"%s %s\")",
+					 Q(&toks[i], qb), po->name,
+					 quote(v, vl, qv, sizeof(qv)), Q(&toks[i], qb));
+			} else
+				error_at(ps, &at, "unexpected \"%s\" among the options: limits come right after the path, options (name=value or a flag) after them",
+					 Q(&toks[i], qb));
 			return;
 		}
 		rule_option(ps, ln, pr, &toks[i], &seen);
@@ -1742,6 +1755,20 @@ path_rule(struct pstate *ps, const struct loc *ln, const struct tok *toks,
 		pr->r.settings_only = 1;
 	} else if (!pr->r.exempt && nlimitwords == 0 && pr->r.concurrency == 0 &&
 		   pr->r.nbandwidth == 0) {
+		/* a settings rule (max-body=, upstream=) with an option that
+		 * needs limits: say which, where */
+		if ((seen & (option_bit("max-body") | option_bit("upstream"))) != 0) {
+			for (size_t k = 1; k < n; k++) {
+				size_t kn;
+				const struct option *o = find_option(&toks[k], &kn);
+				if (o == NULL || (option_bit(o->name) & path_only) != 0)
+					continue;
+				struct loc at = loc_of(ln, toks[k].col);
+				error_at(ps, &at, "%s%s needs limits on the rule: a rule with only max-body= or upstream= (a settings rule) may also have methods= and defaults=add, nothing else",
+					 o->name, o->type == O_FLAG ? "" : "=");
+				return;
+			}
+		}
 		error_at(ps, &pr->where, "rule for \"%s\" has options but no limits: limits come right after the path",
 			 Q(&toks[0], qb));
 		return;

@@ -445,6 +445,15 @@ Test(parse, rule_errors)
 		     "t.rules:1:1: rule for \"/x\" has options but no limits: limits come right after the path");
 	expect_error("/x exempt 10/minute\n",
 		     "t.rules:1:11: unexpected \"10/minute\" among the options: limits come right after the path, options (name=value or a flag) after them");
+	/* an unquoted value with a space; an option a settings rule cannot
+	 * have, at its column (found by a review: "has options but no
+	 * limits" at column 1 left the admin guessing) */
+	expect_error("/x 1/hour message=Slow down\n",
+		     "t.rules:1:24: unexpected \"down\" among the options: a value with spaces needs quotes (message=\"Slow down\")");
+	expect_error("/x max-body=1M scope=s\n",
+		     "t.rules:1:16: scope= needs limits on the rule: a rule with only max-body= or upstream= (a settings rule) may also have methods= and defaults=add, nothing else");
+	expect_error("/x max-body=1M methods=GET per-method\n",
+		     "t.rules:1:28: per-method needs limits on the rule: a rule with only max-body= or upstream= (a settings rule) may also have methods= and defaults=add, nothing else");
 	expect_error("/x 10/minute colour=red\n",
 		     "t.rules:1:14: unknown rule option \"colour\": expected exempt, dry-run, per-method, defaults=, methods=, scope=, key=, strategy=, burst=, cost=, message=, missing-key=, concurrency=, max-body=, bandwidth=, deduct-when= or upstream=");
 	expect_error("/x 10/minute methods=GET,FETCH\n",
@@ -1055,7 +1064,7 @@ Test(parse, max_body_option)
 	expect_error("/x max-body=1M defaults=replace\n",
 		     "t.rules:1:1: rule for \"/x\" has no limits of its own, so the next matching rule's limits (or the defaults) apply: remove defaults=replace (or use exempt for no limits)");
 	expect_error("/x max-body=1M cost=2\n",
-		     "t.rules:1:1: rule for \"/x\" has options but no limits: limits come right after the path");
+		     "t.rules:1:16: cost= needs limits on the rule: a rule with only max-body= or upstream= (a settings rule) may also have methods= and defaults=add, nothing else");
 }
 
 Test(parse, bandwidth_option)
