@@ -1896,6 +1896,48 @@ parse_mode(const char *s, unsigned long *m)
  * -M, -U and -G): so that a web server running as another user (Apache's
  * www-data) can connect.  The socket is made 0660 first, so there is no
  * moment where it is wider open than asked. */
+/* -U USER[:GROUP], "USER:" (the user's group) or ":GROUP" (the group
+ * only): the ids for chown, -1 for one left as it is. */
+static int
+parse_owner(const char *owner, uid_t *uid, gid_t *gid, char *err, size_t cap)
+{
+	char user[64], *group;
+
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if (strlen(owner) >= sizeof(user)) {
+		snprintf(err, cap, "-U \"%s\": too long", owner);
+		return -1;
+	}
+	strcpy(user, owner);
+	group = strchr(user, ':');
+	if (group != NULL)
+		*group++ = '\0';
+	if (user[0] == '\0' && (group == NULL || group[0] == '\0')) {
+		snprintf(err, cap, "-U \"%s\": expected USER, USER:GROUP or :GROUP", owner);
+		return -1;
+	}
+	if (user[0] != '\0') {
+		struct passwd *pw = getpwnam(user);
+		if (pw == NULL) {
+			snprintf(err, cap, "-U \"%s\": no such user \"%s\"", owner, user);
+			return -1;
+		}
+		*uid = pw->pw_uid;
+		if (group != NULL && group[0] == '\0')
+			*gid = pw->pw_gid;      /* "user:" -- the user's group */
+	}
+	if (group != NULL && group[0] != '\0') {
+		struct group *gr = getgrnam(group);
+		if (gr == NULL) {
+			snprintf(err, cap, "-U \"%s\": no such group \"%s\"", owner, group);
+			return -1;
+		}
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
 static int
 socket_access(const char *path, const char *mode, const char *owner,
 	      char *err, size_t cap)
@@ -1905,33 +1947,10 @@ socket_access(const char *path, const char *mode, const char *owner,
 		return -1;
 	}
 	if (owner != NULL) {
-		char user[64], *group;
 		uid_t uid;
-		gid_t gid = (gid_t)-1;
-		if (strlen(owner) >= sizeof(user)) {
-			snprintf(err, cap, "-U \"%s\": too long", owner);
+		gid_t gid;
+		if (parse_owner(owner, &uid, &gid, err, cap) != 0)
 			return -1;
-		}
-		strcpy(user, owner);
-		group = strchr(user, ':');
-		if (group != NULL)
-			*group++ = '\0';
-		struct passwd *pw = getpwnam(user);
-		if (pw == NULL) {
-			snprintf(err, cap, "-U \"%s\": no such user", user);
-			return -1;
-		}
-		uid = pw->pw_uid;
-		if (group != NULL && group[0] != '\0') {
-			struct group *gr = getgrnam(group);
-			if (gr == NULL) {
-				snprintf(err, cap, "-U \"%s\": no such group \"%s\"", owner, group);
-				return -1;
-			}
-			gid = gr->gr_gid;
-		} else if (group != NULL) {
-			gid = pw->pw_gid;       /* "user:" -- the user's group */
-		}
 		if (chown(path, uid, gid) != 0) {
 			snprintf(err, cap, "-U %s: chown %s: %s", owner, path, strerror(errno));
 			return -1;
@@ -2041,6 +2060,21 @@ fcgi_check_options(const struct fcgi_options *o, char *err, size_t cap)
 		snprintf(err, cap, "-M \"%s\": expected an octal mode such as 0660",
 			 o->mode);
 		return -1;
+	}
+	/* -U and -l here too, so that a bad value is a usage error (exit 2)
+	 * that -t reports, not a failed start */
+	uid_t uid;
+	gid_t gid;
+	if (o->owner != NULL && parse_owner(o->owner, &uid, &gid, err, cap) != 0)
+		return -1;
+	const char *l = o->listen;
+	if (l != NULL && strncmp(l, "unix:", 5) == 0)
+		l += 5;
+	if (l != NULL && l[0] != '/') {
+		struct addrinfo *ai = NULL;
+		if (listen_tcp_addr(l, &ai, err, cap) != 0)
+			return -1;
+		freeaddrinfo(ai);
 	}
 	return 0;
 }

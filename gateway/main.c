@@ -52,7 +52,8 @@ usage(FILE *f)
 		"  -l LISTEN     /path/to.sock, unix:/path/to.sock (mode 0660),\n"
 		"                127.0.0.1:PORT or [::1]:PORT\n"
 		"  -M MODE       the unix socket's mode, octal (e.g. 0666)\n"
-		"  -U USER[:GROUP] the unix socket's owner (e.g. www-data:www-data)\n"
+		"  -U USER[:GROUP] the unix socket's owner (e.g. www-data:www-data; :GROUP\n"
+		"                the group only)\n"
 		"  -j N          worker threads (default 4)\n"
 		"  -L LOGFILE    append log lines to LOGFILE instead of standard error\n"
 		"  replay        decide each request of LOG (a trace or a combined\n"
@@ -268,7 +269,7 @@ replay(int argc, char **argv)
 		}
 		else if (argv[i][0] == '-' && argv[i][1] != '\0') {
 			fprintf(stderr, "rategate replay: unknown option \"%s\"\n", argv[i]);
-			usage(stderr);
+			fprintf(stderr, "rategate --help lists the commands and options\n");
 			return 2;
 		} else if (log == NULL)
 			log = argv[i];
@@ -283,7 +284,7 @@ replay(int argc, char **argv)
 	}
 	if (conf == NULL) {
 		fprintf(stderr, "rategate replay: -c FILE is required\n");
-		usage(stderr);
+		fprintf(stderr, "rategate --help lists the commands and options\n");
 		return 2;
 	}
 	struct rl_ruleset *rs = fileio_load_rules(conf, 0);
@@ -344,7 +345,7 @@ cgi(int argc, char **argv)
 		return wrapper_main(conf, script);
 	case CGI_ARGS_OPTION:
 		fprintf(stderr, "rategate cgi: unknown option \"%s\"\n", bad);
-		usage(stderr);
+		fprintf(stderr, "rategate --help lists the commands and options\n");
 		return 2;
 	case CGI_ARGS_SCRIPTS:
 		fprintf(stderr, "rategate cgi: one script (\"%s\")\n", bad);
@@ -541,7 +542,7 @@ main(int argc, char **argv)
 			return 0;
 		} else {
 			fprintf(stderr, "rategate: unknown argument \"%s\"\n", argv[i]);
-			usage(stderr);
+			fprintf(stderr, "rategate --help lists the commands and options\n");
 			return 2;
 		}
 	}
@@ -552,7 +553,7 @@ main(int argc, char **argv)
 		conf = getenv("RATEGATE_CONFIG");
 	if (conf == NULL) {
 		fprintf(stderr, "rategate: no rule file: give -c FILE (or RATEGATE_CONFIG=FILE in the environment)\n");
-		usage(stderr);
+		fprintf(stderr, "rategate --help lists the commands and options\n");
 		return 2;
 	}
 	/* The options' syntax is checked before anything else, -t included:

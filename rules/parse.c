@@ -1176,6 +1176,23 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 		}
 		uint64_t port;
 		if (!path) {
+			/* the host: a numeric address, as the gateway binds
+			 * it (-t must not pass what a start refuses) */
+			const char *h = a->v;
+			size_t hl = (size_t)(colon - a->v);
+			struct rl_cidr c;
+			int bracketed = hl >= 2 && h[0] == '[' && h[hl - 1] == ']';
+			if (bracketed) {
+				h++;
+				hl -= 2;
+			}
+			if (memchr(h, '/', hl) != NULL ||
+			    (!bracketed && memchr(h, ':', hl) != NULL) ||
+			    rl_cidr_parse(h, hl, &c) != 0) {
+				error_at(ps, &at, "bad value \"%s\" for \"listen\": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000), not a host name",
+					 Q(a, qb));
+				break;
+			}
 			if (parse_uint(colon + 1, pl, 65535, &port) || port == 0) {
 				struct loc e = at;
 				if (!a->quoted)

@@ -26,7 +26,16 @@ check "socket removed at exit" "$(ls "$d/sock" 2>/dev/null)" ""
 check "bad mode" "$("$bin" -c "$d/r.rules" -l "$d/sock" -M 999 2>&1)" \
 	'rategate: -M "999": expected an octal mode such as 0660'
 check "unknown user" "$("$bin" -c "$d/r.rules" -l "$d/sock" -U nosuchuser 2>&1)" \
-	'rategate: -U "nosuchuser": no such user'
+	'rategate: -U "nosuchuser": no such user "nosuchuser"'
+# -U :GROUP sets the group only (the owner stays who runs rategate)
+if [ "$(id -u)" = 0 ] && getent group www-data >/dev/null; then
+	"$bin" -c "$d/r.rules" -l "$d/sock" -U :www-data -L "$d/log" &
+	pid=$!
+	i=0
+	while [ ! -S "$d/sock" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	check "socket group only" "$(stat -c %U:%G "$d/sock" 2>/dev/null)" "root:www-data"
+	kill "$pid"; wait "$pid"
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 check "TCP listener" "$("$bin" -c "$d/r.rules" -l "127.0.0.1:$port" -M 0600 2>&1)" \
 	'rategate: -M and -U apply to a unix socket rategate makes (-l /path or listen /path)'

@@ -155,6 +155,9 @@ usage_error "-l without its socket" 'rategate: -l needs a value (a socket: /path
 usage_error "-c twice" "rategate: -c given twice (\"$d/r.rules\" and \"$d/big.rules\")" -t -c "$d/r.rules" -c "$d/big.rules"
 usage_error "-t with -j 0" 'rategate: -j "0": expected a number of worker threads from 1 to 256' -t -c "$d/r.rules" -j 0
 usage_error "a bad -M" 'rategate: -M "999": expected an octal mode such as 0660' -c "$d/r.rules" -l "$d/s.sock" -M 999
+usage_error "a bad -l" 'rategate: listen "localhost:80": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000)' -t -c "$d/r.rules" -l localhost:80
+usage_error "-U of no user" 'rategate: -U "nosuchuser:root": no such user "nosuchuser"' -t -c "$d/r.rules" -l "$d/s.sock" -U nosuchuser:root
+usage_error "-U of nothing" 'rategate: -U ":": expected USER, USER:GROUP or :GROUP' -t -c "$d/r.rules" -l "$d/s.sock" -U :
 usage_error "no rule file" 'rategate: no rule file: give -c FILE (or RATEGATE_CONFIG=FILE in the environment)' -t
 usage_error "replay -c without its file" 'rategate replay: -c needs a value (the rule file)' replay -c
 usage_error "inspect with -c and --store" 'rategate inspect: -c and --store are exclusive: give one' inspect -c "$d/r.rules" --store "$d/st"

@@ -933,9 +933,20 @@ Test(parse, listen_ports)
 		     "t.rules:1:14: bad port \"9x\" in listen: expected 1 to 65535");
 	expect_error("listen localhost\n",
 		     "t.rules:1:8: bad value \"localhost\" for \"listen\": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000)");
+	/* a host name, a network, an IPv6 address without brackets: what
+	 * the gateway would refuse at start (a review found -t passing
+	 * "localhost:21481") */
+	static const char *const bad_hosts[] = { "localhost:9000", "10.0.0.0/8:80", "::1:9000", "[localhost]:80" };
+	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+		char text[80], want[300];
+		snprintf(text, sizeof(text), "listen %s\n", bad_hosts[i]);
+		snprintf(want, sizeof(want), "t.rules:1:8: bad value \"%s\" for \"listen\": expected a unix socket path (/path or unix:/path) or a numeric address and port (127.0.0.1:9000, [::1]:9000), not a host name",
+			 bad_hosts[i]);
+		expect_error(text, want);
+	}
 	static const char *const good[] = {
 		"127.0.0.1:1", "127.0.0.1:65535", "[::1]:9000", "/run/rategate.sock",
-		"unix:/run/rategate.sock",
+		"unix:/run/rategate.sock", "0.0.0.0:80", "[::]:80",
 	};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		char text[80];
