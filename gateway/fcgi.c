@@ -1209,7 +1209,10 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 
 	struct backend *b = g->backends[d.upstream_rule != NULL ? d.upstream_rule->index : rl_ruleset_nrules(g->rs)];
 	if (b == NULL) {
-		respond_bad_gateway(&w->out, f);
+		/* a configuration error, not the application's: say so (the
+		 * request was counted like any other allowed one) */
+		respond_error(&w->out, 502, 0, "no_upstream",
+			      "Bad Gateway: no application is set up for this path", f);
 		send_out(w);
 		atomic_fetch_add(&srv->stats.upstream_errors, 1);
 		char pb[LOG_FIELD_MAX + 1];

@@ -641,6 +641,26 @@ Test(slow, params_over_the_limit_are_400_with_client_and_path)
 		     "%s", logs());
 }
 
+/* A path with no upstream: 502 whose body says it is the configuration,
+ * and a no-upstream line naming the fix. */
+Test(slow, no_upstream_is_502_saying_so)
+{
+	cr_assert_eq(srv_stop(rg, 10), 0);
+	srv_write("bare.rules", "storage memory\n/x 10/minute\n", 0644);
+	char listen[SRV_PATH_MAX + 8];
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
+	rg = srv_start_rategate(srv_path("bare.rules"), listen, 2,
+				srv_path("rategate.log"), srv_path("rategate.out"));
+	struct answer a = request("GET", "/x", NULL, 3);
+	cr_expect_eq(status_of(&a), 502, "%s", a.out);
+	cr_expect_not_null(strstr(a.out, "\r\n\r\nBad Gateway: no application is set up for this path\n"), "%s", a.out);
+	free(a.out);
+	char want[SRV_PATH_MAX + 128];
+	snprintf(want, sizeof(want), "level=error event=no-upstream msg=\"no upstream for /x: set \\\"upstream\\\" in %s or upstream= on its rule\"",
+		 srv_path("bare.rules"));
+	cr_expect_eq(wait_log(want, 1, 3), 1, "%s\n%s", want, logs());
+}
+
 Test(slow, late_end_of_body_then_hang_up_is_client_gone)
 {
 	const char *log = srv_path("rategate.log");
