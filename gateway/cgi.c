@@ -814,6 +814,54 @@ pump(struct run *r)
 	}
 }
 
+/* A script that closed its output but has not exited (it answered, then
+ * goes on working): the answer is complete and ends now, as lighttpd and
+ * Apache end it; the script is left to finish in the background.  A
+ * thread of its own reaps it, or kills its process group at the run's
+ * deadline (upstream-timeout) as before; a stop kills it with the others
+ * (it stays in the running list, as a copy that outlives the request).
+ * r counts as reaped afterwards, its exit status unknown.  Returns 0, or
+ * -1 when no thread could be made (the caller waits as before). */
+static void *
+reaper_main(void *arg)
+{
+	struct run *d = arg;
+
+	if (reap(d, d->deadline) != 0)
+		kill_and_reap(d);
+	free(d);
+	return NULL;
+}
+
+static int
+detach(struct run *r)
+{
+	struct run *d = calloc(1, sizeof(*d));
+	pthread_attr_t a;
+	pthread_t t;
+	int e;
+
+	if (d == NULL)
+		return -1;
+	d->pid = r->pid;
+	d->deadline = r->deadline;
+	running_remove(r);
+	running_add(d);
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	e = pthread_create(&t, &a, reaper_main, d);
+	pthread_attr_destroy(&a);
+	if (e != 0) {
+		running_remove(d);
+		running_add(r);
+		free(d);
+		return -1;
+	}
+	r->reaped = 1;
+	r->wstatus_known = 0;
+	return 0;
+}
+
 /* After the loop: the client's answer and res->error.  Returns cgi_run's
  * result. */
 static int
@@ -827,7 +875,13 @@ finish(struct run *r, enum end e)
 	/* Kill before closing the script's stdin: an end of input would tell
 	 * it that a cut body was complete. */
 	switch (e) {
-	case END_EOF:           /* both pipes are closed */
+	case END_EOF: {         /* both pipes are closed */
+		int64_t grace = clock_mono_ms() + CGI_EOF_GRACE_MS;
+		if (res->head_sent &&
+		    reap(r, r->deadline && r->deadline < grace ? r->deadline : grace) != 0 &&
+		    (!r->deadline || clock_mono_ms() < r->deadline) &&
+		    detach(r) == 0)
+			break;  /* answered; the script goes on alone */
 		if (reap(r, r->deadline) != 0) {
 			kill_and_reap(r);
 			snprintf(res->error, sizeof(res->error),
@@ -846,6 +900,7 @@ finish(struct run *r, enum end e)
 				 describe_exit(r, how, sizeof(how)));
 		}
 		break;
+	}
 	case END_TIMEOUT:
 		exited = exited_unreaped(r);
 		kill_and_reap(r);

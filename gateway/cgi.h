@@ -26,6 +26,10 @@
 
 #define CGI_BODY_CHUNK (16u * 1024)     /* request body bytes per client read */
 #define CGI_OUT_CHUNK (64u * 1024)      /* script output bytes per pipe read */
+/* After its output closed with the head sent, how long a script is waited
+ * for before its answer ends without it (it goes on in the background,
+ * reaped, or killed at its deadline, by a thread of its own). */
+#define CGI_EOF_GRACE_MS 100
 /* PATH given to the script when the params carry none. */
 #define CGI_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 

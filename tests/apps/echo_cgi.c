@@ -19,6 +19,9 @@
  *                    HTTP_X_PID_FILE set, first start a child that sleeps
  *                    too and write "SCRIPT_PID CHILD_PID\n" into that file
  *   hang-after-head  write the head and a little body, then sleep forever
+ *   closeout=MS      write the head and "bye\n", close stdout, then go on
+ *                    for MS milliseconds and exit 0 (HTTP_X_PID_FILE gets
+ *                    "SCRIPT_PID 0")
  *   background       first start a child that keeps stdout open and sleeps
  *                    forever (HTTP_X_PID_FILE as for hang), then go on:
  *                    the default answer and exit 0 (or exit=N);
@@ -47,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 static void
@@ -204,6 +208,25 @@ main(int argc, char **argv)
 		if (getenv("HTTP_X_PID_FILE") != NULL)
 			sleeping_child();
 		hang();
+	}
+	if (has(q, "closeout", &v)) {
+		/* answer, close the output, then go on for v ms (the pid
+		 * file gets "SCRIPT_PID 0") */
+		const char *pf = getenv("HTTP_X_PID_FILE");
+		if (pf != NULL) {
+			FILE *f = fopen(pf, "w");
+			if (f != NULL) {
+				fprintf(f, "%ld 0\n", (long)getpid());
+				fclose(f);
+			}
+		}
+		outs("Content-Type: text/plain\r\n\r\nbye\n");
+		close(1);
+		long ms = atol(v);
+		struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		return 0;
 	}
 	if (has(q, "background", &v)) {
 		sleeping_child();

@@ -993,6 +993,76 @@ Test(cgi, background_child_keeping_the_output_open)
 		   "its process group was killed");
 }
 
+static double
+now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The pid is gone entirely: exited and reaped (no zombie), within ms. */
+static int
+gone_within(long pid, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+			return 1;
+		usleep(10000);
+	}
+	return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* A script that answers, closes its output and goes on working: its
+ * answer ends when its output closes (a review found it held until
+ * upstream-timeout, then logged as a timeout); the script is left to
+ * finish and is reaped (no zombie), or its process group is killed at
+ * the deadline. */
+Test(cgi, answer_ends_when_the_output_closes)
+{
+	struct proxy_result res;
+	struct mem m;
+	long script = 0, child = 0;
+	struct proxy_spec s = spec_default();
+	char pidfile[128], ph[160];
+	const char *extra[] = { ph, NULL };
+
+	/* goes on 4 s, well within a 10 s timeout; the answer must come
+	 * long before (a margin for valgrind starting the script) */
+	pid_file(pidfile, ph);
+	s.timeout_ms = 10000;
+	mem_init(&m, NULL, 0);
+	double t0 = now_s();
+	cr_assert_eq(run(echo, "closeout=4000", extra, &s, &m, &res), 0, "%s", res.error);
+	double took = now_s() - t0;
+	cr_expect_eq(res.status, 200);
+	cr_expect_str_eq(res.error, "");
+	cr_expect_str_eq(resp_body(&m, NULL), "bye\n");
+	cr_expect(took < 3.0, "the answer took %.2f s: it waited for the script", took);
+	FILE *f = fopen(pidfile, "r");
+	cr_assert_not_null(f);
+	cr_assert_eq(fscanf(f, "%ld %ld", &script, &child), 2);
+	fclose(f);
+	cr_expect(!dead(script), "the script should still run");
+	cr_expect(gone_within(script, 8000), "script %ld not reaped", script);
+	mem_free(&m);
+
+	/* goes on 30 s, past a 1 s timeout: killed at the deadline */
+	pid_file(pidfile, ph);
+	s.timeout_ms = 1000;
+	mem_init(&m, NULL, 0);
+	cr_assert_eq(run(echo, "closeout=30000", extra, &s, &m, &res), 0, "%s", res.error);
+	cr_expect_eq(res.status, 200);
+	cr_expect_str_eq(res.error, "");
+	f = fopen(pidfile, "r");
+	cr_assert_not_null(f);
+	cr_assert_eq(fscanf(f, "%ld %ld", &script, &child), 2);
+	fclose(f);
+	cr_expect(gone_within(script, 5000), "script %ld not killed at its deadline", script);
+	mem_free(&m);
+}
+
 Test(cgi, exit_status_noted)
 {
 	struct proxy_spec s = spec_default();
