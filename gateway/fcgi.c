@@ -1236,6 +1236,11 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	spec.nextra_env = make_env(&d, now, envbuf, env);
 	spec.extra_env = env;
 	spec.error_format = f;
+	char what[LOG_FIELD_MAX + 400], wpb[LOG_FIELD_MAX + 1];
+	snprintf(what, sizeof(what), "%s %s from %s -> %s",
+		 rq.method ? rq.method : "-", log_path(rq.path, rq.path_len, wpb),
+		 d.client[0] ? d.client : "-", b->uri);
+	spec.what = what;
 	struct proxy_client pc = { .ctx = w, .read = client_read,
 				   .write = client_write, .watch = client_watch,
 				   .aborted = client_aborted };

@@ -104,6 +104,10 @@ struct proxy_spec {
 	const char *const *extra_env;
 	size_t nextra_env;
 	enum respond_format error_format; /* body of our own 502/413 */
+	/* "GET /path from CLIENT -> UPSTREAM", for log lines about the
+	 * request made by the back end (the application's stderr); may be
+	 * NULL. */
+	const char *what;
 };
 
 /* What happened.  status is what the client got: the application's status,

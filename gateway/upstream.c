@@ -721,7 +721,14 @@ stderr_flush(struct xfer *x)
 		return;
 	if (x->err_logged < UPSTREAM_STDERR_LINES_MAX) {
 		x->err_logged++;
-		log_printf(x->u->log, LOG_LEVEL_WARN, "upstream-stderr", "%.*s",
+		/* which request's: with several upstreams (upstream= per
+		 * rule) the admin must see whose line it is; a NUL would end
+		 * the text there, so it is written as a space */
+		for (size_t i = 0; i < n; i++)
+			if (x->errline[i] == '\0')
+				x->errline[i] = ' ';
+		log_printf(x->u->log, LOG_LEVEL_WARN, "upstream-stderr", "%s: %.*s",
+			   x->spec->what ? x->spec->what : x->u->name,
 			   (int)n, x->errline);
 	} else {
 		x->err_dropped++;

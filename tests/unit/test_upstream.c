@@ -159,6 +159,8 @@ req_init(struct req *r, const char *method, const char *query)
 	memset(r, 0, sizeof(*r));
 	mem_init(&r->m, NULL, 0);
 	r->spec.timeout_ms = LONG_MS;
+	/* what the gateway names the request with in stderr lines */
+	r->spec.what = "GET /t from 192.0.2.1 -> app";
 	r->c = mem_client(&r->m);
 	if (method != NULL) {
 		r->p[r->n++] = (struct rl_param){ "REQUEST_METHOD", 14, method, strlen(method) };
@@ -806,7 +808,7 @@ Test(upstream, stderr_lines_are_logged)
 	req_free(r);
 	log_free(lg);
 	char *text = read_text_file(path_in("gw.log"));
-	cr_expect(strstr(text, "level=warn event=upstream-stderr msg=\"echo_fcgi stderr line\"") != NULL,
+	cr_expect(strstr(text, "level=warn event=upstream-stderr msg=\"GET /t from 192.0.2.1 -> app: echo_fcgi stderr line\"") != NULL,
 		  "%s", text);
 	free(text);
 	upstream_free(u);
@@ -1799,10 +1801,10 @@ Test(upstream, stderr_flood_is_cut_per_request)
 	cr_expect_eq(occurrences(text, "level=warn event=upstream-stderr msg="),
 		     UPSTREAM_STDERR_LINES_MAX + 3, "%s", text);
 	for (int i = 1; i <= UPSTREAM_STDERR_LINES_MAX; i++) {
-		snprintf(want, sizeof(want), "event=upstream-stderr msg=\"fake stderr line %d\"\n", i);
+		snprintf(want, sizeof(want), "event=upstream-stderr msg=\"GET /t from 192.0.2.1 -> app: fake stderr line %d\"\n", i);
 		cr_expect_eq(occurrences(text, want), i <= 3 ? 2 : 1, "%s\n%s", want, text);
 	}
-	snprintf(want, sizeof(want), "event=upstream-stderr msg=\"fake stderr line %d\"",
+	snprintf(want, sizeof(want), "event=upstream-stderr msg=\"GET /t from 192.0.2.1 -> app: fake stderr line %d\"",
 		 UPSTREAM_STDERR_LINES_MAX + 1);
 	cr_expect_null(strstr(text, want), "%s", text);
 	/* lines 21..500: "fake stderr line " and the number, no newline */
