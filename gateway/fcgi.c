@@ -2272,12 +2272,12 @@ fcgi_main(const struct fcgi_options *o)
 	shutdown(srv.listen_fd, SHUT_RDWR);
 	char *joined = log_xrealloc(NULL, started ? started : 1);
 	memset(joined, 0, started ? started : 1);
+	int64_t stop_t0 = clock_mono_ms();
 	int drained = join_workers(ws, started, joined, FCGI_DRAIN_S);
 	if (!drained) {
 		/* CGI scripts still running are killed (their requests end as
 		 * for a crash: a 502, or a cut body), never left behind as
 		 * orphans; their workers then finish. */
-		long busy = (long)atomic_load(&srv.stats.inflight);
 		unsigned killed = cgi_kill_all();
 		if (killed > 0) {
 			log_printf(srv.log, LOG_LEVEL_WARN, "stop",
@@ -2292,9 +2292,14 @@ fcgi_main(const struct fcgi_options *o)
 			unsigned stuck = 0;
 			for (unsigned i = 0; i < started; i++)
 				stuck += !joined[i];
+			/* counted now, after the kills and the grace (a review
+			 * found the count from before and the drain's 10 s
+			 * where 12 had passed) */
+			long busy = (long)atomic_load(&srv.stats.inflight);
+			long secs = (long)((clock_mono_ms() - stop_t0 + 500) / 1000);
 			log_printf(srv.log, LOG_LEVEL_WARN, "stop",
-				   "%u worker%s still busy after %d s (%ld request%s with the application); exiting anyway",
-				   stuck, stuck == 1 ? "" : "s", FCGI_DRAIN_S,
+				   "%u worker%s still busy after %ld s (%ld request%s with the application); exiting anyway",
+				   stuck, stuck == 1 ? "" : "s", secs,
 				   busy, busy == 1 ? "" : "s");
 			if (unix_path != NULL)
 				unlink_own_socket(unix_path);
