@@ -141,7 +141,7 @@ check_raw_answer(const char *raw, size_t len, const char *what)
 	int status = 0;
 
 	cr_assert(len > 12, "%s: no answer\n%s", what, logs());
-	cr_assert_eq(sscanf(raw, "HTTP/1.1 %d", &status), 1, "%s: %.200s", what, raw);
+	cr_assert_eq(sscanf(raw, "HTTP/1.%*d %d", &status), 1, "%s: %.200s", what, raw);
 	const char *end = strstr(raw, "\r\n\r\n");
 	cr_assert_not_null(end, "%s: no end of head", what);
 	for (const char *p = raw; p < end;) {
@@ -229,9 +229,12 @@ Test(bad_input, huge_forwarded_for,
 	srv_resp_free(&r);
 	free(xff);
 
-	/* 300 header lines: merged by lighttpd, the last entry counts */
+	/* 300 header lines: merged by lighttpd, the last entry counts.
+	 * HTTP/1.0, so that the body is not chunked: rategate passes on
+	 * each write of the script as it comes, and lighttpd makes a chunk
+	 * of each, which would split the lines looked for below. */
 	char *raw = malloc(300 * 40 + 256), *p = raw;
-	p += sprintf(p, "GET /cgi/lines HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+	p += sprintf(p, "GET /cgi/lines HTTP/1.0\r\nHost: x\r\nConnection: close\r\n");
 	for (int i = 0; i < 300; i++)
 		p += sprintf(p, "X-Forwarded-For: 198.51.100.%d\r\n", i % 250);
 	p += sprintf(p, "\r\n");
