@@ -440,12 +440,68 @@ cookie_octets(const char *v, size_t len)
  *
  * The value is copied into buf (cap bytes); one that does not fit is
  * unusable. */
+/* Is the whole Cookie header value well formed (RFC 6265): pairs
+ * separated by ';' and optional spaces, each a token, '=' and a value of
+ * cookie-octets (in quotes or not), at most COOKIE_PAIRS_MAX of them?
+ * Parsers part ways on anything else, and a key read from a header they
+ * read differently could be one the application does not see (found by
+ * a review): Python's SimpleCookie reads "x=1 sid=real" as two pairs and
+ * drops a whole header with one pair without '='; Werkzeug keeps ';'
+ * inside a quoted value and strips Unicode spaces and control bytes from
+ * names; PHP drops a name nested deeper than 64 "[...]" and every pair
+ * past max_input_vars (1000).  Such a header makes a cookie key
+ * ambiguous (the key's next alternative decides), named cookie or not. */
+#define COOKIE_PAIRS_MAX 1000
+
+static int
+cookie_header_ok(const char *s, size_t len)
+{
+	size_t pos = 0, pairs = 0;
+
+	while (pos < len) {
+		const char *semi = memchr(s + pos, ';', len - pos);
+		size_t end = semi ? (size_t)(semi - s) : len;
+		const char *c = s + pos;
+		size_t clen = end - pos;
+
+		pos = end + 1;
+		while (clen > 0 && (*c == ' ' || *c == '\t')) {
+			c++;
+			clen--;
+		}
+		while (clen > 0 && (c[clen - 1] == ' ' || c[clen - 1] == '\t'))
+			clen--;
+		if (clen == 0)
+			continue;
+		if (++pairs > COOKIE_PAIRS_MAX)
+			return 0;
+		const char *eq = memchr(c, '=', clen);
+		if (eq == NULL || eq == c)
+			return 0;
+		for (const char *n = c; n < eq; n++) {
+			unsigned char b = (unsigned char)*n;
+			if (b == 0 || (!isalnum(b) &&
+				       strchr("!#$%&'*+-.^_`|~", b) == NULL))
+				return 0;
+		}
+		if (!cookie_octets(eq + 1, clen - (size_t)(eq + 1 - c)))
+			return 0;
+	}
+	return 1;
+}
+
 static void
 cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 	    char *buf, size_t cap)
 {
 	size_t pos = 0;
 	char tmp[RL_KEYPART_MAX + 1];
+
+	if (!cookie_header_ok(s, len)) {
+		f->ambiguous = 1;
+		f->n++;
+		return;
+	}
 
 	while (pos < len) {
 		const char *semi = memchr(s + pos, ';', len - pos);

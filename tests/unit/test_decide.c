@@ -677,6 +677,36 @@ Test(decide, cookies_never_counted_where_php_sees_none)
 			     i == 0 ? RL_ALLOW : RL_DENY, "%s", ab[i]);
 		cr_assert_str_eq(d.key, "c.sid=a%20b", "%s: %s", ab[i], d.key);
 	}
+	/* a header parsers read apart makes the key ambiguous, wherever the
+	 * fault (found by a second review: Python, Werkzeug, PHP's limits) */
+	static char many[8000];
+	size_t o = 0;
+	memcpy(many, "HTTP_COOKIE=", 12);
+	o = 12;
+	for (int i = 0; i < 1000; i++)
+		o += (size_t)sprintf(many + o, "a%d=1;", i);
+	strcpy(many + o, "sid=r9");
+	static const char *const apart[] = {
+		"HTTP_COOKIE=sid=r1; x=1 sid=real",             /* SimpleCookie: real */
+		"HTTP_COOKIE=sid=r2; y",                         /* SimpleCookie: nothing */
+		"HTTP_COOKIE=x=\"a;sid=r3;b=\"",                  /* Werkzeug: x only */
+		"HTTP_COOKIE=\x1fsid=real; sid=r4",               /* Werkzeug: real */
+		"HTTP_COOKIE=\xc2\xa0sid=real; sid=r5",           /* Werkzeug: real */
+		"HTTP_COOKIE=sid[a][a][a]=r6",                   /* PHP nesting */
+		"HTTP_COOKIE=x=1,2; sid=r7",
+		"HTTP_COOKIE=s\001d=1; sid=r8",
+		many,                                            /* PHP max_input_vars */
+	};
+	for (size_t i = 0; i < sizeof(apart) / sizeof(apart[0]); i++) {
+		const char *c[] = { apart[i], NULL };
+		req_full("GET", "/c", "192.0.2.9", c, T0, RL_HIT, 0, &d);
+		cr_assert_str_eq(d.key, "addr=192.0.2.9", "%.60s", apart[i]);
+	}
+	/* well formed, with other cookies around: still the key */
+	const char *ok[] = { "HTTP_COOKIE=theme=dark;sid=k7 ;  lang=\"en\"", NULL };
+	req_full("GET", "/c", "192.0.2.9", ok, T0, RL_HIT, 0, &d);
+	cr_assert_str_eq(d.key, "c.sid=k7");
+
 	const char *q[] = { "HTTP_COOKIE=sid=\"q1\"; sid=%22q1%22; sid=q1", NULL };
 	cr_assert_eq(req_full("GET", "/c", "192.0.2.3", q, T0, RL_HIT, 0, &d), RL_ALLOW);
 	cr_assert_str_eq(d.key, "c.sid=q1");
