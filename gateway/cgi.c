@@ -118,6 +118,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -822,6 +823,8 @@ pump(struct run *r)
  * (it stays in the running list, as a copy that outlives the request).
  * r counts as reaped afterwards, its exit status unknown.  Returns 0, or
  * -1 when no thread could be made (the caller waits as before). */
+static atomic_uint detached;     /* scripts left running, CGI_DETACHED_MAX */
+
 static void *
 reaper_main(void *arg)
 {
@@ -830,19 +833,26 @@ reaper_main(void *arg)
 	if (reap(d, d->deadline) != 0)
 		kill_and_reap(d);
 	free(d);
+	atomic_fetch_sub(&detached, 1);
 	return NULL;
 }
 
 static int
 detach(struct run *r)
 {
+	if (atomic_fetch_add(&detached, 1) >= CGI_DETACHED_MAX) {
+		atomic_fetch_sub(&detached, 1);
+		return -1;
+	}
 	struct run *d = calloc(1, sizeof(*d));
 	pthread_attr_t a;
 	pthread_t t;
 	int e;
 
-	if (d == NULL)
+	if (d == NULL) {
+		atomic_fetch_sub(&detached, 1);
 		return -1;
+	}
 	d->pid = r->pid;
 	d->deadline = r->deadline;
 	running_remove(r);
@@ -855,6 +865,7 @@ detach(struct run *r)
 		running_remove(d);
 		running_add(r);
 		free(d);
+		atomic_fetch_sub(&detached, 1);
 		return -1;
 	}
 	r->reaped = 1;

@@ -30,6 +30,10 @@
  * for before its answer ends without it (it goes on in the background,
  * reaped, or killed at its deadline, by a thread of its own). */
 #define CGI_EOF_GRACE_MS 100
+/* How many such scripts a process leaves running at once; past that the
+ * answer waits for the script's exit as before (bounded by the workers),
+ * so clients cannot pile up scripts beyond workers + this. */
+#define CGI_DETACHED_MAX 16
 /* PATH given to the script when the params carry none. */
 #define CGI_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 

@@ -2321,7 +2321,17 @@ fcgi_main(const struct fcgi_options *o)
 	memset(joined, 0, started ? started : 1);
 	int64_t stop_t0 = clock_mono_ms();
 	int drained = join_workers(ws, started, joined, FCGI_DRAIN_S);
-	if (!drained) {
+	if (drained) {
+		/* every request is done, but scripts that answered and went
+		 * on working (cgi.c detach) may still run: killed with their
+		 * process groups, as at their deadline (a second review
+		 * found their children outliving the stop) */
+		unsigned bg = cgi_kill_all();
+		if (bg > 0)
+			log_printf(srv.log, LOG_LEVEL_INFO, "stop",
+				   "%u CGI script%s still working after answering: killed",
+				   bg, bg == 1 ? "" : "s");
+	} else {
 		/* CGI scripts still running are killed (their requests end as
 		 * for a crash: a 502, or a cut body), never left behind as
 		 * orphans; their workers then finish. */

@@ -675,6 +675,69 @@ Test(slow, no_upstream_is_502_saying_so)
 	cr_expect_eq(wait_log(want, 1, 3), 1, "%s\n%s", want, logs());
 }
 
+/* A CGI script that answers, closes its output and goes on (with a child
+ * of its own): its answer comes at once, and a stop kills it with its
+ * process group, even though no request is in flight any more (a second
+ * review found the child outliving the stop). */
+Test(slow, stop_kills_scripts_working_after_their_answer)
+{
+	cr_assert_eq(srv_stop(rg, 10), 0);
+	char script[SRV_PATH_MAX + 200];
+	snprintf(script, sizeof(script),
+		 "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nbye\\n'\nexec >&-\nsleep 30 &\necho $! > %s\nwait\n",
+		 srv_path("child.pid"));
+	srv_write("bg.sh", script, 0755);
+	char bg_rules[SRV_PATH_MAX * 2];
+	snprintf(bg_rules, sizeof(bg_rules), "storage memory\nupstream-timeout 30s\n/bg 10/minute upstream=cgi:%s\n",
+		 srv_path("bg.sh"));
+	srv_write("bg.rules", bg_rules, 0644);
+	char listen[SRV_PATH_MAX + 8];
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
+	rg = srv_start_rategate(srv_path("bg.rules"), listen, 2,
+				srv_path("rategate.log"), srv_path("rategate.out"));
+	struct answer a = request("GET", "/bg", NULL, 10);
+	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	cr_expect(a.took < 5, "the answer took %.1f s", a.took);
+	free(a.out);
+	long child = 0;
+	for (int i = 0; i < 100 && child == 0; i++) {
+		FILE *f = fopen(srv_path("child.pid"), "r");
+		if (f != NULL) {
+			if (fscanf(f, "%ld", &child) != 1)
+				child = 0;
+			fclose(f);
+		}
+		if (child == 0)
+			srv_sleep_ms(50);
+	}
+	cr_assert(child > 0, "no child pid");
+	cr_expect_eq(kill((pid_t)child, 0), 0, "the child should still run");
+	cr_assert_eq(srv_stop(rg, 10), 0, "%s", logs());
+	/* gone, or a zombie (killed; reaped by whoever adopted it) */
+	int gone = 0;
+	for (int i = 0; i < 100 && !gone; i++) {
+		char path[64], st[256] = "";
+		snprintf(path, sizeof(path), "/proc/%ld/stat", child);
+		FILE *f = fopen(path, "r");
+		if (f == NULL) {
+			gone = 1;
+			break;
+		}
+		size_t n = fread(st, 1, sizeof(st) - 1, f);
+		fclose(f);
+		st[n] = '\0';
+		const char *rp = strrchr(st, ')');
+		gone = rp != NULL && rp[1] == ' ' && rp[2] == 'Z';
+		if (!gone)
+			srv_sleep_ms(30);
+	}
+	if (!gone)
+		kill((pid_t)child, SIGKILL);
+	cr_expect(gone, "the script's child %ld outlived the stop", child);
+	cr_expect_eq(wait_log("level=info event=stop msg=\"1 CGI script still working after answering: killed\"", 1, 3), 1,
+		     "%s", logs());
+}
+
 Test(slow, late_end_of_body_then_hang_up_is_client_gone)
 {
 	const char *log = srv_path("rategate.log");
