@@ -765,6 +765,28 @@ rl_key_name_match(const char *name, size_t len, const char *text)
 	size_t n = strlen(text);
 	size_t label = part_label(text, n);
 
+	/* a key of several parts as the log writes it
+	 * ("h.x-api-key=#08be0f07b56224c1+addr=192.0.2.1"): every part,
+	 * each whole (part_match stops a value at '+') */
+	if (label > 0 && memchr(text, '+', n) != NULL) {
+		char piece[RL_STORE_KEY_MAX];
+		const char *p = text;
+		for (;;) {
+			const char *plus = strchr(p, '+');
+			size_t pl = plus ? (size_t)(plus - p) : strlen(p);
+			size_t l = part_label(p, pl);
+			if (l == 0 || pl >= sizeof(piece))
+				break;  /* not all parts: matched as text below */
+			memcpy(piece, p, pl);
+			piece[pl] = '\0';
+			if (!part_match(name, len, piece, pl, l))
+				return 0;
+			if (plus == NULL)
+				return 1;
+			p = plus + 1;
+		}
+		label = 0;
+	}
 	if (label > 0)
 		return part_match(name, len, text, n, label);
 	struct rl_cidr c;

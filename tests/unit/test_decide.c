@@ -1312,4 +1312,12 @@ Test(decide, key_name_match)
 	snprintf(hashed, sizeof(hashed), "c.x-api-key=#%016llx",
 		 (unsigned long long)rl_fnv1a("k1", 2));
 	cr_assert_eq(rl_key_name_match(k6, strlen(k6), hashed), 0, "another label");
+	/* several parts, as the log writes a key of two (found by a second
+	 * review: it matched nothing) */
+	snprintf(hashed, sizeof(hashed), "h.x-api-key=#%016llx+addr=2001:db8::/64",
+		 (unsigned long long)rl_fnv1a("k1", 2));
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), hashed), 1, "%s", hashed);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k1+addr=2001%3Adb8%3A%3A/64"), 1);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k1+addr=2001:db8:1::/64"), 0);
+	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k2+addr=2001:db8::/64"), 0);
 }
