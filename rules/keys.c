@@ -453,18 +453,28 @@ cookie_octets(const char *v, size_t len)
  * ambiguous (the key's next alternative decides), named cookie or not. */
 #define COOKIE_PAIRS_MAX 1000
 
+/* The next ';'-separated piece of s from *pos, untrimmed; 0 at the end. */
+static int
+cookie_next(const char *s, size_t len, size_t *pos, const char **c,
+	    size_t *clen)
+{
+	if (*pos >= len)
+		return 0;
+	const char *semi = memchr(s + *pos, ';', len - *pos);
+	size_t end = semi ? (size_t)(semi - s) : len;
+	*c = s + *pos;
+	*clen = end - *pos;
+	*pos = end + 1;
+	return 1;
+}
+
 static int
 cookie_header_ok(const char *s, size_t len)
 {
-	size_t pos = 0, pairs = 0;
+	size_t pos = 0, pairs = 0, clen;
+	const char *c;
 
-	while (pos < len) {
-		const char *semi = memchr(s + pos, ';', len - pos);
-		size_t end = semi ? (size_t)(semi - s) : len;
-		const char *c = s + pos;
-		size_t clen = end - pos;
-
-		pos = end + 1;
+	while (cookie_next(s, len, &pos, &c, &clen)) {
 		while (clen > 0 && (*c == ' ' || *c == '\t')) {
 			c++;
 			clen--;
@@ -494,7 +504,8 @@ static void
 cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 	    char *buf, size_t cap)
 {
-	size_t pos = 0;
+	size_t pos = 0, clen;
+	const char *c;
 	char tmp[RL_KEYPART_MAX + 1];
 
 	if (!cookie_header_ok(s, len)) {
@@ -503,13 +514,7 @@ cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 		return;
 	}
 
-	while (pos < len) {
-		const char *semi = memchr(s + pos, ';', len - pos);
-		size_t end = semi ? (size_t)(semi - s) : len;
-		const char *c = s + pos;
-		size_t clen = end - pos;
-
-		pos = end + 1;
+	while (cookie_next(s, len, &pos, &c, &clen)) {
 		rl_trim(&c, &clen);
 		/* PHP skips every leading isspace() byte of a cookie's name */
 		while (clen > 0 && isspace((unsigned char)*c)) {
