@@ -610,9 +610,7 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
  * that file's ("/page.php"), as web servers hand it to the file's script
  * (PATH_INFO) or serve it as the file.  Otherwise each made-up suffix was
  * a fresh default budget for one script (found by a review).  "Names a
- * file" is what gives a rule its implied FILE/ ** (names_file in parse.c):
- * a dot inside the segment, not first, then 1-10 letters or digits, not
- * all digits ("v1.2" is no file). */
+ * file" is what gives a rule its implied subtree. */
 static size_t
 default_path_len(const char *path, size_t len)
 {
@@ -622,23 +620,8 @@ default_path_len(const char *path, size_t len)
 		if (path[i] != '/')
 			continue;
 		/* segment [seg, i) is followed by more */
-		size_t dot = i;
-		for (size_t j = i; j > seg; j--)
-			if (path[j - 1] == '.') {
-				dot = j - 1;
-				break;
-			}
-		size_t n = i - dot - 1;
-		if (dot < i && dot > seg && n >= 1 && n <= 10) {
-			int letters = 0, ok = 1;
-			for (size_t j = dot + 1; j < i; j++) {
-				unsigned char c = (unsigned char)path[j];
-				ok &= (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
-				letters |= !(c >= '0' && c <= '9');
-			}
-			if (ok && letters)
-				return i;
-		}
+		if (rl_segment_names_file(path + seg, i - seg, 0))
+			return i;
 		seg = i + 1;
 	}
 	return len;

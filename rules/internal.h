@@ -43,6 +43,13 @@ struct rl_glob {
 	int implicit;
 };
 
+/* Does the path segment seg[0..len) name a file: an extension after its
+ * last '.' (not its first byte) of 1 to 10 letters and digits (and '*'
+ * when wild: a pattern's segment), not digits alone ("report.cgi",
+ * "big.7z"; not "v1.2")?  What gives a rule its implied subtree and
+ * what the default limits cut a path after (parse.c). */
+int rl_segment_names_file(const char *seg, size_t len, int wild);
+
 struct rl_ruleset {
 	struct rl_arena arena;
 	struct rl_settings settings;

@@ -2085,28 +2085,40 @@ cmp_exact(const void *x, const void *y)
 	return a->index < b->index ? -1 : a->index > b->index;
 }
 
-/* Does the pattern name a file: a last segment with an extension of
- * letters and digits (or a star), not digits alone, after its last '.',
- * as "/report.cgi", "/index.php", "/dl/big.7z" or a glob for PDF files,
- * but not "/api/v1.2" or a subtree? */
-static int
-names_file(const struct rl_pattern *p)
+int
+rl_segment_names_file(const char *seg, size_t len, int wild)
 {
-	const char *seg = strrchr(p->text, '/') + 1;
-	const char *dot = strrchr(seg, '.');
+	const char *dot = NULL;
 	int letters = 0;
 
-	if (dot == NULL || dot == seg || strcmp(seg, "**") == 0)
+	for (size_t i = len; i-- > 0;)
+		if (seg[i] == '.') {
+			dot = seg + i;
+			break;
+		}
+	if (dot == NULL || dot == seg)
 		return 0;
-	size_t n = strlen(dot + 1);
+	size_t n = len - (size_t)(dot + 1 - seg);
 	if (n == 0 || n > 10)
 		return 0;
 	for (size_t i = 1; i <= n; i++) {
-		if (!isalnum((unsigned char)dot[i]) && dot[i] != '*')
+		if (!isalnum((unsigned char)dot[i]) && !(wild && dot[i] == '*'))
 			return 0;
 		letters |= !isdigit((unsigned char)dot[i]);
 	}
 	return letters;
+}
+
+/* Does the pattern name a file: its last segment, as
+ * rl_segment_names_file reads it, stars allowed ("/report.cgi",
+ * "/index.php", "/dl/big.7z" or a glob for PDF files, but not "/api/v1.2"
+ * or a subtree)? */
+static int
+names_file(const struct rl_pattern *p)
+{
+	const char *seg = strrchr(p->text, '/') + 1;
+
+	return rl_segment_names_file(seg, strlen(seg), 1);
 }
 
 /* A rule naming a file also covers the file followed by more segments:
