@@ -416,6 +416,61 @@ cookie_octets(const char *v, size_t len)
 	return 1;
 }
 
+/* The next ';'-separated piece of s from *pos, untrimmed; 0 at the end. */
+static int
+cookie_next(const char *s, size_t len, size_t *pos, const char **c,
+	    size_t *clen)
+{
+	if (*pos >= len)
+		return 0;
+	const char *semi = memchr(s + *pos, ';', len - *pos);
+	size_t end = semi ? (size_t)(semi - s) : len;
+	*c = s + *pos;
+	*clen = end - *pos;
+	*pos = end + 1;
+	return 1;
+}
+
+/* Is the whole Cookie header value well formed (RFC 6265): pairs
+ * separated by ';' and optional spaces, each a token, '=' and a value of
+ * cookie-octets (in quotes or not), at most COOKIE_PAIRS_MAX of them?
+ * Parsers part ways on anything else, and a key read from a header they
+ * read differently could be one the application does not see (found by
+ * a review): Python's SimpleCookie reads "x=1 sid=real" as two pairs and
+ * drops a whole header with one pair without '='; Werkzeug keeps ';'
+ * inside a quoted value and strips Unicode spaces and control bytes from
+ * names; PHP drops a name nested deeper than 64 "[...]" and every pair
+ * past max_input_vars (1000).  Such a header makes a cookie key
+ * ambiguous (the key's next alternative decides), named cookie or not. */
+#define COOKIE_PAIRS_MAX 1000
+
+static int
+cookie_header_ok(const char *s, size_t len)
+{
+	size_t pos = 0, pairs = 0, clen;
+	const char *c;
+
+	while (cookie_next(s, len, &pos, &c, &clen)) {
+		rl_trim(&c, &clen);
+		if (clen == 0)
+			continue;
+		if (++pairs > COOKIE_PAIRS_MAX)
+			return 0;
+		const char *eq = memchr(c, '=', clen);
+		if (eq == NULL || eq == c)
+			return 0;
+		for (const char *n = c; n < eq; n++) {
+			unsigned char b = (unsigned char)*n;
+			if (b == 0 || (!isalnum(b) &&
+				       strchr("!#$%&'*+-.^_`|~", b) == NULL))
+				return 0;
+		}
+		if (!cookie_octets(eq + 1, clen - (size_t)(eq + 1 - c)))
+			return 0;
+	}
+	return 1;
+}
+
 /* Each cookie named name in s, read so that rategate never counts a
  * cookie the application does not see, nor one value of it under two
  * keys (found by a review against PHP 8.2):
@@ -440,66 +495,6 @@ cookie_octets(const char *v, size_t len)
  *
  * The value is copied into buf (cap bytes); one that does not fit is
  * unusable. */
-/* Is the whole Cookie header value well formed (RFC 6265): pairs
- * separated by ';' and optional spaces, each a token, '=' and a value of
- * cookie-octets (in quotes or not), at most COOKIE_PAIRS_MAX of them?
- * Parsers part ways on anything else, and a key read from a header they
- * read differently could be one the application does not see (found by
- * a review): Python's SimpleCookie reads "x=1 sid=real" as two pairs and
- * drops a whole header with one pair without '='; Werkzeug keeps ';'
- * inside a quoted value and strips Unicode spaces and control bytes from
- * names; PHP drops a name nested deeper than 64 "[...]" and every pair
- * past max_input_vars (1000).  Such a header makes a cookie key
- * ambiguous (the key's next alternative decides), named cookie or not. */
-#define COOKIE_PAIRS_MAX 1000
-
-/* The next ';'-separated piece of s from *pos, untrimmed; 0 at the end. */
-static int
-cookie_next(const char *s, size_t len, size_t *pos, const char **c,
-	    size_t *clen)
-{
-	if (*pos >= len)
-		return 0;
-	const char *semi = memchr(s + *pos, ';', len - *pos);
-	size_t end = semi ? (size_t)(semi - s) : len;
-	*c = s + *pos;
-	*clen = end - *pos;
-	*pos = end + 1;
-	return 1;
-}
-
-static int
-cookie_header_ok(const char *s, size_t len)
-{
-	size_t pos = 0, pairs = 0, clen;
-	const char *c;
-
-	while (cookie_next(s, len, &pos, &c, &clen)) {
-		while (clen > 0 && (*c == ' ' || *c == '\t')) {
-			c++;
-			clen--;
-		}
-		while (clen > 0 && (c[clen - 1] == ' ' || c[clen - 1] == '\t'))
-			clen--;
-		if (clen == 0)
-			continue;
-		if (++pairs > COOKIE_PAIRS_MAX)
-			return 0;
-		const char *eq = memchr(c, '=', clen);
-		if (eq == NULL || eq == c)
-			return 0;
-		for (const char *n = c; n < eq; n++) {
-			unsigned char b = (unsigned char)*n;
-			if (b == 0 || (!isalnum(b) &&
-				       strchr("!#$%&'*+-.^_`|~", b) == NULL))
-				return 0;
-		}
-		if (!cookie_octets(eq + 1, clen - (size_t)(eq + 1 - c)))
-			return 0;
-	}
-	return 1;
-}
-
 static void
 cookie_scan(const char *s, size_t len, const char *name, struct found *f,
 	    char *buf, size_t cap)
@@ -726,15 +721,16 @@ part_match(const char *name, size_t len, const char *text, size_t n,
 	size_t vl = n - label;
 	/* "h.x-api-key=k1:", the old way to end a value, still works */
 	if (vl > 0 && v[vl - 1] == ':')
-		n--, vl--;
+		vl--;
 	char want[RL_STORE_KEY_MAX];
 	size_t wl = 0;
 	uint64_t h = 0;
 	int hashed = vl == 17 && v[0] == '#';
 
 	for (size_t i = 1; hashed && i < 17; i++) {
-		hashed = hexval((unsigned char)v[i]) >= 0;
-		h = h << 4 | (uint64_t)(hashed ? hexval((unsigned char)v[i]) : 0);
+		int x = hexval((unsigned char)v[i]);
+		hashed = x >= 0;
+		h = h << 4 | (uint64_t)(hashed ? x : 0);
 	}
 	if (!hashed) {
 		struct rl_cidr c;
@@ -774,17 +770,14 @@ rl_key_name_match(const char *name, size_t len, const char *text)
 	 * ("h.x-api-key=#08be0f07b56224c1+addr=192.0.2.1"): every part,
 	 * each whole (part_match stops a value at '+') */
 	if (label > 0 && memchr(text, '+', n) != NULL) {
-		char piece[RL_STORE_KEY_MAX];
 		const char *p = text;
 		for (;;) {
 			const char *plus = strchr(p, '+');
 			size_t pl = plus ? (size_t)(plus - p) : strlen(p);
 			size_t l = part_label(p, pl);
-			if (l == 0 || pl >= sizeof(piece))
+			if (l == 0)
 				break;  /* not all parts: matched as text below */
-			memcpy(piece, p, pl);
-			piece[pl] = '\0';
-			if (!part_match(name, len, piece, pl, l))
+			if (!part_match(name, len, p, pl, l))
 				return 0;
 			if (plus == NULL)
 				return 1;
