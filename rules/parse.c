@@ -438,25 +438,6 @@ limit_words(const struct tok *toks, size_t n, const char **s, size_t *len,
 	*col = toks[0].col;
 }
 
-static int
-parse_size(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t mult = 1;
-
-	if (len > 0) {
-		switch (s[len - 1]) {
-		case 'k': case 'K': mult = 1ULL << 10; len--; break;
-		case 'm': case 'M': mult = 1ULL << 20; len--; break;
-		case 'g': case 'G': mult = 1ULL << 30; len--; break;
-		}
-	}
-	uint64_t v;
-	if (parse_uint(s, len, (64ULL << 30) / mult, &v))
-		return -1;
-	*out = v * mult;
-	return 0;
-}
-
 /* Query parameters of a storage URI: "a=1&b=2".  Calls back per pair. */
 static int
 storage_query(struct pstate *ps, const struct loc *at, const char *q,
@@ -477,9 +458,8 @@ storage_query(struct pstate *ps, const struct loc *at, const char *q,
 		if (KEY("size") && st->kind == RL_STORAGE_SHM) {
 			struct rl_diag dg;
 			/* the sizes of the rest of the file (64M, 64MB,
-			 * 64MiB: binary units), or a bare K/M/G number */
-			if ((parse_size(v, vlen, &n) &&
-			     rl_size_parse(v, vlen, &n, &dg)) ||
+			 * 64MiB: binary units) */
+			if (rl_size_parse(v, vlen, &n, &dg) ||
 			    n < (1u << 20) || n > (64ULL << 30)) {
 				error_at(ps, at, "bad storage size \"%s\": expected a size such as 64M (K, M or G, also written KB/KiB, MB/MiB, GB/GiB), at least 1M and at most 64G",
 					 quote(v, vlen, qb, sizeof(qb)));
