@@ -815,6 +815,8 @@ pump(struct run *r)
 	}
 }
 
+static atomic_uint detached;     /* scripts left running, CGI_DETACHED_MAX */
+
 /* A script that closed its output but has not exited (it answered, then
  * goes on working): the answer is complete and ends now, as lighttpd and
  * Apache end it; the script is left to finish in the background.  A
@@ -823,8 +825,6 @@ pump(struct run *r)
  * (it stays in the running list, as a copy that outlives the request).
  * r counts as reaped afterwards, its exit status unknown.  Returns 0, or
  * -1 when no thread could be made (the caller waits as before). */
-static atomic_uint detached;     /* scripts left running, CGI_DETACHED_MAX */
-
 static void *
 reaper_main(void *arg)
 {

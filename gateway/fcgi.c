@@ -1236,6 +1236,9 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	spec.nextra_env = make_env(&d, now, envbuf, env);
 	spec.extra_env = env;
 	spec.error_format = f;
+	/* the request as log lines about it name it: the path without its
+	 * query (which may hold secrets: it is never logged), who asked,
+	 * and where it went */
 	char what[LOG_FIELD_MAX + 400], wpb[LOG_FIELD_MAX + 1];
 	snprintf(what, sizeof(what), "%s %s from %s -> %s",
 		 rq.method ? rq.method : "-", log_path(rq.path, rq.path_len, wpb),
@@ -1268,18 +1271,14 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		int too_large = res.too_large && !res.client_gone;
 		if (!res.client_gone && !too_large)
 			atomic_fetch_add(&srv->stats.upstream_errors, 1);
-		/* the path without its query (which may hold secrets: it is
-		 * never logged), and who asked */
-		char st[40], pb[LOG_FIELD_MAX + 1];
+		char st[40];
 		if (res.status > 0)
 			snprintf(st, sizeof(st), "answered %d", res.status);
 		else
 			snprintf(st, sizeof(st), "no answer sent");
 		log_printf(srv->log, res.client_gone || too_large ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
 			   res.client_gone ? "client-gone" : too_large ? "too-large" : "upstream-error",
-			   "%s %s from %s -> %s: %s: %s", rq.method ? rq.method : "-",
-			   log_path(rq.path, rq.path_len, pb),
-			   d.client[0] ? d.client : "-", b->uri, st, res.error);
+			   "%s: %s: %s", what, st, res.error);
 	}
 	struct rl_diag err;
 	if (rl_after_response(g->rs, &srv->store, &rq, res.status,
@@ -1947,10 +1946,6 @@ parse_mode(const char *s, unsigned long *m)
 	       s[0] == '-' ? -1 : 0;
 }
 
-/* -M MODE and -U USER[:GROUP] on the socket file we made (as spawn-fcgi's
- * -M, -U and -G): so that a web server running as another user (Apache's
- * www-data) can connect.  The socket is made 0660 first, so there is no
- * moment where it is wider open than asked. */
 /* -U USER[:GROUP], "USER:" (the user's group) or ":GROUP" (the group
  * only): the ids for chown, -1 for one left as it is. */
 static int
@@ -1993,6 +1988,10 @@ parse_owner(const char *owner, uid_t *uid, gid_t *gid, char *err, size_t cap)
 	return 0;
 }
 
+/* -M MODE and -U USER[:GROUP] on the socket file we made (as spawn-fcgi's
+ * -M, -U and -G): so that a web server running as another user (Apache's
+ * www-data) can connect.  The socket is made 0660 first, so there is no
+ * moment where it is wider open than asked. */
 static int
 socket_access(const char *path, const char *mode, const char *owner,
 	      char *err, size_t cap)

@@ -32,6 +32,14 @@
 #include "store_shm.h"
 #include "wrapper.h"
 
+/* After a usage error's own line: where the options are (the whole help
+ * would bury that line). */
+static void
+usage_hint(void)
+{
+	fputs("rategate --help lists the commands and options\n", stderr);
+}
+
 static void
 usage(FILE *f)
 {
@@ -269,7 +277,7 @@ replay(int argc, char **argv)
 		}
 		else if (argv[i][0] == '-' && argv[i][1] != '\0') {
 			fprintf(stderr, "rategate replay: unknown option \"%s\"\n", argv[i]);
-			fprintf(stderr, "rategate --help lists the commands and options\n");
+			usage_hint();
 			return 2;
 		} else if (log == NULL)
 			log = argv[i];
@@ -284,7 +292,7 @@ replay(int argc, char **argv)
 	}
 	if (conf == NULL) {
 		fprintf(stderr, "rategate replay: -c FILE is required\n");
-		fprintf(stderr, "rategate --help lists the commands and options\n");
+		usage_hint();
 		return 2;
 	}
 	struct rl_ruleset *rs = fileio_load_rules(conf, 0);
@@ -345,7 +353,7 @@ cgi(int argc, char **argv)
 		return wrapper_main(conf, script);
 	case CGI_ARGS_OPTION:
 		fprintf(stderr, "rategate cgi: unknown option \"%s\"\n", bad);
-		fprintf(stderr, "rategate --help lists the commands and options\n");
+		usage_hint();
 		return 2;
 	case CGI_ARGS_SCRIPTS:
 		fprintf(stderr, "rategate cgi: one script (\"%s\")\n", bad);
@@ -542,7 +550,7 @@ main(int argc, char **argv)
 			return 0;
 		} else {
 			fprintf(stderr, "rategate: unknown argument \"%s\"\n", argv[i]);
-			fprintf(stderr, "rategate --help lists the commands and options\n");
+			usage_hint();
 			return 2;
 		}
 	}
@@ -553,7 +561,7 @@ main(int argc, char **argv)
 		conf = getenv("RATEGATE_CONFIG");
 	if (conf == NULL) {
 		fprintf(stderr, "rategate: no rule file: give -c FILE (or RATEGATE_CONFIG=FILE in the environment)\n");
-		fprintf(stderr, "rategate --help lists the commands and options\n");
+		usage_hint();
 		return 2;
 	}
 	/* The options' syntax is checked before anything else, -t included:

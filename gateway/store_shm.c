@@ -2044,32 +2044,36 @@ static int file_blank(int fd, uint64_t size)
  * who owns it, its mode, who we are, and the two ways out.  What happens
  * after a quickstart run as root, whose file a www-data gateway then
  * cannot open ("0660 less the umask", root:root). */
+static const char *
+user_text(uid_t uid, char *buf, size_t cap)
+{
+	struct passwd *pw = getpwuid(uid);
+
+	if (pw != NULL)
+		snprintf(buf, cap, "%s", pw->pw_name);
+	else
+		snprintf(buf, cap, "%lu", (unsigned long)uid);
+	return buf;
+}
+
 static void
 no_access(const char *path, char *err, size_t errcap)
 {
 	struct stat sb;
-	char own[64] = "?", grp[64] = "?", me[64];
+	char own[64], grp[64], me[64];
 	uid_t uid = geteuid();
 
 	if (stat(path, &sb) != 0) {
 		snprintf(err, errcap, "shm store \"%s\": %s", path, strerror(EACCES));
 		return;
 	}
-	struct passwd *pw = getpwuid(sb.st_uid);
 	struct group *gr = getgrgid(sb.st_gid);
-	if (pw)
-		snprintf(own, sizeof(own), "%s", pw->pw_name);
-	else
-		snprintf(own, sizeof(own), "%lu", (unsigned long)sb.st_uid);
 	if (gr)
 		snprintf(grp, sizeof(grp), "%s", gr->gr_name);
 	else
 		snprintf(grp, sizeof(grp), "%lu", (unsigned long)sb.st_gid);
-	pw = getpwuid(uid);
-	if (pw)
-		snprintf(me, sizeof(me), "%s", pw->pw_name);
-	else
-		snprintf(me, sizeof(me), "%lu", (unsigned long)uid);
+	user_text(sb.st_uid, own, sizeof(own));
+	user_text(uid, me, sizeof(me));
 	snprintf(err, errcap, "shm store \"%s\": %s: the file is %s:%s mode %04o and this process runs as %s (uid %lu), which must read and write it: give it to the gateways' user (chown %s %s) or delete it (its counters are lost) so that the first gateway creates it",
 		 path, strerror(EACCES), own, grp, (unsigned)(sb.st_mode & 07777),
 		 me, (unsigned long)uid, me, path);
