@@ -442,7 +442,8 @@ gen_new(struct server *srv, struct rl_ruleset *rs, const struct stats_rules *old
 	}
 	if (rl_ruleset_max_moving(rs) > srv->store_max_moving) {
 		snprintf(err, errcap,
-			 "the rules need moving-window slots for %llu hits; the store was opened for %llu, and a shm store file keeps its slot size: stop every gateway, delete the file (its counters are lost) and start them again (rategate -t says what a start would do)",
+			 "%s needs moving-window slots for %llu hits; the store was opened for %llu, and a shm store file keeps its slot size: stop every gateway, delete the file (its counters are lost) and start them again (rategate -t says what a start would do)",
+			 rl_ruleset_max_moving_by(rs),
 			 (unsigned long long)rl_ruleset_max_moving(rs),
 			 (unsigned long long)srv->store_max_moving);
 		goto fail;
@@ -491,8 +492,7 @@ storage_changed(struct server *srv, const struct rl_ruleset *rs)
 		struct shm_config c;
 		struct shm_plan p;
 		uint64_t keys;
-		store_shm_config(s, rl_ruleset_max_moving(rs),
-				 rl_ruleset_max_inflight(rs), &c);
+		store_shm_config(rs, &c);
 		if (shm_probe_file(&c, &p, &keys, e, sizeof(e)) == SHM_PROBE_REFUSED) {
 			log_printf(srv->log, LOG_LEVEL_WARN, "reload",
 				   "storage changed to %s, but a restart would stop on it: %s; until then the counters stay in %s",
@@ -2177,7 +2177,7 @@ fcgi_main(const struct fcgi_options *o)
 	}
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	log_set_json(srv.log, s->log_format == RL_LOG_JSON);
-	if (store_open(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), srv.log, &srv.store, err, sizeof(err)) != 0) {
+	if (store_open(rs, srv.log, &srv.store, err, sizeof(err)) != 0) {
 		fprintf(stderr, "rategate: %s: %s\n", o->rules, err);
 		goto out;
 	}

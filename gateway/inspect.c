@@ -341,10 +341,11 @@ static void print_ttl(FILE *out, long long ttl_ms)
 
 /* inspect on a Redis store: the keys under the key prefix, found with
  * SCAN.  Redis keeps no hit or denial counts, so there is no --top. */
-static int inspect_redis(const struct rl_settings *s, int stats,
+static int inspect_redis(const struct rl_ruleset *rs, int stats,
 			 int top, const char *client, const char *reset,
 			 FILE *out, FILE *errs)
 {
+	const struct rl_settings *s = rl_ruleset_settings(rs);
 	struct redis_config c;
 	struct rl_store st = { NULL, NULL };
 	struct rwalk w = { NULL, 0, 0, 0 };
@@ -360,7 +361,7 @@ static int inspect_redis(const struct rl_settings *s, int stats,
 	 * store's own lines, which are about gateways ("requests are answered
 	 * 503"), to nowhere: inspect says what failed itself. */
 	struct log *quiet = log_new("/dev/null", err, sizeof(err));
-	store_redis_config(s, 0, 0, &c);
+	store_redis_config(rs, &c);
 	c.failure = RL_STORE_FAIL_DENY;
 	c.cache_off = 1;
 	c.log = quiet;
@@ -537,7 +538,7 @@ int inspect_run(int argc, char **argv, FILE *out, FILE *errs)
 		}
 		s = rl_ruleset_settings(rs);
 		if (s->storage.kind == RL_STORAGE_REDIS) {
-			rc = inspect_redis(s, stats, asked_top, client, reset,
+			rc = inspect_redis(rs, stats, asked_top, client, reset,
 					   out, errs);
 			goto done;
 		}

@@ -185,9 +185,9 @@ check_shm(const char *file, const struct rl_settings *s,
 	struct shm_config c;
 	struct shm_plan p;
 	uint64_t keys;
-	char err[512], state[64], each[64];
+	char err[1024], state[64], each[64];
 
-	store_shm_config(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), &c);
+	store_shm_config(rs, &c);
 	switch (shm_probe_file(&c, &p, &keys, err, sizeof(err))) {
 	case SHM_PROBE_REFUSED:
 		storage_place(file, s);

@@ -16,21 +16,19 @@
 #define MEMORY_MAX_KEYS (1u << 20)
 
 int
-store_open(const struct rl_settings *s, uint64_t max_moving,
-	   uint64_t max_leases, struct log *log, struct rl_store *st, char *err,
-	   size_t errcap)
+store_open(const struct rl_ruleset *rs, struct log *log, struct rl_store *st,
+	   char *err, size_t errcap)
 {
-	switch (s->storage.kind) {
+	switch (rl_ruleset_settings(rs)->storage.kind) {
 	case RL_STORAGE_MEMORY:
 		if (store_memory_new(MEMORY_MAX_KEYS, st, err, errcap) != 0)
 			return -1;
 		memstore_evict_lru(st);
 		return 0;
 	case RL_STORAGE_SHM:
-		return store_shm_open(s, max_moving, max_leases, st, err, errcap);
+		return store_shm_open(rs, st, err, errcap);
 	case RL_STORAGE_REDIS:
-		return store_redis_open(s, max_moving, max_leases, log, st, err,
-					errcap);
+		return store_redis_open(rs, log, st, err, errcap);
 	}
 	snprintf(err, errcap, "unknown storage kind");
 	return -1;

@@ -12,14 +12,13 @@
 
 struct log;
 
-/* Open the store of s, sized for rules whose largest moving-window count
- * is max_moving and largest concurrency= max_leases; a store that logs
- * (Redis: down and up) writes to log (NULL: standard error), which must
- * outlive it.  Returns 0 and fills *st (close it with
- * st->ops->destroy(st->impl)), or -1 with a message in err. */
-int store_open(const struct rl_settings *s, uint64_t max_moving,
-	       uint64_t max_leases, struct log *log, struct rl_store *st,
-	       char *err, size_t errcap);
+/* Open the store of rs's settings, sized for its largest moving-window
+ * count and concurrency=; a store that logs (Redis: down and up) writes to
+ * log (NULL: standard error), which must outlive it.  Returns 0 and fills
+ * *st (close it with st->ops->destroy(st->impl)), or -1 with a message in
+ * err.  rs may go after. */
+int store_open(const struct rl_ruleset *rs, struct log *log,
+	       struct rl_store *st, char *err, size_t errcap);
 
 /* A process-local store of max_keys keys under a random hash secret
  * (memstore_secret), exact (no eviction: the caller may ask for it).

@@ -1126,10 +1126,11 @@ static const struct rl_store_ops redis_ops = {
 /* ------------------------------------------------------------------ */
 /* Opening                                                             */
 
-void store_redis_config(const struct rl_settings *s, uint64_t max_moving,
-			uint64_t max_leases, struct redis_config *c)
+void store_redis_config(const struct rl_ruleset *rs, struct redis_config *c)
 {
+	const struct rl_settings *s = rl_ruleset_settings(rs);
 	const struct rl_storage *g = &s->storage;
+	uint64_t max_leases = rl_ruleset_max_inflight(rs);
 
 	memset(c, 0, sizeof(*c));
 	c->host = g->path ? NULL : g->host;
@@ -1142,19 +1143,20 @@ void store_redis_config(const struct rl_settings *s, uint64_t max_moving,
 	c->failure = s->store_failure;
 	c->fallback.path = g->fallback_path ? g->fallback_path : SHM_DEFAULT_PATH;
 	c->fallback.size = SHM_DEFAULT_SIZE;
-	c->fallback.max_moving = max_moving;
+	c->fallback.max_moving = rl_ruleset_max_moving(rs);
 	c->fallback.max_leases = max_leases > SHM_LEASES_DEFAULT ? max_leases : 0;
+	c->fallback.moving_by = rl_ruleset_max_moving_by(rs);
+	c->fallback.leases_by = rl_ruleset_max_inflight_by(rs);
 	c->fallback.names = 1;
 	c->key_prefix = s->key_prefix;
 }
 
-int store_redis_open(const struct rl_settings *s, uint64_t max_moving,
-		     uint64_t max_leases, struct log *log, struct rl_store *st,
-		     char *err, size_t errcap)
+int store_redis_open(const struct rl_ruleset *rs, struct log *log,
+		     struct rl_store *st, char *err, size_t errcap)
 {
 	struct redis_config c;
 
-	store_redis_config(s, max_moving, max_leases, &c);
+	store_redis_config(rs, &c);
 	c.log = log;    /* from the start: a Redis down at start is said there */
 	return redis_store_open(&c, st, err, errcap);
 }

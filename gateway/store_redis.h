@@ -83,18 +83,16 @@ struct redis_config {
 
 /* The configuration of a rule set's `storage redis...` and
  * `store-failure`; the fallback is the default shared-memory file, sized
- * for max_moving and max_leases as store_shm_open does. */
-void store_redis_config(const struct rl_settings *s, uint64_t max_moving,
-			uint64_t max_leases, struct redis_config *c);
+ * for rs's rules as store_shm_open does (it borrows from rs). */
+void store_redis_config(const struct rl_ruleset *rs, struct redis_config *c);
 
 /* Open the store of s.  Returns 0 and fills *st, or -1 with a message in
  * err: a configuration Redis refuses (wrong password, no such db) or a
  * fallback store that cannot be opened.  Redis being unreachable is not
  * an error here: the store starts down (logged) and the failure policy
  * applies until Redis answers. */
-int store_redis_open(const struct rl_settings *s, uint64_t max_moving,
-		     uint64_t max_leases, struct log *log, struct rl_store *st,
-		     char *err, size_t errcap);
+int store_redis_open(const struct rl_ruleset *rs, struct log *log,
+		     struct rl_store *st, char *err, size_t errcap);
 /* The same from a full configuration (copied; c may go after). */
 int redis_store_open(const struct redis_config *c, struct rl_store *st,
 		     char *err, size_t errcap);

@@ -1963,15 +1963,17 @@ static int header_check(const struct shm_header *h,
 		return -1;
 	}
 	if (c->max_moving > 1 && c->max_moving + 2 > g.ring_words) {
-		snprintf(err, errcap, "shm store \"%s\": the rules and storage line need moving-window counts up to %llu but the file's slots hold counts up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)",
-			 c->path, (unsigned long long)c->max_moving,
+		snprintf(err, errcap, "shm store \"%s\": %s needs moving-window counts up to %llu but the file's slots hold counts up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)",
+			 c->path, c->moving_by ? c->moving_by : "the rule set",
+			 (unsigned long long)c->max_moving,
 			 (unsigned long long)(g.ring_words - 2));
 		return -1;
 	}
 	if (c->max_leases && rl_inflight_state_words(c->max_leases) >
 	    g.lease_words) {
-		snprintf(err, errcap, "shm store \"%s\": the rules and storage line need concurrency up to %llu but the file's slots hold up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (concurrency-max=N on the storage line reserves room for later rules)",
-			 c->path, (unsigned long long)c->max_leases,
+		snprintf(err, errcap, "shm store \"%s\": %s needs concurrency up to %llu but the file's slots hold up to %llu: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (concurrency-max=N on the storage line reserves room for later rules)",
+			 c->path, c->leases_by ? c->leases_by : "the rule set",
+			 (unsigned long long)c->max_leases,
 			 (unsigned long long)((g.lease_words - 1) / 2));
 		return -1;
 	}
@@ -2146,28 +2148,36 @@ int shm_file_replaced(const struct shm *m)
 	return sb.st_dev != m->dev || sb.st_ino != m->ino;
 }
 
-void store_shm_config(const struct rl_settings *s, uint64_t max_moving,
-		      uint64_t max_leases, struct shm_config *c)
+void store_shm_config(const struct rl_ruleset *rs, struct shm_config *c)
 {
+	const struct rl_settings *s = rl_ruleset_settings(rs);
+	uint64_t max_moving = rl_ruleset_max_moving(rs);
+	uint64_t max_leases = rl_ruleset_max_inflight(rs);
+
 	memset(c, 0, sizeof(*c));
 	c->path = s->storage.path ? s->storage.path : SHM_DEFAULT_PATH;
 	c->size = s->storage.size ? s->storage.size : SHM_DEFAULT_SIZE;
-	if (s->storage.moving_max > max_moving)
+	c->moving_by = rl_ruleset_max_moving_by(rs);
+	c->leases_by = rl_ruleset_max_inflight_by(rs);
+	if (s->storage.moving_max > max_moving) {
 		max_moving = s->storage.moving_max;
-	if (s->storage.concurrency_max > max_leases)
+		c->moving_by = "the storage line's moving-window-max=";
+	}
+	if (s->storage.concurrency_max > max_leases) {
 		max_leases = s->storage.concurrency_max;
+		c->leases_by = "the storage line's concurrency-max=";
+	}
 	c->max_moving = max_moving;
 	c->max_leases = max_leases > SHM_LEASES_DEFAULT ? max_leases : 0;
 	c->names = s->storage.names;
 }
 
-int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
-		   uint64_t max_leases, struct rl_store *st, char *err,
-		   size_t errcap)
+int store_shm_open(const struct rl_ruleset *rs, struct rl_store *st,
+		   char *err, size_t errcap)
 {
 	struct shm_config c;
 
-	store_shm_config(s, max_moving, max_leases, &c);
+	store_shm_config(rs, &c);
 	return shm_store_open(&c, st, err, errcap);
 }
 

@@ -54,23 +54,26 @@ struct shm_config {
 	uint64_t size;          /* bytes of the file (1M..64G) */
 	uint64_t max_moving;    /* largest moving-window count of the rules */
 	uint64_t max_leases;    /* largest concurrency= (0: SHM_LEASES_DEFAULT) */
+	const char *moving_by;  /* who asks for max_moving and max_leases, for
+				   a refusal ("the rule at FILE:LINE"); NULL:
+				   "the rules"; borrowed for the open */
+	const char *leases_by;
 	int names;              /* keep each key's text for inspect */
 	unsigned ring_percent;  /* 0: SHM_RING_PERCENT */
 	unsigned stripes;       /* 0: from the size (tests use 1 or 2) */
 	int attach_only;        /* inspect: never create, accept any size */
 };
 
-/* The store of a rule set's `storage shm:...`: path and size from s,
- * moving-window slots sized for max_moving, in-flight slots for max_leases
- * (the largest concurrency=; at least SHM_LEASES_DEFAULT), key names kept
- * unless the URI says names=off.  Returns 0 and fills *st, or -1 with a
- * message in err. */
-int store_shm_open(const struct rl_settings *s, uint64_t max_moving,
-		   uint64_t max_leases, struct rl_store *st, char *err,
-		   size_t errcap);
-/* The configuration store_shm_open uses. */
-void store_shm_config(const struct rl_settings *s, uint64_t max_moving,
-		      uint64_t max_leases, struct shm_config *c);
+/* The store of rs's `storage shm:...`: path and size from its settings,
+ * moving-window slots sized for its largest moving-window count, in-flight
+ * slots for its largest concurrency= (at least SHM_LEASES_DEFAULT), or the
+ * storage line's moving-window-max= and concurrency-max= when larger; key
+ * names kept unless the URI says names=off.  Returns 0 and fills *st, or
+ * -1 with a message in err. */
+int store_shm_open(const struct rl_ruleset *rs, struct rl_store *st,
+		   char *err, size_t errcap);
+/* The configuration store_shm_open uses (it borrows from rs). */
+void store_shm_config(const struct rl_ruleset *rs, struct shm_config *c);
 
 /* The geometry a configuration gives, without touching any file (for
  * `rategate -t`).  Returns 0, or -1 with err set when the size is too

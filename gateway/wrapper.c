@@ -285,7 +285,7 @@ wrapper_main(const char *rules, const char *script)
 		goto out;
 	}
 	int store_down = 0;
-	if (store_open(s, rl_ruleset_max_moving(rs), rl_ruleset_max_inflight(rs), lg, &st, err, sizeof(err)) != 0) {
+	if (store_open(rs, lg, &st, err, sizeof(err)) != 0) {
 		int allow = s->store_failure == RL_STORE_FAIL_ALLOW;
 		log_printf(lg, LOG_LEVEL_ERROR, "store-error",
 			   "%s: %s (store-failure %s: request %s)", rules, err,

@@ -64,6 +64,11 @@ struct rl_ruleset {
 	size_t nfiles;
 	uint64_t max_moving;
 	uint64_t max_inflight;          /* largest concurrency= */
+	const char *max_moving_by;      /* who asks for them, for messages:
+					   "the rule at FILE:LINE", "the
+					   default limits at FILE:LINE",
+					   ...; in the arena */
+	const char *max_inflight_by;
 	struct rl_key_head *rule_heads; /* by rule index */
 	struct rl_key_head default_head, app_head;
 };

@@ -2229,6 +2229,21 @@ check_limits(struct pstate *ps, const struct loc *at, struct rl_limit *l,
 	}
 }
 
+/* "WHAT at FILE:LINE" in the arena, for rl_ruleset_max_moving_by. */
+static const char *
+who_at(struct pstate *ps, const char *what, const char *file, unsigned line)
+{
+	int n = snprintf(NULL, 0, "%s at %s:%u", what, file, line);
+	char *s = n < 0 ? NULL : rl_arena_alloc(ps->a, (size_t)n + 1);
+
+	if (s == NULL) {
+		ps->oom = 1;
+		return NULL;
+	}
+	snprintf(s, (size_t)n + 1, "%s at %s:%u", what, file, line);
+	return s;
+}
+
 static void
 finish(struct pstate *ps)
 {
@@ -2289,12 +2304,16 @@ finish(struct pstate *ps)
 		r->sets_max_body = pr->has_max_body;
 		if (!pr->has_max_body)
 			r->max_body = st->max_body;
-		if (r->concurrency > rs->max_inflight)
+		if (r->concurrency > rs->max_inflight) {
 			rs->max_inflight = r->concurrency;
+			rs->max_inflight_by = who_at(ps, "the rule", r->file, r->line);
+		}
 		if (r->strategy == RL_MOVING_WINDOW)
 			for (size_t j = 0; j < r->nlimits; j++)
-				if (r->limits[j].count > rs->max_moving)
+				if (r->limits[j].count > rs->max_moving) {
 					rs->max_moving = r->limits[j].count;
+					rs->max_moving_by = who_at(ps, "the rule", r->file, r->line);
+				}
 		if (r->pattern.exact)
 			rs->exact[rs->nexact++] = r;
 		else
@@ -2304,11 +2323,19 @@ finish(struct pstate *ps)
 	}
 	if (st->strategy == RL_MOVING_WINDOW) {
 		for (size_t j = 0; j < st->ndefaults; j++)
-			if (st->defaults[j].count > rs->max_moving)
+			if (st->defaults[j].count > rs->max_moving) {
 				rs->max_moving = st->defaults[j].count;
+				rs->max_moving_by = who_at(ps, "the default limits",
+							   ps->defaults_at.file,
+							   ps->defaults_at.line);
+			}
 		for (size_t j = 0; j < st->napplication; j++)
-			if (st->application[j].count > rs->max_moving)
+			if (st->application[j].count > rs->max_moving) {
 				rs->max_moving = st->application[j].count;
+				rs->max_moving_by = who_at(ps, "the application limits",
+							   ps->application_at.file,
+							   ps->application_at.line);
+			}
 	}
 	if (ps->rep->nerrors > 0)
 		return;
@@ -2497,6 +2524,18 @@ uint64_t
 rl_ruleset_max_inflight(const struct rl_ruleset *rs)
 {
 	return rs->max_inflight;
+}
+
+const char *
+rl_ruleset_max_moving_by(const struct rl_ruleset *rs)
+{
+	return rs->max_moving_by;
+}
+
+const char *
+rl_ruleset_max_inflight_by(const struct rl_ruleset *rs)
+{
+	return rs->max_inflight_by;
 }
 
 /* One matching rule, in precedence order: take its settings when none

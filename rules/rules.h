@@ -640,6 +640,11 @@ size_t rl_ruleset_nfiles(const struct rl_ruleset *rs);
  * rules (a store sizes its slots from them); 0 when there is none. */
 uint64_t rl_ruleset_max_moving(const struct rl_ruleset *rs);
 uint64_t rl_ruleset_max_inflight(const struct rl_ruleset *rs);
+/* Who asks for that largest count, as the subject of a message: "the rule
+ * at FILE:LINE", "the default limits at FILE:LINE" or "the application
+ * limits at FILE:LINE"; NULL when the count is 0.  Owned by rs. */
+const char *rl_ruleset_max_moving_by(const struct rl_ruleset *rs);
+const char *rl_ruleset_max_inflight_by(const struct rl_ruleset *rs);
 
 /* ------------------------------------------------------------------ */
 /* Deciding                                                            */

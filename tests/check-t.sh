@@ -96,10 +96,18 @@ same "an existing store that fits: its own geometry and keys" 0 "$d/want" "$d/no
 
 "$bin" -t -c "$d/mw.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
-$d/mw.rules:1:9: shm store "$d/st": the rules and storage line need moving-window counts up to 10 but the file's slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)
+$d/mw.rules:1:9: shm store "$d/st": the rule at $d/mw.rules:3 needs moving-window counts up to 10 but the file's slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)
 rategate: $d/mw.rules: 1 error in the gateway settings
 WANT
 same "rules needing bigger moving-window slots than the file's: the start's error" 1 "$d/none" "$d/want"
+
+printf 'storage shm:%s/st?size=2M\n/a 1/minute\n/c concurrency=100\n' "$d" > "$d/cc.rules"
+"$bin" -t -c "$d/cc.rules" >"$d/out" 2>"$d/err"; rc=$?
+cat > "$d/want" <<WANT
+$d/cc.rules:1:9: shm store "$d/st": the rule at $d/cc.rules:3 needs concurrency up to 100 but the file's slots hold up to 67: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (concurrency-max=N on the storage line reserves room for later rules)
+rategate: $d/cc.rules: 1 error in the gateway settings
+WANT
+same "a rule needing bigger in-flight slots than the file's: the rule named" 1 "$d/none" "$d/want"
 
 "$bin" -t -c "$d/big.rules" >"$d/out" 2>"$d/err"; rc=$?
 cat > "$d/want" <<WANT
@@ -112,8 +120,8 @@ cmp -s "$d/st" "$d/st.before" || { echo "FAIL: -t changed the store file"; fail=
 # ... and what a start with those rules says: the same
 # (a timeout, should it start after all)
 timeout 10 "$bin" -c "$d/mw.rules" -l "$d/gw.sock" >"$d/out" 2>"$d/err"; rc=$?
-printf 'rategate: %s/mw.rules: shm store "%s/st": the rules and storage line need moving-window counts up to 10 but the file'"'"'s slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)\n' \
-	"$d" "$d" > "$d/want"
+printf 'rategate: %s/mw.rules: shm store "%s/st": the rule at %s/mw.rules:3 needs moving-window counts up to 10 but the file'"'"'s slots hold counts up to 6: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)\n' \
+	"$d" "$d" "$d" > "$d/want"
 same "... the gateway refuses to start with the same message" 1 "$d/none" "$d/want"
 
 printf 'not a store\n' > "$d/st"

@@ -1055,11 +1055,28 @@ Test(responder, sighup_reloads_good_rules_and_refuses_broken_ones,
 		hup_and_wait("rules loaded\"", 4);
 	}
 
+	/* a rule whose moving window needs bigger slots than the store
+	 * file's: refused, naming that rule */
+	{
+		char *big = NULL;
+		cr_assert(asprintf(&big, "%s/mw 100/minute strategy=moving-window\n", v2) > 0);
+		srv_write("site.rules", big, 0644);
+		free(big);
+		hup_and_wait("still running the rules loaded before", 3);
+		snprintf(want, sizeof(want),
+			 "level=error event=reload msg=\"%s: the rule at %s:11 needs moving-window slots for 100 hits; the store was opened for ",
+			 srv_path("site.rules"), srv_path("site.rules"));
+		cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), want), 1,
+			     "%s\n%s", want, logs());
+		srv_write("site.rules", v2, 0644);
+		hup_and_wait("rules loaded\"", 5);
+	}
+
 	/* the store file deleted under the running gateway: the next reload
 	 * says so (a process started now would count apart) */
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "was deleted or replaced"), 0);
 	cr_assert_eq(unlink(srv_path("counters")), 0);
-	hup_and_wait("rules loaded\"", 5);
+	hup_and_wait("rules loaded\"", 6);
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
 				       "level=error event=reload msg=\"the store file of shm:"), 1, "%s", logs());
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),

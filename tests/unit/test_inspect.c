@@ -72,9 +72,8 @@ static void fill(void)
 	rs = rl_ruleset_parse("site.rules", text, strlen(text), NULL, &rep);
 	cr_assert_not_null(rs);
 	rl_report_free(&rep);
-	cr_assert_eq(store_open(rl_ruleset_settings(rs),
-				rl_ruleset_max_moving(rs), 0, NULL, &st, err,
-				sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_open(rs, NULL, &st, err, sizeof(err)), 0, "%s",
+		     err);
 	for (int i = 0; i < 9; i++) {
 		const char *addr = i < 7 ? "192.0.2.7" : "192.0.2.8";
 		struct rl_request req = {

@@ -346,6 +346,40 @@ Test(parse, rule_options)
 	rl_ruleset_free(rs);
 }
 
+/* A store too small for the rules names who asks for the room. */
+Test(parse, largest_counts_name_their_rule)
+{
+	struct rl_ruleset *rs = parse(
+		"/a 10/minute strategy=moving-window concurrency=80\n"
+		"/b 30/minute;5/second strategy=moving-window\n"
+		"/c 99/minute concurrency=90\n"
+		"/d 20/minute strategy=moving-window concurrency=70\n");
+
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rl_ruleset_max_moving(rs), 30);
+	cr_assert_str_eq(rl_ruleset_max_moving_by(rs), "the rule at t.rules:2");
+	cr_assert_eq(rl_ruleset_max_inflight(rs), 90);
+	cr_assert_str_eq(rl_ruleset_max_inflight_by(rs), "the rule at t.rules:3");
+	rl_ruleset_free(rs);
+
+	rs = parse("strategy moving-window\n"
+		   "/a 10/minute\n"
+		   "default 50/hour\n"
+		   "application 40/hour\n");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rl_ruleset_max_moving(rs), 50);
+	cr_assert_str_eq(rl_ruleset_max_moving_by(rs), "the default limits at t.rules:3");
+	cr_assert_null(rl_ruleset_max_inflight_by(rs));
+	rl_ruleset_free(rs);
+
+	rs = parse("strategy moving-window\n"
+		   "application 400/hour\n"
+		   "default 50/hour\n");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_str_eq(rl_ruleset_max_moving_by(rs), "the application limits at t.rules:2");
+	rl_ruleset_free(rs);
+}
+
 /* ---- diagnostics, exact text ---- */
 
 Test(parse, unknown_directive)

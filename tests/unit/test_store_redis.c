@@ -846,7 +846,7 @@ Test(redis, unix_socket_and_db_from_the_rules)
 	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
 	rl_report_free(&rep);
 	struct redis_config c;
-	store_redis_config(rl_ruleset_settings(rs), 0, 0, &c);
+	store_redis_config(rs, &c);
 	cr_expect_str_eq(c.path, sock);
 	cr_expect_null(c.host);
 	cr_expect_eq(c.db, 2);

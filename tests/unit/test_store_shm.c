@@ -238,7 +238,7 @@ Test(shm, mismatch_messages)
 
 	c.size = 1 << 20;
 	c.max_moving = 100;
-	snprintf(want, sizeof(want), "shm store \"%s/s\": the rules and storage line need moving-window counts up to 100 but the file's slots hold counts up to 14: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)", dir);
+	snprintf(want, sizeof(want), "shm store \"%s/s\": the rule set needs moving-window counts up to 100 but the file's slots hold counts up to 14: stop the gateways and delete the file (its counters are lost) so that it is recreated with bigger slots (moving-window-max=N on the storage line reserves room for later rules)", dir);
 	expect_open_error(&c, want);
 
 	c.max_moving = 10;
@@ -1211,8 +1211,8 @@ Test(shm, names_off_from_the_rules)
 	struct rl_ruleset *b = rl_ruleset_parse("t", text, strlen(text), NULL, &rep);
 	cr_assert_not_null(b);
 	rl_report_free(&rep);
-	cr_assert_eq(store_shm_open(rl_ruleset_settings(a), 0, 0, &on, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(store_shm_open(rl_ruleset_settings(b), 0, 0, &off, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_shm_open(a, &on, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_shm_open(b, &off, err, sizeof(err)), 0, "%s", err);
 	shm_stats(shm_of(&on), &son);
 	shm_stats(shm_of(&off), &soff);
 	cr_expect_gt(son.name_bytes, 0);
