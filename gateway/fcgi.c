@@ -1311,7 +1311,7 @@ serve_one(struct worker *w)
 		const char *ra = FCGX_GetParam("REMOTE_ADDR", w->req.envp);
 		const char *ru = FCGX_GetParam("REQUEST_URI", w->req.envp);
 		log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
-			   "request params exceed %u bytes (client %s, REQUEST_URI %.200s): answered 400",
+			   "request params exceed %u bytes (REMOTE_ADDR %s, REQUEST_URI %.200s): answered 400",
 			   FCGI_PARAMS_MAX, ra ? ra : "-", ru ? ru : "-");
 		/* libfcgi read them all into memory first (it cannot be told
 		 * to stop): hand that memory back once the request is done */

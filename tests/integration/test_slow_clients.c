@@ -651,7 +651,7 @@ Test(slow, params_over_the_limit_are_400_with_client_and_path)
 	close(fd);
 	cr_expect_eq(status_of(&a), 400, "%s\n%s", a.out, logs());
 	free(a.out);
-	cr_expect_eq(wait_log("level=warn event=bad-request msg=\"request params exceed 1048576 bytes (client 192.0.2.9, REQUEST_URI /big/head): answered 400\"", 1, 3), 1,
+	cr_expect_eq(wait_log("level=warn event=bad-request msg=\"request params exceed 1048576 bytes (REMOTE_ADDR 192.0.2.9, REQUEST_URI /big/head): answered 400\"", 1, 3), 1,
 		     "%s", logs());
 }
 
