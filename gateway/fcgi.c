@@ -1521,9 +1521,12 @@ head_complete(const unsigned char *buf, size_t n)
  * off the connection, which goes on.  libfcgi 2.4.2 would answer it, then
  * drop the connection with the request behind it and leak 48 bytes
  * (found by a review).  1 when one was taken, 0 when the peek does not
- * start with a whole one, -1 when the connection failed. */
+ * start with a whole one, -1 when the connection failed.  Logged when
+ * log is set (the first of a connection's run of them). */
+#define UNKNOWN_RECORDS_MAX 64  /* answered in a row before hanging up */
+
 static int
-unknown_management(struct worker *w, size_t n)
+unknown_management(struct worker *w, size_t n, int log)
 {
 	const unsigned char *h = (const unsigned char *)w->peek;
 	int fd = w->req.ipcFd;
@@ -1546,9 +1549,10 @@ unknown_management(struct worker *w, size_t n)
 				  type, 0, 0, 0, 0, 0, 0, 0 };
 	if (send(fd, ans, sizeof(ans), MSG_NOSIGNAL) != (ssize_t)sizeof(ans))
 		return -1;
-	log_printf(w->srv->log, LOG_LEVEL_WARN, "bad-request",
-		   "the web server sent a FastCGI management record of unknown type %u: answered FCGI_UNKNOWN_TYPE",
-		   type);
+	if (log)
+		log_printf(w->srv->log, LOG_LEVEL_WARN, "bad-request",
+			   "the web server sent a FastCGI management record of unknown type %u: answered FCGI_UNKNOWN_TYPE",
+			   type);
 	return 1;
 }
 
@@ -1574,6 +1578,7 @@ head_ready(struct worker *w)
 	size_t have = 0;
 	long nap_us = 50;
 	int hup = 0;
+	unsigned unknown = 0;   /* management records answered in a row */
 	char t[32];
 
 	w->timeout_ms = timeout;
@@ -1584,7 +1589,17 @@ head_ready(struct worker *w)
 		ssize_t n = recv(fd, w->peek, sizeof(w->peek), MSG_PEEK | MSG_DONTWAIT);
 		if (n > 0) {
 			w->peek_len = (size_t)n;
-			int um = unknown_management(w, (size_t)n);
+			int um = unknown_management(w, (size_t)n, unknown == 0);
+			if (um > 0 && ++unknown > UNKNOWN_RECORDS_MAX) {
+				/* no web server does that: one line, not one
+				 * per record, and the connection goes */
+				log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
+					   "the web server sent %u management records of unknown types in a row; connection closed",
+					   unknown);
+				atomic_fetch_add(&srv->stats.denied[STATS_BAD_REQUEST], 1);
+				drop_conn(w);
+				return 0;
+			}
 			if (um > 0) {
 				have = 0;
 				last = clock_mono_ms();

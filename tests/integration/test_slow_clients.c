@@ -619,6 +619,41 @@ Test(slow, malformed_records_are_logged_bad_requests)
 	char *st = stats();
 	cr_expect_not_null(strstr(st, "\"bad_request\":1"), "%s", st);
 	free(st);
+
+	/* three in a row, then a request: each answered, one line */
+	for (int i = 0; i < 3; i++)
+		buf_add(&b, mgmt, sizeof(mgmt));
+	head(&b, "GET", "/after-three", -1);
+	record(&b, 5, NULL, 0);
+	fd = conn();
+	send_buf(fd, &b);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(recv(fd, unk, sizeof(unk), MSG_WAITALL), 16);
+		cr_expect(memcmp(unk, want_unk, 16) == 0, "#%d not FCGI_UNKNOWN_TYPE(77)", i);
+	}
+	a = answer(fd, 3);
+	close(fd);
+	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	free(a.out);
+	cr_expect_eq(wait_log("of unknown type 77: answered FCGI_UNKNOWN_TYPE\"", 2, 3), 2,
+		     "%s", logs());
+
+	/* 65 in a row: no web server does that; one line, hung up */
+	for (int i = 0; i < 65; i++)
+		buf_add(&b, mgmt, sizeof(mgmt));
+	fd = conn();
+	send_buf(fd, &b);
+	a = answer(fd, 3);
+	close(fd);
+	cr_expect(a.closed, "connection not closed");
+	free(a.out);
+	cr_expect_eq(wait_log("level=warn event=bad-request msg=\"the web server sent 65 management records of unknown types in a row; connection closed\"", 1, 3), 1,
+		     "%s", logs());
+	cr_expect_eq(wait_log("of unknown type 77: answered FCGI_UNKNOWN_TYPE\"", 3, 3), 3,
+		     "%s", logs());
+	st = stats();
+	cr_expect_not_null(strstr(st, "\"bad_request\":2"), "%s", st);
+	free(st);
 }
 
 /* Params over 1 MiB: 400, and a line with the client and the path. */
