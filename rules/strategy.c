@@ -408,13 +408,19 @@ static void sliding_roll(const struct rl_step *p, const uint64_t *st,
 	s->t = effective_now(now_ms, st[0]);
 	s->prev = st[1];
 	s->cur = st[2];
+	/* st[0] is a window's start, a multiple of P (0 for a new key), so
+	 * the current window's start needs a division only once the stored
+	 * one and the next are both over */
 	if (s->t - st[0] >= 2 * P) {
 		s->prev = s->cur = 0;
+		s->start = s->t - s->t % P;
 	} else if (s->t - st[0] >= P) {
 		s->prev = s->cur;
 		s->cur = 0;
+		s->start = st[0] + P;
+	} else {
+		s->start = st[0];
 	}
-	s->start = s->t - s->t % P;
 	s->e = s->t - s->start;
 }
 
@@ -427,6 +433,8 @@ static uint64_t sliding_remaining(const struct rl_step *p,
 	unsigned __int128 cap = p->count * P;
 	unsigned __int128 used = s->prev * (P - s->e) + s->cur * P;
 
+	if (s->prev == 0)       /* the common case, without a division */
+		return s->cur >= p->count ? 0 : p->count - s->cur;
 	return used >= cap ? 0 : u64_sat(div128(cap - used, P));
 }
 
