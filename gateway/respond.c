@@ -406,8 +406,19 @@ retry_after(struct respond_buf *b, enum rl_retry_format fmt, int64_t retry_s,
 		/* The instant the request would pass, rounded up to the next
 		 * whole second: a date has no finer resolution, and rounding
 		 * down would invite a retry that is still denied. */
-		int64_t at_ms = now_ms + (retry_ms > 0 ? retry_ms : retry_s * 1000);
-		int64_t at = at_ms >= 0 ? (at_ms + 999) / 1000 : at_ms / 1000;
+		/* Saturating: a wait of INT64_MAX ms must not wrap to a
+		 * date before the epoch.  HTTP dates have four-digit years,
+		 * so the instant is capped at the last second of 9999. */
+		const int64_t last = 253402300799LL;  /* 9999-12-31 23:59:59 */
+		int64_t wait = retry_ms > 0 ? retry_ms :
+			       (retry_s > INT64_MAX / 1000 ? INT64_MAX :
+				retry_s * 1000);
+		int64_t at_ms = now_ms > 0 && wait > INT64_MAX - now_ms ?
+				INT64_MAX : now_ms + wait;
+		int64_t at = at_ms >= 0 ? at_ms / 1000 + (at_ms % 1000 != 0) :
+			     at_ms / 1000;
+		if (at > last)
+			at = last;
 		respond_http_date(at, date, sizeof(date));
 		header(b, "Retry-After", date);
 	} else {

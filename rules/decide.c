@@ -67,9 +67,12 @@ struct batch {
 int64_t
 rl_retry_seconds(int64_t retry_ms)
 {
-	int64_t s = (retry_ms + 999) / 1000;
-
-	return s < 1 ? 1 : s;
+	/* Rounded up without adding 999 first: a wait saturated at
+	 * INT64_MAX ms (a gcra bucket far larger than its rate) must stay
+	 * the longest wait, not wrap to a negative one and then to 1. */
+	if (retry_ms < 1)
+		return 1;
+	return retry_ms / 1000 + (retry_ms % 1000 != 0);
 }
 
 /* The hot path builds keys by hand (memcpy, rl_put): snprintf costs more

@@ -126,6 +126,25 @@ Test(decide, retry_seconds_round_up_never_zero)
 	cr_assert_eq(rl_retry_seconds(1000), 1);
 	cr_assert_eq(rl_retry_seconds(1001), 2);
 	cr_assert_eq(rl_retry_seconds(59999), 60);
+	/* a saturated wait stays the longest one, never wraps to 1 */
+	cr_assert_eq(rl_retry_seconds(INT64_MAX), INT64_MAX / 1000 + 1);
+	cr_assert_eq(rl_retry_seconds(INT64_MAX - 806), INT64_MAX / 1000 + 1);
+}
+
+/* A gcra bucket much larger than its rate: the wait of the second hit
+ * (2e8 excess hits at 1 per 100 years) exceeds INT64_MAX ms, so it is
+ * saturated; Retry-After must still be astronomically long, not 1 s. */
+Test(decide, retry_after_of_a_saturated_wait)
+{
+	struct rl_decision d;
+
+	setup_rules("/x \"1/100 years\" strategy=gcra burst=1000000000\n");
+	cr_assert_eq(req_full("GET", "/x", "192.0.2.1", NULL, T0, RL_HIT,
+			      600000000, &d), RL_ALLOW);
+	cr_assert_eq(req_full("GET", "/x", "192.0.2.1", NULL, T0, RL_HIT,
+			      600000000, &d), RL_DENY);
+	cr_assert_geq(rl_retry_seconds(d.retry_ms), INT64_MAX / 1000,
+		      "Retry-After %lld s", (long long)rl_retry_seconds(d.retry_ms));
 }
 
 Test(decide, rule_replaces_defaults)

@@ -200,6 +200,20 @@ Test(respond, retry_after_http_date)
 		"Too many login attempts\n");
 }
 
+Test(respond, retry_after_http_date_saturated)
+{
+	struct rl_decision d = deny(1000);
+
+	d.retry_ms = INT64_MAX;
+	d.reset_ms = INT64_MAX;
+	o.retry_after = RL_RETRY_HTTP_DATE;
+	o.headers = 0;
+	respond_authorizer(&b, &o, &d, NOW, RESPOND_TEXT);
+	/* not a date before the epoch: the last one HTTP can write */
+	cr_assert(strstr(b.data, "Retry-After: Fri, 31 Dec 9999 23:59:59 GMT\r\n")
+		  != NULL, "%s", b.data);
+}
+
 Test(respond, apache_would_read_a_url)
 {
 	static const struct { const char *msg, *body; } cases[] = {
