@@ -394,6 +394,16 @@ tally_print(struct tally *t, const char *title, FILE *out)
 	free(t->counts);
 }
 
+/* A limit as written, as one field of the tab-separated output: a tab
+ * written inside the limit ("10\tper\thour" is a valid limit) is printed
+ * as a space, so that the line keeps its five fields. */
+static void
+put_field(FILE *out, const char *s)
+{
+	for (; *s; s++)
+		putc(*s == '\t' ? ' ' : *s, out);
+}
+
 /* --verbose: which rule and which limits decided. */
 static void
 why(FILE *out, const struct rl_decision *d)
@@ -493,15 +503,20 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 				fprintf(out, "%llu\tallow\t-\t-\t-",
 					(unsigned long long)index);
 			else
-				fprintf(out, "%llu\tallow\t%s\t%llu\t-",
-					(unsigned long long)index, d.limit->text,
+			{
+				fprintf(out, "%llu\tallow\t",
+					(unsigned long long)index);
+				put_field(out, d.limit->text);
+				fprintf(out, "\t%llu\t-",
 					(unsigned long long)d.remaining);
+			}
 			if (d.would_deny)
 				fputs("\tdry-run-deny", out);
 			break;
 		case RL_DENY:
-			fprintf(out, "%llu\tdeny\t%s\t%llu\t%lld",
-				(unsigned long long)index, d.limit->text,
+			fprintf(out, "%llu\tdeny\t", (unsigned long long)index);
+			put_field(out, d.limit->text);
+			fprintf(out, "\t%llu\t%lld",
 				(unsigned long long)d.remaining,
 				(long long)rl_retry_seconds(d.retry_ms));
 			break;

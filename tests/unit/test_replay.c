@@ -164,6 +164,23 @@ Test(replay, decisions_printed)
 	free(errs);
 }
 
+/* A limit written with tabs stays one field of the five. */
+Test(replay, limit_with_tabs_is_one_field)
+{
+	int status;
+	char *errs;
+	char *out = run("/x \"1\tper\tminute\"\n",
+			"1700000000.000 192.0.2.7 GET /x\n"
+			"1700000001.000 192.0.2.7 GET /x\n",
+			0, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\tallow\t1 per minute\t0\t-\n"
+			 "1\tdeny\t1 per minute\t0\t59\n");
+	cr_assert_eq(status, 0);
+	free(out);
+	free(errs);
+}
+
 /* --verbose names the rule and the limits that decided. */
 Test(replay, verbose_names_rule_and_origin)
 {
