@@ -502,8 +502,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 			if (d.limit == NULL)
 				fprintf(out, "%llu\tallow\t-\t-\t-",
 					(unsigned long long)index);
-			else
-			{
+			else {
 				fprintf(out, "%llu\tallow\t",
 					(unsigned long long)index);
 				put_field(out, d.limit->text);

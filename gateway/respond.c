@@ -309,7 +309,9 @@ respond_seconds_until(int64_t at_ms, int64_t now_ms)
 {
 	if (at_ms <= now_ms)
 		return 0;
-	return (at_ms - now_ms + 999) / 1000;
+	/* rounded up without adding 999 first: at_ms may be INT64_MAX */
+	uint64_t d = (uint64_t)at_ms - (uint64_t)now_ms;
+	return (int64_t)(d / 1000 + (d % 1000 != 0));
 }
 
 void
