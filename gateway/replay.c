@@ -251,7 +251,26 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		}
 	}
 	/* Combined/common log: host ident user [time] "request" ...; Apache's
-	 * vhost_combined puts "vhost:port" first. */
+	 * vhost_combined puts "vhost:port" first.  The vhost may itself read
+	 * as an address: Apache without a ServerName logs its own address
+	 * there ("127.0.1.1:80", "2001:db8::1:80"), so the number of fields
+	 * before the time tells the formats apart, not the first field. */
+	size_t nf = 1;
+	for (size_t p3 = pos; nf < 5;) {
+		const char *w3;
+		if (word(s, len, &p3, &w3) == 0 || w3[0] == '[')
+			break;
+		nf++;
+	}
+	if (nf == 4) {
+		size_t p2 = pos;
+		n = word(s, len, &p2, &w);
+		if (is_addr(w, n)) {
+			first = w;
+			firstlen = n;
+			pos = p2;
+		}
+	}
 	if (!is_addr(first, firstlen)) {
 		size_t p2 = pos;
 		n = word(s, len, &p2, &w);

@@ -77,6 +77,17 @@ Test(replay, combined_log_lines)
 	cr_assert_eq(parse("www.example.com:443 192.0.2.8 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
 	cr_assert_str_eq(L.addr, "192.0.2.8");
 	cr_assert_str_eq(L.path, "/login");
+	/* a vhost that reads as an address (Apache without a ServerName logs
+	 * its own address there): the client is still the second field */
+	cr_assert_eq(parse("127.0.1.1:80 192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
+	cr_assert_str_eq(L.addr, "192.0.2.9");
+	cr_assert_eq(parse("2001:db8::1:80 2001:db8::7 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
+	cr_assert_str_eq(L.addr, "2001:db8::7");
+	cr_assert_eq(parse("[2001:db8::1]:443 192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
+	cr_assert_str_eq(L.addr, "192.0.2.9");
+	/* common log with a user: still the first field */
+	cr_assert_eq(parse("192.0.2.9 - frank [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612"), 1);
+	cr_assert_str_eq(L.addr, "192.0.2.9");
 	/* no request line (a 408 or 400): skipped, not an error */
 	cr_assert_eq(parse("192.0.2.8 - - [14/Nov/2023:22:13:26 +0000] \"-\" 408 0 \"-\" \"-\""), 2);
 }
