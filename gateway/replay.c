@@ -423,6 +423,34 @@ put_field(FILE *out, const char *s)
 		putc(*s == '\t' ? ' ' : *s, out);
 }
 
+/* Read one line of in into buf (cap bytes): up to cap - 1 bytes are kept,
+ * NUL bytes included (fgets and strlen would cut the line at the first
+ * one, so a line behind a run of NULs, as logrotate's copytruncate leaves,
+ * would vanish without a word), and the rest of a longer line is read
+ * and dropped (*over set).  The newline is not stored.  Returns the
+ * length kept, or -1 at the end of the input. */
+static long
+read_line(FILE *in, char *buf, size_t cap, int *over)
+{
+	size_t n = 0;
+	int c, any = 0;
+
+	*over = 0;
+	while ((c = getc_unlocked(in)) != EOF) {
+		any = 1;
+		if (c == '\n')
+			break;
+		if (n < cap - 1)
+			buf[n++] = (char)c;
+		else
+			*over = 1;
+	}
+	if (!any)
+		return -1;
+	buf[n] = '\0';
+	return (long)n;
+}
+
 /* --verbose: which rule and which limits decided. */
 static void
 why(FILE *out, const struct rl_decision *d)
@@ -455,24 +483,22 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		free(rl);
 		return 1;
 	}
-	while (fgets(line, MAX_LINE + 2, in) != NULL) {
-		size_t len = strlen(line);
+	long got;
+	int over;
+
+	while ((got = read_line(in, line, MAX_LINE + 2, &over)) >= 0) {
+		size_t len = (size_t)got;
 		char err[300];
 
 		lineno++;
-		if (len > 0 && line[len - 1] == '\n')
+		if (len > 0 && line[len - 1] == '\r')
 			len--;
-		else if (len == MAX_LINE + 1) {
+		if (over || len > MAX_LINE) {
 			fprintf(errs, "%s:%llu: line longer than %d bytes, skipped\n",
 				name, (unsigned long long)lineno, MAX_LINE);
 			bad = 1;
-			int c;
-			while ((c = fgetc(in)) != EOF && c != '\n')
-				;
 			continue;
 		}
-		if (len > 0 && line[len - 1] == '\r')
-			len--;
 		int r = replay_parse_line(line, len, rl, err, sizeof(err));
 		if (r == 0)
 			continue;

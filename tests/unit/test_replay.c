@@ -217,6 +217,41 @@ Test(replay, verbose_names_rule_and_origin)
 	free(errs);
 }
 
+/* A NUL byte does not cut a line short: the line is reported, not read as
+ * its part before the NUL (or as blank, after a run of NULs such as
+ * logrotate's copytruncate leaves), and the line numbers stay right. */
+Test(replay, nul_bytes_are_reported_not_cut)
+{
+	static const char log[] =
+		"1700000000 192.0.2.1 GET /login\n"
+		"\0\0\0" "1700000001 192.0.2.1 GET /login\n"
+		"1700000002 192.0.2.1 GET /lo\0gin\n"
+		"junk\n";
+	struct rl_report rep;
+	const char *rules = "/login 1/minute\n";
+	struct rl_ruleset *rs = rl_ruleset_parse("t.rules", rules, strlen(rules),
+						 NULL, &rep);
+	cr_assert_not_null(rs);
+	rl_report_free(&rep);
+	FILE *in = fmemopen((void *)log, sizeof(log) - 1, "r");
+	char *out = NULL, *e = NULL;
+	size_t outlen = 0, elen = 0;
+	FILE *o = open_memstream(&out, &outlen);
+	FILE *ef = open_memstream(&e, &elen);
+	int status = replay_run(rs, in, "log", 0, o, ef);
+	fclose(in);
+	fclose(o);
+	fclose(ef);
+	rl_ruleset_free(rs);
+	cr_assert_str_eq(out, "0\tallow\t1/minute\t0\t-\n");
+	cr_assert_str_eq(e, "log:2: NUL byte in the line\n"
+			    "log:3: NUL byte in the line\n"
+			    "log:4: expected a trace line (<time> <addr> <method> <path> [cost]) or a combined log line with [dd/Mon/yyyy:HH:MM:SS +zzzz]\n");
+	cr_assert_eq(status, 1);
+	free(out);
+	free(e);
+}
+
 /* A path longer than the gateway takes is decided as the gateway would
  * decide it, a bad request ("error"), in both line formats; only a query
  * too long to hold makes the line malformed. */
