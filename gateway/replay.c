@@ -299,8 +299,23 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		snprintf(err, errcap, "expected a trace line (<time> <addr> <method> <path> [cost]) or a combined log line with [dd/Mon/yyyy:HH:MM:SS +zzzz]");
 		return -1;
 	}
+	/* The request line is quoted with its own '"' and '\\' escaped:
+	 * Apache and lighttpd write \" and \\, nginx \x22 and \x5C, and
+	 * all three write other bytes as \xHH.  Its end is the first
+	 * unescaped '"', and it is decoded back to what the client sent (the
+	 * REQUEST_URI the gateway saw) before it is read. */
 	const char *q1 = memchr(rb, '"', (size_t)(s + len - rb));
-	const char *q2 = q1 ? memchr(q1 + 1, '"', (size_t)(s + len - q1 - 1)) : NULL;
+	const char *q2 = NULL;
+	for (const char *c = q1 ? q1 + 1 : s + len; c < s + len; c++) {
+		if (*c == '\\' && c + 1 < s + len) {
+			c++;
+			continue;
+		}
+		if (*c == '"') {
+			q2 = c;
+			break;
+		}
+	}
 	if (q2 == NULL) {
 		snprintf(err, errcap, "expected a quoted request line \"METHOD /path HTTP/1.1\"");
 		return -1;
@@ -311,18 +326,48 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	 * that sent nothing usable): nothing to decide */
 	if (rlen == 1 && r[0] == '-')
 		return 2;
-	if ((n = word(r, rlen, &rp, &w)) == 0 ||
+	char *dec = malloc(rlen + 1);
+	size_t dlen = 0;
+	if (dec == NULL) {
+		snprintf(err, errcap, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < rlen; i++) {
+		unsigned hi, lo;
+		if (r[i] == '\\' && i + 1 < rlen &&
+		    (r[i + 1] == '"' || r[i + 1] == '\\')) {
+			dec[dlen++] = r[++i];
+		} else if (r[i] == '\\' && i + 3 < rlen && r[i + 1] == 'x' &&
+			   isxdigit((unsigned char)r[i + 2]) &&
+			   isxdigit((unsigned char)r[i + 3])) {
+			hi = (unsigned)(isdigit((unsigned char)r[i + 2]) ? r[i + 2] - '0' :
+					(tolower((unsigned char)r[i + 2]) - 'a' + 10));
+			lo = (unsigned)(isdigit((unsigned char)r[i + 3]) ? r[i + 3] - '0' :
+					(tolower((unsigned char)r[i + 3]) - 'a' + 10));
+			dec[dlen++] = (char)(hi * 16 + lo);
+			i += 3;
+		} else {
+			dec[dlen++] = r[i];
+		}
+	}
+	dec[dlen] = '\0';
+	int rc = 1, ctl = 0;
+	/* a control byte (written \xHH) splits no words: web servers refuse
+	 * such a request line (400) before any gateway sees it */
+	for (size_t i = 0; i < dlen; i++)
+		ctl |= (unsigned char)dec[i] < 0x20 || dec[i] == 0x7f;
+	if (ctl || (n = word(dec, dlen, &rp, &w)) == 0 ||
 	    copy(out->method, sizeof(out->method), w, n) ||
-	    (n = word(r, rlen, &rp, &w)) == 0 || (tr = target(w, n, out)) == -1) {
+	    (n = word(dec, dlen, &rp, &w)) == 0 || (tr = target(w, n, out)) == -1) {
 		snprintf(err, errcap, "bad request line \"%.*s\": expected METHOD /path HTTP/x",
 			 (int)(rlen > 60 ? 60 : rlen), r);
-		return -1;
-	}
-	if (tr == -2) {
+		rc = -1;
+	} else if (tr == -2) {
 		snprintf(err, errcap, "query longer than %d bytes", RL_PATH_MAX);
-		return -1;
+		rc = -1;
 	}
-	return 1;
+	free(dec);
+	return rc;
 }
 
 /* A small counting map for --summary. */

@@ -217,6 +217,24 @@ Test(replay, verbose_names_rule_and_origin)
 	free(errs);
 }
 
+/* The request line is read as the client sent it: Apache and lighttpd
+ * escape '"' and '\\' as \" and \\, nginx as \x22 and \x5C, and all write
+ * other bytes as \xHH.  An escaped quote does not end the request. */
+Test(replay, escaped_request_lines)
+{
+	cr_assert_eq(parse("192.0.2.7 - - [14/Nov/2023:22:13:26 +0000] \"GET /x\\\"/../login?q=\\\"a\\\\b HTTP/1.1\" 301 1 \"-\" \"ua \\\"q\\\"\""), 1);
+	cr_assert_str_eq(L.path, "/x\"/../login");
+	cr_assert_str_eq(L.query, "q=\"a\\b");
+	cr_assert_eq(parse("192.0.2.7 - - [14/Nov/2023:22:13:26 +0000] \"GET /x\\x22/../login?q=\\x22a\\x5Cb HTTP/1.1\" 301 1 \"-\" \"-\""), 1);
+	cr_assert_str_eq(L.path, "/x\"/../login");
+	cr_assert_str_eq(L.query, "q=\"a\\b");
+	cr_assert_eq(parse("192.0.2.7 - - [14/Nov/2023:22:13:26 +0000] \"GET /caf\\xC3\\xA9 HTTP/1.1\" 404 1 \"-\" \"-\""), 1);
+	cr_assert_str_eq(L.path, "/caf\xc3\xa9");
+	/* control bytes: refused by the servers, never passed on */
+	cr_assert_eq(parse("192.0.2.7 - - [14/Nov/2023:22:13:26 +0000] \"GET /a\\x09b HTTP/1.1\" 400 1 \"-\" \"-\""), -1);
+	cr_assert_eq(parse("192.0.2.7 - - [14/Nov/2023:22:13:26 +0000] \"\\x16\\x03\\x01\\x00\" 400 1 \"-\" \"-\""), -1);
+}
+
 /* A NUL byte does not cut a line short: the line is reported, not read as
  * its part before the NUL (or as blank, after a run of NULs such as
  * logrotate's copytruncate leaves), and the line numbers stay right. */
