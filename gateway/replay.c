@@ -582,7 +582,15 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 			if (o == RL_DENY || o == RL_DENY_KEY) {
 				denied++;
 				tally_add(&clients, d.client[0] ? d.client : "-");
-				tally_add(&paths, rl->path);
+				/* by the path the rules read: /login,
+				 * //login and /%6cogin are one row */
+				char np[RL_PATH_MAX + 1];
+				size_t nl;
+				struct rl_diag nd = { 0, "" };
+				tally_add(&paths,
+					  rl_path_normalize(rl->path, strlen(rl->path),
+							    rl_ruleset_settings(rs)->case_insensitive,
+							    np, &nl, &nd) == 0 ? np : rl->path);
 			}
 			index++;
 			continue;

@@ -301,6 +301,30 @@ Test(replay, overlong_path_is_an_error_not_a_malformed_line)
 	free(errs);
 }
 
+/* --summary lists denied paths as the rules read them: one row for every
+ * spelling of one path. */
+Test(replay, summary_paths_are_normalised)
+{
+	int status;
+	char *errs;
+	char *out = run("/login 1/minute\n",
+			"1700000000 192.0.2.1 GET /login\n"
+			"1700000001 192.0.2.1 GET //login\n"
+			"1700000002 192.0.2.1 GET /%6cogin\n"
+			"1700000003 192.0.2.1 GET /x/../login/?a=1\n"
+			"1700000004 192.0.2.1 GET /login;jsessionid=1\n",
+			REPLAY_SUMMARY, &status, &errs);
+	cr_assert_str_eq(out,
+			 "5 requests, 4 denied\n"
+			 "denied requests by client:\n"
+			 "         4\t192.0.2.1\n"
+			 "denied requests by path:\n"
+			 "         4\t/login\n");
+	cr_assert_eq(status, 0);
+	free(out);
+	free(errs);
+}
+
 /* --summary counts what the listing shows as "deny": missing-key=deny
  * denials too, and says how many requests were errors (each on stderr). */
 Test(replay, summary_counts_missing_key_denials_and_errors)
