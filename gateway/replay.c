@@ -287,9 +287,16 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		snprintf(err, errcap, "expected a trace line or a combined log line");
 		return -1;
 	}
-	const char *lb = memchr(s + pos, '[', len - pos);
-	const char *rb = lb ? memchr(lb, ']', (size_t)(s + len - lb)) : NULL;
-	tr = lb && rb ? clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms) : -1;
+	/* The time is the first [...] that reads as one: fields before it
+	 * may hold brackets too (lighttpd's default format logs the Host
+	 * there, "[::1]:8080" for an IPv6 literal). */
+	const char *lb = s + pos, *rb = NULL;
+	tr = -1;
+	while ((lb = memchr(lb, '[', (size_t)(s + len - lb))) != NULL &&
+	       (rb = memchr(lb, ']', (size_t)(s + len - lb))) != NULL &&
+	       memchr(lb, '"', (size_t)(rb - lb)) == NULL &&
+	       (tr = clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms)) == -1)
+		lb++;
 	if (tr == -2) {
 		snprintf(err, errcap, "bad time [%.*s]: before 1970",
 			 (int)(rb - lb - 1), lb + 1);

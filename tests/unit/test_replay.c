@@ -85,6 +85,11 @@ Test(replay, combined_log_lines)
 	cr_assert_str_eq(L.addr, "2001:db8::7");
 	cr_assert_eq(parse("[2001:db8::1]:443 192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
 	cr_assert_str_eq(L.addr, "192.0.2.9");
+	/* lighttpd's default format logs the Host before the time: an IPv6
+	 * literal's brackets are not the time's */
+	cr_assert_eq(parse("::1 [::1]:8080 - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
+	cr_assert_str_eq(L.addr, "::1");
+	cr_assert_eq(L.t_ms, 1700000006000LL);
 	/* common log with a user: still the first field */
 	cr_assert_eq(parse("192.0.2.9 - frank [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612"), 1);
 	cr_assert_str_eq(L.addr, "192.0.2.9");
