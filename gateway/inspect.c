@@ -15,8 +15,10 @@
  *
  * Rows are tab-separated: hits, denied, remaining/limit, expires, key.
  * Names exist only when the store keeps them (the default); a key whose
- * name is unknown prints as "#" and its hash, one longer than the name
- * record ends in "...".  --now MS sets the clock (tests, post-mortems).
+ * name is unknown prints as "#" and its hash; a longer key than the name
+ * record holds is kept findable by its parts (rl_key_name_compact), and
+ * one cut short all the same ends in "...".  --now MS sets the clock
+ * (tests, post-mortems).
  *
  * With `storage redis://...` it asks Redis instead (inspect_redis): the
  * keys under the key prefix, found with SCAN, which never blocks Redis;

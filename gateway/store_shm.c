@@ -156,7 +156,8 @@ _Static_assert(sizeof(struct shm_entry) == SHM_ENTRY_BYTES,
 
 struct shm_name {
 	uint64_t hash;          /* the entry it belongs to */
-	uint32_t len;           /* the key's full length */
+	uint32_t len;           /* the key's full length when text is cut
+				   short, else stored */
 	uint32_t stored;        /* bytes in text */
 	char text[SHM_NAME_TEXT];
 };
@@ -1199,9 +1200,13 @@ static int name_write(struct shm_batch *b, uint32_t s,
 	if (jlog(b, s, n, NULL, sizeof(*n)) < 0)
 		return -1;
 	n->hash = e->hash;
-	n->len = (uint32_t)len;
-	n->stored = (uint32_t)(len < SHM_NAME_TEXT ? len : SHM_NAME_TEXT);
-	memcpy(n->text, key, n->stored);
+	/* a longer key is kept findable by its parts (long values as the
+	 * log writes them, the middle of a long path as "..."); len above
+	 * stored says that it was cut short all the same */
+	int cut;
+	n->stored = (uint32_t)rl_key_name_compact(key, len, n->text,
+						  SHM_NAME_TEXT, &cut);
+	n->len = cut ? (uint32_t)len : n->stored;
 	return 0;
 }
 

@@ -707,6 +707,23 @@ part_label(const char *text, size_t n)
 	return 0;
 }
 
+/* Is v[0..n) a value as the log writes a hashed one, '#' and 16 hex
+ * digits?  Then *h is that hash. */
+static int
+hash_form(const char *v, size_t n, uint64_t *h)
+{
+	*h = 0;
+	if (n != 17 || v[0] != '#')
+		return 0;
+	for (size_t i = 1; i < 17; i++) {
+		int x = hexval((unsigned char)v[i]);
+		if (x < 0)
+			return 0;
+		*h = *h << 4 | (uint64_t)x;
+	}
+	return 1;
+}
+
 /* A whole key part of name: "LABEL=VALUE", or "LABEL=#HASH" as the log
  * writes a header, cookie or query value (rl_fnv1a of the value as the
  * key holds it, 16 hex digits); an address value may be written as the
@@ -724,14 +741,9 @@ part_match(const char *name, size_t len, const char *text, size_t n,
 		vl--;
 	char want[RL_STORE_KEY_MAX];
 	size_t wl = 0;
-	uint64_t h = 0;
-	int hashed = vl == 17 && v[0] == '#';
+	uint64_t h;
+	int hashed = hash_form(v, vl, &h);
 
-	for (size_t i = 1; hashed && i < 17; i++) {
-		int x = hexval((unsigned char)v[i]);
-		hashed = x >= 0;
-		h = h << 4 | (uint64_t)(hashed ? x : 0);
-	}
 	if (!hashed) {
 		struct rl_cidr c;
 		if (label + vl > sizeof(want))
@@ -753,8 +765,17 @@ part_match(const char *name, size_t len, const char *text, size_t n,
 		size_t e = p + label;
 		while (e < len && name[e] != ':' && name[e] != '+')
 			e++;
-		if (hashed ? rl_fnv1a(name + p + label, e - p - label) == h :
+		const char *sv = name + p + label;
+		size_t sl = e - p - label;
+		uint64_t sh;
+		/* a name compacted for the store's name record holds a long
+		 * value as the log writes it (rl_key_name_compact) */
+		int stored_hash = hash_form(sv, sl, &sh);
+		if (hashed ? (stored_hash ? sh == h : rl_fnv1a(sv, sl) == h) :
 			     e - p == wl && memcmp(name + p, want, wl) == 0)
+			return 1;
+		if (!hashed && stored_hash && wl - label > 17 &&
+		    rl_fnv1a(want + label, wl - label) == sh)
 			return 1;
 	}
 	return 0;
@@ -814,4 +835,86 @@ rl_key_name_match(const char *name, size_t len, const char *text)
 			return 1;
 	}
 	return 0;
+}
+
+/* Append v[0..n) to out at *o, as far as cap allows. */
+static void
+put_some(char *out, size_t cap, size_t *o, const char *v, size_t n)
+{
+	if (n > cap - *o)
+		n = cap - *o;
+	memcpy(out + *o, v, n);
+	*o += n;
+}
+
+size_t
+rl_key_name_compact(const char *key, size_t len, char *out, size_t cap,
+		    int *cut)
+{
+	static const char hex[] = "0123456789abcdef";
+	char buf[RL_STORE_KEY_MAX];
+	size_t o = 0;
+
+	*cut = 0;
+	if (len <= cap) {
+		memcpy(out, key, len);
+		return len;
+	}
+	/* 1. long header, cookie and query values as the log writes them;
+	 * fields are split by ':' and parts by '+', which values never hold
+	 * (rl_key_escape writes them %3A, %2B) */
+	for (size_t p = 0; p < len;) {
+		size_t e = p;
+		while (e < len && key[e] != ':' && key[e] != '+')
+			e++;
+		size_t label = part_label(key + p, e - p);
+		if (label > 2 && key[p + 1] == '.' && key[p] != '\0' &&
+		    strchr("hcq", key[p]) != NULL &&
+		    e - p - label > 17) {
+			char hb[17];
+			uint64_t h = rl_fnv1a(key + p + label, e - p - label);
+			hb[0] = '#';
+			for (int i = 0; i < 16; i++)
+				hb[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
+			put_some(buf, sizeof(buf), &o, key + p, label);
+			put_some(buf, sizeof(buf), &o, hb, sizeof(hb));
+		} else {
+			put_some(buf, sizeof(buf), &o, key + p, e - p);
+		}
+		if (e < len)
+			put_some(buf, sizeof(buf), &o, key + e, 1);
+		p = e + 1;
+	}
+	if (o <= cap) {
+		memcpy(out, buf, o);
+		return o;
+	}
+	/* 2. the middle of the longest field that is no key part (the
+	 * scope: a rule's path) as "...", keeping the client's parts and
+	 * the limit whole */
+	size_t best = 0, best_len = 0;
+	for (size_t p = 0; p < o;) {
+		size_t e = p;
+		while (e < o && buf[e] != ':')
+			e++;
+		if (part_label(buf + p, e - p) == 0 && e - p > best_len) {
+			best = p;
+			best_len = e - p;
+		}
+		p = e + 1;
+	}
+	size_t drop = o - cap + 3;
+	if (best_len >= drop + 8) {
+		size_t keep = best_len - drop, head = (keep + 1) / 2;
+		size_t n = 0;
+		put_some(out, cap, &n, buf, best + head);
+		put_some(out, cap, &n, "...", 3);
+		put_some(out, cap, &n, buf + best + best_len - (keep - head),
+			 o - (best + best_len - (keep - head)));
+		return n;
+	}
+	/* 3. what is left: its first cap bytes */
+	*cut = 1;
+	memcpy(out, buf, cap);
+	return cap;
 }

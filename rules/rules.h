@@ -405,6 +405,17 @@ enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
  * TEXT matches anywhere in the name.  1 or 0. */
 int rl_key_name_match(const char *name, size_t len, const char *text);
 
+/* The counter key key[0..len) as a name of at most cap bytes for a store
+ * that keeps names in records of that size (rategate inspect), such that
+ * rl_key_name_match finds it by every key part as the log writes it:
+ * the key itself when it fits; else with header, cookie and query values
+ * longer than 17 bytes written as the log writes them ("#" and their
+ * hash); else also with the middle of its longest other field (a rule's
+ * path) written "..."; else its first cap bytes, and *cut set.  Returns
+ * the name's length; out is not NUL-terminated. */
+size_t rl_key_name_compact(const char *key, size_t len, char *out, size_t cap,
+			   int *cut);
+
 /* ------------------------------------------------------------------ */
 /* Rule sets                                                           */
 

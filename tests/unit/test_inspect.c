@@ -166,6 +166,68 @@ Test(inspect, client_and_reset)
 	cr_expect(strstr(out_text, "\nkeys reset: 2\n") != NULL, "%s", out_text);
 }
 
+/* Keys longer than a name record (112 bytes): a long path and a long
+ * API key.  They are still found, and reset, by their parts as the log
+ * writes them (found by a review: the address or the hashed key was cut
+ * off, and --reset left the ban). */
+Test(inspect, long_keys_found_by_their_parts)
+{
+	struct rl_store st;
+	struct shm_config c = { .path = store_path, .size = 1 << 20,
+				.names = 1 };
+	char path[121], api[101], k1[400], k2[400], want[600], hashed[64];
+	struct rl_diag e;
+	char err[512];
+
+	memset(path, 'p', 120);
+	path[120] = '\0';
+	memset(api, 'k', 100);
+	api[100] = '\0';
+	snprintf(k1, sizeof(k1), "rg:r/%s:h.x-api-key=%s+addr=192.0.2.7:2/60000/fw", path, api);
+	snprintf(k2, sizeof(k2), "rg:r/%s:addr=192.0.2.9:2/60000/fw", path);
+	struct rl_store_op ops[2] = {
+		{ k1, strlen(k1), { RL_FIXED_WINDOW, 2, 60000, 0, 1 }, { 0, 0, 0, 0, 0 }, 0 },
+		{ k2, strlen(k2), { RL_FIXED_WINDOW, 2, 60000, 0, 1 }, { 0, 0, 0, 0, 0 }, 0 },
+	};
+	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 2; j++)
+			cr_assert_eq(st.ops->apply(st.impl, &ops[j], 1, RL_HIT, T0, &e), 0);
+	cr_expect_eq(ops[0].v.allowed, 0);
+	st.ops->destroy(st.impl);
+
+	snprintf(hashed, sizeof(hashed), "h.x-api-key=#%016llx",
+		 (unsigned long long)rl_fnv1a(api, 100));
+	/* the names: the long value as the log writes it, the path's middle
+	 * left out, the client's parts and the limit whole (112 bytes) */
+	cr_assert_eq(run_inspect("--store", store_path, "--top", "2", "--now",
+			 "1700000001000", NULL), 0, "%s", err_text);
+	snprintf(want, sizeof(want), "rg:r/%.*s...%.*s:%s+addr=192.0.2.7:2/60000/fw\n",
+		 23, path, 25, path, hashed);
+	cr_expect(strstr(out_text, want) != NULL, "%s\nin\n%s", want, out_text);
+	snprintf(want, sizeof(want), "rg:r/%.*s...%.*s:addr=192.0.2.9:2/60000/fw\n",
+		 38, path, 40, path);
+	cr_expect(strstr(out_text, want) != NULL, "%s\nin\n%s", want, out_text);
+	/* found by the address, by the log's hashed key, by the raw key */
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "192.0.2.9",
+			 "--now", "1700000001000", NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "addr=192.0.2.9:2/60000/fw\n  fixed-window, count 2, remaining 0, limiting") != NULL, "%s", out_text);
+	snprintf(want, sizeof(want), "h.x-api-key=%s", api);
+	cr_assert_eq(run_inspect("--store", store_path, "--client", want, NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "+addr=192.0.2.7:2/60000/fw\n") != NULL, "%s", out_text);
+	cr_assert_eq(run_inspect("--store", store_path, "--reset", hashed, NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "\nreset 1 key") != NULL, "%s", out_text);
+	cr_assert_eq(run_inspect("--store", store_path, "--reset", "addr=192.0.2.9", NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "\nreset 1 key") != NULL, "%s", out_text);
+	/* both bans lifted */
+	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	for (int j = 0; j < 2; j++) {
+		cr_assert_eq(st.ops->apply(st.impl, &ops[j], 1, RL_TEST, T0 + 1000, &e), 0);
+		cr_expect_eq(ops[j].v.remaining, 2, "key %d", j);
+	}
+	st.ops->destroy(st.impl);
+}
+
 Test(inspect, stats)
 {
 	char want[2048];
