@@ -15,6 +15,8 @@
 
 #define MAX_LINE 65536
 
+size_t replay_max_keys = 1u << 22;
+
 static size_t
 word(const char *s, size_t len, size_t *pos, const char **w)
 {
@@ -80,6 +82,10 @@ clf_time(const char *s, size_t len, int64_t *ms)
 	    zh > 23 || zm > 59)
 		return -1;
 	unsigned m = (unsigned)((mp - mons) / 3) + 1;
+	static const unsigned char mdays[12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (d > mdays[m - 1] || (m == 2 && d == 29 && !leap))
+		return -1;      /* 31/Feb is no day (it was read as 3 March) */
 	int64_t t = days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss;
 	int64_t off = (int64_t)zh * 3600 + zm * 60;
 	t += s[21] == '+' ? -off : off;
@@ -327,6 +333,17 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		snprintf(err, errcap, "expected a quoted request line \"METHOD /path HTTP/1.1\"");
 		return -1;
 	}
+	/* a second [time] after the request: two lines run together (a
+	 * rotated file without its final newline, then the next one) */
+	for (const char *b = q2; (b = memchr(b, '[', (size_t)(s + len - b))) != NULL; b++) {
+		const char *e = memchr(b, ']', (size_t)(s + len - b));
+		int64_t t2;
+		if (e != NULL && e - b < 40 &&
+		    clf_time(b + 1, (size_t)(e - b - 1), &t2) != -1) {
+			snprintf(err, errcap, "a second [time] after the request: two log lines run together (a file without its final newline?)");
+			return -1;
+		}
+	}
 	size_t rp = 0, rlen = (size_t)(q2 - q1 - 1);
 	const char *r = q1 + 1;
 	/* "-": no request line (Apache's 408, nginx's 400 for a connection
@@ -529,12 +546,16 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	char serr[200] = "out of memory";
 
 	if (line == NULL || rl == NULL ||
-	    store_memory_new(1u << 22, &st, serr, sizeof(serr)) != 0) {
+	    store_memory_new(replay_max_keys, &st, serr, sizeof(serr)) != 0) {
 		fprintf(errs, "rategate: %s\n", serr);
 		free(line);
 		free(rl);
 		return 1;
 	}
+	/* full, it forgets as a gateway's store does (the expired first, then
+	 * the least recently hit), rather than refusing every new client;
+	 * said at the end */
+	memstore_evict_lru(&st);
 	long got;
 	int over;
 
@@ -663,6 +684,12 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		fprintf(errs, "%s: read error\n", name);
 		bad = 1;
 	}
+	uint64_t limiting, evicted = memstore_evictions(&st, &limiting);
+	if (evicted + limiting > 0)
+		fprintf(errs, "%s: the replay store holds %zu keys and forgot %llu live ones to take new ones (%llu of them limiting a client): later decisions are those of a store of that size\n",
+			name, replay_max_keys,
+			(unsigned long long)(evicted + limiting),
+			(unsigned long long)limiting);
 	st.ops->destroy(st.impl);
 	free(line);
 	free(rl);

@@ -18,7 +18,7 @@
 struct replay_line {
 	int64_t t_ms;
 	char addr[64];
-	char method[16];
+	char method[64];                /* longer: a malformed line */
 	char path[RL_PATH_MAX + 2];     /* raw target path, no query; one
 					   byte more than a decision takes */
 	char query[RL_PATH_MAX + 1];
@@ -32,6 +32,9 @@ struct replay_line {
 int replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		      char *err, size_t errcap);
 
+/* Counters a replay holds at once (1 << 22; tests lower it): when full, a
+ * new key evicts as a gateway's store does, said on errs at the end. */
+extern size_t replay_max_keys;
 /* replay_run's flags: --summary, --verbose. */
 enum { REPLAY_SUMMARY = 1, REPLAY_VERBOSE = 2 };
 

@@ -90,6 +90,18 @@ Test(replay, combined_log_lines)
 	cr_assert_eq(parse("::1 [::1]:8080 - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612 \"-\" \"curl\""), 1);
 	cr_assert_str_eq(L.addr, "::1");
 	cr_assert_eq(L.t_ms, 1700000006000LL);
+	/* no such day */
+	cr_assert_eq(parse("192.0.2.9 - - [31/Feb/2023:22:13:26 +0000] \"GET / HTTP/1.1\" 200 1"), -1);
+	cr_assert_eq(parse("192.0.2.9 - - [29/Feb/2023:22:13:26 +0000] \"GET / HTTP/1.1\" 200 1"), -1);
+	cr_assert_eq(parse("192.0.2.9 - - [29/Feb/2024:22:13:26 +0000] \"GET / HTTP/1.1\" 200 1"), 1);
+	/* two lines run together (a rotated file without its last newline) */
+	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"curl\"192.0.2.9 - - [14/Nov/2023:22:13:27 +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"curl\""), -1);
+	cr_assert_str_eq(err, "a second [time] after the request: two log lines run together (a file without its final newline?)");
+	/* brackets in a user agent are no time */
+	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"Mozilla [FBAN/FBIOS;FBAV/1]\""), 1);
+	/* a WebDAV method of 16 letters (the gateway counts it as OTHER) */
+	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"BASELINE-CONTROL /login HTTP/1.1\" 301 1 \"-\" \"-\""), 1);
+	cr_assert_str_eq(L.method, "BASELINE-CONTROL");
 	/* common log with a user: still the first field */
 	cr_assert_eq(parse("192.0.2.9 - frank [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612"), 1);
 	cr_assert_str_eq(L.addr, "192.0.2.9");
@@ -193,6 +205,38 @@ Test(replay, limit_with_tabs_is_one_field)
 			 "0\tallow\t1 per minute\t0\t-\n"
 			 "1\tdeny\t1 per minute\t0\t59\n");
 	cr_assert_eq(status, 0);
+	free(out);
+	free(errs);
+}
+
+/* A full replay store forgets as a gateway's does, instead of refusing
+ * each new client as an error (found by a review: 5 million clients
+ * gave 805,696 "store full" errors), and says so at the end. */
+Test(replay, full_store_forgets_and_says_so)
+{
+	int status;
+	char *errs;
+	char log[1024];
+	size_t o = 0;
+
+	for (int i = 0; i < 10; i++)
+		o += (size_t)snprintf(log + o, sizeof(log) - o,
+				      "1700000000.%03d 192.0.2.%d GET /x\n", i, i + 1);
+	/* the last client again, denied: its key, the newest, was kept */
+	o += (size_t)snprintf(log + o, sizeof(log) - o,
+			      "1700000001 192.0.2.10 GET /x\n");
+	replay_max_keys = 4;
+	char *out = run("/x 1/minute\n", log, 0, &status, &errs);
+	replay_max_keys = 1u << 22;
+	cr_expect_str_eq(out,
+			 "0\tallow\t1/minute\t0\t-\n1\tallow\t1/minute\t0\t-\n"
+			 "2\tallow\t1/minute\t0\t-\n3\tallow\t1/minute\t0\t-\n"
+			 "4\tallow\t1/minute\t0\t-\n5\tallow\t1/minute\t0\t-\n"
+			 "6\tallow\t1/minute\t0\t-\n7\tallow\t1/minute\t0\t-\n"
+			 "8\tallow\t1/minute\t0\t-\n9\tallow\t1/minute\t0\t-\n"
+			 "10\tdeny\t1/minute\t0\t60\n");
+	cr_expect_str_eq(errs, "log: the replay store holds 4 keys and forgot 6 live ones to take new ones (0 of them limiting a client): later decisions are those of a store of that size\n");
+	cr_expect_eq(status, 0);
 	free(out);
 	free(errs);
 }
