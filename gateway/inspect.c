@@ -236,8 +236,8 @@ static void print_client(FILE *out, const struct shm_key_info *k, int64_t now)
 		k->kind == SHM_KIND_INFLIGHT ? "leases held" :
 		k->limiting && k->expiry_ms > now ? "limiting (denied at its last hit)" :
 		"not limiting");
-	fprintf(out, "  hits %" PRIu64 ", denied %" PRIu64 ", expires in ",
-		k->hits, k->denials);
+	fprintf(out, "  hits %" PRIu64 ", denied %" PRIu64 ", %s",
+		k->hits, k->denials, k->expiry_ms <= now ? "" : "expires in ");
 	print_expires(out, k->expiry_ms, now);
 	fputc('\n', out);
 	fprintf(out, "  state: %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",

@@ -212,6 +212,10 @@ Test(inspect, long_keys_found_by_their_parts)
 	cr_assert_eq(run_inspect("--store", store_path, "--client", "192.0.2.9",
 			 "--now", "1700000001000", NULL), 0, "%s", err_text);
 	cr_expect(strstr(out_text, "addr=192.0.2.9:2/60000/fw\n  fixed-window, count 2, remaining 0, limiting") != NULL, "%s", out_text);
+	/* later: said once, not "expires in expired" */
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "192.0.2.9",
+			 "--now", "1800000000000", NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "\n  hits 2, denied 1, expired\n") != NULL, "%s", out_text);
 	snprintf(want, sizeof(want), "h.x-api-key=%s", api);
 	cr_assert_eq(run_inspect("--store", store_path, "--client", want, NULL), 0, "%s", err_text);
 	cr_expect(strstr(out_text, "+addr=192.0.2.7:2/60000/fw\n") != NULL, "%s", out_text);
