@@ -813,30 +813,36 @@ static void epoch_token(char out[33])
 		snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-/* Has the epoch changed since the cache learnt what it holds?  Asks Redis
- * at most every REDIS_EPOCH_CHECK_MS (one thread at a time; the others
- * answer "no" meanwhile): SET PREFIX.epoch TOKEN NX GET gives the epoch,
- * or makes ours the epoch of a Redis that has none (one that restarted
- * empty).  A Redis that does not answer changes nothing: the cache holds
- * only what it said. */
-static int epoch_changed(struct redis_store *r, int64_t now)
+/* Read the epoch Redis holds now into r->epoch: SET PREFIX.epoch TOKEN NX
+ * GET gives it, or makes ours the epoch of a Redis that has none (one that
+ * restarted empty).  1 when it differs from the one known before, 0 when
+ * not (or when none was known), -1 when Redis did not answer (nothing
+ * changes: the cache holds only what Redis said). */
+static int epoch_read(struct redis_store *r)
 {
-	int64_t last = atomic_load(&r->epoch_checked);
 	char token[33], msg[RL_MSG_MAX];
 	enum fail why;
-	int fresh, changed = 0;
+	int fresh, changed = -1;
 
-	if (now - last < REDIS_EPOCH_CHECK_MS ||
-	    !atomic_compare_exchange_strong(&r->epoch_checked, &last, now))
-		return 0;
-	struct conn *cn = pool_get(r, &fresh, msg, sizeof(msg), &why);
-	if (cn == NULL)
-		return 0;
+	struct conn *cn;
+	redisReply *rep;
+
 	epoch_token(token);
-	redisReply *rep = redisCommand(cn->c, "SET %s %s NX GET", r->epoch_key, token);
-	if (rep == NULL) {
+	for (;;) {
+		cn = pool_get(r, &fresh, msg, sizeof(msg), &why);
+		if (cn == NULL)
+			return -1;
+		rep = redisCommand(cn->c, "SET %s %s NX GET", r->epoch_key, token);
+		if (rep != NULL)
+			break;
+		int timeout = is_timeout(cn->c);
 		conn_free(cn);
-		return 0;
+		/* an idle connection found dead (Redis restarted, and
+		 * perhaps empty: what this read is for): one more try on a
+		 * new one, as call() does */
+		if (fresh || timeout)
+			return -1;
+		pool_flush(r);
 	}
 	const char *now_epoch = rep->type == REDIS_REPLY_NIL ? token :
 				rep->type == REDIS_REPLY_STRING ? rep->str : NULL;
@@ -849,6 +855,42 @@ static int epoch_changed(struct redis_store *r, int64_t now)
 	freeReplyObject(rep);
 	pool_put(r, cn);
 	return changed;
+}
+
+static int epoch_known(struct redis_store *r)
+{
+	int known;
+
+	pthread_mutex_lock(&r->epoch_mu);
+	known = r->epoch[0] != '\0';
+	pthread_mutex_unlock(&r->epoch_mu);
+	return known;
+}
+
+/* Has the epoch changed since the cache learnt what it holds?  Asks Redis
+ * at most every REDIS_EPOCH_CHECK_MS (one thread at a time; the others
+ * answer "no" meanwhile).  The cache learns nothing before the epoch is
+ * known (see redis_apply), so an epoch known here is the one its entries
+ * were learnt under. */
+static int epoch_changed(struct redis_store *r, int64_t now)
+{
+	int64_t last = atomic_load(&r->epoch_checked);
+
+	if (now - last < REDIS_EPOCH_CHECK_MS ||
+	    !atomic_compare_exchange_strong(&r->epoch_checked, &last, now))
+		return 0;
+	return epoch_read(r) == 1;
+}
+
+/* Would cache_learn keep anything of this answer? */
+static int cache_worthy(const struct rl_store_op *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!ops[i].v.allowed && !ops[i].v.never && ops[i].v.retry_ms > 0 &&
+		    ops[i].step.strategy != RL_FIXED_WINDOW_ELASTIC &&
+		    ops[i].key_len <= REDIS_CACHE_KEY_MAX)
+			return 1;
+	return 0;
 }
 
 static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
@@ -959,7 +1001,11 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 	}
 	freeReplyObject(rep);
 	note_up(r, probe, clock_mono_ms());
-	if (r->cache)
+	/* The first denial to learn reads the epoch first (once in the
+	 * store's life): an entry learnt under an unknown epoch would survive
+	 * a reset or an empty restart that came before the first check. */
+	if (r->cache && cache_worthy(ops, n) &&
+	    (epoch_known(r) || epoch_read(r) >= 0))
 		cache_learn(r->cache, ops, n, t0);
 	rc = 0;
 out:

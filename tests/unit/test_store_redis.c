@@ -686,6 +686,42 @@ Test(redis, cache_emptied_by_a_reset_or_an_empty_redis)
 	st.ops->destroy(st.impl);
 }
 
+/* The same when the reset or the empty restart comes before the cache's
+ * first epoch check: the gateway's first cached denial must not be learnt
+ * under an unknown epoch (it was, and outlived both until its own end). */
+Test(redis, cache_emptied_by_a_reset_before_its_first_check)
+{
+	struct rl_store st, in;
+	struct redis_config c = config(&srv), ci = config(&srv);
+	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	char e[256];
+
+	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
+	open_ok(&c, &st);
+	cr_expect(sv_hit(&st, "ban", one, 0).allowed);
+	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* Redis */
+	/* rategate inspect --reset before any request met the cache */
+	ci.cache_off = 1;
+	open_ok(&ci, &in);
+	freeReplyObject(raw(&srv, NULL, "DEL ban"));
+	cr_assert_eq(store_redis_new_epoch(store_redis_of(&in), e, sizeof(e)), 0, "%s", e);
+	in.ops->destroy(in.impl);
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	cr_expect(sv_hit(&st, "ban", one, 0).allowed, "the ban outlived the reset");
+	cr_expect_eq(stats(&st).cache_denied, 0);
+	st.ops->destroy(st.impl);
+
+	/* a Redis that restarted empty (FLUSHALL here) before the first check */
+	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
+	open_ok(&c, &st);
+	cr_expect(sv_hit(&st, "ban2", one, 0).allowed);
+	cr_expect(!sv_hit(&st, "ban2", one, 0).allowed);        /* Redis */
+	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	cr_expect(sv_hit(&st, "ban2", one, 0).allowed, "the ban outlived Redis's data");
+	st.ops->destroy(st.impl);
+}
+
 /* More ops than the call's stack arrays hold; all or nothing still. */
 Test(redis, batch_of_20_limits_is_one_call)
 {
