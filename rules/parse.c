@@ -529,6 +529,19 @@ storage_query(struct pstate *ps, const struct loc *at, const char *q,
 	return 0;
 }
 
+/* The last c in s[0..len): a redis URI's password may hold '@' (and '/'),
+ * its host and db never do, so the userinfo ends at the last '@'. */
+static const char *
+last_of(const char *s, size_t len, char c)
+{
+	while (len > 0) {
+		if (s[len - 1] == c)
+			return s + len - 1;
+		len--;
+	}
+	return NULL;
+}
+
 /* storage memory | shm:NAME[?size=64M] | shm:/path[?size=..] |
  * redis://[:password@]host[:port][/db][?timeout=MS&connect-timeout=MS] |
  * redis+unix:///path[?db=N&password=P&timeout=MS] */
@@ -546,7 +559,7 @@ storage_shown(struct pstate *ps, const char *s, size_t len)
 	if (out == NULL)
 		return NULL;
 	if (blen > 8 && memcmp(s, "redis://", 8) == 0) {
-		const char *at = memchr(s + 8, '@', blen - 8);
+		const char *at = last_of(s + 8, blen - 8, '@');
 		if (at != NULL) {
 			const char *colon = memchr(s + 8, ':', (size_t)(at - (s + 8)));
 			size_t keep = colon ? (size_t)(colon - s) : 8;
@@ -643,7 +656,7 @@ parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 	}
 	if (blen > 8 && memcmp(s, "redis://", 8) == 0) {
 		const char *p = s + 8, *end = s + blen;
-		const char *atsign = memchr(p, '@', (size_t)(end - p));
+		const char *atsign = last_of(p, (size_t)(end - p), '@');
 		uint64_t n;
 
 		st->kind = RL_STORAGE_REDIS;

@@ -279,6 +279,18 @@ Test(parse, storage_forms)
 			 "redis://admin:***@127.0.0.1:6379?password=***&timeout=9");
 	rl_ruleset_free(rs);
 
+	/* a password holding '@' and '/': the userinfo ends at the last '@',
+	 * and no part of the password is shown */
+	rs = parse("storage redis://:p@s/s@10.0.0.5:6380/2\n");
+	cr_assert_not_null(rs);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.password, "p@s/s");
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.host, "10.0.0.5");
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.port, 6380);
+	cr_assert_eq(rl_ruleset_settings(rs)->storage.db, 2);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.shown,
+			 "redis://:***@10.0.0.5:6380/2");
+	rl_ruleset_free(rs);
+
 	rs = parse("storage redis://127.0.0.1?fallback=/var/lib/rategate/fb.shm\n");
 	cr_assert_not_null(rs);
 	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.fallback_path, "/var/lib/rategate/fb.shm");
