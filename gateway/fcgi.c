@@ -1177,19 +1177,32 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	lr = (struct log_request){ rq.method, rq.path, rq.path_len, now };
 	if (maybe_stats(w, g, np, &rq, 0, now))
 		return;
-	rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
-	proxy_header_note(w, g, np, &d);
-	if (d.outcome == RL_STORE_ERROR)
-		store_failed(srv, g, &d);
-	if (d.outcome == RL_ALLOW && d.rule != NULL && d.rule->concurrency > 0) {
-		struct rl_decision d2;
-		enum rl_outcome o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
-						      g->s->lease_ms, &lease, &d2);
-		if (o == RL_STORE_ERROR && store_failed(srv, g, &d2))
-			o = RL_ALLOW;
-		if (o != RL_ALLOW) {
-			d = d2;
-			concurrency = o == RL_DENY;
+	/* The in-flight slot first, then the rates, so that a request the
+	 * slot refuses (Retry-After 1) consumes no rate budget: a denied
+	 * request consumes nothing.  A slot taken for a request the rates
+	 * then refuse is given back at once.  (A rule without concurrency=
+	 * takes no slot; a request identify() settles, exempt or missing its
+	 * key, has no lease key and is decided by rl_decide as before.) */
+	struct rl_decision d2;
+	enum rl_outcome o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
+					      g->s->lease_ms, &lease, &d2);
+	int slot_said = lease.key_len > 0 && !lease.held;
+	if (o == RL_STORE_ERROR && slot_said && store_failed(srv, g, &d2))
+		o = RL_ALLOW;
+	if (slot_said && o != RL_ALLOW) {
+		d = d2;
+		concurrency = o == RL_DENY;
+		proxy_header_note(w, g, np, &d);
+	} else {
+		rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+		proxy_header_note(w, g, np, &d);
+		if (d.outcome == RL_STORE_ERROR)
+			store_failed(srv, g, &d);
+		if (d.outcome != RL_ALLOW && lease.held) {
+			struct rl_diag err;
+			if (rl_inflight_end(&srv->store, &lease, clock_wall_ms(), &err) != 0)
+				log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
+					   "releasing an in-flight slot: %s (it expires by itself)", err.msg);
 		}
 	}
 	struct respond_opts ro = g->ropts;

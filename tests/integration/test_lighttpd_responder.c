@@ -793,6 +793,42 @@ Test(responder, chat_example_limits_requests_in_flight,
 	finish();
 }
 
+/* A request the in-flight limit refuses (429, Retry-After 1) consumes none
+ * of the rule's rate budget: a denied request consumes nothing.  (The
+ * rates were counted before the slot was asked for: two refusals used up
+ * a 2/minute budget, and the client, told to come back in a second, was
+ * locked out for the minute.) */
+Test(responder, concurrency_refusal_consumes_no_rate_budget,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	start_app();
+	start("storage          @STORE@\n"
+	      "upstream         @APP@\n"
+	      "stats            /rategate-status\n"
+	      "/poll            2/minute  concurrency=1\n");
+
+	char url[SRV_PATH_MAX];
+	snprintf(url, sizeof(url), "%s/poll?sleep=1500", base);
+	struct bg poll = { url, 0 };
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, bg_get, &poll), 0);
+	cr_assert(wait_inflight(1), "the poll never was in flight\n%s", logs());
+	for (int i = 0; i < 2; i++) {
+		struct srv_resp r = req("GET", "/poll", NULL, NULL);
+		cr_expect_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests", "%s", logs());
+		expect_hdr(&r, "Retry-After", "1");
+		srv_resp_free(&r);
+	}
+	pthread_join(th, NULL);
+	cr_expect_eq(poll.status, 200);
+	/* the second of 2: the refusals took nothing */
+	cr_expect_eq(status("GET", "/poll"), 200, "the refusals consumed the budget\n%s", logs());
+	cr_expect_eq(status("GET", "/poll"), 429);
+	/* and a request the rates refuse holds no slot */
+	cr_expect(wait_inflight(0), "a slot was not given back\n%s", logs());
+	finish();
+}
+
 /* examples/rules/upload.rules: max-body 1M on /upload, 64K elsewhere,
  * bandwidth 3MB/minute. */
 Test(responder, upload_example_max_body_and_bandwidth,
