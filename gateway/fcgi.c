@@ -1170,6 +1170,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	int status, concurrency = 0;
 
 	lease.held = 0;
+	lease.key_len = 0;
 	if (fill_request(w, np, &rq) != 0) {
 		bad_content_length(w, np, &rq, f);
 		return;
@@ -1184,8 +1185,10 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	 * takes no slot; a request identify() settles, exempt or missing its
 	 * key, has no lease key and is decided by rl_decide as before.) */
 	struct rl_decision d2;
-	enum rl_outcome o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
-					      g->s->lease_ms, &lease, &d2);
+	enum rl_outcome o = RL_ALLOW;
+	if (rl_ruleset_max_inflight(g->rs) > 0)  /* else: no rule takes one */
+		o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
+				      g->s->lease_ms, &lease, &d2);
 	int slot_said = lease.key_len > 0 && !lease.held;
 	if (o == RL_STORE_ERROR && slot_said && store_failed(srv, g, &d2))
 		o = RL_ALLOW;
