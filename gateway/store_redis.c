@@ -84,7 +84,7 @@ struct cache {
 
 struct redis_store {
 	struct redis_config c;  /* strings point into the store's copies */
-	char *host, *path, *password;
+	char *host, *path, *password, *user;
 	char where[300];        /* "redis 127.0.0.1:6379" for messages */
 
 	pthread_mutex_t pool_mu;
@@ -226,7 +226,9 @@ static struct conn *conn_open(struct redis_store *r, char *msg, size_t cap,
 	}
 	atomic_fetch_add(&r->connects, 1);
 	redisSetTimeout(c, tv_of(r->c.timeout_ms));
-	if (want_auth)
+	if (want_auth && r->user != NULL)
+		redisAppendCommand(c, "AUTH %s %s", r->user, r->password);
+	else if (want_auth)
 		redisAppendCommand(c, "AUTH %s", r->password);
 	if (want_db)
 		redisAppendCommand(c, "SELECT %u", r->c.db);
@@ -243,8 +245,9 @@ static struct conn *conn_open(struct redis_store *r, char *msg, size_t cap,
 	if (want_auth) {
 		redisReply *a = rep[nrep++];
 		if (a->type == REDIS_REPLY_ERROR) {
-			snprintf(msg, cap, "%s: AUTH failed: %s (check the password in the storage URI)",
-				 r->where, a->str);
+			snprintf(msg, cap, "%s: AUTH failed: %s (check the %s in the storage URI)",
+				 r->where, a->str,
+				 r->user ? "user and password" : "password");
 			*why = FAIL_CONFIG;
 			goto fail;
 		}
@@ -1158,6 +1161,7 @@ static void redis_destroy(void *impl)
 	free(r->host);
 	free(r->path);
 	free(r->password);
+	free(r->user);
 	free(r);
 }
 
@@ -1184,6 +1188,7 @@ void store_redis_config(const struct rl_ruleset *rs, struct redis_config *c)
 	c->path = g->path;
 	c->db = g->db;
 	c->password = g->password;
+	c->user = g->user;
 	c->connect_timeout_ms = g->connect_timeout_ms;
 	c->timeout_ms = g->timeout_ms;
 	c->failure = s->store_failure;
@@ -1243,9 +1248,11 @@ int redis_store_open(const struct redis_config *c, struct rl_store *st,
 	r->host = dup_or_null(c->host, &oom);
 	r->path = dup_or_null(c->path, &oom);
 	r->password = dup_or_null(c->password, &oom);
+	r->user = dup_or_null(c->user, &oom);
 	r->c.host = r->host;
 	r->c.path = r->path;
 	r->c.password = r->password;
+	r->c.user = r->user;
 	r->c.fallback.path = NULL;
 	if (r->c.connect_timeout_ms == 0)
 		r->c.connect_timeout_ms = 200;

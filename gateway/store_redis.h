@@ -60,6 +60,7 @@ struct redis_config {
 	const char *path;       /* unix socket; NULL for TCP */
 	unsigned db;
 	const char *password;   /* NULL: no AUTH */
+	const char *user;       /* ACL user for AUTH; NULL: the default */
 	unsigned connect_timeout_ms;    /* 0: 200 */
 	unsigned timeout_ms;            /* per command; 0: 100 */
 	enum rl_store_failure failure;

@@ -507,6 +507,8 @@ storage_query(struct pstate *ps, const struct loc *at, const char *q,
 				st->connect_timeout_ms = (unsigned)n;
 		} else if (KEY("password") && st->kind == RL_STORAGE_REDIS) {
 			st->password = rl_arena_strndup(ps->a, v, vlen);
+		} else if (KEY("user") && st->kind == RL_STORAGE_REDIS) {
+			st->user = rl_arena_strndup(ps->a, v, vlen);
 		} else if (KEY("fallback") && st->kind == RL_STORAGE_REDIS) {
 			if (vlen == 0 || v[0] != '/' || memchr(v, '\0', vlen) != NULL) {
 				error_at(ps, at, "bad redis fallback \"%s\": expected the absolute path of a shared-memory store file",
@@ -662,10 +664,14 @@ parse_storage(struct pstate *ps, const struct loc *at, const char *s,
 		st->kind = RL_STORAGE_REDIS;
 		st->port = 6379;
 		if (atsign) {
+			/* [user]:password@, or password@ alone */
 			const char *colon = memchr(p, ':', (size_t)(atsign - p));
 			const char *pw = colon ? colon + 1 : p;
 			st->password = rl_arena_strndup(ps->a, pw,
 							(size_t)(atsign - pw));
+			if (colon != NULL && colon > p)
+				st->user = rl_arena_strndup(ps->a, p,
+							    (size_t)(colon - p));
 			p = atsign + 1;
 		}
 		const char *slash = memchr(p, '/', (size_t)(end - p));

@@ -462,6 +462,7 @@ struct rl_storage {
 	const char *fallback_path; /* redis: the shm file store-failure
 				      fallback uses; NULL: the default */
 	const char *password;   /* NULL when none */
+	const char *user;       /* redis ACL user; NULL: the default user */
 	unsigned connect_timeout_ms, timeout_ms;
 	const char *file;       /* where the storage line's URI is (its */
 	unsigned line;          /* first byte, col from 0), for messages */

@@ -277,6 +277,18 @@ Test(parse, storage_forms)
 	cr_assert_not_null(rs);
 	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.shown,
 			 "redis://admin:***@127.0.0.1:6379?password=***&timeout=9");
+	/* an ACL user is the userinfo's part before ':' */
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.user, "admin");
+	rl_ruleset_free(rs);
+	rs = parse("storage redis://:pw3@127.0.0.1\n");
+	cr_assert_not_null(rs);
+	cr_assert_null(rl_ruleset_settings(rs)->storage.user);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.password, "pw3");
+	rl_ruleset_free(rs);
+	rs = parse("storage redis+unix:///run/redis.sock?user=rg&password=pw4\n");
+	cr_assert_not_null(rs);
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.user, "rg");
+	cr_assert_str_eq(rl_ruleset_settings(rs)->storage.password, "pw4");
 	rl_ruleset_free(rs);
 
 	/* a password holding '@' and '/': the userinfo ends at the last '@',

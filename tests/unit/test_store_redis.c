@@ -861,6 +861,19 @@ Test(redis, wrong_password_says_so)
 	c.db = 70000;
 	cr_expect_eq(redis_store_open(&c, &st, err, sizeof(err)), -1);
 	cr_expect(strstr(err, "SELECT 70000 failed"), "%s", err);
+
+	/* an ACL user (redis://rg:rgpw@host): AUTH with both */
+	freeReplyObject(raw(&s, "s3cret", "ACL SETUSER rg on >rgpw ~* +@all"));
+	c.db = 0;
+	c.user = "rg";
+	c.password = "rgpw";
+	open_ok(&c, &st);
+	cr_expect(sv_hit(&st, "acl", sv_limit(RL_FIXED_WINDOW, 2, 1000), 0).allowed);
+	st.ops->destroy(st.impl);
+	c.password = "s3cret";          /* the default user's: not rg's */
+	cr_expect_eq(redis_store_open(&c, &st, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "AUTH failed") && strstr(err, "user and password"),
+		  "%s", err);
 	stop(&s);
 }
 
