@@ -980,7 +980,9 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		goto out;
 	}
 	atomic_fetch_add(&r->calls, 1);
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5 * n) {
+	int64_t t_redis;
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5 * n + 1 ||
+	    reply_i64(rep->element[5 * n], &t_redis)) {
 		set_err(err, "%s: the script answered %zu values for %zu ops",
 			r->where, rep->type == REDIS_REPLY_ARRAY ? rep->elements : 0, n);
 		freeReplyObject(rep);
@@ -1001,6 +1003,12 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		}
 		v->allowed = allowed != 0;
 		v->never = never != 0;
+		/* reset_ms is on Redis's clock; the caller's answer (headers,
+		 * X-RateLimit-Reset as seconds from its now) is on this host's:
+		 * moved by the difference, so that a gateway whose clock is off
+		 * still says the right number of seconds */
+		if (v->reset_ms < INT64_MAX / 2 && t_redis > 0)
+			v->reset_ms += now_ms - t_redis;
 	}
 	freeReplyObject(rep);
 	note_up(r, probe, clock_mono_ms());

@@ -10,7 +10,9 @@
 -- Calls (ARGV[1] names the operation; KEYS are the counter keys):
 --   apply   MODE NOW {STRATEGY COUNT PERIOD BURST COST PROBE} x #KEYS
 --           MODE 0 = test, 1 = hit.  Returns 5 values per key: allowed,
---           never, remaining, reset_ms, retry_ms.
+--           never, remaining, reset_ms, retry_ms; then the call's time
+--           (Redis TIME, the clock of reset_ms), for the gateway to say
+--           a reset on its own clock.
 --   acquire NOW MAX LEASE_MS ID    one in-flight lease on KEYS[1];
 --           returns {acquired 0|1, held}
 --   release NOW ID                 returns {released 0|1, held}
@@ -466,7 +468,8 @@ if ARGV[1] == 'apply' then
 					end
 				end
 			end
-			res[5 * n + 1] = nil
+			res[5 * n + 1] = now
+			res[5 * n + 2] = nil
 			return res
 		end
 	end
@@ -1314,6 +1317,7 @@ local function apply()
 			res[r] = type(x) == 'number' and x or todec(x)
 		end
 	end
+	res[r + 1] = now
 	return res
 end
 
