@@ -563,6 +563,12 @@ reload(struct server *srv)
 		return;
 	}
 	log_set_json(srv->log, s->log_format == RL_LOG_JSON);
+	/* a new key-prefix: the over-limit cache watches the new prefix's
+	 * epoch (inspect --reset with these rules writes that one) */
+	const char *op = old->s->key_prefix, *np = s->key_prefix;
+	if (store_redis_of(&srv->store) != NULL &&
+	    strcmp(op ? op : "rg", np ? np : "rg") != 0)
+		store_redis_set_key_prefix(store_redis_of(&srv->store), np);
 	pthread_mutex_lock(&srv->gen_mu);
 	srv->current = g;
 	pthread_mutex_unlock(&srv->gen_mu);

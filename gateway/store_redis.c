@@ -830,12 +830,17 @@ static int epoch_read(struct redis_store *r)
 	struct conn *cn;
 	redisReply *rep;
 
+	char key[sizeof(r->epoch_key)];
+
+	pthread_mutex_lock(&r->epoch_mu);
+	memcpy(key, r->epoch_key, sizeof(key));
+	pthread_mutex_unlock(&r->epoch_mu);
 	epoch_token(token);
 	for (;;) {
 		cn = pool_get(r, &fresh, msg, sizeof(msg), &why);
 		if (cn == NULL)
 			return -1;
-		rep = redisCommand(cn->c, "SET %s %s NX GET", r->epoch_key, token);
+		rep = redisCommand(cn->c, "SET %s %s NX GET", key, token);
 		if (rep != NULL)
 			break;
 		int timeout = is_timeout(cn->c);
@@ -851,6 +856,13 @@ static int epoch_read(struct redis_store *r)
 				rep->type == REDIS_REPLY_STRING ? rep->str : NULL;
 	if (now_epoch != NULL) {
 		pthread_mutex_lock(&r->epoch_mu);
+		if (strcmp(key, r->epoch_key) != 0) {
+			/* the prefix changed meanwhile: an old epoch */
+			pthread_mutex_unlock(&r->epoch_mu);
+			freeReplyObject(rep);
+			pool_put(r, cn);
+			return -1;
+		}
 		changed = r->epoch[0] != '\0' && strncmp(r->epoch, now_epoch, 32) != 0;
 		snprintf(r->epoch, sizeof(r->epoch), "%.32s", now_epoch);
 		pthread_mutex_unlock(&r->epoch_mu);
@@ -1389,6 +1401,17 @@ static redisReply *inspect_cmd(struct redis_store *r, struct conn *cn,
 		return NULL;
 	}
 	return rep;
+}
+
+void store_redis_set_key_prefix(struct redis_store *r, const char *prefix)
+{
+	pthread_mutex_lock(&r->epoch_mu);
+	snprintf(r->epoch_key, sizeof(r->epoch_key), "%.64s.epoch",
+		 prefix ? prefix : "rg");
+	r->epoch[0] = '\0';
+	pthread_mutex_unlock(&r->epoch_mu);
+	if (r->cache)
+		cache_clear(r->cache);
 }
 
 int store_redis_new_epoch(struct redis_store *r, char *err, size_t errcap)

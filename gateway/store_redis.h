@@ -106,6 +106,10 @@ struct redis_store *store_redis_of(const struct rl_store *st);
 /* Where switches are logged (not owned; it must outlive the store).
  * Until set, and after setting NULL, they go to standard error. */
 void store_redis_set_log(struct redis_store *r, struct log *l);
+/* A reload's new key-prefix (NULL: "rg"): the over-limit cache is emptied
+ * and watches PREFIX.epoch of the new prefix, learning nothing until it
+ * has read it. */
+void store_redis_set_key_prefix(struct redis_store *r, const char *prefix);
 
 /* Statistics for the statistics endpoint; each counter read atomically. */
 struct redis_stats {

@@ -724,6 +724,42 @@ Test(redis, cache_emptied_by_a_reset_before_its_first_check)
 	st.ops->destroy(st.impl);
 }
 
+/* A reload that changes key-prefix: the cache is emptied and watches the
+ * new prefix's epoch (it watched the old one: a reset written under the
+ * new prefix never reached it; found by a review). */
+Test(redis, cache_follows_a_new_key_prefix)
+{
+	struct rl_store st, in;
+	struct redis_config c = config(&srv), ci = config(&srv);
+	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	char e[256];
+
+	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
+	c.key_prefix = "aa";
+	open_ok(&c, &st);
+	cr_expect(sv_hit(&st, "pk", one, 0).allowed);
+	cr_expect(!sv_hit(&st, "pk", one, 0).allowed);          /* Redis */
+	long long before = cmdstat("evalsha");
+	cr_expect(!sv_hit(&st, "pk", one, 0).allowed);          /* cache */
+	cr_expect_eq(cmdstat("evalsha"), before);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "aa.epoch"), 1);
+
+	store_redis_set_key_prefix(store_redis_of(&st), "bb");
+	cr_expect(!sv_hit(&st, "pk", one, 0).allowed);          /* Redis again */
+	cr_expect_eq(cmdstat("evalsha"), before + 1);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "bb.epoch"), 1);
+	/* rategate inspect --reset with the new rules */
+	ci.key_prefix = "bb";
+	ci.cache_off = 1;
+	open_ok(&ci, &in);
+	freeReplyObject(raw(&srv, NULL, "DEL pk"));
+	cr_assert_eq(store_redis_new_epoch(store_redis_of(&in), e, sizeof(e)), 0, "%s", e);
+	in.ops->destroy(in.impl);
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	cr_expect(sv_hit(&st, "pk", one, 0).allowed, "the ban outlived the reset");
+	st.ops->destroy(st.impl);
+}
+
 /* More ops than the call's stack arrays hold; all or nothing still. */
 Test(redis, batch_of_20_limits_is_one_call)
 {
