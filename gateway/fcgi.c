@@ -283,7 +283,15 @@ fcgi_request(const struct rl_param *params, size_t np, char *buf, size_t cap,
 	rq->params = params;
 	rq->nparams = np;
 	const char *bad;
-	return body_length(params, np, &rq->body_bytes, &bad);
+	if (body_length(params, np, &rq->body_bytes, &bad) != 0)
+		return -1;
+	/* a chunked body (Apache mod_proxy_fcgi streams one without
+	 * CONTENT_LENGTH): its length is learnt as it streams */
+	const char *cl = fcgi_param(params, np, "CONTENT_LENGTH");
+	const char *te = fcgi_param(params, np, "HTTP_TRANSFER_ENCODING");
+	rq->body_unknown = rq->body_bytes == 0 && (cl == NULL || cl[0] == '\0') &&
+			   te != NULL && te[0] != '\0';
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -675,7 +675,14 @@ decide(const struct rl_ruleset *rs, struct rl_store *st,
 			goto too_long;
 		g.probe = 0;
 		g.body = req->body_bytes;
-		if (req->body_bytes > 0 &&
+		if (req->body_bytes == 0 && req->body_unknown) {
+			/* its bytes are counted after the response
+			 * (rl_after_response); checked now, so that chunked
+			 * bodies are no way around the limit */
+			g.body = 1;
+			g.probe = 1;
+		}
+		if (g.body > 0 &&
 		    add_group(&b, base, blen, rule->bandwidth, rule->nbandwidth,
 			      &g))
 			goto too_long;

@@ -688,6 +688,12 @@ struct rl_request {
 	 * when there is none or it is not known yet (a chunked body, counted
 	 * afterwards through rl_after_response). */
 	uint64_t body_bytes;
+	/* A body is coming whose length is not known up front (a chunked
+	 * body: Transfer-Encoding without CONTENT_LENGTH).  Its bytes are
+	 * counted afterwards, but the rule's bandwidth limits are checked
+	 * now (a probe of one unit): a client already out of bandwidth is
+	 * denied, as it is for a body of known length. */
+	int body_unknown;
 };
 
 enum rl_outcome {

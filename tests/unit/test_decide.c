@@ -1285,6 +1285,33 @@ Test(decide, late_body_bytes_after_response)
 	cr_assert_eq(nlast, 0);
 }
 
+/* A body of unknown length (chunked) is counted after the response, but
+ * checked on arrival like any body: a client out of bandwidth is denied
+ * (by a probe that consumes nothing), not let through with one more. */
+Test(decide, unknown_length_body_checked_against_bandwidth)
+{
+	struct rl_decision d;
+	struct rl_request r = body_req("POST", "/up", "192.0.2.1", 0);
+
+	r.body_unknown = 1;
+	setup_rules("/up 100/minute bandwidth=1KB/minute\n/plain 10/minute\n");
+	cr_assert_eq(rl_decide(rs, &st, &r, T0, RL_HIT, &d), RL_ALLOW);
+	cr_assert_eq(after("/up", 200, 5000, T0 + 10), 0);      /* fills it */
+	cr_assert_eq(rl_decide(rs, &st, &r, T0 + 20, RL_HIT, &d), RL_DENY);
+	cr_assert_eq(d.bandwidth, 1);
+	cr_assert_eq(d.remaining, 0);
+	cr_assert_eq(d.retry_ms, 60010 - 20);
+	/* a request without a body is not held up by the bytes */
+	cr_assert_eq(with_body("/up", 0, T0 + 30, &d), RL_ALLOW);
+	/* the check took nothing: the next window is whole */
+	cr_assert_eq(rl_decide(rs, &st, &r, T0 + 60010, RL_HIT, &d), RL_ALLOW);
+	cr_assert_eq(with_body("/up", 1024, T0 + 60020, &d), RL_ALLOW);
+	/* no bandwidth limits: nothing to check */
+	struct rl_request p = body_req("POST", "/plain", "192.0.2.1", 0);
+	p.body_unknown = 1;
+	cr_assert_eq(rl_decide(rs, &st, &p, T0, RL_HIT, &d), RL_ALLOW);
+}
+
 Test(decide, after_response_store_failure)
 {
 	setup_rules("/login 2/minute deduct-when=401\n");

@@ -112,3 +112,38 @@ Test(fcgi, request_body_length)
 	cr_expect_str_eq(fcgi_bad_length(p3, 3), "12x");
 	cr_expect_null(fcgi_bad_length(p1, 4));
 }
+
+/* A chunked body (Apache streams one without CONTENT_LENGTH, with the
+ * client's Transfer-Encoding) is a body of unknown length: its bytes are
+ * counted afterwards, the bandwidth limits checked at once. */
+Test(fcgi, chunked_body_is_of_unknown_length)
+{
+	static const struct rl_param chunked[] = {
+		{ "FCGI_ROLE", 9, "RESPONDER", 9 },
+		{ "REQUEST_URI", 11, "/up", 3 },
+		{ "HTTP_TRANSFER_ENCODING", 22, "chunked", 7 },
+	};
+	/* nginx reads a chunked body whole and passes its length */
+	static const struct rl_param known[] = {
+		{ "FCGI_ROLE", 9, "RESPONDER", 9 },
+		{ "REQUEST_URI", 11, "/up", 3 },
+		{ "CONTENT_LENGTH", 14, "500", 3 },
+		{ "HTTP_TRANSFER_ENCODING", 22, "chunked", 7 },
+	};
+	static const struct rl_param none[] = {
+		{ "FCGI_ROLE", 9, "RESPONDER", 9 },
+		{ "REQUEST_URI", 11, "/up", 3 },
+		{ "CONTENT_LENGTH", 14, "", 0 },
+	};
+	struct rl_request rq;
+	char buf[64];
+
+	cr_assert_eq(fcgi_request(chunked, 3, buf, sizeof(buf), &rq), 0);
+	cr_expect_eq(rq.body_bytes, 0);
+	cr_expect_eq(rq.body_unknown, 1);
+	cr_assert_eq(fcgi_request(known, 4, buf, sizeof(buf), &rq), 0);
+	cr_expect_eq(rq.body_bytes, 500);
+	cr_expect_eq(rq.body_unknown, 0);
+	cr_assert_eq(fcgi_request(none, 3, buf, sizeof(buf), &rq), 0);
+	cr_expect_eq(rq.body_unknown, 0);
+}
