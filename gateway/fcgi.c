@@ -1221,6 +1221,14 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 				log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
 					   "releasing an in-flight slot: %s (it expires by itself)", err.msg);
 		}
+		/* a dry-run concurrency= limit that would have denied: said
+		 * in the log and the statistics as a would-be denial */
+		if (slot_said && o == RL_ALLOW && d2.would_deny &&
+		    d.outcome == RL_ALLOW && !d.would_deny) {
+			d.would_deny = 1;
+			d.retry_ms = d2.retry_ms;
+			memcpy(d.error, d2.error, sizeof(d.error));
+		}
 	}
 	struct respond_opts ro = g->ropts;
 	ro.apache = param(w, np, "FCGI_APACHE_ROLE") != NULL;

@@ -892,6 +892,13 @@ rl_inflight_begin(const struct rl_ruleset *rs, struct rl_store *st,
 		d->retry_ms = RL_INFLIGHT_RETRY_MS;
 		snprintf(d->error, sizeof(d->error), "%llu requests already in flight",
 			 (unsigned long long)w.rule->concurrency);
+		/* dry-run (the rule's or everyone's): never denies, like
+		 * every other limit; the would-be denial is reported and the
+		 * request goes on without a slot */
+		if (w.rule->dry_run || rs->settings.dry_run) {
+			d->would_deny = 1;
+			return (enum rl_outcome)finish(d, RL_ALLOW);
+		}
 		return (enum rl_outcome)finish(d, RL_DENY);
 	}
 	lease->held = 1;

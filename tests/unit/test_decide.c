@@ -1015,6 +1015,35 @@ Test(decide, inflight_leases)
 	cr_assert_eq(l4.held, 0);
 }
 
+/* dry-run (the rule's, or everyone's) never denies, concurrency= no more
+ * than the rest: the would-be denial is reported, no slot is taken. */
+Test(decide, inflight_dry_run_never_denies)
+{
+	struct rl_decision d;
+	struct rl_lease l1, l2;
+	struct rl_request r = {
+		.method = "GET", .path = "/chat", .path_len = 5,
+		.remote_addr = "192.0.2.1", .remote_addr_len = 9,
+	};
+	static const char *const sets[] = {
+		"/chat concurrency=1 dry-run\n",
+		"dry-run on\n/chat concurrency=1\n",
+	};
+
+	for (size_t i = 0; i < 2; i++) {
+		setup_rules(sets[i]);
+		cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0, 30000, &l1, &d), RL_ALLOW);
+		cr_assert_eq(l1.held, 1);
+		cr_assert_eq(d.would_deny, 0);
+		cr_assert_eq(rl_inflight_begin(rs, &st, &r, T0, 30000, &l2, &d), RL_ALLOW,
+			     "%s", sets[i]);
+		cr_assert_eq(l2.held, 0);
+		cr_assert_eq(d.would_deny, 1);
+		cr_assert_eq(d.retry_ms, RL_INFLIGHT_RETRY_MS);
+		cr_assert_str_eq(d.error, "1 requests already in flight");
+	}
+}
+
 Test(decide, deduct_after_response)
 {
 	struct rl_decision d;
