@@ -889,6 +889,47 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 /* A CONTENT_LENGTH that is not a number: no decision can be made (the
  * body's size is part of it), so a 400, a bad-request line naming the
  * client and the path (never the query) and the bad-request count. */
+/* A request answered without its body being read (a denial, a 413, a
+ * 400, no upstream): on a connection the web server keeps, the rest of the
+ * request's FCGI_STDIN stream is still on its way, ahead of the next
+ * request, and libfcgi drops what of it its buffer holds when the request
+ * ends.  The next request was then read from the middle of that stream:
+ * logged as a bad request ("first record: version 0, type 0 ..." or
+ * "type 5"), counted in bad_request, and the connection closed (found by
+ * a review).  A body of known length up to FCGI_BODY_PREFETCH bytes (and
+ * the empty record of a request without one) is read and dropped here,
+ * each read waiting at most FCGI_LINGER_IDLE_MS; a larger or chunked body,
+ * or a web server that stops sending it, ends the connection instead
+ * (libfcgi's close takes the rest without a reset). */
+static void
+skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
+{
+	FCGX_Request *q = &w->req;
+	char sink[4096];
+
+	if (!q->keepConnection || q->ipcFd < 0 || FCGX_HasSeenEOF(q->in))
+		return;
+	if (!length_ok || rq->body_unknown || rq->body_bytes > FCGI_BODY_PREFETCH) {
+		q->keepConnection = 0;
+		return;
+	}
+	FCGX_FFlush(q->out);    /* the answer first: it does not wait on this */
+	struct timeval tv = { 0, FCGI_LINGER_IDLE_MS * 1000 };
+	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	uint64_t left = rq->body_bytes + 1;
+	while (left > 0 && !FCGX_HasSeenEOF(q->in) && FCGX_GetError(q->in) == 0) {
+		int n = FCGX_GetStr(sink, (int)sizeof(sink), q->in);
+		if (n <= 0)
+			break;
+		left = (uint64_t)n >= left ? 0 : left - (uint64_t)n;
+	}
+	if (!FCGX_HasSeenEOF(q->in) || FCGX_GetError(q->in) != 0)
+		q->keepConnection = 0;
+	tv.tv_sec = (time_t)(w->timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(w->timeout_ms % 1000) * 1000;
+	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
 static void
 bad_content_length(struct worker *w, size_t np, const struct rl_request *rq,
 		   enum respond_format f)
@@ -900,6 +941,7 @@ bad_content_length(struct worker *w, size_t np, const struct rl_request *rq,
 	respond_error(&w->out, 400, 0, "bad_request",
 		      "Bad Request: Content-Length is not a number", f);
 	send_out(w);
+	skip_unread_body(w, rq, 0);
 	atomic_fetch_add(&srv->stats.denied[STATS_BAD_REQUEST], 1);
 	log_bad_content_length(srv->log, rq, addr, cl);
 }
@@ -1235,6 +1277,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	if (d.outcome != RL_ALLOW) {
 		status = respond_authorizer(&w->out, &ro, &d, now, f);
 		send_out(w);
+		skip_unread_body(w, &rq, 1);
 		stats_count(&srv->stats, g->stats, &d, 1, reason_of(&d, concurrency));
 		/* a store failure was logged by store_failed, at most once a
 		 * second */
@@ -1252,6 +1295,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		respond_error(&w->out, 502, 0, "no_upstream",
 			      "Bad Gateway: no application is set up for this path", f);
 		send_out(w);
+		skip_unread_body(w, &rq, 1);
 		atomic_fetch_add(&srv->stats.upstream_errors, 1);
 		char pb[LOG_FIELD_MAX + 1];
 		log_printf(srv->log, LOG_LEVEL_ERROR, "no-upstream",

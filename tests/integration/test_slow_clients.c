@@ -710,6 +710,98 @@ Test(slow, no_upstream_is_502_saying_so)
 	cr_expect_eq(wait_log(want, 1, 3), 1, "%s\n%s", want, logs());
 }
 
+/* Records until FCGI_END_REQUEST on a connection kept open: its status. */
+static int
+kept_answer(int fd, double timeout_s)
+{
+	struct buf in = { 0 };
+	double end = srv_now() + timeout_s;
+	char chunk[65536], *out = calloc(1, 1);
+	size_t off = 0, olen = 0;
+	int ended = 0;
+
+	while (!ended && srv_now() < end) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n <= 0)
+			break;
+		buf_add(&in, chunk, (size_t)n);
+		while (!ended && in.len - off >= 8) {
+			const unsigned char *h = in.p + off;
+			size_t clen = (size_t)h[4] << 8 | h[5], rl = 8 + clen + h[6];
+			if (in.len - off < rl)
+				break;
+			if (h[1] == 6 && clen > 0) {
+				out = realloc(out, olen + clen + 1);
+				memcpy(out + olen, h + 8, clen);
+				olen += clen;
+				out[olen] = '\0';
+			} else if (h[1] == 3) {
+				ended = 1;
+			}
+			off += rl;
+		}
+	}
+	const char *st = strstr(out, "Status: ");
+	int status = !ended ? -1 : st ? atoi(st + 8) : 200;
+	free(out);
+	free(in.p);
+	return status;
+}
+
+/* A request denied before its body was read, on a connection the web
+ * server keeps (nginx fastcgi_keep_conn, Apache enablereuse=on): the rest
+ * of its body is no part of the next request, which is answered on the
+ * same connection; nothing is a bad request (the body's records were read
+ * as the next request: "bad-request ... first record: version 1, type 5",
+ * or from the middle of a record "version 0, type 0", and the connection
+ * closed). */
+Test(slow, a_denied_body_on_a_kept_connection_is_no_next_request)
+{
+	cr_assert_eq(srv_stop(rg, 10), 0);
+	char r[SRV_PATH_MAX + 128];
+	snprintf(r, sizeof(r), "storage memory\nupstream fcgi+unix://%s\n/once 1/hour\n/**  1000/minute\n",
+		 srv_path("app.sock"));
+	srv_write("kept.rules", r, 0644);
+	char listen[SRV_PATH_MAX + 8];
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
+	rg = srv_start_rategate(srv_path("kept.rules"), listen, 2,
+				srv_path("rategate.log"), srv_path("rategate.out"));
+	struct answer a = request("GET", "/once", NULL, 3);
+	cr_assert_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	free(a.out);
+
+	static char body[3000];
+	memset(body, 'x', sizeof(body));
+	int fd = conn();
+	for (int i = 0; i < 3; i++) {
+		struct buf b = { 0 };
+		unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };     /* FCGI_KEEP_CONN */
+		struct buf h = { 0 };
+		head(&h, "POST", "/once", (long)sizeof(body));
+		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		send_buf(fd, &h);
+		/* the body in writes of its own, after the params */
+		srv_sleep_ms(50);
+		record(&b, 5, body, sizeof(body));
+		record(&b, 5, NULL, 0);
+		send_buf(fd, &b);
+		cr_assert_eq(kept_answer(fd, 3), 429, "denial %d\n%s", i, logs());
+		struct buf g = { 0 };
+		head(&g, "GET", "/next", -1);
+		memcpy(g.p + 8, keep, 8);
+		record(&g, 5, NULL, 0);
+		send_buf(fd, &g);
+		cr_assert_eq(kept_answer(fd, 3), 200, "the request after denial %d\n%s", i, logs());
+	}
+	close(fd);
+	char *log = srv_read_text(srv_path("rategate.log"));
+	cr_expect_null(strstr(log, "event=bad-request"), "%s", log);
+	free(log);
+}
+
 /* A CGI script that answers, closes its output and goes on (with a child
  * of its own): its answer comes at once, and a stop kills it with its
  * process group, even though no request is in flight any more (a second
