@@ -886,9 +886,6 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 	return 1;
 }
 
-/* A CONTENT_LENGTH that is not a number: no decision can be made (the
- * body's size is part of it), so a 400, a bad-request line naming the
- * client and the path (never the query) and the bad-request count. */
 /* A request answered without its body being read (a denial, a 413, a
  * 400, no upstream): on a connection the web server keeps, the rest of the
  * request's FCGI_STDIN stream is still on its way, ahead of the next
@@ -930,6 +927,9 @@ skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
 	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
+/* A CONTENT_LENGTH that is not a number: no decision can be made (the
+ * body's size is part of it), so a 400, a bad-request line naming the
+ * client and the path (never the query) and the bad-request count. */
 static void
 bad_content_length(struct worker *w, size_t np, const struct rl_request *rq,
 		   enum respond_format f)
