@@ -229,10 +229,14 @@ static void print_client(FILE *out, const struct shm_key_info *k, int64_t now)
 {
 	fprintf(out, "key: ");
 	print_key(out, k);
+	/* every lease of an in-flight key past its expiry: none is held,
+	 * whatever the count stored at its last acquire says */
+	int lapsed = k->kind == SHM_KIND_INFLIGHT && k->expiry_ms <= now;
 	fprintf(out, "\n  %s, %s %" PRIu64 ", remaining %" PRIu64 ", %s\n",
 		kind_name(k->kind),
 		k->kind == SHM_KIND_INFLIGHT ? "maximum" : "count", k->count,
-		k->remaining,
+		lapsed ? k->count : k->remaining,
+		lapsed ? "no lease held (all expired)" :
 		k->kind == SHM_KIND_INFLIGHT ? "leases held" :
 		k->limiting && k->expiry_ms > now ? "limiting (denied at its last hit)" :
 		"not limiting");

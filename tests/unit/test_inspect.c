@@ -232,6 +232,34 @@ Test(inspect, long_keys_found_by_their_parts)
 	st.ops->destroy(st.impl);
 }
 
+/* An in-flight key: its leases while they last, none once all expired
+ * (it said "leases held" after a holder's kill -9 and the lease's end;
+ * found by a review). */
+Test(inspect, inflight_leases_lapse)
+{
+	struct rl_store st;
+	struct shm_config c = { .path = store_path, .size = 1 << 20,
+				.names = 1 };
+	const char *key = "rg:r/chat:addr=192.0.2.7:inflight/2";
+	uint64_t id, held;
+	struct rl_diag e;
+	char err[512];
+
+	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(st.ops->acquire(st.impl, key, strlen(key), 2, 5000, T0,
+				     &id, &held, &e), 1);
+	cr_expect_eq(held, 1);
+	st.ops->destroy(st.impl);
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "192.0.2.7",
+			 "--now", "1700000001000", NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "  in-flight, maximum 2, remaining 1, leases held\n") != NULL,
+		  "%s", out_text);
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "192.0.2.7",
+			 "--now", "1700000006000", NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "  in-flight, maximum 2, remaining 2, no lease held (all expired)\n") != NULL,
+		  "%s", out_text);
+}
+
 Test(inspect, stats)
 {
 	char want[2048];
