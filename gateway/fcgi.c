@@ -1251,6 +1251,15 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	if (slot_said && o != RL_ALLOW) {
 		d = d2;
 		concurrency = o == RL_DENY;
+		/* a client over its rates as well waits for them, not for a
+		 * slot: looked at without counting (RL_TEST) */
+		struct rl_decision d3;
+		if (concurrency &&
+		    rl_decide(g->rs, &srv->store, &rq, now, RL_TEST, &d3) == RL_DENY &&
+		    d3.retry_ms > d.retry_ms) {
+			d = d3;
+			concurrency = 0;
+		}
 		proxy_header_note(w, g, np, &d);
 	} else {
 		rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);

@@ -805,7 +805,8 @@ Test(responder, concurrency_refusal_consumes_no_rate_budget,
 	start("storage          @STORE@\n"
 	      "upstream         @APP@\n"
 	      "stats            /rategate-status\n"
-	      "/poll            2/minute  concurrency=1\n");
+	      "/poll            2/minute  concurrency=1\n"
+	      "/once            1/minute  concurrency=1\n");
 
 	char url[SRV_PATH_MAX];
 	snprintf(url, sizeof(url), "%s/poll?sleep=1500", base);
@@ -826,6 +827,21 @@ Test(responder, concurrency_refusal_consumes_no_rate_budget,
 	cr_expect_eq(status("GET", "/poll"), 429);
 	/* and a request the rates refuse holds no slot */
 	cr_expect(wait_inflight(0), "a slot was not given back\n%s", logs());
+
+	/* over its slot and its rate at once: told to wait for the rate
+	 * (it was told 1 s, and then denied by the rate) */
+	snprintf(url, sizeof(url), "%s/once?sleep=1500", base);
+	struct bg once = { url, 0 };
+	cr_assert_eq(pthread_create(&th, NULL, bg_get, &once), 0);
+	cr_assert(wait_inflight(1), "the request never was in flight\n%s", logs());
+	struct srv_resp r = req("GET", "/once", NULL, NULL);
+	cr_expect_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests", "%s", logs());
+	char rv[32];
+	const char *ra = srv_header(&r, "Retry-After", rv, sizeof(rv));
+	cr_expect(ra != NULL && atoi(ra) >= 58 && atoi(ra) <= 60, "Retry-After %s", ra ? ra : "-");
+	srv_resp_free(&r);
+	pthread_join(th, NULL);
+	cr_expect_eq(once.status, 200);
 	finish();
 }
 
