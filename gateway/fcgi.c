@@ -1362,6 +1362,8 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		int too_large = res.too_large && !res.client_gone;
 		if (!res.client_gone && !too_large)
 			atomic_fetch_add(&srv->stats.upstream_errors, 1);
+		if (too_large)
+			stats_recount_too_large(&srv->stats, g->stats, &d);
 		char st[40];
 		if (res.status > 0)
 			snprintf(st, sizeof(st), "answered %d", res.status);

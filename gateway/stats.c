@@ -85,6 +85,20 @@ stats_count(struct stats *s, struct stats_rules *sr,
 	}
 }
 
+void
+stats_recount_too_large(struct stats *s, struct stats_rules *sr,
+			const struct rl_decision *d)
+{
+	size_t i = sr->n - 1;
+
+	if (d != NULL && d->rule != NULL && d->rule->index < sr->n - 1)
+		i = d->rule->index;
+	atomic_fetch_sub(&s->allowed, 1);
+	atomic_fetch_sub(&sr->r[i].allowed, 1);
+	atomic_fetch_add(&s->denied[STATS_TOO_LARGE], 1);
+	atomic_fetch_add(&sr->r[i].denied, 1);
+}
+
 /* Does the comma-separated Accept value name this media type (any
  * parameters, q > 0)? */
 static int

@@ -77,6 +77,11 @@ void stats_rules_free(struct stats_rules *sr);     /* NULL-safe */
 void stats_count(struct stats *s, struct stats_rules *sr,
 		 const struct rl_decision *d, int denied,
 		 enum stats_reason reason);
+/* A request counted allowed whose body turned out over max-body while it
+ * streamed (413): moved to the too-large denials, as one refused before
+ * it was passed on is counted. */
+void stats_recount_too_large(struct stats *s, struct stats_rules *sr,
+			     const struct rl_decision *d);
 
 /* What the store says about itself, filled by the caller (the gateway
  * knows which kind it has); fields it cannot know stay -1. */

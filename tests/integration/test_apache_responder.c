@@ -42,6 +42,7 @@ static const char proxy_rules[] =
 	"storage          shm:@DIR@/store?size=8M\n"
 	"headers          on\n"
 	"upstream         fcgi://127.0.0.1:@APP@\n"
+	"stats            /rategate-status\n"
 	"/app/**          3/minute   message=\"app: slow down\"\n"
 	"/upload/**       100/minute\n"
 	"/small/**        100/minute max-body=1000\n";
@@ -241,6 +242,12 @@ Test(apache_responder, proxy_fcgi_passes_requests_intact,
 			   "%s", log);
 	cr_expect_null(strstr(log ? log : "", "upstream-error"), "%s", log);
 	free(log);
+	/* counted as the too-large denial it is, not as allowed (it was) */
+	get("/rategate-status", NULL, &r);
+	cr_assert_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	cr_expect_not_null(strstr(r.body, "\"too_large\":1"), "%s", r.body);
+	cr_expect_not_null(strstr(r.body, "\"allowed\":4,"), "%s", r.body);
+	srv_resp_free(&r);
 }
 
 Test(apache_responder, proxy_fcgi_429_never_reaches_the_app,
