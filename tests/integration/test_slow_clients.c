@@ -209,9 +209,10 @@ struct answer {
 	double took;            /* seconds until END_REQUEST or the close */
 };
 
-/* Read records until FCGI_END_REQUEST and the close, or timeout_s. */
+/* Read records until FCGI_END_REQUEST and the close (to_end: until
+ * FCGI_END_REQUEST only, on a connection kept open), or timeout_s. */
 static struct answer
-answer(int fd, double timeout_s)
+answer_upto(int fd, double timeout_s, int to_end)
 {
 	struct answer a = { 0 };
 	struct buf in = { 0 };
@@ -220,7 +221,7 @@ answer(int fd, double timeout_s)
 	size_t off = 0;
 
 	a.out = calloc(1, 1);
-	while (!a.closed && srv_now() < end) {
+	while (!a.closed && !(to_end && a.ended) && srv_now() < end) {
 		struct pollfd p = { fd, POLLIN, 0 };
 		if (poll(&p, 1, 50) <= 0)
 			continue;
@@ -251,6 +252,13 @@ answer(int fd, double timeout_s)
 	}
 	free(in.p);
 	return a;
+}
+
+/* Records until FCGI_END_REQUEST and the close, or timeout_s. */
+static struct answer
+answer(int fd, double timeout_s)
+{
+	return answer_upto(fd, timeout_s, 0);
 }
 
 /* The answer's status code (its "Status: NNN" line), or 0. */
@@ -710,44 +718,15 @@ Test(slow, no_upstream_is_502_saying_so)
 	cr_expect_eq(wait_log(want, 1, 3), 1, "%s\n%s", want, logs());
 }
 
-/* Records until FCGI_END_REQUEST on a connection kept open: its status. */
+/* The answer on a connection kept open (until FCGI_END_REQUEST): its
+ * status, 200 without a Status line, -1 when it did not end. */
 static int
 kept_answer(int fd, double timeout_s)
 {
-	struct buf in = { 0 };
-	double end = srv_now() + timeout_s;
-	char chunk[65536], *out = calloc(1, 1);
-	size_t off = 0, olen = 0;
-	int ended = 0;
+	struct answer a = answer_upto(fd, timeout_s, 1);
+	int status = !a.ended ? -1 : status_of(&a) ? status_of(&a) : 200;
 
-	while (!ended && srv_now() < end) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		if (poll(&p, 1, 50) <= 0)
-			continue;
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n <= 0)
-			break;
-		buf_add(&in, chunk, (size_t)n);
-		while (!ended && in.len - off >= 8) {
-			const unsigned char *h = in.p + off;
-			size_t clen = (size_t)h[4] << 8 | h[5], rl = 8 + clen + h[6];
-			if (in.len - off < rl)
-				break;
-			if (h[1] == 6 && clen > 0) {
-				out = realloc(out, olen + clen + 1);
-				memcpy(out + olen, h + 8, clen);
-				olen += clen;
-				out[olen] = '\0';
-			} else if (h[1] == 3) {
-				ended = 1;
-			}
-			off += rl;
-		}
-	}
-	const char *st = strstr(out, "Status: ");
-	int status = !ended ? -1 : st ? atoi(st + 8) : 200;
-	free(out);
-	free(in.p);
+	free(a.out);
 	return status;
 }
 
