@@ -643,17 +643,34 @@ Test(redis, one_evalsha_per_apply_none_when_cached)
 	st.ops->destroy(st.impl);
 }
 
+/* What rategate inspect --reset does: the key deleted and a new epoch
+ * written (under the key prefix prefix, NULL: "rg"), by a store of its
+ * own without a cache. */
+static void
+reset_as_inspect(const char *prefix, const char *key)
+{
+	struct rl_store in;
+	struct redis_config ci = config(&srv);
+	char e[256];
+
+	ci.key_prefix = prefix;
+	ci.cache_off = 1;
+	open_ok(&ci, &in);
+	freeReplyObject(raw(&srv, NULL, "DEL %s", key));
+	cr_assert_eq(store_redis_new_epoch(store_redis_of(&in), e, sizeof(e)), 0, "%s", e);
+	in.ops->destroy(in.impl);
+}
+
 /* The over-limit cache never outlives Redis's state: inspect --reset (a
  * new epoch) or a Redis that restarted empty (no epoch at all) empties
  * every gateway's cache within REDIS_EPOCH_CHECK_MS, and the next request
  * is decided by Redis again. */
 Test(redis, cache_emptied_by_a_reset_or_an_empty_redis)
 {
-	struct rl_store st, in;
-	struct redis_config c = config(&srv), ci = config(&srv);
+	struct rl_store st;
+	struct redis_config c = config(&srv);
 	struct rl_diag err = { 0, "" };
 	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
-	char e[256];
 
 	open_ok(&c, &st);
 	cr_expect(sv_hit(&st, "ban", one, 0).allowed);
@@ -661,12 +678,7 @@ Test(redis, cache_emptied_by_a_reset_or_an_empty_redis)
 	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* the cache */
 	cr_expect_eq(stats(&st).cache_denied, 1);
 
-	/* rategate inspect --reset: the key deleted, a new epoch */
-	ci.cache_off = 1;
-	open_ok(&ci, &in);
-	freeReplyObject(raw(&srv, NULL, "DEL ban"));
-	cr_assert_eq(store_redis_new_epoch(store_redis_of(&in), e, sizeof(e)), 0, "%s", e);
-	in.ops->destroy(in.impl);
+	reset_as_inspect(NULL, "ban");
 	/* within the check interval the cache still answers ... */
 	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);
 	cr_expect_eq(stats(&st).cache_denied, 2);
@@ -693,21 +705,16 @@ Test(redis, cache_emptied_by_a_reset_or_an_empty_redis)
  * under an unknown epoch (it was, and outlived both until its own end). */
 Test(redis, cache_emptied_by_a_reset_before_its_first_check)
 {
-	struct rl_store st, in;
-	struct redis_config c = config(&srv), ci = config(&srv);
+	struct rl_store st;
+	struct redis_config c = config(&srv);
 	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
-	char e[256];
 
 	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
 	open_ok(&c, &st);
 	cr_expect(sv_hit(&st, "ban", one, 0).allowed);
 	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* Redis */
 	/* rategate inspect --reset before any request met the cache */
-	ci.cache_off = 1;
-	open_ok(&ci, &in);
-	freeReplyObject(raw(&srv, NULL, "DEL ban"));
-	cr_assert_eq(store_redis_new_epoch(store_redis_of(&in), e, sizeof(e)), 0, "%s", e);
-	in.ops->destroy(in.impl);
+	reset_as_inspect(NULL, "ban");
 	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
 	cr_expect(sv_hit(&st, "ban", one, 0).allowed, "the ban outlived the reset");
 	cr_expect_eq(stats(&st).cache_denied, 0);
@@ -729,10 +736,9 @@ Test(redis, cache_emptied_by_a_reset_before_its_first_check)
  * new prefix never reached it; found by a review). */
 Test(redis, cache_follows_a_new_key_prefix)
 {
-	struct rl_store st, in;
-	struct redis_config c = config(&srv), ci = config(&srv);
+	struct rl_store st;
+	struct redis_config c = config(&srv);
 	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
-	char e[256];
 
 	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
 	c.key_prefix = "aa";
@@ -749,12 +755,7 @@ Test(redis, cache_follows_a_new_key_prefix)
 	cr_expect_eq(cmdstat("evalsha"), before + 1);
 	cr_expect_eq(raw_int(&srv, "EXISTS %s", "bb.epoch"), 1);
 	/* rategate inspect --reset with the new rules */
-	ci.key_prefix = "bb";
-	ci.cache_off = 1;
-	open_ok(&ci, &in);
-	freeReplyObject(raw(&srv, NULL, "DEL pk"));
-	cr_assert_eq(store_redis_new_epoch(store_redis_of(&in), e, sizeof(e)), 0, "%s", e);
-	in.ops->destroy(in.impl);
+	reset_as_inspect("bb", "pk");
 	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
 	cr_expect(sv_hit(&st, "pk", one, 0).allowed, "the ban outlived the reset");
 	st.ops->destroy(st.impl);
