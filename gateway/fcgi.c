@@ -1237,14 +1237,28 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	/* The in-flight slot first, then the rates, so that a request the
 	 * slot refuses (Retry-After 1) consumes no rate budget: a denied
 	 * request consumes nothing.  A slot taken for a request the rates
-	 * then refuse is given back at once.  (A rule without concurrency=
-	 * takes no slot; a request identify() settles, exempt or missing its
-	 * key, has no lease key and is decided by rl_decide as before.) */
+	 * then refuse is given back at once.  But rates that deny already
+	 * answer first (RL_PEEK: exact on a local store, Redis's over-limit
+	 * cache at no round trip), so that a client they refuse costs no slot
+	 * taken and given back, and its denied hit moves its elastic windows.
+	 * (A rule without concurrency= takes no slot; a request identify()
+	 * settles, exempt or missing its key, has no lease key and is
+	 * decided by rl_decide as before.) */
 	struct rl_decision d2;
 	enum rl_outcome o = RL_ALLOW;
-	if (rl_ruleset_max_inflight(g->rs) > 0)  /* else: no rule takes one */
-		o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
-				      g->s->lease_ms, &lease, &d2);
+	int counted = 0;        /* the rates took this request's hit */
+	int slot_dry = 0;       /* d2: a dry-run concurrency= would-be denial */
+	if (rl_ruleset_max_inflight(g->rs) > 0) {  /* else: no rule takes one */
+		if (rl_decide(g->rs, &srv->store, &rq, now, RL_PEEK, &d) == RL_DENY) {
+			rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+			counted = 1;
+		}
+		/* (allowed after all, the state having moved in between: the
+		 * hit is counted, and a slot refused now wastes it) */
+		if (!counted || d.outcome == RL_ALLOW)
+			o = rl_inflight_begin(g->rs, &srv->store, &rq, now,
+					      g->s->lease_ms, &lease, &d2);
+	}
 	int slot_said = lease.key_len > 0 && !lease.held;
 	if (o == RL_STORE_ERROR && slot_said && store_failed(srv, g, &d2))
 		o = RL_ALLOW;
@@ -1252,17 +1266,21 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		d = d2;
 		concurrency = o == RL_DENY;
 		/* a client over its rates as well waits for them, not for a
-		 * slot: looked at without counting (RL_TEST) */
+		 * slot: looked at without counting, and then, when they deny,
+		 * hit (a denied hit consumes nothing but moves elastic
+		 * windows) */
 		struct rl_decision d3;
-		if (concurrency &&
+		if (concurrency && !counted &&
 		    rl_decide(g->rs, &srv->store, &rq, now, RL_TEST, &d3) == RL_DENY &&
+		    rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d3) == RL_DENY &&
 		    d3.retry_ms > d.retry_ms) {
 			d = d3;
 			concurrency = 0;
 		}
 		proxy_header_note(w, g, np, &d);
 	} else {
-		rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
+		if (!counted)
+			rl_decide(g->rs, &srv->store, &rq, now, RL_HIT, &d);
 		proxy_header_note(w, g, np, &d);
 		if (d.outcome == RL_STORE_ERROR)
 			store_failed(srv, g, &d);
@@ -1276,9 +1294,10 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		 * in the log and the statistics as a would-be denial */
 		if (slot_said && o == RL_ALLOW && d2.would_deny &&
 		    d.outcome == RL_ALLOW && !d.would_deny) {
-			d.would_deny = 1;
-			d.retry_ms = d2.retry_ms;
-			memcpy(d.error, d2.error, sizeof(d.error));
+			d.would_deny = 1;       /* counted so */
+			/* logged as the slot's, as its denial would be; the
+			 * answer's headers stay the rates' */
+			slot_dry = 1;
 		}
 	}
 	struct respond_opts ro = g->ropts;
@@ -1295,7 +1314,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		return;
 	}
 	stats_count(&srv->stats, g->stats, &d, 0, STATS_RATE);
-	log_decision(srv->log, &lr, &d, 200);   /* dry-run denials */
+	log_decision(srv->log, &lr, slot_dry ? &d2 : &d, 200);  /* dry-run denials */
 
 	struct backend *b = g->backends[d.upstream_rule != NULL ? d.upstream_rule->index : rl_ruleset_nrules(g->rs)];
 	if (b == NULL) {

@@ -926,6 +926,18 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 	if (n == 0)
 		return 0;
 	t0 = clock_mono_ms();
+	if (mode == RL_PEEK) {
+		/* the over-limit cache's denials, nothing asked of Redis */
+		static const struct rl_verdict unknown = { 1, 0, 0, 0, 0 };
+		if (r->cache && cache_deny(r->cache, ops, n, RL_TEST, t0) &&
+		    !epoch_changed(r, t0)) {
+			atomic_fetch_add(&r->cache_denied, 1);
+			return 0;
+		}
+		for (size_t i = 0; i < n; i++)
+			ops[i].v = unknown;
+		return 0;
+	}
 	if (r->cache && cache_deny(r->cache, ops, n, mode, t0)) {
 		if (!epoch_changed(r, t0)) {
 			atomic_fetch_add(&r->cache_denied, 1);

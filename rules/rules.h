@@ -203,7 +203,11 @@ int rl_inflight_release(uint64_t *state, uint64_t max, int64_t now_ms,
 
 enum rl_mode {
 	RL_TEST = 0,    /* decide, change nothing (headers without a hit) */
-	RL_HIT          /* decide and, when every op allows, consume all */
+	RL_HIT,         /* decide and, when every op allows, consume all */
+	RL_PEEK         /* as RL_TEST from what the store knows without asking
+			   anyone: a local store is exact; a remote one (Redis)
+			   answers from its over-limit cache and allows the
+			   rest, at no round trip */
 };
 
 /* One key's step inside a batch.  key is not NUL-terminated necessarily.

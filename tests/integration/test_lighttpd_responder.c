@@ -806,7 +806,8 @@ Test(responder, concurrency_refusal_consumes_no_rate_budget,
 	      "upstream         @APP@\n"
 	      "stats            /rategate-status\n"
 	      "/poll            2/minute  concurrency=1\n"
-	      "/once            1/minute  concurrency=1\n");
+	      "/once            1/minute  concurrency=1\n"
+	      "/el              1/minute  concurrency=1 strategy=fixed-window-elastic-expiry\n");
 
 	char url[SRV_PATH_MAX];
 	snprintf(url, sizeof(url), "%s/poll?sleep=1500", base);
@@ -842,6 +843,21 @@ Test(responder, concurrency_refusal_consumes_no_rate_budget,
 	srv_resp_free(&r);
 	pthread_join(th, NULL);
 	cr_expect_eq(once.status, 200);
+
+	/* ... and its denied hit moves its elastic window: a minute from
+	 * this request, not from the first (it was looked at only, and told
+	 * 59 after 1.2 s) */
+	snprintf(url, sizeof(url), "%s/el?sleep=2500", base);
+	struct bg el = { url, 0 };
+	cr_assert_eq(pthread_create(&th, NULL, bg_get, &el), 0);
+	cr_assert(wait_inflight(1), "the request never was in flight\n%s", logs());
+	srv_sleep_ms(1200);
+	r = req("GET", "/el", NULL, NULL);
+	cr_expect_str_eq(r.status_line, "HTTP/1.1 429 Too Many Requests", "%s", logs());
+	expect_hdr(&r, "Retry-After", "60");
+	srv_resp_free(&r);
+	pthread_join(th, NULL);
+	cr_expect_eq(el.status, 200);
 	finish();
 }
 

@@ -46,8 +46,9 @@ static const char lighttpd_conf[] =
 	"fastcgi.server = ( \"/\" => ( @BACKENDS@ ) )\n";
 
 static const char backend[] =
-	"\"rg@N@\" => ( \"mode\" => \"authorizer\", \"socket\" => \"@DIR@/rg@N@.sock\", "
+	"\"rg@N@\" => ( \"mode\" => \"@MODE@\", \"socket\" => \"@DIR@/rg@N@.sock\", "
 	"\"check-local\" => \"disable\" )";
+static const char *mode = "authorizer";        /* or "responder" */
 
 static int redis_port;
 static pid_t redis_pid;
@@ -63,6 +64,7 @@ setup(void)
 	srv_setup();
 	redis_pid = lighttpd = 0;
 	nrg = 0;
+	mode = "authorizer";
 	cr_assert_eq(mkdir(srv_path("docroot"), 0755), 0);
 	cr_assert_eq(mkdir(srv_path("redis"), 0700), 0);
 	srv_write("docroot/static.txt", "static file content\n", 0644);
@@ -189,7 +191,8 @@ start_gateways(const char *rules, int n)
 		snprintf(sock, sizeof(sock), "unix:%s", srv_path(rel));
 		rg[i] = srv_start_rategate(srv_path("site.rules"), sock, 4, log_of(i),
 					   srv_path(out));
-		const char *bp[] = { "@N@", nbuf, "@DIR@", srv_dir, NULL };
+		const char *bp[] = { "@N@", nbuf, "@DIR@", srv_dir,
+				     "@MODE@", mode, NULL };
 		char *b = srv_subst(backend, bp);
 		fprintf(m, "%s%s", i ? ",\n    " : "", b);
 		free(b);
@@ -570,4 +573,54 @@ Test(redis_gateway, redis_down_at_start_is_logged_in_the_log_file,
 	cr_expect_eq(st, 200, "%s", logs());
 	cr_expect_eq(count_in_log(0, "event=store-up"), 1, "%s", logs());
 	stop_gateways();
+}
+
+/* ------------------------------------------------------------------ */
+/* The over-limit cache and concurrency=                               */
+
+static long long
+evalsha_calls(void)
+{
+	redisContext *c = redis();
+	redisReply *r = redisCommand(c, "INFO commandstats");
+	long long n = 0;
+
+	cr_assert(r != NULL && r->type == REDIS_REPLY_STRING);
+	const char *p = strstr(r->str, "cmdstat_evalsha:calls=");
+	if (p != NULL)
+		n = atoll(p + strlen("cmdstat_evalsha:calls="));
+	freeReplyObject(r);
+	redisFree(c);
+	return n;
+}
+
+/* A client its rates deny, on a concurrency= rule (responder mode), costs
+ * Redis nothing: the over-limit cache answers before any slot is taken
+ * (a slot was taken and given back, two EVALSHA per request of the flood;
+ * found by a review). */
+Test(redis_gateway, a_denied_flood_on_a_concurrency_rule_costs_redis_nothing,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char rules[SRV_PATH_MAX + 256];
+
+	start_redis();
+	pid_t app = srv_start_echo_fcgi(0, srv_path("app.sock"), 4, srv_path("count"));
+	snprintf(rules, sizeof(rules),
+		 "storage redis://127.0.0.1:@REDIS@/0\n"
+		 "key-prefix rgtest-%ld\n"
+		 "upstream fcgi+unix://%s\n"
+		 "/chat 1/hour concurrency=2\n", (long)getpid(), srv_path("app.sock"));
+	mode = "responder";
+	start_gateways(rules, 1);
+	cr_expect_eq(get_status("/chat"), 200, "%s", logs());
+	long long before = evalsha_calls();
+	cr_expect_eq(get_status("/chat"), 429, "%s", logs());  /* Redis says */
+	/* the slot's acquire and release, the rates' apply */
+	cr_expect_eq(evalsha_calls() - before, 3);
+	before = evalsha_calls();
+	for (int i = 0; i < 10; i++)
+		cr_expect_eq(get_status("/chat"), 429);
+	cr_expect_eq(evalsha_calls() - before, 0, "the denied flood went to Redis");
+	stop_gateways();
+	srv_stop(app, 5);
 }
