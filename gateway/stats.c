@@ -95,6 +95,8 @@ stats_recount_too_large(struct stats *s, struct stats_rules *sr,
 		i = d->rule->index;
 	atomic_fetch_sub(&s->allowed, 1);
 	atomic_fetch_sub(&sr->r[i].allowed, 1);
+	if (d != NULL && d->would_deny)         /* refused after all */
+		atomic_fetch_sub(&s->dry_run_denied, 1);
 	atomic_fetch_add(&s->denied[STATS_TOO_LARGE], 1);
 	atomic_fetch_add(&sr->r[i].denied, 1);
 }

@@ -110,8 +110,9 @@ struct redis_store {
 	 * when the cache is about to deny. */
 	char epoch_key[80];
 	pthread_mutex_t epoch_mu;
-	char epoch[33];
+	char epoch[33];         /* "?": Redis refuses to say (logged once) */
 	atomic_int_fast64_t epoch_checked;      /* monotonic ms */
+	atomic_int epoch_refused_logged;
 
 	struct log *_Atomic log;
 	struct log *own_log;
@@ -203,7 +204,8 @@ static struct conn *conn_open(struct redis_store *r, char *msg, size_t cap,
 	redisReply *rep[3] = { NULL, NULL, NULL };
 	/* SELECT even db 0: an unauthenticated client gets NOAUTH for it,
 	 * before SCRIPT LOAD's body is refused as a protocol error. */
-	int nrep = 0, want_auth = r->password != NULL, want_db = 1;
+	int nrep = 0, want_auth = r->password != NULL || r->user != NULL;
+	int want_db = 1;
 	struct conn *cn = NULL;
 
 	*why = FAIL_DOWN;
@@ -226,8 +228,9 @@ static struct conn *conn_open(struct redis_store *r, char *msg, size_t cap,
 	}
 	atomic_fetch_add(&r->connects, 1);
 	redisSetTimeout(c, tv_of(r->c.timeout_ms));
-	if (want_auth && r->user != NULL)
-		redisAppendCommand(c, "AUTH %s %s", r->user, r->password);
+	if (want_auth && r->user != NULL)      /* a nopass user: any password */
+		redisAppendCommand(c, "AUTH %s %s", r->user,
+				   r->password ? r->password : "");
 	else if (want_auth)
 		redisAppendCommand(c, "AUTH %s", r->password);
 	if (want_db)
@@ -866,6 +869,19 @@ static int epoch_read(struct redis_store *r)
 		changed = r->epoch[0] != '\0' && strncmp(r->epoch, now_epoch, 32) != 0;
 		snprintf(r->epoch, sizeof(r->epoch), "%.32s", now_epoch);
 		pthread_mutex_unlock(&r->epoch_mu);
+	} else if (rep->type == REDIS_REPLY_ERROR) {
+		/* a Redis before 7 (no SET NX GET) or a user not allowed the
+		 * key: the cache works without it, as known under an epoch
+		 * that never changes, rather than asking on every denial */
+		pthread_mutex_lock(&r->epoch_mu);
+		if (r->epoch[0] == '\0' && strcmp(key, r->epoch_key) == 0)
+			snprintf(r->epoch, sizeof(r->epoch), "?");
+		pthread_mutex_unlock(&r->epoch_mu);
+		if (atomic_exchange(&r->epoch_refused_logged, 1) == 0)
+			log_printf(log_of(r), LOG_LEVEL_WARN, "store-epoch",
+				   "%s: SET %s ... NX GET failed: %.200s: the over-limit cache cannot see rategate inspect --reset or a Redis restarted empty, so a ban it holds lasts its wait (needs Redis 7 and a user allowed that key)",
+				   r->where, key, rep->str);
+		changed = 0;
 	}
 	freeReplyObject(rep);
 	pool_put(r, cn);

@@ -897,7 +897,9 @@ rl_key_name_compact(const char *key, size_t len, char *out, size_t cap,
 		size_t e = p;
 		while (e < o && buf[e] != ':')
 			e++;
-		if (part_label(buf + p, e - p) == 0 && e - p > best_len) {
+		/* not the prefix (the first field) nor the limit (the last) */
+		if (p > 0 && e < o &&
+		    part_label(buf + p, e - p) == 0 && e - p > best_len) {
 			best = p;
 			best_len = e - p;
 		}

@@ -232,6 +232,23 @@ Test(inspect, long_keys_found_by_their_parts)
 	st.ops->destroy(st.impl);
 }
 
+/* The name's "..." is never put in the limit (the last field) or the
+ * prefix: a key with nothing else to shorten is cut at its end instead. */
+Test(inspect, compaction_keeps_the_limit_whole)
+{
+	char key[256], out[112], k60[61];
+	int cut;
+
+	memset(k60, 'k', 60);
+	k60[60] = '\0';
+	snprintf(key, sizeof(key), "rg:r/a:v.REMOTE_USER=%s+addr=192.0.2.7:bw/1000000000k/3153600000000/sw", k60);
+	size_t n = rl_key_name_compact(key, strlen(key), out, sizeof(out), &cut);
+	cr_expect_eq(cut, 1);
+	cr_expect_eq(n, 112);
+	cr_expect(memcmp(out, key, 112) == 0);
+	cr_expect_null(memmem(out, n, "...", 3), "a \"...\" in the limit or prefix");
+}
+
 /* An in-flight key: its leases while they last, none once all expired
  * (it said "leases held" after a holder's kill -9 and the lease's end;
  * found by a review). */
