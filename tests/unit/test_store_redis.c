@@ -460,7 +460,7 @@ Test(redis, ttl_stays_at_the_window_end)
 	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
 		struct rl_step p = sv_limit(k[i].s, 5, 60000);
 		struct rl_verdict v1 = sv_hit(&st, k[i].key, p, clock_wall_ms());
-		sleep_ms(100);
+		sleep_ms(400);
 		struct rl_verdict v2 = sv_hit(&st, k[i].key, p, clock_wall_ms());
 		long long ttl = raw_int(&srv, "PTTL %s", k[i].key);
 		long long want = (long long)(v2.reset_ms - clock_wall_ms());
@@ -468,10 +468,11 @@ Test(redis, ttl_stays_at_the_window_end)
 		cr_expect(v1.allowed && v2.allowed, "%s: allowed", k[i].key);
 		cr_expect_eq(v2.remaining, 3, "%s: remaining %" PRIu64, k[i].key,
 			     v2.remaining);
-		/* on this host's clock, read a moment apart from Redis's */
-		cr_expect(llabs((long long)(v2.reset_ms - v1.reset_ms)) <= 5,
+		/* on this host's clock, read a round trip apart from Redis's
+		 * (tens of ms under valgrind): a moved window is 400 ms off */
+		cr_expect(llabs((long long)(v2.reset_ms - v1.reset_ms)) <= 150,
 			  "%s: the window moved", k[i].key);
-		cr_expect(ttl > 0 && llabs(ttl - want) <= 50,
+		cr_expect(ttl > 0 && llabs(ttl - want) <= 150,
 			  "%s: PTTL %lld, expected %lld (the window's end)",
 			  k[i].key, ttl, want);
 	}
