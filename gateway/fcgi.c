@@ -809,6 +809,9 @@ proxy_header_note(struct worker *w, const struct gen *g, size_t np,
 			   hdr, d->client, n, n == 1 ? "" : "s");
 }
 
+static void skip_unread_body(struct worker *w, const struct rl_request *rq,
+			     int length_ok);
+
 /* The statistics endpoint, when path is its path.  Only REMOTE_ADDR --
  * the peer of the web server, never a forwarded header -- is checked
  * against stats-allow.  Returns 1 when the request was answered. */
@@ -883,6 +886,9 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 			     g->stats, &st, now, (long)getpid());
 	}
 	send_out(w);
+	/* a body sent with it (any client may POST to the path) is no part
+	 * of the next request on a connection the web server keeps */
+	skip_unread_body(w, rq, 1);
 	return 1;
 }
 

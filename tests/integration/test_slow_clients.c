@@ -922,3 +922,37 @@ Test(slow_clients, hup_during_start_up_is_a_reload_not_a_death,
 	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
 	close(lfd);
 }
+
+/* A body sent to the statistics path (by a client in stats-allow or not:
+ * any client may POST there) on a connection the web server keeps is no
+ * part of the next request: no bad-request line, no bad_request count. */
+Test(slow, a_body_to_the_stats_path_on_a_kept_connection_is_no_next_request)
+{
+	static char body[3000];
+	memset(body, 'x', sizeof(body));
+	int fd = conn();
+	for (int i = 0; i < 2; i++) {
+		unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };     /* FCGI_KEEP_CONN */
+		struct buf h = { 0 }, b = { 0 }, g = { 0 };
+		head(&h, "POST", "/rg-stats", (long)sizeof(body));
+		memcpy(h.p + 8, keep, 8);
+		send_buf(fd, &h);
+		srv_sleep_ms(50);
+		record(&b, 5, body, sizeof(body));
+		record(&b, 5, NULL, 0);
+		send_buf(fd, &b);
+		cr_assert_eq(kept_answer(fd, 3), 200, "stats %d\n%s", i, logs());
+		head(&g, "GET", "/next", -1);
+		memcpy(g.p + 8, keep, 8);
+		record(&g, 5, NULL, 0);
+		send_buf(fd, &g);
+		cr_assert_eq(kept_answer(fd, 3), 200, "the request after stats %d\n%s", i, logs());
+	}
+	close(fd);
+	char *log = srv_read_text(srv_path("rategate.log"));
+	cr_expect_null(strstr(log, "event=bad-request"), "%s", log);
+	free(log);
+	char *st = stats();
+	cr_expect_not_null(strstr(st, "\"bad_request\":0"), "%s", st);
+	free(st);
+}
