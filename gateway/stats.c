@@ -41,11 +41,18 @@ stats_rules_new(const struct rl_ruleset *rs, const struct stats_rules *old)
 		}
 		uint64_t a = 0, d = 0;
 		/* Carry over: the same pattern in the same file (its line
-		 * may have moved). */
+		 * may have moved).  A file may hold one pattern several
+		 * times (methods=POST, methods=GET): the k-th such rule
+		 * takes the k-th one's totals, never another's. */
+		size_t k = 0;
+		for (size_t j = 0; j < i && j < n; j++)
+			if (strcmp(sr->r[j].name, r->name) == 0 &&
+			    strcmp(sr->r[j].file, r->file) == 0)
+				k++;
 		for (size_t j = 0; old != NULL && j < old->n; j++) {
 			const struct stats_rule *o = &old->r[j];
 			if (strcmp(o->name, r->name) == 0 &&
-			    strcmp(o->file, r->file) == 0) {
+			    strcmp(o->file, r->file) == 0 && k-- == 0) {
 				a = atomic_load(&o->allowed);
 				d = atomic_load(&o->denied);
 				break;

@@ -178,3 +178,36 @@ Test(stats, rule_names_are_escaped_and_utf8)
 	stats_rules_free(sr);
 	rl_ruleset_free(rs);
 }
+
+/* One pattern twice in a file (methods=POST, methods=GET): after a
+ * reload each rule keeps its own totals; the second never takes the
+ * first's (found by a review: both got the first rule's totals). */
+Test(stats, carry_over_of_a_pattern_written_twice)
+{
+	const char *text = "storage memory\n/login 5/minute methods=POST\n/login 100/minute methods=GET\n";
+	struct rl_ruleset *rs = load(text);
+	struct stats s;
+	struct rl_decision d;
+
+	memset(&s, 0, sizeof(s));
+	struct stats_rules *sr = stats_rules_new(rs, NULL);
+	cr_assert_eq(sr->n, 3);
+	memset(&d, 0, sizeof(d));
+	d.outcome = RL_ALLOW;
+	d.rule = rl_ruleset_rule(rs, 0);
+	for (int i = 0; i < 3; i++)
+		stats_count(&s, sr, &d, 0, STATS_RATE);
+	d.rule = rl_ruleset_rule(rs, 1);
+	stats_count(&s, sr, &d, 1, STATS_RATE);
+	struct rl_ruleset *rs2 = load(text);
+	struct stats_rules *sr2 = stats_rules_new(rs2, sr);
+	for (size_t i = 0; i < 2; i++) {
+		cr_assert_eq(sr2->r[i].line, sr->r[i].line);
+		cr_assert_eq(atomic_load(&sr2->r[i].allowed), atomic_load(&sr->r[i].allowed), "rule %zu", i);
+		cr_assert_eq(atomic_load(&sr2->r[i].denied), atomic_load(&sr->r[i].denied), "rule %zu", i);
+	}
+	stats_rules_free(sr);
+	stats_rules_free(sr2);
+	rl_ruleset_free(rs);
+	rl_ruleset_free(rs2);
+}
