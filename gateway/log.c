@@ -249,6 +249,37 @@ put(struct line *ln, const char *s, size_t n)
 	ln->len += n;
 }
 
+static void puts_(struct line *ln, const char *s);
+
+/* Bytes put may still write. */
+static size_t
+room(const struct line *ln)
+{
+	return sizeof(ln->buf) - 4 - ln->len;
+}
+
+/* A field's head (" name=" or ,"name":") when the line has room for it
+ * and a value's closing "...\"" after it; else the field is left out
+ * (the line is full), so that no line ends inside a quoted value. */
+static int
+field_head(struct line *ln, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n + 4 + 4 > room(ln))
+		return 0;
+	if (ln->json) {
+		put(ln, ",\"", 2);
+		puts_(ln, name);
+		put(ln, "\":\"", 3);
+	} else {
+		put(ln, " ", 1);
+		puts_(ln, name);
+		put(ln, "=", 1);
+	}
+	return 1;
+}
+
 static void
 puts_(struct line *ln, const char *s)
 {
@@ -309,11 +340,17 @@ field_json(struct line *ln, const char *name, const char *v, size_t n,
 {
 	static const char hex[] = "0123456789abcdef";
 
-	put(ln, ",\"", 2);
-	puts_(ln, name);
-	put(ln, "\":\"", 3);
+	if (!field_head(ln, name))
+		return;
 	for (size_t i = 0; i < n;) {
 		unsigned char c = (unsigned char)v[i];
+		/* room for the longest escape (6 bytes) and the closing
+		 * "...\"": a line is cut between characters, never inside
+		 * an escape or a string */
+		if (room(ln) < 6 + 4) {
+			cut = 1;
+			break;
+		}
 		if (c == '"' || c == '\\') {
 			char e[2] = { '\\', (char)c };
 			put(ln, e, 2);
@@ -361,16 +398,19 @@ field(struct line *ln, const char *name, const char *v, size_t n, size_t max)
 		field_json(ln, name, v, n, cut);
 		return;
 	}
-	put(ln, " ", 1);
-	puts_(ln, name);
-	put(ln, "=", 1);
-	if (!cut && !needs_quotes(v, n)) {
+	if (!field_head(ln, name))
+		return;
+	if (!cut && !needs_quotes(v, n) && n <= room(ln)) {
 		put(ln, v, n);
 		return;
 	}
 	put(ln, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)v[i];
+		if (room(ln) < 4 + 4) {         /* an escape, then "...\"" */
+			cut = 1;
+			break;
+		}
 		if (c == '"' || c == '\\') {
 			char e[2] = { '\\', (char)c };
 			put(ln, e, 2);
@@ -408,6 +448,8 @@ field_i64(struct line *ln, const char *name, int64_t v)
 
 	if (ln->json) {
 		/* a number, not a string */
+		if (strlen(name) + (size_t)n + 4 > room(ln))
+			return;         /* the line is full: left out whole */
 		put(ln, ",\"", 2);
 		puts_(ln, name);
 		put(ln, "\":", 2);

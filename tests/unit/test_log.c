@@ -393,3 +393,28 @@ Test(log, fatal_line)
 	cr_assert_eq(strncmp(s, "{\"time\":\"", 9), 0, "%s", s);
 	cr_assert_not_null(strstr(s, "Z\",\"level\":\"error\",\"event\":\"crash\",\"msg\":\"SIGBUS\"}\n"), "%s", s);
 }
+
+/* A line longer than LOG_LINE_MAX once escaped (a msg naming a request
+ * whose method and path are control bytes or invalid UTF-8, an
+ * application's stderr line) is cut between two escapes, its value
+ * closed: a JSON line stays one valid object, a logfmt value keeps its
+ * closing quote (found by a review: the line was cut inside an escape,
+ * "\u000}", with no closing quote). */
+Test(log, a_line_cut_at_its_limit_stays_well_formed)
+{
+	char msg[1600];
+
+	memset(msg, '\x01', sizeof(msg) - 1);
+	msg[sizeof(msg) - 1] = '\0';
+	log_printf(lg, LOG_LEVEL_ERROR, "upstream-error", "%s", msg);
+	log_set_json(lg, 1);
+	log_printf(lg, LOG_LEVEL_ERROR, "upstream-error", "%s", msg);
+	char *c = contents();
+	char *second = strchr(c, '\n');
+	cr_assert_not_null(second);
+	*second++ = '\0';
+	size_t l1 = strlen(c), l2 = strlen(second);
+	cr_assert(l1 <= LOG_LINE_MAX && l2 <= LOG_LINE_MAX + 1, "%zu %zu", l1, l2);
+	cr_assert(l1 > 16 && strcmp(c + l1 - 8, "\\x01...\"") == 0, "%s", c + l1 - 16);
+	cr_assert(l2 > 16 && strcmp(second + l2 - 12, "\\u0001...\"}\n") == 0, "%s", second + l2 - 16);
+}
