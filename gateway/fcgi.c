@@ -809,8 +809,46 @@ proxy_header_note(struct worker *w, const struct gen *g, size_t np,
 			   hdr, d->client, n, n == 1 ? "" : "s");
 }
 
-static void skip_unread_body(struct worker *w, const struct rl_request *rq,
-			     int length_ok);
+/* A request answered without its body being read (a denial, a 413, a
+ * 400, no upstream): on a connection the web server keeps, the rest of the
+ * request's FCGI_STDIN stream is still on its way, ahead of the next
+ * request, and libfcgi drops what of it its buffer holds when the request
+ * ends.  The next request was then read from the middle of that stream:
+ * logged as a bad request ("first record: version 0, type 0 ..." or
+ * "type 5"), counted in bad_request, and the connection closed (found by
+ * a review).  A body of known length up to FCGI_BODY_PREFETCH bytes (and
+ * the empty record of a request without one) is read and dropped here,
+ * each read waiting at most FCGI_LINGER_IDLE_MS; a larger or chunked body,
+ * or a web server that stops sending it, ends the connection instead
+ * (libfcgi's close takes the rest without a reset). */
+static void
+skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
+{
+	FCGX_Request *q = &w->req;
+	char sink[4096];
+
+	if (!q->keepConnection || q->ipcFd < 0 || FCGX_HasSeenEOF(q->in))
+		return;
+	if (!length_ok || rq->body_unknown || rq->body_bytes > FCGI_BODY_PREFETCH) {
+		q->keepConnection = 0;
+		return;
+	}
+	FCGX_FFlush(q->out);    /* the answer first: it does not wait on this */
+	struct timeval tv = { 0, FCGI_LINGER_IDLE_MS * 1000 };
+	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	uint64_t left = rq->body_bytes + 1;
+	while (left > 0 && !FCGX_HasSeenEOF(q->in) && FCGX_GetError(q->in) == 0) {
+		int n = FCGX_GetStr(sink, (int)sizeof(sink), q->in);
+		if (n <= 0)
+			break;
+		left = (uint64_t)n >= left ? 0 : left - (uint64_t)n;
+	}
+	if (!FCGX_HasSeenEOF(q->in) || FCGX_GetError(q->in) != 0)
+		q->keepConnection = 0;
+	tv.tv_sec = (time_t)(w->timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(w->timeout_ms % 1000) * 1000;
+	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
 
 /* The statistics endpoint, when path is its path.  Only REMOTE_ADDR --
  * the peer of the web server, never a forwarded header -- is checked
@@ -890,47 +928,6 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 	 * of the next request on a connection the web server keeps */
 	skip_unread_body(w, rq, 1);
 	return 1;
-}
-
-/* A request answered without its body being read (a denial, a 413, a
- * 400, no upstream): on a connection the web server keeps, the rest of the
- * request's FCGI_STDIN stream is still on its way, ahead of the next
- * request, and libfcgi drops what of it its buffer holds when the request
- * ends.  The next request was then read from the middle of that stream:
- * logged as a bad request ("first record: version 0, type 0 ..." or
- * "type 5"), counted in bad_request, and the connection closed (found by
- * a review).  A body of known length up to FCGI_BODY_PREFETCH bytes (and
- * the empty record of a request without one) is read and dropped here,
- * each read waiting at most FCGI_LINGER_IDLE_MS; a larger or chunked body,
- * or a web server that stops sending it, ends the connection instead
- * (libfcgi's close takes the rest without a reset). */
-static void
-skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
-{
-	FCGX_Request *q = &w->req;
-	char sink[4096];
-
-	if (!q->keepConnection || q->ipcFd < 0 || FCGX_HasSeenEOF(q->in))
-		return;
-	if (!length_ok || rq->body_unknown || rq->body_bytes > FCGI_BODY_PREFETCH) {
-		q->keepConnection = 0;
-		return;
-	}
-	FCGX_FFlush(q->out);    /* the answer first: it does not wait on this */
-	struct timeval tv = { 0, FCGI_LINGER_IDLE_MS * 1000 };
-	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	uint64_t left = rq->body_bytes + 1;
-	while (left > 0 && !FCGX_HasSeenEOF(q->in) && FCGX_GetError(q->in) == 0) {
-		int n = FCGX_GetStr(sink, (int)sizeof(sink), q->in);
-		if (n <= 0)
-			break;
-		left = (uint64_t)n >= left ? 0 : left - (uint64_t)n;
-	}
-	if (!FCGX_HasSeenEOF(q->in) || FCGX_GetError(q->in) != 0)
-		q->keepConnection = 0;
-	tv.tv_sec = (time_t)(w->timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(w->timeout_ms % 1000) * 1000;
-	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
 /* A CONTENT_LENGTH that is not a number: no decision can be made (the

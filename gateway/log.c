@@ -249,7 +249,11 @@ put(struct line *ln, const char *s, size_t n)
 	ln->len += n;
 }
 
-static void puts_(struct line *ln, const char *s);
+static void
+puts_(struct line *ln, const char *s)
+{
+	put(ln, s, strlen(s));
+}
 
 /* Bytes put may still write. */
 static size_t
@@ -278,12 +282,6 @@ field_head(struct line *ln, const char *name)
 		put(ln, "=", 1);
 	}
 	return 1;
-}
-
-static void
-puts_(struct line *ln, const char *s)
-{
-	put(ln, s, strlen(s));
 }
 
 static int
