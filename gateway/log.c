@@ -30,6 +30,8 @@ struct log {
 	 * stopped reading (see write_line). */
 	enum { W_PLAIN, W_NONBLOCK, W_SEND, W_POLL } how;
 	unsigned long long dropped;     /* lines dropped since the last report */
+	int torn;               /* a line was cut short and not ended: the
+				   next one starts with a newline */
 	pthread_mutex_t mu;
 };
 
@@ -117,6 +119,7 @@ log_new(const char *path, char *err, size_t errcap)
 	}
 	l->how = write_mode(&l->fd, &l->own);
 	l->dropped = 0;
+	l->torn = 0;
 	pthread_mutex_init(&l->mu, NULL);
 	return l;
 }
@@ -146,8 +149,10 @@ log_reopen(struct log *l, char *err, size_t errcap)
 	 * wholly to the old file or wholly to the new one */
 	pthread_mutex_lock(&l->mu);
 	int r = dup3(fd, l->fd, O_CLOEXEC);
-	if (r >= 0)
+	if (r >= 0) {
 		l->how = how;
+		l->torn = 0;    /* a new file starts on a line of its own */
+	}
 	pthread_mutex_unlock(&l->mu);
 	int e = errno;
 	close(fd);
@@ -509,6 +514,13 @@ write_line(struct log *l, const char *buf, size_t len)
 {
 	size_t off = 0;
 
+	if (l->torn) {
+		/* the end the last cut-short line could not be given (a full
+		 * disk): before this one, so that it starts a line */
+		if (out(l, "\n", 1) != 1)
+			return -1;
+		l->torn = 0;
+	}
 	while (off < len) {
 		if (l->how == W_POLL) {
 			struct pollfd p = { l->fd, POLLOUT, 0 };
@@ -527,10 +539,8 @@ write_line(struct log *l, const char *buf, size_t len)
 	}
 	if (off == len)
 		return 0;
-	if (off > 0) {
-		ssize_t w = out(l, "\n", 1);
-		(void)w;
-	}
+	if (off > 0 && out(l, "\n", 1) != 1)
+		l->torn = 1;
 	return -1;
 }
 

@@ -7,8 +7,11 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -417,4 +420,51 @@ Test(log, a_line_cut_at_its_limit_stays_well_formed)
 	cr_assert(l1 <= LOG_LINE_MAX && l2 <= LOG_LINE_MAX + 1, "%zu %zu", l1, l2);
 	cr_assert(l1 > 16 && strcmp(c + l1 - 8, "\\x01...\"") == 0, "%s", c + l1 - 16);
 	cr_assert(l2 > 16 && strcmp(second + l2 - 12, "\\u0001...\"}\n") == 0, "%s", second + l2 - 16);
+}
+
+/* A line cut short by a full disk whose newline could not be written
+ * either: the next line still starts on a line of its own (it was glued
+ * onto the torn one; found by a review).  The disk fills by RLIMIT_FSIZE,
+ * in a child. */
+Test(log, a_torn_line_is_ended_before_the_next)
+{
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		struct stat sb;
+		signal(SIGXFSZ, SIG_IGN);
+		log_printf(lg, LOG_LEVEL_INFO, "first", "a whole line");
+		if (stat(path, &sb) != 0)
+			_exit(2);
+		struct rlimit rl = { (rlim_t)sb.st_size + 20, RLIM_INFINITY };
+		if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+			_exit(3);
+		log_printf(lg, LOG_LEVEL_INFO, "torn", "cut short by the full disk");
+		rl.rlim_cur = RLIM_INFINITY;
+		if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+			_exit(4);
+		log_printf(lg, LOG_LEVEL_INFO, "after", "the disk has room again");
+		_exit(0);
+	}
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+	/* the child's lines: read as they are (contents() wants our pid) */
+	static char c[8192];
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f);
+	c[fread(c, 1, sizeof(c) - 1, f)] = '\0';
+	fclose(f);
+	/* the first line, 20 bytes of the torn one, and then every line
+	 * whole from its start */
+	char *after = strstr(c, "event=after");
+	cr_assert_not_null(after, "%s", c);
+	char *bol = after;
+	while (bol > c && bol[-1] != '\n')
+		bol--;
+	char *second = strstr(bol + 5, "time=");
+	cr_expect(strncmp(bol, "time=", 5) == 0 && (second == NULL || second > after),
+		  "glued:\n%s", c);
+	cr_expect_not_null(strstr(c, "event=log-dropped"), "%s", c);
 }
