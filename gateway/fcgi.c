@@ -1425,9 +1425,12 @@ serve_one(struct worker *w)
 	if (np < 0) {
 		const char *ra = FCGX_GetParam("REMOTE_ADDR", w->req.envp);
 		const char *ru = FCGX_GetParam("REQUEST_URI", w->req.envp);
+		/* its path: the query is never logged */
+		int rl = ru ? (int)strcspn(ru, "?") : 1;
 		log_printf(srv->log, LOG_LEVEL_WARN, "bad-request",
-			   "request params exceed %u bytes (REMOTE_ADDR %s, REQUEST_URI %.200s): answered 400",
-			   FCGI_PARAMS_MAX, ra ? ra : "-", ru ? ru : "-");
+			   "request params exceed %u bytes (REMOTE_ADDR %s, REQUEST_URI %.*s): answered 400",
+			   FCGI_PARAMS_MAX, ra ? ra : "-", rl > 200 ? 200 : rl,
+			   ru ? ru : "-");
 		/* libfcgi read them all into memory first (it cannot be told
 		 * to stop): hand that memory back once the request is done */
 		w->trim = 1;

@@ -645,8 +645,7 @@ log_key(const char *key, char *out, size_t cap)
 		const char *end = strchr(p, '+');
 		size_t plen = end ? (size_t)(end - p) : strlen(p);
 		const char *eq = memchr(p, '=', plen);
-		int secret = plen >= 2 && p[1] == '.' &&
-			     (p[0] == 'h' || p[0] == 'c' || p[0] == 'q');
+		int secret = rl_key_part_secret(p, plen);
 		char part[64];
 		size_t n;
 

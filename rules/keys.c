@@ -25,6 +25,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "internal.h"
 
@@ -837,6 +838,16 @@ rl_key_name_match(const char *name, size_t len, const char *text)
 	return 0;
 }
 
+int
+rl_key_part_secret(const char *p, size_t n)
+{
+	if (n < 3 || p[1] != '.' || memchr(p, '=', n) == NULL)
+		return 0;
+	if (p[0] == 'h' || p[0] == 'c' || p[0] == 'q')
+		return 1;
+	return p[0] == 'v' && n >= 7 && strncasecmp(p + 2, "HTTP_", 5) == 0;
+}
+
 /* Append v[0..n) to out at *o, as far as cap allows. */
 static void
 put_some(char *out, size_t cap, size_t *o, const char *v, size_t n)
@@ -868,8 +879,7 @@ rl_key_name_compact(const char *key, size_t len, char *out, size_t cap,
 		while (e < len && key[e] != ':' && key[e] != '+')
 			e++;
 		size_t label = part_label(key + p, e - p);
-		if (label > 2 && key[p + 1] == '.' && key[p] != '\0' &&
-		    strchr("hcq", key[p]) != NULL &&
+		if (label > 2 && rl_key_part_secret(key + p, e - p) &&
 		    e - p - label > 17) {
 			char hb[17];
 			uint64_t h = rl_fnv1a(key + p + label, e - p - label);

@@ -409,6 +409,12 @@ enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
  * TEXT matches anywhere in the name.  1 or 0. */
 int rl_key_name_match(const char *name, size_t len, const char *text);
 
+/* Is the key part p[0..n) ("LABEL=VALUE") one whose value the log writes
+ * as a hash: a header, cookie or query parameter ("h.", "c.", "q."), or
+ * a CGI variable that carries a request header ("v.HTTP_...", cookies
+ * included)?  1 or 0. */
+int rl_key_part_secret(const char *p, size_t n);
+
 /* The counter key key[0..len) as a name of at most cap bytes for a store
  * that keeps names in records of that size (rategate inspect), such that
  * rl_key_name_match finds it by every key part as the log writes it:

@@ -673,7 +673,7 @@ Test(slow, params_over_the_limit_are_400_with_client_and_path)
 	memset(big, 'v', sizeof(big));
 	begin(&b, 1);
 	nv(&p, "REQUEST_METHOD", "GET");
-	nv(&p, "REQUEST_URI", "/big/head");
+	nv(&p, "REQUEST_URI", "/big/head?token=SECRET123");
 	nv(&p, "REMOTE_ADDR", "192.0.2.9");
 	record(&b, 4, p.p, p.len);
 	free(p.p);

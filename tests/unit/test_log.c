@@ -173,6 +173,12 @@ Test(log, keys_hash_client_supplied_values)
 	cr_assert_eq(strncmp(out, "c.session=#", 11), 0, "%s", out);
 	cr_assert_not_null(strstr(out, "+q.token=#"), "%s", out);
 	cr_assert_not_null(strstr(out, "+addr=10.0.0.1"), "%s", out);
+	/* a CGI variable carrying a header is a header (found by a review:
+	 * key=var:HTTP_X_TOKEN logged the token) */
+	log_key("v.HTTP_X_TOKEN=supersecret+v.http_cookie=sid%3Dq1", out, sizeof(out));
+	cr_assert_null(strstr(out, "supersecret"), "%s", out);
+	cr_assert_null(strstr(out, "q1"), "%s", out);
+	cr_assert_eq(strncmp(out, "v.HTTP_X_TOKEN=#", 16), 0, "%s", out);
 
 	char longkey[400];
 	memset(longkey, 'x', sizeof(longkey));
