@@ -127,6 +127,10 @@
 #define SHM_LOCK_WAIT_MS  2000  /* longest wait for a stripe's lock */
 
 static const char shm_magic[8] = { 'R', 'G', 'S', 'H', 'M', 0, 0x1a, '\n' };
+/* The magic of a file being initialised: its creator's first write, so
+ * that a creator that dies half-way leaves a file the next opener (under
+ * the flock, so the creator is gone) knows to initialise again. */
+static const char shm_magic_init[8] = { 'R', 'G', 'S', 'H', 'M', 0, 0x1a, '?' };
 
 /* Journal phases, in the low 2 bits of a stripe's jstate (seq above). */
 enum { J_IDLE = 0, J_ACTIVE = 1, J_COMMITTED = 2 };
@@ -1859,6 +1863,10 @@ static int init_file(struct shm *m, int fd, const struct shm_config *c,
 	m->map_bytes = g.size;
 	m->g = g;
 	h = (struct shm_header *)m->base;
+	/* before anything else: from here the file is "being initialised",
+	 * not somebody's file with a bad magic */
+	memcpy(h->magic, shm_magic_init, sizeof(shm_magic_init));
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	if (getrandom(h->secret, sizeof(h->secret), 0) !=
 	    (ssize_t)sizeof(h->secret)) {
 		snprintf(err, errcap, "shm store \"%s\": getrandom: %s", c->path,
@@ -1897,6 +1905,8 @@ static int init_file(struct shm *m, int fd, const struct shm_config *c,
 	for (uint32_t s = 0; s < g.stripes; s++)
 		pthread_mutex_init(&stripe_at(m, s)->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
+	if (shm_test_hook)
+		shm_test_hook(SHM_HOOK_CREATING);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	memcpy(h->magic, shm_magic, sizeof(shm_magic));
 	return 0;
@@ -2009,9 +2019,6 @@ static int attach_file(struct shm *m, int fd, const struct shm_config *c,
 	return 0;
 }
 
-/* Whether the file has never been initialised: empty, or its header page
- * still all zeros (a creator died before writing the magic, its last
- * write).  Any other content is somebody's file and is never touched. */
 /* flock(fd, op), retried on EINTR, then fstat into *sb.  Returns 0, or -1
  * with err set. */
 static int lock_stat(int fd, int op, const char *path, struct stat *sb,
@@ -2032,6 +2039,11 @@ static int lock_stat(int fd, int op, const char *path, struct stat *sb,
 	return 0;
 }
 
+/* Whether the file has never been initialised: empty, its header page
+ * still all zeros (its creator died before its first write), or marked
+ * as being initialised (its creator died before writing the magic, its
+ * last write; the caller holds the flock, so no creator is at work).  Any
+ * other content is somebody's file and is never touched. */
 static int file_blank(int fd, uint64_t size)
 {
 	uint8_t page[SHM_HEADER_BYTES];
@@ -2041,6 +2053,9 @@ static int file_blank(int fd, uint64_t size)
 		return 1;
 	if (pread(fd, page, want, 0) != (ssize_t)want)
 		return 0;
+	if (want >= sizeof(shm_magic_init) &&
+	    memcmp(page, shm_magic_init, sizeof(shm_magic_init)) == 0)
+		return 1;
 	for (size_t i = 0; i < want; i++)
 		if (page[i])
 			return 0;

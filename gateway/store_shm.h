@@ -201,8 +201,10 @@ long shm_key_place(const struct shm *m, const char *key, size_t len,
  * of a batch, so that a test can stop (and kill) a process there. */
 enum shm_hook {
 	SHM_HOOK_WRITING = 1,   /* the first op's state written, the rest not */
-	SHM_HOOK_COMMITTING     /* the batch committed on its first stripe,
+	SHM_HOOK_COMMITTING,    /* the batch committed on its first stripe,
 				   not yet on the others */
+	SHM_HOOK_CREATING       /* a new file's header and locks written,
+				   its magic not yet */
 };
 extern void (*shm_test_hook)(enum shm_hook where);
 

@@ -788,6 +788,43 @@ Test(shm, kill9_in_acquire_takes_no_lease)
 	st.ops->destroy(st.impl);
 }
 
+/* A creator killed while it initialises a new file (header written, magic
+ * not yet) leaves a file that the next opener initialises in place, as the
+ * README says, rather than refusing it as "not a rategate store". */
+Test(shm, creator_killed_while_initialising_is_initialised_again)
+{
+	struct shm_config c = config("s", 1 << 20, 0);
+	struct rl_store st;
+	struct rl_verdict v;
+	struct rl_diag err;
+	int fds[2], status;
+	char ch;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		char e[512];
+		close(fds[0]);
+		hook_fd = fds[1];
+		hook_at = SHM_HOOK_CREATING;
+		shm_test_hook = stop_here;
+		shm_store_open(&c, &st, e, sizeof(e));
+		_exit(4);       /* the hook never returns */
+	}
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &ch, 1), 1, "the creator reached the hook");
+	close(fds[0]);
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	open_ok(&c, &st);
+	cr_assert_eq(sv_one(&st, "k", sv_limit(RL_FIXED_WINDOW, 2, 60000), RL_HIT,
+			    T0, &v, &err), 0, "%s", err.msg);
+	cr_expect(v.allowed);
+	cr_expect_eq(v.remaining, 1);
+	st.ops->destroy(st.impl);
+}
+
 /* ------------------------------------------------------------------ */
 /* Bounded memory                                                      */
 
