@@ -730,6 +730,31 @@ kept_answer(int fd, double timeout_s)
 	return status;
 }
 
+/* On a connection kept open (FCGI_KEEP_CONN): a POST of body[0..n) to
+ * uri, its body in writes of its own after the params, then a GET of
+ * /next; the status of each. */
+static void
+kept_post_then_get(int fd, const char *uri, const char *body, size_t n,
+		   int *post_status, int *get_status)
+{
+	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
+	struct buf h = { 0 }, b = { 0 }, g = { 0 };
+
+	head(&h, "POST", uri, (long)n);
+	memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+	send_buf(fd, &h);
+	srv_sleep_ms(50);
+	record(&b, 5, body, n);
+	record(&b, 5, NULL, 0);
+	send_buf(fd, &b);
+	*post_status = kept_answer(fd, 3);
+	head(&g, "GET", "/next", -1);
+	memcpy(g.p + 8, keep, 8);
+	record(&g, 5, NULL, 0);
+	send_buf(fd, &g);
+	*get_status = kept_answer(fd, 3);
+}
+
 /* A request denied before its body was read, on a connection the web
  * server keeps (nginx fastcgi_keep_conn, Apache enablereuse=on): the rest
  * of its body is no part of the next request, which is answered on the
@@ -756,24 +781,10 @@ Test(slow, a_denied_body_on_a_kept_connection_is_no_next_request)
 	memset(body, 'x', sizeof(body));
 	int fd = conn();
 	for (int i = 0; i < 3; i++) {
-		struct buf b = { 0 };
-		unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };     /* FCGI_KEEP_CONN */
-		struct buf h = { 0 };
-		head(&h, "POST", "/once", (long)sizeof(body));
-		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
-		send_buf(fd, &h);
-		/* the body in writes of its own, after the params */
-		srv_sleep_ms(50);
-		record(&b, 5, body, sizeof(body));
-		record(&b, 5, NULL, 0);
-		send_buf(fd, &b);
-		cr_assert_eq(kept_answer(fd, 3), 429, "denial %d\n%s", i, logs());
-		struct buf g = { 0 };
-		head(&g, "GET", "/next", -1);
-		memcpy(g.p + 8, keep, 8);
-		record(&g, 5, NULL, 0);
-		send_buf(fd, &g);
-		cr_assert_eq(kept_answer(fd, 3), 200, "the request after denial %d\n%s", i, logs());
+		int post, get;
+		kept_post_then_get(fd, "/once", body, sizeof(body), &post, &get);
+		cr_assert_eq(post, 429, "denial %d\n%s", i, logs());
+		cr_assert_eq(get, 200, "the request after denial %d\n%s", i, logs());
 	}
 	close(fd);
 	char *log = srv_read_text(srv_path("rategate.log"));
@@ -932,21 +943,10 @@ Test(slow, a_body_to_the_stats_path_on_a_kept_connection_is_no_next_request)
 	memset(body, 'x', sizeof(body));
 	int fd = conn();
 	for (int i = 0; i < 2; i++) {
-		unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };     /* FCGI_KEEP_CONN */
-		struct buf h = { 0 }, b = { 0 }, g = { 0 };
-		head(&h, "POST", "/rg-stats", (long)sizeof(body));
-		memcpy(h.p + 8, keep, 8);
-		send_buf(fd, &h);
-		srv_sleep_ms(50);
-		record(&b, 5, body, sizeof(body));
-		record(&b, 5, NULL, 0);
-		send_buf(fd, &b);
-		cr_assert_eq(kept_answer(fd, 3), 200, "stats %d\n%s", i, logs());
-		head(&g, "GET", "/next", -1);
-		memcpy(g.p + 8, keep, 8);
-		record(&g, 5, NULL, 0);
-		send_buf(fd, &g);
-		cr_assert_eq(kept_answer(fd, 3), 200, "the request after stats %d\n%s", i, logs());
+		int post, get;
+		kept_post_then_get(fd, "/rg-stats", body, sizeof(body), &post, &get);
+		cr_assert_eq(post, 200, "stats %d\n%s", i, logs());
+		cr_assert_eq(get, 200, "the request after stats %d\n%s", i, logs());
 	}
 	close(fd);
 	char *log = srv_read_text(srv_path("rategate.log"));
