@@ -275,7 +275,9 @@ field_head(struct line *ln, const char *name)
 {
 	size_t n = strlen(name);
 
-	if (n + 4 + 4 > room(ln))
+	/* the head (n + 5 bytes in JSON, n + 2 in logfmt), an opening quote
+	 * in logfmt, and the closing ..." */
+	if (n + (ln->json ? 5 : 3) + 4 > room(ln))
 		return 0;
 	if (ln->json) {
 		put(ln, ",\"", 2);

@@ -943,12 +943,17 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		return 0;
 	t0 = clock_mono_ms();
 	if (mode == RL_PEEK) {
-		/* the over-limit cache's denials, nothing asked of Redis */
+		/* the over-limit cache's denials, nothing asked of Redis (and
+		 * not counted: the hit that follows a denial counts it) */
 		static const struct rl_verdict unknown = { 1, 0, 0, 0, 0 };
-		if (r->cache && cache_deny(r->cache, ops, n, RL_TEST, t0) &&
-		    !epoch_changed(r, t0)) {
-			atomic_fetch_add(&r->cache_denied, 1);
-			return 0;
+		if (r->cache && cache_deny(r->cache, ops, n, RL_TEST, t0)) {
+			if (!epoch_changed(r, t0))
+				return 0;
+			/* a new epoch, seen here first: the cache is stale
+			 * for every caller, as below */
+			cache_clear(r->cache);
+			if (atomic_load(&r->down))
+				atomic_store(&r->next_try, t0);
 		}
 		for (size_t i = 0; i < n; i++)
 			ops[i].v = unknown;

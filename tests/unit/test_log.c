@@ -474,3 +474,64 @@ Test(log, a_torn_line_is_ended_before_the_next)
 		  "glued:\n%s", c);
 	cr_expect_not_null(strstr(c, "event=log-dropped"), "%s", c);
 }
+
+/* Each string of a JSON line closed, the line ending "}\n". */
+static int
+json_closed(const char *s, size_t n)
+{
+	int in = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (in && s[i] == '\\')
+			i++;
+		else if (s[i] == '"')
+			in = !in;
+	}
+	return !in && n >= 2 && s[n - 2] == '}' && s[n - 1] == '\n';
+}
+
+/* Near-full JSON lines: a rule pattern of 120 bytes each written
+ * \ufffd, paths of control bytes (\u0001) and letters, so that the line
+ * fills to every length near its limit.  No field head may be written
+ * without room for its value's closing '..."' (found by a review: one
+ * length left a string unclosed). */
+Test(log, near_full_json_lines_close_every_string)
+{
+	static struct rl_rule rr;
+	static char pat[121];
+	char p[256];
+
+	memset(pat, 0xe9, 120);
+	pat[0] = '/';
+	rr.pattern.text = pat;
+	rr.pattern.len = 120;
+	log_set_json(lg, 1);
+	for (int ctl = 180; ctl <= 200; ctl++)
+		for (int asc = 0; asc <= 12; asc++) {
+			struct rl_decision d;
+			int k = 0;
+			for (int i = 0; i < ctl; i++)
+				p[k++] = 1;
+			for (int i = 0; i < asc; i++)
+				p[k++] = 'a';
+			memset(&d, 0, sizeof(d));
+			d.outcome = RL_BAD_REQUEST;
+			d.rule = &rr;
+			strcpy(d.client, "192.0.2.1");
+			struct log_request r = { "GET", p, (size_t)k, NOW };
+			log_decision(lg, &r, &d, 400);
+		}
+	FILE *f = fopen(path, "r");
+	char line[LOG_LINE_MAX + 2];
+	int n = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t len = strlen(line);
+		cr_expect(json_closed(line, len), "line %d (%zu bytes) ends %s", n,
+			  len, line + (len > 40 ? len - 40 : 0));
+		n++;
+	}
+	fclose(f);
+	cr_expect_eq(n, 21 * 13);
+}

@@ -701,6 +701,41 @@ Test(redis, cache_emptied_by_a_reset_or_an_empty_redis)
 	st.ops->destroy(st.impl);
 }
 
+/* RL_PEEK (a responder's look before an in-flight slot): answered from
+ * the cache and not counted (the hit after it counts the denial); and an
+ * epoch change it sees first empties the cache for the hit after it (a
+ * review found the change swallowed: the ban outlived the reset). */
+Test(redis, peek_answers_from_the_cache_and_sees_a_reset)
+{
+	struct rl_store st;
+	struct redis_config c = config(&srv);
+	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+	struct rl_verdict v;
+	struct rl_diag err;
+
+	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
+	open_ok(&c, &st);
+	cr_expect(sv_hit(&st, "pk2", one, 0).allowed);
+	cr_expect(!sv_hit(&st, "pk2", one, 0).allowed);         /* Redis */
+	long long ev = cmdstat("evalsha");
+	cr_assert_eq(sv_one(&st, "pk2", one, RL_PEEK, 0, &v, &err), 0, "%s", err.msg);
+	cr_expect(!v.allowed, "the cache's denial");
+	cr_expect_eq(stats(&st).cache_denied, 0, "a peek counted a denial");
+	cr_expect(!sv_hit(&st, "pk2", one, 0).allowed);         /* the cache */
+	cr_expect_eq(stats(&st).cache_denied, 1);
+	/* an unknown key: allowed, nothing asked */
+	cr_assert_eq(sv_one(&st, "other", one, RL_PEEK, 0, &v, &err), 0, "%s", err.msg);
+	cr_expect(v.allowed);
+	cr_expect_eq(cmdstat("evalsha"), ev, "a peek asked Redis");
+
+	reset_as_inspect(NULL, "pk2");
+	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
+	cr_assert_eq(sv_one(&st, "pk2", one, RL_PEEK, 0, &v, &err), 0, "%s", err.msg);
+	cr_expect(v.allowed, "the peek still saw the ban");
+	cr_expect(sv_hit(&st, "pk2", one, 0).allowed, "the ban outlived the reset");
+	st.ops->destroy(st.impl);
+}
+
 /* The same when the reset or the empty restart comes before the cache's
  * first epoch check: the gateway's first cached denial must not be learnt
  * under an unknown epoch (it was, and outlived both until its own end). */
