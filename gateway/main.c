@@ -16,7 +16,6 @@
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -373,9 +372,10 @@ decode_word(char *w)
 	char *o = w;
 
 	for (const char *i = w; *i != '\0'; i++) {
-		if (i[0] == '%' && isxdigit((unsigned char)i[1]) && isxdigit((unsigned char)i[2])) {
-			char hex[3] = { i[1], i[2], '\0' };
-			*o++ = (char)strtol(hex, NULL, 16);
+		int hi, lo;
+		if (i[0] == '%' && (hi = rl_hex_value((unsigned char)i[1])) >= 0 &&
+		    (lo = rl_hex_value((unsigned char)i[2])) >= 0) {
+			*o++ = (char)(hi * 16 + lo);
 			i += 2;
 		} else
 			*o++ = *i;

@@ -357,17 +357,13 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		return -1;
 	}
 	for (size_t i = 0; i < rlen; i++) {
-		unsigned hi, lo;
+		int hi, lo;
 		if (r[i] == '\\' && i + 1 < rlen &&
 		    (r[i + 1] == '"' || r[i + 1] == '\\')) {
 			dec[dlen++] = r[++i];
 		} else if (r[i] == '\\' && i + 3 < rlen && r[i + 1] == 'x' &&
-			   isxdigit((unsigned char)r[i + 2]) &&
-			   isxdigit((unsigned char)r[i + 3])) {
-			hi = (unsigned)(isdigit((unsigned char)r[i + 2]) ? r[i + 2] - '0' :
-					(tolower((unsigned char)r[i + 2]) - 'a' + 10));
-			lo = (unsigned)(isdigit((unsigned char)r[i + 3]) ? r[i + 3] - '0' :
-					(tolower((unsigned char)r[i + 3]) - 'a' + 10));
+			   (hi = rl_hex_value((unsigned char)r[i + 2])) >= 0 &&
+			   (lo = rl_hex_value((unsigned char)r[i + 3])) >= 0) {
 			dec[dlen++] = (char)(hi * 16 + lo);
 			i += 3;
 		} else {

@@ -260,17 +260,6 @@ found_add(struct found *f, const char *v, size_t len)
 	f->n++;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = tolower(c);
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Percent-decode (and '+' as space) a query component into out.  Returns the
  * decoded length, or -1 when it does not fit. */
 static long
@@ -282,9 +271,9 @@ qdecode(const char *s, size_t len, char *out, size_t cap)
 		char c = s[i];
 		if (c == '+')
 			c = ' ';
-		else if (c == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 &&
-			 hexval(s[i + 2]) >= 0) {
-			c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+		else if (c == '%' && i + 2 < len && rl_hex_value((unsigned char)s[i + 1]) >= 0 &&
+			 rl_hex_value((unsigned char)s[i + 2]) >= 0) {
+			c = (char)(rl_hex_value((unsigned char)s[i + 1]) * 16 + rl_hex_value((unsigned char)s[i + 2]));
 			i += 2;
 		}
 		if (o >= cap)
@@ -717,7 +706,7 @@ hash_form(const char *v, size_t n, uint64_t *h)
 	if (n != 17 || v[0] != '#')
 		return 0;
 	for (size_t i = 1; i < 17; i++) {
-		int x = hexval((unsigned char)v[i]);
+		int x = rl_hex_value((unsigned char)v[i]);
 		if (x < 0)
 			return 0;
 		*h = *h << 4 | (uint64_t)x;

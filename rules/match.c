@@ -45,17 +45,6 @@ static char lower(char c)
 	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* 1 for the segment name ".", 2 for "..", else 0. */
 static int dot_name(const char *p, size_t n)
 {
@@ -140,8 +129,8 @@ int rl_path_normalize(const char *in, size_t len, int fold_case,
 		char c = in[i];
 
 		if (c == '%') {
-			int hi = i + 2 < len ? hex_value(in[i + 1]) : -1;
-			int lo = hi >= 0 ? hex_value(in[i + 2]) : -1;
+			int hi = i + 2 < len ? rl_hex_value((unsigned char)in[i + 1]) : -1;
+			int lo = hi >= 0 ? rl_hex_value((unsigned char)in[i + 2]) : -1;
 
 			if (lo < 0)
 				return rl_fail(d, i, "bad path escape %s: "

@@ -820,6 +820,8 @@ int rl_inflight_end(struct rl_store *st, struct rl_lease *lease,
 
 /* Drop spaces and tabs at both ends of s[0..*len). */
 void rl_trim(const char **s, size_t *len);
+/* The value of the hex digit c (either case), or -1. */
+int rl_hex_value(unsigned char c);
 /* FNV-1a, 64 bits, unkeyed: for hashing long names into keys and log
  * digests, never where clients could aim collisions (stores key their
  * hashes). */

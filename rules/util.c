@@ -22,6 +22,18 @@ rl_trim(const char **s, size_t *len)
 		(*len)--;
 }
 
+int
+rl_hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 uint64_t
 rl_fnv1a(const char *s, size_t len)
 {
