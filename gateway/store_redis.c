@@ -924,6 +924,25 @@ static int cache_worthy(const struct rl_store_op *ops, size_t n)
 	return 0;
 }
 
+/* Does the over-limit cache deny ops now?  1: their verdicts are the
+ * cache's.  A cache that would deny under an epoch Redis has changed since
+ * (inspect --reset, a restart that emptied it) is emptied instead, and
+ * Redis, which answered, is asked at once rather than the fallback store
+ * until the backoff ends (a fresh fallback window there would add a
+ * second budget to the one Redis starts afresh). */
+static int cache_denies(struct redis_store *r, struct rl_store_op *ops,
+			size_t n, enum rl_mode mode, int64_t t0)
+{
+	if (r->cache == NULL || !cache_deny(r->cache, ops, n, mode, t0))
+		return 0;
+	if (!epoch_changed(r, t0))
+		return 1;
+	cache_clear(r->cache);
+	if (atomic_load(&r->down))
+		atomic_store(&r->next_try, t0);
+	return 0;
+}
+
 static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		       enum rl_mode mode, int64_t now_ms, struct rl_diag *err)
 {
@@ -946,30 +965,15 @@ static int redis_apply(void *impl, struct rl_store_op *ops, size_t n,
 		/* the over-limit cache's denials, nothing asked of Redis (and
 		 * not counted: the hit that follows a denial counts it) */
 		static const struct rl_verdict unknown = { 1, 0, 0, 0, 0 };
-		if (r->cache && cache_deny(r->cache, ops, n, RL_TEST, t0)) {
-			if (!epoch_changed(r, t0))
-				return 0;
-			/* a new epoch, seen here first: the cache is stale
-			 * for every caller, as below */
-			cache_clear(r->cache);
-			if (atomic_load(&r->down))
-				atomic_store(&r->next_try, t0);
-		}
+		if (cache_denies(r, ops, n, RL_TEST, t0))
+			return 0;
 		for (size_t i = 0; i < n; i++)
 			ops[i].v = unknown;
 		return 0;
 	}
-	if (r->cache && cache_deny(r->cache, ops, n, mode, t0)) {
-		if (!epoch_changed(r, t0)) {
-			atomic_fetch_add(&r->cache_denied, 1);
-			return 0;
-		}
-		cache_clear(r->cache);  /* reset or restarted: ask Redis */
-		/* It answered: ask it now, not the fallback store until the
-		 * backoff ends (a fresh fallback window there would add a
-		 * second budget to the one Redis starts afresh). */
-		if (atomic_load(&r->down))
-			atomic_store(&r->next_try, t0);
+	if (cache_denies(r, ops, n, mode, t0)) {
+		atomic_fetch_add(&r->cache_denied, 1);
+		return 0;
 	}
 	if (!gate(r, t0, &probe)) {
 		atomic_fetch_add(&r->refused, 1);
