@@ -73,22 +73,31 @@ stats_rules_free(struct stats_rules *sr)
 	free(sr);
 }
 
-void
-stats_count(struct stats *s, struct stats_rules *sr,
-	    const struct rl_decision *d, int denied, enum stats_reason reason)
+/* d's rule's totals: its own, or the last entry's (no rule: the defaults). */
+static struct stats_rule *
+rule_of(struct stats_rules *sr, const struct rl_decision *d)
 {
 	size_t i = sr->n - 1;
 
 	if (d != NULL && d->rule != NULL && d->rule->index < sr->n - 1)
 		i = d->rule->index;
+	return &sr->r[i];
+}
+
+void
+stats_count(struct stats *s, struct stats_rules *sr,
+	    const struct rl_decision *d, int denied, enum stats_reason reason)
+{
+	struct stats_rule *r = rule_of(sr, d);
+
 	if (denied) {
 		atomic_fetch_add(&s->denied[reason], 1);
-		atomic_fetch_add(&sr->r[i].denied, 1);
+		atomic_fetch_add(&r->denied, 1);
 	} else {
 		atomic_fetch_add(&s->allowed, 1);
 		if (d != NULL && d->would_deny)
 			atomic_fetch_add(&s->dry_run_denied, 1);
-		atomic_fetch_add(&sr->r[i].allowed, 1);
+		atomic_fetch_add(&r->allowed, 1);
 	}
 }
 
@@ -96,16 +105,14 @@ void
 stats_recount_too_large(struct stats *s, struct stats_rules *sr,
 			const struct rl_decision *d)
 {
-	size_t i = sr->n - 1;
+	struct stats_rule *r = rule_of(sr, d);
 
-	if (d != NULL && d->rule != NULL && d->rule->index < sr->n - 1)
-		i = d->rule->index;
 	atomic_fetch_sub(&s->allowed, 1);
-	atomic_fetch_sub(&sr->r[i].allowed, 1);
+	atomic_fetch_sub(&r->allowed, 1);
 	if (d != NULL && d->would_deny)         /* refused after all */
 		atomic_fetch_sub(&s->dry_run_denied, 1);
 	atomic_fetch_add(&s->denied[STATS_TOO_LARGE], 1);
-	atomic_fetch_add(&sr->r[i].denied, 1);
+	atomic_fetch_add(&r->denied, 1);
 }
 
 /* Does the comma-separated Accept value name this media type (any
