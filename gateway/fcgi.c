@@ -809,6 +809,15 @@ proxy_header_note(struct worker *w, const struct gen *g, size_t np,
 			   hdr, d->client, n, n == 1 ? "" : "s");
 }
 
+/* SO_RCVTIMEO or SO_SNDTIMEO (which) of ms on fd. */
+static void
+sock_timeout(int fd, int which, int64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	setsockopt(fd, SOL_SOCKET, which, &tv, sizeof(tv));
+}
+
 /* A request answered without its body being read (a denial, a 413, a
  * 400, no upstream): on a connection the web server keeps, the rest of the
  * request's FCGI_STDIN stream is still on its way, ahead of the next
@@ -834,8 +843,7 @@ skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
 		return;
 	}
 	FCGX_FFlush(q->out);    /* the answer first: it does not wait on this */
-	struct timeval tv = { 0, FCGI_LINGER_IDLE_MS * 1000 };
-	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sock_timeout(q->ipcFd, SO_RCVTIMEO, FCGI_LINGER_IDLE_MS);
 	uint64_t left = rq->body_bytes + 1;
 	while (left > 0 && !FCGX_HasSeenEOF(q->in) && FCGX_GetError(q->in) == 0) {
 		int n = FCGX_GetStr(sink, (int)sizeof(sink), q->in);
@@ -845,9 +853,7 @@ skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
 	}
 	if (!FCGX_HasSeenEOF(q->in) || FCGX_GetError(q->in) != 0)
 		q->keepConnection = 0;
-	tv.tv_sec = (time_t)(w->timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(w->timeout_ms % 1000) * 1000;
-	setsockopt(q->ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sock_timeout(q->ipcFd, SO_RCVTIMEO, w->timeout_ms);
 }
 
 /* The statistics endpoint, when path is its path.  Only REMOTE_ADDR --
@@ -1700,9 +1706,8 @@ head_ready(struct worker *w)
 	char t[32];
 
 	w->timeout_ms = timeout;
-	struct timeval tv = { (time_t)(timeout / 1000), (suseconds_t)(timeout % 1000) * 1000 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	sock_timeout(fd, SO_RCVTIMEO, timeout);
+	sock_timeout(fd, SO_SNDTIMEO, timeout);
 	for (;;) {
 		ssize_t n = recv(fd, w->peek, sizeof(w->peek), MSG_PEEK | MSG_DONTWAIT);
 		if (n > 0) {
