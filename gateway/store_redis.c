@@ -1237,7 +1237,6 @@ void store_redis_config(const struct rl_ruleset *rs, struct redis_config *c)
 {
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	const struct rl_storage *g = &s->storage;
-	uint64_t max_leases = rl_ruleset_max_inflight(rs);
 
 	memset(c, 0, sizeof(*c));
 	c->host = g->path ? NULL : g->host;
@@ -1249,12 +1248,12 @@ void store_redis_config(const struct rl_ruleset *rs, struct redis_config *c)
 	c->connect_timeout_ms = g->connect_timeout_ms;
 	c->timeout_ms = g->timeout_ms;
 	c->failure = s->store_failure;
+	/* the fallback's slots sized for the rules as a shm store's are (the
+	 * storage line's shm options are not on a redis line); its own file,
+	 * the default size, names kept */
+	store_shm_config(rs, &c->fallback);
 	c->fallback.path = g->fallback_path ? g->fallback_path : SHM_DEFAULT_PATH;
 	c->fallback.size = SHM_DEFAULT_SIZE;
-	c->fallback.max_moving = rl_ruleset_max_moving(rs);
-	c->fallback.max_leases = max_leases > SHM_LEASES_DEFAULT ? max_leases : 0;
-	c->fallback.moving_by = rl_ruleset_max_moving_by(rs);
-	c->fallback.leases_by = rl_ruleset_max_inflight_by(rs);
 	c->fallback.names = 1;
 	c->key_prefix = s->key_prefix;
 }

@@ -84,7 +84,7 @@ struct redis_config {
 
 /* The configuration of a rule set's `storage redis...` and
  * `store-failure`; the fallback is the default shared-memory file, sized
- * for rs's rules as store_shm_open does (it borrows from rs). */
+ * for rs's rules by store_shm_config (it borrows from rs). */
 void store_redis_config(const struct rl_ruleset *rs, struct redis_config *c);
 
 /* Open the store of s.  Returns 0 and fills *st, or -1 with a message in
