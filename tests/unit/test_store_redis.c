@@ -644,6 +644,19 @@ Test(redis, one_evalsha_per_apply_none_when_cached)
 	st.ops->destroy(st.impl);
 }
 
+/* An empty Redis, a store opened on it with c, and key banned there:
+ * allowed once by 1/hour, then denied by Redis. */
+static void
+open_banned(const struct redis_config *c, struct rl_store *st, const char *key)
+{
+	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
+
+	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
+	open_ok(c, st);
+	cr_expect(sv_hit(st, key, one, 0).allowed);
+	cr_expect(!sv_hit(st, key, one, 0).allowed);            /* Redis */
+}
+
 /* What rategate inspect --reset does: the key deleted and a new epoch
  * written (under the key prefix prefix, NULL: "rg"), by a store of its
  * own without a cache. */
@@ -713,10 +726,7 @@ Test(redis, peek_answers_from_the_cache_and_sees_a_reset)
 	struct rl_verdict v;
 	struct rl_diag err;
 
-	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
-	open_ok(&c, &st);
-	cr_expect(sv_hit(&st, "pk2", one, 0).allowed);
-	cr_expect(!sv_hit(&st, "pk2", one, 0).allowed);         /* Redis */
+	open_banned(&c, &st, "pk2");
 	long long ev = cmdstat("evalsha");
 	cr_assert_eq(sv_one(&st, "pk2", one, RL_PEEK, 0, &v, &err), 0, "%s", err.msg);
 	cr_expect(!v.allowed, "the cache's denial");
@@ -745,10 +755,7 @@ Test(redis, cache_emptied_by_a_reset_before_its_first_check)
 	struct redis_config c = config(&srv);
 	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
 
-	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
-	open_ok(&c, &st);
-	cr_expect(sv_hit(&st, "ban", one, 0).allowed);
-	cr_expect(!sv_hit(&st, "ban", one, 0).allowed);         /* Redis */
+	open_banned(&c, &st, "ban");
 	/* rategate inspect --reset before any request met the cache */
 	reset_as_inspect(NULL, "ban");
 	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
@@ -757,10 +764,7 @@ Test(redis, cache_emptied_by_a_reset_before_its_first_check)
 	st.ops->destroy(st.impl);
 
 	/* a Redis that restarted empty (FLUSHALL here) before the first check */
-	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
-	open_ok(&c, &st);
-	cr_expect(sv_hit(&st, "ban2", one, 0).allowed);
-	cr_expect(!sv_hit(&st, "ban2", one, 0).allowed);        /* Redis */
+	open_banned(&c, &st, "ban2");
 	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
 	sleep_ms(REDIS_EPOCH_CHECK_MS + 100);
 	cr_expect(sv_hit(&st, "ban2", one, 0).allowed, "the ban outlived Redis's data");
@@ -776,13 +780,10 @@ Test(redis, cache_works_when_the_epoch_is_refused)
 	struct redis_config c = config(&srv);
 	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
 
-	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
 	freeReplyObject(raw(&srv, NULL, "ACL SETUSER lim on >limpw ~data* +@all"));
 	c.user = "lim";
 	c.password = "limpw";
-	open_ok(&c, &st);
-	cr_expect(sv_hit(&st, "data1", one, 0).allowed);
-	cr_expect(!sv_hit(&st, "data1", one, 0).allowed);       /* Redis */
+	open_banned(&c, &st, "data1");
 	long long ev = cmdstat("evalsha"), set = cmdstat("set");
 	for (int i = 0; i < 20; i++)
 		cr_expect(!sv_hit(&st, "data1", one, 0).allowed);
@@ -802,11 +803,8 @@ Test(redis, cache_follows_a_new_key_prefix)
 	struct redis_config c = config(&srv);
 	struct rl_step one = sv_limit(RL_FIXED_WINDOW, 1, 3600000);
 
-	freeReplyObject(raw(&srv, NULL, "FLUSHALL"));
 	c.key_prefix = "aa";
-	open_ok(&c, &st);
-	cr_expect(sv_hit(&st, "pk", one, 0).allowed);
-	cr_expect(!sv_hit(&st, "pk", one, 0).allowed);          /* Redis */
+	open_banned(&c, &st, "pk");
 	long long before = cmdstat("evalsha");
 	cr_expect(!sv_hit(&st, "pk", one, 0).allowed);          /* cache */
 	cr_expect_eq(cmdstat("evalsha"), before);
