@@ -655,9 +655,9 @@ log_key(const char *key, char *out, size_t cap)
 			size_t nl = (size_t)(eq - p) + 1;
 			if (nl > 40)
 				nl = 40;
-			snprintf(part, sizeof(part), "%.*s#%016llx", (int)nl, p,
-				 (unsigned long long)rl_fnv1a(eq + 1,
-							   plen - (size_t)(eq + 1 - p)));
+			char hb[17];
+			rl_hash_text(eq + 1, plen - (size_t)(eq + 1 - p), hb);
+			snprintf(part, sizeof(part), "%.*s%.17s", (int)nl, p, hb);
 			n = strlen(part);
 			if (o + n > max)
 				n = max - o;

@@ -88,12 +88,8 @@ put_scope(char *k, size_t cap, size_t *pos, const char *scope,
 	  size_t scope_len)
 {
 	if (scope_len > SCOPE_MAX) {
-		static const char hex[] = "0123456789abcdef";
-		uint64_t h = rl_fnv1a(scope, scope_len);
 		char hb[17];
-		hb[0] = '#';
-		for (int i = 0; i < 16; i++)
-			hb[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
+		rl_hash_text(scope, scope_len, hb);
 		return rl_put(k, cap, pos, hb, 17);
 	}
 	return rl_key_escape(k, cap, pos, scope, scope_len);

@@ -269,11 +269,13 @@ qdecode(const char *s, size_t len, char *out, size_t cap)
 
 	for (size_t i = 0; i < len; i++) {
 		char c = s[i];
+		int hi, lo;
 		if (c == '+')
 			c = ' ';
-		else if (c == '%' && i + 2 < len && rl_hex_value((unsigned char)s[i + 1]) >= 0 &&
-			 rl_hex_value((unsigned char)s[i + 2]) >= 0) {
-			c = (char)(rl_hex_value((unsigned char)s[i + 1]) * 16 + rl_hex_value((unsigned char)s[i + 2]));
+		else if (c == '%' && i + 2 < len &&
+			 (hi = rl_hex_value((unsigned char)s[i + 1])) >= 0 &&
+			 (lo = rl_hex_value((unsigned char)s[i + 2])) >= 0) {
+			c = (char)(hi * 16 + lo);
 			i += 2;
 		}
 		if (o >= cap)
@@ -851,7 +853,6 @@ size_t
 rl_key_name_compact(const char *key, size_t len, char *out, size_t cap,
 		    int *cut)
 {
-	static const char hex[] = "0123456789abcdef";
 	char buf[RL_STORE_KEY_MAX];
 	size_t o = 0;
 
@@ -871,10 +872,7 @@ rl_key_name_compact(const char *key, size_t len, char *out, size_t cap,
 		if (label > 2 && rl_key_part_secret(key + p, e - p) &&
 		    e - p - label > 17) {
 			char hb[17];
-			uint64_t h = rl_fnv1a(key + p + label, e - p - label);
-			hb[0] = '#';
-			for (int i = 0; i < 16; i++)
-				hb[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
+			rl_hash_text(key + p + label, e - p - label, hb);
 			put_some(buf, sizeof(buf), &o, key + p, label);
 			put_some(buf, sizeof(buf), &o, hb, sizeof(hb));
 		} else {

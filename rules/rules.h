@@ -826,6 +826,9 @@ int rl_hex_value(unsigned char c);
  * digests, never where clients could aim collisions (stores key their
  * hashes). */
 uint64_t rl_fnv1a(const char *s, size_t len);
+/* s[0..len) as keys and logs write a hashed value: '#' and the 16 hex
+ * digits of its rl_fnv1a, in out (17 bytes, not NUL-terminated). */
+void rl_hash_text(const char *s, size_t len, char out[17]);
 /* splitmix64's finaliser: spreads the bits of x. */
 uint64_t rl_mix64(uint64_t x);
 /* SipHash (Aumasson and Bernstein) under a 128-bit secret: the stores'

@@ -46,6 +46,17 @@ rl_fnv1a(const char *s, size_t len)
 	return h;
 }
 
+void
+rl_hash_text(const char *s, size_t len, char out[17])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t h = rl_fnv1a(s, len);
+
+	out[0] = '#';
+	for (int i = 0; i < 16; i++)
+		out[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
+}
+
 uint64_t
 rl_mix64(uint64_t x)
 {
