@@ -95,6 +95,24 @@ clf_time(const char *s, size_t len, int64_t *ms)
 	return 0;
 }
 
+/* The first "[...]" in [p, end) without a '"' in it that clf_time reads
+ * (*tr its answer: 0, or -2 before 1970; *t the time): its '[', with *rb
+ * its ']'; NULL when there is none (*tr -1). */
+static const char *
+next_time(const char *p, const char *end, const char **rb, int *tr,
+	  int64_t *t)
+{
+	const char *lb = p;
+
+	*tr = -1;
+	while ((lb = memchr(lb, '[', (size_t)(end - lb))) != NULL &&
+	       (*rb = memchr(lb, ']', (size_t)(end - lb))) != NULL &&
+	       memchr(lb, '"', (size_t)(*rb - lb)) == NULL &&
+	       (*tr = clf_time(lb + 1, (size_t)(*rb - lb - 1), t)) == -1)
+		lb++;
+	return *tr == -1 ? NULL : lb;
+}
+
 /* Split a request target into path and query as the gateway does
  * (target_parse: absolute-form targets lose their scheme and authority, a
  * raw '#' ends the target).  A path longer than RL_PATH_MAX keeps
@@ -296,13 +314,8 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	/* The time is the first [...] that reads as one: fields before it
 	 * may hold brackets too (lighttpd's default format logs the Host
 	 * there, "[::1]:8080" for an IPv6 literal). */
-	const char *lb = s + pos, *rb = NULL;
-	tr = -1;
-	while ((lb = memchr(lb, '[', (size_t)(s + len - lb))) != NULL &&
-	       (rb = memchr(lb, ']', (size_t)(s + len - lb))) != NULL &&
-	       memchr(lb, '"', (size_t)(rb - lb)) == NULL &&
-	       (tr = clf_time(lb + 1, (size_t)(rb - lb - 1), &out->t_ms)) == -1)
-		lb++;
+	const char *rb = NULL;
+	const char *lb = next_time(s + pos, s + len, &rb, &tr, &out->t_ms);
 	if (tr == -2) {
 		snprintf(err, errcap, "bad time [%.*s]: before 1970",
 			 (int)(rb - lb - 1), lb + 1);
@@ -335,14 +348,12 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	}
 	/* a second [time] after the request: two lines run together (a
 	 * rotated file without its final newline, then the next one) */
-	for (const char *b = q2; (b = memchr(b, '[', (size_t)(s + len - b))) != NULL; b++) {
-		const char *e = memchr(b, ']', (size_t)(s + len - b));
-		int64_t t2;
-		if (e != NULL && e - b < 40 &&
-		    clf_time(b + 1, (size_t)(e - b - 1), &t2) != -1) {
-			snprintf(err, errcap, "a second [time] after the request: two log lines run together (a file without its final newline?)");
-			return -1;
-		}
+	const char *rb2;
+	int tr2;
+	int64_t t2;
+	if (next_time(q2, s + len, &rb2, &tr2, &t2) != NULL) {
+		snprintf(err, errcap, "a second [time] after the request: two log lines run together (a file without its final newline?)");
+		return -1;
 	}
 	size_t rp = 0, rlen = (size_t)(q2 - q1 - 1);
 	const char *r = q1 + 1;
