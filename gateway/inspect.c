@@ -221,7 +221,7 @@ static void print_stats(FILE *out, const char *path, struct shm *m)
 	fprintf(out, "evicted: %" PRIu64 " expired, %" PRIu64 " least recently used, %" PRIu64 " limiting (bans lifted early)\n",
 		s.evict_expired, s.evict_lru, s.evict_limiting);
 	fprintf(out, "store full: %" PRIu64 "\n", s.full);
-	fprintf(out, "lock recoveries: %" PRIu64 "\n", s.recoveries);
+	fprintf(out, "lock recoveries and repairs: %" PRIu64 "\n", s.recoveries);
 	fprintf(out, "keys reset: %" PRIu64 "\n", s.resets);
 }
 

@@ -45,6 +45,11 @@
  * follower stripe asks the leader whether the batch committed, and
  * recovery of a leader settles its followers first, so a batch is applied
  * on all its stripes or on none even when its process is killed.
+ * A damaged entry (entry_sane: written by something else) is never
+ * followed: a key that finds one has the stripe repaired first
+ * (bucket_find_locked); one met as an eviction victim is only emptied,
+ * and the stripe repaired when the batch is over.  Both count as
+ * recoveries.
  *
  * Eviction.  When neither of a new key's buckets has a free entry, the
  * candidates are its 16 entries, best victim first:
@@ -505,6 +510,27 @@ static uint64_t *entry_state(const struct shm *m, uint32_t s,
 	return pool_slot(m, s, pool_of(e->kind), e->w[0]);
 }
 
+/* Whether e, a used entry of stripe s, holds together: a kind we know, its
+ * state where its layout says, and for a pool slot, one inside the pool
+ * that names e as its owner.  Only a foreign write to the file (or a bug)
+ * breaks this; such an entry is dropped, never followed (its w[0] could
+ * point anywhere).  Costs nothing measurable on the hot path: the fields
+ * are in the line just read, and only pool entries look further. */
+static int entry_sane(const struct shm *m, uint32_t s,
+		      const struct shm_entry *e)
+{
+	int pool;
+
+	if (e->kind > SHM_KIND_INFLIGHT)
+		return 0;
+	if (!(e->flags & F_BIG))
+		return !layout_big(e->kind, e->count);
+	pool = pool_of(e->kind);
+	return e->w[0] < pool_n(m, pool) &&
+	       owners(m, s, pool)[e->w[0]] == entry_index(m, s, e) + 1 &&
+	       layout_words(e->kind, e->count) <= pool_words(m, pool);
+}
+
 static int entry_fits(const struct shm_entry *e, unsigned kind,
 		      uint64_t count)
 {
@@ -665,22 +691,9 @@ static void stripe_repair(struct shm *m, uint32_t s)
 	uint64_t used[2] = { 0, 0 };
 
 	for (uint64_t i = 0; i < n; i++) {
-		int ok = 1;
-
 		if (!e[i].hash)
 			continue;
-		if (e[i].kind > SHM_KIND_INFLIGHT)
-			ok = 0;
-		else if (e[i].flags & F_BIG) {
-			int pool = pool_of(e[i].kind);
-			ok = e[i].w[0] < pool_n(m, pool) &&
-			     owners(m, s, pool)[e[i].w[0]] == i + 1 &&
-			     layout_words(e[i].kind, e[i].count) <=
-			     pool_words(m, pool);
-		} else {
-			ok = !layout_big(e[i].kind, e[i].count);
-		}
-		if (!ok)
+		if (!entry_sane(m, s, &e[i]))
 			memset(&e[i], 0, sizeof(e[i]));
 		else
 			keys++;
@@ -751,6 +764,22 @@ static void stripe_recover(struct shm *m, uint32_t s)
 	counter_add(&st->c.recoveries, 1);
 }
 
+/* bucket_find for a caller holding stripe l->s's lock, before it writes
+ * anything: a damaged entry found for the key (see entry_sane) has the
+ * stripe repaired, counted as a recovery, and is not found. */
+static struct shm_entry *bucket_find_locked(struct shm *m,
+					    const struct shm_loc *l)
+{
+	struct shm_entry *e = bucket_find(m, l);
+
+	if (e && !entry_sane(m, l->s, e)) {
+		stripe_repair(m, l->s);
+		counter_add(&stripe_at(m, l->s)->c.recoveries, 1);
+		e = bucket_find(m, l);
+	}
+	return e;
+}
+
 /* A stripe's lock, waited for at most SHM_LOCK_WAIT_MS: a holder that
  * does not progress (stopped by SIGSTOP or a debugger, or frozen) would
  * otherwise stop every request on that stripe in every process; after the
@@ -812,6 +841,7 @@ struct shm_batch {
 	size_t ntouched;
 	const struct shm_entry *claimed[SHM_CLAIM_MAX];
 	size_t nclaimed;
+	int damaged;            /* met a damaged entry or owner record */
 	struct rl_diag *err;
 };
 
@@ -826,6 +856,7 @@ static void batch_init(struct shm_batch *b, struct shm *m, int64_t now,
 	b->ns = 0;
 	b->ntouched = 0;
 	b->nclaimed = 0;
+	b->damaged = 0;
 	b->err = err;
 }
 
@@ -884,10 +915,19 @@ static int batch_lock(struct shm_batch *b)
 	return 0;
 }
 
+/* A batch that met damage it stepped round (entry_clear, pool_alloc) has
+ * its stripes repaired before they are unlocked, when the batch is over:
+ * repairing under a batch would count its keys twice. */
 static void batch_unlock(struct shm_batch *b)
 {
-	for (size_t i = b->ns; i-- > 0;)
+	for (size_t i = b->ns; i-- > 0;) {
+		if (b->damaged) {
+			stripe_repair(b->m, b->stripes[i]);
+			counter_add(&stripe_at(b->m, b->stripes[i])->c.recoveries,
+				    1);
+		}
 		unlock_stripe(b->m, b->stripes[i]);
+	}
 	b->locked = 0;
 }
 
@@ -1067,7 +1107,11 @@ static int entry_clear(struct shm_batch *b, uint32_t s, struct shm_entry *e)
 {
 	if (jlog_entry(b, s, e) < 0)
 		return -1;
-	if (e->flags & F_BIG) {
+	/* a damaged victim is only emptied: its w[0] may name no slot, or
+	 * another entry's (batch_unlock repairs the rest) */
+	if (!entry_sane(b->m, s, e)) {
+		b->damaged = 1;
+	} else if (e->flags & F_BIG) {
 		int pool = pool_of(e->kind);
 		uint64_t *slot = pool_slot(b->m, s, pool, e->w[0]);
 		/* A batch that reuses the slot and then rolls back would
@@ -1119,13 +1163,20 @@ static int64_t pool_alloc(struct shm_batch *b, uint32_t s, int pool,
 	}
 	if (k < 0) {
 		uint64_t nent = (uint64_t)m->g.bps * SHM_WAYS;
-		for (uint32_t i = 0; i < n; i++) {
-			struct shm_entry *e;
-			if (o[i] == 0 || o[i] > nent)
-				continue;
-			e = base + o[i] - 1;
-			victim_offer(b, &v, e, clock);
+		for (uint32_t i = 0; i < n && k < 0; i++) {
+			struct shm_entry *e = o[i] <= nent ? base + o[i] - 1
+							   : NULL;
+			/* an owner record no entry backs (damaged): the
+			 * slot is free */
+			if (!e || !e->hash || !(e->flags & F_BIG) ||
+			    pool_of(e->kind) != pool || e->w[0] != i) {
+				k = i;
+				b->damaged = 1;
+			} else
+				victim_offer(b, &v, e, clock);
 		}
+	}
+	if (k < 0) {
 		if (!v.e) {
 			char what[128];
 			snprintf(what, sizeof(what), pool == POOL_LEASE ?
@@ -1491,7 +1542,7 @@ static int shm_apply(void *impl, struct rl_store_op *ops, size_t n,
 		return -1;
 	for (size_t i = 0; i < n; i++)
 		if (x[i].first == i)
-			x[i].e = bucket_find(m, &x[i].loc);
+			x[i].e = bucket_find_locked(m, &x[i].loc);
 	if (mode == RL_HIT) {
 		for (size_t i = 0; i < n; i++)
 			if (x[i].e)
@@ -1595,7 +1646,7 @@ static int shm_acquire(void *impl, const char *key, size_t key_len,
 	if (batch_lock(&b) < 0)
 		return -1;
 	st = stripe_at(m, l.s);
-	e = entry_get(&b, &l, bucket_find(m, &l), SHM_KIND_INFLIGHT, max, key,
+	e = entry_get(&b, &l, bucket_find_locked(m, &l), SHM_KIND_INFLIGHT, max, key,
 		      key_len);
 	if (!e || jlog_entry(&b, l.s, e) < 0)
 		goto abort;
@@ -1645,7 +1696,7 @@ static int shm_release(void *impl, const char *key, size_t key_len,
 	batch_add_stripe(&b, l.s);
 	if (batch_lock(&b) < 0)
 		return -1;
-	e = bucket_find(m, &l);
+	e = bucket_find_locked(m, &l);
 	if (!e || e->kind != SHM_KIND_INFLIGHT) {
 		batch_commit(&b);
 		batch_unlock(&b);
@@ -1768,7 +1819,7 @@ int shm_scan(struct shm *m,
 			for (uint32_t bk = b0; bk < end; bk++) {
 				struct shm_entry *e = bucket_at(m, s, bk);
 				for (int i = 0; i < SHM_WAYS; i++)
-					if (e[i].hash)
+					if (e[i].hash && entry_sane(m, s, &e[i]))
 						key_info(m, s, &e[i], &buf[nk++]);
 			}
 			unlock_stripe(m, s);
@@ -1794,7 +1845,7 @@ int shm_remove(struct shm *m, uint64_t hash, char *err, size_t errcap)
 	batch_add_stripe(&b, l.s);
 	if (batch_lock(&b) < 0)
 		goto fail;
-	e = bucket_find(m, &l);
+	e = bucket_find_locked(m, &l);
 	if (e && entry_clear(&b, l.s, e) < 0) {
 		batch_abort(&b);
 		goto fail;

@@ -143,7 +143,8 @@ struct shm_stats {
 					   candidates limiting: bans lifted
 					   early */
 	uint64_t full;                  /* batches refused: store full */
-	uint64_t recoveries;            /* locks recovered from dead owners */
+	uint64_t recoveries;            /* locks recovered from dead owners,
+					   stripes repaired after damage */
 	uint64_t resets;                /* keys removed by inspect --reset */
 	int64_t created_ms;
 };

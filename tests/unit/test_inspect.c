@@ -297,7 +297,7 @@ Test(inspect, stats)
 		"keys created: 4\n"
 		"evicted: 0 expired, 0 least recently used, 0 limiting (bans lifted early)\n"
 		"store full: 0\n"
-		"lock recoveries: 0\n"
+		"lock recoveries and repairs: 0\n"
 		"keys reset: 0\n");
 }
 

@@ -1105,6 +1105,129 @@ Test(shm, moving_window_pool_evicts_idle_then_lru_limited)
 	st.ops->destroy(st.impl);
 }
 
+/* The entry of key in the mapped file m (bytes): the last 64-byte record
+ * that starts with the key's hash and holds an expiry.  A name record
+ * starts with the hash too, but holds lengths there; the journals' before
+ * images, which hold copies of entries, come before the buckets. */
+static uint64_t *entry_in_file(struct rl_store *st, uint8_t *m, size_t bytes,
+			       const char *key)
+{
+	uint64_t h = shm_key_hash(shm_of(st), key, strlen(key));
+	uint64_t *found = NULL;
+
+	for (size_t off = 0; off + 64 <= bytes; off += 8) {
+		uint64_t *w = (uint64_t *)(m + off);
+		if (w[0] == h && (int64_t)w[1] > T0 / 2)
+			found = w;
+	}
+	cr_assert_not_null(found, "no entry for %s", key);
+	return found;
+}
+
+static int count_sane(void *ctx, const struct shm_key_info *k)
+{
+	cr_expect_leq(k->kind, SHM_KIND_INFLIGHT);
+	++*(uint64_t *)ctx;
+	return 0;
+}
+
+/* An entry damaged by a foreign write to the file (a pool slot outside
+ * the pool or one it does not own, an unknown kind, a layout its state
+ * cannot hold) is dropped where it is met, never followed: its key starts
+ * afresh, the stripe is repaired (a recovery), and inspect, reset and the
+ * eviction of damaged entries by a flood of new keys go on without
+ * touching memory outside the table. */
+Test(shm, damaged_entries_are_dropped_never_followed)
+{
+	struct shm_config c = config("s", 1 << 20, 8);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	struct rl_step mw = sv_limit(RL_MOVING_WINDOW, 5, 60000);
+	struct rl_step fw = sv_limit(RL_FIXED_WINDOW, 10, 60000);
+	uint64_t id, held, n = 0;
+	struct stat sb;
+	char key[32], e2[256];
+
+	open_ok(&c, &st);
+	for (int i = 0; i < 2; i++) {
+		sv_hit(&st, "mw", mw, T0);
+		sv_hit(&st, "ring", mw, T0);
+		sv_hit(&st, "fw", fw, T0);
+	}
+	cr_assert_eq(st.ops->acquire(st.impl, "lease", 5, 3, 10000, T0, &id,
+				     &held, &err), 1, "%s", err.msg);
+	for (int i = 0; i < 200; i++) {
+		snprintf(key, sizeof(key), "old-%d", i);
+		sv_hit(&st, key, mw, T0);
+	}
+	int fd = open(path_of("s"), O_RDWR);
+	cr_assert(fd >= 0 && fstat(fd, &sb) == 0);
+	uint8_t *m = mmap(NULL, (size_t)sb.st_size, PROT_READ | PROT_WRITE,
+			  MAP_SHARED, fd, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	close(fd);
+	size_t bytes = (size_t)sb.st_size;
+	uint8_t *kind_flags;
+
+	entry_in_file(&st, m, bytes, "mw")[2] = 1ull << 40;  /* w[0] */
+	entry_in_file(&st, m, bytes, "ring")[2] ^= 1;        /* not its slot */
+	entry_in_file(&st, m, bytes, "lease")[2] = ~0ull;
+	kind_flags = (uint8_t *)entry_in_file(&st, m, bytes, "fw") + 60;
+	kind_flags[0] = RL_MOVING_WINDOW;        /* 7 words in 3, count 10 */
+	kind_flags = (uint8_t *)entry_in_file(&st, m, bytes, "old-0") + 60;
+	kind_flags[0] = 200;                     /* no such kind */
+	munmap(m, bytes);
+
+	/* inspect lists only sound entries; the damaged keys start afresh */
+	cr_assert_eq(shm_scan(shm_of(&st), count_sane, &n, &err), 0);
+	cr_expect_eq(n, 199, "old-1 to old-199 are sound: %llu listed",
+		     (unsigned long long)n);
+	cr_expect_eq(sv_hit(&st, "mw", mw, T0).remaining, 4);
+	cr_expect_eq(sv_hit(&st, "ring", mw, T0).remaining, 4);
+	struct rl_step fw_as_mw = sv_limit(RL_MOVING_WINDOW, 10, 60000);
+	cr_expect_eq(sv_hit(&st, "fw", fw_as_mw, T0).remaining, 9);
+	cr_expect_eq(st.ops->acquire(st.impl, "lease", 5, 3, 10000, T0, &id,
+				     &held, &err), 1, "%s", err.msg);
+	cr_expect_eq(held, 1);
+	cr_expect_eq(shm_remove(shm_of(&st), shm_key_hash(shm_of(&st), "old-0",
+							  5), e2, sizeof(e2)),
+		     0, "a damaged entry is no key to reset");
+	cr_expect_geq(stats(&st).recoveries, 1);
+	/* a flood of new keys meets damaged entries only as victims: they are
+	 * evicted, and their pool slots taken, without following them; the
+	 * counts stay true (the stripes are repaired after such a batch) */
+	fd = open(path_of("s"), O_RDWR);
+	cr_assert(fd >= 0);
+	m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	close(fd);
+	for (int i = 1; i < 200; i++) {
+		snprintf(key, sizeof(key), "old-%d", i);
+		sv_hit(&st, key, mw, T0);       /* afresh, or still there */
+		uint64_t *w = entry_in_file(&st, m, bytes, key);
+		if (i % 2)
+			w[2] = (uint64_t)i << 36;       /* outside the pool */
+		else
+			w[2] ^= 1;      /* a slot another entry owns */
+	}
+	munmap(m, bytes);
+	uint64_t recoveries = stats(&st).recoveries;
+	struct shm_stats s = stats(&st);
+	for (uint64_t i = 0; i < 3 * s.slots; i++) {
+		snprintf(key, sizeof(key), "new-%llu", (unsigned long long)i);
+		sv_hit(&st, key, mw, T0 + 1);
+	}
+	s = stats(&st);
+	n = 0;
+	cr_assert_eq(shm_scan(shm_of(&st), count_sane, &n, &err), 0);
+	cr_expect_eq(n, s.keys, "scan %llu, counted %llu",
+		     (unsigned long long)n, (unsigned long long)s.keys);
+	cr_expect_leq(s.ring_used, s.ring_slots);
+	cr_expect_eq(s.full, 0);
+	cr_expect_gt(s.recoveries, recoveries, "the stripes were repaired");
+	st.ops->destroy(st.impl);
+}
+
 Test(shm, lease_pool_full_of_live_leases_is_store_full)
 {
 	struct shm_config c = config("s", 1 << 20, 0);
