@@ -247,10 +247,14 @@ check(const char *file)
 	}
 	limits_text(d, sizeof(d), s->defaults, s->ndefaults);
 	limits_text(a, sizeof(a), s->application, s->napplication);
-	printf("rategate: %s: ok: %zu rule%s in %zu file%s; default \"%s\"; application \"%s\"; strategy %s; storage %s%s\n",
+	char ex[48] = "";
+	if (s->nexempt_clients > 0)
+		snprintf(ex, sizeof(ex), "; exempt clients in %zu network%s",
+			 s->nexempt_clients, s->nexempt_clients == 1 ? "" : "s");
+	printf("rategate: %s: ok: %zu rule%s in %zu file%s; default \"%s\"; application \"%s\"; strategy %s; storage %s%s%s\n",
 	       file, rl_ruleset_nrules(rs), rl_ruleset_nrules(rs) == 1 ? "" : "s",
 	       rl_ruleset_nfiles(rs), rl_ruleset_nfiles(rs) == 1 ? "" : "s", d, a,
-	       rl_strategy_name(s->strategy), s->storage.shown,
+	       rl_strategy_name(s->strategy), s->storage.shown, ex,
 	       s->enabled ? "" : "; DISABLED (enabled off)");
 	rl_ruleset_free(rs);
 	return 0;

@@ -489,6 +489,22 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 			d->addr_source = RL_ADDR_VARIANTS;
 	}
 	w->have_addr = 1;
+	/* exempt-clients: the resolved address itself (not its ipv4-prefix
+	 * or ipv6-prefix group), asked for only by rule sets that have the
+	 * list; a client it exempts is still checked for a bad path and for
+	 * max-body below, as on an exempt path. */
+	int exempt_client = 0;
+	if (s->nexempt_clients > 0 && d->addr_source != RL_ADDR_NONE) {
+		struct rl_addr a;
+		if (rl_client_addr(&s->proxies, req->remote_addr,
+				   req->remote_addr ? req->remote_addr_len : 0,
+				   vals, lens, variants ? 0 : nv, &a) !=
+		    RL_ADDR_NONE)
+			for (size_t i = 0; i < s->nexempt_clients &&
+			     !exempt_client; i++)
+				exempt_client = rl_cidr_contains(
+					&s->exempt_clients[i], &a);
+	}
 
 	if (req->path == NULL || req->path_len > RL_PATH_MAX) {
 		snprintf(d->error, sizeof(d->error), "request path missing or longer than %d bytes",
@@ -555,7 +571,7 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	} else if (!dry) {
 		d->max_body = max_body;
 	}
-	if (rule && rule->exempt) {
+	if ((rule && rule->exempt) || exempt_client) {
 		d->exempt = 1;
 		return finish(d, RL_ALLOW);
 	}

@@ -968,6 +968,22 @@ parse_nets(struct pstate *ps, const struct loc *ln, const struct tok *args,
 	return nets;
 }
 
+/* exempt-clients 0.0.0.0/0 (or ::/0) exempts every client of that family:
+ * say so, since "enabled off" is the way to mean it. */
+static void
+warn_everyone(struct pstate *ps, const struct loc *ln, const struct tok *args,
+	      const struct rl_cidr *nets, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (nets[i].bits == 0) {
+			struct loc at = loc_of(ln, args[i].col);
+			warn_at(ps, &at, "exempt-clients %s exempts every IPv%d client: nothing is limited for them (to turn limiting off, write \"enabled off\")",
+				nets[i].net.family == 4 ? "0.0.0.0/0" : "::/0",
+				nets[i].net.family);
+		}
+	}
+}
+
 /* A URL path the gateway answers itself (stats): absolute and already in
  * normalised form, so that it is matched exactly as rules are. */
 static int
@@ -1041,6 +1057,7 @@ static const struct directive directives[] = {
 	{ "log-format",       D_CHOICE,       S(log_format), 0, 0, 0, log_format_words },
 	{ "stats",            D_URLPATH,      S(stats), 0, 0, 0, NULL },
 	{ "stats-allow",      D_CIDRS,        S(stats_allow), S(nstats_allow), 0, 0, NULL },
+	{ "exempt-clients",   D_CIDRS,        S(exempt_clients), S(nexempt_clients), 0, 0, NULL },
 	{ "include",          D_INCLUDE,      0, 0, 0, 0, NULL },
 };
 #undef S
@@ -1316,9 +1333,12 @@ directive(struct pstate *ps, const struct loc *ln, const struct directive *d,
 				 d->name, d->name);
 			break;
 		}
-		struct rl_cidr *nets = parse_nets(ps, ln, args, nargs,
-						  "stats-allow network",
+		char what[48];
+		snprintf(what, sizeof(what), "%s network", d->name);
+		struct rl_cidr *nets = parse_nets(ps, ln, args, nargs, what,
 						  "127.0.0.1, 10.0.0.0/8 or ::1");
+		if (nets && strcmp(d->name, "exempt-clients") == 0)
+			warn_everyone(ps, ln, args, nets, nargs);
 		if (nets) {
 			*(const struct rl_cidr **)field = nets;
 			*(size_t *)((char *)st + d->off2) = nargs;

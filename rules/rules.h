@@ -637,6 +637,11 @@ struct rl_settings {
 	const struct rl_cidr *stats_allow;  /* who may read them; default
 					       127.0.0.1/32 and ::1/128 */
 	size_t nstats_allow;
+	/* exempt-clients: requests whose client address (as resolved with
+	 * trusted-proxies) lies in one of these are not limited at all, as
+	 * on an exempt path; NULL: none */
+	const struct rl_cidr *exempt_clients;
+	size_t nexempt_clients;
 };
 
 struct rl_ruleset;

@@ -59,6 +59,15 @@ case "$(cat "$d/out")" in
 *) echo "FAIL: no summary line:"; cat "$d/out"; fail=1 ;;
 esac
 
+# exempt-clients shows in the summary, so a check names who is never limited
+printf 'storage shm:%s/store?size=2M\nexempt-clients 10.0.0.0/8 ::1\n/a 1/minute\n' "$d" > "$d/ex.rules"
+"$bin" -t -c "$d/ex.rules" >"$d/out" 2>"$d/err"; rc=$?
+case "$rc:$(tail -n 1 "$d/out")" in
+*"0:rategate: $d/ex.rules: ok: 1 rule in 1 file; default \"none\"; application \"none\"; strategy fixed-window; storage shm:$d/store?size=2M; exempt clients in 2 networks")
+	echo "ok: exempt-clients in the summary line" ;;
+*) echo "FAIL: exempt-clients summary (exit $rc):"; cat "$d/out" "$d/err"; fail=1 ;;
+esac
+
 # The shm store file: to be created, existing and fitting, existing and
 # refused.  A CGI-wrapper request creates it with one key (/bin/true runs).
 same() {  # name, expected exit status, file with expected stdout, and stderr

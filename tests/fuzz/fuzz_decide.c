@@ -51,6 +51,7 @@ static const char rules_b[] =
 	"proxy-header     Forwarded\n"
 	"case-insensitive on\n"
 	"ipv4-prefix      24\n"
+	"exempt-clients   192.0.2.0/28 2001:db8:1::/48 ::ffff:198.51.100.7\n"
 	"strategy         sliding-window-counter\n"
 	"default          2/second; 100/hour\n"
 	"/Login           5/minute   methods=POST  scope=auth  key=header:X-User+addr\n"

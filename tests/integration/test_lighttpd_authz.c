@@ -30,6 +30,7 @@ static const char count_cgi[] =
 	"echo run >> '@COUNT@'\n"
 	"printf 'Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n'\n"
 	"echo \"RL_CLIENT=${RL_CLIENT-unset}\"\n"
+	"[ -z \"${RL_EXEMPT-}\" ] || echo \"RL_EXEMPT=$RL_EXEMPT\"\n"
 	"echo \"RL_KEY=${RL_KEY-unset}\"\n"
 	"echo \"RL_RULE=${RL_RULE-unset}\"\n"
 	"echo \"RL_LIMIT=${RL_LIMIT-unset}\"\n"
@@ -51,6 +52,7 @@ static const char rules_b[] =
 	"storage          memory\n"
 	"headers          on\n"
 	"trusted-proxies  1\n"
+	"exempt-clients   10.0.5.0/24\n"
 	"/xff/**          1/minute  message=\"xff: slow down\"\n";
 
 /* The own-socket set-up: lighttpd connects to a rategate it did not
@@ -371,6 +373,20 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	cr_expect_not_null(strstr(r.body, "RL_CLIENT=10.0.0.2\n"), "%s", r.body);
 	srv_resp_free(&r);
 
+	/* An exempt client (exempt-clients 10.0.5.0/24) is never limited nor
+	 * told of limits; a client that writes an exempt address left of
+	 * what our proxy appended is not exempt. */
+	for (int i = 0; i < 3; i++) {
+		r = get("/xff/env.cgi", "X-Forwarded-For: 10.0.5.7", NULL);
+		cr_expect_eq(r.status, 200, "%s", r.status_line);
+		cr_expect_not_null(strstr(r.body, "RL_EXEMPT=1\n"), "%s", r.body);
+		cr_expect_null(strstr(r.headers, "X-RateLimit"), "%s", r.headers);
+		srv_resp_free(&r);
+	}
+	r = get("/xff/env.cgi", "X-Forwarded-For: 10.0.5.7, 10.0.0.2", NULL);
+	expect_429(&r, "1", "xff: slow down\n");
+	srv_resp_free(&r);
+
 	/* X_Forwarded_For, a name variant lighttpd passes as a second
 	 * HTTP_X_FORWARDED_FOR: neither is trusted, the client is the proxy
 	 * (REMOTE_ADDR), and one warning says so for both requests. */
@@ -381,7 +397,7 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	r = get("/xff/env.cgi", "X-Forwarded-For: 10.0.0.4", "X_Forwarded_For: 10.0.0.8");
 	expect_429(&r, "1", "xff: slow down\n");
 	srv_resp_free(&r);
-	cr_expect_eq(srv_count_lines(srv_path("count")), 3);
+	cr_expect_eq(srv_count_lines(srv_path("count")), 6);
 
 	/* log rotation (logrotate's postrotate: kill -HUP): the -L file
 	 * moved away, SIGHUP makes a new one and the lines go there */

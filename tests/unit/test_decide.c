@@ -1096,6 +1096,66 @@ after(const char *path, int status, uint64_t late, int64_t now)
 	return rl_after_response(rs, &st, &r, status, late, now, &err);
 }
 
+/* exempt-clients: the resolved client address (after trusted-proxies,
+ * not its ipv6-prefix group) decides; such a client is not limited at all
+ * (rule, defaults, application, concurrency=), counts nothing, and still
+ * gets its 413; a client cannot make itself exempt by writing the address
+ * into X-Forwarded-For beyond the hops trusted. */
+Test(decide, exempt_clients_by_resolved_address)
+{
+	struct rl_decision d;
+	const char *via[] = { "HTTP_X_FORWARDED_FOR=10.1.2.3", NULL };
+	const char *spoof[] = { "HTTP_X_FORWARDED_FOR=10.1.2.3, 203.0.113.5", NULL };
+	const char *v6[] = { "HTTP_X_FORWARDED_FOR=2001:db8:0:1::5", NULL };
+	const char *v6n[] = { "HTTP_X_FORWARDED_FOR=2001:db8:0:1::6", NULL };
+	const char *mapped[] = { "HTTP_X_FORWARDED_FOR=::ffff:10.9.9.9", NULL };
+
+	setup_rules("trusted-proxies 1\n"
+		    "default 1/minute\n"
+		    "application 1/hour\n"
+		    "exempt-clients 10.0.0.0/8 2001:db8:0:1::5\n"
+		    "/a 1/minute concurrency=1\n"
+		    "/up 1/minute max-body=10\n");
+	for (int i = 0; i < 5; i++) {
+		nlast = 99;
+		cr_assert_eq(req_full("GET", "/a", "192.0.2.1", via, T0, RL_HIT,
+				      0, &d), RL_ALLOW);
+		cr_assert_eq(d.exempt, 1);
+		cr_assert_null(d.limit);
+		cr_assert_eq(nlast, 99, "an exempt client counts nothing");
+		cr_assert_str_eq(d.client, "10.1.2.3");
+		cr_assert_eq(req_full("GET", "/other", "192.0.2.1", via, T0,
+				      RL_HIT, 0, &d), RL_ALLOW);
+		cr_assert_eq(d.exempt, 1);
+		cr_assert_eq(req_full("GET", "/x", "192.0.2.1", mapped, T0,
+				      RL_HIT, 0, &d), RL_ALLOW,
+			     "::ffff:10.9.9.9 is 10.9.9.9");
+		cr_assert_eq(d.exempt, 1);
+		cr_assert_eq(req_full("GET", "/a", "192.0.2.1", v6, T0, RL_HIT,
+				      0, &d), RL_ALLOW);
+		cr_assert_eq(d.exempt, 1);
+	}
+	/* the proxy's own address is not the client */
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", spoof, T0, RL_HIT, 0,
+			      &d), RL_ALLOW);
+	cr_assert_eq(d.exempt, 0);
+	cr_assert_str_eq(d.client, "203.0.113.5");
+	cr_assert_eq(req_full("GET", "/b", "10.0.0.1", spoof, T0, RL_HIT, 0,
+			      &d), RL_DENY, "the application budget is spent");
+	/* another host of the exempt one's /64 is limited */
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", v6n, T0, RL_HIT, 0,
+			      &d), RL_ALLOW);
+	cr_assert_eq(d.exempt, 0);
+	cr_assert_eq(req_full("GET", "/a", "192.0.2.1", v6n, T0, RL_HIT, 0,
+			      &d), RL_DENY);
+	/* no proxy header: the web server's peer */
+	cr_assert_eq(hit("GET", "/a", "10.200.0.1", T0, &d), RL_ALLOW);
+	cr_assert_eq(d.exempt, 1);
+	/* max-body still applies */
+	struct rl_request r = body_req("POST", "/up", "10.7.7.7", 11);
+	cr_assert_eq(rl_decide(rs, &st, &r, T0, RL_HIT, &d), RL_TOO_LARGE);
+}
+
 Test(decide, too_large_before_counting)
 {
 	struct rl_decision d;
