@@ -2152,6 +2152,25 @@ no_access(const char *path, char *err, size_t errcap)
 		 me, (unsigned long)uid, me, path);
 }
 
+/* The message for a file that cannot be created (it does not exist):
+ * its directory is missing, read-only, or not writable by this process,
+ * which then says who it is, as no_access does for the file.  -t's check
+ * (can_create) and a start say the same. */
+static void
+no_dir(const char *path, int e, char *err, size_t errcap)
+{
+	char me[64];
+	uid_t uid = geteuid();
+
+	if (e == EACCES || e == EPERM)
+		snprintf(err, errcap, "shm store \"%s\": %s (its directory): this process runs as %s (uid %lu), which must be able to create the file there: make the directory writable by that user, or name another in the storage line",
+			 path, strerror(e), user_text(uid, me, sizeof(me)),
+			 (unsigned long)uid);
+	else
+		snprintf(err, errcap, "shm store \"%s\": %s (its directory)",
+			 path, strerror(e));
+}
+
 int shm_store_open(const struct shm_config *c, struct rl_store *st,
 		   char *err, size_t errcap)
 {
@@ -2166,14 +2185,19 @@ int shm_store_open(const struct shm_config *c, struct rl_store *st,
 	fd = open(c->path, O_RDWR | O_CLOEXEC | (c->attach_only ? 0 : O_CREAT),
 		  0660);
 	if (fd < 0) {
-		if (c->attach_only && errno == ENOENT)
+		int e = errno;
+
+		if (c->attach_only && e == ENOENT)
 			snprintf(err, errcap, "shm store \"%s\": no such file (no gateway has created it yet)",
 				 c->path);
-		else if (errno == EACCES)
+		else if (!c->attach_only && stat(c->path, &sb) != 0 &&
+			 errno == ENOENT)
+			no_dir(c->path, e, err, errcap);
+		else if (e == EACCES)
 			no_access(c->path, err, errcap);
 		else
 			snprintf(err, errcap, "shm store \"%s\": %s", c->path,
-				 strerror(errno));
+				 strerror(e));
 		goto done;
 	}
 	/* One opener at a time decides whether the file needs initialising,
@@ -2299,8 +2323,11 @@ static int can_create(const struct shm_config *c, int exists, char *err,
 		dir[dlen] = '\0';
 	}
 	if (access(exists ? c->path : dir, W_OK) != 0) {
-		snprintf(err, errcap, "shm store \"%s\": %s%s", c->path,
-			 strerror(errno), exists ? "" : " (its directory)");
+		if (exists)
+			snprintf(err, errcap, "shm store \"%s\": %s", c->path,
+				 strerror(errno));
+		else
+			no_dir(c->path, errno, err, errcap);
 		return -1;
 	}
 	if (statvfs(dir, &fs) == 0 &&

@@ -375,6 +375,63 @@ Test(shm, a_file_this_user_cannot_write_names_owner_mode_and_fix)
 		  status);
 }
 
+/* No file yet, and a directory the gateway's user may not write (a
+ * storage path under a root-owned directory, a CGI wrapper run as
+ * www-data): opening and the probe (-t) say it is the directory, who
+ * this process is and the fix, not a bare "Permission denied" about a
+ * file that does not exist.  A missing directory says "(its directory)"
+ * in both too. */
+Test(shm, a_directory_this_user_cannot_write_names_it_and_the_user)
+{
+	struct passwd *pw = getpwnam("www-data");
+
+	if (geteuid() != 0 || pw == NULL)
+		cr_skip_test("needs root and a www-data user");
+	/* config()'s path is one static buffer: each keeps a copy */
+	char want[1024], want_gone[1024], path[512], gone_path[512];
+	struct shm_config c = config("new", 1 << 20, 0);
+	snprintf(path, sizeof(path), "%s", c.path);
+	c.path = path;
+	struct shm_config gone = config("nodir/new", 1 << 20, 0);
+	snprintf(gone_path, sizeof(gone_path), "%s", gone.path);
+	gone.path = gone_path;
+	cr_assert_eq(chmod(dir, 0755), 0);
+	snprintf(want, sizeof(want), "shm store \"%s/new\": Permission denied (its directory): this process runs as www-data (uid %lu), which must be able to create the file there: make the directory writable by that user, or name another in the storage line",
+		 dir, (unsigned long)pw->pw_uid);
+	snprintf(want_gone, sizeof(want_gone), "shm store \"%s/nodir/new\": No such file or directory (its directory)",
+		 dir);
+
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		char e1[1024] = "", e2[1024] = "", e3[1024] = "", e4[1024] = "";
+		struct shm_plan p;
+		struct rl_store st;
+		uint64_t keys;
+		if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+			_exit(10);
+		if (shm_probe_file(&c, &p, &keys, e1, sizeof(e1)) != SHM_PROBE_REFUSED)
+			_exit(11);
+		if (shm_store_open(&c, &st, e2, sizeof(e2)) != -1)
+			_exit(12);
+		if (shm_probe_file(&gone, &p, &keys, e3, sizeof(e3)) != SHM_PROBE_REFUSED ||
+		    shm_store_open(&gone, &st, e4, sizeof(e4)) != -1)
+			_exit(13);
+		if (strcmp(e1, want) != 0 || strcmp(e2, want) != 0 ||
+		    strcmp(e3, want_gone) != 0 || strcmp(e4, want_gone) != 0) {
+			fprintf(stderr, "probe: %s\nopen:  %s\nwant:  %s\nprobe: %s\nopen:  %s\nwant:  %s\n",
+				e1, e2, want, e3, e4, want_gone);
+			_exit(14);
+		}
+		_exit(0);
+	}
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "child status %d (10 setuid, 11 probe not refused, 12 opened, 13 missing directory not refused, 14 message)",
+		  status);
+}
+
 /* ------------------------------------------------------------------ */
 /* Processes and threads                                               */
 
