@@ -338,6 +338,19 @@ struct server {
 	atomic_int stopping;
 	atomic_int failed;      /* a worker could not accept any more */
 	atomic_int running;     /* workers still in their loop */
+	/* The workers (see "Workers" above worker_main): ws has room for
+	 * FCGI_WORKERS_MAX; the first nstarted are started, under spawn_mu,
+	 * which also keeps a worker from being started once stopping is
+	 * set.  idle counts those waiting for a request. */
+	struct worker *ws;
+	unsigned nstarted;
+	pthread_mutex_t spawn_mu;
+	atomic_int idle;
+	/* Application slots: at most app_max (-j) requests with an
+	 * application at once (app_slot_take). */
+	pthread_mutex_t app_mu;
+	pthread_cond_t app_cv;
+	unsigned app_busy, app_max;
 	atomic_int_fast64_t store_err_logged_ms; /* last store-error line */
 	atomic_int_fast64_t proxy_logged_ms;    /* last proxy-header line */
 	atomic_uint_fast64_t proxy_unlogged;    /* such requests since */
@@ -1222,6 +1235,52 @@ make_env(const struct rl_decision *d, int64_t now, char bufs[ENV_MAX][RL_DECISIO
 	return n;
 }
 
+/* Application slots.  Workers are started as they are needed (below),
+ * but at most -j requests of a process are with an application at once,
+ * as when there were -j workers and no more: a libfcgi program or php-fpm
+ * gives a worker to each connection, and one kept open (upstream-keepalive)
+ * keeps it, so more connections than it has workers would leave the new
+ * ones unaccepted until upstream-timeout (a test with nginx's kept
+ * connections found it); CGI scripts stay as many as before.  A request
+ * waits for a slot at most its upstream-timeout, then is answered 503 (as
+ * HAProxy's "timeout queue" does), and the time it waited is taken off
+ * what it may wait for the application.  Returns the ms waited, or -1. */
+static int64_t
+app_slot_take(struct server *srv, int64_t timeout_ms)
+{
+	int64_t t0 = clock_mono_ms(), waited = 0;
+	struct timespec dl;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += (time_t)(timeout_ms / 1000);
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&srv->app_mu);
+	while (srv->app_busy >= srv->app_max) {
+		if (pthread_cond_timedwait(&srv->app_cv, &srv->app_mu, &dl) ==
+		    ETIMEDOUT && srv->app_busy >= srv->app_max) {
+			pthread_mutex_unlock(&srv->app_mu);
+			return -1;
+		}
+	}
+	srv->app_busy++;
+	pthread_mutex_unlock(&srv->app_mu);
+	waited = clock_mono_ms() - t0;
+	return waited;
+}
+
+static void
+app_slot_give(struct server *srv)
+{
+	pthread_mutex_lock(&srv->app_mu);
+	srv->app_busy--;
+	pthread_cond_signal(&srv->app_cv);
+	pthread_mutex_unlock(&srv->app_mu);
+}
+
 static void
 proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 {
@@ -1369,13 +1428,30 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	struct proxy_result res;
 	w->body_len = spec.content_length;
 	int called = prefetch_body(w, &spec) == 0;
+	int64_t waited = called ? app_slot_take(srv, spec.timeout_ms) : 0;
+	if (called && waited < 0) {
+		respond_error(&w->out, 503, 0, "busy",
+			      "Service Unavailable: the application is busy", f);
+		send_out(w);
+		skip_unread_body(w, &rq, 1);
+		atomic_fetch_add(&srv->stats.upstream_errors, 1);
+		char t[32];
+		log_printf(srv->log, LOG_LEVEL_ERROR, "upstream-error",
+			   "%s: answered 503: all %u application slots of this process (-j) stayed busy for %s (upstream-timeout); the application was not called",
+			   what, srv->app_max,
+			   duration_text(spec.timeout_ms, t, sizeof(t)));
+		goto end;
+	}
 	if (called) {
+		spec.timeout_ms -= waited < spec.timeout_ms ? waited
+							    : spec.timeout_ms - 1;
 		atomic_fetch_add(&srv->stats.inflight, 1);
 		if (b->cgi)
 			cgi_run(b->path, w->params, np, &spec, &pc, &res);
 		else
 			upstream_run(b->up, w->params, np, &spec, &pc, &res);
 		atomic_fetch_sub(&srv->stats.inflight, 1);
+		app_slot_give(srv);
 	} else {
 		memset(&res, 0, sizeof(res));
 	}
@@ -1870,13 +1946,88 @@ finish_request(struct worker *w)
 	FCGX_Finish_r(q);
 }
 
+/* Workers.  -j starts that many; whenever a worker takes a request and
+ * none is left waiting for one, another is started, up to
+ * FCGI_WORKERS_MAX, so that requests which hold a worker for long (a body
+ * trickled through Apache's mod_proxy_fcgi, a stalled head, a slow
+ * application) cannot leave the rest unanswered: with a fixed few, as many
+ * slow clients stopped the whole site, exempt paths and the statistics
+ * included (found by a review).  An attacker now needs as many slow
+ * requests as FCGI_WORKERS_MAX, more than a web server's own workers
+ * (Apache's MaxRequestWorkers is 150 on Debian), which a trickle holds as
+ * well; requests for an application wait for one of -j application
+ * slots (above), while the rest (denials, the statistics, bad requests)
+ * are answered at once.  Workers started this way stay until the process
+ * stops: memory for
+ * 256 is bounded (a worker's buffers grow with its largest request, the
+ * params to FCGI_PARAMS_MAX).  The count is logged each time it doubles
+ * and when it reaches the most. */
+static void *worker_main(void *arg);
+
+/* Starts worker number srv->nstarted; with spawn_mu held. */
+static int
+start_worker(struct server *srv)
+{
+	struct worker *w = &srv->ws[srv->nstarted];
+
+	w->srv = srv;
+	respond_buf_init(&w->out);
+	respond_buf_init(&w->hdr);
+	/* -1: libfcgi never accepts by itself (accept_conn does) */
+	FCGX_InitRequest(&w->req, -1, 0);
+	atomic_fetch_add(&srv->running, 1);
+	atomic_fetch_add(&srv->idle, 1);
+	int e = pthread_create(&w->tid, NULL, worker_main, w);
+	if (e != 0) {
+		atomic_fetch_sub(&srv->running, 1);
+		atomic_fetch_sub(&srv->idle, 1);
+		respond_buf_free(&w->out);
+		respond_buf_free(&w->hdr);
+		return e;
+	}
+	srv->nstarted++;
+	return 0;
+}
+
+/* A worker took a request: start another if none is left waiting. */
+static void
+worker_busy(struct server *srv)
+{
+	if (atomic_fetch_sub(&srv->idle, 1) != 1)
+		return;
+	pthread_mutex_lock(&srv->spawn_mu);
+	unsigned n = srv->nstarted;
+	if (atomic_load(&srv->idle) == 0 && n < FCGI_WORKERS_MAX &&
+	    !atomic_load(&srv->stopping)) {
+		int e = start_worker(srv);
+		if (e != 0)
+			log_printf(srv->log, LOG_LEVEL_WARN, "workers",
+				   "all %u workers are busy and another cannot be started: %s; new requests wait for one",
+				   n, strerror(e));
+		else if (n + 1 == FCGI_WORKERS_MAX)
+			log_printf(srv->log, LOG_LEVEL_WARN, "workers",
+				   "all %u workers are busy: started the last one (at most %d); beyond it new requests wait (slow clients or a slow application?)",
+				   n, FCGI_WORKERS_MAX);
+		else if (((n + 1) & n) == 0)
+			log_printf(srv->log, LOG_LEVEL_INFO, "workers",
+				   "all %u workers are busy: %u now (at most %d)",
+				   n, n + 1, FCGI_WORKERS_MAX);
+	}
+	pthread_mutex_unlock(&srv->spawn_mu);
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct server *srv = w->srv;
+	int busy = 0;   /* counted out of srv->idle */
 
 	for (;;) {
+		if (busy) {
+			atomic_fetch_add(&srv->idle, 1);
+			busy = 0;
+		}
 		if (atomic_load(&srv->stopping))
 			break;
 		keep_or_release(w);
@@ -1884,6 +2035,8 @@ worker_main(void *arg)
 			break;
 		if (w->req.ipcFd < 0 && (w->req.ipcFd = accept_conn(w)) < 0)
 			break;
+		busy = 1;
+		worker_busy(srv);
 		if (!head_ready(w))
 			continue;
 		/* FCGX_Accept_r first finishes the previous request, which
@@ -1928,6 +2081,7 @@ worker_main(void *arg)
 			w->trim = 0;
 		}
 	}
+	atomic_fetch_sub(&srv->idle, 1);        /* busy is 0 here */
 	atomic_fetch_sub(&srv->running, 1);
 	return NULL;
 }
@@ -2300,8 +2454,16 @@ fcgi_main(const struct fcgi_options *o)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	memset(&srv, 0, sizeof(srv));
 	srv.listen_fd = -1;
+	srv.app_max = nw;
 	srv.rules_path = o->rules;
 	pthread_mutex_init(&srv.gen_mu, NULL);
+	pthread_mutex_init(&srv.spawn_mu, NULL);
+	pthread_mutex_init(&srv.app_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&srv.app_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	srv.stats.started_ms = clock_wall_ms();
 	srv.log = log_new(o->log, err, sizeof(err));
 	if (srv.log == NULL) {
@@ -2403,33 +2565,31 @@ fcgi_main(const struct fcgi_options *o)
 		fprintf(stderr, "rategate: FCGX_Init failed\n");
 		goto out;
 	}
-	ws = log_xrealloc(NULL, nw * sizeof(*ws));
-	memset(ws, 0, nw * sizeof(*ws));
-	atomic_store(&srv.running, (int)nw);
+	/* calloc: room for every worker, pages touched only when one is
+	 * started */
+	ws = calloc(FCGI_WORKERS_MAX, sizeof(*ws));
+	if (ws == NULL)
+		log_xrealloc(NULL, SIZE_MAX);   /* out of memory: abort */
+	srv.ws = ws;
 	unsigned started = 0;
+	pthread_mutex_lock(&srv.spawn_mu);
 	for (; started < nw; started++) {
-		struct worker *w = &ws[started];
-		w->srv = &srv;
-		respond_buf_init(&w->out);
-		respond_buf_init(&w->hdr);
-		/* -1: libfcgi never accepts by itself (accept_conn does) */
-		FCGX_InitRequest(&w->req, -1, 0);
-		int e = pthread_create(&w->tid, NULL, worker_main, w);
+		int e = start_worker(&srv);
 		if (e != 0) {
 			fprintf(stderr, "rategate: cannot start worker threads: %s\n",
 				strerror(e));
-			atomic_fetch_sub(&srv.running, (int)(nw - started));
 			atomic_store(&srv.failed, 1);
 			break;
 		}
 	}
+	pthread_mutex_unlock(&srv.spawn_mu);
 	if (s->storage.kind == RL_STORAGE_MEMORY)
 		log_printf(srv.log, LOG_LEVEL_INFO, "start",
 			   "storage memory: counters are private to this process; run one rategate process per site (lighttpd \"max-procs\" => 1)");
 	log_printf(srv.log, LOG_LEVEL_INFO, "start",
-		   "rategate %s: FastCGI authorizer and responder on %s, %u worker%s, rules %s, storage %s",
+		   "rategate %s: FastCGI authorizer and responder on %s, %u worker%s (more while all are busy, up to %d), rules %s, storage %s",
 		   PACKAGE_VERSION, where, started, started == 1 ? "" : "s",
-		   o->rules, srv.store_shown);
+		   FCGI_WORKERS_MAX, o->rules, srv.store_shown);
 	s = NULL;       /* may be freed by a reload from here on */
 
 	while (started == nw) {
@@ -2451,7 +2611,12 @@ fcgi_main(const struct fcgi_options *o)
 		log_printf(srv.log, LOG_LEVEL_INFO, "stop",
 			   "stopping: %ld request%s in flight, waiting up to %d s for them",
 			   inflight, inflight == 1 ? "" : "s", FCGI_DRAIN_S);
+	/* under spawn_mu: no worker is started after this, so nstarted is
+	 * all there are to join */
+	pthread_mutex_lock(&srv.spawn_mu);
 	atomic_store(&srv.stopping, 1);
+	started = srv.nstarted;
+	pthread_mutex_unlock(&srv.spawn_mu);
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);
 	char *joined = log_xrealloc(NULL, started ? started : 1);
@@ -2526,5 +2691,8 @@ out:
 	log_free(srv.log);
 	rl_ruleset_free(rs);
 	pthread_mutex_destroy(&srv.gen_mu);
+	pthread_mutex_destroy(&srv.spawn_mu);
+	pthread_mutex_destroy(&srv.app_mu);
+	pthread_cond_destroy(&srv.app_cv);
 	return status;
 }

@@ -29,7 +29,9 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,7 @@ static const char rules[] =
 	"upstream         fcgi+unix://@DIR@/app.sock\n"
 	"default          1000/minute\n"
 	"/cgi/**          1000/minute  upstream=cgi:@CGI@\n"
+	"/keyed           10/minute    key=header:X-Key  missing-key=deny\n"
 	"stats            /rg-stats\n";
 
 static pid_t rg, app;
@@ -490,6 +493,103 @@ Test(slow, a_trickled_body_completes)
 			free(a.out);
 		}
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "upstream-error"), 0, "%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "client-timeout"), 0, "%s", logs());
+}
+
+/* Connections trickling a chunked body, a byte every 300 ms, until stop
+ * is set (plain sends: no assertion outside the test's thread). */
+struct trickler {
+	int fd[6];
+	atomic_int stop;
+};
+
+static void *
+trickle_on(void *arg)
+{
+	struct trickler *t = arg;
+
+	while (!atomic_load(&t->stop)) {
+		srv_sleep_ms(300);
+		for (int i = 0; i < 6; i++) {
+			struct buf b = { 0 };
+			record(&b, 5, "x", 1);
+			if (send(t->fd[i], b.p, b.len, MSG_NOSIGNAL) < 0) {
+				/* the answer tells */
+			}
+			free(b.p);
+		}
+	}
+	return NULL;
+}
+
+/* More slow requests than -j workers (six bodies trickled through, as
+ * Apache mod_proxy_fcgi streams a slow client's) do not stop the site:
+ * more workers are started while all are busy, so what rategate answers
+ * itself (the statistics, a denial) is answered at once, and a request
+ * for the application waits for one of the -j application slots at most
+ * upstream-timeout, then is a 503 that says why.  With a fixed 4 workers
+ * (found by a review) all of them waited until the trickles ended. */
+Test(slow, trickles_on_every_worker_do_not_stop_the_site)
+{
+	struct trickler t = { .stop = 0 };
+	pthread_t tid;
+	double hold = 4 * srv_slow();   /* the trickles last this long */
+
+	for (int i = 0; i < 6; i++) {
+		struct buf b = { 0 };
+		t.fd[i] = conn();
+		head(&b, "POST", "/f", -1);
+		record(&b, 5, "x", 1);
+		send_buf(t.fd[i], &b);
+	}
+	cr_assert_eq(pthread_create(&tid, NULL, trickle_on, &t), 0);
+	srv_sleep_ms((unsigned)(500 * srv_slow()));     /* six workers hold them */
+	double t0 = srv_now();
+	struct answer a = request("GET", "/rg-stats", NULL, hold);
+	double took = srv_now() - t0;
+	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	cr_expect_lt(took, hold / 4, "statistics after %.1f s\n%s", took, logs());
+	free(a.out);
+	t0 = srv_now();
+	a = request("GET", "/keyed", NULL, hold);
+	took = srv_now() - t0;
+	cr_expect_eq(status_of(&a), 429, "%s\n%s", a.out, logs());
+	cr_expect_lt(took, hold / 4, "denial after %.1f s\n%s", took, logs());
+	free(a.out);
+	t0 = srv_now();
+	a = request("GET", "/f", NULL, hold);
+	took = srv_now() - t0;
+	cr_expect_eq(status_of(&a), 503, "%s\n%s", a.out, logs());
+	cr_expect_not_null(strstr(a.out, "Service Unavailable: the application is busy"), "%s", a.out);
+	cr_expect(took > 0.9 && took < hold / 2, "503 after %.1f s (upstream-timeout 1 s)\n%s",
+		  took, logs());
+	free(a.out);
+	double left = hold - (srv_now() - t0);
+	if (left > 0)
+		srv_sleep_ms((unsigned)(left * 1000));
+	atomic_store(&t.stop, 1);
+	pthread_join(tid, NULL);
+	int ok = 0, busy = 0;
+	for (int i = 0; i < 6; i++) {
+		struct buf b = { 0 };
+		record(&b, 5, NULL, 0);
+		if (send(t.fd[i], b.p, b.len, MSG_NOSIGNAL) < 0) {
+			/* answered already: read it */
+		}
+		free(b.p);
+		a = answer(t.fd[i], 5 * srv_slow());
+		ok += status_of(&a) == 200 && strstr(a.out, "\nbody_len=") != NULL;
+		busy += status_of(&a) == 503;
+		free(a.out);
+		close(t.fd[i]);
+	}
+	cr_expect_eq(ok, 4, "the four trickles with an application slot complete\n%s", logs());
+	cr_expect_eq(busy, 2, "the two without one were told 503\n%s", logs());
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
+				       "answered 503: all 4 application slots of this process (-j) stayed busy for 1 s (upstream-timeout); the application was not called"),
+		     3, "%s", logs());
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "level=info event=workers msg=\"all 7 workers are busy: 8 now (at most 256)\"");
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "client-timeout"), 0, "%s", logs());
 }
 
