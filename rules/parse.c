@@ -1915,9 +1915,10 @@ cmp_path(const void *a, const void *b)
 }
 
 static int
-has_glob_chars(const char *s)
+has_glob_chars(const char *s, size_t len)
 {
-	return strpbrk(s, "*?[") != NULL;
+	return memchr(s, '*', len) != NULL || memchr(s, '?', len) != NULL ||
+	       memchr(s, '[', len) != NULL;
 }
 
 /* The identity of a file (the rl_io callback's, else its name): what
@@ -2030,36 +2031,63 @@ include_files(struct pstate *ps, const struct loc *at, const struct tok *arg)
 			 Q(arg, qb));
 		return;
 	}
-	/* Relative to the directory of the including file. */
+	/* Relative to the directory of the including file.  Whether it is a
+	 * glob is the argument's to say: the directory is a name, its '*',
+	 * '?', '[' and '\' escaped for the glob (a review found "include
+	 * sites/a.rules" in /srv/site[1]/ read as a glob that matched
+	 * nothing: the file's rules dropped with only a warning). */
 	const char *cur = at->file;
 	const char *slash = strrchr(cur, '/');
 	size_t dlen = (arg->v[0] != '/' && slash) ? (size_t)(slash - cur) + 1 : 0;
-	char *pat = malloc(dlen + arg->vlen + 1);
-	if (pat == NULL) {
+	int glob = has_glob_chars(arg->v, arg->vlen);
+	char *name = malloc(dlen + arg->vlen + 1);
+	char *pat = malloc(2 * dlen + arg->vlen + 1);
+	if (name == NULL || pat == NULL) {
+		free(name);
+		free(pat);
 		ps->oom = 1;
 		return;
 	}
-	memcpy(pat, cur, dlen);
-	memcpy(pat + dlen, arg->v, arg->vlen);
-	pat[dlen + arg->vlen] = '\0';
+	memcpy(name, cur, dlen);
+	memcpy(name + dlen, arg->v, arg->vlen);
+	name[dlen + arg->vlen] = '\0';
+	size_t plen = 0;
+	for (size_t i = 0; i < dlen; i++) {
+		if (strchr("*?[\\", cur[i]) != NULL)
+			pat[plen++] = '\\';
+		pat[plen++] = cur[i];
+	}
+	memcpy(pat + plen, arg->v, arg->vlen);
+	pat[plen + arg->vlen] = '\0';
 
 	msg[0] = '\0';
-	if (ps->io->glob(ps->io->ctx, pat, &paths, &n, msg, sizeof(msg))) {
-		error_at(ps, at, "cannot expand include \"%s\": %s", pat, msg);
+	if (!glob) {
+		/* a plain name: reading it reports a missing file */
+		paths = malloc(sizeof(*paths));
+		if (paths == NULL || (paths[0] = strdup(name)) == NULL) {
+			free(paths);
+			paths = NULL;
+			ps->oom = 1;
+		} else {
+			n = 1;
+		}
+	} else if (ps->io->glob(ps->io->ctx, pat, &paths, &n, msg, sizeof(msg))) {
+		error_at(ps, at, "cannot expand include \"%s\": %s", name, msg);
 	} else {
 		/* file order decides rule precedence ties: never trust the
 		 * callback's order */
 		if (n > 1)
 			qsort(paths, n, sizeof(*paths), cmp_path);
-		if (n == 0 && has_glob_chars(pat))
-			warn_at(ps, at, "include \"%s\" matches no file", pat);
-		for (size_t i = 0; i < n; i++)
-			parse_file(ps, at, paths[i], has_glob_chars(pat));
+		if (n == 0)
+			warn_at(ps, at, "include \"%s\" matches no file", name);
 	}
+	for (size_t i = 0; i < n; i++)
+		parse_file(ps, at, paths[i], glob);
 	for (size_t i = 0; i < n; i++)
 		free(paths[i]);
 	free(paths);
 	free(pat);
+	free(name);
 }
 
 /* ------------------------------------------------------------------ */

@@ -435,6 +435,9 @@ size_t rl_key_name_compact(const char *key, size_t len, char *out, size_t cap,
  * read_file: *data is malloc'd by the callback and freed by the library.
  * glob: expands a pattern to a sorted, malloc'd array of malloc'd paths,
  *   all freed by the library; a pattern that matches nothing yields n = 0.
+ *   Called only for an include whose argument has '*', '?' or '['; the
+ *   including file's directory in front of it has those and '\' escaped
+ *   with '\', as glob(3) and fnmatch(3) read them.
  * identity: writes a stable identity of the file (e.g. dev:inode) used to
  *   detect include cycles; may be NULL (the path text is used). */
 struct rl_io {

@@ -820,6 +820,51 @@ Test(parse, include_errors)
 	cr_assert_null(parse("include x.rules\n"));
 }
 
+/* The including file's directory is a name, not a glob: "site[1]" holds
+ * '[' and '*' and '\' in its name, and a plain include there is read (and a
+ * missing one an error), a glob include matches its files. */
+Test(parse, include_from_a_directory_named_like_a_glob)
+{
+	struct memfile fs[] = {
+		{ "/srv/site[1]*\\/main.rules", "include a.rules\ninclude sites/*.rules\n", 0 },
+		{ "/srv/site[1]*\\/a.rules", "/a 1/second\n", 0 },
+		{ "/srv/site[1]*\\/sites/b.rules", "/b 1/second\n", 0 },
+		{ "/srv/site[1]*\\/missing.rules", "include nothere.rules\n", 0 },
+	};
+	files = fs;
+	nfiles = sizeof(fs) / sizeof(fs[0]);
+
+	struct rl_ruleset *rs = load("/srv/site[1]*\\/main.rules");
+	cr_assert_not_null(rs, "%s", rep.nerrors ? rep.errors[0] : "");
+	cr_assert_eq(rep.nwarnings, 0, "%s", rep.nwarnings ? rep.warnings[0] : "");
+	cr_assert_eq(rl_ruleset_nfiles(rs), 3);
+	cr_assert_eq(rl_ruleset_nrules(rs), 2);
+	cr_assert_str_eq(rl_ruleset_rule(rs, 0)->pattern.text, "/a");
+	cr_assert_str_eq(rl_ruleset_rule(rs, 1)->pattern.text, "/b");
+	rl_ruleset_free(rs);
+
+	cr_assert_null(load("/srv/site[1]*\\/missing.rules"));
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert_str_eq(rep.errors[0],
+			 "/srv/site[1]*\\/missing.rules:1:9: cannot read included file \"/srv/site[1]*\\/nothere.rules\": No such file or directory");
+}
+
+/* Only the include's own argument makes it a glob: a '*' further on the
+ * line (a comment) does not. */
+Test(parse, include_glob_chars_after_the_argument)
+{
+	struct memfile fs[] = {
+		{ "/c/main.rules", "include a.rules # not *.rules\n", 0 },
+	};
+	files = fs;
+	nfiles = sizeof(fs) / sizeof(fs[0]);
+
+	cr_assert_null(load("/c/main.rules"));
+	cr_assert_eq(rep.nerrors, 1);
+	cr_assert_str_eq(rep.errors[0],
+			 "/c/main.rules:1:9: cannot read included file \"/c/a.rules\": No such file or directory");
+}
+
 Test(parse, include_depth)
 {
 	/* a chain of 100 files: depth is capped, with one clear error */
