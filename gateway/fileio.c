@@ -69,6 +69,22 @@ read_file(void *ctx, const char *path, char **data, size_t *len, char *msg,
 	return 0;
 }
 
+/* The first directory glob() could not read, other than one that does not
+ * exist (ENOENT) or is not a directory (ENOTDIR): rules are loaded by one
+ * thread at a time. */
+static char glob_err_path[200];
+static int glob_err_errno;
+
+static int
+glob_err(const char *path, int err)
+{
+	if (err != ENOENT && err != ENOTDIR && glob_err_path[0] == '\0') {
+		snprintf(glob_err_path, sizeof(glob_err_path), "%s", path);
+		glob_err_errno = err;
+	}
+	return 0;
+}
+
 static int
 expand(void *ctx, const char *pattern, char ***paths, size_t *n, char *msg,
        size_t msgcap)
@@ -90,8 +106,18 @@ expand(void *ctx, const char *pattern, char ***paths, size_t *n, char *msg,
 		*n = 1;
 		return 0;
 	}
-	/* no GLOB_ERR: a missing directory is "matches nothing" (a warning) */
-	int r = glob(pattern, 0, NULL, &g);
+	/* no GLOB_ERR: a missing directory is "matches nothing" (a warning);
+	 * but one that cannot be read (EACCES, ELOOP) may hold rules that
+	 * would be dropped without a word (a review found a directory of
+	 * mode 0700 read so by a gateway of another user): an error */
+	glob_err_path[0] = '\0';
+	int r = glob(pattern, 0, glob_err, &g);
+	if (glob_err_path[0] != '\0') {
+		snprintf(msg, msgcap, "%s: %s", glob_err_path, strerror(glob_err_errno));
+		if (r == 0)
+			globfree(&g);
+		return -1;
+	}
 	if (r == GLOB_NOMATCH)
 		return 0;
 	if (r != 0) {

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fileio.h"
 
@@ -111,4 +113,91 @@ Test(rulefiles, good_files_load_cleanly)
 Test(rulefiles, bad_files_give_their_diagnostics)
 {
 	each("tests/rules/bad/*.rules", bad);
+}
+
+/* A directory of a glob include that exists but cannot be read (a loop of
+ * symbolic links; a directory this user may not read) is an error, not a
+ * glob that matches nothing: its rules would be dropped with a warning.
+ * A directory that does not exist still only warns. */
+static char tmpdir[64];
+
+static void
+write_file(const char *name, const char *text)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "cannot write %s", path);
+	fputs(text, f);
+	fclose(f);
+}
+
+static struct rl_ruleset *
+load_tmp(const char *name, struct rl_report *rep)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	return rl_ruleset_load(path, &fileio, rep);
+}
+
+static void
+rm_tmpdir(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "chmod -R u+rwx %s; rm -rf %s", tmpdir, tmpdir);
+	if (system(cmd) != 0)
+		cr_log_warn("cannot remove %s", tmpdir);
+}
+
+Test(rulefiles, unreadable_glob_directory_is_an_error, .fini = rm_tmpdir)
+{
+	struct rl_report rep;
+	char path[256], want[512];
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/rg-rulefiles-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmpdir));
+	snprintf(path, sizeof(path), "%s/loop", tmpdir);
+	cr_assert_eq(symlink("loop", path), 0);
+	write_file("loop.rules", "/a 1/second\ninclude loop/*.rules\n");
+	write_file("none.rules", "/a 1/second\ninclude nodir/*.rules\n");
+
+	struct rl_ruleset *rs = load_tmp("loop.rules", &rep);
+	cr_expect_null(rs);
+	cr_assert_eq(rep.nerrors, 1);
+	snprintf(want, sizeof(want),
+		 "%s/loop.rules:2:9: cannot expand include \"%s/loop/*.rules\": %s/loop: Too many levels of symbolic links",
+		 tmpdir, tmpdir, tmpdir);
+	cr_expect_str_eq(rep.errors[0], want);
+	rl_report_free(&rep);
+	rl_ruleset_free(rs);
+
+	rs = load_tmp("none.rules", &rep);
+	cr_expect_not_null(rs);
+	cr_assert_eq(rep.nwarnings, 1);
+	snprintf(want, sizeof(want),
+		 "%s/none.rules:2:9: warning: include \"%s/nodir/*.rules\" matches no file",
+		 tmpdir, tmpdir);
+	cr_expect_str_eq(rep.warnings[0], want);
+	rl_report_free(&rep);
+	rl_ruleset_free(rs);
+
+	if (geteuid() == 0)
+		return;         /* root reads any directory */
+	snprintf(path, sizeof(path), "%s/sites", tmpdir);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	write_file("sites/a.rules", "/secret 1/second\n");
+	write_file("perm.rules", "/a 1/second\ninclude sites/*.rules\n");
+	cr_assert_eq(chmod(path, 0), 0);
+	rs = load_tmp("perm.rules", &rep);
+	cr_expect_null(rs);
+	cr_assert_eq(rep.nerrors, 1);
+	snprintf(want, sizeof(want),
+		 "%s/perm.rules:2:9: cannot expand include \"%s/sites/*.rules\": %s/sites: Permission denied",
+		 tmpdir, tmpdir, tmpdir);
+	cr_expect_str_eq(rep.errors[0], want);
+	rl_report_free(&rep);
+	rl_ruleset_free(rs);
 }
