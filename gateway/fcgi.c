@@ -326,7 +326,10 @@ struct server {
 	enum rl_storage_kind store_kind;
 	const char *store_uri;  /* of the store opened at start (owned copy) */
 	const char *store_shown; /* the same, password masked (owned copy) */
-	uint64_t store_max_moving;
+	/* largest moving-window count and concurrency= the store's slots
+	 * hold (a shm file, or Redis's fallback file, keeps them);
+	 * UINT64_MAX: no bound (memory, Redis without a fallback) */
+	uint64_t store_max_moving, store_max_leases;
 	struct log *log;
 	struct stats stats;
 	struct backend *backends;       /* every backend ever configured */
@@ -467,6 +470,14 @@ gen_new(struct server *srv, struct rl_ruleset *rs, const struct stats_rules *old
 			 rl_ruleset_max_moving_by(rs),
 			 (unsigned long long)rl_ruleset_max_moving(rs),
 			 (unsigned long long)srv->store_max_moving);
+		goto fail;
+	}
+	if (rl_ruleset_max_inflight(rs) > srv->store_max_leases) {
+		snprintf(err, errcap,
+			 "%s needs in-flight slots for concurrency up to %llu; the store was opened for %llu, and a shm store file keeps its slot size: stop every gateway, delete the file (its counters are lost) and start them again (rategate -t says what a start would do; concurrency-max=N on the storage line reserves room for later rules)",
+			 rl_ruleset_max_inflight_by(rs),
+			 (unsigned long long)rl_ruleset_max_inflight(rs),
+			 (unsigned long long)srv->store_max_leases);
 		goto fail;
 	}
 	g->stats = stats_rules_new(rs, old);
@@ -2499,12 +2510,21 @@ fcgi_main(const struct fcgi_options *o)
 	srv.store_shown = strdup(s->storage.shown);
 	if (srv.store_uri == NULL || srv.store_shown == NULL)
 		log_xrealloc(NULL, SIZE_MAX);
-	srv.store_max_moving = rl_ruleset_max_moving(rs);
+	/* a reload may bring rules up to what the slots of the shm file
+	 * (or Redis's fallback file) hold; the memory store and Redis keep
+	 * any size (a review found a reload of the memory store refused for
+	 * a moving window, and a shm one let in a concurrency= its slots
+	 * cannot hold: each of its requests a 503) */
+	srv.store_max_moving = UINT64_MAX;
+	srv.store_max_leases = UINT64_MAX;
 	struct shm *shm = shm_of(&srv.store);
+	if (shm == NULL && store_redis_of(&srv.store) != NULL)
+		shm = store_redis_fallback(store_redis_of(&srv.store));
 	if (shm != NULL) {
 		struct shm_stats ss;
 		shm_stats(shm, &ss);
 		srv.store_max_moving = ss.max_moving;
+		srv.store_max_leases = ss.max_leases;
 	}
 	if (s->storage.kind == RL_STORAGE_MEMORY) {
 		struct locked_store *ls = log_xrealloc(NULL, sizeof(*ls));

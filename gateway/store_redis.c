@@ -1387,6 +1387,11 @@ struct redis_store *store_redis_of(const struct rl_store *st)
 	return st && st->ops == &redis_ops ? st->impl : NULL;
 }
 
+struct shm *store_redis_fallback(struct redis_store *r)
+{
+	return r->has_fb ? shm_of(&r->fb) : NULL;
+}
+
 void store_redis_set_log(struct redis_store *r, struct log *l)
 {
 	atomic_store(&r->log, l);

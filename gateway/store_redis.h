@@ -103,6 +103,10 @@ struct redis_store;
 /* The Redis store behind st, or NULL for another kind. */
 struct redis_store *store_redis_of(const struct rl_store *st);
 
+/* The shared-memory store of store-failure fallback, or NULL without
+ * one (its slots bound the rules a reload may bring). */
+struct shm *store_redis_fallback(struct redis_store *r);
+
 /* Where switches are logged (not owned; it must outlive the store).
  * Until set, and after setting NULL, they go to standard error. */
 void store_redis_set_log(struct redis_store *r, struct log *l);

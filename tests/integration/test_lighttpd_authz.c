@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <pthread.h>
 #include <signal.h>
@@ -438,6 +439,83 @@ Test(lighttpd_authz, own_socket_with_one_trusted_proxy,
 	char *out = srv_read(srv_path("rategate.out"));
 	cr_expect(out == NULL || strstr(out, "Sanitizer") == NULL, "stderr:\n%s", out);
 	free(out);
+}
+
+/* Send SIGHUP and wait for the nth line holding needle in the log. */
+static void
+hup_and_wait(pid_t rg, const char *needle, int nth)
+{
+	cr_assert_eq(kill(rg, SIGHUP), 0);
+	for (int i = 0; i < 250; i++) {
+		if (srv_count_in_file(srv_path("rategate.log"), needle) >= nth)
+			return;
+		srv_sleep_ms(20);
+	}
+	cr_assert_fail("no \"%s\" (#%d) in the log after SIGHUP\n%s", needle, nth, errlog());
+}
+
+/* A reload is refused only for rules the open store cannot hold: the
+ * memory store takes a moving window of any size (it was refused, the
+ * store "opened for 0" hits). */
+Test(lighttpd_authz, reload_takes_any_moving_window_on_the_memory_store,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	pid_t rg = start_own_socket("storage memory\n/static.txt 100/minute\n");
+	struct srv_resp r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	srv_resp_free(&r);
+	srv_write("site.rules", "storage memory\n"
+		  "/static.txt 2/minute strategy=moving-window\n"
+		  "/json.txt 1000/minute strategy=moving-window\n", 0644);
+	hup_and_wait(rg, "2 rules loaded\"", 1);
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "still running the rules loaded before"), 0,
+		     "%s", errlog());
+	r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 200);
+	srv_resp_free(&r);
+	r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 200);
+	srv_resp_free(&r);
+	r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 429, "%s\n%s", r.status_line, errlog());
+	srv_resp_free(&r);
+	srv_stop(lighttpd, 10);
+	cr_expect_eq(srv_stop(rg, 10), 0);
+}
+
+/* A shm file keeps its slot sizes: concurrency= above its in-flight slots
+ * is refused on reload as a bigger moving window is (it was let in, and
+ * every request of the rule got a 503). */
+Test(lighttpd_authz, reload_refuses_concurrency_above_the_shm_slots,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	struct srv_resp r;
+	char *v1 = NULL, *v2 = NULL;
+	cr_assert(asprintf(&v1, "storage shm:%s?size=1M\n/static.txt 2/minute\n",
+			   srv_path("store")) > 0);
+	cr_assert(asprintf(&v2, "%s/json.txt 100/minute concurrency=5000\n", v1) > 0);
+	pid_t rg = start_own_socket(v1);
+	r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
+	srv_resp_free(&r);
+	srv_write("site.rules", v2, 0644);
+	hup_and_wait(rg, "still running the rules loaded before", 1);
+	char want[SRV_PATH_MAX * 2 + 256];
+	snprintf(want, sizeof(want),
+		 "level=error event=reload msg=\"%s: the rule at %s:3 needs in-flight slots for concurrency up to 5000; the store was opened for 67,",
+		 srv_path("site.rules"), srv_path("site.rules"));
+	srv_expect_in_file(srv_path("rategate.log"), want);
+	/* the old rules go on counting */
+	r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 200);
+	srv_resp_free(&r);
+	r = get("/static.txt", NULL, NULL);
+	cr_expect_eq(r.status, 429, "%s\n%s", r.status_line, errlog());
+	srv_resp_free(&r);
+	free(v1);
+	free(v2);
+	srv_stop(lighttpd, 10);
+	cr_expect_eq(srv_stop(rg, 10), 0);
 }
 
 /* One concurrent client: n requests, counting 200s and 429s. */
