@@ -537,6 +537,29 @@ storage_changed(struct server *srv, const struct rl_ruleset *rs)
 		   s->storage.shown, srv->store_shown);
 }
 
+/* A reload that switches Redis's store-failure fallback on or off: the
+ * fallback's shm store is opened (or not) with the store, at start, so
+ * that too needs a restart (a review found the switch loaded without a
+ * word, and the gateway going on as before). */
+static void
+fallback_changed(struct server *srv, const struct rl_settings *s)
+{
+	struct redis_store *r = store_redis_of(&srv->store);
+
+	if (r == NULL)
+		return;
+	int has = store_redis_fallback(r) != NULL;
+	int wants = s->store_failure == RL_STORE_FAIL_FALLBACK;
+	if (has == wants)
+		return;
+	if (wants)
+		log_printf(srv->log, LOG_LEVEL_WARN, "reload",
+			   "store-failure changed to fallback: restart rategate to open its shared-memory store; until then requests are answered as store-failure deny says while Redis is away");
+	else
+		log_printf(srv->log, LOG_LEVEL_WARN, "reload",
+			   "store-failure changed from fallback: restart rategate to close its shared-memory store; until then requests are decided there while Redis is away");
+}
+
 /* SIGHUP: load the file again and swap it in whole, or keep the old
  * rules.  The store stays: counters survive; a changed `storage` needs a
  * restart (said in the log), since the new rules would otherwise count
@@ -582,6 +605,8 @@ reload(struct server *srv)
 	const struct rl_settings *s = rl_ruleset_settings(rs);
 	if (strcmp(s->storage.uri, srv->store_uri) != 0)
 		storage_changed(srv, rs);
+	else
+		fallback_changed(srv, s);
 	pthread_mutex_lock(&srv->gen_mu);
 	struct gen *old = srv->current;
 	pthread_mutex_unlock(&srv->gen_mu);

@@ -547,6 +547,46 @@ Test(redis_gateway, allow_lets_requests_through_uncounted_while_redis_is_dead,
 	stop_gateways();
 }
 
+/* store-failure fallback switched on or off by a reload needs a restart
+ * (the fallback's store is opened at start): the reload says so, and
+ * until the restart the gateway goes on as it started. */
+Test(redis_gateway, reload_switching_the_fallback_says_a_restart_is_needed,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char rules[512];
+	char port[16];
+
+	start_policy("deny");
+	snprintf(port, sizeof(port), "%d", redis_port);
+	const char *rp[] = { "@REDIS@", port, NULL };
+	snprintf(rules, sizeof(rules), rules_fmt, srv_path("fallback.shm"), "fallback",
+		 (long)getpid());
+	srv_write_subst("site.rules", rules, rp, 0644);
+	cr_assert_eq(kill(rg[0], SIGHUP), 0);
+	for (int i = 0; i < 250 && count_in_log(0, "event=reload ") < 2; i++)
+		srv_sleep_ms(20);
+	cr_expect_eq(count_in_log(0, "level=info event=reload msg=\"") , 1, "%s", logs());
+	cr_expect_eq(count_in_log(0, "level=warn event=reload msg=\"store-failure changed to fallback: restart rategate to open its shared-memory store; until then requests are answered as store-failure deny says while Redis is away\""),
+		     1, "%s", logs());
+	kill_redis();
+	expect_503("/static.txt");
+	stop_gateways();
+
+	/* and the other way */
+	cr_assert_eq(unlink(log_of(0)), 0);
+	start_redis();
+	start_gateways(rules, 1);
+	snprintf(rules, sizeof(rules), rules_fmt, srv_path("fallback.shm"), "allow",
+		 (long)getpid());
+	srv_write_subst("site.rules", rules, rp, 0644);
+	cr_assert_eq(kill(rg[0], SIGHUP), 0);
+	for (int i = 0; i < 250 && count_in_log(0, "event=reload ") < 2; i++)
+		srv_sleep_ms(20);
+	cr_expect_eq(count_in_log(0, "level=warn event=reload msg=\"store-failure changed from fallback: restart rategate to close its shared-memory store; until then requests are decided there while Redis is away\""),
+		     1, "%s", logs());
+	stop_gateways();
+}
+
 /* Redis not running when the gateway starts: the store starts down, and
  * says so in the gateway's log file (-L), not on standard error, which a
  * daemon often sends to /dev/null; then Redis comes and decides. */
