@@ -2232,10 +2232,11 @@ static const char *const strategy_code[RL_STRATEGY_COUNT] = {
  * no moving-window (one timestamp per counted byte). */
 static void
 check_bandwidth(struct pstate *ps, const struct loc *at, struct rl_limit *l,
-		size_t n, enum rl_strategy strategy)
+		size_t n, enum rl_strategy strategy, const char *from)
 {
 	if (n > 0 && strategy == RL_MOVING_WINDOW) {
-		error_at(ps, at, "bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter");
+		error_at(ps, at, "bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter%s",
+			 from);
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -2274,10 +2275,27 @@ finish_settings(struct pstate *ps)
 		warn_at(ps, &ps->seen[sa], "stats-allow has no effect without stats PATH");
 }
 
+/* "; moving-window is the global strategy, set at FILE:LINE" when a
+ * limit's strategy is the global one (its own line does not name it: a
+ * review found the error pointing at a rule that says nothing of
+ * moving-window, set in another included file), else "". */
+static const char *
+strategy_from(struct pstate *ps, int own, char *buf, size_t cap)
+{
+	const struct loc *g = &ps->seen[directive_index("strategy")];
+
+	if (own || g->line == 0)
+		return "";
+	snprintf(buf, cap, "; %s is the global strategy, set at %s:%u",
+		 rl_strategy_name(ps->rs->settings.strategy), g->file, g->line);
+	return buf;
+}
+
 /* Validate limits under their strategy and set their counter-key ids. */
 static void
 check_limits(struct pstate *ps, const struct loc *at, struct rl_limit *l,
-	     size_t n, enum rl_strategy strategy, uint64_t cost, uint64_t burst)
+	     size_t n, enum rl_strategy strategy, uint64_t cost, uint64_t burst,
+	     const char *from)
 {
 	for (size_t i = 0; i < n; i++) {
 		snprintf(l[i].id, sizeof(l[i].id), "%llu/%llu/%s",
@@ -2286,8 +2304,8 @@ check_limits(struct pstate *ps, const struct loc *at, struct rl_limit *l,
 			 strategy_code[strategy]);
 		l[i].id_len = strlen(l[i].id);
 		if (strategy == RL_MOVING_WINDOW && l[i].count > RL_MOVING_MAX)
-			error_at(ps, at, "moving-window limit \"%s\" counts more than %d hits (it keeps one timestamp per hit): use sliding-window-counter or gcra",
-				 l[i].text, RL_MOVING_MAX);
+			error_at(ps, at, "moving-window limit \"%s\" counts more than %d hits (it keeps one timestamp per hit): use sliding-window-counter or gcra%s",
+				 l[i].text, RL_MOVING_MAX, from);
 		uint64_t cap = (strategy == RL_GCRA && burst) ? burst : l[i].count;
 		if (cost > cap)
 			warn_at(ps, at, "cost %llu exceeds limit \"%s\"%s: every request will be denied",
@@ -2327,10 +2345,13 @@ finish(struct pstate *ps)
 		return;
 	}
 	finish_settings(ps);
+	char from[RL_PATH_MAX];
 	check_limits(ps, &ps->defaults_at, st->defaults, st->ndefaults,
-		     st->strategy, 1, st->burst);
+		     st->strategy, 1, st->burst,
+		     strategy_from(ps, 0, from, sizeof(from)));
 	check_limits(ps, &ps->application_at, st->application,
-		     st->napplication, st->strategy, 1, st->burst);
+		     st->napplication, st->strategy, 1, st->burst,
+		     strategy_from(ps, 0, from, sizeof(from)));
 	for (size_t i = 0; i < ps->nrules; i++) {
 		struct prule *pr = ps->rules[i];
 		struct rl_rule *r = &pr->r;
@@ -2364,10 +2385,12 @@ finish(struct pstate *ps)
 		if (pr->has_burst && r->strategy != RL_GCRA)
 			warn_at(ps, &pr->burst_at, "burst= only applies to the gcra strategy; this rule uses %s",
 				rl_strategy_name(r->strategy));
+		const char *sf = strategy_from(ps, pr->has_strategy, from,
+					       sizeof(from));
 		check_limits(ps, &pr->limits_at, r->limits, r->nlimits,
-			     r->strategy, r->cost, r->burst);
+			     r->strategy, r->cost, r->burst, sf);
 		check_bandwidth(ps, &pr->bandwidth_at, r->bandwidth,
-				r->nbandwidth, r->strategy);
+				r->nbandwidth, r->strategy, sf);
 		r->sets_max_body = pr->has_max_body;
 		if (!pr->has_max_body)
 			r->max_body = st->max_body;

@@ -538,6 +538,20 @@ Test(parse, rule_errors)
 		     "t.rules:1:24: unknown escape \"\\t\" in a quoted string: expected \\\" or \\\\");
 	expect_error("/x 1000001/minute strategy=moving-window\n",
 		     "t.rules:1:4: moving-window limit \"1000001/minute\" counts more than 100000 hits (it keeps one timestamp per hit): use sliding-window-counter or gcra");
+	/* a strategy the rule's line does not name is said where it is set
+	 * (here in another file: the rule alone does not explain it) */
+	struct memfile fs[] = {
+		{ "/g/site.rules", "default 200000/minute\n/up 1/second bandwidth=1M/minute\n/x 200000/minute strategy=gcra\ninclude g.rules\n", 0 },
+		{ "/g/g.rules", "# globals\nstrategy moving-window\n", 0 },
+	};
+	files = fs;
+	nfiles = sizeof(fs) / sizeof(fs[0]);
+	cr_assert_null(load("/g/site.rules"));
+	cr_assert_eq(rep.nerrors, 2);
+	cr_expect_str_eq(rep.errors[0],
+			 "/g/site.rules:1:9: moving-window limit \"200000/minute\" counts more than 100000 hits (it keeps one timestamp per hit): use sliding-window-counter or gcra; moving-window is the global strategy, set at /g/g.rules:2");
+	cr_expect_str_eq(rep.errors[1],
+			 "/g/site.rules:2:24: bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter; moving-window is the global strategy, set at /g/g.rules:2");
 }
 
 Test(parse, pattern_errors)
@@ -1207,7 +1221,7 @@ Test(parse, bandwidth_option)
 	expect_error("/x 1/second bandwidth=10MB/minute strategy=moving-window\n",
 		     "t.rules:1:23: bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter");
 	expect_error("strategy moving-window\n/x 1/second bandwidth=10MB/minute\n",
-		     "t.rules:2:23: bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter");
+		     "t.rules:2:23: bandwidth limits cannot use moving-window (it keeps one timestamp per counted unit): use sliding-window-counter; moving-window is the global strategy, set at t.rules:1");
 	expect_error("/x 1/second bandwidth=10MB/minute;0K/hour\n",
 		     "t.rules:1:35: bad bandwidth size \"0K\": at least 1 byte per period");
 	expect_error("/x 1/second bandwidth=10/fortnight\n",
