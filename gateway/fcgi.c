@@ -926,11 +926,33 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 	    rl_addr_parse_peer(rq->remote_addr, rq->remote_addr_len, &a) == 0)
 		for (size_t i = 0; i < g->s->nstats_allow && !ok; i++)
 			ok = rl_cidr_contains(&g->s->stats_allow[i], &a);
+	/* Behind trusted proxies REMOTE_ADDR is a proxy's: 127.0.0.1 for
+	 * one on this host, which the default stats-allow admits, so every
+	 * client through it could read the statistics (found by a review).
+	 * The client the proxies vouch for must be allowed too, and a proxy
+	 * header that cannot be trusted allows nobody. */
+	char who[64] = "", why[160] = ", not in stats-allow";
+	if (ok) {
+		struct rl_addr c;
+		enum rl_addr_source src = rl_request_client(g->rs, rq, &c);
+		if (src == RL_ADDR_HEADER || src == RL_ADDR_SHORT) {
+			ok = 0;
+			for (size_t i = 0; i < g->s->nstats_allow && !ok; i++)
+				ok = rl_cidr_contains(&g->s->stats_allow[i], &c);
+			rl_addr_format(&c, 32, 128, who, sizeof(who));
+			snprintf(why, sizeof(why), " through %.64s, not in stats-allow",
+				 rq->remote_addr);
+		} else if (src == RL_ADDR_INVALID || src == RL_ADDR_VARIANTS) {
+			ok = 0;
+			snprintf(why, sizeof(why), " with a proxy header that cannot be trusted (the client behind the proxy is not known)");
+		}
+	}
 	const char *accept = param(w, np, "HTTP_ACCEPT");
 	if (!ok) {
 		log_printf(w->srv->log, LOG_LEVEL_WARN, "stats-refused",
-			   "statistics asked for by %.64s, not in stats-allow",
-			   rq->remote_addr ? rq->remote_addr : "(no REMOTE_ADDR)");
+			   "statistics asked for by %.64s%s",
+			   who[0] ? who : rq->remote_addr ? rq->remote_addr :
+			   "(no REMOTE_ADDR)", why);
 		respond_error(&w->out, 403, 0, "forbidden",
 			      "Forbidden: statistics are not available to this address",
 			      respond_negotiate(accept, accept ? strlen(accept) : 0));

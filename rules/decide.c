@@ -406,6 +406,85 @@ param_of(const struct rl_request *req, const char *name)
 	return NULL;
 }
 
+/* The proxy header's values of req that the client address is read from:
+ * the last PROXY_VALUES_MAX params of that name, in arrival order, in
+ * vals/lens (*nv of them).  Returns 1 when two or more came behind a
+ * server that joins repeated header lines: one is a name variant a client
+ * wrote (below), so none is to be read. */
+static int
+proxy_values(const struct rl_settings *s, const struct rl_request *req,
+	     const char **vals, size_t *lens, size_t *nv)
+{
+	size_t seen = 0;
+
+	*nv = 0;
+	if (s->proxies.hops == 0 && s->proxies.nnets == 0)
+		return 0;
+	const char *hname = s->proxies.forwarded ? "HTTP_FORWARDED" :
+						   "HTTP_X_FORWARDED_FOR";
+	size_t hlen = strlen(hname);
+
+	for (size_t i = 0; i < req->nparams; i++) {
+		const struct rl_param *p = &req->params[i];
+		if (p->name_len != hlen || memcmp(p->name, hname, hlen) != 0)
+			continue;
+		/* keep the last PROXY_VALUES_MAX: the right end matters */
+		vals[seen % PROXY_VALUES_MAX] = p->value;
+		lens[seen % PROXY_VALUES_MAX] = p->value_len;
+		seen++;
+	}
+	if (seen > PROXY_VALUES_MAX) {
+		const char *tv[PROXY_VALUES_MAX];
+		size_t tl[PROXY_VALUES_MAX];
+		for (size_t i = 0; i < PROXY_VALUES_MAX; i++) {
+			tv[i] = vals[(seen + i) % PROXY_VALUES_MAX];
+			tl[i] = lens[(seen + i) % PROXY_VALUES_MAX];
+		}
+		memcpy(vals, tv, sizeof(tv));
+		memcpy(lens, tl, sizeof(tl));
+	}
+	*nv = seen > PROXY_VALUES_MAX ? PROXY_VALUES_MAX : seen;
+	/* Two or more proxy-header params: lighttpd and Apache join
+	 * repeated header lines into one value, so a second one is a name
+	 * variant (X_Forwarded_For, which lighttpd, and nginx with
+	 * underscores_in_headers, pass under the same CGI name), which a
+	 * client wrote: a trusted proxy appends to the real header only, and
+	 * which param holds its entry cannot be told.  The header is then
+	 * not trusted and the client counts as the nearest trusted hop
+	 * (REMOTE_ADDR), as for garbage.  nginx 1.22 passes repeated lines
+	 * as they came (a proxy that adds a line of its own, HAProxy's
+	 * "option forwardfor"): read in order there, as documented, unless
+	 * its SERVER_SOFTWARE param was changed. */
+	if (seen > 1) {
+		const struct rl_param *ss = param_of(req, "SERVER_SOFTWARE");
+		return ss == NULL || ss->value_len < 6 ||
+		       memcmp(ss->value, "nginx/", 6) != 0;
+	}
+	return 0;
+}
+
+enum rl_addr_source
+rl_request_client(const struct rl_ruleset *rs, const struct rl_request *req,
+		  struct rl_addr *out)
+{
+	const struct rl_settings *s = &rs->settings;
+	const char *vals[PROXY_VALUES_MAX];
+	size_t lens[PROXY_VALUES_MAX], nv;
+	int variants = proxy_values(s, req, vals, lens, &nv);
+	size_t rlen = req->remote_addr ? req->remote_addr_len : 0;
+	enum rl_addr_source src = rl_client_addr(&s->proxies, req->remote_addr,
+						 rlen, vals, lens,
+						 variants ? 0 : nv, out);
+	struct rl_addr t;
+
+	/* as identify says it: VARIANTS when the header would be read */
+	if (variants && src == RL_ADDR_REMOTE &&
+	    rl_client_addr(&s->proxies, req->remote_addr, rlen, vals, lens,
+			   nv, &t) != RL_ADDR_REMOTE)
+		src = RL_ADDR_VARIANTS;
+	return src;
+}
+
 /* Fill w and the identity fields of d.  Returns -1 to go on deciding, or
  * the final outcome (disabled, exempt, bad request, no usable key). */
 static int
@@ -423,51 +502,9 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	/* The client address, first: every answer is logged with it, a bad
 	 * path's, a 413 and an exempt one too. */
 	const char *vals[PROXY_VALUES_MAX];
-	size_t lens[PROXY_VALUES_MAX], nv = 0, seen = 0;
+	size_t lens[PROXY_VALUES_MAX], nv;
+	int variants = proxy_values(s, req, vals, lens, &nv);
 
-	if (s->proxies.hops > 0 || s->proxies.nnets > 0) {
-		const char *hname = s->proxies.forwarded ? "HTTP_FORWARDED" :
-							   "HTTP_X_FORWARDED_FOR";
-		size_t hlen = strlen(hname);
-
-		for (size_t i = 0; i < req->nparams; i++) {
-			const struct rl_param *p = &req->params[i];
-			if (p->name_len != hlen || memcmp(p->name, hname, hlen) != 0)
-				continue;
-			/* keep the last PROXY_VALUES_MAX: the right end matters */
-			vals[seen % PROXY_VALUES_MAX] = p->value;
-			lens[seen % PROXY_VALUES_MAX] = p->value_len;
-			seen++;
-		}
-		if (seen > PROXY_VALUES_MAX) {
-			const char *tv[PROXY_VALUES_MAX];
-			size_t tl[PROXY_VALUES_MAX];
-			for (size_t i = 0; i < PROXY_VALUES_MAX; i++) {
-				tv[i] = vals[(seen + i) % PROXY_VALUES_MAX];
-				tl[i] = lens[(seen + i) % PROXY_VALUES_MAX];
-			}
-			memcpy(vals, tv, sizeof(tv));
-			memcpy(lens, tl, sizeof(tl));
-		}
-		nv = seen > PROXY_VALUES_MAX ? PROXY_VALUES_MAX : seen;
-	}
-	/* Two or more proxy-header params: lighttpd and Apache join
-	 * repeated header lines into one value, so a second one is a name
-	 * variant (X_Forwarded_For, which lighttpd, and nginx with
-	 * underscores_in_headers, pass under the same CGI name), which a
-	 * client wrote: a trusted proxy appends to the real header only, and
-	 * which param holds its entry cannot be told.  The header is then
-	 * not trusted and the client counts as the nearest trusted hop
-	 * (REMOTE_ADDR), as for garbage.  nginx 1.22 passes repeated lines
-	 * as they came (a proxy that adds a line of its own, HAProxy's
-	 * "option forwardfor"): read in order there, as documented, unless
-	 * its SERVER_SOFTWARE param was changed. */
-	int variants = 0;
-	if (seen > 1) {
-		const struct rl_param *ss = param_of(req, "SERVER_SOFTWARE");
-		variants = ss == NULL || ss->value_len < 6 ||
-			   memcmp(ss->value, "nginx/", 6) != 0;
-	}
 	d->addr_source = rl_client_addr_text(&s->proxies, req->remote_addr,
 					     req->remote_addr ?
 					     req->remote_addr_len : 0,

@@ -398,6 +398,17 @@ enum rl_addr_source rl_client_addr(const struct rl_proxy_conf *pc,
 				   const size_t *value_lens, size_t nvalues,
 				   struct rl_addr *out);
 
+/* The client of req as rl_decide resolves it with rs's trusted-proxies
+ * and proxy-header, whole: not grouped by ipv4-prefix or ipv6-prefix.
+ * Returns the source (RL_ADDR_VARIANTS, with REMOTE_ADDR in *out, for a
+ * proxy header in name variants, which is not read); *out is valid unless
+ * RL_ADDR_NONE. */
+struct rl_ruleset;
+struct rl_request;
+enum rl_addr_source rl_request_client(const struct rl_ruleset *rs,
+				      const struct rl_request *req,
+				      struct rl_addr *out);
+
 /* Does the counter key name[0..len) match TEXT (rategate inspect --client
  * and --reset)?  A TEXT that is a client address or network as keys write
  * them ("192.0.2.7", "2001:db8::/64") must be a whole field of the name,

@@ -1254,6 +1254,51 @@ Test(responder, statistics_refused_outside_stats_allow,
 	finish();
 }
 
+/* Behind a proxy on this host every REMOTE_ADDR is 127.0.0.1, which
+ * stats-allow admits: the client the trusted proxy vouches for must be
+ * allowed too (found by a review: every client could read them). */
+Test(responder, statistics_behind_a_proxy_need_the_client_allowed,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	start_app();
+	start("storage          @STORE@\n"
+	      "upstream         @APP@\n"
+	      "trusted-proxies  1\n"
+	      "stats            /rategate-status\n"
+	      "stats-allow      127.0.0.1/32 192.0.2.0/24\n"
+	      "/ping            exempt\n");
+
+	long before = calls();
+	struct srv_resp r = req("GET", "/rategate-status", "X-Forwarded-For: 203.0.113.5", NULL);
+	cr_expect_eq(r.status, 403, "%s\n%s", r.status_line, logs());
+	srv_resp_free(&r);
+	/* what a client writes left of the proxy's entry does not count */
+	r = req("GET", "/rategate-status", "X-Forwarded-For: 192.0.2.1, 203.0.113.5", NULL);
+	cr_expect_eq(r.status, 403, "%s\n%s", r.status_line, logs());
+	srv_resp_free(&r);
+	/* lighttpd passes X_Forwarded_For as a second param: not trusted */
+	const char *two[] = { "X-Forwarded-For: 192.0.2.1", "X_Forwarded_For: 192.0.2.2" };
+	r = req("GET", "/rategate-status", two[0], two[1]);
+	cr_expect_eq(r.status, 403, "%s\n%s", r.status_line, logs());
+	srv_resp_free(&r);
+	/* the admin through the proxy, and the host itself without one */
+	r = req("GET", "/rategate-status", "X-Forwarded-For: 192.0.2.1", NULL);
+	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	cr_expect_not_null(strstr(r.body, "\"requests\""), "%s", r.body);
+	srv_resp_free(&r);
+	r = req("GET", "/rategate-status", NULL, NULL);
+	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, logs());
+	srv_resp_free(&r);
+	cr_expect_eq(calls(), before, "the statistics path was proxied");
+	char *log = rglog();
+	cr_expect_not_null(strstr(log, "level=warn event=stats-refused msg=\"statistics asked for by 203.0.113.5 through 127.0.0.1, not in stats-allow\""),
+			   "%s", log);
+	cr_expect_not_null(strstr(log, "level=warn event=stats-refused msg=\"statistics asked for by 127.0.0.1 with a proxy header that cannot be trusted (the client behind the proxy is not known)\""),
+			   "%s", log);
+	free(log);
+	finish();
+}
+
 /* Four rategate processes spawned by lighttpd count in one shared-memory
  * store: 4 clients x 10 concurrent requests against 10/minute get exactly
  * 10 answers 200, and exactly 10 requests reach the application. */

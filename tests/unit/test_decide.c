@@ -782,6 +782,34 @@ Test(decide, trusted_proxy_hops)
 	cr_assert_eq(d.addr_source, RL_ADDR_REMOTE);
 }
 
+/* rl_request_client: the client as the decision resolves it, whole, and
+ * VARIANTS (REMOTE_ADDR) for a header that came as name variants. */
+Test(decide, request_client_resolves_as_the_decision)
+{
+	struct rl_param one = { "HTTP_X_FORWARDED_FOR", 20, "6.6.6.6, 2001:db8::7", 20 };
+	struct rl_param two[2] = {
+		{ "HTTP_X_FORWARDED_FOR", 20, "192.0.2.9", 9 },
+		{ "HTTP_X_FORWARDED_FOR", 20, "192.0.2.8", 9 },
+	};
+	struct rl_request r = { .method = "GET", .path = "/", .path_len = 1,
+				.remote_addr = "10.0.0.1", .remote_addr_len = 8,
+				.params = &one, .nparams = 1 };
+	struct rl_addr a, want;
+
+	setup_rules("trusted-proxies 1\nipv6-prefix 48\n/a 1/minute\n");
+	cr_assert_eq(rl_request_client(rs, &r, &a), RL_ADDR_HEADER);
+	cr_assert_eq(rl_addr_parse("2001:db8::7", 11, &want), 0);
+	cr_assert_eq(memcmp(&a, &want, sizeof(a)), 0, "the whole address, not its /48");
+	r.params = two;
+	r.nparams = 2;
+	cr_assert_eq(rl_request_client(rs, &r, &a), RL_ADDR_VARIANTS);
+	cr_assert_eq(rl_addr_parse("10.0.0.1", 8, &want), 0);
+	cr_assert_eq(memcmp(&a, &want, sizeof(a)), 0);
+	r.nparams = 0;
+	cr_assert_eq(rl_request_client(rs, &r, &a), RL_ADDR_REMOTE);
+	cr_assert_eq(memcmp(&a, &want, sizeof(a)), 0);
+}
+
 /* lighttpd passes X_Forwarded_For as a second HTTP_X_FORWARDED_FOR after
  * the real one, which a trusted proxy appended to: two of them are not
  * trusted (the client is REMOTE_ADDR, the nearest hop), except from nginx,
