@@ -529,9 +529,14 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 	/* exempt-clients: the resolved address itself (not its ipv4-prefix
 	 * or ipv6-prefix group), asked for only by rule sets that have the
 	 * list; a client it exempts is still checked for a bad path and for
-	 * max-body below, as on an exempt path. */
+	 * max-body below, as on an exempt path.  Not the nearest trusted hop
+	 * a proxy header that cannot be trusted falls back to (VARIANTS,
+	 * INVALID): any client can cause that, and the hop is often the
+	 * proxy, which may well lie in an exempt network. */
 	int exempt_client = 0;
-	if (s->nexempt_clients > 0 && d->addr_source != RL_ADDR_NONE) {
+	if (s->nexempt_clients > 0 && d->addr_source != RL_ADDR_NONE &&
+	    d->addr_source != RL_ADDR_VARIANTS &&
+	    d->addr_source != RL_ADDR_INVALID) {
 		struct rl_addr a;
 		if (rl_client_addr(&s->proxies, req->remote_addr,
 				   req->remote_addr ? req->remote_addr_len : 0,

@@ -1484,3 +1484,31 @@ Test(decide, key_name_match)
 	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k1+addr=2001:db8:1::/64"), 0);
 	cr_assert_eq(rl_key_name_match(k6, strlen(k6), "h.x-api-key=k2+addr=2001:db8::/64"), 0);
 }
+
+/* exempt-clients behind a proxy that is itself in an exempt network: a
+ * client that makes its proxy header untrusted (a name variant such as
+ * X_Forwarded_For behind lighttpd, or an invalid entry) counts as the
+ * nearest trusted hop, the proxy, for its key; that fallback must not
+ * exempt it: it is not an address the proxies vouch for. */
+Test(decide, exempt_clients_not_by_an_untrusted_proxy_header)
+{
+	struct rl_decision d;
+	const char *variant[] = { "SERVER_SOFTWARE=lighttpd/1.4.69",
+				  "HTTP_X_FORWARDED_FOR=203.0.113.5",
+				  "HTTP_X_FORWARDED_FOR=1.2.3.4", NULL };
+	const char *bad[] = { "HTTP_X_FORWARDED_FOR=garbage", NULL };
+
+	setup_rules("trusted-proxies 1\n"
+		    "exempt-clients 10.0.0.0/8\n"
+		    "/a 1/minute\n");
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", variant, T0, RL_HIT, 0,
+			      &d), RL_ALLOW);
+	cr_assert_eq(d.addr_source, RL_ADDR_VARIANTS);
+	cr_assert_eq(d.exempt, 0, "a name variant made the client exempt");
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.1", variant, T0, RL_HIT, 0,
+			      &d), RL_DENY);
+	cr_assert_eq(req_full("GET", "/a", "10.0.0.2", bad, T0, RL_HIT, 0,
+			      &d), RL_ALLOW);
+	cr_assert_eq(d.addr_source, RL_ADDR_INVALID);
+	cr_assert_eq(d.exempt, 0, "an invalid entry made the client exempt");
+}
