@@ -1303,7 +1303,10 @@ make_env(const struct rl_decision *d, int64_t now, char bufs[ENV_MAX][RL_DECISIO
  * connections found it); CGI scripts stay as many as before.  A request
  * waits for a slot at most its upstream-timeout, then is answered 503 (as
  * HAProxy's "timeout queue" does), and the time it waited is taken off
- * what it may wait for the application.  Returns the ms waited, or -1. */
+ * what it may wait for the application.  A stop ends the wait at once:
+ * a slot given back then is often a CGI script's the stop killed, and a
+ * script started after that would be left running (stop_slot_waiters).
+ * Returns the ms waited, -1 after upstream-timeout, -2 when stopping. */
 static int64_t
 app_slot_take(struct server *srv, int64_t timeout_ms)
 {
@@ -1319,6 +1322,10 @@ app_slot_take(struct server *srv, int64_t timeout_ms)
 	}
 	pthread_mutex_lock(&srv->app_mu);
 	while (srv->app_busy >= srv->app_max) {
+		if (atomic_load(&srv->stopping)) {
+			pthread_mutex_unlock(&srv->app_mu);
+			return -2;
+		}
 		if (pthread_cond_timedwait(&srv->app_cv, &srv->app_mu, &dl) ==
 		    ETIMEDOUT && srv->app_busy >= srv->app_max) {
 			pthread_mutex_unlock(&srv->app_mu);
@@ -1337,6 +1344,16 @@ app_slot_give(struct server *srv)
 	pthread_mutex_lock(&srv->app_mu);
 	srv->app_busy--;
 	pthread_cond_signal(&srv->app_cv);
+	pthread_mutex_unlock(&srv->app_mu);
+}
+
+/* Stopping (set before): every request waiting for a slot is answered
+ * 503 at once (app_slot_take). */
+static void
+stop_slot_waiters(struct server *srv)
+{
+	pthread_mutex_lock(&srv->app_mu);
+	pthread_cond_broadcast(&srv->app_cv);
 	pthread_mutex_unlock(&srv->app_mu);
 }
 
@@ -1495,10 +1512,15 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		skip_unread_body(w, &rq, 1);
 		atomic_fetch_add(&srv->stats.upstream_errors, 1);
 		char t[32];
-		log_printf(srv->log, LOG_LEVEL_ERROR, "upstream-error",
-			   "%s: answered 503: all %u application slots of this process (-j) stayed busy for %s (upstream-timeout); the application was not called",
-			   what, srv->app_max,
-			   duration_text(spec.timeout_ms, t, sizeof(t)));
+		if (waited == -2)
+			log_printf(srv->log, LOG_LEVEL_ERROR, "upstream-error",
+				   "%s: answered 503: rategate is stopping, and all %u application slots of this process (-j) were busy; the application was not called",
+				   what, srv->app_max);
+		else
+			log_printf(srv->log, LOG_LEVEL_ERROR, "upstream-error",
+				   "%s: answered 503: all %u application slots of this process (-j) stayed busy for %s (upstream-timeout); the application was not called",
+				   what, srv->app_max,
+				   duration_text(spec.timeout_ms, t, sizeof(t)));
 		goto end;
 	}
 	if (called) {
@@ -2692,6 +2714,7 @@ fcgi_main(const struct fcgi_options *o)
 	atomic_store(&srv.stopping, 1);
 	started = srv.nstarted;
 	pthread_mutex_unlock(&srv.spawn_mu);
+	stop_slot_waiters(&srv);
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);
 	char *joined = log_xrealloc(NULL, started ? started : 1);

@@ -1047,3 +1047,100 @@ Test(slow, a_body_to_the_stats_path_on_a_kept_connection_is_no_next_request)
 	cr_expect_not_null(strstr(st, "\"bad_request\":0"), "%s", st);
 	free(st);
 }
+
+/* A connection to the unix socket rel (under the test's directory). */
+static int
+conn_at(const char *rel)
+{
+	struct sockaddr_un sa;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv_path(rel));
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0,
+		     "connect: %s", strerror(errno));
+	return fd;
+}
+
+/* A CGI request that hangs, sent on a new connection to rel, the script
+ * writing its and its child's pids into pid_rel.  Returns the fd. */
+static int
+hang_at(const char *rel, const char *pid_rel)
+{
+	struct buf b = { 0 }, p = { 0 };
+	int fd = conn_at(rel);
+
+	nv(&p, "REQUEST_METHOD", "GET");
+	nv(&p, "REQUEST_URI", "/cgi/x?hang");
+	nv(&p, "SCRIPT_NAME", "/cgi/x");
+	nv(&p, "QUERY_STRING", "hang");
+	nv(&p, "REMOTE_ADDR", "127.0.0.1");
+	nv(&p, "SERVER_PROTOCOL", "HTTP/1.1");
+	nv(&p, "HTTP_X_PID_FILE", srv_path(pid_rel));
+	begin(&b, 1);
+	record(&b, 4, p.p, p.len);
+	record(&b, 4, NULL, 0);
+	record(&b, 5, NULL, 0);
+	free(p.p);
+	send_buf(fd, &b);
+	return fd;
+}
+
+/* A request waiting for an application slot when rategate stops is not
+ * given the slot of a CGI script the stop killed: it would start a new
+ * script after the kill, which nothing kills any more, and the process
+ * would leave it running behind it (found by a review: the stop then
+ * "exited anyway" after the grace, the second script orphaned). */
+Test(slow, a_stop_starts_no_application_for_requests_waiting_for_a_slot,
+     .timeout = 90)
+{
+	static const char slow_rules[] =
+		"storage          memory\n"
+		"upstream-timeout 60s\n"
+		"/cgi/**          1000/minute  upstream=cgi:@CGI@\n";
+	char cgi[SRV_PATH_MAX], listen[SRV_PATH_MAX + 8], line[64];
+	long spid = 0, cpid = 0;
+
+	srv_built("tests/apps/echo_cgi", cgi);
+	const char *pairs[] = { "@CGI@", cgi, NULL };
+	srv_write_subst("slow.rules", slow_rules, pairs, 0644);
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg2.sock"));
+	pid_t rg2 = srv_start_rategate(srv_path("slow.rules"), listen, 1,
+				       srv_path("rg2.log"), srv_path("rg2.out"));
+	int a = hang_at("rg2.sock", "a.pid");
+	cr_assert(srv_wait_file(srv_path("a.pid"), "\n", 10 * srv_slow()),
+		  "the first script did not start");
+	int b = hang_at("rg2.sock", "b.pid");
+	srv_sleep_ms(300);      /* the second waits for the only slot */
+	cr_assert_eq(access(srv_path("b.pid"), F_OK), -1,
+		     "the second script started with the first running");
+	/* stop: the first is killed after the drain; the second must not
+	 * start then */
+	int status = srv_stop(rg2, 30);
+	(void)status;
+	srv_sleep_ms(500);
+	FILE *f = fopen(srv_path("b.pid"), "r");
+	if (f != NULL) {
+		if (fgets(line, sizeof(line), f) != NULL)
+			sscanf(line, "%ld %ld", &spid, &cpid);
+		fclose(f);
+	}
+	int orphaned = (spid > 0 && kill((pid_t)spid, 0) == 0) ||
+		       (cpid > 0 && kill((pid_t)cpid, 0) == 0);
+	if (spid > 0)
+		kill(-(pid_t)spid, SIGKILL);
+	if (spid > 0)
+		kill((pid_t)spid, SIGKILL);
+	if (cpid > 0)
+		kill((pid_t)cpid, SIGKILL);
+	const char *files[] = { "rategate log", "rg2.log", "", "rg2.out", NULL };
+	cr_expect_not(orphaned, "script %ld (child %ld) outlived the stop\n%s",
+		      spid, cpid, srv_logs(files));
+	cr_expect_eq(srv_count_in_file(srv_path("rg2.log"),
+				       "answered 503: rategate is stopping, and all 1 application slots of this process (-j) were busy; the application was not called"),
+		     1, "%s", srv_logs(files));
+	close(a);
+	close(b);
+}
