@@ -1445,3 +1445,113 @@ Test(shm, names_off_from_the_rules)
 	rl_ruleset_free(a);
 	rl_ruleset_free(b);
 }
+
+/* ------------------------------------------------------------------ */
+/* A healthy store never takes the damaged-entry paths                 */
+
+struct churn {
+	struct rl_store *st;
+	unsigned seed;
+	int fails;
+};
+
+static unsigned churn_rand(unsigned *s)
+{
+	*s = *s * 1103515245u + 12345u;
+	return *s >> 8;
+}
+
+static void *churn_main(void *arg)
+{
+	struct churn *c = arg;
+	static const enum rl_strategy strat[] = {
+		RL_FIXED_WINDOW, RL_MOVING_WINDOW, RL_GCRA,
+		RL_SLIDING_WINDOW,
+	};
+	char keys[4][32];
+	struct rl_diag err = { 0, "" };
+
+	for (int it = 0; it < 40000; it++) {
+		int64_t now = T0 + it * 3;
+		unsigned n = 1 + churn_rand(&c->seed) % 4;
+		struct rl_store_op ops[4];
+		unsigned what = churn_rand(&c->seed) % 10;
+
+		if (what < 2) {
+			uint64_t id = 0, held;
+			unsigned k = churn_rand(&c->seed) % 20000;
+			snprintf(keys[0], sizeof(keys[0]), "k%u", k);
+			int r = c->st->ops->acquire(c->st->impl, keys[0],
+						    strlen(keys[0]),
+						    1 + k % 5, 200, now, &id,
+						    &held, &err);
+			if (r == 1 && churn_rand(&c->seed) % 2)
+				c->st->ops->release(c->st->impl, keys[0],
+						    strlen(keys[0]), id, now,
+						    &err);
+			continue;
+		}
+		if (what == 2) {
+			unsigned k = churn_rand(&c->seed) % 20000;
+			char e2[256];
+			snprintf(keys[0], sizeof(keys[0]), "k%u", k);
+			shm_remove(shm_of(c->st), shm_key_hash(shm_of(c->st),
+				   keys[0], strlen(keys[0])), e2, sizeof(e2));
+			continue;
+		}
+		for (unsigned i = 0; i < n; i++) {
+			unsigned k = churn_rand(&c->seed) % 20000;
+			/* the layout of a key changes with time */
+			unsigned sidx = (k + (unsigned)(it / 5000)) % 4;
+			snprintf(keys[i], sizeof(keys[i]), "k%u", k);
+			ops[i].key = keys[i];
+			ops[i].key_len = strlen(keys[i]);
+			ops[i].step = sv_limit(strat[sidx],
+					       2 + (k + (unsigned)(it / 7000)) % 7,
+					       1000);
+			ops[i].probe = 0;
+			for (unsigned j = 0; j < i; j++)
+				if (strcmp(keys[j], keys[i]) == 0)
+					ops[i].step = ops[j].step;
+		}
+		c->st->ops->apply(c->st->impl, ops, n, RL_HIT, now, &err);
+	}
+	return NULL;
+}
+
+/* Churn on a small store (evictions of entries and of pool slots, layouts
+ * changing between the ring pool, the lease pool and the entry, batches
+ * over both stripes, removes) from four threads: no entry is ever found
+ * damaged (a false "damaged" would reset a live client's counter), and
+ * the counts stay true. */
+Test(shm, a_healthy_store_under_churn_is_never_repaired, .timeout = 120)
+{
+	struct shm_config c = config("s", 1 << 20, 8);
+	struct rl_store st;
+	struct churn ch[4];
+	pthread_t t[4];
+	struct rl_diag err = { 0, "" };
+	size_t n = 0;
+
+	c.max_leases = 5;
+	c.ring_percent = 3;
+	open_ok(&c, &st);
+	for (int i = 0; i < 4; i++) {
+		ch[i].st = &st;
+		ch[i].seed = 1234u + (unsigned)i;
+		ch[i].fails = 0;
+		cr_assert_eq(pthread_create(&t[i], NULL, churn_main, &ch[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	struct shm_stats s = stats(&st);
+	cr_assert_eq(shm_scan(shm_of(&st), count_key, &n, &err), 0);
+	cr_expect_eq(s.recoveries, 0, "a healthy store was repaired");
+	cr_expect_eq(n, s.keys, "scan %llu, counted %llu",
+		     (unsigned long long)n, (unsigned long long)s.keys);
+	cr_expect_gt(s.evict_lru, 0);
+	cr_expect_gt(s.full, 0, "no batch met a full pool");
+	cr_expect_leq(s.ring_used, s.ring_slots);
+	cr_expect_leq(s.lease_used, s.lease_slots);
+	st.ops->destroy(st.impl);
+}
