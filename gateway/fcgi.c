@@ -1554,9 +1554,17 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 			snprintf(st, sizeof(st), "answered %d", res.status);
 		else
 			snprintf(st, sizeof(st), "no answer sent");
+		/* the timeouts it names are what was left of upstream-timeout
+		 * after the wait for a slot: say so */
+		char ws[120] = "", t[32];
+		if (called && waited > 0)
+			snprintf(ws, sizeof(ws), "; it waited %lld ms for an application slot (-j) first, which upstream-timeout %s counts",
+				 (long long)waited,
+				 duration_text(g->s->upstream_timeout_ms, t,
+					       sizeof(t)));
 		log_printf(srv->log, res.client_gone || too_large ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
 			   res.client_gone ? "client-gone" : too_large ? "too-large" : "upstream-error",
-			   "%s: %s: %s", what, st, res.error);
+			   "%s: %s: %s%s", what, st, res.error, ws);
 	}
 	struct rl_diag err;
 	if (rl_after_response(g->rs, &srv->store, &rq, res.status,

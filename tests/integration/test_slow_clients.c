@@ -1144,3 +1144,43 @@ Test(slow, a_stop_starts_no_application_for_requests_waiting_for_a_slot,
 	close(a);
 	close(b);
 }
+
+/* A request that waited for an application slot has what is left of
+ * upstream-timeout for the application: when that runs out, the line
+ * says how long it waited for the slot, or "timed out after 1000 ms"
+ * would contradict an upstream-timeout of 2 s. */
+Test(slow, a_timeout_after_waiting_for_a_slot_says_so, .timeout = 60)
+{
+	static const char slow_rules[] =
+		"storage          memory\n"
+		"upstream-timeout 2s\n"
+		"/cgi/**          1000/minute  upstream=cgi:@CGI@\n";
+	char cgi[SRV_PATH_MAX], listen[SRV_PATH_MAX + 8];
+
+	srv_built("tests/apps/echo_cgi", cgi);
+	const char *pairs[] = { "@CGI@", cgi, NULL };
+	srv_write_subst("slow.rules", slow_rules, pairs, 0644);
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg2.sock"));
+	pid_t rg2 = srv_start_rategate(srv_path("slow.rules"), listen, 1,
+				       srv_path("rg2.log"), srv_path("rg2.out"));
+	int a = hang_at("rg2.sock", "a.pid");
+	cr_assert(srv_wait_file(srv_path("a.pid"), "\n", 10 * srv_slow()),
+		  "the first script did not start");
+	srv_sleep_ms(1000);
+	int b = hang_at("rg2.sock", "b.pid");
+	struct answer x = answer(a, 10 * srv_slow());
+	struct answer y = answer(b, 10 * srv_slow());
+	const char *files[] = { "rategate log", "rg2.log", "", "rg2.out", NULL };
+	cr_expect_eq(status_of(&x), 502, "%s", srv_logs(files));
+	cr_expect_eq(status_of(&y), 502, "%s", srv_logs(files));
+	cr_expect_eq(srv_count_in_file(srv_path("rg2.log"), "timed out after"),
+		     2, "%s", srv_logs(files));
+	cr_expect_eq(srv_count_in_file(srv_path("rg2.log"),
+				       "ms for an application slot (-j) first, which upstream-timeout 2 s counts"),
+		     1, "%s", srv_logs(files));
+	free(x.out);
+	free(y.out);
+	close(a);
+	close(b);
+	srv_stop(rg2, 30);
+}
