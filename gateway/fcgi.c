@@ -2041,15 +2041,15 @@ finish_request(struct worker *w)
  * trickled through Apache's mod_proxy_fcgi, a stalled head, a slow
  * application) cannot leave the rest unanswered: with a fixed few, as many
  * slow clients stopped the whole site, exempt paths and the statistics
- * included (found by a review).  An attacker now needs as many slow
- * requests as FCGI_WORKERS_MAX, more than a web server's own workers
- * (Apache's MaxRequestWorkers is 150 on Debian), which a trickle holds as
- * well; requests for an application wait for one of -j application
- * slots (above), while the rest (denials, the statistics, bad requests)
- * are answered at once.  Workers started this way stay until the process
- * stops: memory for
- * 256 is bounded (a worker's buffers grow with its largest request, the
- * params to FCGI_PARAMS_MAX).  The count is logged each time it doubles
+ * included (found by a review).  Requests for an application still wait
+ * for one of -j application slots (above), so -j trickled bodies hold
+ * them all, as they would hold the application's own workers without
+ * rategate; but denials, the statistics and bad requests are answered at
+ * once until FCGI_WORKERS_MAX slow requests, more than a web server's own
+ * workers (Apache's MaxRequestWorkers is 150 on Debian), which a trickle
+ * holds as well.  Workers started this way stay until the process stops:
+ * memory for 256 is bounded (a worker's buffers grow with its largest
+ * request, the params to FCGI_PARAMS_MAX).  The count is logged each time it doubles
  * and when it reaches the most. */
 static void *worker_main(void *arg);
 
