@@ -66,19 +66,28 @@ put_out(const struct respond_buf *b)
  * and output, and writes the whole body before it reads the answer; a
  * process that exits with unread data in that socket makes Linux reset it,
  * and Apache then loses the answer already written (the client gets a
- * truncated or an empty reply).  Over pipes (lighttpd, fcgiwrap) the server
- * just stops sending: nothing to do.  At most CONTENT_LENGTH bytes (to
- * end-of-file without it), for at most 30 s, waiting at most 2 s for each
- * read: Apache would read (soak) the rest from the client anyway. */
+ * truncated or an empty reply).  fcgiwrap (nginx) does the same over a
+ * pipe: it writes the whole body before it reads the answer, and a write
+ * that fails (EPIPE: the program is gone with more than a pipe's 64 KiB
+ * still to come) makes it drop the answer and send its own 502.  lighttpd
+ * just stops sending; draining costs it only the reads.  So a socket or a
+ * pipe is drained (a file, or /dev/null, needs nothing), when the request
+ * has a body (CONTENT_LENGTH, or Transfer-Encoding for Apache's chunked
+ * uploads): at most CONTENT_LENGTH bytes (to end-of-file without it), for
+ * at most 30 s, waiting at most 2 s for each read: Apache would read
+ * (soak) the rest from the client anyway. */
 static void
 drain_stdin(void)
 {
 	struct stat sb;
 	const char *cl = getenv("CONTENT_LENGTH");
+	const char *te = getenv("HTTP_TRANSFER_ENCODING");
 	unsigned long long left = ULLONG_MAX;
 	char buf[16384];
 
-	if (fstat(0, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+	if ((cl == NULL || cl[0] == '\0') && (te == NULL || te[0] == '\0'))
+		return;         /* no body: nothing the server waits to write */
+	if (fstat(0, &sb) != 0 || (!S_ISSOCK(sb.st_mode) && !S_ISFIFO(sb.st_mode)))
 		return;
 	if (cl != NULL && cl[0] != '\0') {
 		char *end;

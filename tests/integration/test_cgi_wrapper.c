@@ -14,12 +14,19 @@
  * checksum, examples/legacy.cgi); `storage memory` and rules that do not
  * load are refused with a 500 and a log line; deduct-when= is counted as a
  * plain rule (and said in the log); max-body works from Content-Length.
+ * And, without a web server, the way fcgiwrap (nginx) runs a CGI program:
+ * the whole body written to a pipe before the answer is read, so a
+ * denial must read the body it does not use.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "servers.h"
@@ -343,4 +350,100 @@ Test(cgi_wrapper, deduct_when_counts_every_request_and_max_body_works,
 	srv_expect_field(&r, "body_len", "1024");
 	srv_resp_free(&r);
 	finish();
+}
+
+/* Run rategate as fcgiwrap does: the request body is written whole to
+ * the program's standard input (a pipe) before its answer is read, and a
+ * write that fails (the program gone with the body unread) makes fcgiwrap
+ * drop the answer and send nginx its own 502.  Returns the bytes of the
+ * body that could be written; the answer in out. */
+static size_t
+run_like_fcgiwrap(const char *uri, const char *body, size_t len, char *out, size_t cap)
+{
+	int in[2], res[2];
+	char cl[32], ru[SRV_PATH_MAX], conf[SRV_PATH_MAX + 32];
+
+	snprintf(cl, sizeof(cl), "CONTENT_LENGTH=%zu", len);
+	snprintf(ru, sizeof(ru), "REQUEST_URI=%s", uri);
+	snprintf(conf, sizeof(conf), "RATEGATE_CONFIG=%s", srv_path("legacy.rules"));
+	char *envp[] = { "GATEWAY_INTERFACE=CGI/1.1", "REQUEST_METHOD=POST",
+			 "REMOTE_ADDR=192.0.2.7", cl, ru, conf, NULL };
+	char *argv[] = { (char *)srv_rategate(), NULL };
+	cr_assert_eq(pipe(in), 0);
+	cr_assert_eq(pipe(res), 0);
+	signal(SIGPIPE, SIG_IGN);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int err = open(srv_path("rategate.log"), O_WRONLY | O_CREAT | O_APPEND, 0644);
+		dup2(in[0], 0);
+		dup2(res[1], 1);
+		if (err >= 0)
+			dup2(err, 2);
+		close(in[0]);
+		close(in[1]);
+		close(res[0]);
+		close(res[1]);
+		signal(SIGPIPE, SIG_DFL);
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	close(in[0]);
+	close(res[1]);
+	size_t done = 0;
+	while (done < len) {
+		ssize_t w = write(in[1], body + done, len - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;          /* EPIPE: fcgiwrap's 502 */
+		done += (size_t)w;
+	}
+	close(in[1]);
+	size_t n = 0;
+	for (;;) {
+		ssize_t r = read(res[0], out + n, cap - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	out[n] = '\0';
+	close(res[0]);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rategate's exit status %d", st);
+	return done;
+}
+
+/* A denied upload larger than a pipe's buffer (64 KiB): rategate reads
+ * (and drops) the body the server is writing, so that the server gets to
+ * read the 429 or 413 rather than a failed write. */
+Test(cgi_wrapper, a_denial_reads_the_body_a_pipe_server_writes_first,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	enum { LEN = 256 * 1024 };
+	char *body = malloc(LEN), out[4096];
+
+	cr_assert_not_null(body);
+	memset(body, 'b', LEN);
+	char rules[3 * SRV_PATH_MAX];
+	snprintf(rules, sizeof(rules),
+		 "storage          shm:%s?size=4M\n"
+		 "upstream         cgi:%s\n"
+		 "/app/**          1/minute\n"
+		 "/upload          100/minute  max-body=1K\n", srv_path("counters"), echo_cgi);
+	srv_write("legacy.rules", rules, 0644);
+
+	/* the first is allowed: echo_cgi reads the body itself */
+	cr_expect_eq(run_like_fcgiwrap("/app/x", body, LEN, out, sizeof(out)), (size_t)LEN);
+	cr_expect_not_null(strstr(out, "body_len=262144"), "%s", out);
+	cr_expect_eq(run_like_fcgiwrap("/app/x", body, LEN, out, sizeof(out)), (size_t)LEN,
+		     "the 429 left the body unread: fcgiwrap would answer 502");
+	cr_expect_eq(strncmp(out, "Status: 429 Too Many Requests\r\n", 31), 0, "%s", out);
+	cr_expect_eq(run_like_fcgiwrap("/upload", body, LEN, out, sizeof(out)), (size_t)LEN,
+		     "the 413 left the body unread: fcgiwrap would answer 502");
+	cr_expect_eq(strncmp(out, "Status: 413 ", 12), 0, "%s", out);
+	free(body);
 }
