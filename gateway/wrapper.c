@@ -45,20 +45,71 @@
 
 extern char **environ;
 
-/* Write all of b to standard output. */
+/* The HTTP status line our answers begin with when the web server runs
+ * us as a non-parsed-header program, or NULL (see nph_status_line). */
+static const char *nph_proto;
+
+/* Write len bytes of p to standard output. */
 static void
-put_out(const struct respond_buf *b)
+write_all(const char *p, size_t len)
 {
 	size_t off = 0;
 
-	while (off < b->len) {
-		ssize_t w = write(1, b->data + off, b->len - off);
+	while (off < len) {
+		ssize_t w = write(1, p + off, len - off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
 			return;
 		off += (size_t)w;
 	}
+}
+
+/* Write all of b to standard output: a CGI answer ("Status: 429 ..."), or
+ * for a non-parsed-header program the HTTP response the web server sends
+ * on as it is ("HTTP/1.1 429 ...", and the connection closes with it). */
+static void
+put_out(const struct respond_buf *b)
+{
+	static const char status[] = "Status: ", close_line[] = "Connection: close\r\n";
+
+	if (nph_proto == NULL || b->len < sizeof(status) - 1 ||
+	    memcmp(b->data, status, sizeof(status) - 1) != 0) {
+		write_all(b->data, b->len);
+		return;
+	}
+	const char *rest = b->data + sizeof(status) - 1;
+	const char *eol = memchr(rest, '\n', b->len - (sizeof(status) - 1));
+	size_t first = eol != NULL ? (size_t)(eol + 1 - rest) : b->len - (sizeof(status) - 1);
+	write_all(nph_proto, strlen(nph_proto));
+	write_all(" ", 1);
+	write_all(rest, first);
+	write_all(close_line, sizeof(close_line) - 1);
+	write_all(rest + first, b->len - (sizeof(status) - 1) - first);
+}
+
+/* Apache's mod_cgi and mod_cgid run a program whose file name begins with
+ * "nph-" as a non-parsed-header program: what it prints goes to the client
+ * unread, so it must be a whole HTTP response.  The sh-script form
+ * ("rategate cgi -c RULES SCRIPT" where the real script was) takes the
+ * real script's name, nph- included, and so does its SCRIPT_FILENAME.  The
+ * protocol is the client's (SERVER_PROTOCOL), HTTP/1.0 when unknown.
+ * Apache only (SERVER_SOFTWARE): lighttpd reads a Status line whatever
+ * the name, and nginx, behind fcgiwrap, would take an HTTP status line for
+ * a header and send the 429 as a 200. */
+static void
+nph_status_line(void)
+{
+	const char *sf = getenv("SCRIPT_FILENAME");
+	const char *proto = getenv("SERVER_PROTOCOL");
+	const char *sw = getenv("SERVER_SOFTWARE");
+
+	if (sf == NULL || sw == NULL || strncmp(sw, "Apache", 6) != 0)
+		return;
+	const char *base = strrchr(sf, '/');
+	if (strncmp(base != NULL ? base + 1 : sf, "nph-", 4) != 0)
+		return;
+	nph_proto = proto != NULL && strcmp(proto, "HTTP/1.1") == 0 ? "HTTP/1.1" : "HTTP/1.0";
 }
 
 /* Read and discard the request body once we have answered ourselves.
@@ -249,6 +300,7 @@ wrapper_main(const char *rules, const char *script)
 	int status = 0;
 
 	respond_buf_init(&out);
+	nph_status_line();
 	struct rl_ruleset *rs = fileio_load_rules(rules, 0);
 	if (rs == NULL) {
 		log_printf(lg, LOG_LEVEL_ERROR, "start", "%s: rules not loaded", rules);

@@ -316,3 +316,38 @@ Test(apache_cgi_wrapper, storage_memory_is_refused_with_500_and_logged,
 	free(log);
 	finish();
 }
+
+/* Apache runs a CGI program whose name begins with "nph-" as a
+ * non-parsed-header program and sends what it prints to the client
+ * unread.  The sh-script form takes the name of the script it stands for,
+ * so rategate's answers there must be whole HTTP responses: a "Status:"
+ * head would reach the client as is (no status line: curl calls it
+ * HTTP/0.9 and gives up, a browser shows the head as text). */
+Test(apache_cgi_wrapper, an_nph_script_gets_a_whole_http_429,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char stub[3 * SRV_PATH_MAX], url[SRV_PATH_MAX];
+
+	srv_write("scripts/nph-app.cgi",
+		  "#!/bin/sh\nprintf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nnph ran\\n'\n",
+		  0755);
+	snprintf(stub, sizeof(stub), "#!/bin/sh\nexec %s cgi -c %s %s\n", srv_rategate(),
+		 srv_path("legacy.rules"), srv_path("scripts/nph-app.cgi"));
+	srv_write("cgi-bin/nph-report.cgi", stub, 0755);
+	start(rules_app);
+	snprintf(url, sizeof(url), "%s/cgi-bin/nph-report.cgi", base);
+	for (int i = 0; i < 5; i++) {
+		struct srv_resp r;
+		srv_http("GET", url, NULL, &r);
+		if (i < 3) {
+			cr_expect_str_eq(r.status_line, "HTTP/1.0 200 OK", "request %d\n%s", i, logs());
+			cr_expect_str_eq(r.body, "nph ran\n");
+		} else {
+			expect_429(&r, i);
+			char v[64];
+			cr_expect_str_eq(srv_header(&r, "Connection", v, sizeof(v)), "close");
+		}
+		srv_resp_free(&r);
+	}
+	finish();
+}
