@@ -735,6 +735,29 @@ copy_params(struct worker *w, char **envp)
 	return (long)k;
 }
 
+/* After a request whose params outgrew FCGI_PARAMS_KEEP: free the copy
+ * of them (copy_params makes it anew) and give the heap back, libfcgi's
+ * own copy of the params included, which its FCGX_Finish_r freed into
+ * this thread's arena.  Kept, a head of many small params just under
+ * FCGI_PARAMS_MAX held some 25 MB per worker for good (the index is 32
+ * bytes a param, libfcgi a malloc'd string each): 256 workers that each
+ * met one held over 6 GB (found by a soak test). */
+static void
+params_release(struct worker *w)
+{
+	if (!w->trim && w->pcap <= FCGI_PARAMS_KEEP &&
+	    w->nparams_cap * sizeof(*w->params) <= FCGI_PARAMS_KEEP)
+		return;
+	free(w->pbuf);
+	w->pbuf = NULL;
+	w->pcap = 0;
+	free(w->params);
+	w->params = NULL;
+	w->nparams_cap = 0;
+	malloc_trim(0);
+	w->trim = 0;
+}
+
 /* The first value of a copied param, or NULL. */
 static const char *
 param(const struct worker *w, size_t n, const char *name)
@@ -2057,8 +2080,8 @@ finish_request(struct worker *w)
  * once until FCGI_WORKERS_MAX slow requests, more than a web server's own
  * workers (Apache's MaxRequestWorkers is 150 on Debian), which a trickle
  * holds as well.  Workers started this way stay until the process stops:
- * memory for 256 is bounded (a worker's buffers grow with its largest
- * request, the params to FCGI_PARAMS_MAX).  The count is logged each time it doubles
+ * memory for 256 is bounded (a worker keeps its params buffers up to
+ * FCGI_PARAMS_KEEP, params_release).  The count is logged each time it doubles
  * and when it reaches the most. */
 static void *worker_main(void *arg);
 
@@ -2181,10 +2204,7 @@ worker_main(void *arg)
 			continue;
 		serve_one(w);
 		finish_request(w);
-		if (w->trim) {
-			malloc_trim(0);
-			w->trim = 0;
-		}
+		params_release(w);
 	}
 	atomic_fetch_sub(&srv->idle, 1);        /* busy is 0 here */
 	atomic_fetch_sub(&srv->running, 1);
@@ -2679,6 +2699,14 @@ fcgi_main(const struct fcgi_options *o)
 		fprintf(stderr, "rategate: FCGX_Init failed\n");
 		goto out;
 	}
+	/* glibc's mmap threshold as a fixed setting: left dynamic, it rises
+	 * to the largest block freed (a large head's params, up to 32 MB),
+	 * and from then on each worker's arena keeps up to twice that after
+	 * every large request, which malloc_trim does not give back outside
+	 * the main arena: some 16 MB per worker, for good (found by a soak
+	 * test).  Fixed, a large block is mmapped and unmapped when freed,
+	 * and an arena is trimmed as its free top passes 128 KiB. */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 	/* calloc: room for every worker, pages touched only when one is
 	 * started */
 	ws = calloc(FCGI_WORKERS_MAX, sizeof(*ws));

@@ -42,6 +42,10 @@
 #define FCGI_DRAIN_S 10          /* wait for requests in flight at exit */
 #define FCGI_KILL_GRACE_S 2      /* then for workers whose CGI script was killed */
 #define FCGI_PARAMS_MAX (1u << 20) /* bytes of params copied per request */
+/* A worker keeps its copy of the params (the bytes, and their index) for
+ * the next request up to this many bytes each; after a larger head they
+ * are freed and the heap trimmed (fcgi.c, params_release). */
+#define FCGI_PARAMS_KEEP (64u * 1024)
 /* listen() backlog of a socket rategate makes (-l, listen): as deep as the
  * kernel allows (it caps it at net.core.somaxconn, 4096 by default since
  * Linux 5.4).  128 made lighttpd and nginx fail most requests with 500 once
