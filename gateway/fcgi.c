@@ -383,14 +383,18 @@ gen_release(struct gen *g)
 }
 
 /* The backend for uri, made once and kept until exit (so idle upstream
- * connections survive reloads). */
+ * connections survive reloads), with the rules' upstream-keepalive (a
+ * reload may change it). */
 static struct backend *
 backend_for(struct server *srv, const struct rl_upstream *u, unsigned keepalive,
 	    char *err, size_t errcap)
 {
 	for (struct backend *b = srv->backends; b != NULL; b = b->next)
-		if (strcmp(b->uri, u->uri) == 0)
+		if (strcmp(b->uri, u->uri) == 0) {
+			if (b->up != NULL)
+				upstream_set_idle_max(b->up, keepalive);
 			return b;
+		}
 	struct backend *b = log_xrealloc(NULL, sizeof(*b));
 	memset(b, 0, sizeof(*b));
 	b->uri = strdup(u->uri);
@@ -414,6 +418,28 @@ backend_for(struct server *srv, const struct rl_upstream *u, unsigned keepalive,
 	b->next = srv->backends;
 	srv->backends = b;
 	return b;
+}
+
+/* After a reload: a FastCGI backend the rules g no longer name keeps no
+ * idle connection (a request of the old rules still in flight closes its
+ * own when it ends).  Kept, each upstream a reload left behind held up to
+ * upstream-keepalive connections open for good, and the workers of the
+ * application at its end (found by a soak test); a later reload that names
+ * it again gives it its keepalive back (backend_for). */
+static void
+backends_unused_idle(struct server *srv, const struct gen *g)
+{
+	size_t n = rl_ruleset_nrules(g->rs);
+
+	for (struct backend *b = srv->backends; b != NULL; b = b->next) {
+		if (b->up == NULL)
+			continue;
+		size_t i = 0;
+		while (i <= n && g->backends[i] != b)
+			i++;
+		if (i > n)
+			upstream_set_idle_max(b->up, 0);
+	}
 }
 
 static void
@@ -630,6 +656,7 @@ reload(struct server *srv)
 	pthread_mutex_lock(&srv->gen_mu);
 	srv->current = g;
 	pthread_mutex_unlock(&srv->gen_mu);
+	backends_unused_idle(srv, g);
 	atomic_store(&srv->client_timeout_ms, s->client_timeout_ms);
 	/* Totals were copied before the swap; a request counted in between
 	 * on the old generation is lost to the statistics (not to the

@@ -87,6 +87,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,7 +137,7 @@ struct upstream {
 	size_t naddrs;
 	int tcp;
 	struct log *log;
-	size_t idle_max;        /* 0: no FCGI_KEEP_CONN */
+	atomic_size_t idle_max; /* 0: no FCGI_KEEP_CONN */
 	pthread_mutex_t mu;     /* guards what follows */
 	int idle[UPSTREAM_IDLE_MAX];
 	size_t nidle;
@@ -268,7 +269,7 @@ upstream_new(const char *uri, char *err, size_t errcap)
 	int r;
 
 	memset(u, 0, sizeof(*u));
-	u->idle_max = UPSTREAM_IDLE_MAX;
+	atomic_init(&u->idle_max, UPSTREAM_IDLE_MAX);
 	if (pthread_mutex_init(&u->mu, NULL) != 0) {
 		free(u);
 		snprintf(err, errcap, "upstream \"%s\": cannot create a mutex", uri);
@@ -317,7 +318,18 @@ upstream_set_log(struct upstream *u, struct log *log)
 void
 upstream_set_idle_max(struct upstream *u, size_t n)
 {
-	u->idle_max = n < UPSTREAM_IDLE_MAX ? n : UPSTREAM_IDLE_MAX;
+	int drop[UPSTREAM_IDLE_MAX];
+	size_t ndrop = 0;
+
+	if (n > UPSTREAM_IDLE_MAX)
+		n = UPSTREAM_IDLE_MAX;
+	pthread_mutex_lock(&u->mu);
+	atomic_store(&u->idle_max, n);
+	while (u->nidle > n)
+		drop[ndrop++] = u->idle[--u->nidle];
+	pthread_mutex_unlock(&u->mu);
+	for (size_t i = 0; i < ndrop; i++)
+		close(drop[i]);
 }
 
 const char *
@@ -392,7 +404,7 @@ pool_put(struct upstream *u, int fd)
 		return;
 	}
 	pthread_mutex_lock(&u->mu);
-	if (u->nidle < u->idle_max) {
+	if (u->nidle < atomic_load(&u->idle_max)) {
 		u->idle[u->nidle++] = fd;
 		fd = -1;
 	}
@@ -641,7 +653,7 @@ queue_request(struct xfer *x, const struct rl_param *params, size_t nparams)
 	rec_header(h, FCGI_BEGIN_REQUEST, sizeof(body));
 	body[0] = (FCGI_RESPONDER >> 8) & 0xff;
 	body[1] = FCGI_RESPONDER & 0xff;
-	body[2] = x->u->idle_max > 0 ? FCGI_KEEP_CONN : 0;
+	body[2] = atomic_load(&x->u->idle_max) > 0 ? FCGI_KEEP_CONN : 0;
 	obuf_add(&x->out, h, sizeof(h));
 	obuf_add(&x->out, body, sizeof(body));
 
@@ -1193,7 +1205,7 @@ upstream_run(struct upstream *u, const struct rl_param *params, size_t nparams,
 	switch (o) {
 	case OUT_OK:
 		if (x.stdin_ended && x.out.off == x.out.len && !x.wdead && !x.trailing) {
-			if (u->idle_max > 0)
+			if (atomic_load(&u->idle_max) > 0)
 				pool_put(u, fd);
 			else
 				close(fd);

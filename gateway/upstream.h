@@ -57,8 +57,9 @@ void upstream_free(struct upstream *u);
 void upstream_set_log(struct upstream *u, struct log *log);
 
 /* Keep at most n idle connections (clamped to UPSTREAM_IDLE_MAX); 0: ask
- * for no FCGI_KEEP_CONN and close after every request.  Set before the
- * first upstream_run.
+ * for no FCGI_KEEP_CONN and close after every request.  May be called at
+ * any time: idle connections beyond n are closed at once, and a request
+ * in flight keeps its connection only if there is room when it ends.
  *
  * Sizing: libfcgi programs and php-fpm give a worker to a connection for
  * as long as it stays open, idle or not.  So the connections open at once

@@ -870,6 +870,67 @@ Test(slow, a_large_head_leaves_no_memory_behind, .timeout = 60)
 		     base, nreq, NPARAMS, after);
 }
 
+/* n requests for uri sent at once on connections of their own, then
+ * their answers: each must be 200. */
+static void
+at_once(const char *uri, int n)
+{
+	int fds[16];
+
+	cr_assert(n <= 16);
+	for (int i = 0; i < n; i++) {
+		struct buf b = { 0 };
+		head(&b, "GET", uri, -1);
+		record(&b, 5, NULL, 0);
+		fds[i] = conn();
+		send_buf(fds[i], &b);
+	}
+	for (int i = 0; i < n; i++) {
+		struct answer a = answer(fds[i], 10 * srv_slow());
+		close(fds[i]);
+		cr_expect_eq(status_of(&a), 200, "%s %d: %s\n%s", uri, i, a.out, logs());
+		free(a.out);
+	}
+}
+
+/* A reload that moves the upstream elsewhere closes the connections kept
+ * to the old one, and one that sets upstream-keepalive 0 keeps none: each
+ * upstream a reload left behind held its kept connections for good (and
+ * the application workers at their end), found by a soak test. */
+Test(slow, a_reload_drops_the_kept_connections_it_no_longer_uses, .timeout = 60)
+{
+	static const char moved[] =
+		"storage          memory\n"
+		"upstream         fcgi+unix://@DIR@/app2.sock\n"
+		"@KEEP@"
+		"default          1000/minute\n";
+	const char *pairs[] = { "@DIR@", srv_dir, "@KEEP@", "", NULL };
+
+	srv_start_echo_fcgi(0, srv_path("app2.sock"), 16, NULL);
+	at_once("/x?sleep=300", 4);     /* four kept (upstream-keepalive 4) */
+	srv_sleep_ms(100);
+	int kept = srv_count_fds(rg);
+	srv_write_subst("site.rules", moved, pairs, 0644);
+	cr_assert_eq(kill(rg, SIGHUP), 0);
+	cr_assert_eq(wait_log("event=reload", 1, 5 * srv_slow()), 1, "%s", logs());
+	srv_sleep_ms(100);
+	int moved_fds = srv_count_fds(rg);
+	cr_expect_leq(moved_fds, kept - 4, "%d fds with 4 connections kept to app.sock, %d after the move to app2.sock\n%s",
+		      kept, moved_fds, logs());
+	at_once("/x?sleep=300", 4);     /* now kept to app2.sock */
+	srv_sleep_ms(100);
+	cr_expect_eq(srv_count_fds(rg), kept, "%s", logs());
+	pairs[3] = "upstream-keepalive 0\n";
+	srv_write_subst("site.rules", moved, pairs, 0644);
+	cr_assert_eq(kill(rg, SIGHUP), 0);
+	cr_assert_eq(wait_log("event=reload", 2, 5 * srv_slow()), 2, "%s", logs());
+	srv_sleep_ms(100);
+	cr_expect_leq(srv_count_fds(rg), kept - 4, "upstream-keepalive 0 on reload\n%s", logs());
+	at_once("/x?sleep=100", 4);
+	srv_sleep_ms(100);
+	cr_expect_leq(srv_count_fds(rg), kept - 4, "upstream-keepalive 0 after requests\n%s", logs());
+}
+
 /* A path with no upstream: 502 whose body says it is the configuration,
  * and a no-upstream line naming the fix. */
 Test(slow, no_upstream_is_502_saying_so)
