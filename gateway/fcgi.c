@@ -356,6 +356,7 @@ struct server {
 	pthread_cond_t app_cv;
 	unsigned app_busy, app_max;
 	atomic_int_fast64_t store_err_logged_ms; /* last store-error line */
+	atomic_int_fast64_t accept_logged_ms;   /* last accept line (fds) */
 	atomic_int_fast64_t proxy_logged_ms;    /* last proxy-header line */
 	atomic_uint_fast64_t proxy_unlogged;    /* such requests since */
 };
@@ -1786,6 +1787,18 @@ accept_again(int e)
 	}
 }
 
+/* accept() errors that say the process or the host is out of a resource
+ * for now (descriptors, buffers, memory): waited out, never the end of
+ * the process.  Taking EMFILE as fatal stopped the gateway for good once
+ * its connections, CGI pipes and upstream connections together reached
+ * the descriptor limit (found by a soak test: a stop, the requests in
+ * the backlog answered 5xx by the web server). */
+static int
+accept_later(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
+
 /* The next connection for this worker.  Returns its fd, or -1 when
  * stopping, or when accepting failed for good (logged; the process
  * stops, as it did when libfcgi's accept failed). */
@@ -1813,6 +1826,16 @@ accept_conn(struct worker *w)
 			}
 			if (accept_again(e))
 				continue;
+			if (accept_later(e)) {
+				/* the connection stays in the backlog: try again
+				 * once requests in hand gave some back */
+				if (log_due(&srv->accept_logged_ms, 60000))
+					log_printf(srv->log, LOG_LEVEL_ERROR, "accept",
+						   "accepting a FastCGI connection failed (%d): %s; new connections wait in the backlog until some are given back (the descriptor limit, ulimit -n, is too low for the workers?)",
+						   -e, strerror(e));
+				poll(NULL, 0, 100);
+				continue;
+			}
 			log_printf(srv->log, LOG_LEVEL_ERROR, "accept",
 				   "accepting FastCGI connections failed (%d): %s",
 				   -e, strerror(e));

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -929,6 +930,86 @@ Test(slow, a_reload_drops_the_kept_connections_it_no_longer_uses, .timeout = 60)
 	at_once("/x?sleep=100", 4);
 	srv_sleep_ms(100);
 	cr_expect_leq(srv_count_fds(rg), kept - 4, "upstream-keepalive 0 after requests\n%s", logs());
+}
+
+/* A connection to the unix socket at path. */
+static int
+conn_to(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0,
+		     "connect %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Out of descriptors, a rategate waits for some to come back, and serves
+ * again: accept's EMFILE stopped the process (found by a soak test).  A
+ * second rategate with a descriptor limit of 32 gets 40 connections that
+ * stall in their heads; client-timeout (1 s) frees them.  It is asked as
+ * an authorizer afterwards: the workers started meanwhile stay, and Linux
+ * reserves a descriptor for each one waiting in accept(), so that under
+ * this limit the process has none left for an application's socket. */
+Test(slow, out_of_descriptors_waits_and_serves_again, .timeout = 60)
+{
+	enum { NSTALL = 40 };
+	struct rlimit old, low;
+	char listen[SRV_PATH_MAX + 8], sock[SRV_PATH_MAX];
+
+	if (srv_slow() > 1)
+		return;         /* valgrind keeps descriptors of its own under
+				 * the limit (cr_skip_test here would skip .fini,
+				 * leaving the rategate of setup running) */
+	snprintf(sock, sizeof(sock), "%s", srv_path("rg2.sock"));
+	snprintf(listen, sizeof(listen), "unix:%s", sock);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = 32;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	pid_t rg2 = srv_start_rategate(srv_path("site.rules"), listen, 4,
+				       srv_path("rategate2.log"), srv_path("rategate2.out"));
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	int fds[NSTALL];
+	struct buf b = { 0 };
+	begin(&b, 1);
+	for (int i = 0; i < NSTALL; i++) {
+		fds[i] = conn_to(sock);
+		send_all(fds[i], b.p, b.len);
+	}
+	free(b.p);
+	cr_expect(srv_wait_file(srv_path("rategate2.log"), "new connections wait in the backlog", 5),
+		  "%s", srv_read_text(srv_path("rategate2.log")));
+	srv_sleep_ms(2500);     /* client-timeout frees the stalled ones */
+	for (int i = 0; i < NSTALL; i++)
+		close(fds[i]);
+	cr_assert(srv_alive(rg2), "%s", srv_read_text(srv_path("rategate2.log")));
+	/* the workers see the hang-ups as they come to them */
+	int status = 0;
+	for (int i = 0; i < 20 && status != 200; i++) {
+		struct buf r = { 0 }, p = { 0 };
+		nv(&p, "REQUEST_METHOD", "GET");
+		nv(&p, "REQUEST_URI", "/x");
+		nv(&p, "REMOTE_ADDR", "127.0.0.1");
+		begin(&r, 2);
+		record(&r, 4, p.p, p.len);
+		record(&r, 4, NULL, 0);
+		free(p.p);
+		int fd = conn_to(sock);
+		send_buf(fd, &r);
+		struct answer a = answer(fd, 5);
+		close(fd);
+		status = status_of(&a);
+		free(a.out);
+		if (status != 200)
+			srv_sleep_ms(250);
+	}
+	cr_expect_eq(status, 200, "%s", srv_read_text(srv_path("rategate2.log")));
+	cr_expect(srv_alive(rg2));
 }
 
 /* A path with no upstream: 502 whose body says it is the configuration,
