@@ -15,5 +15,9 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 	chmod +x /usr/sbin/policy-rc.d
 fi
-apt-get update -q
-apt-get install -y -q $(grep -v '^#' tests/debian-packages)
+# Another apt run (unattended-upgrades on a freshly booted machine, a
+# second install started beside this one) holds dpkg's lock for a while:
+# wait for it, up to 10 minutes, instead of failing at once.
+lock="-o DPkg::Lock::Timeout=600"
+apt-get $lock update -q
+apt-get $lock install -y -q $(grep -v '^#' tests/debian-packages)
