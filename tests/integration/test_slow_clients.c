@@ -168,8 +168,9 @@ head(struct buf *b, const char *method, const char *uri, long content_length)
 	free(p.p);
 }
 
+/* A connection to the unix socket at path. */
 static int
-conn(void)
+conn_to(const char *path)
 {
 	struct sockaddr_un sa;
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -177,10 +178,16 @@ conn(void)
 	cr_assert(fd >= 0);
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv_path("rg.sock"));
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0,
-		     "connect: %s", strerror(errno));
+		     "connect %s: %s", path, strerror(errno));
 	return fd;
+}
+
+static int
+conn(void)
+{
+	return conn_to(srv_path("rg.sock"));
 }
 
 static void
@@ -932,21 +939,6 @@ Test(slow, a_reload_drops_the_kept_connections_it_no_longer_uses, .timeout = 60)
 	cr_expect_leq(srv_count_fds(rg), kept - 4, "upstream-keepalive 0 after requests\n%s", logs());
 }
 
-/* A connection to the unix socket at path. */
-static int
-conn_to(const char *path)
-{
-	struct sockaddr_un sa;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	cr_assert(fd >= 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0,
-		     "connect %s: %s", path, strerror(errno));
-	return fd;
-}
 
 /* Out of descriptors, a rategate waits for some to come back, and serves
  * again: accept's EMFILE stopped the process (found by a soak test).  A
@@ -1267,16 +1259,7 @@ Test(slow, a_body_to_the_stats_path_on_a_kept_connection_is_no_next_request)
 static int
 conn_at(const char *rel)
 {
-	struct sockaddr_un sa;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	cr_assert(fd >= 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv_path(rel));
-	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0,
-		     "connect: %s", strerror(errno));
-	return fd;
+	return conn_to(srv_path(rel));
 }
 
 /* A CGI request that hangs, sent on a new connection to rel, the script
