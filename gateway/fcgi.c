@@ -976,8 +976,7 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 	int ok = 0;
 	if (rq->remote_addr != NULL &&
 	    rl_addr_parse_peer(rq->remote_addr, rq->remote_addr_len, &a) == 0)
-		for (size_t i = 0; i < g->s->nstats_allow && !ok; i++)
-			ok = rl_cidr_contains(&g->s->stats_allow[i], &a);
+		ok = rl_cidrs_contain(g->s->stats_allow, g->s->nstats_allow, &a);
 	/* Behind trusted proxies REMOTE_ADDR is a proxy's: 127.0.0.1 for
 	 * one on this host, which the default stats-allow admits, so every
 	 * client through it could read the statistics (found by a review).
@@ -988,9 +987,8 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 		struct rl_addr c;
 		enum rl_addr_source src = rl_request_client(g->rs, rq, &c);
 		if (src == RL_ADDR_HEADER || src == RL_ADDR_SHORT) {
-			ok = 0;
-			for (size_t i = 0; i < g->s->nstats_allow && !ok; i++)
-				ok = rl_cidr_contains(&g->s->stats_allow[i], &c);
+			ok = rl_cidrs_contain(g->s->stats_allow,
+					      g->s->nstats_allow, &c);
 			rl_addr_format(&c, 32, 128, who, sizeof(who));
 			snprintf(why, sizeof(why), " through %.64s, not in stats-allow",
 				 rq->remote_addr);

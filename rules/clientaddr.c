@@ -503,14 +503,18 @@ static int entry_addr(int forwarded, const char *e, size_t n,
 	return parse_addr(e, n, 1, a, &mapped);
 }
 
-static int is_trusted(const struct rl_proxy_conf *pc, const struct rl_addr *a)
+int rl_cidrs_contain(const struct rl_cidr *nets, size_t n,
+		     const struct rl_addr *a)
 {
-	size_t i;
-
-	for (i = 0; i < pc->nnets; i++)
-		if (rl_cidr_contains(&pc->nets[i], a))
+	for (size_t i = 0; i < n; i++)
+		if (rl_cidr_contains(&nets[i], a))
 			return 1;
 	return 0;
+}
+
+static int is_trusted(const struct rl_proxy_conf *pc, const struct rl_addr *a)
+{
+	return rl_cidrs_contain(pc->nets, pc->nnets, a);
 }
 
 int rl_addr_parse_peer(const char *s, size_t len, struct rl_addr *a)

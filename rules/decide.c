@@ -542,10 +542,8 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 				   req->remote_addr ? req->remote_addr_len : 0,
 				   vals, lens, variants ? 0 : nv, &a) !=
 		    RL_ADDR_NONE)
-			for (size_t i = 0; i < s->nexempt_clients &&
-			     !exempt_client; i++)
-				exempt_client = rl_cidr_contains(
-					&s->exempt_clients[i], &a);
+			exempt_client = rl_cidrs_contain(s->exempt_clients,
+							 s->nexempt_clients, &a);
 	}
 
 	if (req->path == NULL || req->path_len > RL_PATH_MAX) {

@@ -358,6 +358,9 @@ int rl_addr_parse_peer(const char *s, size_t len, struct rl_addr *a);
 /* "10.0.0.0/8", "2001:db8::/32", or a bare address (a /32 or /128). */
 int rl_cidr_parse(const char *s, size_t len, struct rl_cidr *c);
 int rl_cidr_contains(const struct rl_cidr *c, const struct rl_addr *a);
+/* 1 when a lies in one of the n networks of nets. */
+int rl_cidrs_contain(const struct rl_cidr *nets, size_t n,
+		     const struct rl_addr *a);
 /* Canonical text of a with its host bits beyond v4bits / v6bits cleared,
  * followed by "/N" when bits were cleared ("2001:db8:1:2::/64").  out needs
  * 64 bytes. */
