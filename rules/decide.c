@@ -463,6 +463,26 @@ proxy_values(const struct rl_settings *s, const struct rl_request *req,
 	return 0;
 }
 
+/* src, the source of the client read without the proxy header's values
+ * (variants: they came as name variants), or RL_ADDR_VARIANTS when the
+ * header would have been read: not for a client that reaches us
+ * directly, outside the trusted networks (asked with the values, as
+ * nginx would be; a rare case). */
+static enum rl_addr_source
+variants_source(const struct rl_settings *s, const struct rl_request *req,
+		const char *const *vals, const size_t *lens, size_t nv,
+		int variants, enum rl_addr_source src)
+{
+	struct rl_addr t;
+
+	if (variants && src == RL_ADDR_REMOTE &&
+	    rl_client_addr(&s->proxies, req->remote_addr,
+			   req->remote_addr ? req->remote_addr_len : 0, vals,
+			   lens, nv, &t) != RL_ADDR_REMOTE)
+		return RL_ADDR_VARIANTS;
+	return src;
+}
+
 enum rl_addr_source
 rl_request_client(const struct rl_ruleset *rs, const struct rl_request *req,
 		  struct rl_addr *out)
@@ -471,18 +491,12 @@ rl_request_client(const struct rl_ruleset *rs, const struct rl_request *req,
 	const char *vals[PROXY_VALUES_MAX];
 	size_t lens[PROXY_VALUES_MAX], nv;
 	int variants = proxy_values(s, req, vals, lens, &nv);
-	size_t rlen = req->remote_addr ? req->remote_addr_len : 0;
-	enum rl_addr_source src = rl_client_addr(&s->proxies, req->remote_addr,
-						 rlen, vals, lens,
-						 variants ? 0 : nv, out);
-	struct rl_addr t;
+	enum rl_addr_source src =
+		rl_client_addr(&s->proxies, req->remote_addr,
+			       req->remote_addr ? req->remote_addr_len : 0,
+			       vals, lens, variants ? 0 : nv, out);
 
-	/* as identify says it: VARIANTS when the header would be read */
-	if (variants && src == RL_ADDR_REMOTE &&
-	    rl_client_addr(&s->proxies, req->remote_addr, rlen, vals, lens,
-			   nv, &t) != RL_ADDR_REMOTE)
-		src = RL_ADDR_VARIANTS;
-	return src;
+	return variants_source(s, req, vals, lens, nv, variants, src);
 }
 
 /* Fill w and the identity fields of d.  Returns -1 to go on deciding, or
@@ -512,19 +526,8 @@ identify(const struct rl_ruleset *rs, const struct rl_request *req,
 					     s->ipv4_prefix,
 					     s->ipv6_prefix, w->addr_text,
 					     sizeof(w->addr_text), &w->addr_len);
-	/* VARIANTS only when the header would have been read: not for a
-	 * client that reaches us directly, outside the trusted networks
-	 * (asked with the values, as nginx would be; a rare case) */
-	if (variants && d->addr_source == RL_ADDR_REMOTE) {
-		char t[sizeof(w->addr_text)];
-		size_t tl;
-		if (rl_client_addr_text(&s->proxies, req->remote_addr,
-					req->remote_addr ?
-					req->remote_addr_len : 0, vals, lens,
-					nv, s->ipv4_prefix, s->ipv6_prefix, t,
-					sizeof(t), &tl) != RL_ADDR_REMOTE)
-			d->addr_source = RL_ADDR_VARIANTS;
-	}
+	d->addr_source = variants_source(s, req, vals, lens, nv, variants,
+					 d->addr_source);
 	w->have_addr = 1;
 	/* exempt-clients: the resolved address itself (not its ipv4-prefix
 	 * or ipv6-prefix group), asked for only by rule sets that have the
