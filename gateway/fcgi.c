@@ -349,7 +349,7 @@ struct server {
 	unsigned nstarted;
 	pthread_mutex_t spawn_mu;
 	atomic_int idle;
-	int64_t spawn_failed_ms;        /* last such line (under spawn_mu) */
+	atomic_int_fast64_t spawn_failed_ms;    /* last such line */
 	/* Application slots: at most app_max (-j) requests with an
 	 * application at once (app_slot_take). */
 	pthread_mutex_t app_mu;
@@ -2169,17 +2169,13 @@ worker_busy(struct server *srv)
 	if (atomic_load(&srv->idle) == 0 && n < FCGI_WORKERS_MAX &&
 	    !atomic_load(&srv->stopping)) {
 		int e = start_worker(srv);
-		int64_t t = clock_mono_ms();
 		if (e != 0) {
 			/* at most a line a minute: it is tried again at
 			 * every request while all are busy */
-			if (srv->spawn_failed_ms == 0 ||
-			    t - srv->spawn_failed_ms >= 60000) {
-				srv->spawn_failed_ms = t;
+			if (log_due(&srv->spawn_failed_ms, 60000))
 				log_printf(srv->log, LOG_LEVEL_WARN, "workers",
 					   "all %u workers are busy and another cannot be started: %s; new requests wait for one",
 					   n, strerror(e));
-			}
 		} else if (n + 1 == FCGI_WORKERS_MAX)
 			log_printf(srv->log, LOG_LEVEL_WARN, "workers",
 				   "all %u workers are busy: started the last one (at most %d); beyond it new requests wait (slow clients or a slow application?)",
