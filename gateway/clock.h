@@ -9,11 +9,17 @@
 #define GATEWAY_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* CLOCK_REALTIME: ms since the epoch. */
 int64_t clock_wall_ms(void);
 
 /* CLOCK_MONOTONIC: ms since an arbitrary start, never going back. */
 int64_t clock_mono_ms(void);
+
+/* CLOCK_MONOTONIC ms from now, as a timespec for the waits that take a
+ * monotonic deadline (pthread_mutex_clocklock, a condition variable set
+ * to that clock). */
+struct timespec clock_mono_deadline(int64_t ms);
 
 #endif

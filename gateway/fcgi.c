@@ -1360,7 +1360,6 @@ static int64_t
 app_slot_take(struct server *srv, int64_t timeout_ms)
 {
 	int64_t t0;
-	struct timespec dl;
 
 	pthread_mutex_lock(&srv->app_mu);
 	if (srv->app_busy < srv->app_max) {
@@ -1372,13 +1371,7 @@ app_slot_take(struct server *srv, int64_t timeout_ms)
 		return 0;
 	}
 	t0 = clock_mono_ms();
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += (time_t)(timeout_ms / 1000);
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	struct timespec dl = clock_mono_deadline(timeout_ms);
 	while (srv->app_busy >= srv->app_max) {
 		if (atomic_load(&srv->stopping)) {
 			pthread_mutex_unlock(&srv->app_mu);

@@ -791,14 +791,7 @@ static int lock_stripe(struct shm *m, uint32_t s, struct rl_diag *err)
 	int r = pthread_mutex_trylock(&st->lock);
 
 	if (r == EBUSY) {
-		struct timespec t;
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		t.tv_sec += SHM_LOCK_WAIT_MS / 1000;
-		t.tv_nsec += (long)(SHM_LOCK_WAIT_MS % 1000) * 1000000L;
-		if (t.tv_nsec >= 1000000000L) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000L;
-		}
+		struct timespec t = clock_mono_deadline(SHM_LOCK_WAIT_MS);
 		r = pthread_mutex_clocklock(&st->lock, CLOCK_MONOTONIC, &t);
 	}
 	if (r == ETIMEDOUT) {
