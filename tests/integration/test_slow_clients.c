@@ -1286,6 +1286,30 @@ hang_at(const char *rel, const char *pid_rel)
 	return fd;
 }
 
+/* A second rategate on rg2.sock with one application slot (-j 1) and
+ * upstream-timeout timeout, in front of echo_cgi, whose slot a hanging
+ * script holds (*a: its connection; the script's pids in a.pid). */
+static pid_t
+one_slot_held(const char *timeout, int *a)
+{
+	static const char slow_rules[] =
+		"storage          memory\n"
+		"upstream-timeout @TIMEOUT@\n"
+		"/cgi/**          1000/minute  upstream=cgi:@CGI@\n";
+	char cgi[SRV_PATH_MAX], listen[SRV_PATH_MAX + 8];
+
+	srv_built("tests/apps/echo_cgi", cgi);
+	const char *pairs[] = { "@CGI@", cgi, "@TIMEOUT@", timeout, NULL };
+	srv_write_subst("slow.rules", slow_rules, pairs, 0644);
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg2.sock"));
+	pid_t rg2 = srv_start_rategate(srv_path("slow.rules"), listen, 1,
+				       srv_path("rg2.log"), srv_path("rg2.out"));
+	*a = hang_at("rg2.sock", "a.pid");
+	cr_assert(srv_wait_file(srv_path("a.pid"), "\n", 10 * srv_slow()),
+		  "the first script did not start");
+	return rg2;
+}
+
 /* A request waiting for an application slot when rategate stops is not
  * given the slot of a CGI script the stop killed: it would start a new
  * script after the kill, which nothing kills any more, and the process
@@ -1294,22 +1318,10 @@ hang_at(const char *rel, const char *pid_rel)
 Test(slow, a_stop_starts_no_application_for_requests_waiting_for_a_slot,
      .timeout = 90)
 {
-	static const char slow_rules[] =
-		"storage          memory\n"
-		"upstream-timeout 60s\n"
-		"/cgi/**          1000/minute  upstream=cgi:@CGI@\n";
-	char cgi[SRV_PATH_MAX], listen[SRV_PATH_MAX + 8], line[64];
+	char line[64];
 	long spid = 0, cpid = 0;
-
-	srv_built("tests/apps/echo_cgi", cgi);
-	const char *pairs[] = { "@CGI@", cgi, NULL };
-	srv_write_subst("slow.rules", slow_rules, pairs, 0644);
-	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg2.sock"));
-	pid_t rg2 = srv_start_rategate(srv_path("slow.rules"), listen, 1,
-				       srv_path("rg2.log"), srv_path("rg2.out"));
-	int a = hang_at("rg2.sock", "a.pid");
-	cr_assert(srv_wait_file(srv_path("a.pid"), "\n", 10 * srv_slow()),
-		  "the first script did not start");
+	int a;
+	pid_t rg2 = one_slot_held("60s", &a);
 	int b = hang_at("rg2.sock", "b.pid");
 	srv_sleep_ms(300);      /* the second waits for the only slot */
 	cr_assert_eq(access(srv_path("b.pid"), F_OK), -1,
@@ -1349,21 +1361,8 @@ Test(slow, a_stop_starts_no_application_for_requests_waiting_for_a_slot,
  * would contradict an upstream-timeout of 2 s. */
 Test(slow, a_timeout_after_waiting_for_a_slot_says_so, .timeout = 60)
 {
-	static const char slow_rules[] =
-		"storage          memory\n"
-		"upstream-timeout 2s\n"
-		"/cgi/**          1000/minute  upstream=cgi:@CGI@\n";
-	char cgi[SRV_PATH_MAX], listen[SRV_PATH_MAX + 8];
-
-	srv_built("tests/apps/echo_cgi", cgi);
-	const char *pairs[] = { "@CGI@", cgi, NULL };
-	srv_write_subst("slow.rules", slow_rules, pairs, 0644);
-	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg2.sock"));
-	pid_t rg2 = srv_start_rategate(srv_path("slow.rules"), listen, 1,
-				       srv_path("rg2.log"), srv_path("rg2.out"));
-	int a = hang_at("rg2.sock", "a.pid");
-	cr_assert(srv_wait_file(srv_path("a.pid"), "\n", 10 * srv_slow()),
-		  "the first script did not start");
+	int a;
+	pid_t rg2 = one_slot_held("2s", &a);
 	srv_sleep_ms(1000);
 	int b = hang_at("rg2.sock", "b.pid");
 	struct answer x = answer(a, 10 * srv_slow());
