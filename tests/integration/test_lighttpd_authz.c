@@ -118,6 +118,17 @@ get(const char *path, const char *h1, const char *h2)
 	return r;
 }
 
+/* GET path (no extra headers): its status, the answer freed. */
+static long
+get_status(const char *path)
+{
+	struct srv_resp r = get(path, NULL, NULL);
+	long st = r.status;
+
+	srv_resp_free(&r);
+	return st;
+}
+
 /* lighttpd's error log, then rategate's (server.breakagelog in the
  * example, -L in the own-socket set-up) and lighttpd's stderr. */
 static const char *
@@ -461,24 +472,16 @@ Test(lighttpd_authz, reload_takes_any_moving_window_on_the_memory_store,
      .init = setup, .fini = teardown, .timeout = 30)
 {
 	pid_t rg = start_own_socket("storage memory\n/static.txt 100/minute\n");
-	struct srv_resp r = get("/static.txt", NULL, NULL);
-	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
-	srv_resp_free(&r);
+	cr_expect_eq(get_status("/static.txt"), 200, "%s", errlog());
 	srv_write("site.rules", "storage memory\n"
 		  "/static.txt 2/minute strategy=moving-window\n"
 		  "/json.txt 1000/minute strategy=moving-window\n", 0644);
 	hup_and_wait(rg, "2 rules loaded\"", 1);
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "still running the rules loaded before"), 0,
 		     "%s", errlog());
-	r = get("/static.txt", NULL, NULL);
-	cr_expect_eq(r.status, 200);
-	srv_resp_free(&r);
-	r = get("/static.txt", NULL, NULL);
-	cr_expect_eq(r.status, 200);
-	srv_resp_free(&r);
-	r = get("/static.txt", NULL, NULL);
-	cr_expect_eq(r.status, 429, "%s\n%s", r.status_line, errlog());
-	srv_resp_free(&r);
+	cr_expect_eq(get_status("/static.txt"), 200);
+	cr_expect_eq(get_status("/static.txt"), 200);
+	cr_expect_eq(get_status("/static.txt"), 429, "%s", errlog());
 	srv_stop(lighttpd, 10);
 	cr_expect_eq(srv_stop(rg, 10), 0);
 }
@@ -489,15 +492,12 @@ Test(lighttpd_authz, reload_takes_any_moving_window_on_the_memory_store,
 Test(lighttpd_authz, reload_refuses_concurrency_above_the_shm_slots,
      .init = setup, .fini = teardown, .timeout = 30)
 {
-	struct srv_resp r;
 	char *v1 = NULL, *v2 = NULL;
 	cr_assert(asprintf(&v1, "storage shm:%s?size=1M\n/static.txt 2/minute\n",
 			   srv_path("store")) > 0);
 	cr_assert(asprintf(&v2, "%s/json.txt 100/minute concurrency=5000\n", v1) > 0);
 	pid_t rg = start_own_socket(v1);
-	r = get("/static.txt", NULL, NULL);
-	cr_expect_eq(r.status, 200, "%s\n%s", r.status_line, errlog());
-	srv_resp_free(&r);
+	cr_expect_eq(get_status("/static.txt"), 200, "%s", errlog());
 	srv_write("site.rules", v2, 0644);
 	hup_and_wait(rg, "still running the rules loaded before", 1);
 	char want[SRV_PATH_MAX * 2 + 256];
@@ -506,12 +506,8 @@ Test(lighttpd_authz, reload_refuses_concurrency_above_the_shm_slots,
 		 srv_path("site.rules"), srv_path("site.rules"));
 	srv_expect_in_file(srv_path("rategate.log"), want);
 	/* the old rules go on counting */
-	r = get("/static.txt", NULL, NULL);
-	cr_expect_eq(r.status, 200);
-	srv_resp_free(&r);
-	r = get("/static.txt", NULL, NULL);
-	cr_expect_eq(r.status, 429, "%s\n%s", r.status_line, errlog());
-	srv_resp_free(&r);
+	cr_expect_eq(get_status("/static.txt"), 200);
+	cr_expect_eq(get_status("/static.txt"), 429, "%s", errlog());
 	free(v1);
 	free(v2);
 	srv_stop(lighttpd, 10);
