@@ -55,11 +55,13 @@
  *   statistics count it.  upstream-timeout no longer runs while the web
  *   server is being waited for (upstream.c, cgi.c).
  *
- * Not chosen: SO_RCVTIMEO on the listening socket (Linux copies it to
- * accepted TCP sockets but not to unix ones, and it makes accept() itself
- * fail with EAGAIN, which libfcgi's accept loop takes for a fatal error);
- * a watchdog that shuts down the fd a worker's FCGX_Accept_r is reading
- * (it races libfcgi's own close of that fd, whose number may be reused).
+ * Not chosen: SO_RCVTIMEO of client-timeout on the listening socket
+ * (Linux copies it to accepted TCP sockets but not to unix ones); a
+ * watchdog that shuts down the fd a worker's FCGX_Accept_r is reading (it
+ * races libfcgi's own close of that fd, whose number may be reused).  The
+ * listening socket does get an SO_RCVTIMEO, FCGI_ACCEPT_WAKE_MS, only so
+ * that a worker waiting in accept() looks up now and then (see "Workers"
+ * below); every connection's own timeouts are set before it is read.
  *
  * Stopping: the main thread waits for signals with sigwait (they are
  * blocked in every thread).  On SIGTERM it raises libfcgi's shutdown flag
@@ -71,6 +73,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <limits.h>
@@ -342,13 +345,19 @@ struct server {
 	atomic_int failed;      /* a worker could not accept any more */
 	atomic_int running;     /* workers still in their loop */
 	/* The workers (see "Workers" above worker_main): ws has room for
-	 * FCGI_WORKERS_MAX; the first nstarted are started, under spawn_mu,
-	 * which also keeps a worker from being started once stopping is
-	 * set.  idle counts those waiting for a request. */
+	 * FCGI_WORKERS_MAX; the first nstarted slots have been used, nlive
+	 * of them by a worker in its loop now (the others retired), all
+	 * under spawn_mu, which also keeps a worker from being started once
+	 * stopping is set.  nbase is -j: never retired below it.  idle
+	 * counts those waiting for a request, idle_low the fewest since the
+	 * last retirement round; retire asks that many idle workers to go. */
 	struct worker *ws;
-	unsigned nstarted;
+	unsigned nstarted, nlive, nbase;
 	pthread_mutex_t spawn_mu;
 	atomic_int idle;
+	atomic_int idle_low;
+	atomic_int retire;
+	int64_t retire_ms;      /* the round: FCGI_RETIRE_S, or the test's */
 	atomic_int_fast64_t spawn_failed_ms;    /* last such line */
 	/* Application slots: at most app_max (-j) requests with an
 	 * application at once (app_slot_take). */
@@ -702,6 +711,7 @@ struct worker {
 	char peek[FCGI_HEAD_PEEK]; /* head_ready's look at the connection */
 	size_t peek_len;        /* bytes of it head_ready saw last */
 	int trim;               /* give libfcgi's params memory back after */
+	enum { W_UNUSED = 0, W_LIVE, W_RETIRED } state; /* under spawn_mu */
 };
 
 /* A read or write that failed on SO_RCVTIMEO / SO_SNDTIMEO. */
@@ -1790,9 +1800,12 @@ accept_later(int e)
 	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 }
 
+static int worker_retires(struct server *srv);
+
 /* The next connection for this worker.  Returns its fd, or -1 when
  * stopping, or when accepting failed for good (logged; the process
- * stops, as it did when libfcgi's accept failed). */
+ * stops, as it did when libfcgi's accept failed), or -2 when the worker
+ * is to retire (worker_retires). */
 static int
 accept_conn(struct worker *w)
 {
@@ -1810,9 +1823,16 @@ accept_conn(struct worker *w)
 		if (fd < 0) {
 			int e = errno;
 			if (e == EAGAIN || e == EWOULDBLOCK) {
-				/* an inherited listener left non-blocking */
-				struct pollfd p = { srv->listen_fd, POLLIN, 0 };
-				poll(&p, 1, 500);
+				/* FCGI_ACCEPT_WAKE_MS passed (the listener's
+				 * SO_RCVTIMEO): asked to go?  Or an inherited
+				 * listener left non-blocking: wait for it */
+				if (worker_retires(srv))
+					return -2;
+				int fl = fcntl(srv->listen_fd, F_GETFL);
+				if (fl >= 0 && (fl & O_NONBLOCK)) {
+					struct pollfd p = { srv->listen_fd, POLLIN, 0 };
+					poll(&p, 1, FCGI_ACCEPT_WAKE_MS);
+				}
 				continue;
 			}
 			if (accept_again(e))
@@ -2120,18 +2140,42 @@ finish_request(struct worker *w)
  * rategate; but denials, the statistics and bad requests are answered at
  * once until FCGI_WORKERS_MAX slow requests, more than a web server's own
  * workers (Apache's MaxRequestWorkers is 150 on Debian), which a trickle
- * holds as well.  Workers started this way stay until the process stops:
- * memory for 256 is bounded (a worker keeps its params buffers up to
- * FCGI_PARAMS_KEEP, params_release).  The count is logged each time it doubles
- * and when it reaches the most. */
+ * holds as well.  The count is logged each time it doubles and when it
+ * reaches the most.
+ *
+ * Workers started this way go again when they are not needed, as Apache's
+ * MaxSpareThreads and php-fpm's process_idle_timeout retire theirs: every
+ * FCGI_RETIRE_S the main thread looks at the fewest workers that were
+ * idle at once during that round (idle_low, lowered as workers take
+ * requests); that many were never needed, and so many beyond -j are asked
+ * to go (retire), logged.  The idle count, not each worker's own idle
+ * time, decides: the kernel hands connections to the workers waiting in
+ * accept() in turn, so under a steady trickle every worker would look
+ * busy now and then.  A worker waiting in accept() sees the request
+ * within FCGI_ACCEPT_WAKE_MS (the listening socket's SO_RCVTIMEO),
+ * frees its memory and ends; its slot is reused by the next worker
+ * started, which joins it first.  One holding a kept connection stays
+ * while the web server keeps it. */
 static void *worker_main(void *arg);
 
-/* Starts worker number srv->nstarted; with spawn_mu held. */
+/* Starts a worker in a free slot; with spawn_mu held. */
 static int
 start_worker(struct server *srv)
 {
-	struct worker *w = &srv->ws[srv->nstarted];
+	struct worker *w = NULL;
 
+	for (unsigned i = 0; i < srv->nstarted && w == NULL; i++)
+		if (srv->ws[i].state == W_RETIRED) {
+			/* it has ended or is about to: its memory is freed */
+			pthread_join(srv->ws[i].tid, NULL);
+			memset(&srv->ws[i], 0, sizeof(srv->ws[i]));
+			w = &srv->ws[i];
+		}
+	if (w == NULL) {
+		if (srv->nstarted == FCGI_WORKERS_MAX)
+			return EAGAIN;  /* a retiring one has not ended yet */
+		w = &srv->ws[srv->nstarted];
+	}
 	w->srv = srv;
 	respond_buf_init(&w->out);
 	respond_buf_init(&w->hdr);
@@ -2145,9 +2189,13 @@ start_worker(struct server *srv)
 		atomic_fetch_sub(&srv->idle, 1);
 		respond_buf_free(&w->out);
 		respond_buf_free(&w->hdr);
+		w->state = W_UNUSED;
 		return e;
 	}
-	srv->nstarted++;
+	if (w == &srv->ws[srv->nstarted])
+		srv->nstarted++;
+	w->state = W_LIVE;
+	srv->nlive++;
 	return 0;
 }
 
@@ -2155,10 +2203,16 @@ start_worker(struct server *srv)
 static void
 worker_busy(struct server *srv)
 {
-	if (atomic_fetch_sub(&srv->idle, 1) != 1)
+	int left = atomic_fetch_sub(&srv->idle, 1) - 1;
+	int low = atomic_load(&srv->idle_low);
+
+	while (left < low &&
+	       !atomic_compare_exchange_weak(&srv->idle_low, &low, left))
+		;
+	if (left != 0)
 		return;
 	pthread_mutex_lock(&srv->spawn_mu);
-	unsigned n = srv->nstarted;
+	unsigned n = srv->nlive;
 	if (atomic_load(&srv->idle) == 0 && n < FCGI_WORKERS_MAX &&
 	    !atomic_load(&srv->stopping)) {
 		int e = start_worker(srv);
@@ -2181,12 +2235,71 @@ worker_busy(struct server *srv)
 	pthread_mutex_unlock(&srv->spawn_mu);
 }
 
+/* A worker waiting for a connection: is it asked to go?  Takes one of the
+ * round's requests, never below -j. */
+static int
+worker_retires(struct server *srv)
+{
+	int r = atomic_load(&srv->retire);
+	int yes = 0;
+
+	if (r <= 0)
+		return 0;
+	pthread_mutex_lock(&srv->spawn_mu);
+	if (srv->nlive > srv->nbase && !atomic_load(&srv->stopping) &&
+	    atomic_compare_exchange_strong(&srv->retire, &r, r - 1)) {
+		srv->nlive--;
+		yes = 1;
+	}
+	pthread_mutex_unlock(&srv->spawn_mu);
+	return yes;
+}
+
+/* A worker's memory, at its end. */
+static void
+worker_free(struct worker *w)
+{
+	FCGX_Free(&w->req, 1);
+	free(w->pbuf);
+	free(w->params);
+	free(w->pre);
+	respond_buf_free(&w->out);
+	respond_buf_free(&w->hdr);
+}
+
+/* The main thread's round (every srv->retire_ms): ask the workers beyond
+ * -j that stayed idle all through it to go. */
+static void
+retire_round(struct server *srv)
+{
+	int idle = atomic_load(&srv->idle);
+	int low = atomic_exchange(&srv->idle_low, idle);
+
+	pthread_mutex_lock(&srv->spawn_mu);
+	unsigned live = srv->nlive;
+	unsigned spare = live > srv->nbase ? live - srv->nbase : 0;
+	unsigned go = low > 0 ? (unsigned)low : 0;
+	if (go > spare)
+		go = spare;
+	pthread_mutex_unlock(&srv->spawn_mu);
+	/* a request not taken last round lapses: this one's count stands */
+	atomic_store(&srv->retire, (int)go);
+	if (go > 0) {
+		char t[32];
+		log_printf(srv->log, LOG_LEVEL_INFO, "workers",
+			   "%u of %u workers were idle all through the last %s: retiring them (%u stay; -j %u)",
+			   go, live, duration_text(srv->retire_ms, t, sizeof(t)),
+			   live - go, srv->nbase);
+	}
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct server *srv = w->srv;
 	int busy = 0;   /* counted out of srv->idle */
+	int retiring = 0;
 
 	for (;;) {
 		if (busy) {
@@ -2198,8 +2311,11 @@ worker_main(void *arg)
 		keep_or_release(w);
 		if (atomic_load(&srv->stopping))
 			break;
-		if (w->req.ipcFd < 0 && (w->req.ipcFd = accept_conn(w)) < 0)
+		if (w->req.ipcFd < 0 && (w->req.ipcFd = accept_conn(w)) < 0) {
+			retiring = w->req.ipcFd == -2;
+			w->req.ipcFd = -1;
 			break;
+		}
 		busy = 1;
 		worker_busy(srv);
 		if (!head_ready(w))
@@ -2245,6 +2361,13 @@ worker_main(void *arg)
 	}
 	atomic_fetch_sub(&srv->idle, 1);        /* busy is 0 here */
 	atomic_fetch_sub(&srv->running, 1);
+	if (retiring) {
+		worker_free(w);
+		/* the next worker started in this slot joins this one */
+		pthread_mutex_lock(&srv->spawn_mu);
+		w->state = W_RETIRED;
+		pthread_mutex_unlock(&srv->spawn_mu);
+	}
 	return NULL;
 }
 
@@ -2750,6 +2873,15 @@ fcgi_main(const struct fcgi_options *o)
 	if (ws == NULL)
 		log_xrealloc(NULL, SIZE_MAX);   /* out of memory: abort */
 	srv.ws = ws;
+	srv.nbase = nw;
+	srv.retire_ms = FCGI_RETIRE_S * 1000;
+	/* a test's shorter round (tests/integration/test_slow_clients.c) */
+	const char *round = getenv("RATEGATE_TEST_RETIRE_MS");
+	if (round != NULL && atoi(round) > 0)
+		srv.retire_ms = atoi(round);
+	/* accept() in a worker returns EAGAIN after this: how a worker asked
+	 * to retire while it waits learns of it (see "Workers") */
+	sock_timeout(srv.listen_fd, SO_RCVTIMEO, FCGI_ACCEPT_WAKE_MS);
 	unsigned started = 0;
 	pthread_mutex_lock(&srv.spawn_mu);
 	for (; started < nw; started++) {
@@ -2771,10 +2903,19 @@ fcgi_main(const struct fcgi_options *o)
 		   FCGI_WORKERS_MAX, o->rules, srv.store_shown);
 	s = NULL;       /* may be freed by a reload from here on */
 
+	int64_t next_round = clock_mono_ms() + srv.retire_ms;
 	while (started == nw) {
-		int sig = 0;
-		if (sigwait(&set, &sig) != 0)
-			continue;
+		int64_t now = clock_mono_ms();
+		if (now >= next_round) {
+			retire_round(&srv);
+			next_round = now + srv.retire_ms;
+		}
+		int64_t wait = next_round - now;
+		struct timespec ts = { (time_t)(wait / 1000),
+				       (long)(wait % 1000) * 1000000L };
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig < 0)
+			continue;       /* the round is due, or EINTR */
 		if (sig == SIGHUP) {
 			reload(&srv);
 			continue;
@@ -2800,7 +2941,8 @@ fcgi_main(const struct fcgi_options *o)
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);
 	char *joined = log_xrealloc(NULL, started ? started : 1);
-	memset(joined, 0, started ? started : 1);
+	for (unsigned i = 0; i < started; i++)  /* a slot whose start failed */
+		joined[i] = ws[i].state == W_UNUSED;
 	int64_t stop_t0 = clock_mono_ms();
 	int drained = join_workers(ws, started, joined, FCGI_DRAIN_S);
 	if (drained) {
@@ -2849,14 +2991,9 @@ fcgi_main(const struct fcgi_options *o)
 	free(joined);
 	log_printf(srv.log, LOG_LEVEL_INFO, "stop", "stopped");
 	status = atomic_load(&srv.failed) ? 1 : 0;
-	for (unsigned i = 0; i < started; i++) {
-		FCGX_Free(&ws[i].req, 1);
-		free(ws[i].pbuf);
-		free(ws[i].params);
-		free(ws[i].pre);
-		respond_buf_free(&ws[i].out);
-		respond_buf_free(&ws[i].hdr);
-	}
+	for (unsigned i = 0; i < started; i++)
+		if (ws[i].state == W_LIVE)     /* a retired one freed its own */
+			worker_free(&ws[i]);
 	free(ws);
 out:
 	if (srv.listen_fd > 0)

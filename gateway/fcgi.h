@@ -39,6 +39,8 @@
 
 #define FCGI_WORKERS_DEFAULT 4
 #define FCGI_WORKERS_MAX 256
+#define FCGI_RETIRE_S 30         /* workers beyond -j idle this long go */
+#define FCGI_ACCEPT_WAKE_MS 1000 /* a worker in accept() looks up as often */
 #define FCGI_DRAIN_S 10          /* wait for requests in flight at exit */
 #define FCGI_KILL_GRACE_S 2      /* then for workers whose CGI script was killed */
 #define FCGI_PARAMS_MAX (1u << 20) /* bytes of params copied per request */

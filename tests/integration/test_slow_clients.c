@@ -944,7 +944,8 @@ Test(slow, a_reload_drops_the_kept_connections_it_no_longer_uses, .timeout = 60)
  * again: accept's EMFILE stopped the process (found by a soak test).  A
  * second rategate with a descriptor limit of 32 gets 40 connections that
  * stall in their heads; client-timeout (1 s) frees them.  It is asked as
- * an authorizer afterwards: the workers started meanwhile stay, and Linux
+ * an authorizer afterwards: the workers started meanwhile stay (for
+ * FCGI_RETIRE_S at least, longer than this test), and Linux
  * reserves a descriptor for each one waiting in accept(), so that under
  * this limit the process has none left for an application's socket. */
 Test(slow, out_of_descriptors_waits_and_serves_again, .timeout = 60)
@@ -1380,4 +1381,111 @@ Test(slow, a_timeout_after_waiting_for_a_slot_says_so, .timeout = 60)
 	close(a);
 	close(b);
 	srv_stop(rg2, 30);
+}
+
+/* The threads of process pid (/proc/PID/status). */
+static int
+threads_of(pid_t pid)
+{
+	char path[64], *text, *t;
+	int n = -1;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	text = srv_read_text(path);
+	if (text != NULL && (t = strstr(text, "\nThreads:")) != NULL)
+		n = atoi(t + 9);
+	free(text);
+	return n;
+}
+
+/* Wait up to timeout_s for pid to have want threads; the last count. */
+static int
+wait_threads(pid_t pid, int want, double timeout_s)
+{
+	double end = srv_now() + timeout_s;
+	int n;
+
+	while ((n = threads_of(pid)) != want && srv_now() < end)
+		srv_sleep_ms(50);
+	return n;
+}
+
+/* Stalls on n connections at once (each holds a worker for client-timeout,
+ * 1 s): the workers grow to serve them, and what else comes is answered.
+ * Returns rategate's threads while they were held. */
+static int
+stall_workers(int n)
+{
+	int fds[8];
+	struct buf b = { 0 };
+
+	cr_assert(n <= 8);
+	for (int i = 0; i < n; i++) {
+		fds[i] = conn();
+		begin(&b, 1);
+		send_buf(fds[i], &b);
+	}
+	srv_sleep_ms((unsigned)(300 * srv_slow()));
+	struct answer a = request("GET", "/f", NULL, 5 * srv_slow());
+	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	free(a.out);
+	int threads = threads_of(rg);
+	for (int i = 0; i < n; i++) {   /* client-timeout closes them */
+		struct answer s = answer(fds[i], 3 * srv_slow());
+		free(s.out);
+		close(fds[i]);
+	}
+	return threads;
+}
+
+/* Workers started while all were busy go again once they are not needed
+ * (they stayed until the process stopped, 256 of them after one burst of
+ * slow clients).  rategate -j 2 with a retirement round of 1 s: six stalls
+ * grow it to 7 or 8 workers (at least 6: under valgrind the last may come
+ * late); once they are closed, the rounds find those beyond -j idle all
+ * through them and retire them (lines say so), the thread
+ * count comes back to what it was at start, and it grows again in the
+ * slots they left on the next burst.  A stop afterwards frees everything
+ * (valgrind, in CI's run). */
+Test(slow, workers_beyond_j_retire_when_idle, .timeout = 90)
+{
+	cr_assert_eq(srv_stop(rg, 10), 0);
+	setenv("RATEGATE_TEST_RETIRE_MS", "1000", 1);
+	char listen[SRV_PATH_MAX + 8];
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
+	rg = srv_start_rategate(srv_path("site.rules"), listen, 2,
+				srv_path("rategate.log"), srv_path("rategate.out"));
+	unsetenv("RATEGATE_TEST_RETIRE_MS");
+	/* its workers are started once the start line is written (the
+	 * socket comes before: under valgrind, well before) */
+	cr_assert_eq(wait_log("2 workers (more while all are busy", 1, 10 * srv_slow()), 1,
+		     "%s", logs());
+	int base = threads_of(rg);
+	cr_assert_gt(base, 2, "%s", logs());
+
+	for (int round = 1; round <= 2; round++) {
+		int grown = stall_workers(6);
+		cr_expect_geq(grown, base + 4, "round %d: %d threads, %d at start\n%s",
+			      round, grown, base, logs());
+		cr_expect_eq(wait_threads(rg, base, 6 * srv_slow()), base,
+			     "round %d: not back to %d threads\n%s", round, base, logs());
+		/* the last workers line says so (the stalls may end
+		 * inside a round: then the one before it retires fewer) */
+		char *log = srv_read_text(srv_path("rategate.log"));
+		char *last = NULL;
+		for (char *p = log; p && (p = strstr(p, "event=workers ")); p++)
+			last = p;
+		const char *want = "workers were idle all through the last 1 s: retiring them (2 stay; -j 2)\"\n";
+		char *at = last ? strstr(last, want) : NULL;
+		cr_expect(at != NULL && memchr(last, '\n', (size_t)(at - last)) == NULL,
+			  "round %d: the last workers line\n%s", round, logs());
+		free(log);
+	}
+	struct answer a = request("GET", "/f", NULL, 5 * srv_slow());
+	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+	free(a.out);
+	cr_expect_eq(srv_stop(rg, 10), 0, "%s", logs());
+	rg = 0;
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "level=info event=stop msg=stopped\n"),
+		     2, "the first rategate's stop and this one's\n%s", logs());
 }
