@@ -504,8 +504,7 @@ main(int argc, char **argv)
 	argc = drop_query_words(argc, argv);
 	if (argc < 0) {
 		fprintf(stderr, "rategate: CGI wrapper: the last arguments of the command line are the words of the query string, and the command line means something with and without them: refused (give the script with upstream cgi: or keep the query out of the command line)\n");
-		printf("Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nInternal Server Error\n");
-		return 0;
+		return wrapper_refuse();
 	}
 	argv[argc] = NULL;
 	if (argc > 1 && strcmp(argv[1], "replay") == 0)
@@ -530,8 +529,7 @@ main(int argc, char **argv)
 		if (sf == NULL || strcmp(sf, argv[1]) != 0) {
 			fprintf(stderr, "rategate: CGI wrapper: argument \"%.200s\" is not SCRIPT_FILENAME: refused\n",
 				argv[1]);
-			printf("Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nInternal Server Error\n");
-			return 0;
+			return wrapper_refuse();
 		}
 		return wrapper_main(getenv("RATEGATE_CONFIG"), argv[1]);
 	}

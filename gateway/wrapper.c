@@ -178,6 +178,21 @@ fail(struct respond_buf *b, int status, const char *code, const char *msg,
 	return 0;
 }
 
+int
+wrapper_refuse(void)
+{
+	struct respond_buf out;
+	const char *accept = getenv("HTTP_ACCEPT");
+
+	respond_buf_init(&out);
+	nph_status_line();
+	int status = fail(&out, 500, "internal_error", "Internal Server Error",
+			  respond_negotiate(accept, accept ? strlen(accept) : 0));
+	drain_stdin();
+	respond_buf_free(&out);
+	return status;
+}
+
 static void
 set_env(const char *name, const char *value)
 {

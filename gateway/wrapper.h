@@ -12,4 +12,10 @@
  * printed). */
 int wrapper_main(const char *rules, const char *script);
 
+/* A CGI run refused before the rules are read (main.c says why on
+ * standard error): 500 Internal Server Error, as wrapper_main's own (a
+ * status line for an nph- script under Apache, the body read and
+ * dropped).  Returns the exit status. */
+int wrapper_refuse(void);
+
 #endif

@@ -27,6 +27,18 @@ check "interpreter form runs SCRIPT_FILENAME" "$(cgi a=1 1 "$echo_cgi" "$echo_cg
 check "an argument other than SCRIPT_FILENAME is refused" \
 	"$(cgi a=1 2 "$echo_cgi" /bin/sh)" "Status: 500"
 check "... and said in the log" "$(cat "$d/stderr")" 'argument "/bin/sh" is not SCRIPT_FILENAME: refused'
+# The same refusal for an nph- script under Apache (mod_cgi sends what it
+# prints to the client unread): a whole HTTP response, not a bare
+# Status line the client would take for the body of nothing.
+nph=$d/nph-app.cgi
+cp "$echo_cgi" "$nph"
+refused=$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \
+	REQUEST_METHOD=GET REQUEST_URI="/app/x" QUERY_STRING="" REMOTE_ADDR=192.0.2.7 \
+	SERVER_SOFTWARE=Apache/2.4.62 SERVER_PROTOCOL=HTTP/1.1 \
+	SCRIPT_FILENAME="$nph" "$bin" /bin/sh 2>>"$d/stderr")
+check "an nph- script's refusal starts with a status line" "$(printf '%s' "$refused" | head -1)" \
+	"HTTP/1.1 500 Internal Server Error"
+check "... and closes the connection" "$refused" "Connection: close"
 # Apache: ScriptAlias onto rategate; "?/bin/sh" arrives as argv[1].
 check "query words are not a script" "$(cgi /bin/sh 3 "$bin" /bin/sh)" "script_filename=$echo_cgi"
 # Words that would make a whole command line of their own: nobody can tell
