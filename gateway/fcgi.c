@@ -1546,6 +1546,8 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	spec.timeout_ms = g->s->upstream_timeout_ms;
 	spec.max_body = d.max_body;
 	spec.content_length = rq.body_bytes;
+	const char *cl = param(w, np, "CONTENT_LENGTH");
+	spec.no_body = rq.body_bytes == 0 && cl != NULL && cl[0] != '\0';
 	spec.extra_headers = w->hdr.len ? w->hdr.data : NULL;
 	spec.extra_len = w->hdr.len;
 	spec.nextra_env = make_env(&d, now, envbuf, env);

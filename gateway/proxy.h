@@ -94,6 +94,9 @@ struct proxy_spec {
 	uint64_t max_body;      /* request body bytes; 0: no limit */
 	uint64_t content_length; /* CONTENT_LENGTH as the web server gave it;
 				    0 when absent (a chunked body, or none) */
+	int no_body;            /* the web server said CONTENT_LENGTH 0: the
+				   body's end goes out with the params, not
+				   after its end record was read */
 	/* Extra header lines for the response head, each "Name: value\r\n"
 	 * (the rate-limit headers); may be NULL.  Already filtered: they go
 	 * out as they are. */

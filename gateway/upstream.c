@@ -684,6 +684,18 @@ queue_request(struct xfer *x, const struct rl_param *params, size_t nparams)
 	}
 	add_stream(&x->out, FCGI_PARAMS, nv.p, nv.len);
 	free(nv.p);
+	/* No body (lighttpd's CONTENT_LENGTH 0, a GET's): its end goes in
+	 * the same write.  Sent after the params were, as for a body, it
+	 * came too late for an application that answers before reading its
+	 * input (a libfcgi one that never calls FCGX_GetStr): the answer
+	 * ended before the request did, and the connection could not be
+	 * kept (a connect and a close per request, found by strace) */
+	if (s->no_body) {
+		rec_header(h, FCGI_STDIN, 0);
+		obuf_add(&x->out, h, sizeof(h));
+		x->body_eof = 1;
+		x->stdin_ended = 1;
+	}
 }
 
 /* A fresh connection's state (the client's body state is kept). */
@@ -1045,6 +1057,13 @@ do_write(struct xfer *x, int fd)
 static enum outcome
 exchange(struct xfer *x, int fd)
 {
+	/* The request's head at once: a new or kept connection can nearly
+	 * always take it, and waiting to be told so costs a poll */
+	if (x->out.off < x->out.len) {
+		enum outcome o = do_write(x, fd);
+		if (o != OUT_GOING)
+			return o;
+	}
 	for (;;) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		int want_out = !x->wdead && (x->out.off < x->out.len || !x->stdin_ended);

@@ -1496,6 +1496,20 @@ fake_serve(int fd)
 			free(q.params);
 			continue;
 		}
+		if (strcmp(m, "answer-first") == 0) {
+			/* Answer once the params are in, as a libfcgi
+			 * application that never reads its input does, then
+			 * take the body's end off the connection */
+			send_out(fd, OK_HEAD);
+			send_end(fd, 1, 0, 8);
+			if (read_stdin(fd, &q) != 0)
+				break;
+			free(q.params);
+			q.params = NULL;
+			if (!(q.flags & 1))
+				break;
+			continue;
+		}
 		if (read_stdin(fd, &q) != 0 || drop_next)
 			break;
 		if (strcmp(m, "echo") == 0 || strcmp(m, "frag") == 0) {
@@ -2047,6 +2061,41 @@ Test(upstream, early_answer_from_fake_is_complete_and_not_pooled)
 	cr_expect_eq(c, 2);
 	cr_expect_eq(re, 0);
 	free(body);
+	upstream_free(u);
+	fake_stop(&f);
+	expect_no_fd_leak();
+}
+
+/* A request the web server says has no body (CONTENT_LENGTH 0: lighttpd's
+ * GET) sends the body's end with its params, without reading the web
+ * server for it.  Sent after them, it came too late for an application
+ * that answers before reading its input (libfcgi's, fcgi_stub): the
+ * answer ended before the request had, the kept connection was closed,
+ * and every request paid a connect and a close (found by strace through
+ * lighttpd). */
+Test(upstream, no_body_goes_out_with_the_params)
+{
+	struct fake f;
+	fake_start(&f);
+	struct upstream *u = tcp_upstream(f.port);
+	uint64_t c, re, fl;
+	struct req r;
+
+	for (int i = 0; i < 3; i++) {
+		req_init(&r, "GET", "answer-first");
+		r.spec.no_body = 1;
+		r.ret = upstream_run(u, r.p, r.n, &r.spec, &r.c, &r.res);
+		cr_expect_eq(r.ret, 0);
+		cr_expect_eq(r.res.status, 200, "%s", r.res.error);
+		cr_expect_str_eq(r.res.error, "");
+		cr_expect_eq(r.m.reads, 0, "request %d: the web server was read %zu times",
+			     i, r.m.reads);
+		req_free(&r);
+	}
+	stats(u, &c, &re, &fl);
+	cr_expect_eq(c, 1, "%llu connections", (unsigned long long)c);
+	cr_expect_eq(re, 2);
+	cr_expect_eq(fl, 0);
 	upstream_free(u);
 	fake_stop(&f);
 	expect_no_fd_leak();
