@@ -198,6 +198,7 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	out->addr[0] = out->method[0] = out->path[0] = out->query[0] = '\0';
 	out->has_query = 0;
 	out->cost = 0;
+	out->status = 0;
 	while (pos < len && (s[pos] == ' ' || s[pos] == '\t'))
 		pos++;
 	if (pos == len || s[pos] == '#')
@@ -354,6 +355,15 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	if (next_time(q2, s + len, &rb2, &tr2, &t2) != NULL) {
 		snprintf(err, errcap, "a second [time] after the request: two log lines run together (a file without its final newline?)");
 		return -1;
+	}
+	/* the status the server answered with, right after the request
+	 * (deduct-when= counts by it); anything else leaves it unknown */
+	{
+		size_t sp = (size_t)(q2 + 1 - s);
+		unsigned code;
+		if ((n = word(s, len, &sp, &w)) == 3 && num(w, 3, &code) == 0 &&
+		    code >= 100 && code <= 599)
+			out->status = (int)code;
 	}
 	size_t rp = 0, rlen = (size_t)(q2 - q1 - 1);
 	const char *r = q1 + 1;
@@ -548,7 +558,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	struct tally clients = { 0 }, paths = { 0 };
 	uint64_t index = 0, denied = 0, errors = 0, lineno = 0, dry = 0;
 	uint64_t norequest = 0;
-	int bad = 0;
+	int bad = 0, deduct_said = 0;
 
 	char serr[200] = "out of memory";
 
@@ -603,6 +613,33 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		};
 		struct rl_decision d;
 		enum rl_outcome o = rl_decide(rs, &st, &req, rl->t_ms, RL_HIT, &d);
+		/* A deduct-when= rule's limits were only checked: the
+		 * gateway counts them after the response when its status is
+		 * in the set, and a log line says what the status was.  A
+		 * trace line does not: it is counted as the CGI wrapper
+		 * counts such a rule, as if every answer matched (said
+		 * once).  The remaining printed stays the check's, as the
+		 * gateway's headers say it. */
+		if (o == RL_ALLOW && d.rule != NULL && d.rule->deduct) {
+			int code = rl->status;
+			for (int c = 100; c <= 599 && code == 0; c++)
+				if (rl_rule_deducts(d.rule, c))
+					code = c;
+			if (rl->status == 0 && !deduct_said) {
+				fprintf(errs, "%s:%llu: rule %s (%s:%u) has deduct-when=, which counts by the response status, and this line records none: its requests are counted as if every answer were one of those statuses\n",
+					name, (unsigned long long)lineno,
+					d.rule->pattern.text, d.rule->file,
+					d.rule->line);
+				deduct_said = 1;
+			}
+			struct rl_diag e;
+			if (code != 0 &&
+			    rl_after_response(rs, &st, &req, code, 0, rl->t_ms, &e) != 0) {
+				fprintf(errs, "%s:%llu: counting a deduct-when= rule: %s\n",
+					name, (unsigned long long)lineno, e.msg);
+				bad = 1;
+			}
+		}
 		int refused = o == RL_BAD_REQUEST || o == RL_TOO_LARGE ||
 			      o == RL_STORE_ERROR;
 		if (refused) {

@@ -24,6 +24,10 @@ struct replay_line {
 	char query[RL_PATH_MAX + 1];
 	int has_query;
 	uint64_t cost;                  /* 0: the rule's */
+	int status;                     /* the response status a log line
+					   records (100..599), for
+					   deduct-when=; 0: not known (a
+					   trace) */
 };
 
 /* Parse one line (no newline).  Returns 1 and fills *out, 0 for a line to

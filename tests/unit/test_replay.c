@@ -453,3 +453,52 @@ Test(replay, summary)
 	free(out);
 	free(errs);
 }
+
+/* A deduct-when= rule counts by the response status, as the gateway does
+ * after the response: a log line's status is read, so only the 401s count
+ * (they were all allowed before, the rule's limits never counted); a trace
+ * line records none, and is counted as the CGI wrapper counts it. */
+Test(replay, deduct_when_counts_by_the_logged_status)
+{
+	int status;
+	char *errs;
+	const char *rules = "/login 2/minute methods=POST deduct-when=401\n";
+	char *out = run(rules,
+			"192.0.2.7 - - [10/Oct/2023:13:55:30 +0000] \"POST /login HTTP/1.1\" 200 5 \"-\" \"c\"\n"
+			"192.0.2.7 - - [10/Oct/2023:13:55:31 +0000] \"POST /login HTTP/1.1\" 401 5 \"-\" \"c\"\n"
+			"192.0.2.7 - - [10/Oct/2023:13:55:32 +0000] \"POST /login HTTP/1.1\" 200 5 \"-\" \"c\"\n"
+			"192.0.2.7 - - [10/Oct/2023:13:55:33 +0000] \"POST /login HTTP/1.1\" 401 5\n"
+			"192.0.2.7 - - [10/Oct/2023:13:55:34 +0000] \"POST /login HTTP/1.1\" 200 5\n",
+			0, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\tallow\t2/minute\t2\t-\n"
+			 "1\tallow\t2/minute\t2\t-\n"
+			 "2\tallow\t2/minute\t1\t-\n"
+			 "3\tallow\t2/minute\t1\t-\n"
+			 "4\tdeny\t2/minute\t0\t57\n");
+	cr_assert_eq(status, 0);
+	cr_assert_str_eq(errs, "");
+	free(out);
+	free(errs);
+
+	out = run(rules,
+		  "1700000000 192.0.2.7 POST /login\n"
+		  "1700000001 192.0.2.7 POST /login\n"
+		  "1700000002 192.0.2.7 POST /login\n",
+		  0, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\tallow\t2/minute\t2\t-\n"
+			 "1\tallow\t2/minute\t1\t-\n"
+			 "2\tdeny\t2/minute\t0\t58\n");
+	cr_assert_eq(status, 0);
+	cr_assert_str_eq(errs, "log:1: rule /login (t.rules:1) has deduct-when=, which counts by the response status, and this line records none: its requests are counted as if every answer were one of those statuses\n");
+	free(out);
+	free(errs);
+
+	cr_assert_eq(parse("192.0.2.7 - - [10/Oct/2023:13:55:33 +0000] \"GET / HTTP/1.1\" 404 5"), 1);
+	cr_assert_eq(L.status, 404);
+	cr_assert_eq(parse("192.0.2.7 - - [10/Oct/2023:13:55:33 +0000] \"GET / HTTP/1.1\" - 5"), 1);
+	cr_assert_eq(L.status, 0);
+	cr_assert_eq(parse("1700000000 192.0.2.7 GET /"), 1);
+	cr_assert_eq(L.status, 0);
+}
