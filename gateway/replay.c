@@ -573,6 +573,23 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	 * the least recently hit), rather than refusing every new client;
 	 * said at the end */
 	memstore_evict_lru(&st);
+	/* The statistics path: a FastCGI gateway answers it itself (the
+	 * counters, or 403) and never limits it, so it is not replayed. */
+	const struct rl_settings *set = rl_ruleset_settings(rs);
+	char *stats = NULL, *norm = NULL;
+	uint64_t nstats = 0;
+	if (set->stats != NULL) {
+		size_t sl;
+		struct rl_diag sd;
+		stats = malloc(strlen(set->stats) + 1);
+		norm = malloc(RL_PATH_MAX + 2);
+		if (stats == NULL || norm == NULL ||
+		    rl_path_normalize(set->stats, strlen(set->stats),
+				      set->case_insensitive, stats, &sl, &sd) != 0) {
+			free(stats);
+			stats = NULL;   /* the loader checked it: out of memory */
+		}
+	}
 	long got;
 	int over;
 
@@ -600,6 +617,15 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 			fprintf(errs, "%s:%llu: %s\n", name,
 				(unsigned long long)lineno, err);
 			bad = 1;
+			continue;
+		}
+		size_t sn;
+		struct rl_diag sdg;
+		if (stats != NULL &&
+		    rl_path_normalize(rl->path, strlen(rl->path),
+				      set->case_insensitive, norm, &sn, &sdg) == 0 &&
+		    strcmp(norm, stats) == 0) {
+			nstats++;
 			continue;
 		}
 		struct rl_request req = {
@@ -717,6 +743,9 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		if (norequest > 0)
 			fprintf(out, "; %llu log lines without a request (\"-\") skipped",
 				(unsigned long long)norequest);
+		if (nstats > 0)
+			fprintf(out, "; %llu requests for the statistics path %s skipped",
+				(unsigned long long)nstats, set->stats);
 		fputc('\n', out);
 		tally_print(&clients, "denied requests by client:", out);
 		tally_print(&paths, "denied requests by path:", out);
@@ -724,6 +753,9 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	if (!summary && norequest > 0)
 		fprintf(errs, "%s: %llu log lines without a request (\"-\") skipped\n",
 			name, (unsigned long long)norequest);
+	if (!summary && nstats > 0)
+		fprintf(errs, "%s: %llu requests for the statistics path %s skipped (the gateway answers them itself, never limited)\n",
+			name, (unsigned long long)nstats, set->stats);
 	if (ferror(in)) {
 		fprintf(errs, "%s: read error\n", name);
 		bad = 1;
@@ -735,6 +767,8 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 			(unsigned long long)(evicted + limiting),
 			(unsigned long long)limiting);
 	st.ops->destroy(st.impl);
+	free(stats);
+	free(norm);
 	free(line);
 	free(rl);
 	return bad;

@@ -502,3 +502,34 @@ Test(replay, deduct_when_counts_by_the_logged_status)
 	cr_assert_eq(parse("1700000000 192.0.2.7 GET /"), 1);
 	cr_assert_eq(L.status, 0);
 }
+
+/* The statistics path is answered by a FastCGI gateway itself and never
+ * limited: replay skips it (said on standard error, or on the summary's
+ * first line), so that a monitor polling it is not counted against its
+ * application limits. */
+Test(replay, statistics_path_is_not_replayed)
+{
+	int status;
+	char *errs;
+	const char *rules = "stats /rategate-status\napplication 2/minute\n";
+	const char *log = "1700000000 127.0.0.1 GET /rategate-status\n"
+			  "1700000001 127.0.0.1 GET //rategate-status/\n"
+			  "1700000002 127.0.0.1 GET /rategate-status?format=prometheus\n"
+			  "1700000003 127.0.0.1 GET /x\n"
+			  "1700000004 127.0.0.1 GET /x\n";
+	char *out = run(rules, log, 0, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\tallow\t2/minute\t1\t-\n"
+			 "1\tallow\t2/minute\t0\t-\n");
+	cr_assert_eq(status, 0);
+	cr_assert_str_eq(errs, "log: 3 requests for the statistics path /rategate-status skipped (the gateway answers them itself, never limited)\n");
+	free(out);
+	free(errs);
+
+	out = run(rules, log, REPLAY_SUMMARY, &status, &errs);
+	cr_assert(strstr(out, "2 requests, 0 denied; 3 requests for the statistics path /rategate-status skipped\n") == out,
+		  "%s", out);
+	cr_assert_str_eq(errs, "");
+	free(out);
+	free(errs);
+}
