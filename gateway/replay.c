@@ -546,6 +546,9 @@ why(FILE *out, const struct rl_decision *d)
 		d->limit != NULL ? rl_origin_name(d->origin) : "-");
 }
 
+/* Notes said once a rule. */
+enum { SAID_DEDUCT = 1, SAID_UNREPLAYED = 2 };
+
 int
 replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	   int flags, FILE *out, FILE *errs)
@@ -558,15 +561,18 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	struct tally clients = { 0 }, paths = { 0 };
 	uint64_t index = 0, denied = 0, errors = 0, lineno = 0, dry = 0;
 	uint64_t norequest = 0;
-	int bad = 0, deduct_said = 0;
+	int bad = 0;
 
 	char serr[200] = "out of memory";
+	/* per rule: what was said about it (SAID_*) */
+	unsigned char *said = calloc(rl_ruleset_nrules(rs) + 1, 1);
 
-	if (line == NULL || rl == NULL ||
+	if (line == NULL || rl == NULL || said == NULL ||
 	    store_memory_new(replay_max_keys, &st, serr, sizeof(serr)) != 0) {
 		fprintf(errs, "rategate: %s\n", serr);
 		free(line);
 		free(rl);
+		free(said);
 		return 1;
 	}
 	/* full, it forgets as a gateway's store does (the expired first, then
@@ -639,24 +645,40 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		};
 		struct rl_decision d;
 		enum rl_outcome o = rl_decide(rs, &st, &req, rl->t_ms, RL_HIT, &d);
+		/* What a log cannot carry: how long a request was in flight
+		 * (concurrency=) and the size of its body (bandwidth=; the
+		 * logged size is the response's).  Those limits are not
+		 * replayed, the rule's request limits are: said once a
+		 * rule. */
+		if (d.rule != NULL && !(said[d.rule->index] & SAID_UNREPLAYED) &&
+		    (d.rule->concurrency > 0 || d.rule->nbandwidth > 0)) {
+			int both = d.rule->concurrency > 0 && d.rule->nbandwidth > 0;
+			fprintf(errs, "%s:%llu: rule %s (%s:%u) has %s%s%s, which replay cannot replay (a log records neither how long a request was in flight nor the size of its body): only its request limits are replayed\n",
+				name, (unsigned long long)lineno,
+				d.rule->pattern.text, d.rule->file, d.rule->line,
+				d.rule->concurrency > 0 ? "concurrency=" : "",
+				both ? " and " : "",
+				d.rule->nbandwidth > 0 ? "bandwidth=" : "");
+			said[d.rule->index] |= SAID_UNREPLAYED;
+		}
 		/* A deduct-when= rule's limits were only checked: the
 		 * gateway counts them after the response when its status is
 		 * in the set, and a log line says what the status was.  A
 		 * trace line does not: it is counted as the CGI wrapper
-		 * counts such a rule, as if every answer matched (said
-		 * once).  The remaining printed stays the check's, as the
+		 * counts such a rule, as if every answer matched (said once
+		 * a rule).  The remaining printed stays the check's, as the
 		 * gateway's headers say it. */
 		if (o == RL_ALLOW && d.rule != NULL && d.rule->deduct) {
 			int code = rl->status;
 			for (int c = 100; c <= 599 && code == 0; c++)
 				if (rl_rule_deducts(d.rule, c))
 					code = c;
-			if (rl->status == 0 && !deduct_said) {
+			if (rl->status == 0 && !(said[d.rule->index] & SAID_DEDUCT)) {
 				fprintf(errs, "%s:%llu: rule %s (%s:%u) has deduct-when=, which counts by the response status, and this line records none: its requests are counted as if every answer were one of those statuses\n",
 					name, (unsigned long long)lineno,
 					d.rule->pattern.text, d.rule->file,
 					d.rule->line);
-				deduct_said = 1;
+				said[d.rule->index] |= SAID_DEDUCT;
 			}
 			struct rl_diag e;
 			if (code != 0 &&
@@ -769,6 +791,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 	st.ops->destroy(st.impl);
 	free(stats);
 	free(norm);
+	free(said);
 	free(line);
 	free(rl);
 	return bad;

@@ -533,3 +533,29 @@ Test(replay, statistics_path_is_not_replayed)
 	free(out);
 	free(errs);
 }
+
+/* concurrency= and bandwidth= cannot be replayed from a log: replay says
+ * so once for each rule that has them, and replays its request limits. */
+Test(replay, unreplayable_options_are_said)
+{
+	int status;
+	char *errs;
+	char *out = run("/up 2/minute bandwidth=1MB/minute concurrency=2\n"
+			"/c 1/minute concurrency=1\n",
+			"1700000000 192.0.2.7 GET /c\n"
+			"1700000001 192.0.2.7 POST /up\n"
+			"1700000002 192.0.2.7 POST /up\n"
+			"1700000003 192.0.2.7 GET /c\n",
+			0, &status, &errs);
+	cr_assert_str_eq(out,
+			 "0\tallow\t1/minute\t0\t-\n"
+			 "1\tallow\t2/minute\t1\t-\n"
+			 "2\tallow\t2/minute\t0\t-\n"
+			 "3\tdeny\t1/minute\t0\t57\n");
+	cr_assert_eq(status, 0);
+	cr_assert_str_eq(errs,
+			 "log:1: rule /c (t.rules:2) has concurrency=, which replay cannot replay (a log records neither how long a request was in flight nor the size of its body): only its request limits are replayed\n"
+			 "log:2: rule /up (t.rules:1) has concurrency= and bandwidth=, which replay cannot replay (a log records neither how long a request was in flight nor the size of its body): only its request limits are replayed\n");
+	free(out);
+	free(errs);
+}
