@@ -113,6 +113,34 @@ next_time(const char *p, const char *end, const char **rb, int *tr,
 	return *tr == -1 ? NULL : lb;
 }
 
+/* Is there a "[...]" that clf_time reads in [p, end) outside the
+ * '"'-quoted fields (their '"' and '\' escaped with '\'), or anywhere
+ * when a quote is left open?  1 or 0. */
+static int
+time_outside_quotes(const char *p, const char *end, const char **rb,
+		    int *tr, int64_t *t)
+{
+	int inq = 0;
+
+	for (const char *c = p; c < end; c++) {
+		if (inq && *c == '\\') {
+			c++;
+			continue;
+		}
+		if (*c == '"')
+			inq = !inq;
+		else if (!inq && *c == '[') {
+			const char *q = memchr(c, '"', (size_t)(end - c));
+			if (next_time(c, q != NULL ? q : end, rb, tr, t) != NULL)
+				return 1;
+		}
+	}
+	/* a quote left open: a line cut short inside a field, the next
+	 * one run into it (then any time counts, as in a line whose
+	 * fields cannot be told apart) */
+	return inq && next_time(p, end, rb, tr, t) != NULL;
+}
+
 /* Split a request target into path and query as the gateway does
  * (target_parse: absolute-form targets lose their scheme and authority, a
  * raw '#' ends the target).  A path longer than RL_PATH_MAX keeps
@@ -348,11 +376,15 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 		return -1;
 	}
 	/* a second [time] after the request: two lines run together (a
-	 * rotated file without its final newline, then the next one) */
+	 * rotated file without its final newline, then the next one).  Only
+	 * one outside the quoted fields counts: the Referer and User-Agent
+	 * are the client's to write, and a time in them ("Mozilla
+	 * [10/Oct/2023:13:55:36 +0000]") must not get its request refused,
+	 * while the next line's time comes before its own request's '"'. */
 	const char *rb2;
 	int tr2;
 	int64_t t2;
-	if (next_time(q2, s + len, &rb2, &tr2, &t2) != NULL) {
+	if (time_outside_quotes(q2 + 1, s + len, &rb2, &tr2, &t2)) {
 		snprintf(err, errcap, "a second [time] after the request: two log lines run together (a file without its final newline?)");
 		return -1;
 	}

@@ -99,6 +99,17 @@ Test(replay, combined_log_lines)
 	cr_assert_str_eq(err, "a second [time] after the request: two log lines run together (a file without its final newline?)");
 	/* brackets in a user agent are no time */
 	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"Mozilla [FBAN/FBIOS;FBAV/1]\""), 1);
+	/* nor is a time the client wrote in its Referer or User-Agent (it
+	 * got the request refused, so a client could keep its requests
+	 * out of a replay) */
+	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"POST /login HTTP/1.1\" 401 1 \"https://x/?t=[14/Nov/2023:22:13:26 +0000]\" \"curl\""), 1, "%s", err);
+	cr_assert_str_eq(L.path, "/login");
+	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"Mozilla \\\" [14/Nov/2023:22:13:26 +0000]\""), 1, "%s", err);
+	/* but a line cut short inside a quoted field, the next one run into
+	 * it, is still two lines */
+	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"cu192.0.2.9 - - [14/Nov/2023:22:13:27 +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"curl\""), -1);
+	cr_assert_str_eq(err, "a second [time] after the request: two log lines run together (a file without its final newline?)");
+	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 1192.0.2.9 - - [14/Nov/2023:22:13:27 +0000] \"GET /login HTTP/1.1\" 200 1"), -1);
 	/* a WebDAV method of 16 letters (the gateway counts it as OTHER) */
 	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"BASELINE-CONTROL /login HTTP/1.1\" 301 1 \"-\" \"-\""), 1);
 	cr_assert_str_eq(L.method, "BASELINE-CONTROL");
