@@ -340,3 +340,39 @@ Test(inspect, errors)
 		 rules_path);
 	cr_expect_str_eq(err_text, want);
 }
+
+/* --reset of an in-flight key forgets its leases: the client takes its N
+ * slots afresh while the requests that held them still run, and their
+ * release later finds nothing of theirs (README: inspect). */
+Test(inspect, reset_inflight_forgets_leases)
+{
+	struct rl_store st;
+	struct shm_config c = { .path = store_path, .size = 1 << 20,
+				.names = 1 };
+	const char *key = "rg:r/chat:addr=192.0.2.7:inflight/2";
+	uint64_t id1, id2, id3, held;
+	struct rl_diag e;
+	char err[512];
+
+	cr_assert_eq(shm_store_open(&c, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(st.ops->acquire(st.impl, key, strlen(key), 2, 60000, T0,
+				     &id1, &held, &e), 1);
+	cr_assert_eq(st.ops->acquire(st.impl, key, strlen(key), 2, 60000, T0,
+				     &id2, &held, &e), 1);
+	cr_assert_eq(st.ops->acquire(st.impl, key, strlen(key), 2, 60000, T0,
+				     &id3, &held, &e), 0);
+	cr_assert_eq(run_inspect("--store", store_path, "--reset", "192.0.2.7",
+			 "--now", "1700000001000", NULL), 0, "%s", err_text);
+	cr_expect_str_eq(out_text, "reset: rg:r/chat:addr=192.0.2.7:inflight/2\n"
+			 "reset 1 key containing \"192.0.2.7\"\n");
+	cr_assert_eq(st.ops->acquire(st.impl, key, strlen(key), 2, 60000, T0 + 2000,
+				     &id3, &held, &e), 1);
+	cr_expect_eq(held, 1);
+	/* an old holder's release leaves the new lease alone */
+	cr_assert_eq(st.ops->release(st.impl, key, strlen(key), id1, T0 + 3000, &e), 0);
+	cr_assert_eq(run_inspect("--store", store_path, "--client", "192.0.2.7",
+			 "--now", "1700000004000", NULL), 0, "%s", err_text);
+	cr_expect(strstr(out_text, "  in-flight, maximum 2, remaining 1, leases held\n") != NULL,
+		  "%s", out_text);
+	st.ops->destroy(st.impl);
+}
