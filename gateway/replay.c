@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -785,6 +786,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		fputc('\n', out);
 		index++;
 	}
+	int read_errno = errno;         /* of the getc that ended the loop */
 	if (summary) {
 		fprintf(out, "%llu requests, %llu denied", (unsigned long long)index,
 			(unsigned long long)denied);
@@ -811,7 +813,7 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 		fprintf(errs, "%s: %llu requests for the statistics path %s skipped (the gateway answers them itself, never limited)\n",
 			name, (unsigned long long)nstats, set->stats);
 	if (ferror(in)) {
-		fprintf(errs, "%s: read error\n", name);
+		fprintf(errs, "%s: read error: %s\n", name, strerror(read_errno));
 		bad = 1;
 	}
 	uint64_t limiting, evicted = memstore_evictions(&st, &limiting);

@@ -570,3 +570,29 @@ Test(replay, unreplayable_options_are_said)
 	free(out);
 	free(errs);
 }
+
+/* A log that cannot be read says why (a directory: fopen takes it, the
+ * first read fails). */
+Test(replay, read_error_says_why)
+{
+	struct rl_report rep;
+	struct rl_ruleset *rs = rl_ruleset_parse("t.rules", "default 1/minute\n",
+						 17, NULL, &rep);
+	cr_assert_not_null(rs);
+	rl_report_free(&rep);
+	FILE *in = fopen("/", "r");
+	cr_assert_not_null(in);
+	char *out = NULL, *e = NULL;
+	size_t outlen = 0, elen = 0;
+	FILE *o = open_memstream(&out, &outlen);
+	FILE *ef = open_memstream(&e, &elen);
+	cr_expect_eq(replay_run(rs, in, "/", 0, o, ef), 1);
+	fclose(in);
+	fclose(o);
+	fclose(ef);
+	cr_expect_str_eq(e, "/: read error: Is a directory\n");
+	cr_expect_str_eq(out, "");
+	free(out);
+	free(e);
+	rl_ruleset_free(rs);
+}
