@@ -5,7 +5,7 @@
 # whole decision (decide), and the gateway's parsers of what comes from
 # outside (head: an application's response head; upstream: a FastCGI
 # application's record stream, through a real socket; replay: trace and
-# access log lines).
+# access log lines, and whole logs through replay_run).
 # Usage: tests/fuzz/run.sh [SECONDS]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
