@@ -343,9 +343,34 @@ replay_parse_line(const char *s, size_t len, struct replay_line *out,
 	}
 	/* The time is the first [...] that reads as one: fields before it
 	 * may hold brackets too (lighttpd's default format logs the Host
-	 * there, "[::1]:8080" for an IPv6 literal). */
+	 * there, "[::1]:8080" for an IPv6 literal).  Of several before the
+	 * request's '"', the last, the one next to it: the user field comes
+	 * before it, and on a 401 it is what the client sent as its Basic
+	 * user name, "[01/Jan/2100:00:00:00 +0000]" if it likes (Apache
+	 * escapes a '"' in it, never a bracket or a space); taking the
+	 * first let a client set its requests' time. */
 	const char *rb = NULL;
-	const char *lb = next_time(s + pos, s + len, &rb, &tr, &out->t_ms);
+	const char *lim = s + len;
+	for (const char *c = s + pos; c < s + len; c++)
+		if (*c == '"' && (c == s + pos || c[-1] != '\\')) {
+			lim = c;
+			break;
+		}
+	const char *lb = next_time(s + pos, lim, &rb, &tr, &out->t_ms);
+	if (lb == NULL && lim < s + len)
+		lb = next_time(s + pos, s + len, &rb, &tr, &out->t_ms);
+	else
+		for (const char *rb2, *lb2; lb != NULL; ) {
+			int tr2;
+			int64_t t2;
+			if ((lb2 = next_time(rb + 1, lim, &rb2, &tr2, &t2)) == NULL)
+				break;
+			lb = lb2;
+			rb = rb2;
+			tr = tr2;
+			if (tr2 == 0)
+				out->t_ms = t2;
+		}
 	if (tr == -2) {
 		snprintf(err, errcap, "bad time [%.*s]: before 1970",
 			 (int)(rb - lb - 1), lb + 1);

@@ -113,6 +113,12 @@ Test(replay, combined_log_lines)
 	/* a WebDAV method of 16 letters (the gateway counts it as OTHER) */
 	cr_assert_eq(parse("192.0.2.9 - - [14/Nov/2023:22:13:26 +0000] \"BASELINE-CONTROL /login HTTP/1.1\" 301 1 \"-\" \"-\""), 1);
 	cr_assert_str_eq(L.method, "BASELINE-CONTROL");
+	/* the user field is the client's on a 401 (its Basic user name):
+	 * a time written there is not the request's */
+	cr_assert_eq(parse("192.0.2.9 - [01/Jan/2100:00:00:00 +0000] [14/Nov/2023:22:13:26 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"-\""), 1, "%s", err);
+	cr_assert_eq(L.t_ms, 1700000006000LL);
+	cr_assert_eq(parse("192.0.2.9 - [01/Jan/1960:00:00:00 +0000] [14/Nov/2023:22:13:26 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"-\""), 1, "%s", err);
+	cr_assert_eq(L.t_ms, 1700000006000LL);
 	/* common log with a user: still the first field */
 	cr_assert_eq(parse("192.0.2.9 - frank [14/Nov/2023:22:13:26 +0000] \"GET /login HTTP/1.1\" 200 612"), 1);
 	cr_assert_str_eq(L.addr, "192.0.2.9");
