@@ -888,6 +888,21 @@ store_failed(struct server *srv, const struct gen *g, struct rl_decision *d)
 	return 1;
 }
 
+/* A store call after the decision that failed (the deduct-when= count
+ * after the response, giving back an in-flight slot): logged under the
+ * same once-a-second bound as store_failed's lines, since a store that
+ * is down fails it for every request (a review found one line per answer
+ * of a deduct-when= rule while Redis was away, under store-failure
+ * allow). */
+static void
+store_error_line(struct server *srv, const char *what, const char *msg,
+		 const char *after)
+{
+	if (log_due(&srv->store_err_logged_ms, 1000))
+		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error", "%s: %s%s",
+			   what, msg, after);
+}
+
 /* A request whose proxy header could not be trusted: the client counts as
  * the nearest trusted hop, often the proxy itself, so every client behind
  * it may share one budget.  Counted always; logged at most once a minute
@@ -1492,8 +1507,8 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		if (d.outcome != RL_ALLOW && lease.held) {
 			struct rl_diag err;
 			if (rl_inflight_end(&srv->store, &lease, clock_wall_ms(), &err) != 0)
-				log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
-					   "releasing an in-flight slot: %s (it expires by itself)", err.msg);
+				store_error_line(srv, "releasing an in-flight slot",
+						 err.msg, " (it expires by itself)");
 		}
 		/* a dry-run concurrency= limit that would have denied: said
 		 * in the log and the statistics as a would-be denial */
@@ -1633,13 +1648,12 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	if (rl_after_response(g->rs, &srv->store, &rq, res.status,
 			      rq.body_bytes == 0 ? res.body_in : 0, later, &err) != 0) {
 		atomic_fetch_add(&srv->stats.store_errors, 1);
-		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
-			   "counting after the response: %s", err.msg);
+		store_error_line(srv, "counting after the response", err.msg, "");
 	}
 end:
 	if (lease.held && rl_inflight_end(&srv->store, &lease, clock_wall_ms(), &err) != 0)
-		log_printf(srv->log, LOG_LEVEL_ERROR, "store-error",
-			   "releasing an in-flight slot: %s (it expires by itself)", err.msg);
+		store_error_line(srv, "releasing an in-flight slot", err.msg,
+				 " (it expires by itself)");
 }
 
 static void

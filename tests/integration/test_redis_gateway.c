@@ -664,3 +664,41 @@ Test(redis_gateway, a_denied_flood_on_a_concurrency_rule_costs_redis_nothing,
 	stop_gateways();
 	srv_stop(app, 5);
 }
+
+/* A deduct-when= rule counts after the response: with Redis dead and
+ * store-failure allow, that count fails for every request let through,
+ * and its store-error line is bound to once a second like the others
+ * (a review found one line per request: a flood while Redis is away). */
+Test(redis_gateway, after_response_failures_are_logged_at_most_once_a_second,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char rules[SRV_PATH_MAX + 256];
+
+	start_redis();
+	pid_t app = srv_start_echo_fcgi(0, srv_path("app.sock"), 4, NULL);
+	snprintf(rules, sizeof(rules),
+		 "storage redis://127.0.0.1:@REDIS@/0?timeout=200&connect-timeout=200\n"
+		 "store-failure allow\n"
+		 "key-prefix rgtest-%ld\n"
+		 "upstream fcgi+unix://%s\n"
+		 "/login 100/minute deduct-when=401\n", (long)getpid(),
+		 srv_path("app.sock"));
+	mode = "responder";
+	start_gateways(rules, 1);
+	cr_assert_eq(get_status("/login?status=401"), 401, "%s", logs());
+	kill_redis();
+
+	double t0 = srv_now();
+	for (int i = 0; i < 10; i++)
+		cr_expect_eq(get_status("/login?status=401"), 401, "%s", logs());
+	double secs = srv_now() - t0;
+	/* the check's line and the counts' share the bound: one line a
+	 * second in all, and one more for a second boundary crossed */
+	int lines = count_in_log(0, "event=store-error");
+	cr_expect(lines >= 1 && lines <= (int)secs + 2,
+		  "%d store-error lines for 10 requests in %.3f s\n%s", lines,
+		  secs, logs());
+	cr_expect_eq(count_in_log(0, "event=store-down"), 1, "%s", logs());
+	stop_gateways();
+	srv_stop(app, 5);
+}
