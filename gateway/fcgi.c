@@ -663,6 +663,13 @@ reload(struct server *srv)
 	if (store_redis_of(&srv->store) != NULL &&
 	    strcmp(op ? op : "rg", np ? np : "rg") != 0)
 		store_redis_set_key_prefix(store_redis_of(&srv->store), np);
+	/* allow and deny apply at once (store_failed reads the current
+	 * rules): the store's store-down line says the new one (a review
+	 * found "answered 503 (store-failure deny)" above requests let
+	 * through after a reload to allow) */
+	if (store_redis_of(&srv->store) != NULL)
+		store_redis_set_failure(store_redis_of(&srv->store),
+					s->store_failure);
 	pthread_mutex_lock(&srv->gen_mu);
 	srv->current = g;
 	pthread_mutex_unlock(&srv->gen_mu);

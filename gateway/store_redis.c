@@ -92,6 +92,10 @@ struct redis_store {
 	size_t nidle;
 	pid_t pid;
 
+	/* store-failure as the current rules say (a reload may switch
+	 * between allow and deny; fallback needs the store opened with it,
+	 * has_fb): what the store-down line tells the admin */
+	atomic_int failure;
 	atomic_int down;
 	atomic_int_fast64_t next_try;   /* monotonic ms */
 	atomic_int_fast64_t backoff;    /* ms */
@@ -475,23 +479,22 @@ static void note_down(struct redis_store *r, const char *msg, int probe,
 		atomic_store(&r->down_since, now);
 		atomic_store(&r->next_try, now + r->c.backoff_min_ms);
 		atomic_fetch_add(&r->down_switches, 1);
-		switch (r->c.failure) {
-		case RL_STORE_FAIL_FALLBACK:
+		/* what the gateway will do, which is what the rules loaded last
+		 * say: the fallback decides whenever it was opened; without
+		 * it, only allow lets requests through (the gateway's
+		 * store_failed) */
+		if (r->has_fb)
 			log_printf(log_of(r), LOG_LEVEL_ERROR, "store-down",
 				   "%s; deciding on the shared-memory store %s until Redis answers again (store-failure fallback)",
 				   msg, r->fb_path);
-			break;
-		case RL_STORE_FAIL_ALLOW:
+		else if (atomic_load(&r->failure) == RL_STORE_FAIL_ALLOW)
 			log_printf(log_of(r), LOG_LEVEL_ERROR, "store-down",
 				   "%s; requests are let through uncounted until Redis answers again (store-failure allow)",
 				   msg);
-			break;
-		case RL_STORE_FAIL_DENY:
+		else
 			log_printf(log_of(r), LOG_LEVEL_ERROR, "store-down",
 				   "%s; requests are answered 503 until Redis answers again (store-failure deny)",
 				   msg);
-			break;
-		}
 		return;
 	}
 	if (probe) {
@@ -1320,6 +1323,7 @@ int redis_store_open(const struct redis_config *c, struct rl_store *st,
 		r->c.backoff_max_ms = r->c.backoff_min_ms > REDIS_BACKOFF_MAX_MS ?
 				      r->c.backoff_min_ms : REDIS_BACKOFF_MAX_MS;
 	atomic_store(&r->backoff, r->c.backoff_min_ms);
+	atomic_store(&r->failure, (int)c->failure);
 	if (oom || (r->host == NULL && r->path == NULL)) {
 		snprintf(err, errcap, oom ? "out of memory" :
 			 "redis storage without a host or a socket path");
@@ -1395,6 +1399,11 @@ struct shm *store_redis_fallback(struct redis_store *r)
 void store_redis_set_log(struct redis_store *r, struct log *l)
 {
 	atomic_store(&r->log, l);
+}
+
+void store_redis_set_failure(struct redis_store *r, enum rl_store_failure f)
+{
+	atomic_store(&r->failure, (int)f);
 }
 
 void store_redis_stats(struct redis_store *r, struct redis_stats *out)

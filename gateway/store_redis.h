@@ -110,6 +110,12 @@ struct shm *store_redis_fallback(struct redis_store *r);
 /* Where switches are logged (not owned; it must outlive the store).
  * Until set, and after setting NULL, they go to standard error. */
 void store_redis_set_log(struct redis_store *r, struct log *l);
+/* A reload's store-failure, for the store-down line to say what the
+ * gateway does (it applies allow or deny from the rules in use).  A
+ * fallback store is only there when the store was opened with it: with
+ * one, the line says fallback whatever f is; without, fallback reads as
+ * deny, as the gateway answers. */
+void store_redis_set_failure(struct redis_store *r, enum rl_store_failure f);
 /* A reload's new key-prefix (NULL: "rg"): the over-limit cache is emptied
  * and watches PREFIX.epoch of the new prefix, learning nothing until it
  * has read it. */

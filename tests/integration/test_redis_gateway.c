@@ -702,3 +702,32 @@ Test(redis_gateway, after_response_failures_are_logged_at_most_once_a_second,
 	stop_gateways();
 	srv_stop(app, 5);
 }
+
+/* store-failure deny reloaded as allow applies at once, and the
+ * store-down line that follows says allow, as the requests are answered
+ * (it said "answered 503 (store-failure deny)", the policy of the start,
+ * above requests let through: found by a review). */
+Test(redis_gateway, store_down_line_says_the_policy_a_reload_set,
+     .init = setup, .fini = teardown, .timeout = 30)
+{
+	char rules[512], port[16];
+
+	start_policy("deny");
+	snprintf(port, sizeof(port), "%d", redis_port);
+	const char *rp[] = { "@REDIS@", port, NULL };
+	snprintf(rules, sizeof(rules), rules_fmt, srv_path("fallback.shm"), "allow",
+		 (long)getpid());
+	srv_write_subst("site.rules", rules, rp, 0644);
+	cr_assert_eq(kill(rg[0], SIGHUP), 0);
+	for (int i = 0; i < 250 && count_in_log(0, "event=reload ") < 1; i++)
+		srv_sleep_ms(20);
+	cr_assert_eq(count_in_log(0, "level=info event=reload msg=\""), 1, "%s", logs());
+	kill_redis();
+	for (int i = 0; i < 3; i++)
+		cr_expect_eq(get_status("/static.txt"), 200, "%s", logs());
+	cr_expect_eq(count_in_log(0, "event=store-down"), 1, "%s", logs());
+	cr_expect_eq(count_in_log(0, "requests are let through uncounted until Redis answers again (store-failure allow)\""),
+		     1, "%s", logs());
+	cr_expect_eq(count_in_log(0, "(store-failure deny)"), 0, "%s", logs());
+	stop_gateways();
+}
