@@ -825,8 +825,9 @@ static void epoch_token(char out[33])
 /* Read the epoch Redis holds now into r->epoch: SET PREFIX.epoch TOKEN NX
  * GET gives it, or makes ours the epoch of a Redis that has none (one that
  * restarted empty).  1 when it differs from the one known before, 0 when
- * not (or when none was known), -1 when Redis did not answer (nothing
- * changes: the cache holds only what Redis said). */
+ * not (or when none was known), -1 when Redis did not answer or cannot
+ * serve for the moment (nothing changes: the cache holds only what Redis
+ * said). */
 static int epoch_read(struct redis_store *r)
 {
 	char token[33], msg[RL_MSG_MAX];
@@ -872,6 +873,13 @@ static int epoch_read(struct redis_store *r)
 		changed = r->epoch[0] != '\0' && strncmp(r->epoch, now_epoch, 32) != 0;
 		snprintf(r->epoch, sizeof(r->epoch), "%.32s", now_epoch);
 		pthread_mutex_unlock(&r->epoch_mu);
+	} else if (rep->type == REDIS_REPLY_ERROR && error_means_down(rep->str) &&
+		   strncmp(rep->str, "NOPERM", 6) != 0) {
+		/* a Redis that cannot serve for the moment (READONLY: a
+		 * replica after a failover; LOADING, OOM...): no answer, as a
+		 * timeout is, and no word of the refusal below, which lasts
+		 * (its warning named causes that were not there, and being
+		 * logged once in the process's life hid a real one later) */
 	} else if (rep->type == REDIS_REPLY_ERROR) {
 		/* a Redis before 7 (no SET NX GET) or a user not allowed the
 		 * key: the cache works without it, as known under an epoch
