@@ -32,8 +32,11 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -82,10 +85,13 @@ struct cache {
 	atomic_uint_fast64_t entries;
 };
 
+struct resolver;
+
 struct redis_store {
 	struct redis_config c;  /* strings point into the store's copies */
 	char *host, *path, *password, *user;
 	char where[300];        /* "redis 127.0.0.1:6379" for messages */
+	struct resolver *rv;    /* a host that is a name; NULL otherwise */
 
 	pthread_mutex_t pool_mu;
 	struct conn *idle[REDIS_POOL_MAX];
@@ -198,6 +204,165 @@ static void io_message(struct redis_store *r, const redisContext *c,
 			 c->errstr[0] ? c->errstr : "connection lost");
 }
 
+/* ------------------------------------------------------------------ */
+/* Host names                                                          */
+
+/* A host given by name is resolved on a thread of its own, never by the
+ * call that connects: getaddrinfo (which hiredis would call) waits as
+ * long as the resolver says, 10 s and more per name when the DNS server
+ * does not answer, whatever connect-timeout is, and every worker needing
+ * a connection would wait so.  A connection uses the last answer at once
+ * and starts a new lookup for the next (a name that moves is followed
+ * one connection later, as the kept connections follow it anyway); only
+ * while no answer has come yet does it wait, at most connect-timeout.
+ * One lookup at a time.  The lookup's thread holds a reference, so a
+ * store destroyed meanwhile leaves the resolver to it. */
+struct resolver {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;      /* a lookup ended */
+	int refs;               /* the store's and the lookup's in flight */
+	int busy;               /* a lookup in flight */
+	pid_t pid;              /* of the process whose thread it is */
+	char *host;
+	char port[8];
+	char addr[INET6_ADDRSTRLEN];    /* the last answer; "" none yet */
+	char err[128];          /* why the last lookup failed; "" it did not */
+};
+
+static void resolver_unref_locked(struct resolver *rv)
+{
+	int last = --rv->refs == 0;
+
+	pthread_mutex_unlock(&rv->mu);
+	if (last) {
+		pthread_mutex_destroy(&rv->mu);
+		pthread_cond_destroy(&rv->cv);
+		free(rv->host);
+		free(rv);
+	}
+}
+
+static void *resolver_lookup(void *arg)
+{
+	struct resolver *rv = arg;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+	char addr[INET6_ADDRSTRLEN] = "", err[128] = "";
+	int e = getaddrinfo(rv->host, rv->port, &hints, &res);
+
+	if (e != 0) {
+		snprintf(err, sizeof(err), "%s", gai_strerror(e));
+	} else {
+		/* IPv4 first, as hiredis does */
+		const struct addrinfo *pick = NULL;
+		for (const struct addrinfo *a = res; a && !pick; a = a->ai_next)
+			if (a->ai_family == AF_INET)
+				pick = a;
+		for (const struct addrinfo *a = res; a && !pick; a = a->ai_next)
+			if (a->ai_family == AF_INET6)
+				pick = a;
+		if (pick == NULL || getnameinfo(pick->ai_addr, pick->ai_addrlen,
+						addr, sizeof(addr), NULL, 0,
+						NI_NUMERICHOST) != 0) {
+			addr[0] = '\0';
+			snprintf(err, sizeof(err), "no IPv4 or IPv6 address");
+		}
+		freeaddrinfo(res);
+	}
+	pthread_mutex_lock(&rv->mu);
+	if (addr[0] != '\0')
+		memcpy(rv->addr, addr, sizeof(addr));
+	memcpy(rv->err, err, sizeof(err));
+	rv->busy = 0;
+	pthread_cond_broadcast(&rv->cv);
+	resolver_unref_locked(rv);
+	return NULL;
+}
+
+static struct resolver *resolver_new(const char *host, unsigned port)
+{
+	struct resolver *rv = calloc(1, sizeof(*rv));
+
+	if (rv == NULL || (rv->host = strdup(host)) == NULL) {
+		free(rv);
+		return NULL;
+	}
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&rv->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* as the wait's end */
+	pthread_cond_init(&rv->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	rv->refs = 1;
+	snprintf(rv->port, sizeof(rv->port), "%u", port);
+	return rv;
+}
+
+static void resolver_free(struct resolver *rv)
+{
+	if (rv == NULL)
+		return;
+	pthread_mutex_lock(&rv->mu);
+	resolver_unref_locked(rv);
+}
+
+/* The address to connect to, numeric, in out: the last answer, or the
+ * first within wait_ms.  Starts a lookup when none is in flight.  -1 with
+ * msg when there is none. */
+static int resolve(struct resolver *rv, unsigned wait_ms, char *out,
+		   size_t cap, char *msg, size_t msgcap)
+{
+	int rc = -1;
+
+	pthread_mutex_lock(&rv->mu);
+	if (rv->busy && rv->pid != getpid()) {
+		/* forked while a lookup ran: its thread is the parent's */
+		rv->busy = 0;
+		rv->refs--;
+	}
+	if (!rv->busy) {
+		pthread_t t;
+		pthread_attr_t at;
+		sigset_t all, was;
+		int e;
+
+		/* no signal for the lookup's thread: one it left to its
+		 * default action (a SIGTERM the gateway waits for with
+		 * sigwait) would end the process */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &was);
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		rv->busy = 1;
+		rv->pid = getpid();
+		rv->refs++;
+		e = pthread_create(&t, &at, resolver_lookup, rv);
+		pthread_attr_destroy(&at);
+		pthread_sigmask(SIG_SETMASK, &was, NULL);
+		if (e != 0) {
+			rv->busy = 0;
+			rv->refs--;
+			snprintf(rv->err, sizeof(rv->err), "cannot start a lookup: %s",
+				 strerror(e));
+		}
+	}
+	struct timespec dl = clock_mono_deadline(wait_ms);
+	while (rv->addr[0] == '\0' && rv->busy &&
+	       pthread_cond_timedwait(&rv->cv, &rv->mu, &dl) != ETIMEDOUT)
+		;
+	if (rv->addr[0] != '\0') {
+		snprintf(out, cap, "%s", rv->addr);
+		rc = 0;
+	} else if (rv->busy) {
+		snprintf(msg, msgcap, "resolving %s: no answer within %u ms",
+			 rv->host, wait_ms);
+	} else {
+		snprintf(msg, msgcap, "resolving %s: %s", rv->host, rv->err);
+	}
+	pthread_mutex_unlock(&rv->mu);
+	return rc;
+}
+
 /* A new connection, its handshake done in one round trip: AUTH, SELECT,
  * SCRIPT LOAD.  NULL with msg and *why on failure. */
 static struct conn *conn_open(struct redis_store *r, char *msg, size_t cap,
@@ -213,10 +378,19 @@ static struct conn *conn_open(struct redis_store *r, char *msg, size_t cap,
 	struct conn *cn = NULL;
 
 	*why = FAIL_DOWN;
-	if (r->path)
+	if (r->path) {
 		c = redisConnectUnixWithTimeout(r->path, ct);
-	else
+	} else if (r->rv != NULL) {
+		char addr[INET6_ADDRSTRLEN], m[200];
+		if (resolve(r->rv, r->c.connect_timeout_ms, addr, sizeof(addr),
+			    m, sizeof(m)) != 0) {
+			snprintf(msg, cap, "%s: connect: %s", r->where, m);
+			return NULL;
+		}
+		c = redisConnectWithTimeout(addr, (int)r->c.port, ct);
+	} else {
 		c = redisConnectWithTimeout(r->host, (int)r->c.port, ct);
+	}
 	if (c == NULL) {
 		snprintf(msg, cap, "%s: connect: out of memory", r->where);
 		return NULL;
@@ -1221,6 +1395,7 @@ static void redis_destroy(void *impl)
 	pthread_mutex_unlock(&r->pool_mu);
 	if (r->has_fb)
 		r->fb.ops->destroy(r->fb.impl);
+	resolver_free(r->rv);
 	cache_free(r->cache);
 	log_free(r->own_log);
 	pthread_mutex_destroy(&r->pool_mu);
@@ -1336,6 +1511,15 @@ int redis_store_open(const struct redis_config *c, struct rl_store *st,
 		snprintf(err, errcap, oom ? "out of memory" :
 			 "redis storage without a host or a socket path");
 		goto fail;
+	}
+	if (r->path == NULL) {
+		unsigned char b[sizeof(struct in6_addr)];
+		if (inet_pton(AF_INET, r->host, b) != 1 &&
+		    inet_pton(AF_INET6, r->host, b) != 1 &&
+		    (r->rv = resolver_new(r->host, r->c.port)) == NULL) {
+			snprintf(err, errcap, "out of memory");
+			goto fail;
+		}
 	}
 	if (r->path)
 		snprintf(r->where, sizeof(r->where), "redis unix:%s", r->path);

@@ -21,7 +21,8 @@
  * store-failure fallback, a decision on this host's shared-memory store.
  * Each switch (down, up) is logged once and counted.  A call waits at most
  * the command timeout for Redis, plus the connect timeout when it is the
- * one that reconnects.
+ * one that reconnects (a host name is looked up on a thread of its own:
+ * the DNS is waited for only until its first answer, within that).
  *
  * Local over-limit cache: when Redis denies an op on its own key state
  * (not because of another op of the batch) until now + retry, later

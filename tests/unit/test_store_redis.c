@@ -13,6 +13,7 @@
  * load with the deny and the fallback policies.
  */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1465,4 +1467,77 @@ Test(redis, epoch_refused_for_the_moment_is_no_store_epoch_warning)
 		     "a store-epoch warning for a READONLY answer");
 	st.ops->destroy(st.impl);
 	log_free(lg);
+}
+
+/* A host given by name: resolved (here from /etc/hosts), then used. */
+Test(redis, host_name_is_resolved)
+{
+	struct redis_config c = config(&srv);
+	struct rl_store st;
+
+	c.host = "localhost";
+	open_ok(&c, &st);
+	cr_expect(stats(&st).up);
+	cr_expect(sv_hit(&st, "named", sv_limit(RL_FIXED_WINDOW, 5, 60000), 0).allowed);
+	cr_expect_eq(raw_int(&srv, "EXISTS %s", "named"), 1);
+	st.ops->destroy(st.impl);
+}
+
+/* A DNS server that does not answer: the store's name is looked up on a
+ * thread of its own, so neither the open nor a call waits past
+ * connect-timeout (hiredis's getaddrinfo made each wait the resolver's
+ * timeout, 10 s and more by default, whatever connect-timeout said; found
+ * by a review).  Needs root, for a mount namespace of its own in which
+ * /etc/resolv.conf names a server on 127.0.0.77:53 that reads and never
+ * answers; skipped otherwise. */
+Test(redis, unanswered_dns_waits_no_longer_than_connect_timeout)
+{
+	struct redis_config c = config(&srv);
+	struct rl_store st;
+	struct rl_diag err = { 0, "" };
+	struct rl_verdict v;
+	char conf[128], e[512];
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(53) };
+	int fd;
+
+	/* (not under valgrind: the lookup it leaves waiting on the server
+	 * is a thread still running at exit) */
+	if (RUNNING_ON_VALGRIND)
+		cr_skip_test("under valgrind");
+	if (geteuid() != 0 || unshare(CLONE_NEWNS) != 0)
+		cr_skip_test("needs root and a mount namespace of its own");
+	/* private first: the bind below must not reach the host */
+	cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0,
+		     "%s", strerror(errno));
+	snprintf(conf, sizeof(conf), "%s/resolv.conf", tdir);
+	FILE *f = fopen(conf, "w");
+	cr_assert_not_null(f);
+	fputs("nameserver 127.0.0.77\noptions timeout:3 attempts:1\n", f);
+	fclose(f);
+	cr_assert_eq(mount(conf, "/etc/resolv.conf", NULL, MS_BIND, NULL), 0,
+		     "%s", strerror(errno));
+	inet_pton(AF_INET, "127.0.0.77", &a.sin_addr);
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s",
+		     strerror(errno));
+
+	c.host = "redis.rategate-test";
+	c.connect_timeout_ms = 200;
+	int64_t t = clock_mono_ms();
+	cr_assert_eq(redis_store_open(&c, &st, e, sizeof(e)), 0, "%s", e);
+	cr_expect_lt(clock_mono_ms() - t, 1000, "the open waited %lld ms",
+		     (long long)(clock_mono_ms() - t));
+	cr_expect(!stats(&st).up);
+	/* the next attempt, once the backoff allows it: the lookup is
+	 * still waited for, within connect-timeout */
+	sleep_ms(REDIS_BACKOFF_MIN_MS + 50);
+	t = clock_mono_ms();
+	cr_expect_eq(sv_one(&st, "d", sv_limit(RL_FIXED_WINDOW, 1, 1000), RL_HIT, 0,
+			    &v, &err), -1);
+	cr_expect_lt(clock_mono_ms() - t, 1000, "a call waited %lld ms",
+		     (long long)(clock_mono_ms() - t));
+	cr_expect(strstr(err.msg, "resolving redis.rategate-test") != NULL, "%s",
+		  err.msg);
+	st.ops->destroy(st.impl);
+	close(fd);
 }
