@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,9 @@ struct log {
 	int fd;
 	char *path;             /* the -L file, for log_reopen; NULL: stderr */
 	int own;                /* close fd in log_free */
-	int json;               /* log-format json */
+	/* log-format json: a reload sets it while workers write lines
+	 * (a data race TSan found, a review) */
+	atomic_int json;
 	/* How a line is written without ever waiting for a reader that
 	 * stopped reading (see write_line). */
 	enum { W_PLAIN, W_NONBLOCK, W_SEND, W_POLL } how;
@@ -104,7 +107,7 @@ log_new(const char *path, char *err, size_t errcap)
 
 	l->fd = 2;
 	l->own = 0;
-	l->json = 0;
+	atomic_init(&l->json, 0);
 	l->path = NULL;
 	if (path != NULL && strcmp(path, "-") != 0) {
 		l->fd = open_log_file(path, err, errcap);
@@ -215,7 +218,7 @@ log_fatal(struct log *l, const char *event, const char *msg)
 	const char *lf[] = { "time=", ts, " pid=", q, " level=error event=", event, " msg=\"", msg, "\"\n" };
 	const char *js[] = { "{\"time\":\"", ts, "\",\"pid\":", q, ",\"level\":\"error\",\"event\":\"", event,
 			     "\",\"msg\":\"", msg, "\"}\n" };
-	const char *const *parts = l->json ? js : lf;
+	const char *const *parts = atomic_load_explicit(&l->json, memory_order_relaxed) ? js : lf;
 	p = buf;
 	for (size_t i = 0; i < sizeof(lf) / sizeof(lf[0]); i++) {
 		size_t n = strlen(parts[i]);
@@ -231,7 +234,7 @@ log_fatal(struct log *l, const char *event, const char *msg)
 void
 log_set_json(struct log *l, int json)
 {
-	l->json = json;
+	atomic_store_explicit(&l->json, json, memory_order_relaxed);
 }
 
 /* A line under construction; appends past the end are dropped (the line
@@ -479,7 +482,7 @@ start(const struct log *l, struct line *ln, int64_t now_ms,
 		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 		 tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
 	ln->len = 0;
-	ln->json = l->json;
+	ln->json = atomic_load_explicit(&l->json, memory_order_relaxed);
 	if (ln->json) {
 		puts_(ln, "{\"time\":\"");
 		puts_(ln, ts);
