@@ -362,7 +362,7 @@ struct server {
 	/* Application slots: at most app_max (-j) requests with an
 	 * application at once (app_slot_take). */
 	pthread_mutex_t app_mu;
-	pthread_cond_t app_cv;
+	struct slot_waiter *app_head, *app_tail; /* waiting, first come first */
 	unsigned app_busy, app_max;
 	atomic_int_fast64_t store_err_logged_ms; /* last store-error line */
 	atomic_int_fast64_t accept_logged_ms;   /* last accept line (fds) */
@@ -1375,6 +1375,31 @@ make_env(const struct rl_decision *d, int64_t now, char bufs[ENV_MAX][RL_DECISIO
 	return n;
 }
 
+/* A request waiting for an application slot (app_slot_take), on the
+ * waiter's own stack. */
+struct slot_waiter {
+	pthread_cond_t cv;
+	int granted;            /* app_slot_give handed it a slot */
+	struct slot_waiter *next;
+};
+
+/* Take w out of the waiting line (with app_mu). */
+static void
+slot_unqueue(struct server *srv, struct slot_waiter *w)
+{
+	struct slot_waiter **pp = &srv->app_head, *prev = NULL;
+
+	while (*pp != NULL && *pp != w) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (*pp == NULL)
+		return;
+	*pp = w->next;
+	if (srv->app_tail == w)
+		srv->app_tail = prev;
+}
+
 /* Application slots.  Workers are started as they are needed (below),
  * but at most -j requests of a process are with an application at once,
  * as when there were -j workers and no more: a libfcgi program or php-fpm
@@ -1387,14 +1412,20 @@ make_env(const struct rl_decision *d, int64_t now, char bufs[ENV_MAX][RL_DECISIO
  * what it may wait for the application.  A stop ends the wait at once:
  * a slot given back then is often a CGI script's the stop killed, and a
  * script started after that would be left running (stop_slot_waiters).
- * Returns the ms waited, -1 after upstream-timeout, -2 when stopping. */
+ * Requests wait in line: a slot given back goes to the one that has
+ * waited longest, handed over (app_busy unchanged), never to one that
+ * came later and found it free first.  With one condition variable for
+ * all, a waiter woken for a slot could find it taken by a newcomer and
+ * wait again.  Returns the ms waited, -1 after upstream-timeout, -2 when
+ * stopping. */
 static int64_t
 app_slot_take(struct server *srv, int64_t timeout_ms)
 {
 	int64_t t0;
+	struct slot_waiter me = { .granted = 0, .next = NULL };
 
 	pthread_mutex_lock(&srv->app_mu);
-	if (srv->app_busy < srv->app_max) {
+	if (srv->app_busy < srv->app_max && srv->app_head == NULL) {
 		/* free at once: no wait to take off, nor to mention (a
 		 * review found "waited 5 ms" said of a slot that was free,
 		 * the time being the lock's under valgrind) */
@@ -1404,29 +1435,60 @@ app_slot_take(struct server *srv, int64_t timeout_ms)
 	}
 	t0 = clock_mono_ms();
 	struct timespec dl = clock_mono_deadline(timeout_ms);
-	while (srv->app_busy >= srv->app_max) {
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&me.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (srv->app_tail != NULL)
+		srv->app_tail->next = &me;
+	else
+		srv->app_head = &me;
+	srv->app_tail = &me;
+	int64_t ret;
+	for (;;) {
 		if (atomic_load(&srv->stopping)) {
-			pthread_mutex_unlock(&srv->app_mu);
-			return -2;
+			/* a slot handed over now goes back: the stop kills
+			 * what runs, and would not see what starts later */
+			if (me.granted)
+				srv->app_busy--;
+			else
+				slot_unqueue(srv, &me);
+			ret = -2;
+			break;
 		}
-		if (pthread_cond_timedwait(&srv->app_cv, &srv->app_mu, &dl) ==
-		    ETIMEDOUT && srv->app_busy >= srv->app_max) {
-			pthread_mutex_unlock(&srv->app_mu);
-			return -1;
+		if (me.granted) {
+			int64_t waited = clock_mono_ms() - t0;
+			ret = waited > 0 ? waited : 1;  /* it did wait: say so */
+			break;
+		}
+		if (pthread_cond_timedwait(&me.cv, &srv->app_mu, &dl) == ETIMEDOUT &&
+		    !me.granted) {
+			slot_unqueue(srv, &me);
+			ret = -1;
+			break;
 		}
 	}
-	srv->app_busy++;
 	pthread_mutex_unlock(&srv->app_mu);
-	int64_t waited = clock_mono_ms() - t0;
-	return waited > 0 ? waited : 1;  /* it did wait: say so */
+	pthread_cond_destroy(&me.cv);
+	return ret;
 }
 
 static void
 app_slot_give(struct server *srv)
 {
 	pthread_mutex_lock(&srv->app_mu);
-	srv->app_busy--;
-	pthread_cond_signal(&srv->app_cv);
+	struct slot_waiter *w = srv->app_head;
+	if (w != NULL) {
+		srv->app_head = w->next;
+		if (srv->app_head == NULL)
+			srv->app_tail = NULL;
+		w->next = NULL;
+		w->granted = 1;
+		pthread_cond_signal(&w->cv);
+	} else {
+		srv->app_busy--;
+	}
 	pthread_mutex_unlock(&srv->app_mu);
 }
 
@@ -1436,7 +1498,8 @@ static void
 stop_slot_waiters(struct server *srv)
 {
 	pthread_mutex_lock(&srv->app_mu);
-	pthread_cond_broadcast(&srv->app_cv);
+	for (struct slot_waiter *w = srv->app_head; w != NULL; w = w->next)
+		pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&srv->app_mu);
 }
 
@@ -2767,11 +2830,6 @@ fcgi_main(const struct fcgi_options *o)
 	pthread_mutex_init(&srv.gen_mu, NULL);
 	pthread_mutex_init(&srv.spawn_mu, NULL);
 	pthread_mutex_init(&srv.app_mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&srv.app_cv, &ca);
-	pthread_condattr_destroy(&ca);
 	srv.stats.started_ms = clock_wall_ms();
 	srv.log = log_new(o->log, err, sizeof(err));
 	if (srv.log == NULL) {
@@ -3034,6 +3092,5 @@ out:
 	pthread_mutex_destroy(&srv.gen_mu);
 	pthread_mutex_destroy(&srv.spawn_mu);
 	pthread_mutex_destroy(&srv.app_mu);
-	pthread_cond_destroy(&srv.app_cv);
 	return status;
 }
