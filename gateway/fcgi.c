@@ -3022,8 +3022,10 @@ fcgi_main(const struct fcgi_options *o)
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);
 	char *joined = log_xrealloc(NULL, started ? started : 1);
+	pthread_mutex_lock(&srv.spawn_mu);     /* a retiring worker writes it */
 	for (unsigned i = 0; i < started; i++)  /* a slot whose start failed */
 		joined[i] = ws[i].state == W_UNUSED;
+	pthread_mutex_unlock(&srv.spawn_mu);
 	int64_t stop_t0 = clock_mono_ms();
 	int drained = join_workers(ws, started, joined, FCGI_DRAIN_S);
 	if (drained) {
