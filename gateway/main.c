@@ -77,8 +77,9 @@ usage(FILE *f)
 		"  --store PATH  with inspect: the store file itself, without rules\n"
 		"  cgi           run as a CGI program: decide on the request in the\n"
 		"                environment, print the denial or exec SCRIPT (else\n"
-		"                the rules' upstream cgi:/path); with no arguments and\n"
-		"                RATEGATE_CONFIG=FILE in the environment the same\n"
+		"                the rules' upstream cgi:/path); rategate with no\n"
+		"                arguments, GATEWAY_INTERFACE (set by the web server)\n"
+		"                and RATEGATE_CONFIG=FILE in the environment the same\n"
 		"\n"
 		"See rategate(8) and rategate.rules(5).\n");
 }
