@@ -28,6 +28,7 @@
 #include "fileio.h"
 #include "inspect.h"
 #include "replay.h"
+#include "store_redis.h"
 #include "store_shm.h"
 #include "wrapper.h"
 
@@ -222,6 +223,38 @@ check_shm(const char *file, const struct rl_settings *s,
 	return 0;
 }
 
+/* With storage redis and store-failure fallback, the gateway opens the
+ * fallback's shm file at start, checked as a shm store's file is: a file
+ * it would refuse (its slots too small for the rules, another size) stops
+ * the start, so it is an error here too.  Returns the number of errors. */
+static int
+check_fallback(const char *file, const struct rl_settings *s,
+	       const struct rl_ruleset *rs)
+{
+	struct redis_config rc;
+	struct shm_plan p;
+	uint64_t keys;
+	char err[1024];
+
+	if (s->storage.kind != RL_STORAGE_REDIS ||
+	    s->store_failure != RL_STORE_FAIL_FALLBACK)
+		return 0;
+	store_redis_config(rs, &rc);
+	switch (shm_probe_file(&rc.fallback, &p, &keys, err, sizeof(err))) {
+	case SHM_PROBE_REFUSED:
+		storage_place(file, s);
+		fprintf(stderr, "store-failure fallback: %s\n", err);
+		return 1;
+	case SHM_PROBE_UNREADABLE:
+		storage_place(file, s);
+		fprintf(stderr, "warning: store-failure fallback: %s: the existing file is not checked against these rules\n",
+			err);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
 static int
 check(const char *file)
 {
@@ -241,6 +274,7 @@ check(const char *file)
 		errors += check_shm(file, s, rs, errors > 0);
 	else if (s->storage.kind == RL_STORAGE_MEMORY)
 		printf("rategate: storage memory: counters are private to each rategate process (one process per site; refused in CGI wrapper mode)\n");
+	errors += check_fallback(file, s, rs);
 	if (errors) {
 		fprintf(stderr, "rategate: %s: %d error%s in the gateway settings\n", file,
 			errors, errors == 1 ? "" : "s");

@@ -196,6 +196,19 @@ else
 	echo "ok: moving-window-max= reserves room for later rules"
 fi
 
+# Redis with store-failure fallback: the gateway opens the fallback's shm
+# file at start and stops on one it would refuse, so -t must say so (it
+# said ok).  The file res (2M, made above) is not the fallback's 64M.
+printf 'storage redis://127.0.0.1:1/0?fallback=%s/res\nstore-failure fallback\n/x 1/minute\n' "$d" > "$d/fb.rules"
+"$bin" -t -c "$d/fb.rules" >"$d/out" 2>"$d/err"; rc=$?
+printf '%s/fb.rules:1:9: store-failure fallback: shm store "%s/res": the file holds size=2M but storage asks for size=64M: stop the gateways and delete the file (its counters are lost), or set size=2M\nrategate: %s/fb.rules: 1 error in the gateway settings\n' \
+	"$d" "$d" "$d" > "$d/want"
+expect "a store-failure fallback file the start would refuse" 1 "$d/want"
+printf 'storage redis://127.0.0.1:1/0?fallback=%s/fbnew\nstore-failure fallback\n/x 1/minute\n' "$d" > "$d/fb2.rules"
+"$bin" -t -c "$d/fb2.rules" >"$d/out" 2>"$d/err"; rc=$?
+: > "$d/want"
+expect "a store-failure fallback file to be created" 0 "$d/want"
+
 # A FIFO among the rule files is refused at once, not waited on (the open
 # used to block until a writer came: a reload hung, and SIGTERM with it).
 mkfifo "$d/fifo.rules"
