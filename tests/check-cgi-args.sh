@@ -27,6 +27,14 @@ check "interpreter form runs SCRIPT_FILENAME" "$(cgi a=1 1 "$echo_cgi" "$echo_cg
 check "an argument other than SCRIPT_FILENAME is refused" \
 	"$(cgi a=1 2 "$echo_cgi" /bin/sh)" "Status: 500"
 check "... and said in the log" "$(cat "$d/stderr")" 'argument "/bin/sh" is not SCRIPT_FILENAME: refused'
+# ... with the headers of every answer of rategate's (rategate(8), RESPONSES),
+# in JSON when asked for
+check "... with Cache-Control: no-store" "$(cgi a=1 2 "$echo_cgi" /bin/sh)" "Cache-Control: no-store"
+check "... in JSON for Accept: application/json" \
+	"$(env -i PATH=/usr/bin:/bin GATEWAY_INTERFACE=CGI/1.1 RATEGATE_CONFIG="$d/r.rules" \
+		REQUEST_METHOD=GET REQUEST_URI=/app/x QUERY_STRING= REMOTE_ADDR=192.0.2.2 \
+		HTTP_ACCEPT=application/json SCRIPT_FILENAME="$echo_cgi" "$bin" /bin/sh 2>/dev/null)" \
+	'{"error":"internal_error"'
 # The same refusal for an nph- script under Apache (mod_cgi sends what it
 # prints to the client unread): a whole HTTP response, not a bare
 # Status line the client would take for the body of nothing.
