@@ -267,6 +267,16 @@ check(const char *file)
 		return 1;
 	}
 	const struct rl_settings *s = rl_ruleset_settings(rs);
+	/* A reload refuses an empty file (fcgi.c, reload: a save caught
+	 * half-way), and the systemd unit's ExecReload runs -t first: -t
+	 * must not pass what the reload then refuses.  (A start takes it,
+	 * with the nothing-is-limited warning.) */
+	struct stat sb;
+	if (stat(file, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size == 0) {
+		fprintf(stderr, "rategate: %s: the file is empty: a reload refuses it (a save caught half-way?); write \"enabled off\" to run without limits on purpose\n",
+			file);
+		errors++;
+	}
 	errors += check_upstream(s->upstream);
 	for (size_t i = 0; i < rl_ruleset_nrules(rs); i++)
 		errors += check_upstream(rl_ruleset_rule(rs, i)->upstream);

@@ -217,4 +217,12 @@ timeout 10 "$bin" -t -c "$d/f.rules" >/dev/null 2>"$d/err"; rc=$?
 printf '%s/f.rules:1:9: cannot read included file "%s/fifo.rules": not a regular file\nrategate: %s/f.rules: rules not loaded\n' \
 	"$d" "$d" "$d" > "$d/want"
 expect "a FIFO among the rule files" 1 "$d/want"
+
+# An empty rule file: a reload refuses it (a save caught half-way), so -t,
+# which the documented systemd unit's ExecReload runs first, fails too.
+: > "$d/empty.rules"
+"$bin" -t -c "$d/empty.rules" >/dev/null 2>"$d/err"; rc=$?
+printf '%s/empty.rules:1:1: warning: nothing is limited: no default, application or path limits (every request is allowed)\nrategate: %s/empty.rules: the file is empty: a reload refuses it (a save caught half-way?); write "enabled off" to run without limits on purpose\nrategate: %s/empty.rules: 1 error in the gateway settings\n' \
+	"$d" "$d" "$d" > "$d/want"
+expect "an empty rule file, as a reload would" 1 "$d/want"
 exit $fail
