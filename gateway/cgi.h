@@ -61,4 +61,20 @@ int cgi_run(const char *script, const struct rl_param *params, size_t nparams,
  * a crash).  Returns how many.  Thread-safe. */
 unsigned cgi_kill_all(void);
 
+/* The same for the scripts left working after their answer only (no
+ * request waits for them): a stop kills them first, before the workers
+ * that started them end.  Returns how many.  Thread-safe. */
+unsigned cgi_kill_detached(void);
+
+/* The same for those the calling thread started: a worker ending at a
+ * stop kills them itself, with their process groups, before the kernel
+ * kills the scripts alone.  Returns how many.  Thread-safe. */
+unsigned cgi_kill_detached_here(void);
+
+/* How many scripts the calling thread started that are not reaped yet
+ * (one left working after its answer included).  The kernel kills each
+ * (PR_SET_PDEATHSIG) when that thread ends, so a worker must not end
+ * while it has any, but at a stop.  Thread-safe. */
+unsigned cgi_started_here(void);
+
 #endif

@@ -357,6 +357,7 @@ struct server {
 	atomic_int idle;
 	atomic_int idle_low;
 	atomic_int retire;
+	atomic_uint bg_killed;  /* scripts a worker ending at a stop killed */
 	int64_t retire_ms;      /* the round: FCGI_RETIRE_S, or the test's */
 	atomic_int_fast64_t spawn_failed_ms;    /* last such line */
 	/* Application slots: at most app_max (-j) requests with an
@@ -2329,7 +2330,9 @@ worker_retires(struct server *srv)
 	int r = atomic_load(&srv->retire);
 	int yes = 0;
 
-	if (r <= 0)
+	/* not one that started a CGI script still working after its answer:
+	 * the kernel kills the script when this thread ends */
+	if (r <= 0 || cgi_started_here() > 0)
 		return 0;
 	pthread_mutex_lock(&srv->spawn_mu);
 	if (srv->nlive > srv->nbase && !atomic_load(&srv->stopping) &&
@@ -2445,6 +2448,11 @@ worker_main(void *arg)
 		finish_request(w);
 		params_release(w);
 	}
+	/* at a stop, scripts it left working after their answer while the
+	 * stop drained: killed here with their groups, and counted, before
+	 * this thread's end has the kernel kill each script alone */
+	if (!retiring)
+		atomic_fetch_add(&srv->bg_killed, cgi_kill_detached_here());
 	atomic_fetch_sub(&srv->idle, 1);        /* busy is 0 here */
 	atomic_fetch_sub(&srv->running, 1);
 	if (retiring) {
@@ -3021,6 +3029,16 @@ fcgi_main(const struct fcgi_options *o)
 	stop_slot_waiters(&srv);
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);
+	/* scripts that answered and went on working (cgi.c detach) are no
+	 * request's: killed with their process groups at once, as at their
+	 * deadline (a second review found their children outliving the
+	 * stop), before their workers end and the kernel kills the scripts
+	 * alone (their death signal) */
+	unsigned bg = cgi_kill_detached();
+	if (bg > 0)
+		log_printf(srv.log, LOG_LEVEL_INFO, "stop",
+			   "%u CGI script%s still working after answering: killed",
+			   bg, bg == 1 ? "" : "s");
 	char *joined = log_xrealloc(NULL, started ? started : 1);
 	pthread_mutex_lock(&srv.spawn_mu);     /* a retiring worker writes it */
 	for (unsigned i = 0; i < started; i++)  /* a slot whose start failed */
@@ -3030,10 +3048,8 @@ fcgi_main(const struct fcgi_options *o)
 	int drained = join_workers(ws, started, joined, FCGI_DRAIN_S);
 	if (drained) {
 		/* every request is done, but scripts that answered and went
-		 * on working (cgi.c detach) may still run: killed with their
-		 * process groups, as at their deadline (a second review
-		 * found their children outliving the stop) */
-		unsigned bg = cgi_kill_all();
+		 * on working while it drained may still run: the same */
+		bg = atomic_load(&srv.bg_killed) + cgi_kill_all();
 		if (bg > 0)
 			log_printf(srv.log, LOG_LEVEL_INFO, "stop",
 				   "%u CGI script%s still working after answering: killed",

@@ -1489,3 +1489,90 @@ Test(slow, workers_beyond_j_retire_when_idle, .timeout = 90)
 	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "level=info event=stop msg=stopped\n"),
 		     2, "the first rategate's stop and this one's\n%s", logs());
 }
+
+/* Is pid running (not gone, not a zombie)? */
+static int
+running_pid(long pid)
+{
+	char path[64], st[256] = "";
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	size_t n = fread(st, 1, sizeof(st) - 1, f);
+	fclose(f);
+	st[n] = '\0';
+	const char *rp = strrchr(st, ')');
+	return rp != NULL && rp[1] == ' ' && rp[2] != 'Z';
+}
+
+/* A worker that started a CGI script still working after its answer does
+ * not retire: the kernel kills a script when the thread that started it
+ * ends (its death signal), so a retired worker took its scripts with it.
+ * rategate -j 1, a round of 1 s: stalls grow it, then seven scripts that
+ * answer and go on (sleep 30 in the background) are started, one after
+ * the other, by the workers in turn (each sleeps 300 s in the
+ * background); after three rounds every one still runs, and the stop
+ * kills them all. */
+Test(slow, workers_with_scripts_still_working_do_not_retire, .timeout = 90)
+{
+	enum { NSCRIPTS = 7 };
+	char script[SRV_PATH_MAX + 200], bg_rules[SRV_PATH_MAX * 2];
+
+	cr_assert_eq(srv_stop(rg, 10), 0);
+	snprintf(script, sizeof(script),
+		 "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nbye\\n'\nexec >&-\nsleep 300 &\necho $$ >> %s\nwait\n",
+		 srv_path("shells"));
+	srv_write("bg2.sh", script, 0755);
+	snprintf(bg_rules, sizeof(bg_rules),
+		 "storage memory\nclient-timeout 1s\nupstream-timeout 30s\n/f 1000/minute upstream=cgi:%s\n",
+		 srv_path("bg2.sh"));
+	srv_write("bg2.rules", bg_rules, 0644);
+	setenv("RATEGATE_TEST_RETIRE_MS", "1000", 1);
+	char listen[SRV_PATH_MAX + 8];
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
+	rg = srv_start_rategate(srv_path("bg2.rules"), listen, 1,
+				srv_path("rategate.log"), srv_path("rategate.out"));
+	unsetenv("RATEGATE_TEST_RETIRE_MS");
+	cr_assert_eq(wait_log("1 worker (more while all are busy", 1, 10 * srv_slow()), 1,
+		     "%s", logs());
+	int grown = stall_workers(6);
+	cr_assert_gt(grown, 2, "%d threads: it did not grow\n%s", grown, logs());
+	long pids[NSCRIPTS];
+	int n = 0;
+	for (int i = 0; i < NSCRIPTS; i++) {
+		struct answer a = request("GET", "/f", NULL, 5 * srv_slow());
+		cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+		free(a.out);
+	}
+	for (int i = 0; i < 100 && n < NSCRIPTS; i++) {
+		char *t = srv_read_text(srv_path("shells"));
+		n = 0;
+		for (char *p = t; p != NULL && *p != '\0' && n < NSCRIPTS; n++) {
+			pids[n] = strtol(p, &p, 10);
+			while (*p == '\n')
+				p++;
+		}
+		free(t);
+		if (n < NSCRIPTS)
+			srv_sleep_ms(50);
+	}
+	cr_assert_eq(n, NSCRIPTS, "%s", logs());
+	/* three rounds and more (not scaled by srv_slow: the rounds are
+	 * not slower under valgrind) */
+	srv_sleep_ms(3500);
+	int alive = 0;
+	for (int i = 0; i < n; i++)
+		alive += running_pid(pids[i]);
+	cr_expect_eq(alive, NSCRIPTS, "%d of %d scripts still work\n%s", alive,
+		     NSCRIPTS, logs());
+	cr_expect_eq(srv_stop(rg, 15), 0, "%s", logs());
+	rg = 0;
+	for (int i = 0; i < n; i++) {
+		for (int k = 0; k < 100 && running_pid(pids[i]); k++)
+			srv_sleep_ms(30);
+		cr_expect(!running_pid(pids[i]), "script %ld outlived the stop", pids[i]);
+		kill((pid_t)pids[i], SIGKILL);
+	}
+}
