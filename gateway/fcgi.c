@@ -714,6 +714,9 @@ struct worker {
 	enum stall stalled;
 	uint64_t body_got;      /* body bytes read from the web server */
 	uint64_t body_len;      /* the body's CONTENT_LENGTH; 0: none given */
+	int end_due;            /* CONTENT_LENGTH 0 (proxy_spec.no_body): the
+				   web server's empty FCGI_STDIN is still to
+				   be taken off the connection */
 	char *pre;              /* a prefetched body (FCGI_BODY_PREFETCH) */
 	size_t pre_len, pre_pos;
 	char peek[FCGI_HEAD_PEEK]; /* head_ready's look at the connection */
@@ -1187,15 +1190,17 @@ client_watch(void *ctx)
 	return w->req.ipcFd;
 }
 
-/* The late end of a body of known length is taken off the connection here,
- * exactly its bytes (header and padding), so that the watch goes on and
- * sees a hang-up or an FCGI_ABORT_REQUEST after it; before, it counted as
- * "something else", the watch ended, and a web server that hung up then
- * left the application running to upstream-timeout.  Read with recv, not
- * through libfcgi, whose stream would read on into its buffer and swallow
- * an FCGI_ABORT_REQUEST behind the record; nothing reads this request's
- * input through libfcgi afterwards (FCGX_Finish_r does not drain it), and
- * a kept connection's next request starts at the record that follows. */
+/* The late end of a body of known length (or of CONTENT_LENGTH 0, whose
+ * end the application had with the params: w->end_due) is taken off the
+ * connection here, exactly its bytes (header and padding), so that the
+ * watch goes on and sees a hang-up or an FCGI_ABORT_REQUEST after it;
+ * before, it counted as "something else", the watch ended, and a web
+ * server that hung up then left the application running to
+ * upstream-timeout.  Read with recv, not through libfcgi, whose stream
+ * would read on into its buffer and swallow an FCGI_ABORT_REQUEST behind
+ * the record; nothing reads this request's input through libfcgi
+ * afterwards (FCGX_Finish_r does not drain it), and a kept connection's
+ * next request starts at the record that follows. */
 static enum proxy_watch
 client_aborted(void *ctx)
 {
@@ -1212,13 +1217,14 @@ client_aborted(void *ctx)
 		return PROXY_WATCH_GONE;
 	if (n < (ssize_t)sizeof(h) || h[0] != FCGI_VERSION_1 || h[1] != FCGI_STDIN ||
 	    ((int)h[2] << 8 | h[3]) != w->req.requestId || h[4] != 0 || h[5] != 0 ||
-	    w->body_len == 0 || w->body_got < w->body_len)
+	    (!w->end_due && (w->body_len == 0 || w->body_got < w->body_len)))
 		return PROXY_WATCH_OTHER;
 	/* the whole record, its padding included: waits at most
 	 * client-timeout (SO_RCVTIMEO) for padding still on its way */
 	if (recv(w->req.ipcFd, h, sizeof(h), MSG_WAITALL) != (ssize_t)sizeof(h) ||
 	    (h[6] > 0 && recv(w->req.ipcFd, pad, h[6], MSG_WAITALL) != (ssize_t)h[6]))
 		return PROXY_WATCH_GONE;        /* hung up or stalled inside it */
+	w->end_due = 0;
 	return PROXY_WATCH_AGAIN;
 }
 
@@ -1652,6 +1658,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 				   .aborted = client_aborted };
 	struct proxy_result res;
 	w->body_len = spec.content_length;
+	w->end_due = spec.no_body;
 	int called = prefetch_body(w, &spec) == 0;
 	int64_t waited = called ? app_slot_take(srv, spec.timeout_ms) : 0;
 	if (called && waited < 0) {
@@ -1682,6 +1689,15 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 			upstream_run(b->up, w->params, np, &spec, &pc, &res);
 		atomic_fetch_sub(&srv->stats.inflight, 1);
 		app_slot_give(srv);
+		/* With CONTENT_LENGTH 0 the application had the body's end
+		 * with the params, and nothing read the web server's own: one
+		 * that came after libfcgi's read of the head, and that the
+		 * watch did not take, is read here, or a kept connection's
+		 * next request began with it ("bad-request ... type 5" and
+		 * the connection closed, one request in a few hundred through
+		 * Apache's enablereuse=on) */
+		if (w->end_due && w->stalled == STALL_NONE && !res.client_gone)
+			skip_unread_body(w, &rq, 1);
 	} else {
 		memset(&res, 0, sizeof(res));
 	}
@@ -1736,6 +1752,7 @@ serve_one(struct worker *w)
 	w->stalled = STALL_NONE;
 	w->body_got = 0;
 	w->body_len = 0;
+	w->end_due = 0;
 	w->pre_len = w->pre_pos = 0;
 	/* libfcgi puts its own FCGI_ROLE first (Apache sends a second one). */
 	const char *role = FCGX_GetParam("FCGI_ROLE", w->req.envp);

@@ -1099,6 +1099,60 @@ Test(slow, a_denied_body_on_a_kept_connection_is_no_next_request)
 	kept_posts_are_no_next_request("/once", 3, 429);
 }
 
+/* CONTENT_LENGTH 0 (a POST without a body; lighttpd gives it to a GET and
+ * a HEAD too): the application gets the body's end with the params
+ * (proxy_spec.no_body), but the web server's own empty FCGI_STDIN, here
+ * 50 ms after the params in a write of its own, as Apache's mod_proxy_fcgi
+ * sends it, must still be taken off the connection: on one the web server
+ * keeps, the next request began with it ("bad-request ... first record:
+ * version 1, type 5, request id 1, 0 bytes", the connection closed: one
+ * POST in about 400 through Apache with enablereuse=on).  And while the
+ * application works, the watch takes it and goes on, so that a hang-up
+ * after it is client-gone at once, not the application's timeout. */
+Test(slow, a_late_end_of_an_empty_body_is_no_next_request)
+{
+	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
+	static const char *const methods[] = { "POST", "HEAD", "GET" };
+	int fd = conn();
+
+	for (int i = 0; i < 3; i++) {
+		struct buf h = { 0 }, e = { 0 }, g = { 0 };
+		head(&h, methods[i], "/f", 0);
+		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		send_buf(fd, &h);
+		srv_sleep_ms(50);
+		record(&e, 5, NULL, 0);
+		send_buf(fd, &e);
+		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200, "%s /f\n%s",
+			     methods[i], logs());
+		head(&g, "GET", "/next", -1);
+		memcpy(g.p + 8, keep, 8);
+		record(&g, 5, NULL, 0);
+		send_buf(fd, &g);
+		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200,
+			     "the request after %s /f\n%s", methods[i], logs());
+	}
+	close(fd);
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "bad-request"), 0,
+		     "%s", logs());
+
+	struct buf b = { 0 };
+	fd = conn();
+	head(&b, "POST", "/f?sleep=5000", 0);
+	send_buf(fd, &b);
+	srv_sleep_ms(200);
+	record(&b, 5, NULL, 0);
+	send_buf(fd, &b);
+	srv_sleep_ms(100);
+	close(fd);
+	cr_expect_eq(wait_log("event=client-gone", 1, 0.5 * srv_slow()), 1, "%s", logs());
+	srv_expect_in_file(srv_path("rategate.log"),
+			   "app.sock: no answer sent: the web server gave up on the request "
+			   "while the application was working on it\"");
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"), "upstream-error"), 0,
+		     "%s", logs());
+}
+
 /* A CGI script that answers, closes its output and goes on (with a child
  * of its own): its answer comes at once, and a stop kills it with its
  * process group, even though no request is in flight any more (a second
