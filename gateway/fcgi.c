@@ -2256,10 +2256,11 @@ finish_request(struct worker *w)
  * time, decides: the kernel hands connections to the workers waiting in
  * accept() in turn, so under a steady trickle every worker would look
  * busy now and then.  A worker waiting in accept() sees the request
- * within FCGI_ACCEPT_WAKE_MS (the listening socket's SO_RCVTIMEO),
- * frees its memory and ends; its slot is reused by the next worker
- * started, which joins it first.  One holding a kept connection stays
- * while the web server keeps it. */
+ * within FCGI_ACCEPT_WAKE_MS (the listening socket's SO_RCVTIMEO), one
+ * done with a request at once (under that trickle accept() may never
+ * wait so long), frees its memory and ends; its slot is reused by the
+ * next worker started, which joins it first.  One holding a kept
+ * connection stays while the web server keeps it. */
 static void *worker_main(void *arg);
 
 /* Starts a worker in a free slot; with spawn_mu held. */
@@ -2417,6 +2418,14 @@ worker_main(void *arg)
 		keep_or_release(w);
 		if (atomic_load(&srv->stopping))
 			break;
+		/* asked to go, with no connection in hand: at once, not after
+		 * FCGI_ACCEPT_WAKE_MS in accept() without one, which never
+		 * comes while requests arrive faster than one a second per
+		 * worker waiting (the kernel hands them out in turn) */
+		if (w->req.ipcFd < 0 && worker_retires(srv)) {
+			retiring = 1;
+			break;
+		}
 		if (w->req.ipcFd < 0 && (w->req.ipcFd = accept_conn(w)) < 0) {
 			retiring = w->req.ipcFd == -2;
 			w->req.ipcFd = -1;

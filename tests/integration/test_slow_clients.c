@@ -1501,7 +1501,10 @@ stall_workers(int n)
  * count comes back to what it was at start, and it grows again in the
  * slots they left on the next burst.  A stop afterwards frees everything
  * (valgrind, in CI's run). */
-Test(slow, workers_beyond_j_retire_when_idle, .timeout = 90)
+/* rategate restarted with -j 2 and a retirement round of 1 s; its
+ * threads once its workers are started. */
+static int
+restart_retiring(void)
 {
 	cr_assert_eq(srv_stop(rg, 10), 0);
 	setenv("RATEGATE_TEST_RETIRE_MS", "1000", 1);
@@ -1516,6 +1519,12 @@ Test(slow, workers_beyond_j_retire_when_idle, .timeout = 90)
 		     "%s", logs());
 	int base = threads_of(rg);
 	cr_assert_gt(base, 2, "%s", logs());
+	return base;
+}
+
+Test(slow, workers_beyond_j_retire_when_idle, .timeout = 90)
+{
+	int base = restart_retiring();
 
 	for (int round = 1; round <= 2; round++) {
 		int grown = stall_workers(6);
@@ -1565,10 +1574,9 @@ running_pid(long pid)
  * not retire: the kernel kills a script when the thread that started it
  * ends (its death signal), so a retired worker took its scripts with it.
  * rategate -j 1, a round of 1 s: stalls grow it, then seven scripts that
- * answer and go on (sleep 30 in the background) are started, one after
- * the other, by the workers in turn (each sleeps 300 s in the
- * background); after three rounds every one still runs, and the stop
- * kills them all. */
+ * answer and go on (sleep 300 in the background) are started, one after
+ * the other, by the workers in turn; after three rounds every one still
+ * runs, and the stop kills them all. */
 Test(slow, workers_with_scripts_still_working_do_not_retire, .timeout = 90)
 {
 	enum { NSCRIPTS = 7 };
@@ -1629,4 +1637,34 @@ Test(slow, workers_with_scripts_still_working_do_not_retire, .timeout = 90)
 		cr_expect(!running_pid(pids[i]), "script %ld outlived the stop", pids[i]);
 		kill((pid_t)pids[i], SIGKILL);
 	}
+}
+
+/* Workers beyond -j retire under a steady trickle of requests too, while
+ * at most one is busy at a time: a worker asked to go learned of it only
+ * when accept() had waited a second without a connection, and the kernel
+ * hands connections to the workers waiting in turn, so with a request
+ * every 50 ms none of 8 ever waited that long: the rounds logged
+ * "retiring them" every second and all stayed (with 256 workers after a
+ * burst, any site with 256 requests a second kept them for good). */
+Test(slow, workers_beyond_j_retire_under_a_steady_trickle, .timeout = 90)
+{
+	int base = restart_retiring();
+	int grown = stall_workers(6);
+	cr_assert_geq(grown, base + 4, "%d threads, %d at start\n%s", grown, base, logs());
+
+	double end = srv_now() + 6 * srv_slow();
+	int n, asked = 0;
+	while ((n = threads_of(rg)) != base && srv_now() < end) {
+		struct answer a = request("GET", "/rg-stats", NULL, 5 * srv_slow());
+		cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+		free(a.out);
+		asked++;
+		srv_sleep_ms(50);
+	}
+	cr_expect_eq(n, base, "%d threads after %d requests, %d at start\n%s",
+		     n, asked, base, logs());
+	cr_expect_geq(srv_count_in_file(srv_path("rategate.log"), "retiring them"), 1,
+		      "%s", logs());
+	cr_expect_eq(srv_stop(rg, 10), 0, "%s", logs());
+	rg = 0;
 }
