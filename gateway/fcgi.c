@@ -357,6 +357,7 @@ struct server {
 	atomic_int idle;
 	atomic_int idle_low;
 	atomic_int retire;
+	unsigned retired;       /* since the last round's line (spawn_mu) */
 	atomic_uint bg_killed;  /* scripts a worker ending at a stop killed */
 	int64_t retire_ms;      /* the round: FCGI_RETIRE_S, or the test's */
 	atomic_int_fast64_t spawn_failed_ms;    /* last such line */
@@ -2252,8 +2253,8 @@ finish_request(struct worker *w)
  * FCGI_RETIRE_S the main thread looks at the fewest workers that were
  * idle at once during that round (idle_low, lowered as workers take
  * requests); that many were never needed, and so many beyond -j are asked
- * to go (retire), logged.  The idle count, not each worker's own idle
- * time, decides: the kernel hands connections to the workers waiting in
+ * to go (retire); the next round logs how many went.  The idle count, not
+ * each worker's own idle time, decides: the kernel hands connections to the workers waiting in
  * accept() in turn, so under a steady trickle every worker would look
  * busy now and then.  A worker waiting in accept() sees the request
  * within FCGI_ACCEPT_WAKE_MS (the listening socket's SO_RCVTIMEO), one
@@ -2356,6 +2357,7 @@ worker_retires(struct server *srv)
 	if (srv->nlive > srv->nbase && !atomic_load(&srv->stopping) &&
 	    atomic_compare_exchange_strong(&srv->retire, &r, r - 1)) {
 		srv->nlive--;
+		srv->retired++;
 		yes = 1;
 	}
 	pthread_mutex_unlock(&srv->spawn_mu);
@@ -2386,17 +2388,23 @@ retire_round(struct server *srv)
 	unsigned live = srv->nlive;
 	unsigned spare = live > srv->nbase ? live - srv->nbase : 0;
 	unsigned go = low > 0 ? (unsigned)low : 0;
+	unsigned gone = srv->retired;
+	srv->retired = 0;
 	if (go > spare)
 		go = spare;
 	pthread_mutex_unlock(&srv->spawn_mu);
 	/* a request not taken last round lapses: this one's count stands */
 	atomic_store(&srv->retire, (int)go);
-	if (go > 0) {
+	/* what the last round's request did, not what this one asks: a
+	 * worker that started a CGI script still working stays
+	 * (worker_retires), one holding a kept connection too */
+	if (gone > 0) {
 		char t[32];
 		log_printf(srv->log, LOG_LEVEL_INFO, "workers",
-			   "%u of %u workers were idle all through the last %s: retiring them (%u stay; -j %u)",
-			   go, live, duration_text(srv->retire_ms, t, sizeof(t)),
-			   live - go, srv->nbase);
+			   "%u worker%s retired, idle all through a round of %s; %u now (-j %u)",
+			   gone, gone == 1 ? "" : "s",
+			   duration_text(srv->retire_ms, t, sizeof(t)), live,
+			   srv->nbase);
 	}
 }
 

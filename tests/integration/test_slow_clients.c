@@ -1532,17 +1532,10 @@ Test(slow, workers_beyond_j_retire_when_idle, .timeout = 90)
 			      round, grown, base, logs());
 		cr_expect_eq(wait_threads(rg, base, 6 * srv_slow()), base,
 			     "round %d: not back to %d threads\n%s", round, base, logs());
-		/* the last workers line says so (the stalls may end
-		 * inside a round: then the one before it retires fewer) */
-		char *log = srv_read_text(srv_path("rategate.log"));
-		char *last = NULL;
-		for (char *p = log; p && (p = strstr(p, "event=workers ")); p++)
-			last = p;
-		const char *want = "workers were idle all through the last 1 s: retiring them (2 stay; -j 2)\"\n";
-		char *at = last ? strstr(last, want) : NULL;
-		cr_expect(at != NULL && memchr(last, '\n', (size_t)(at - last)) == NULL,
-			  "round %d: the last workers line\n%s", round, logs());
-		free(log);
+		/* the round after says so, once down to -j (the stalls may
+		 * end inside a round: then the one before it retires fewer) */
+		cr_expect_eq(wait_log("retired, idle all through a round of 1 s; 2 now (-j 2)",
+				      round, 3), round, "round %d\n%s", round, logs());
 	}
 	struct answer a = request("GET", "/f", NULL, 5 * srv_slow());
 	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
@@ -1663,8 +1656,8 @@ Test(slow, workers_beyond_j_retire_under_a_steady_trickle, .timeout = 90)
 	}
 	cr_expect_eq(n, base, "%d threads after %d requests, %d at start\n%s",
 		     n, asked, base, logs());
-	cr_expect_geq(srv_count_in_file(srv_path("rategate.log"), "retiring them"), 1,
-		      "%s", logs());
+	cr_expect_eq(wait_log("retired, idle all through a round of 1 s; 2 now (-j 2)", 1, 3), 1,
+		     "%s", logs());
 	cr_expect_eq(srv_stop(rg, 10), 0, "%s", logs());
 	rg = 0;
 }
