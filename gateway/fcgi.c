@@ -2276,6 +2276,8 @@ start_worker(struct server *srv)
 			pthread_join(srv->ws[i].tid, NULL);
 			memset(&srv->ws[i], 0, sizeof(srv->ws[i]));
 			w = &srv->ws[i];
+		} else if (srv->ws[i].state == W_UNUSED) {
+			w = &srv->ws[i];        /* a start that failed there */
 		}
 	if (w == NULL) {
 		if (srv->nstarted == FCGI_WORKERS_MAX)
@@ -2354,11 +2356,24 @@ worker_retires(struct server *srv)
 	if (r <= 0 || cgi_started_here() > 0)
 		return 0;
 	pthread_mutex_lock(&srv->spawn_mu);
-	if (srv->nlive > srv->nbase && !atomic_load(&srv->stopping) &&
-	    atomic_compare_exchange_strong(&srv->retire, &r, r - 1)) {
-		srv->nlive--;
-		srv->retired++;
-		yes = 1;
+	if (srv->nlive > srv->nbase && !atomic_load(&srv->stopping)) {
+		/* out of the idle count now, and only while another is left
+		 * idle: counted idle until its end, it could let a worker
+		 * taking a connection see one free and start none, and with
+		 * every other worker held by a stalled client the next
+		 * connection would wait (a review) */
+		int i = atomic_load(&srv->idle);
+		while (i >= 2 && !atomic_compare_exchange_weak(&srv->idle, &i, i - 1))
+			;
+		if (i >= 2) {
+			if (atomic_compare_exchange_strong(&srv->retire, &r, r - 1)) {
+				srv->nlive--;
+				srv->retired++;
+				yes = 1;
+			} else {
+				atomic_fetch_add(&srv->idle, 1);
+			}
+		}
 	}
 	pthread_mutex_unlock(&srv->spawn_mu);
 	return yes;
@@ -2487,7 +2502,8 @@ worker_main(void *arg)
 	 * this thread's end has the kernel kill each script alone */
 	if (!retiring)
 		atomic_fetch_add(&srv->bg_killed, cgi_kill_detached_here());
-	atomic_fetch_sub(&srv->idle, 1);        /* busy is 0 here */
+	if (!retiring)          /* worker_retires took it out already */
+		atomic_fetch_sub(&srv->idle, 1);        /* busy is 0 here */
 	atomic_fetch_sub(&srv->running, 1);
 	if (retiring) {
 		worker_free(w);
