@@ -369,6 +369,7 @@ struct server {
 	atomic_int_fast64_t store_err_logged_ms; /* last store-error line */
 	atomic_int_fast64_t accept_logged_ms;   /* last accept line (fds) */
 	atomic_int_fast64_t proxy_logged_ms;    /* last proxy-header line */
+	atomic_int_fast64_t role_logged_ms;     /* last unknown RATEGATE_ROLE */
 	atomic_uint_fast64_t proxy_unlogged;    /* such requests since */
 };
 
@@ -1783,7 +1784,20 @@ serve_one(struct worker *w)
 	 * its auth_request calls (answers 200 or 403), or "authorizer"
 	 * (answers 200 or 429, for servers that pass the 429 on). */
 	const char *want = param(w, (size_t)np, "RATEGATE_ROLE");
-	if (want != NULL && strcmp(want, "auth-request") == 0) {
+	if (want != NULL && want[0] != '\0' && strcmp(want, "auth-request") != 0 &&
+	    strcmp(want, "authorizer") != 0) {
+		/* a misspelt role ("auth_request") would be served in the
+		 * request's own role: nginx's auth_request subrequest sent on
+		 * to the application, or a 502 for a path without one */
+		if (log_due(&srv->role_logged_ms, 60000))
+			log_printf(srv->log, LOG_LEVEL_ERROR, "unsupported-role",
+				   "RATEGATE_ROLE \"%.64s\": expected auth-request or authorizer; answered 502 (at most one line a minute)",
+				   want);
+		respond_error(&w->out, 502, 0, "bad_gateway",
+			      "Bad Gateway: unknown RATEGATE_ROLE", RESPOND_TEXT);
+		send_out(w);
+		w->req.keepConnection = 0;      /* a body may follow, unread */
+	} else if (want != NULL && strcmp(want, "auth-request") == 0) {
 		authorize(w, g, (size_t)np, now, 1);
 	} else if ((want != NULL && strcmp(want, "authorizer") == 0) ||
 		   (role != NULL && strcmp(role, "AUTHORIZER") == 0)) {

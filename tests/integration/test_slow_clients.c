@@ -1026,6 +1026,37 @@ Test(slow, no_upstream_is_502_saying_so)
 	cr_expect_eq(wait_log(want, 1, 3), 1, "%s\n%s", want, logs());
 }
 
+/* A RATEGATE_ROLE that is neither auth-request nor authorizer (nginx's
+ * "auth_request" spelt as the directive) is a 502 and one line a minute:
+ * it was served in the request's own role, so nginx's auth subrequest
+ * went on to the application, unlimited by the role it asked for. */
+Test(slow, an_unknown_rategate_role_is_502_saying_so)
+{
+	for (int i = 0; i < 2; i++) {
+		struct buf b = { 0 }, p = { 0 };
+		int fd = conn();
+		nv(&p, "REQUEST_METHOD", "GET");
+		nv(&p, "REQUEST_URI", "/f");
+		nv(&p, "REMOTE_ADDR", "127.0.0.1");
+		nv(&p, "RATEGATE_ROLE", "auth_request");
+		begin(&b, 1);
+		record(&b, 4, p.p, p.len);
+		record(&b, 4, NULL, 0);
+		record(&b, 5, NULL, 0);
+		free(p.p);
+		send_buf(fd, &b);
+		struct answer a = answer(fd, 5 * srv_slow());
+		close(fd);
+		cr_expect_eq(status_of(&a), 502, "%s\n%s", a.out, logs());
+		cr_expect_not_null(strstr(a.out, "\r\n\r\nBad Gateway: unknown RATEGATE_ROLE\n"), "%s", a.out);
+		free(a.out);
+	}
+	cr_expect_eq(app_calls(), 0, "the application was called");
+	cr_expect_eq(srv_count_in_file(srv_path("rategate.log"),
+				       "level=error event=unsupported-role msg=\"RATEGATE_ROLE \\\"auth_request\\\": expected auth-request or authorizer; answered 502 (at most one line a minute)\""),
+		     1, "%s", logs());
+}
+
 /* The answer on a connection kept open (until FCGI_END_REQUEST): its
  * status, 200 without a Status line, -1 when it did not end. */
 static int
