@@ -2267,15 +2267,18 @@ finish_request(struct worker *w)
  * FCGI_RETIRE_S the main thread looks at the fewest workers that were
  * idle at once during that round (idle_low, lowered as workers take
  * requests); that many were never needed, and so many beyond -j are asked
- * to go (retire); the next round logs how many went.  The idle count, not
- * each worker's own idle time, decides: the kernel hands connections to the workers waiting in
- * accept() in turn, so under a steady trickle every worker would look
- * busy now and then.  A worker waiting in accept() sees the request
- * within FCGI_ACCEPT_WAKE_MS (the listening socket's SO_RCVTIMEO), one
- * done with a request at once (under that trickle accept() may never
- * wait so long), frees its memory and ends; its slot is reused by the
- * next worker started, which joins it first.  One holding a kept
- * connection stays while the web server keeps it. */
+ * to go (retire); the next round logs how many went.  The idle count,
+ * not each worker's own idle time, decides: the kernel hands connections
+ * to the workers waiting in accept() in turn, so under a steady trickle
+ * every worker would look busy now and then.  A worker waiting in
+ * accept() sees the request within FCGI_ACCEPT_WAKE_MS (the listening
+ * socket's SO_RCVTIMEO), one done with a request at once (under that
+ * trickle accept() may never wait so long), frees its memory and ends;
+ * its slot is reused by the next worker started, which joins it first.
+ * One holding a kept connection stays while the web server keeps it, and
+ * one that started a CGI script still working after its answer stays
+ * while the script runs (the kernel kills the script when the thread
+ * that started it ends: cgi_started_here). */
 static void *worker_main(void *arg);
 
 /* Starts a worker in a free slot; with spawn_mu held. */
