@@ -1296,8 +1296,12 @@ prefetch_body(struct worker *w, const struct proxy_spec *spec)
 {
 	uint64_t cl = spec->content_length;
 
+	if (w->stalled != STALL_NONE)
+		return -1;      /* unknown_body waited for it in vain */
+	if (cl == 0)
+		return 0;       /* unknown_body's first byte stays in w->pre */
 	w->pre_len = w->pre_pos = 0;
-	if (cl == 0 || cl > FCGI_BODY_PREFETCH ||
+	if (cl > FCGI_BODY_PREFETCH ||
 	    (spec->max_body > 0 && cl > spec->max_body))
 		return 0;
 	if (w->pre == NULL)
@@ -1312,6 +1316,42 @@ prefetch_body(struct worker *w, const struct proxy_spec *spec)
 		return -1;
 	}
 	return 0;
+}
+
+/* A request without a length (no CONTENT_LENGTH, or an empty one) and
+ * without Transfer-Encoding may still have a body: HTTP/2 and HTTP/3 have
+ * no Transfer-Encoding, and nginx with fastcgi_request_buffering off
+ * streams such a client's body with CONTENT_LENGTH "" (a review: POSTs
+ * over h2c with no content-length went through a bandwidth= limit already
+ * used up, 60 bytes each past 100/minute, while a Content-Length one got
+ * 429).  Whether one comes is learnt here, before the decision: the web
+ * server's end of an empty body (a GET's, sent with or just after the
+ * params) or the body's first byte, which is kept for the application
+ * (w->pre) and makes the body one of unknown length, checked on arrival
+ * like a chunked one.  A web server that sends neither within
+ * client-timeout is a stalled body (w->stalled): 408, the application not
+ * called. */
+static void
+unknown_body(struct worker *w, size_t np, struct rl_request *rq)
+{
+	const char *cl = param(w, np, "CONTENT_LENGTH");
+
+	if (rq->body_bytes > 0 || rq->body_unknown || (cl != NULL && cl[0] != '\0') ||
+	    FCGX_HasSeenEOF(w->req.in))
+		return;
+	int c = FCGX_GetChar(w->req.in);
+	if (c != EOF) {
+		if (w->pre == NULL)
+			w->pre = log_xrealloc(NULL, FCGI_BODY_PREFETCH);
+		w->pre[0] = (char)c;
+		w->pre_len = 1;
+		w->pre_pos = 0;
+		w->body_got = 1;
+		rq->body_unknown = 1;
+	} else if (timed_out(FCGX_GetError(w->req.in))) {
+		w->stalled = STALL_READ;
+		rq->body_unknown = 1;   /* none may pass unchecked */
+	}
 }
 
 /* The web server stalled while the body was read or the answer written:
@@ -1533,6 +1573,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	lr = (struct log_request){ rq.method, rq.path, rq.path_len, now };
 	if (maybe_stats(w, g, np, &rq, 0, now))
 		return;
+	unknown_body(w, np, &rq);
 	/* The in-flight slot first, then the rates, so that a request the
 	 * slot refuses (Retry-After 1) consumes no rate budget: a denied
 	 * request consumes nothing.  A slot taken for a request the rates

@@ -52,6 +52,7 @@ static const char rules[] =
 	"default          1000/minute\n"
 	"/cgi/**          1000/minute  upstream=cgi:@CGI@\n"
 	"/keyed           10/minute    key=header:X-Key  missing-key=deny\n"
+	"/bw              1000/minute  bandwidth=100/minute\n"
 	"stats            /rg-stats\n";
 
 static pid_t rg, app;
@@ -1129,6 +1130,63 @@ Test(slow, a_denied_body_on_a_kept_connection_is_no_next_request)
 	free(a.out);
 
 	kept_posts_are_no_next_request("/once", 3, 429);
+}
+
+/* A POST of body to uri on a connection of its own: CONTENT_LENGTH as
+ * cl ("": as nginx passes a body it streams without a length; NULL:
+ * none at all), no Transfer-Encoding (HTTP/2 has none), the body in a
+ * write after the params.  Its status, or -1. */
+static int
+post_without_length(const char *uri, const char *cl, const char *body)
+{
+	struct buf b = { 0 }, p = { 0 };
+	int fd = conn();
+
+	nv(&p, "REQUEST_METHOD", "POST");
+	nv(&p, "REQUEST_URI", uri);
+	nv(&p, "SCRIPT_NAME", uri);
+	nv(&p, "QUERY_STRING", "");
+	nv(&p, "REMOTE_ADDR", "127.0.0.1");
+	nv(&p, "SERVER_PROTOCOL", "HTTP/2.0");
+	if (cl != NULL)
+		nv(&p, "CONTENT_LENGTH", cl);
+	begin(&b, 1);
+	record(&b, 4, p.p, p.len);
+	record(&b, 4, NULL, 0);
+	free(p.p);
+	send_buf(fd, &b);
+	usleep(50 * 1000);
+	record(&b, 5, body, strlen(body));
+	record(&b, 5, NULL, 0);
+	send_buf(fd, &b);
+	struct answer a = answer(fd, 5);
+	int status = !a.ended ? -1 : status_of(&a) ? status_of(&a) : 200;
+	free(a.out);
+	close(fd);
+	return status;
+}
+
+/* A body without a length and without Transfer-Encoding (nginx's
+ * CONTENT_LENGTH "" for an HTTP/2 client's body with
+ * fastcgi_request_buffering off) is one of unknown length: bandwidth= is
+ * checked on its arrival, as for a chunked one.  A review found each such
+ * POST let through (and counted after) once the budget was used up. */
+Test(slow, a_body_without_length_or_transfer_encoding_is_checked_against_bandwidth)
+{
+	const char *sixty = "0123456789012345678901234567890123456789"
+			    "01234567890123456789";
+
+	cr_assert_eq(post_without_length("/bw", "", sixty), 200, "%s", logs());
+	cr_assert_eq(post_without_length("/bw", NULL, sixty), 200, "%s", logs());
+	/* 120 of 100 bytes used, counted after they streamed */
+	cr_expect_eq(post_without_length("/bw", "", sixty), 429, "%s", logs());
+	cr_expect_eq(post_without_length("/bw", NULL, sixty), 429, "%s", logs());
+	/* a GET without a length is no body: not denied for it, at once */
+	double t0 = srv_now();
+	struct answer a = request("GET", "/bw", NULL, 5);
+	cr_expect(a.ended && (status_of(&a) == 0 || status_of(&a) == 200), "%s\n%s", a.out, logs());
+	cr_expect_lt(srv_now() - t0, 0.5);
+	free(a.out);
 }
 
 /* CONTENT_LENGTH 0 (a POST without a body; lighttpd gives it to a GET and
