@@ -719,6 +719,7 @@ struct worker {
 	int end_due;            /* CONTENT_LENGTH 0 (proxy_spec.no_body): the
 				   web server's empty FCGI_STDIN is still to
 				   be taken off the connection */
+	int end_taken;          /* client_aborted took the body's end */
 	char *pre;              /* a prefetched body (FCGI_BODY_PREFETCH) */
 	size_t pre_len, pre_pos;
 	char peek[FCGI_HEAD_PEEK]; /* head_ready's look at the connection */
@@ -1215,8 +1216,25 @@ client_aborted(void *ctx)
 	if (n < 0)
 		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR ?
 		       PROXY_WATCH_GONE : PROXY_WATCH_OTHER;
-	if (n >= 2 && h[1] == FCGI_ABORT_REQUEST)
+	if (n >= 2 && h[1] == FCGI_ABORT_REQUEST) {
+		/* The request ends (FCGX_Finish_r answers FCGI_END_REQUEST).
+		 * On a connection the web server keeps, the record must not
+		 * be left for the next request to begin with ("bad-request
+		 * ... first record: version 1, type 2", counted, and the
+		 * connection closed under the web server's next request,
+		 * found by a review): it is taken off, when it is this
+		 * request's, whole (no content) and after the whole body;
+		 * else the connection is not kept. */
+		if (w->req.keepConnection &&
+		    (FCGX_HasSeenEOF(w->req.in) || w->end_taken) && n == (ssize_t)sizeof(h) &&
+		    h[0] == FCGI_VERSION_1 && ((int)h[2] << 8 | h[3]) == w->req.requestId &&
+		    h[4] == 0 && h[5] == 0 &&
+		    recv(w->req.ipcFd, h, sizeof(h), MSG_WAITALL) == (ssize_t)sizeof(h) &&
+		    (h[6] == 0 || recv(w->req.ipcFd, pad, h[6], MSG_WAITALL) == (ssize_t)h[6]))
+			return PROXY_WATCH_GONE;
+		w->req.keepConnection = 0;
 		return PROXY_WATCH_GONE;
+	}
 	if (n < (ssize_t)sizeof(h) || h[0] != FCGI_VERSION_1 || h[1] != FCGI_STDIN ||
 	    ((int)h[2] << 8 | h[3]) != w->req.requestId || h[4] != 0 || h[5] != 0 ||
 	    (!w->end_due && (w->body_len == 0 || w->body_got < w->body_len)))
@@ -1227,6 +1245,7 @@ client_aborted(void *ctx)
 	    (h[6] > 0 && recv(w->req.ipcFd, pad, h[6], MSG_WAITALL) != (ssize_t)h[6]))
 		return PROXY_WATCH_GONE;        /* hung up or stalled inside it */
 	w->end_due = 0;
+	w->end_taken = 1;
 	return PROXY_WATCH_AGAIN;
 }
 
@@ -1796,6 +1815,7 @@ serve_one(struct worker *w)
 	w->body_got = 0;
 	w->body_len = 0;
 	w->end_due = 0;
+	w->end_taken = 0;
 	w->pre_len = w->pre_pos = 0;
 	/* libfcgi puts its own FCGI_ROLE first (Apache sends a second one). */
 	const char *role = FCGX_GetParam("FCGI_ROLE", w->req.envp);

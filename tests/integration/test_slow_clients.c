@@ -1252,6 +1252,58 @@ running_pid(long pid)
 	return rp != NULL && rp[1] == ' ' && rp[2] != 'Z';
 }
 
+/* An FCGI_ABORT_REQUEST on a connection the web server keeps
+ * (FCGI_KEEP_CONN), sent while the application works: the request ends
+ * (FCGI_END_REQUEST) and the record is taken off the connection, so the
+ * web server's next request on it is answered.  It was left there and
+ * read as the next request: "bad-request ... first record: version 1,
+ * type 2", counted, and the connection closed under the next request.
+ * Rounds: a GET without CONTENT_LENGTH (its end read before the
+ * decision), a POST with CONTENT_LENGTH 0 whose end comes 50 ms late (as
+ * Apache sends it; the watch takes it); then one whose end came with the
+ * params, which libfcgi may hold unread: that connection is closed after
+ * the abort, without a bad-request line. */
+Test(slow, an_abort_on_a_kept_connection_is_no_next_request)
+{
+	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
+	int fd = conn();
+
+	for (int i = 0; i < 3; i++) {
+		struct buf h = { 0 }, e = { 0 }, ab = { 0 }, g = { 0 };
+		head(&h, i == 0 ? "GET" : "POST", "/f?sleep=3000", i == 0 ? -1 : 0);
+		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		if (i != 1)
+			record(&h, 5, NULL, 0);
+		send_buf(fd, &h);
+		if (i == 1) {
+			srv_sleep_ms(50);
+			record(&e, 5, NULL, 0);
+			send_buf(fd, &e);
+		}
+		srv_sleep_ms(200);
+		record(&ab, 2, NULL, 0);        /* FCGI_ABORT_REQUEST */
+		send_buf(fd, &ab);
+		struct answer a = answer_upto(fd, 2, 1);
+		cr_assert(a.ended && a.took < 1, "round %d: no end of the aborted request (%.1f s)\n%s",
+			  i, a.took, logs());
+		free(a.out);
+		if (i == 2)
+			break;
+		head(&g, "GET", "/next", -1);
+		memcpy(g.p + 8, keep, 8);
+		record(&g, 5, NULL, 0);
+		send_buf(fd, &g);
+		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200,
+			     "round %d: GET /next after an abort\n%s", i, logs());
+	}
+	struct answer a = answer(fd, 3 * srv_slow());
+	cr_expect(a.closed, "round 2: the connection was kept");
+	free(a.out);
+	close(fd);
+	cr_expect_eq(wait_log("event=client-gone", 3, 3), 3, "%s", logs());
+	cr_expect_null(strstr(logs(), "bad-request"), "%s", logs());
+}
+
 /* A CGI script that answers, closes its output and goes on (with a child
  * of its own): its answer comes at once, and a stop kills it with its
  * process group, even though no request is in flight any more (a second
