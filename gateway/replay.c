@@ -532,6 +532,18 @@ cmp_tally(const void *a, const void *b)
 	return strcmp(sort_tally->keys[i], sort_tally->keys[j]);
 }
 
+/* s to out with its control bytes (below 0x20, and 0x7f) as '?': a log
+ * line's text (a trace's path, a request line quoted in an error) is the
+ * client's, and these lines go to a terminal, where an escape sequence
+ * in them would be obeyed (a review: a path "/a\x1b[2Jb" in a trace
+ * cleared the screen from --summary's list of denied paths). */
+static void
+put_text(FILE *out, const char *s)
+{
+	for (; *s != '\0'; s++)
+		putc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, out);
+}
+
 static void
 tally_print(struct tally *t, const char *title, FILE *out)
 {
@@ -545,9 +557,11 @@ tally_print(struct tally *t, const char *title, FILE *out)
 			idx[k++] = i;
 	sort_tally = t;
 	qsort(idx, k, sizeof(*idx), cmp_tally);
-	for (size_t i = 0; i < k; i++)
-		fprintf(out, "%10llu\t%s\n", (unsigned long long)t->counts[idx[i]],
-			t->keys[idx[i]]);
+	for (size_t i = 0; i < k; i++) {
+		fprintf(out, "%10llu\t", (unsigned long long)t->counts[idx[i]]);
+		put_text(out, t->keys[idx[i]]);
+		putc('\n', out);
+	}
 	if (k == 0)
 		fprintf(out, "%10s\t(none)\n", "");
 	free(idx);
@@ -678,8 +692,9 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 			continue;
 		}
 		if (r < 0) {
-			fprintf(errs, "%s:%llu: %s\n", name,
-				(unsigned long long)lineno, err);
+			fprintf(errs, "%s:%llu: ", name, (unsigned long long)lineno);
+			put_text(errs, err);
+			putc('\n', errs);
 			bad = 1;
 			continue;
 		}
@@ -750,8 +765,9 @@ replay_run(const struct rl_ruleset *rs, FILE *in, const char *name,
 			      o == RL_STORE_ERROR;
 		if (refused) {
 			errors++;
-			fprintf(errs, "%s:%llu: %s\n", name,
-				(unsigned long long)lineno, d.error);
+			fprintf(errs, "%s:%llu: ", name, (unsigned long long)lineno);
+			put_text(errs, d.error);
+			putc('\n', errs);
 		}
 		if (summary) {
 			dry += d.would_deny && o == RL_ALLOW;

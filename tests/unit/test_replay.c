@@ -391,6 +391,34 @@ Test(replay, summary_paths_are_normalised)
 	free(errs);
 }
 
+/* What replay prints of a log line goes to a terminal: a client's
+ * control bytes (a path's %1B, which the summary's normalised paths
+ * decode; raw bytes in a trace or in a quoted error) come out as '?',
+ * never as an escape sequence the terminal would obey. */
+Test(replay, control_bytes_of_a_log_never_reach_the_terminal)
+{
+	int status;
+	char *errs;
+	char *out = run("default 1/minute\n",
+			"192.0.2.1 - - [14/Nov/2023:22:13:26 +0000] \"GET /a%1B[2Jb HTTP/1.1\" 200 1\n"
+			"192.0.2.1 - - [14/Nov/2023:22:13:27 +0000] \"GET /a%1B[2Jb HTTP/1.1\" 200 1\n"
+			"1700000000 192.0.2.2 GET /c 1\x1b[5m\n"
+			"192.0.2.3 - - [14/Nov/2023:22:13:28 +0000] \"\x1b]0;x\x07 /\" 400 1\n",
+			REPLAY_SUMMARY, &status, &errs);
+	cr_assert_str_eq(out,
+			 "2 requests, 1 denied\n"
+			 "denied requests by client:\n"
+			 "         1\t192.0.2.1\n"
+			 "denied requests by path:\n"
+			 "         1\t/a?[2Jb\n");
+	cr_assert_str_eq(errs,
+			 "log:3: bad cost \"1?[5m\": expected a number from 1 to 1000000000\n"
+			 "log:4: bad request line \"?]0;x? /\": expected METHOD /path HTTP/x\n");
+	cr_assert_eq(status, 1);
+	free(out);
+	free(errs);
+}
+
 /* --summary counts what the listing shows as "deny": missing-key=deny
  * denials too, and says how many requests were errors (each on stderr). */
 Test(replay, summary_counts_missing_key_denials_and_errors)
