@@ -1086,8 +1086,28 @@ maybe_stats(struct worker *w, struct gen *g, size_t np,
 		char q[64] = "";
 		if (rq->query != NULL)
 			snprintf(q, sizeof(q), "%.*s", (int)rq->query_len, rq->query);
+		/* the FastCGI applications the rules in use name, each once
+		 * (their counters are since start: a backend outlives
+		 * reloads) */
+		size_t nb = rl_ruleset_nrules(g->rs) + 1, nups = 0;
+		struct stats_upstream *ups = log_xrealloc(NULL, nb * sizeof(*ups));
+		for (size_t i = 0; i < nb; i++) {
+			const struct backend *be = g->backends[i];
+			size_t k = 0;
+			if (be == NULL || be->up == NULL)
+				continue;
+			while (k < nups && ups[k].name != be->uri)
+				k++;
+			if (k < nups)
+				continue;
+			ups[nups].name = be->uri;
+			upstream_stats(be->up, &ups[nups].connects,
+				       &ups[nups].reuses, &ups[nups].failures);
+			nups++;
+		}
 		stats_render(&w->out, stats_negotiate(q, accept), &w->srv->stats,
-			     g->stats, &st, now, (long)getpid());
+			     g->stats, &st, ups, nups, now, (long)getpid());
+		free(ups);
 	}
 	send_out(w);
 	/* a body sent with it (any client may POST to the path) is no part

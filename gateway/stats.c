@@ -240,7 +240,8 @@ denied_total(const struct stats *s)
 static void
 render_json(struct respond_buf *b, const struct stats *s,
 	    const struct stats_rules *sr, const struct stats_store *st,
-	    int64_t now_ms, long pid)
+	    const struct stats_upstream *ups, size_t nups, int64_t now_ms,
+	    long pid)
 {
 	addf(b, "{\"version\":\"%s\",\"pid\":%ld,\"uptime_s\":%lld,", PACKAGE_VERSION,
 	     pid, (long long)((now_ms - s->started_ms) / 1000));
@@ -264,6 +265,16 @@ render_json(struct respond_buf *b, const struct stats *s,
 		     (long long)st->up_switches, (long long)st->fallback,
 		     (long long)st->cache_denied);
 	respond_buf_add(b, "},", 2);
+	respond_buf_add(b, "\"upstreams\":[", 13);
+	for (size_t i = 0; i < nups; i++) {
+		respond_buf_add(b, i ? ",{\"upstream\":\"" : "{\"upstream\":\"", i ? 14 : 13);
+		add_escaped(b, ups[i].name);
+		addf(b, "\",\"connects\":%llu,\"reuses\":%llu,\"failures\":%llu}",
+		     (unsigned long long)ups[i].connects,
+		     (unsigned long long)ups[i].reuses,
+		     (unsigned long long)ups[i].failures);
+	}
+	respond_buf_add(b, "],", 2);
 	respond_buf_add(b, "\"rules\":[", 9);
 	for (size_t i = 0; i < sr->n; i++) {
 		const struct stats_rule *r = &sr->r[i];
@@ -284,9 +295,24 @@ metric(struct respond_buf *b, const char *name, const char *type,
 	addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One counter per upstream: which is 0 connects, 1 reuses, 2 failures. */
+static void
+upstream_series(struct respond_buf *b, const char *name,
+		const struct stats_upstream *ups, size_t nups, int which)
+{
+	for (size_t i = 0; i < nups; i++) {
+		uint64_t v = which == 0 ? ups[i].connects :
+			     which == 1 ? ups[i].reuses : ups[i].failures;
+		addf(b, "%s{upstream=\"", name);
+		add_escaped(b, ups[i].name);
+		addf(b, "\"} %llu\n", (unsigned long long)v);
+	}
+}
+
 static void
 render_prometheus(struct respond_buf *b, const struct stats *s,
 		  const struct stats_rules *sr, const struct stats_store *st,
+		  const struct stats_upstream *ups, size_t nups,
 		  int64_t now_ms, long pid)
 {
 	metric(b, "rategate_info", "gauge", "This rategate process.");
@@ -320,6 +346,14 @@ render_prometheus(struct respond_buf *b, const struct stats *s,
 	addf(b, "rategate_inflight %lld\n", (long long)atomic_load(&s->inflight));
 	metric(b, "rategate_upstream_errors_total", "counter", "Responses that failed at the application (502 or cut short).");
 	addf(b, "rategate_upstream_errors_total %llu\n", LD(s->upstream_errors));
+	if (nups > 0) {
+		metric(b, "rategate_upstream_connects_total", "counter", "Connections opened to a FastCGI application.");
+		upstream_series(b, "rategate_upstream_connects_total", ups, nups, 0);
+		metric(b, "rategate_upstream_reuses_total", "counter", "Requests sent on a kept connection to a FastCGI application (upstream-keepalive).");
+		upstream_series(b, "rategate_upstream_reuses_total", ups, nups, 1);
+		metric(b, "rategate_upstream_failures_total", "counter", "Requests that failed at a FastCGI application (connection refused or closed, timeout, bad output).");
+		upstream_series(b, "rategate_upstream_failures_total", ups, nups, 2);
+	}
 	metric(b, "rategate_client_timeouts_total", "counter", "Connections and requests given up after client-timeout without progress from the web server.");
 	addf(b, "rategate_client_timeouts_total %llu\n", LD(s->client_timeouts));
 	metric(b, "rategate_proxy_header_untrusted_total", "counter", "Requests whose proxy header was not trusted (an entry from a trusted hop that is not an address, or the header in several params behind lighttpd or Apache): the client counted as the nearest trusted hop.");
@@ -366,15 +400,16 @@ render_prometheus(struct respond_buf *b, const struct stats *s,
 void
 stats_render(struct respond_buf *b, enum stats_format f,
 	     const struct stats *s, const struct stats_rules *sr,
-	     const struct stats_store *st, int64_t now_ms, long pid)
+	     const struct stats_store *st, const struct stats_upstream *ups,
+	     size_t nups, int64_t now_ms, long pid)
 {
 	struct respond_buf body;
 
 	respond_buf_init(&body);
 	if (f == STATS_PROMETHEUS)
-		render_prometheus(&body, s, sr, st, now_ms, pid);
+		render_prometheus(&body, s, sr, st, ups, nups, now_ms, pid);
 	else
-		render_json(&body, s, sr, st, now_ms, pid);
+		render_json(&body, s, sr, st, ups, nups, now_ms, pid);
 	respond_buf_reset(b);
 	addf(b, "Status: 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\nContent-Length: %zu\r\n\r\n",
 	     f == STATS_PROMETHEUS ? "text/plain; version=0.0.4; charset=utf-8"

@@ -97,6 +97,14 @@ struct stats_store {
 	int64_t up, down_switches, up_switches, fallback, cache_denied;
 };
 
+/* A FastCGI application the rules name (upstream): connections opened,
+ * kept ones reused, and requests that failed there, since this process
+ * started.  name is the URI as written, borrowed. */
+struct stats_upstream {
+	const char *name;
+	uint64_t connects, reuses, failures;
+};
+
 enum stats_format { STATS_JSON = 0, STATS_PROMETHEUS };
 
 /* Pick the format: ?format=prometheus or ?format=json in the query wins;
@@ -109,6 +117,7 @@ enum stats_format stats_negotiate(const char *query, const char *accept);
  * no-store, the body) into b, reset first. */
 void stats_render(struct respond_buf *b, enum stats_format f,
 		  const struct stats *s, const struct stats_rules *sr,
-		  const struct stats_store *st, int64_t now_ms, long pid);
+		  const struct stats_store *st, const struct stats_upstream *ups,
+		  size_t nups, int64_t now_ms, long pid);
 
 #endif

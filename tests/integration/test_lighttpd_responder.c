@@ -1203,6 +1203,14 @@ Test(responder, statistics_endpoint_json_and_prometheus,
 	cr_assert_not_null(store);
 	cr_expect_not_null(strstr(store, "\"kind\":\"shm\""), "%s", store);
 	cr_expect_eq(json_num(store, "keys"), 1, "%s", store);
+	/* the three requests the application got went over one kept
+	 * connection (upstream-keepalive 4; lighttpd gives a GET
+	 * CONTENT_LENGTH 0, whose end goes with the params) */
+	char up[SRV_PATH_MAX + 128];
+	snprintf(up, sizeof(up),
+		 "\"upstreams\":[{\"upstream\":\"%s\",\"connects\":1,\"reuses\":2,\"failures\":0}],",
+		 app_uri);
+	cr_expect_not_null(strstr(r.body, up), "%s in\n%s", up, r.body);
 	srv_resp_free(&r);
 
 	r = req("GET", "/rategate-status?format=prometheus", NULL, NULL);
@@ -1219,6 +1227,8 @@ Test(responder, statistics_endpoint_json_and_prometheus,
 		 srv_path("site.rules"));
 	cr_expect_not_null(strstr(r.body, want), "%s in\n%s", want, r.body);
 	cr_expect_not_null(strstr(r.body, "\nrategate_store_keys 1\n"), "%s", r.body);
+	snprintf(want, sizeof(want), "\nrategate_upstream_reuses_total{upstream=\"%s\"} 2\n", app_uri);
+	cr_expect_not_null(strstr(r.body, want), "%s in\n%s", want, r.body);
 	srv_resp_free(&r);
 	finish();
 }

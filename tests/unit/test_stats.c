@@ -55,7 +55,7 @@ Test(stats, counts_render_and_carry_over)
 	struct stats_store st = { "shm", 7, 1000, 3, 2, 0, -1, -1, -1, -1, -1 };
 	struct respond_buf b;
 	respond_buf_init(&b);
-	stats_render(&b, STATS_JSON, &s, sr, &st, 61500, 42);
+	stats_render(&b, STATS_JSON, &s, sr, &st, NULL, 0, 61500, 42);
 	const char *body = strstr(b.data, "\r\n\r\n");
 	cr_assert_not_null(body);
 	body += 4;
@@ -66,6 +66,7 @@ Test(stats, counts_render_and_carry_over)
 		 "\"denials\":{\"rate\":2,\"concurrency\":0,\"missing_key\":0,\"too_large\":0,\"bad_request\":1,\"store_error\":0},"
 		 "\"inflight\":2,\"upstream_errors\":0,\"client_timeouts\":4,\"proxy_header_untrusted\":5,\"reloads\":{\"ok\":1,\"failed\":0},"
 		 "\"store\":{\"kind\":\"shm\",\"errors\":0,\"keys\":7,\"slots\":1000,\"evictions\":3,\"evictions_limiting\":2,\"full\":0},"
+		 "\"upstreams\":[],"
 		 "\"rules\":[{\"rule\":\"/login\",\"file\":\"site.rules\",\"line\":3,\"allowed\":1,\"denied\":2},"
 		 "{\"rule\":\"/api/**\",\"file\":\"site.rules\",\"line\":4,\"allowed\":0,\"denied\":0},"
 		 "{\"rule\":\"(default)\",\"file\":\"\",\"line\":0,\"allowed\":1,\"denied\":1}]}\n",
@@ -77,7 +78,7 @@ Test(stats, counts_render_and_carry_over)
 		 strlen(want));
 	cr_assert_eq(strncmp(b.data, head, strlen(head)), 0, "%s", b.data);
 
-	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, 61500, 42);
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, NULL, 0, 61500, 42);
 	cr_assert_not_null(strstr(b.data, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
 	cr_assert_not_null(strstr(b.data, "\n# TYPE rategate_requests_total counter\n"
 				  "rategate_requests_total{result=\"allowed\"} 2\n"
@@ -138,15 +139,46 @@ Test(stats, redis_figures)
 	struct stats_store st = { "redis", -1, -1, -1, -1, -1, 0, 2, 1, 40, 7 };
 	struct respond_buf b;
 	respond_buf_init(&b);
-	stats_render(&b, STATS_JSON, &s, sr, &st, 0, 1);
+	stats_render(&b, STATS_JSON, &s, sr, &st, NULL, 0, 0, 1);
 	cr_assert_not_null(strstr(b.data,
 		"\"store\":{\"kind\":\"redis\",\"errors\":0,\"keys\":-1,\"slots\":-1,\"evictions\":-1,\"evictions_limiting\":-1,\"full\":-1,"
-		"\"up\":0,\"down_switches\":2,\"up_switches\":1,\"fallback\":40,\"cache_denied\":7},\"rules\":["), "%s", b.data);
-	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, 0, 1);
+		"\"up\":0,\"down_switches\":2,\"up_switches\":1,\"fallback\":40,\"cache_denied\":7},\"upstreams\":[],\"rules\":["), "%s", b.data);
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, NULL, 0, 0, 1);
 	cr_assert_not_null(strstr(b.data, "\nrategate_redis_up 0\n"));
 	cr_assert_not_null(strstr(b.data, "\nrategate_redis_switches_total{to=\"down\"} 2\n"));
 	cr_assert_not_null(strstr(b.data, "\nrategate_redis_cache_denied_total 7\n"));
 	cr_assert_null(strstr(b.data, "rategate_store_keys"));
+	respond_buf_free(&b);
+	stats_rules_free(sr);
+	rl_ruleset_free(rs);
+}
+
+/* The FastCGI applications: connections opened, kept ones reused and
+ * failures, each, in both formats (none: an empty list, no series). */
+Test(stats, upstreams)
+{
+	struct rl_ruleset *rs = load(rules);
+	struct stats s;
+
+	memset(&s, 0, sizeof(s));
+	struct stats_rules *sr = stats_rules_new(rs, NULL);
+	struct stats_store st = { "shm", 0, 10, 0, 0, 0, -1, -1, -1, -1, -1 };
+	struct stats_upstream ups[2] = { { "fcgi+unix:///run/app.sock", 1, 599, 0 },
+					 { "fcgi://127.0.0.1:9000", 3, 0, 2 } };
+	struct respond_buf b;
+	respond_buf_init(&b);
+	stats_render(&b, STATS_JSON, &s, sr, &st, ups, 2, 0, 1);
+	cr_expect_not_null(strstr(b.data,
+		"\"full\":0},\"upstreams\":[{\"upstream\":\"fcgi+unix:///run/app.sock\",\"connects\":1,\"reuses\":599,\"failures\":0},"
+		"{\"upstream\":\"fcgi://127.0.0.1:9000\",\"connects\":3,\"reuses\":0,\"failures\":2}],\"rules\":["), "%s", b.data);
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, ups, 2, 0, 1);
+	cr_expect_not_null(strstr(b.data, "\n# TYPE rategate_upstream_connects_total counter\n"
+				  "rategate_upstream_connects_total{upstream=\"fcgi+unix:///run/app.sock\"} 1\n"
+				  "rategate_upstream_connects_total{upstream=\"fcgi://127.0.0.1:9000\"} 3\n"), "%s", b.data);
+	cr_expect_not_null(strstr(b.data, "\nrategate_upstream_reuses_total{upstream=\"fcgi+unix:///run/app.sock\"} 599\n"), "%s", b.data);
+	cr_expect_not_null(strstr(b.data, "\nrategate_upstream_failures_total{upstream=\"fcgi://127.0.0.1:9000\"} 2\n"), "%s", b.data);
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, NULL, 0, 0, 1);
+	cr_expect_null(strstr(b.data, "rategate_upstream_connects"), "%s", b.data);
 	respond_buf_free(&b);
 	stats_rules_free(sr);
 	rl_ruleset_free(rs);
@@ -166,12 +198,12 @@ Test(stats, rule_names_are_escaped_and_utf8)
 	struct stats_store st = { "shm", 0, 10, 0, 0, 0, -1, -1, -1, -1, -1 };
 	struct respond_buf b;
 	respond_buf_init(&b);
-	stats_render(&b, STATS_JSON, &s, sr, &st, 0, 1);
+	stats_render(&b, STATS_JSON, &s, sr, &st, NULL, 0, 0, 1);
 	cr_expect_not_null(strstr(b.data, "\"rule\":\"/a\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
 	cr_expect_not_null(strstr(b.data, "\"rule\":\"/caf\xc3\xa9\""), "%s", b.data);
 	cr_expect_not_null(strstr(b.data, "\"rule\":\"/q\\\\b\""), "%s", b.data);
 	cr_expect_null(strstr(b.data, "\xff"), "a raw 0xff byte");
-	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, 0, 1);
+	stats_render(&b, STATS_PROMETHEUS, &s, sr, &st, NULL, 0, 0, 1);
 	cr_expect_not_null(strstr(b.data, "rule=\"/a\xef\xbf\xbd\xef\xbf\xbd\""), "%s", b.data);
 	cr_expect_null(strstr(b.data, "\xfe"), "a raw 0xfe byte");
 	respond_buf_free(&b);
