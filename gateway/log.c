@@ -742,7 +742,9 @@ log_decision(struct log *l, const struct log_request *r,
 		field_i64(&ln, "remaining", (int64_t)d->remaining);
 	}
 	field_request(&ln, r);
-	if (d->outcome == RL_DENY || d->would_deny)
+	/* a would-be denial with no wait (a dry-run max-body: the size is
+	 * what is wrong, not the time) says none */
+	if (d->outcome == RL_DENY || (d->would_deny && d->retry_ms > 0))
 		field_i64(&ln, "retry_after", rl_retry_seconds(d->retry_ms));
 	if (d->error[0] != '\0')
 		field(&ln, "error", d->error, strlen(d->error), LOG_FIELD_MAX);

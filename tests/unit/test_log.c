@@ -111,6 +111,15 @@ Test(log, allow_is_silent_dry_run_is_not)
 	cr_assert_str_eq(contents(),
 		"time=2026-11-23T09:00:00.123Z level=info event=dry-run-deny status=200 client=- "
 		"key=- rule=- path=/a method=GET retry_after=1\n");
+	/* a dry-run max-body: a body too large, no wait to tell */
+	d.retry_ms = 0;
+	snprintf(d.error, sizeof(d.error), "request body of 20 bytes is above max-body 10");
+	log_decision(lg, &r, &d, 200);
+	cr_assert_str_eq(contents(),
+		"time=2026-11-23T09:00:00.123Z level=info event=dry-run-deny status=200 client=- "
+		"key=- rule=- path=/a method=GET retry_after=1\n"
+		"time=2026-11-23T09:00:00.123Z level=info event=dry-run-deny status=200 client=- "
+		"key=- rule=- path=/a method=GET error=\"request body of 20 bytes is above max-body 10\"\n");
 }
 
 Test(log, hostile_request_text_is_escaped_and_cut)
