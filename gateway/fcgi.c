@@ -1721,7 +1721,12 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 	spec.max_body = d.max_body;
 	spec.content_length = rq.body_bytes;
 	const char *cl = param(w, np, "CONTENT_LENGTH");
-	spec.no_body = rq.body_bytes == 0 && cl != NULL && cl[0] != '\0';
+	/* No body: CONTENT_LENGTH 0 (lighttpd's GET), or no length and the
+	 * web server's end of the body already read with nothing before it
+	 * (nginx's and Apache's GET, unknown_body) */
+	int ended = FCGX_HasSeenEOF(w->req.in) && w->pre_len == 0;
+	spec.no_body = rq.body_bytes == 0 && !rq.body_unknown &&
+		       ((cl != NULL && cl[0] != '\0') || ended);
 	spec.extra_headers = w->hdr.len ? w->hdr.data : NULL;
 	spec.extra_len = w->hdr.len;
 	spec.nextra_env = make_env(&d, now, envbuf, env);
@@ -1740,7 +1745,7 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 				   .aborted = client_aborted };
 	struct proxy_result res;
 	w->body_len = spec.content_length;
-	w->end_due = spec.no_body;
+	w->end_due = spec.no_body && !ended;
 	int called = prefetch_body(w, &spec) == 0;
 	int64_t waited = called ? app_slot_take(srv, spec.timeout_ms) : 0;
 	if (called && waited < 0) {

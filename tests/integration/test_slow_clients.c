@@ -1027,6 +1027,30 @@ Test(slow, no_upstream_is_502_saying_so)
 	cr_expect_eq(wait_log(want, 1, 3), 1, "%s\n%s", want, logs());
 }
 
+/* A GET without CONTENT_LENGTH (nginx and Apache send none; the web
+ * server's end of the body comes with the params) has its body's end sent
+ * to the application with the params too, so an application that answers
+ * before reading its input (echo_fcgi "early", as libfcgi programs that
+ * never read it) keeps its connection: five requests, one connection.
+ * The end went in a second write, after the answer had often come, and
+ * the connection was closed (found through the statistics' connects). */
+Test(slow, a_get_without_length_keeps_the_application_connection)
+{
+	for (int i = 0; i < 5; i++) {
+		struct answer a = request("GET", "/f?early&bigout=3", NULL, 5 * srv_slow());
+		cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
+		cr_expect_not_null(strstr(a.out, "\r\n\r\nabc"), "%s", a.out);
+		free(a.out);
+	}
+	char *st = stats();
+	char want[SRV_PATH_MAX + 128];
+	snprintf(want, sizeof(want),
+		 "\"upstreams\":[{\"upstream\":\"fcgi+unix://%s\",\"connects\":1,\"reuses\":4,\"failures\":0}]",
+		 srv_path("app.sock"));
+	cr_expect_not_null(strstr(st, want), "%s in\n%s", want, st);
+	free(st);
+}
+
 /* A RATEGATE_ROLE that is neither auth-request nor authorizer (nginx's
  * "auth_request" spelt as the directive) is a 502 and one line a minute:
  * it was served in the request's own role, so nginx's auth subrequest
