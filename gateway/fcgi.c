@@ -719,7 +719,8 @@ struct worker {
 	int end_due;            /* CONTENT_LENGTH 0 (proxy_spec.no_body): the
 				   web server's empty FCGI_STDIN is still to
 				   be taken off the connection */
-	int end_taken;          /* client_aborted took the body's end */
+	int end_taken;          /* client_aborted took the web server's end
+				   of the body off the connection */
 	char *pre;              /* a prefetched body (FCGI_BODY_PREFETCH) */
 	size_t pre_len, pre_pos;
 	char peek[FCGI_HEAD_PEEK]; /* head_ready's look at the connection */
@@ -970,11 +971,12 @@ sock_timeout(int fd, int which, int64_t ms)
  * each read waiting at most FCGI_LINGER_IDLE_MS; a larger or chunked body,
  * or a web server that stops sending it, ends the connection instead
  * (libfcgi's close takes the rest without a reset). */
+static void drain_stdin(struct worker *w, uint64_t left);
+
 static void
 skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
 {
 	FCGX_Request *q = &w->req;
-	char sink[4096];
 
 	if (!q->keepConnection || q->ipcFd < 0 || FCGX_HasSeenEOF(q->in))
 		return;
@@ -982,9 +984,20 @@ skip_unread_body(struct worker *w, const struct rl_request *rq, int length_ok)
 		q->keepConnection = 0;
 		return;
 	}
+	drain_stdin(w, rq->body_bytes + 1);
+}
+
+/* Reads and drops at most left bytes of the request's FCGI_STDIN, up to
+ * its end, each read waiting at most FCGI_LINGER_IDLE_MS; the connection
+ * is not kept unless the end was seen. */
+static void
+drain_stdin(struct worker *w, uint64_t left)
+{
+	FCGX_Request *q = &w->req;
+	char sink[4096];
+
 	FCGX_FFlush(q->out);    /* the answer first: it does not wait on this */
 	sock_timeout(q->ipcFd, SO_RCVTIMEO, FCGI_LINGER_IDLE_MS);
-	uint64_t left = rq->body_bytes + 1;
 	while (left > 0 && !FCGX_HasSeenEOF(q->in) && FCGX_GetError(q->in) == 0) {
 		int n = FCGX_GetStr(sink, (int)sizeof(sink), q->in);
 		if (n <= 0)
@@ -1785,6 +1798,19 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		 * Apache's enablereuse=on) */
 		if (w->end_due && w->stalled == STALL_NONE && !res.client_gone)
 			skip_unread_body(w, &rq, 1);
+		/* Likewise the end of a body of known length: the proxy reads
+		 * CONTENT_LENGTH bytes and no further, and the watch takes an
+		 * end that comes while the application works; one that came
+		 * after the answer (Apache writes it on its own) began the kept
+		 * connection's next request ("bad-request ... type 5, request id
+		 * 1, 0 bytes", the connection closed and the next request
+		 * failed: about one POST in a hundred through enablereuse=on,
+		 * found by a soak test) */
+		else if (w->body_len > 0 && w->body_got >= w->body_len &&
+			 !w->end_taken && w->stalled == STALL_NONE &&
+			 !res.client_gone && w->req.keepConnection &&
+			 w->req.ipcFd >= 0 && !FCGX_HasSeenEOF(w->req.in))
+			drain_stdin(w, 1);
 	} else {
 		memset(&res, 0, sizeof(res));
 	}
