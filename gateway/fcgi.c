@@ -1801,19 +1801,25 @@ proxy(struct worker *w, struct gen *g, size_t np, int64_t now)
 		 * Apache's enablereuse=on) */
 		if (w->end_due && w->stalled == STALL_NONE && !res.client_gone)
 			skip_unread_body(w, &rq, 1);
-		/* Likewise the end of a body of known length: the proxy reads
-		 * CONTENT_LENGTH bytes and no further, and the watch takes an
-		 * end that comes while the application works; one that came
-		 * after the answer (Apache writes it on its own) began the kept
-		 * connection's next request ("bad-request ... type 5, request id
-		 * 1, 0 bytes", the connection closed and the next request
-		 * failed: about one POST in a hundred through enablereuse=on,
-		 * found by a soak test) */
-		else if (w->body_len > 0 && w->body_got >= w->body_len &&
-			 !w->end_taken && w->stalled == STALL_NONE &&
+		/* Likewise the rest of any body: the proxy reads
+		 * CONTENT_LENGTH bytes and no further, and none at all of what
+		 * comes after an application answered without reading its
+		 * input (fcgi_stub, Apache's GET without CONTENT_LENGTH); the
+		 * watch takes an end that comes while the application works.
+		 * One that came later (Apache writes it on its own) began the
+		 * kept connection's next request ("bad-request ... type 5,
+		 * request id 1, 0 bytes", the connection closed and the next
+		 * request failed: about one POST in a hundred through
+		 * enablereuse=on, and one GET in a hundred to an application
+		 * that answers first; found by a soak test) */
+		else if (!w->end_taken && w->stalled == STALL_NONE &&
 			 !res.client_gone && w->req.keepConnection &&
-			 w->req.ipcFd >= 0 && !FCGX_HasSeenEOF(w->req.in))
-			drain_stdin(w, 1);
+			 w->req.ipcFd >= 0 && !FCGX_HasSeenEOF(w->req.in)) {
+			if (w->body_len > 0 && w->body_got >= w->body_len)
+				drain_stdin(w, 1);
+			else
+				skip_unread_body(w, &rq, 1);
+		}
 	} else {
 		memset(&res, 0, sizeof(res));
 	}
