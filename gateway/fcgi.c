@@ -3234,6 +3234,20 @@ fcgi_main(const struct fcgi_options *o)
 		log_printf(srv.log, LOG_LEVEL_INFO, "stop",
 			   "stopping: %ld request%s in flight, waiting up to %d s for them",
 			   inflight, inflight == 1 ? "" : "s", FCGI_DRAIN_S);
+	/* scripts that answered and went on working (cgi.c detach) are no
+	 * request's: killed with their process groups at once, as at their
+	 * deadline (a second review found their children outliving the
+	 * stop), before their workers end and the kernel kills the scripts
+	 * alone (their death signal).  Before stopping is set: a worker
+	 * that sees it ends, killing its own such scripts as it goes, and
+	 * those were said in the second line, as if they had detached while
+	 * the stop drained (12 scripts: "2 ... killed", then "10 ...
+	 * killed", found by a soak test) */
+	unsigned bg = cgi_kill_detached();
+	if (bg > 0)
+		log_printf(srv.log, LOG_LEVEL_INFO, "stop",
+			   "%u CGI script%s still working after answering: killed",
+			   bg, bg == 1 ? "" : "s");
 	/* under spawn_mu: no worker is started after this, so nstarted is
 	 * all there are to join */
 	pthread_mutex_lock(&srv.spawn_mu);
@@ -3243,16 +3257,6 @@ fcgi_main(const struct fcgi_options *o)
 	stop_slot_waiters(&srv);
 	FCGX_ShutdownPending();
 	shutdown(srv.listen_fd, SHUT_RDWR);
-	/* scripts that answered and went on working (cgi.c detach) are no
-	 * request's: killed with their process groups at once, as at their
-	 * deadline (a second review found their children outliving the
-	 * stop), before their workers end and the kernel kills the scripts
-	 * alone (their death signal) */
-	unsigned bg = cgi_kill_detached();
-	if (bg > 0)
-		log_printf(srv.log, LOG_LEVEL_INFO, "stop",
-			   "%u CGI script%s still working after answering: killed",
-			   bg, bg == 1 ? "" : "s");
 	char *joined = log_xrealloc(NULL, started ? started : 1);
 	pthread_mutex_lock(&srv.spawn_mu);     /* a retiring worker writes it */
 	for (unsigned i = 0; i < started; i++)  /* a slot whose start failed */
