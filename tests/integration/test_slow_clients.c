@@ -91,6 +91,22 @@ teardown(void)
 
 TestSuite(slow, .init = setup, .fini = teardown, .timeout = 120);
 
+/* rategate stopped and started again with -j workers on srv_dir/file,
+ * written from text first unless text is NULL, on the same socket and
+ * log. */
+static void
+restart_on(const char *file, const char *text, int workers)
+{
+	char listen[SRV_PATH_MAX + 8];
+
+	cr_assert_eq(srv_stop(rg, 10), 0);
+	if (text != NULL)
+		srv_write(file, text, 0644);
+	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
+	rg = srv_start_rategate(srv_path(file), listen, workers,
+				srv_path("rategate.log"), srv_path("rategate.out"));
+}
+
 /* ------------------------------------------------------------------ */
 /* FastCGI from the web server's side                                  */
 
@@ -1011,12 +1027,7 @@ Test(slow, out_of_descriptors_waits_and_serves_again, .timeout = 60)
  * and a no-upstream line naming the fix. */
 Test(slow, no_upstream_is_502_saying_so)
 {
-	cr_assert_eq(srv_stop(rg, 10), 0);
-	srv_write("bare.rules", "storage memory\n/x 10/minute\n", 0644);
-	char listen[SRV_PATH_MAX + 8];
-	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
-	rg = srv_start_rategate(srv_path("bare.rules"), listen, 2,
-				srv_path("rategate.log"), srv_path("rategate.out"));
+	restart_on("bare.rules", "storage memory\n/x 10/minute\n", 2);
 	struct answer a = request("GET", "/x", NULL, 3);
 	cr_expect_eq(status_of(&a), 502, "%s", a.out);
 	cr_expect_not_null(strstr(a.out, "\r\n\r\nBad Gateway: no application is set up for this path\n"), "%s", a.out);
@@ -1094,6 +1105,42 @@ kept_answer(int fd, double timeout_s)
 	return status;
 }
 
+/* The BEGIN_REQUEST that head() made in h asks to keep the connection
+ * (FCGI_KEEP_CONN), as nginx's fastcgi_keep_conn and Apache's
+ * enablereuse=on do. */
+static void
+keep_conn(struct buf *h)
+{
+	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
+
+	memcpy(h->p + 8, keep, 8);
+}
+
+/* ms later, the empty FCGI_STDIN that ends request 1's body, on fd (a
+ * web server may write it on its own, after the body). */
+static void
+send_end_after(int fd, unsigned ms)
+{
+	struct buf e = { 0 };
+
+	srv_sleep_ms(ms);
+	record(&e, 5, NULL, 0);
+	send_buf(fd, &e);
+}
+
+/* GET /next on the kept connection fd: its status (kept_answer). */
+static int
+kept_next(int fd, double timeout_s)
+{
+	struct buf g = { 0 };
+
+	head(&g, "GET", "/next", -1);
+	keep_conn(&g);
+	record(&g, 5, NULL, 0);
+	send_buf(fd, &g);
+	return kept_answer(fd, timeout_s);
+}
+
 /* On one connection kept open (FCGI_KEEP_CONN), rounds times: a POST of
  * 3000 bytes to uri, its body in writes of its own after the params,
  * answered post_status, then a GET of /next, answered 200 on the same
@@ -1102,15 +1149,14 @@ kept_answer(int fd, double timeout_s)
 static void
 kept_posts_are_no_next_request(const char *uri, int rounds, int post_status)
 {
-	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
 	static char body[3000];
 	int fd = conn();
 
 	memset(body, 'x', sizeof(body));
 	for (int i = 0; i < rounds; i++) {
-		struct buf h = { 0 }, b = { 0 }, g = { 0 };
+		struct buf h = { 0 }, b = { 0 };
 		head(&h, "POST", uri, (long)sizeof(body));
-		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		keep_conn(&h);
 		send_buf(fd, &h);
 		srv_sleep_ms(50);
 		record(&b, 5, body, sizeof(body));
@@ -1118,11 +1164,7 @@ kept_posts_are_no_next_request(const char *uri, int rounds, int post_status)
 		send_buf(fd, &b);
 		cr_assert_eq(kept_answer(fd, 3), post_status, "POST %d to %s\n%s",
 			     i, uri, logs());
-		head(&g, "GET", "/next", -1);
-		memcpy(g.p + 8, keep, 8);
-		record(&g, 5, NULL, 0);
-		send_buf(fd, &g);
-		cr_assert_eq(kept_answer(fd, 3), 200, "the request after POST %d\n%s",
+		cr_assert_eq(kept_next(fd, 3), 200, "the request after POST %d\n%s",
 			     i, logs());
 	}
 	close(fd);
@@ -1140,15 +1182,10 @@ kept_posts_are_no_next_request(const char *uri, int rounds, int post_status)
  * closed). */
 Test(slow, a_denied_body_on_a_kept_connection_is_no_next_request)
 {
-	cr_assert_eq(srv_stop(rg, 10), 0);
 	char r[SRV_PATH_MAX + 128];
 	snprintf(r, sizeof(r), "storage memory\nupstream fcgi+unix://%s\n/once 1/hour\n/**  1000/minute\n",
 		 srv_path("app.sock"));
-	srv_write("kept.rules", r, 0644);
-	char listen[SRV_PATH_MAX + 8];
-	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
-	rg = srv_start_rategate(srv_path("kept.rules"), listen, 2,
-				srv_path("rategate.log"), srv_path("rategate.out"));
+	restart_on("kept.rules", r, 2);
 	struct answer a = request("GET", "/once", NULL, 3);
 	cr_assert_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
 	free(a.out);
@@ -1225,25 +1262,18 @@ Test(slow, a_body_without_length_or_transfer_encoding_is_checked_against_bandwid
  * after it is client-gone at once, not the application's timeout. */
 Test(slow, a_late_end_of_an_empty_body_is_no_next_request)
 {
-	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
 	static const char *const methods[] = { "POST", "HEAD", "GET" };
 	int fd = conn();
 
 	for (int i = 0; i < 3; i++) {
-		struct buf h = { 0 }, e = { 0 }, g = { 0 };
+		struct buf h = { 0 };
 		head(&h, methods[i], "/f", 0);
-		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		keep_conn(&h);
 		send_buf(fd, &h);
-		srv_sleep_ms(50);
-		record(&e, 5, NULL, 0);
-		send_buf(fd, &e);
+		send_end_after(fd, 50);
 		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200, "%s /f\n%s",
 			     methods[i], logs());
-		head(&g, "GET", "/next", -1);
-		memcpy(g.p + 8, keep, 8);
-		record(&g, 5, NULL, 0);
-		send_buf(fd, &g);
-		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200,
+		cr_assert_eq(kept_next(fd, 3 * srv_slow()), 200,
 			     "the request after %s /f\n%s", methods[i], logs());
 	}
 	close(fd);
@@ -1269,30 +1299,23 @@ Test(slow, a_late_end_of_an_empty_body_is_no_next_request)
  * next request on it). */
 Test(slow, a_late_end_of_a_body_is_no_next_request)
 {
-	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
 	static const char *const uris[] = { "/f", "/cgi/f", "/f?bigout=10" };
 	static char body[3000];
 	int fd = conn();
 
 	memset(body, 'x', sizeof(body));
 	for (int i = 0; i < 3; i++) {
-		struct buf h = { 0 }, b = { 0 }, e = { 0 }, g = { 0 };
+		struct buf h = { 0 }, b = { 0 };
 		head(&h, "POST", uris[i], (long)sizeof(body));
-		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		keep_conn(&h);
 		record(&b, 5, body, sizeof(body));
 		buf_add(&h, b.p, b.len);
 		free(b.p);
 		send_buf(fd, &h);
-		srv_sleep_ms(100);      /* answered by now: the watch is over */
-		record(&e, 5, NULL, 0);
-		send_buf(fd, &e);
+		send_end_after(fd, 100);        /* answered by now: the watch is over */
 		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200, "POST %s\n%s",
 			     uris[i], logs());
-		head(&g, "GET", "/next", -1);
-		memcpy(g.p + 8, keep, 8);
-		record(&g, 5, NULL, 0);
-		send_buf(fd, &g);
-		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200,
+		cr_assert_eq(kept_next(fd, 3 * srv_slow()), 200,
 			     "the request after POST %s\n%s", uris[i], logs());
 	}
 	close(fd);
@@ -1313,7 +1336,6 @@ Test(slow, a_late_end_of_a_body_is_no_next_request)
  * second request on each. */
 Test(slow, a_new_connection_closes_no_kept_one)
 {
-	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
 	int fds[8];
 
 	for (int round = 0; round < 2; round++) {
@@ -1322,7 +1344,7 @@ Test(slow, a_new_connection_closes_no_kept_one)
 			if (round == 0)
 				fds[i] = conn();
 			head(&g, "POST", "/f", 0);
-			memcpy(g.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+			keep_conn(&g);
 			record(&g, 5, NULL, 0);
 			send_buf(fds[i], &g);
 			cr_assert_eq(kept_answer(fds[i], 3 * srv_slow()), 200,
@@ -1344,17 +1366,10 @@ Test(slow, a_new_connection_closes_no_kept_one)
  * it on the old code. */
 Test(slow, an_unread_end_of_an_empty_body_is_no_next_request, .timeout = 60)
 {
-	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
-
-	cr_assert_eq(srv_stop(rg, 10), 0);
 	char r[SRV_PATH_MAX + 128];
 	snprintf(r, sizeof(r), "storage memory\nupstream fcgi+unix://%s\n/**  1000000/hour\n",
 		 srv_path("app.sock"));
-	srv_write("many.rules", r, 0644);
-	char listen[SRV_PATH_MAX + 8];
-	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
-	rg = srv_start_rategate(srv_path("many.rules"), listen, 2,
-				srv_path("rategate.log"), srv_path("rategate.out"));
+	restart_on("many.rules", r, 2);
 	/* eight connections at once, as Apache's workers: the race wants
 	 * the host busy */
 	pid_t kids[8];
@@ -1367,7 +1382,7 @@ Test(slow, an_unread_end_of_an_empty_body_is_no_next_request, .timeout = 60)
 		for (int i = 0; i < 1000 && !bad; i++) {
 			struct buf h = { 0 }, e = { 0 };
 			head(&h, "GET", "/f?bigout=10", -1);
-			memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+			keep_conn(&h);
 			send_buf(fd, &h);
 			record(&e, 5, NULL, 0);
 			send_buf(fd, &e);
@@ -1401,13 +1416,12 @@ Test(slow, an_unread_end_of_an_empty_body_is_no_next_request, .timeout = 60)
  * on the old code. */
 Test(slow, an_empty_body_seen_with_the_params_goes_with_them, .timeout = 60)
 {
-	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
 	int fd = conn();
 
 	for (int i = 0; i < 900; i++) {
 		struct buf g = { 0 };
 		head(&g, "GET", "/f?bigout=10", -1);
-		memcpy(g.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		keep_conn(&g);
 		record(&g, 5, NULL, 0);
 		send_buf(fd, &g);
 		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200, "GET %d\n%s", i, logs());
@@ -1487,7 +1501,6 @@ running_pid(long pid)
  * the abort, without a bad-request line. */
 Test(slow, an_abort_on_a_kept_connection_is_no_next_request)
 {
-	static const unsigned char keep[8] = { 0, 1, 1, 0, 0, 0, 0, 0 };
 	int fd = conn();
 	/* Timing: the abort must come after rategate read the head (else
 	 * libfcgi reads it into its buffer with the head, where the watch
@@ -1500,17 +1513,14 @@ Test(slow, an_abort_on_a_kept_connection_is_no_next_request)
 		return;
 	}
 	for (int i = 0; i < 3; i++) {
-		struct buf h = { 0 }, e = { 0 }, ab = { 0 }, g = { 0 };
+		struct buf h = { 0 }, ab = { 0 };
 		head(&h, i == 0 ? "GET" : "POST", "/f?sleep=3000", i == 0 ? -1 : 0);
-		memcpy(h.p + 8, keep, 8);       /* the BEGIN_REQUEST body */
+		keep_conn(&h);
 		if (i != 1)
 			record(&h, 5, NULL, 0);
 		send_buf(fd, &h);
-		if (i == 1) {
-			srv_sleep_ms(50);
-			record(&e, 5, NULL, 0);
-			send_buf(fd, &e);
-		}
+		if (i == 1)
+			send_end_after(fd, 50);
 		srv_sleep_ms(200);
 		record(&ab, 2, NULL, 0);        /* FCGI_ABORT_REQUEST */
 		send_buf(fd, &ab);
@@ -1520,11 +1530,7 @@ Test(slow, an_abort_on_a_kept_connection_is_no_next_request)
 		free(a.out);
 		if (i == 2)
 			break;
-		head(&g, "GET", "/next", -1);
-		memcpy(g.p + 8, keep, 8);
-		record(&g, 5, NULL, 0);
-		send_buf(fd, &g);
-		cr_assert_eq(kept_answer(fd, 3 * srv_slow()), 200,
+		cr_assert_eq(kept_next(fd, 3 * srv_slow()), 200,
 			     "round %d: GET /next after an abort\n%s", i, logs());
 	}
 	struct answer a = answer(fd, 3 * srv_slow());
@@ -1541,7 +1547,6 @@ Test(slow, an_abort_on_a_kept_connection_is_no_next_request)
  * review found the child outliving the stop). */
 Test(slow, stop_kills_scripts_working_after_their_answer)
 {
-	cr_assert_eq(srv_stop(rg, 10), 0);
 	char script[SRV_PATH_MAX + 200];
 	snprintf(script, sizeof(script),
 		 "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nbye\\n'\nexec >&-\nsleep 30 &\necho $! $$ > %s\nwait\n",
@@ -1550,11 +1555,7 @@ Test(slow, stop_kills_scripts_working_after_their_answer)
 	char bg_rules[SRV_PATH_MAX * 2];
 	snprintf(bg_rules, sizeof(bg_rules), "storage memory\nupstream-timeout 30s\n/bg 10/minute upstream=cgi:%s\n",
 		 srv_path("bg.sh"));
-	srv_write("bg.rules", bg_rules, 0644);
-	char listen[SRV_PATH_MAX + 8];
-	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
-	rg = srv_start_rategate(srv_path("bg.rules"), listen, 2,
-				srv_path("rategate.log"), srv_path("rategate.out"));
+	restart_on("bg.rules", bg_rules, 2);
 	struct answer a = request("GET", "/bg", NULL, 10);
 	cr_expect_eq(status_of(&a), 200, "%s\n%s", a.out, logs());
 	cr_expect(a.took < 5, "the answer took %.1f s", a.took);
@@ -1867,12 +1868,8 @@ stall_workers(int n)
 static int
 restart_retiring(const char *rules_file, int workers)
 {
-	cr_assert_eq(srv_stop(rg, 10), 0);
 	setenv("RATEGATE_TEST_RETIRE_MS", "1000", 1);
-	char listen[SRV_PATH_MAX + 8];
-	snprintf(listen, sizeof(listen), "unix:%s", srv_path("rg.sock"));
-	rg = srv_start_rategate(srv_path(rules_file), listen, workers,
-				srv_path("rategate.log"), srv_path("rategate.out"));
+	restart_on(rules_file, NULL, workers);
 	unsetenv("RATEGATE_TEST_RETIRE_MS");
 	/* its workers are started once the start line is written (the
 	 * socket comes before: under valgrind, well before) */
