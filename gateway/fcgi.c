@@ -2581,22 +2581,20 @@ worker_main(void *arg)
 	int retiring = 0;
 
 	for (;;) {
-		/* Idle is a worker that will accept the next connection: not
-		 * one waiting on a connection the web server keeps.  Counted
-		 * idle, such workers let a new connection start no worker, and
-		 * keep_or_release closed a kept one for it instead, while the
-		 * web server could be sending its next request on it: nginx
-		 * answers a POST that meets the close 502 ("writev() failed
-		 * (32: Broken pipe) while sending request to upstream"; it
-		 * sends only idempotent requests again), found by a soak test
-		 * with keepalive 8 and 16 clients: 100 POSTs in 16,604. */
-		if (busy && w->req.ipcFd < 0) {
-			atomic_fetch_add(&srv->idle, 1);
-			busy = 0;
-		}
 		if (atomic_load(&srv->stopping))
 			break;
 		keep_or_release(w);
+		/* Idle is a worker that will accept the next connection: not
+		 * one waiting on a connection the web server keeps (above).
+		 * Counted idle, such workers let a new connection start no
+		 * worker, and keep_or_release closed a kept one for it
+		 * instead, while the web server could be sending its next
+		 * request on it: nginx answers a POST that meets the close 502
+		 * ("writev() failed (32: Broken pipe) while sending request to
+		 * upstream"; it sends only idempotent requests again), found
+		 * by a soak test with keepalive 8 and 16 clients: 100 POSTs in
+		 * 16,604.  (A busy worker that stops here was never counted
+		 * back, and its end takes nothing off the count.) */
 		if (busy && w->req.ipcFd < 0) {
 			atomic_fetch_add(&srv->idle, 1);
 			busy = 0;
